@@ -1,0 +1,43 @@
+"""thrifty: train with less.
+
+Fewer samples (dataset dedup and pruning), fewer bits (low-bit formats and packing),
+no training at all (compression kNN, nearest-mean and kNN classifiers on embeddings)
+and leaner optimisation (PyTorch optimizers and losses), with a Rust core.
+
+``import thrifty`` never imports torch or CuPy; the ``thrifty.torch`` and
+``thrifty.cuda`` subpackages import them when they are used.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from ._config import config, get_num_threads, set_num_threads, show_config
+from ._errors import (
+    CancelledError,
+    FormatError,
+    InternalError,
+    InvalidInputError,
+    ThriftyError,
+    ThriftyIOError,
+)
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "__version__",
+    "ThriftyError",
+    "InvalidInputError",
+    "FormatError",
+    "ThriftyIOError",
+    "CancelledError",
+    "InternalError",
+    "set_num_threads",
+    "get_num_threads",
+    "show_config",
+    "config",
+]
+
+from ._config import _init_from_env
+
+_init_from_env()
+del _init_from_env

@@ -1,0 +1,114 @@
+"""Thread control and build information."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any, TextIO
+
+from . import _core
+from ._errors import InvalidInputError
+
+__all__ = ["set_num_threads", "get_num_threads", "show_config", "config"]
+
+_ENV = "THRIFTY_NUM_THREADS"
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set how many threads thrifty's Rust core uses from the next call on.
+
+    Parameters
+    ----------
+    n : int or None
+        A positive thread count, or ``None`` for all cores (the default).
+        May be called any number of times; results never depend on it.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``n`` is not a positive integer (or ``None``).
+
+    Examples
+    --------
+    >>> import thrifty
+    >>> thrifty.set_num_threads(1)
+    >>> thrifty.get_num_threads()
+    1
+    >>> thrifty.set_num_threads(None)
+    """
+    if n is None:
+        _core.set_num_threads(0)
+        return
+    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
+        raise InvalidInputError(f"n_threads must be a positive integer or None, got {n!r}")
+    n = int(n.__index__())
+    if not 1 <= n <= 4096:
+        raise InvalidInputError(f"n_threads must be between 1 and 4096, got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads the next call into the Rust core will use.
+
+    Examples
+    --------
+    >>> import thrifty
+    >>> thrifty.get_num_threads() >= 1
+    True
+    """
+    return int(_core.get_num_threads())
+
+
+def _init_from_env() -> None:
+    raw = os.environ.get(_ENV)
+    if raw is None or raw.strip() == "":
+        return
+    try:
+        n = int(raw)
+        if n < 1:
+            raise ValueError
+    except ValueError:
+        warnings.warn(
+            f"ignoring {_ENV}={raw!r}: expected a positive integer; using all cores",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    set_num_threads(min(n, 4096))
+
+
+def config() -> dict[str, Any]:
+    """Build and runtime configuration as a dict (what :func:`show_config` prints)."""
+    import numpy
+
+    info = dict(_core.build_info())
+    info["num_threads"] = get_num_threads()
+    info["num_threads_source"] = _ENV if os.environ.get(_ENV) else "all cores"
+    info["python"] = sys.version.split()[0]
+    info["numpy"] = numpy.__version__
+    return info
+
+
+def show_config(file: TextIO | None = None) -> None:
+    """Print thrifty's version, Rust compiler, CPU features and thread count.
+
+    Examples
+    --------
+    >>> import thrifty
+    >>> thrifty.show_config()  # doctest: +ELLIPSIS
+    thrifty ...
+    """
+    out = file if file is not None else sys.stdout
+    c = config()
+    simd = ", ".join(c["simd"]) or "none detected"
+    lines = [
+        f"thrifty {c['version']}",
+        f"  rust compiler:   {c['rustc']} ({c['profile']} build, {c['target']})",
+        f"  cpu features:    {simd}",
+        f"  threads:         {c['num_threads']} of {c['available_threads']} available"
+        f" (set by {c['num_threads_source']}; change with thrifty.set_num_threads)",
+        f"  python:          {c['python']}",
+        f"  numpy:           {c['numpy']}",
+    ]
+    print("\n".join(lines), file=out)

@@ -1,0 +1,40 @@
+"""The exception hierarchy shared by every thrifty module.
+
+Errors raised by the Rust core are mapped onto these classes by kind, so the same
+``except thrifty.InvalidInputError`` works for every capability.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ThriftyError",
+    "InvalidInputError",
+    "FormatError",
+    "ThriftyIOError",
+    "CancelledError",
+    "InternalError",
+]
+
+
+class ThriftyError(Exception):
+    """Base class of every exception thrifty raises on purpose."""
+
+
+class InvalidInputError(ThriftyError, ValueError):
+    """An argument is invalid: wrong dtype or shape, NaN/inf, empty, k > n, unknown label..."""
+
+
+class FormatError(ThriftyError, ValueError):
+    """Bytes that should follow a file or data format do not (truncated, bad header...)."""
+
+
+class ThriftyIOError(ThriftyError, OSError):
+    """Reading or writing a file failed."""
+
+
+class CancelledError(ThriftyError):
+    """Long-running work was cancelled before it finished."""
+
+
+class InternalError(ThriftyError):
+    """A bug in thrifty (for example a panic in the Rust core). Please report it."""

@@ -1,0 +1,135 @@
+//! The one helper every binding goes through: [`run`].
+//!
+//! `run` releases the GIL, executes the core closure on thrifty's pool of
+//! `get_num_threads()` threads, and meanwhile keeps the interpreter's main thread
+//! responsive: every `POLL` it re-acquires the GIL briefly to deliver signals
+//! (Ctrl-C cancels the work and raises `KeyboardInterrupt`) and to call the Python
+//! progress callback with `(done, total)`. A panic in the core is caught and raised as
+//! `thrifty.InternalError`; it never unwinds into the interpreter.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use thrifty_core::parallel;
+use thrifty_core::{Classify, Progress};
+
+use crate::errors::{core_err, invalid_input, panic_err};
+
+/// How often the main thread wakes to check signals and report progress.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Thread count for the next call; 0 means all cores.
+static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// The thread count calls will use now.
+pub fn num_threads() -> usize {
+    match NUM_THREADS.load(Ordering::Relaxed) {
+        0 => parallel::available_threads(),
+        n => n,
+    }
+}
+
+/// Set the number of threads used by subsequent calls (0 = all cores).
+#[pyfunction]
+fn set_num_threads(py: Python<'_>, n: usize) -> PyResult<()> {
+    if n > 4096 {
+        return Err(invalid_input(
+            py,
+            format!("n_threads must be between 1 and 4096, got {n}"),
+        ));
+    }
+    NUM_THREADS.store(n, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Number of threads subsequent calls will use.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    num_threads()
+}
+
+type Caught<T, E> = std::thread::Result<Result<T, E>>;
+
+/// Run `work` without the GIL on thrifty's pool; see the module docs.
+///
+/// `callback`, if given, is a Python callable taking `(done, total)`; it runs on the
+/// calling thread, with the GIL held. If it raises, the work is cancelled and its
+/// exception propagates.
+pub fn run<T, E, F>(py: Python<'_>, callback: Option<&Bound<'_, PyAny>>, work: F) -> PyResult<T>
+where
+    T: Send,
+    E: Classify,
+    F: FnOnce(&Progress) -> Result<T, E> + Send,
+{
+    let progress = Progress::new();
+    let pool = parallel::pool(num_threads());
+    let callback: Option<Py<PyAny>> = callback.map(|c| c.clone().unbind());
+
+    let (result, py_error): (Caught<T, E>, Option<PyErr>) = py.detach(|| {
+        let (tx, rx) = mpsc::channel::<Caught<T, E>>();
+        let progress = &progress;
+        let mut py_error: Option<PyErr> = None;
+        let mut result: Option<Caught<T, E>> = None;
+        pool.in_place_scope(|scope| {
+            scope.spawn(move |_| {
+                let r = catch_unwind(AssertUnwindSafe(|| work(progress)));
+                let _ = tx.send(r);
+            });
+            loop {
+                match rx.recv_timeout(POLL) {
+                    Ok(r) => {
+                        result = Some(r);
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if py_error.is_some() {
+                            continue; // already cancelled; wait for the worker to stop
+                        }
+                        let err = Python::attach(|py| -> PyResult<()> {
+                            py.check_signals()?;
+                            if let Some(cb) = &callback {
+                                let (done, total) = progress.snapshot();
+                                cb.call1(py, (done, total))?;
+                            }
+                            Ok(())
+                        });
+                        if let Err(e) = err {
+                            progress.cancel();
+                            py_error = Some(e);
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        unreachable!("worker dropped its sender without sending")
+                    }
+                }
+            }
+        });
+        (result.expect("worker finished"), py_error)
+    });
+
+    if let Some(e) = py_error {
+        return Err(e);
+    }
+    match result {
+        Err(payload) => Err(panic_err(py, payload)),
+        Ok(Err(e)) => Err(core_err(py, &e)),
+        Ok(Ok(v)) => {
+            if let Some(cb) = &callback {
+                let (done, total) = progress.snapshot();
+                if total > 0 {
+                    cb.call1(py, (done, total))?;
+                }
+            }
+            Ok(v)
+        }
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    Ok(())
+}
