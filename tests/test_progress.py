@@ -61,3 +61,30 @@ def test_text_bar_without_tqdm(monkeypatch):
         cb(1, 4)
         cb(4, 4)
     assert "plain: 100.0% (4/4 it)" in buf.getvalue()
+
+
+def test_ctrl_c_interrupts_long_work_promptly():
+    import signal
+    import subprocess
+    import time
+
+    code = (
+        "import sys, time, thrifty\n"
+        "from thrifty import _core\n"
+        "print('ready', flush=True)\n"
+        "t = time.perf_counter()\n"
+        "try:\n"
+        "    _core._busy(2000, 5)\n"  # 10 s of work if not interrupted
+        "except KeyboardInterrupt:\n"
+        "    print(f'interrupted {time.perf_counter() - t:.2f}', flush=True)\n"
+        "    sys.exit(0)\n"
+        "sys.exit(3)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=30)
+    assert p.returncode == 0, out
+    assert out.startswith("interrupted")
+    assert float(out.split()[1]) < 5.0
