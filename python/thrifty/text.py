@@ -249,10 +249,13 @@ def _label_classes(y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     with contextlib.suppress(TypeError):
         uniq = sorted(uniq)  # type: ignore[type-var]
     classes = np.empty(len(uniq), dtype=object)
-    classes[:] = uniq
-    arr = np.asarray(uniq)
-    if arr.ndim == 1 and arr.dtype != object and arr.tolist() == uniq:
-        classes = arr
+    for i, lab in enumerate(uniq):
+        classes[i] = lab
+    if len({type(lab) for lab in uniq}) == 1:  # one plain type: a typed array
+        with contextlib.suppress(ValueError, TypeError):
+            arr = np.asarray(uniq)
+            if arr.ndim == 1 and arr.dtype != object and arr.tolist() == uniq:
+                classes = arr
     index = {lab: i for i, lab in enumerate(uniq)}
     codes = np.fromiter((index[lab] for lab in labels), dtype=np.int64, count=n)
     return classes, codes
