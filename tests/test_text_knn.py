@@ -152,6 +152,9 @@ def test_results_independent_of_threads_and_batching(data):
     clf_jobs = CompressionKNNClassifier(k=3, n_jobs=1).fit(train_x, train_y)
     assert np.array_equal(clf_jobs.kneighbors(test_x, return_distance=False), i1)
     assert thrifty.get_num_threads() == before
+    clf_all = CompressionKNNClassifier(k=3, n_jobs=-1).fit(train_x, train_y)
+    assert np.array_equal(clf_all.kneighbors(test_x, return_distance=False), i1)
+    assert thrifty.get_num_threads() == before
 
 
 def test_many_references_use_chunked_topk():

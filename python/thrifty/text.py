@@ -138,7 +138,7 @@ def _threads(n_jobs: int | None) -> Iterator[None]:
     if n == 0:
         raise InvalidInputError("n_jobs must be None, -1 or a positive integer, got 0")
     before = get_num_threads()
-    set_num_threads(0 if n == -1 else n)
+    set_num_threads(None if n == -1 else n)
     try:
         yield
     finally:
