@@ -292,6 +292,25 @@ mod tests {
         assert_eq!(a, run(3));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn topk_equals_sorted_prefix(
+            ds in proptest::collection::vec(0u8..6, 1..200),
+            k in 1usize..20,
+        ) {
+            // Few distinct distances: many ties, which must go to the lower index.
+            let mut top = TopK::new(k);
+            for (i, &d) in ds.iter().enumerate() {
+                top.push(Cand { d: d as f64 / 5.0, i: i as u32 });
+            }
+            let got: Vec<u32> = top.into_sorted().iter().map(|c| c.i).collect();
+            let mut want: Vec<u32> = (0..ds.len() as u32).collect();
+            want.sort_by_key(|&i| (ds[i as usize], i));
+            want.truncate(k);
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn bad_k_and_mismatch() {
         let r: Vec<&[u8]> = vec![b"a", b"b"];
