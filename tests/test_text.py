@@ -75,6 +75,20 @@ def test_gzip_lengths_equal_python_gzip_every_level(level):
     assert got.tolist() == [ref_len(t, level=level) for t in texts]
 
 
+def test_reused_stream_ignores_stale_window_bytes():
+    # A long text leaves its bytes in the reused zlib window; a shorter text that ends
+    # where two earlier matches diverge ('Q' far, 'R' near) must still pick the same
+    # match as a fresh stream (Python's gzip), whatever lies beyond its end.
+    filler = "".join(chr(97 + (i * 7) % 26) for i in range(200))
+    short = f"hello world Q{filler}hello world R{filler[::-1]}hello world".encode()
+    texts = []
+    for tail in (b"Q" * 400, b"R" * 400, b"\x00" * 400, b" world Q" * 50):
+        texts += [short + tail, short, short[:-3], short + b" "]
+    got = compressed_len(texts)
+    assert got.tolist() == [ref_len(t) for t in texts]
+    assert len(set(got[1::4].tolist())) == 1
+
+
 def test_gzip_default_level_is_9_and_utf8():
     texts = ["héllo wörld ✓ 中文", "ascii only", "bytes é".encode()]
     assert compressed_len(texts).tolist() == [ref_len(t, level=9) for t in texts]
