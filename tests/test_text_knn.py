@@ -286,3 +286,14 @@ def test_language_id_on_fortunes():
     clf = CompressionKNNClassifier(k=1).fit(train, ytr)
     assert clf.score(test, yte) >= 0.75
     assert CompressionKNNClassifier(k=2).fit(train, ytr).score(test, yte, protocol="paper") >= 0.85
+
+
+def test_numpy_inputs_and_unknown_score_labels(data):
+    train_x, train_y, test_x, test_y, _ = data
+    clf = CompressionKNNClassifier(k=1).fit(np.array(train_x), np.array(train_y))
+    assert clf.classes_.tolist() == sorted(set(train_y))
+    pred = clf.predict(np.array(test_x))
+    assert pred.tolist() == clf.predict(test_x).tolist()
+    # A label never seen in fit can never be predicted: it counts as wrong.
+    assert clf.score(test_x[:1], ["never-seen"]) == 0.0
+    assert clf.score(test_x[:1], ["never-seen"], protocol="paper") == 0.0
