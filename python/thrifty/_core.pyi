@@ -18,6 +18,9 @@ __all__ = [
     "_panic",
     "_pool_threads",
     "_busy",
+    "compressed_len",
+    "ncd_matrix",
+    "text_kneighbors",
 ]
 
 _Progress = Callable[[int, int], Any] | None
@@ -31,3 +34,24 @@ def column_mean(x: npt.NDArray[np.float32], progress: _Progress = None) -> npt.N
 def _panic(message: str) -> None: ...
 def _pool_threads(n_tasks: int) -> tuple[int, int]: ...
 def _busy(steps: int, step_ms: int, progress: _Progress = None) -> int: ...
+def compressed_len(
+    texts: list[bytes], compressor: str, level: int | None = None, progress: _Progress = None
+) -> npt.NDArray[np.int64]: ...
+def ncd_matrix(
+    queries: list[bytes],
+    refs: list[bytes],
+    compressor: str,
+    level: int | None = None,
+    distance_name: str = "ncd",
+    progress: _Progress = None,
+) -> npt.NDArray[np.float64]: ...
+def text_kneighbors(
+    queries: list[bytes],
+    refs: list[bytes],
+    ref_lens: npt.NDArray[np.int64],
+    k: int,
+    compressor: str,
+    level: int | None = None,
+    distance_name: str = "ncd",
+    progress: _Progress = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...

@@ -10,6 +10,7 @@
 //! into chunks whose size is fixed in advance (not derived from the thread count) and
 //! combine the partial results in chunk order.
 
+pub mod compress;
 pub mod cpu;
 pub mod error;
 pub mod linalg;

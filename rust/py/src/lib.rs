@@ -11,6 +11,7 @@ mod errors;
 mod info;
 mod linalg;
 mod runtime;
+mod text;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -18,5 +19,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     info::register(m)?;
     linalg::register(m)?;
+    text::register(m)?;
     Ok(())
 }
