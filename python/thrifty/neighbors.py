@@ -171,10 +171,11 @@ class _Labels:
     def update(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Codes of ``y`` in the (possibly grown) class list, and where the old codes
         moved (``None`` when nothing moved)."""
-        new = np.unique(y)
         if self.classes is None:
+            new, inv = np.unique(y, return_inverse=True)
             self.classes = new
-            return np.searchsorted(new, y).astype(np.uint32), None
+            return inv.astype(np.uint32).reshape(-1), None
+        new = np.unique(y)
         if (self.classes.dtype.kind in "US") != (new.dtype.kind in "US"):
             raise InvalidInputError(
                 f"y holds {new.dtype} labels but the classes seen so far are {self.classes.dtype}; "
@@ -317,8 +318,14 @@ class NearestMeanClassifier(_Base):
             self.__dict__.pop(attr, None)
         x = self._X(X, fitting=True)
         yy = _as_labels(y, x.shape[0])
-        _check_two_classes(np.unique(yy), "fit")
-        return self._accumulate(x, yy)
+        self._accumulate(x, yy)
+        try:
+            _check_two_classes(self.classes_, "fit")
+        except InvalidInputError:
+            for attr in ("classes_", "means_", "counts_", "n_features_in_", "_sums", "_labels"):
+                self.__dict__.pop(attr, None)
+            raise
+        return self
 
     def partial_fit(self, X: Any, y: Any) -> NearestMeanClassifier:
         """Add samples to the running class means; new classes may appear."""

@@ -104,16 +104,41 @@ fn check_pair(
     Ok(())
 }
 
+/// Squared L2 norm of a row in `f64`: eight interleaved partial sums (so the loop
+/// pipelines and vectorises), combined in a fixed order — deterministic.
+#[inline]
+fn sq_norm_f64(row: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f64::from(v) * f64::from(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a += f64::from(v) * f64::from(v);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// Squared norms of every row, accumulated in `f64` ([`sq_norm_f64`]) and rounded once.
+fn sq_norms(x: MatRef<'_>) -> Vec<f32> {
+    use rayon::prelude::*;
+    (0..x.rows())
+        .into_par_iter()
+        .with_min_len(256)
+        .map(|i| sq_norm_f64(x.row(i)) as f32)
+        .collect()
+}
+
 /// `1 / ||row||` for every row (norm accumulated in `f64`); zero rows are an error.
 fn inverse_norms(x: MatRef<'_>, name: &'static str) -> Result<Vec<f64>, NeighborsError> {
     use rayon::prelude::*;
     let inv: Vec<f64> = (0..x.rows())
         .into_par_iter()
         .with_min_len(256)
-        .map(|i| {
-            let s: f64 = x.row(i).iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-            1.0 / s.sqrt()
-        })
+        .map(|i| 1.0 / sq_norm_f64(x.row(i)).sqrt())
         .collect();
     if let Some(row) = inv.iter().position(|v| !v.is_finite()) {
         return Err(NeighborsError::ZeroVector { name, row });

@@ -3,9 +3,9 @@
 
 use rayon::prelude::*;
 
-use super::{check_pair, inverse_norms, Metric, NeighborsError};
+use super::{check_pair, inverse_norms, sq_norms, Metric, NeighborsError};
 use crate::gemm::{self, Isa};
-use crate::linalg::{row_norms_sq, MatRef};
+use crate::linalg::MatRef;
 use crate::parallel::fixed_chunks;
 use crate::progress::Progress;
 
@@ -46,7 +46,6 @@ pub fn class_sums(
             "label index {bad} out of range for {n_classes} classes"
         )));
     }
-    x.require_finite("X")?;
     let strips = fixed_chunks(d, STRIP);
     progress.set_total(strips.len() as u64);
     let sums_ro: &[f64] = sums;
@@ -71,6 +70,11 @@ pub fn class_sums(
             Ok(acc)
         })
         .collect::<Result<_, NeighborsError>>()?;
+    // f64 sums of finite f32 values cannot overflow, so a non-finite sum means a NaN or
+    // infinity in X: locate it (saving a separate pass over X in the common case).
+    if parts.iter().any(|p| p.iter().any(|v| !v.is_finite())) {
+        x.require_finite("X")?;
+    }
     for (cols, acc) in strips.iter().zip(parts) {
         let w = cols.len();
         for c in 0..n_classes {
@@ -113,6 +117,15 @@ pub fn nearest_mean_scores(
     means: &[f64],
     metric: Metric,
 ) -> Result<Vec<f32>, NeighborsError> {
+    scores_and_norms(x, means, metric).map(|(s, _)| s)
+}
+
+/// [`nearest_mean_scores`] plus the squared row norms of `x`.
+fn scores_and_norms(
+    x: MatRef<'_>,
+    means: &[f64],
+    metric: Metric,
+) -> Result<(Vec<f32>, Vec<f32>), NeighborsError> {
     let d = x.cols();
     if d == 0 || means.is_empty() || !means.len().is_multiple_of(d) {
         return Err(NeighborsError::Labels(format!(
@@ -127,20 +140,24 @@ pub fn nearest_mean_scores(
     match metric {
         Metric::Cosine => {
             let inv = inverse_norms(x, "X")?;
-            Ok(gemm::matmul_nt(isa, x, Some(&inv), mm, None))
+            // The cosine error bound does not need the norms.
+            Ok((
+                gemm::matmul_nt(isa, x, Some(&inv), mm, None),
+                vec![1.0; x.rows()],
+            ))
         }
-        Metric::Dot => Ok(gemm::matmul_nt(isa, x, None, mm, None)),
+        Metric::Dot => Ok((gemm::matmul_nt(isa, x, None, mm, None), sq_norms(x))),
         Metric::Euclidean => {
+            let xn = sq_norms(x);
             let mut s = gemm::matmul_nt(isa, x, None, mm, None);
-            let xn = row_norms_sq(x);
-            let mn = row_norms_sq(mm);
+            let mn = sq_norms(mm);
             s.par_chunks_mut(n_classes).zip(&xn).for_each(|(row, &q)| {
                 for (v, &m) in row.iter_mut().zip(&mn) {
                     let dist = (q + m) - 2.0 * *v;
                     *v = -(if dist < 0.0 { 0.0 } else { dist });
                 }
             });
-            Ok(s)
+            Ok((s, xn))
         }
     }
 }
@@ -157,20 +174,31 @@ pub fn nearest_mean_predict(
     metric: Metric,
     progress: &Progress,
 ) -> Result<Vec<u32>, NeighborsError> {
-    let scores = nearest_mean_scores(x, means, metric)?;
+    let (scores, xn) = scores_and_norms(x, means, metric)?;
     progress.check()?;
     let d = x.cols();
     let n_classes = means.len() / d;
-    let xn = row_norms_sq(x);
-    let mn_max = means
-        .chunks_exact(d)
-        .map(|m| m.iter().map(|v| v * v).sum::<f64>())
-        .fold(0.0f64, f64::max) as f32;
-    let eps = f32::EPSILON * 2.0 * (d as f32 + 4.0);
     let mean_norms: Vec<f64> = means
         .chunks_exact(d)
         .map(|m| m.iter().map(|v| v * v).sum::<f64>().sqrt())
         .collect();
+    let mn_max = mean_norms.iter().fold(0.0f64, |a, &b| a.max(b));
+    // A bound on |score error| of each f32 score, doubled for the gap between two
+    // scores (u = unit roundoff): the dot product of an FMA chain errs by at most
+    // ~d·u·|x|·|m|; the euclidean expansion adds a few roundings of ||x||² + ||m||².
+    let u = f64::from(f32::EPSILON) / 2.0;
+    let dd = d as f64 + 2.0;
+    let tol_of = |xn2: f32| -> f32 {
+        let xn2 = f64::from(xn2);
+        let t = match metric {
+            Metric::Cosine => 4.0 * dd * u,
+            Metric::Dot => 4.0 * dd * u * xn2.sqrt() * mn_max,
+            Metric::Euclidean => {
+                4.0 * u * (2.0 * (xn2 + mn_max * mn_max) + dd * xn2.sqrt() * mn_max)
+            }
+        };
+        t as f32
+    };
     let out: Vec<u32> = scores
         .par_chunks(n_classes)
         .enumerate()
@@ -186,11 +214,7 @@ pub fn nearest_mean_predict(
                     second = s;
                 }
             }
-            let tol = match metric {
-                Metric::Euclidean => eps * (xn[i] + mn_max),
-                Metric::Cosine => eps,
-                Metric::Dot => eps * (xn[i] + mn_max),
-            };
+            let tol = tol_of(xn[i]);
             if n_classes > 1 && best - second <= tol {
                 bi = refine(x.row(i), means, &mean_norms, metric);
             }

@@ -3,8 +3,8 @@
 //! # Semantics
 //! * `Dot`: score `s = q · k` computed by [`crate::gemm`] (`f32`, FMA chain in feature
 //!   order); higher is nearer.
-//! * `Cosine`: rows are scaled by `1 / ||row||` (norm in `f64`, one rounding to `f32`,
-//!   exactly [`crate::linalg::normalize_rows`]) while they are packed, then as `Dot`.
+//! * `Cosine`: rows are scaled by `1 / ||row||` (norm in `f64`, one rounding to `f32`)
+//!   while they are packed, then as `Dot`.
 //! * `Euclidean`: `dist = (||q||² + ||k||²) − 2 (q · k)` in `f32` (squared norms
 //!   accumulated in `f64` and rounded once), clamped below at `0`; lower is nearer.
 //!
@@ -20,9 +20,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{check_pair, inverse_norms, Metric, NeighborsError};
+use super::{check_pair, inverse_norms, sq_norms, Metric, NeighborsError};
 use crate::gemm::{self, AlignedBuf, Isa};
-use crate::linalg::{row_norms_sq, MatRef};
+use crate::linalg::MatRef;
 use crate::progress::Progress;
 
 /// The `k` best keys of every query, row-major `(n_queries, k)`.
@@ -73,7 +73,7 @@ pub fn topk_with(
         _ => (None, None),
     };
     let (q_norms, k_norms) = match metric {
-        Metric::Euclidean => (row_norms_sq(queries), row_norms_sq(keys)),
+        Metric::Euclidean => (sq_norms(queries), sq_norms(keys)),
         _ => (Vec::new(), Vec::new()),
     };
     let ctx = Ctx {
