@@ -9,8 +9,8 @@ use crate::linalg::MatRef;
 use crate::parallel::fixed_chunks;
 use crate::progress::Progress;
 
-/// Columns per parallel task in [`class_sums`].
-const STRIP: usize = 32;
+/// Fewest columns per parallel task in [`class_sums`].
+const MIN_STRIP: usize = 32;
 
 /// Add the rows of `x` to the running per-class sums: `sums[c, :] += x[i, :]` and
 /// `counts[c] += 1` for every row `i` with `labels[i] == c`, rows in order.
@@ -46,7 +46,13 @@ pub fn class_sums(
             "label index {bad} out of range for {n_classes} classes"
         )));
     }
-    let strips = fixed_chunks(d, STRIP);
+    // Every column is summed in row order whatever the strips are, so their width may
+    // follow the thread count (wide strips read X with better locality).
+    let width = d
+        .div_ceil(2 * rayon::current_num_threads())
+        .next_multiple_of(8)
+        .max(MIN_STRIP);
+    let strips = fixed_chunks(d, width);
     progress.set_total(strips.len() as u64);
     let sums_ro: &[f64] = sums;
     let parts: Vec<Vec<f64>> = strips
