@@ -498,6 +498,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        #[test]
+        fn any_shape_matches_reference(
+            m in 1usize..20, n in 1usize..60, d in 1usize..30, kf in 0.0f64..1.0, seed in 0u64..1000,
+        ) {
+            let k = 1 + ((n - 1) as f64 * kf) as usize;
+            let q = ints(m * d, seed, 2);
+            let x = ints(n * d, seed + 1, 2);
+            let qm = MatRef::new(&q, m, d).unwrap();
+            let xm = MatRef::new(&x, n, d).unwrap();
+            for metric in [Metric::Dot, Metric::Euclidean] {
+                let (ws, wi) = reference(&q, &x, d, k, metric);
+                for isa in Isa::available() {
+                    let got = topk_with(isa, qm, xm, k, metric, &Progress::new()).unwrap();
+                    proptest::prop_assert_eq!(&got.indices, &wi);
+                    proptest::prop_assert_eq!(&got.scores, &ws);
+                }
+            }
+        }
+    }
+
     #[test]
     fn cosine_self_match_and_duplicates() {
         let d = 20;
