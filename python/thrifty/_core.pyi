@@ -21,6 +21,10 @@ __all__ = [
     "compressed_len",
     "ncd_matrix",
     "text_kneighbors",
+    "topk",
+    "class_sums",
+    "nearest_mean_scores",
+    "nearest_mean_predict",
 ]
 
 _Progress = Callable[[int, int], Any] | None
@@ -55,3 +59,26 @@ def text_kneighbors(
     distance_name: str = "ncd",
     progress: _Progress = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+def topk(
+    queries: npt.NDArray[np.float32],
+    keys: npt.NDArray[np.float32],
+    k: int,
+    metric_name: str,
+    progress: _Progress = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+def class_sums(
+    x: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.uint32],
+    sums: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.uint64],
+    progress: _Progress = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint64]]: ...
+def nearest_mean_scores(
+    x: npt.NDArray[np.float32], means: npt.NDArray[np.float64], metric_name: str
+) -> npt.NDArray[np.float32]: ...
+def nearest_mean_predict(
+    x: npt.NDArray[np.float32],
+    means: npt.NDArray[np.float64],
+    metric_name: str,
+    progress: _Progress = None,
+) -> npt.NDArray[np.uint32]: ...

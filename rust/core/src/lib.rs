@@ -13,7 +13,9 @@
 pub mod compress;
 pub mod cpu;
 pub mod error;
+pub mod gemm;
 pub mod linalg;
+pub mod neighbors;
 pub mod parallel;
 pub mod progress;
 

@@ -10,6 +10,7 @@ mod arrays;
 mod errors;
 mod info;
 mod linalg;
+mod neighbors;
 mod runtime;
 mod text;
 
@@ -20,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     info::register(m)?;
     linalg::register(m)?;
     text::register(m)?;
+    neighbors::register(m)?;
     Ok(())
 }

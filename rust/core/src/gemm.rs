@@ -1,0 +1,591 @@
+//! A cache-blocked `f32` matrix product `C = A · Bᵀ` for row-major `A` (m x d) and
+//! `B` (n x d), the shape of every "all pairwise dot products" problem in thrifty
+//! (nearest neighbours, class means, k-means, pruning scores).
+//!
+//! # Design
+//! The classic BLIS structure, specialised to the "NT" case:
+//! * both operands are **packed** into panels — `A` into panels of [`Isa::mr`] rows,
+//!   `B` into panels of [`Isa::nr`] rows — stored depth-major (`panel[p * w + i]`), zero
+//!   padded past the last row, optionally scaling each row by an `f64` factor while
+//!   packing (cosine metrics normalise rows this way, with no extra copy);
+//! * a **register-tiled micro-kernel** computes one `mr x nr` tile of `C` with
+//!   `mr * nr / lanes` vector accumulators;
+//! * [`compute_block`] runs the micro-kernel over a block of `A` panels (kept in L1 one
+//!   at a time) against a block of `B` panels (sized for L2 by the caller, see
+//!   [`b_block_rows`]), in depth chunks of at most [`KC`].
+//!
+//! The instruction set is picked at run time ([`Isa::detect`]): AVX-512F (12 x 32 tile),
+//! AVX2 + FMA (6 x 16 tile) or portable scalar code (4 x 8 tile). Release builds never
+//! assume a CPU (`target-cpu` is not set).
+//!
+//! # Numerical semantics
+//! Every entry is computed as `c = fma(a[p], b[p], c)` for `p = 0, 1, ..., d - 1`,
+//! starting from `c = 0`, in `f32`. The sequence does not depend on where the entry lies
+//! in a tile, on the block sizes, on the thread count, or on the instruction set (the
+//! AVX2 and AVX-512 kernels give bit-identical results), so identical rows of `B` give
+//! bit-identical entries and results never depend on how the work was split. Only the
+//! scalar fallback differs: it rounds after the multiply and after the add (no FMA).
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::linalg::MatRef;
+
+/// Depth chunk: the `A` panel (`KC * mr` floats) stays in L1 while a block of `B`
+/// panels streams from L2.
+pub const KC: usize = 384;
+
+/// The micro-kernel family used for a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust (mul then add, no FMA); 4 x 8 tiles.
+    Scalar,
+    /// AVX2 + FMA; 6 x 16 tiles.
+    Avx2Fma,
+    /// AVX-512F; 12 x 32 tiles.
+    Avx512,
+}
+
+impl Isa {
+    /// The fastest kernel the running CPU supports (detected once). The environment
+    /// variable `THRIFTY_GEMM_ISA` (`scalar`, `avx2`, `avx512`) caps the choice, for
+    /// testing and benchmarking.
+    pub fn detect() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let avail = Isa::available();
+            let best = *avail.last().unwrap_or(&Isa::Scalar);
+            match std::env::var("THRIFTY_GEMM_ISA").ok().as_deref() {
+                Some("scalar") => Isa::Scalar,
+                Some("avx2") if avail.contains(&Isa::Avx2Fma) => Isa::Avx2Fma,
+                _ => best,
+            }
+        })
+    }
+
+    /// Every kernel the running CPU supports, slowest first (always includes `Scalar`).
+    pub fn available() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2Fma);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+
+    /// Rows of `A` per micro-tile.
+    pub const fn mr(self) -> usize {
+        match self {
+            Isa::Scalar => 4,
+            Isa::Avx2Fma => 6,
+            Isa::Avx512 => 12,
+        }
+    }
+
+    /// Rows of `B` (columns of `C`) per micro-tile.
+    pub const fn nr(self) -> usize {
+        match self {
+            Isa::Scalar => 8,
+            Isa::Avx2Fma => 16,
+            Isa::Avx512 => 32,
+        }
+    }
+
+    /// Short name, as shown by diagnostics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2Fma => "avx2+fma",
+            Isa::Avx512 => "avx512f",
+        }
+    }
+}
+
+/// A heap buffer of `f32` aligned to 64 bytes (one cache line, one AVX-512 vector).
+pub struct AlignedBuf {
+    blocks: Vec<Line>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+impl AlignedBuf {
+    /// `len` zeros.
+    pub fn zeros(len: usize) -> Self {
+        Self {
+            blocks: vec![Line([0.0; 16]); len.div_ceil(16)],
+            len,
+        }
+    }
+
+    /// The contents.
+    pub fn as_slice(&self) -> &[f32] {
+        // SAFETY: `Line` is `repr(C)` over `[f32; 16]`, so the blocks are a contiguous
+        // run of at least `len` initialised f32 values.
+        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<f32>(), self.len) }
+    }
+
+    /// The contents, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: as in `as_slice`, and we hold the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<f32>(), self.len) }
+    }
+}
+
+/// Number of floats [`pack_rows`] writes for `rows` rows of depth `d` in panels of `w`.
+pub fn packed_len(rows: usize, d: usize, w: usize) -> usize {
+    rows.div_ceil(w) * w * d
+}
+
+/// Pack rows `rows` of `x` into panels of `w` rows: panel `q`, depth `p`, row `i` goes to
+/// `out[(q * d + p) * w + i]`. Rows past the range are zero. With `scale`, row `r` is
+/// multiplied by `scale[r]` in `f64` and rounded once to `f32` (exactly what
+/// [`crate::linalg::normalize_rows`] does with `1 / norm`).
+pub fn pack_rows(
+    x: MatRef<'_>,
+    rows: Range<usize>,
+    scale: Option<&[f64]>,
+    w: usize,
+    out: &mut [f32],
+) {
+    let d = x.cols();
+    let n = rows.len();
+    assert_eq!(
+        out.len(),
+        packed_len(n, d, w),
+        "packed buffer has the wrong size"
+    );
+    for (q, panel) in out.chunks_exact_mut(w * d).enumerate() {
+        for i in 0..w {
+            let r = q * w + i;
+            if r >= n {
+                for p in 0..d {
+                    panel[p * w + i] = 0.0;
+                }
+                continue;
+            }
+            let src = x.row(rows.start + r);
+            match scale {
+                None => {
+                    for (p, &v) in src.iter().enumerate() {
+                        panel[p * w + i] = v;
+                    }
+                }
+                Some(s) => {
+                    let s = s[rows.start + r];
+                    for (p, &v) in src.iter().enumerate() {
+                        panel[p * w + i] = (f64::from(v) * s) as f32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows of `B` per L2 block for depth `d`: about 384 KiB of packed panels, a multiple of
+/// `isa.nr()`, at least one panel.
+pub fn b_block_rows(isa: Isa, d: usize) -> usize {
+    let nr = isa.nr();
+    let kc = d.clamp(1, KC);
+    let rows = (384 * 1024 / 4) / kc;
+    (rows / nr).max(1) * nr
+}
+
+/// `C = A · Bᵀ` for one block: `a` holds whole packed panels of `isa.mr()` rows and `b`
+/// whole packed panels of `isa.nr()` rows, both of depth `d`. `c` is row-major with row
+/// stride `ldc >= (b panels) * nr` and at least `(a panels) * mr` rows; it is overwritten.
+pub fn compute_block(isa: Isa, d: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
+    let (mr, nr) = (isa.mr(), isa.nr());
+    assert!(d > 0 && a.len().is_multiple_of(mr * d) && b.len().is_multiple_of(nr * d));
+    let (pa, pb) = (a.len() / (mr * d), b.len() / (nr * d));
+    assert!(ldc >= pb * nr && c.len() >= (pa * mr - 1) * ldc + pb * nr);
+    // SAFETY: the sizes were checked above; the target features were detected at run
+    // time before `isa` could be constructed with them (`Isa::available`).
+    unsafe {
+        match isa {
+            Isa::Scalar => block_scalar(d, pa, pb, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => x86::block_avx2(d, pa, pb, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                x86::block_avx512(d, pa, pb, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("x86 kernels on a non-x86 target"),
+        }
+    }
+}
+
+/// The loop nest shared by every kernel: depth chunks, then `A` panels (L1), then `B`
+/// panels (L2).
+macro_rules! block_loops {
+    ($kernel:ident, $mr:expr, $nr:expr, $d:ident, $pa:ident, $pb:ident, $a:ident, $b:ident, $c:ident, $ldc:ident) => {{
+        let mut p0 = 0;
+        while p0 < $d {
+            let kc = ($d - p0).min(KC);
+            for ia in 0..$pa {
+                let ap = $a.add(ia * $mr * $d + p0 * $mr);
+                let cp = $c.add(ia * $mr * $ldc);
+                for jb in 0..$pb {
+                    let bp = $b.add(jb * $nr * $d + p0 * $nr);
+                    $kernel(kc, ap, bp, cp.add(jb * $nr), $ldc, p0 > 0);
+                }
+            }
+            p0 += kc;
+        }
+    }};
+}
+
+/// # Safety
+/// `a`, `b`, `c` must cover `pa` / `pb` packed panels and the `C` rows and columns.
+unsafe fn block_scalar(
+    d: usize,
+    pa: usize,
+    pb: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    block_loops!(kernel_scalar, 4, 8, d, pa, pb, a, b, c, ldc);
+}
+
+#[inline(always)]
+unsafe fn kernel_scalar(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
+    const MR: usize = 4;
+    const NR: usize = 8;
+    let mut t = [[0.0f32; NR]; MR];
+    if acc {
+        for (i, row) in t.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = *c.add(i * ldc + j);
+            }
+        }
+    }
+    let a = std::slice::from_raw_parts(a, kc * MR);
+    let b = std::slice::from_raw_parts(b, kc * NR);
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for (row, &ai) in t.iter_mut().zip(ap) {
+            for (v, &bj) in row.iter_mut().zip(bp) {
+                *v += ai * bj;
+            }
+        }
+    }
+    for (i, row) in t.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            *c.add(i * ldc + j) = v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::KC;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX2 and FMA must be available; pointers as in `compute_block`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block_avx2(
+        d: usize,
+        pa: usize,
+        pb: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        block_loops!(kernel_avx2, 6, 16, d, pa, pb, a, b, c, ldc);
+    }
+
+    #[inline(always)]
+    unsafe fn kernel_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        const MR: usize = 6;
+        let mut r = [[_mm256_setzero_ps(); 2]; MR];
+        if acc {
+            for (i, ri) in r.iter_mut().enumerate() {
+                ri[0] = _mm256_loadu_ps(c.add(i * ldc));
+                ri[1] = _mm256_loadu_ps(c.add(i * ldc + 8));
+            }
+        }
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            let ap = a.add(p * MR);
+            for (i, ri) in r.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(i));
+                ri[0] = _mm256_fmadd_ps(av, b0, ri[0]);
+                ri[1] = _mm256_fmadd_ps(av, b1, ri[1]);
+            }
+        }
+        for (i, ri) in r.iter().enumerate() {
+            _mm256_storeu_ps(c.add(i * ldc), ri[0]);
+            _mm256_storeu_ps(c.add(i * ldc + 8), ri[1]);
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F must be available; pointers as in `compute_block`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn block_avx512(
+        d: usize,
+        pa: usize,
+        pb: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        block_loops!(kernel_avx512, 12, 32, d, pa, pb, a, b, c, ldc);
+    }
+
+    #[inline(always)]
+    unsafe fn kernel_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        const MR: usize = 12;
+        let mut r = [[_mm512_setzero_ps(); 2]; MR];
+        if acc {
+            for (i, ri) in r.iter_mut().enumerate() {
+                ri[0] = _mm512_loadu_ps(c.add(i * ldc));
+                ri[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
+            }
+        }
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(p * 32));
+            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+            let ap = a.add(p * MR);
+            for (i, ri) in r.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ap.add(i));
+                ri[0] = _mm512_fmadd_ps(av, b0, ri[0]);
+                ri[1] = _mm512_fmadd_ps(av, b1, ri[1]);
+            }
+        }
+        for (i, ri) in r.iter().enumerate() {
+            _mm512_storeu_ps(c.add(i * ldc), ri[0]);
+            _mm512_storeu_ps(c.add(i * ldc + 16), ri[1]);
+        }
+    }
+}
+
+/// `C = A · Bᵀ` (row-major `m x n`), rows of `A` and `B` optionally scaled as in
+/// [`pack_rows`]. Parallel over blocks of `A` rows; the result does not depend on the
+/// thread count. Both inputs must have the same number of columns (> 0).
+pub fn matmul_nt(
+    isa: Isa,
+    a: MatRef<'_>,
+    a_scale: Option<&[f64]>,
+    b: MatRef<'_>,
+    b_scale: Option<&[f64]>,
+) -> Vec<f32> {
+    let (m, n, d) = (a.rows(), b.rows(), a.cols());
+    assert_eq!(d, b.cols(), "inner dimensions differ");
+    let mut out = vec![0.0f32; m * n];
+    if m == 0 || n == 0 || d == 0 {
+        return out;
+    }
+    let (mr, nr) = (isa.mr(), isa.nr());
+    let nb = b_block_rows(isa, d);
+    let b_packed = pack_all(b, b_scale, nr, nb);
+    let mq = 8 * mr;
+    out.par_chunks_mut(mq * n)
+        .enumerate()
+        .for_each(|(qi, dst)| {
+            let r0 = qi * mq;
+            let rows = r0..(r0 + mq).min(m);
+            let mut ap = AlignedBuf::zeros(packed_len(rows.len(), d, mr));
+            pack_rows(a, rows.clone(), a_scale, mr, ap.as_mut_slice());
+            let ldc = nb.div_ceil(nr) * nr;
+            let mut tile = AlignedBuf::zeros(rows.len().div_ceil(mr) * mr * ldc);
+            for (bi, bp) in b_packed.iter().enumerate() {
+                let c0 = bi * nb;
+                let cols = (n - c0).min(nb);
+                compute_block(
+                    isa,
+                    d,
+                    ap.as_slice(),
+                    bp.as_slice(),
+                    tile.as_mut_slice(),
+                    ldc,
+                );
+                for (i, row) in dst.chunks_exact_mut(n).enumerate() {
+                    row[c0..c0 + cols].copy_from_slice(&tile.as_slice()[i * ldc..i * ldc + cols]);
+                }
+            }
+        });
+    out
+}
+
+/// Pack every row of `b` into blocks of `nb` rows (in parallel), each block in panels of
+/// `nr` rows.
+pub fn pack_all(b: MatRef<'_>, scale: Option<&[f64]>, nr: usize, nb: usize) -> Vec<AlignedBuf> {
+    crate::parallel::fixed_chunks(b.rows(), nb)
+        .into_par_iter()
+        .map(|r| {
+            let mut buf = AlignedBuf::zeros(packed_len(r.len(), b.cols(), nr));
+            pack_rows(b, r, scale, nr, buf.as_mut_slice());
+            buf
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::parallel::install;
+
+    pub(crate) fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn naive(a: &[f32], b: &[f32], m: usize, n: usize, d: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..d)
+                    .map(|p| f64::from(a[i * d + p]) * f64::from(b[j * d + p]))
+                    .sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matches_naive_for_every_kernel_and_odd_shapes() {
+        for &(m, n, d) in &[
+            (1, 1, 1),
+            (13, 37, 5),
+            (30, 70, 400),
+            (5, 300, 800),
+            (25, 9, 3),
+        ] {
+            let a = lcg(m * d, 1);
+            let b = lcg(n * d, 2);
+            let want = naive(&a, &b, m, n, d);
+            let am = MatRef::new(&a, m, d).unwrap();
+            let bm = MatRef::new(&b, n, d).unwrap();
+            for isa in Isa::available() {
+                let got = matmul_nt(isa, am, None, bm, None);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (f64::from(*g) - w).abs() < 1e-5 * (d as f64),
+                        "{isa:?} {g} {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_kernels_agree_bitwise_and_exact_on_integers() {
+        let (m, n, d) = (29, 77, 777);
+        let a: Vec<f32> = lcg(m * d, 3).iter().map(|v| (v * 8.0).round()).collect();
+        let b: Vec<f32> = lcg(n * d, 4).iter().map(|v| (v * 8.0).round()).collect();
+        let am = MatRef::new(&a, m, d).unwrap();
+        let bm = MatRef::new(&b, n, d).unwrap();
+        let want = naive(&a, &b, m, n, d);
+        let results: Vec<Vec<f32>> = Isa::available()
+            .into_iter()
+            .map(|isa| matmul_nt(isa, am, None, bm, None))
+            .collect();
+        for r in &results {
+            let exact: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+            assert_eq!(r, &exact);
+        }
+        let x = lcg(m * d, 5);
+        let xm = MatRef::new(&x, m, d).unwrap();
+        let simd: Vec<Vec<u32>> = Isa::available()
+            .into_iter()
+            .filter(|&i| i != Isa::Scalar)
+            .map(|isa| {
+                matmul_nt(isa, xm, None, bm, None)
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            })
+            .collect();
+        for w in simd.windows(2) {
+            assert_eq!(w[0], w[1]);
+        }
+    }
+
+    #[test]
+    fn thread_count_and_duplicate_rows_do_not_change_bits() {
+        let (m, n, d) = (100, 90, 129);
+        let a = lcg(m * d, 6);
+        let mut b = lcg(n * d, 7);
+        let row5 = b[5 * d..6 * d].to_vec();
+        b[77 * d..78 * d].copy_from_slice(&row5);
+        let am = MatRef::new(&a, m, d).unwrap();
+        let bm = MatRef::new(&b, n, d).unwrap();
+        let isa = Isa::detect();
+        let one = install(1, || matmul_nt(isa, am, None, bm, None));
+        let three = install(3, || matmul_nt(isa, am, None, bm, None));
+        assert_eq!(one, three);
+        for i in 0..m {
+            assert_eq!(one[i * n + 5].to_bits(), one[i * n + 77].to_bits());
+        }
+    }
+
+    #[test]
+    fn scaled_packing_equals_normalize_rows() {
+        let (m, d) = (7, 19);
+        let a = lcg(m * d, 8);
+        let am = MatRef::new(&a, m, d).unwrap();
+        let inv: Vec<f64> = (0..m)
+            .map(|i| {
+                1.0 / am
+                    .row(i)
+                    .iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect();
+        let mut packed = vec![0.0; packed_len(m, d, 4)];
+        pack_rows(am, 0..m, Some(&inv), 4, &mut packed);
+        let normed = crate::linalg::normalize_rows(am);
+        for i in 0..m {
+            for p in 0..d {
+                assert_eq!(packed[(i / 4 * d + p) * 4 + i % 4], normed[i * d + p]);
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Exact nearest neighbours and nearest-mean classification on embeddings.
+//!
+//! * [`topk`]: exact brute-force top-k under cosine, dot or squared-euclidean scores —
+//!   the blocked [`crate::gemm`] product fused with a per-query top-k selection, so the
+//!   `queries x keys` score matrix is never materialised.
+//! * [`class_sums`]: per-class `f64` sums and counts in row order (the state of a
+//!   nearest-mean classifier; streaming in chunks gives bit-identical sums).
+//! * [`nearest_mean_predict`] / [`nearest_mean_scores`]: the nearest class mean.
+
+mod nmc;
+mod topk;
+
+pub use nmc::{class_sums, nearest_mean_predict, nearest_mean_scores};
+pub use topk::{topk, topk_with, TopK};
+
+use crate::error::{Cancelled, Classify, ErrorKind};
+use crate::linalg::{LinalgError, MatRef};
+
+/// How two vectors are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Cosine similarity (higher is nearer); zero vectors are rejected.
+    Cosine,
+    /// Inner product (higher is nearer).
+    Dot,
+    /// Squared euclidean distance (lower is nearer).
+    Euclidean,
+}
+
+impl Metric {
+    /// Parse `"cosine"`, `"dot"` or `"euclidean"`.
+    pub fn parse(s: &str) -> Result<Metric, NeighborsError> {
+        match s {
+            "cosine" => Ok(Metric::Cosine),
+            "dot" => Ok(Metric::Dot),
+            "euclidean" => Ok(Metric::Euclidean),
+            other => Err(NeighborsError::UnknownMetric(other.to_string())),
+        }
+    }
+}
+
+/// Errors of this module.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NeighborsError {
+    /// Bad matrix: empty, NaN/inf, wrong buffer size.
+    #[error(transparent)]
+    Matrix(#[from] LinalgError),
+    /// The two matrices have different widths.
+    #[error("{a} has {a_cols} features but {b} has {b_cols}; they must match")]
+    DimMismatch {
+        a: &'static str,
+        a_cols: usize,
+        b: &'static str,
+        b_cols: usize,
+    },
+    /// `k` is zero or larger than the number of keys.
+    #[error("k must be between 1 and the number of stored samples ({n}), got {k}")]
+    BadK { k: usize, n: usize },
+    /// An all-zero row under the cosine metric.
+    #[error(
+        "{name} row {row} is an all-zero vector, which has no direction under the cosine metric"
+    )]
+    ZeroVector { name: &'static str, row: usize },
+    /// A label index out of range, or a label array of the wrong length.
+    #[error("{0}")]
+    Labels(String),
+    /// Metric name not known.
+    #[error("unknown metric {0:?}; expected \"cosine\", \"dot\" or \"euclidean\"")]
+    UnknownMetric(String),
+    /// Work was cancelled.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+}
+
+impl Classify for NeighborsError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            NeighborsError::Cancelled(_) => ErrorKind::Cancelled,
+            NeighborsError::Matrix(e) => e.kind(),
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+/// Non-empty, finite, and (when given) of the same width as `other`.
+fn check_pair(
+    a: MatRef<'_>,
+    a_name: &'static str,
+    b: MatRef<'_>,
+    b_name: &'static str,
+) -> Result<(), NeighborsError> {
+    a.require_non_empty(a_name)?;
+    b.require_non_empty(b_name)?;
+    if a.cols() != b.cols() {
+        return Err(NeighborsError::DimMismatch {
+            a: a_name,
+            a_cols: a.cols(),
+            b: b_name,
+            b_cols: b.cols(),
+        });
+    }
+    a.require_finite(a_name)?;
+    b.require_finite(b_name)?;
+    Ok(())
+}
+
+/// Squared L2 norm of a row in `f64`: eight interleaved partial sums (so the loop
+/// pipelines and vectorises), combined in a fixed order — deterministic.
+#[inline]
+fn sq_norm_f64(row: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f64::from(v) * f64::from(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a += f64::from(v) * f64::from(v);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// Squared norms of every row, accumulated in `f64` ([`sq_norm_f64`]) and rounded once.
+fn sq_norms(x: MatRef<'_>) -> Vec<f32> {
+    use rayon::prelude::*;
+    (0..x.rows())
+        .into_par_iter()
+        .with_min_len(256)
+        .map(|i| sq_norm_f64(x.row(i)) as f32)
+        .collect()
+}
+
+/// `1 / ||row||` for every row (norm accumulated in `f64`); zero rows are an error.
+fn inverse_norms(x: MatRef<'_>, name: &'static str) -> Result<Vec<f64>, NeighborsError> {
+    use rayon::prelude::*;
+    let inv: Vec<f64> = (0..x.rows())
+        .into_par_iter()
+        .with_min_len(256)
+        .map(|i| 1.0 / sq_norm_f64(x.row(i)).sqrt())
+        .collect();
+    if let Some(row) = inv.iter().position(|v| !v.is_finite()) {
+        return Err(NeighborsError::ZeroVector { name, row });
+    }
+    Ok(inv)
+}
