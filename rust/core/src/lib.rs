@@ -15,6 +15,7 @@ pub mod error;
 pub mod linalg;
 pub mod parallel;
 pub mod progress;
+pub mod quant;
 
 pub use error::{Classify, ErrorKind};
 pub use progress::Progress;

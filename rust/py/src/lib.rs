@@ -10,6 +10,7 @@ mod arrays;
 mod errors;
 mod info;
 mod linalg;
+mod quant;
 mod runtime;
 
 #[pymodule]
@@ -18,5 +19,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     info::register(m)?;
     linalg::register(m)?;
+    quant::register(m)?;
     Ok(())
 }
