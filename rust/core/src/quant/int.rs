@@ -22,31 +22,31 @@
 
 use rayon::prelude::*;
 
-use super::rng::Stream;
 use super::{
     amax, expect_len, for_each_piece, group_reduce, invalid, min_max, par_zip, rne, simd_dispatch,
-    Format, PackedRef, QuantError, QuantOptions, Quantized, Rounding, ScaleMode, Scales, CHUNK,
+    Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
 /// bitsandbytes' NF4 code book (the published decimals, rounded to float32).
-#[allow(clippy::excessive_precision)]
+#[allow(clippy::excessive_precision, clippy::unreadable_literal)]
+#[rustfmt::skip]
 pub const NF4_CODE: [f32; 16] = [
     -1.0,
-    -0.696_192_800_998_687_7,
-    -0.525_073_051_452_636_7,
-    -0.394_917_488_098_144_53,
-    -0.284_441_381_692_886_35,
-    -0.184_773_430_228_233_34,
-    -0.091_050_036_251_544_95,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
     0.0,
-    0.079_580_295_085_906_98,
-    0.160_930_201_411_247_25,
-    0.246_112_301_945_686_34,
-    0.337_915_241_718_292_24,
-    0.440_709_829_330_444_34,
-    0.562_617_003_917_694_1,
-    0.722_956_836_223_602_3,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
     1.0,
 ];
 
@@ -79,13 +79,6 @@ pub(crate) fn resolve_group(
         ));
     }
     Ok(g)
-}
-
-fn stream(r: Rounding) -> Option<Stream> {
-    match r {
-        Rounding::Stochastic(seed) => Some(Stream::new(seed)),
-        Rounding::Nearest => None,
-    }
 }
 
 pub(crate) fn quantize_int(
@@ -127,7 +120,7 @@ pub(crate) fn quantize_int(
         let half = (qmax - qmin) / 2.0;
         (am.into_iter().map(|a| (a / half).max(eps)).collect(), None)
     };
-    let st = stream(opts.rounding);
+    let st = super::stream(opts.rounding);
     let per = CHUNK;
     let mut data = vec![0u8; if is4 { n / 2 } else { n }];
     let oc = if is4 { per / 2 } else { per };
@@ -210,15 +203,7 @@ pub(crate) fn dequantize_int(
 ) -> Result<Vec<f32>, QuantError> {
     let f = q.format;
     let is4 = f == Format::Int4;
-    let g = q.group_size;
-    if g == 0 || n % g != 0 || (g != n && q.cols % g != 0) || (is4 && g % 2 != 0) {
-        return super::format_err(format!(
-            "{}: group_size {g} does not fit shape {} x {}",
-            f.name(),
-            q.rows,
-            q.cols
-        ));
-    }
+    let g = super::check_groups(q, n, is4)?;
     expect_len("data", q.data.len(), if is4 { n / 2 } else { n }, f)?;
     expect_len("scales", q.scales_f32.len(), n / g, f)?;
     if let Some(z) = q.zero_points {

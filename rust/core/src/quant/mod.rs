@@ -292,6 +292,28 @@ pub fn dequantize(q: &PackedRef<'_>, p: &Progress) -> Result<Vec<f32>, QuantErro
     }
 }
 
+/// The stochastic stream of a rounding mode (`None` for nearest).
+pub(crate) fn stream(r: Rounding) -> Option<rng::Stream> {
+    match r {
+        Rounding::Stochastic(seed) => Some(rng::Stream::new(seed)),
+        Rounding::Nearest => None,
+    }
+}
+
+/// Check that a packed tensor's group size fits its shape (groups along `cols`).
+pub(crate) fn check_groups(q: &PackedRef<'_>, n: usize, even: bool) -> Result<usize, QuantError> {
+    let g = q.group_size;
+    if g == 0 || n % g != 0 || (g != n && q.cols % g != 0) || (even && g % 2 != 0) {
+        return format_err(format!(
+            "{}: group_size {g} does not fit shape {} x {}",
+            q.format.name(),
+            q.rows,
+            q.cols
+        ));
+    }
+    Ok(g)
+}
+
 /// Check the size of a packed array against what the format needs.
 pub(crate) fn expect_len(what: &str, got: usize, want: usize, f: Format) -> Result<(), QuantError> {
     if got != want {

@@ -21,7 +21,7 @@ use super::int::resolve_group;
 use super::rng::Stream;
 use super::{
     amax, expect_len, for_each_piece, format_err, group_reduce, invalid, par_zip, simd_dispatch,
-    Format, PackedRef, QuantError, QuantOptions, Quantized, Rounding, ScaleMode, Scales, CHUNK,
+    Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
@@ -132,10 +132,7 @@ pub(crate) fn quantize_fp8(
     };
     let mut data = vec![0u8; n];
     let table = decode_table(&spec);
-    let st = match opts.rounding {
-        Rounding::Stochastic(seed) => Some(Stream::new(seed)),
-        Rounding::Nearest => None,
-    };
+    let st = super::stream(opts.rounding);
     let sc = &scales;
     par_zip(x, CHUNK, &mut data, CHUNK, |ci, xi, o| {
         let start = ci * CHUNK;
@@ -170,15 +167,7 @@ pub(crate) fn dequantize_fp8(
     n: usize,
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
-    let g = q.group_size;
-    if g == 0 || n % g != 0 || (g != n && q.cols % g != 0) {
-        return format_err(format!(
-            "{}: group_size {g} does not fit shape {} x {}",
-            q.format.name(),
-            q.rows,
-            q.cols
-        ));
-    }
+    let g = super::check_groups(q, n, false)?;
     expect_len("data", q.data.len(), n, q.format)?;
     expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
     let table = decode_table(&elem_spec(q.format));
@@ -277,10 +266,7 @@ pub(crate) fn quantize_mx(
     let mut data = vec![0u8; nb * bpb];
     let mut scales = vec![0u8; nb];
     let table = decode_table(&spec);
-    let st = match opts.rounding {
-        Rounding::Stochastic(seed) => Some(Stream::new(seed)),
-        Rounding::Nearest => None,
-    };
+    let st = super::stream(opts.rounding);
     let per = CHUNK / MX_BLOCK;
     data.par_chunks_mut(per * bpb)
         .zip(scales.par_chunks_mut(per))
@@ -404,10 +390,7 @@ pub(crate) fn quantize_nvfp4(
     let mut data = vec![0u8; nb * NV_BLOCK / 2];
     let mut scales = vec![0u8; nb];
     let table = decode_table(&E2M1);
-    let st = match opts.rounding {
-        Rounding::Stochastic(seed) => Some(Stream::new(seed)),
-        Rounding::Nearest => None,
-    };
+    let st = super::stream(opts.rounding);
     let per = CHUNK / NV_BLOCK;
     let min_scale = 2f32.powi(-6);
     data.par_chunks_mut(per * NV_BLOCK / 2)
