@@ -174,6 +174,12 @@ pub fn decode_table(spec: &Spec) -> Vec<f32> {
         .collect()
 }
 
+/// The E4M3 decode table, built once.
+pub fn e4m3_table() -> &'static [f32; 256] {
+    static T: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    T.get_or_init(|| std::array::from_fn(|c| decode_one(c as u32, &E4M3)))
+}
+
 /// E8M0 scale code -> value (`2^(e-127)`, 0xFF = NaN).
 #[inline(always)]
 pub fn e8m0_value(code: u8) -> f32 {

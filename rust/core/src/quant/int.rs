@@ -23,7 +23,7 @@
 use rayon::prelude::*;
 
 use super::{
-    amax, expect_len, for_each_piece, group_reduce, invalid, min_max, par_zip, rne, simd_dispatch,
+    amax, expect_len, for_each_piece, group_reduce, invalid, min_max, par_zip, simd_dispatch,
     Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
@@ -162,8 +162,8 @@ pub(crate) fn quantize_int(
                         } else {
                             (pair[0] * mul, pair[1] * mul)
                         };
-                        let q0 = (rne(t0.clamp(lo, hi)) as i32 + bias) as u8;
-                        let q1 = (rne(t1.clamp(lo, hi)) as i32 + bias) as u8;
+                        let q0 = (super::rne_i32(t0.clamp(lo, hi)) + bias) as u8;
+                        let q1 = (super::rne_i32(t1.clamp(lo, hi)) + bias) as u8;
                         *b = q0 | (q1 << 4);
                     }
                 })
@@ -171,7 +171,7 @@ pub(crate) fn quantize_int(
                 let ob = &mut o[off..off + len];
                 simd_dispatch!(xs: &[f32], ob: &mut [u8], mul: f32; (); {
                     for (b, &v) in ob.iter_mut().zip(xs) {
-                        *b = rne((v * mul).clamp(-128.0, 127.0)) as i32 as i8 as u8;
+                        *b = super::rne_i32((v * mul).clamp(-128.0, 127.0)) as u8;
                     }
                 })
             }

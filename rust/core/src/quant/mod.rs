@@ -372,25 +372,30 @@ pub(crate) fn check_finite(x: &[f32]) -> Result<(), QuantError> {
     Ok(())
 }
 
+/// Largest |v| of a slice (finite input), without runtime dispatch: for use inside
+/// kernels that are themselves dispatched.
+#[inline(always)]
+pub(crate) fn amax_plain(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            let a = c[k].abs();
+            acc[k] = if a > acc[k] { a } else { acc[k] };
+        }
+    }
+    let mut m = 0f32;
+    for &v in acc.iter().chain(it.remainder()) {
+        let a = v.abs();
+        m = if a > m { a } else { m };
+    }
+    m
+}
+
 /// Largest |v| of a slice (finite input).
 #[inline(always)]
 pub(crate) fn amax(x: &[f32]) -> f32 {
-    simd_dispatch!(x: &[f32]; f32; {
-        let mut acc = [0f32; 8];
-        let mut it = x.chunks_exact(8);
-        for c in &mut it {
-            for k in 0..8 {
-                let a = c[k].abs();
-                acc[k] = if a > acc[k] { a } else { acc[k] };
-            }
-        }
-        let mut m = 0f32;
-        for &v in acc.iter().chain(it.remainder()) {
-            let a = v.abs();
-            m = if a > m { a } else { m };
-        }
-        m
-    })
+    simd_dispatch!(x: &[f32]; f32; amax_plain(x))
 }
 
 /// (min, max) of a slice (finite input).
@@ -446,12 +451,13 @@ pub(crate) fn group_reduce<T: Send + Copy>(
     }
 }
 
-/// Round half to even for |v| <= 2^22 (callers clamp first): the magic-constant trick,
-/// fast in a baseline x86-64 build where `round_ties_even` is a library call.
+/// Round half to even to an integer, for |v| <= 2^22 (callers clamp first): the low
+/// bits of `v + 1.5 * 2^23`. Fast in a baseline x86-64 build, where
+/// `round_ties_even` is a library call.
 #[inline(always)]
-pub(crate) fn rne(v: f32) -> f32 {
-    const M: f32 = 12_582_912.0; // 1.5 * 2^23
-    (v + M) - M
+pub(crate) fn rne_i32(v: f32) -> i32 {
+    const M: f32 = 12_582_912.0;
+    ((v + M).to_bits() as i32).wrapping_sub(M.to_bits() as i32)
 }
 
 /// Calls `f(offset, len, group)` for the pieces of `start..start+len` that lie in one
@@ -502,10 +508,10 @@ mod tests {
     }
 
     #[test]
-    fn rne_matches_round_ties_even() {
+    fn rne_i32_matches_round_ties_even() {
         for i in -4000..4000 {
             let v = i as f32 * 0.25 + 0.0001 * (i % 3) as f32;
-            assert_eq!(rne(v), v.round_ties_even(), "{v}");
+            assert_eq!(rne_i32(v) as f32, v.round_ties_even(), "{v}");
         }
     }
 

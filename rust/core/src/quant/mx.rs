@@ -209,29 +209,133 @@ fn e8m0_inverse(code: u8) -> f32 {
     e8m0_value(254 - code)
 }
 
-/// Encode a block's scaled values (`v * mul`) with the element codec and rounding.
-#[allow(clippy::too_many_arguments)]
-fn encode_block(
-    b: &[f32],
+/// How a block's scale follows from its largest magnitude.
+#[derive(Clone, Copy)]
+enum BlockRule {
+    /// OCP MX: E8M0 code of `floor(log2(amax)) - emax`.
+    Mx { emax: i32 },
+    /// NVFP4: E4M3 code of `clamp((amax / 6) / pt, 2^-6, 448)`.
+    Nv { pt: f32, lut: &'static [f32; 256] },
+}
+
+impl BlockRule {
+    /// (scale code, multiplier, divisor): elements are encoded from `v * mul / div`.
+    #[inline(always)]
+    fn scale(&self, a: f32) -> (u8, f32, f32) {
+        match self {
+            BlockRule::Mx { emax } => {
+                let code = mx_scale_code(a, *emax);
+                (code, e8m0_inverse(code), 1.0)
+            }
+            BlockRule::Nv { pt, lut } => {
+                let bs = ((a / 6.0) / pt).clamp(NV_MIN_SCALE, 448.0);
+                let code = encode_one(bs, &E4M3, true) as u8;
+                (code, 1.0, pt * lut[code as usize])
+            }
+        }
+    }
+}
+
+const NV_MIN_SCALE: f32 = 0.015625; // 2^-6, the smallest normal E4M3
+
+/// The block (zero-padded to `B` values when short).
+#[inline(always)]
+fn block_at<const B: usize>(xi: &[f32], k: usize, padded: &mut [f32; B]) {
+    let b = &xi[k * B..((k + 1) * B).min(xi.len())];
+    padded[..b.len()].copy_from_slice(b);
+    padded[b.len()..].fill(0.0);
+}
+
+#[inline(always)]
+fn encode_block_nearest<const B: usize>(
+    b: &[f32; B],
+    codes: &mut [u8; B],
+    kind: FloatKind,
     mul: f32,
     div: f32,
-    spec: &Spec,
-    table: &[f32],
-    st: Option<&Stream>,
-    first: usize,
-    codes: &mut [u8],
 ) {
-    let clampv = if spec.kind == FloatKind::E2M1 {
-        6.0
-    } else {
-        f32::INFINITY
-    };
-    for (j, (c, &v)) in codes.iter_mut().zip(b).enumerate() {
-        let t = (v * mul / div).clamp(-clampv, clampv);
-        *c = match st {
-            None => encode_one(t, spec, true) as u8,
-            Some(st) => sr_encode(t, spec, table, st.uniform((first + j) as u64)),
-        };
+    match kind {
+        FloatKind::E2M1 => {
+            for (c, &v) in codes.iter_mut().zip(b) {
+                *c = encode_one(v * mul / div, &E2M1, true) as u8;
+            }
+        }
+        FloatKind::E5M2 => {
+            for (c, &v) in codes.iter_mut().zip(b) {
+                *c = encode_one(v * mul / div, &E5M2, true) as u8;
+            }
+        }
+        _ => {
+            for (c, &v) in codes.iter_mut().zip(b) {
+                *c = encode_one(v * mul / div, &E4M3, true) as u8;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn blocks_body<const B: usize>(
+    xi: &[f32],
+    o: &mut [u8],
+    sc: &mut [u8],
+    kind: FloatKind,
+    rule: BlockRule,
+) {
+    let fp4 = kind == FloatKind::E2M1;
+    let bpb = if fp4 { B / 2 } else { B };
+    let mut padded = [0f32; B];
+    let mut codes = [0u8; B];
+    for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
+        block_at(xi, k, &mut padded);
+        let (code, mul, div) = rule.scale(super::amax_plain(&padded));
+        *s = code;
+        encode_block_nearest(&padded, &mut codes, kind, mul, div);
+        write_block(&codes, ob, fp4);
+    }
+}
+
+/// Nearest rounding of a chunk of whole blocks, compiled for AVX2 when available.
+fn blocks_nearest<const B: usize>(
+    xi: &[f32],
+    o: &mut [u8],
+    sc: &mut [u8],
+    kind: FloatKind,
+    rule: BlockRule,
+) {
+    let b32 = B == 32;
+    simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind, rule: BlockRule, b32: bool; (); {
+        if b32 {
+            blocks_body::<32>(xi, o, sc, kind, rule)
+        } else {
+            blocks_body::<16>(xi, o, sc, kind, rule)
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn blocks_stochastic<const B: usize>(
+    xi: &[f32],
+    o: &mut [u8],
+    sc: &mut [u8],
+    spec: &Spec,
+    rule: BlockRule,
+    table: &[f32],
+    st: &Stream,
+    first: usize,
+) {
+    let fp4 = spec.kind == FloatKind::E2M1;
+    let bpb = if fp4 { B / 2 } else { B };
+    let mut padded = [0f32; B];
+    let mut codes = [0u8; B];
+    for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
+        block_at(xi, k, &mut padded);
+        let (code, mul, div) = rule.scale(super::amax_plain(&padded));
+        *s = code;
+        for (j, (c, &v)) in codes.iter_mut().zip(&padded).enumerate() {
+            let u = st.uniform((first + k * B + j) as u64);
+            *c = sr_encode(v * mul / div, spec, table, u);
+        }
+        write_block(&codes, ob, fp4);
     }
 }
 
@@ -268,42 +372,24 @@ pub(crate) fn quantize_mx(
     let table = decode_table(&spec);
     let st = super::stream(opts.rounding);
     let per = CHUNK / MX_BLOCK;
+    let rule = BlockRule::Mx { emax };
+    let kind = spec.kind;
     data.par_chunks_mut(per * bpb)
         .zip(scales.par_chunks_mut(per))
         .zip(x.par_chunks(per * MX_BLOCK))
         .enumerate()
-        .for_each(|(ci, ((o, sc), xi))| {
-            let mut padded = [0f32; MX_BLOCK];
-            let mut codes = [0u8; MX_BLOCK];
-            for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
-                let b = &xi[k * MX_BLOCK..((k + 1) * MX_BLOCK).min(xi.len())];
-                let b = if b.len() < MX_BLOCK {
-                    padded[..b.len()].copy_from_slice(b);
-                    &padded[..]
-                } else {
-                    b
-                };
-                let code = mx_scale_code(amax(b), emax);
-                *s = code;
-                let first = (ci * per + k) * MX_BLOCK;
-                if st.is_none() {
-                    let mul = e8m0_inverse(code);
-                    let e5 = spec.kind == FloatKind::E5M2;
-                    let codes = &mut codes;
-                    simd_dispatch!(b: &[f32], codes: &mut [u8; MX_BLOCK], mul: f32, fp4: bool, e5: bool; (); {
-                        if fp4 {
-                            for (c, &v) in codes.iter_mut().zip(b) { *c = encode_one(v * mul, &E2M1, true) as u8; }
-                        } else if e5 {
-                            for (c, &v) in codes.iter_mut().zip(b) { *c = encode_one(v * mul, &E5M2, true) as u8; }
-                        } else {
-                            for (c, &v) in codes.iter_mut().zip(b) { *c = encode_one(v * mul, &E4M3, true) as u8; }
-                        }
-                    });
-                } else {
-                    encode_block(b, e8m0_inverse(code), 1.0, &spec, &table, st.as_ref(), first, &mut codes);
-                }
-                write_block(&codes, ob, fp4);
-            }
+        .for_each(|(ci, ((o, sc), xi))| match &st {
+            None => blocks_nearest::<MX_BLOCK>(xi, o, sc, kind, rule),
+            Some(st) => blocks_stochastic::<MX_BLOCK>(
+                xi,
+                o,
+                sc,
+                &spec,
+                rule,
+                &table,
+                st,
+                ci * per * MX_BLOCK,
+            ),
         });
     Ok(Quantized {
         data,
@@ -392,30 +478,26 @@ pub(crate) fn quantize_nvfp4(
     let table = decode_table(&E2M1);
     let st = super::stream(opts.rounding);
     let per = CHUNK / NV_BLOCK;
-    let min_scale = 2f32.powi(-6);
+    let rule = BlockRule::Nv {
+        pt,
+        lut: super::float::e4m3_table(),
+    };
     data.par_chunks_mut(per * NV_BLOCK / 2)
         .zip(scales.par_chunks_mut(per))
         .zip(x.par_chunks(per * NV_BLOCK))
         .enumerate()
-        .for_each(|(ci, ((o, sc), xi))| {
-            let mut padded = [0f32; NV_BLOCK];
-            let mut codes = [0u8; NV_BLOCK];
-            for (k, (ob, s)) in o.chunks_mut(NV_BLOCK / 2).zip(sc.iter_mut()).enumerate() {
-                let b = &xi[k * NV_BLOCK..((k + 1) * NV_BLOCK).min(xi.len())];
-                let b = if b.len() < NV_BLOCK {
-                    padded[..b.len()].copy_from_slice(b);
-                    &padded[..]
-                } else {
-                    b
-                };
-                let bs = ((amax(b) / 6.0) / pt).clamp(min_scale, 448.0);
-                let code = encode_one(bs, &E4M3, true) as u8;
-                *s = code;
-                let total = pt * super::float::decode_one(code as u32, &E4M3);
-                let first = (ci * per + k) * NV_BLOCK;
-                encode_block(b, 1.0, total, &E2M1, &table, st.as_ref(), first, &mut codes);
-                write_block(&codes, ob, true);
-            }
+        .for_each(|(ci, ((o, sc), xi))| match &st {
+            None => blocks_nearest::<NV_BLOCK>(xi, o, sc, FloatKind::E2M1, rule),
+            Some(st) => blocks_stochastic::<NV_BLOCK>(
+                xi,
+                o,
+                sc,
+                &E2M1,
+                rule,
+                &table,
+                st,
+                ci * per * NV_BLOCK,
+            ),
         });
     Ok(Quantized {
         data,

@@ -35,15 +35,16 @@ pub fn ternary_gamma(x: &[f32], mode: ScaleMode) -> f32 {
                 .par_chunks(CHUNK)
                 .map(|c| {
                     simd_dispatch!(c: &[f32]; f64; {
-                        let mut acc = [0f64; 4];
-                        let mut it = c.chunks_exact(4);
+                        // 16 independent lanes: the f64 adds are latency-bound otherwise
+                        let mut acc = [0f64; 16];
+                        let mut it = c.chunks_exact(16);
                         for q in &mut it {
-                            for k in 0..4 {
+                            for k in 0..16 {
                                 acc[k] += q[k].abs() as f64;
                             }
                         }
                         let r: f64 = it.remainder().iter().map(|v| v.abs() as f64).sum();
-                        (acc[0] + acc[1]) + (acc[2] + acc[3]) + r
+                        acc.iter().sum::<f64>() + r
                     })
                 })
                 .collect();
