@@ -33,9 +33,12 @@ impl Stream {
     }
 
     /// Stochastically round `v` to an integer: `floor(v) + Bernoulli(v - floor(v))`.
+    /// Needs |v| <= 2^22 (callers clamp first).
     #[inline(always)]
     pub fn round(&self, v: f32, i: u64) -> f32 {
-        let f = v.floor();
+        // floor without a libm call (baseline x86-64 has no roundss)
+        let r = super::rne_i32(v) as f32;
+        let f = if r > v { r - 1.0 } else { r };
         let p = (v - f) as f64;
         if self.uniform(i) < p {
             f + 1.0
