@@ -427,3 +427,59 @@ def test_dequantize_rejects_corrupt_tensors():
     with pytest.raises(thrifty.FormatError, match="per-tensor"):
         quant.dequantize(quant.QuantizedTensor("nvfp4", q4.shape, q4.data, q4.scales, None, 16))
     assert math.isfinite(q4.bits_per_value)
+
+
+# ------------------------------------------------------------------ properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+finite32 = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(1, 40)), elements=finite32))
+def test_int8_error_is_at_most_half_a_step(x):
+    q = quant.quantize(x, "int8", group_size=-1)
+    y = quant.dequantize(q)
+    s = q.scales[:, None]
+    inside = np.abs(x * (np.float32(1) / s)) <= 127  # amax maps to 127.5 and is clamped
+    err = np.abs(y - x)
+    assert np.all(err[inside] <= s.repeat(x.shape[1], 1)[inside] * 0.5001 + 1e-30)
+    assert np.all(err <= s.repeat(x.shape[1], 1) * 1.0001 + 1e-30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, st.integers(1, 200), elements=finite32),
+       st.sampled_from(["nf4", "mxfp4", "mxfp8_e4m3", "nvfp4", "fp8_e5m2", "ternary"]))
+def test_round_trip_shape_and_requantize_is_stable(x, fmt):
+    q = quant.quantize(x, fmt)
+    y = quant.dequantize(q)
+    assert y.shape == x.shape and np.all(np.isfinite(y))
+    # values already on the grid come back unchanged (the scales are reproduced)
+    if fmt in ("nf4", "mxfp4", "mxfp8_e4m3"):
+        assert np.array_equal(quant.dequantize(quant.quantize(y, fmt)), y)
+
+
+def test_dequantize_thread_independent():
+    x = data((300, 512), seed=11)
+    for fmt in ALL:
+        q = quant.quantize(x, fmt)
+        thrifty.set_num_threads(1)
+        a = quant.dequantize(q)
+        thrifty.set_num_threads(2)
+        assert np.array_equal(a, quant.dequantize(q)), fmt
+
+
+@pytest.mark.parametrize("fmt", ALL)
+def test_tiny_and_zero_tensors_stay_finite(fmt):
+    shape = (1, 256)
+    for v in (0.0, 1e-45, 3e-39):
+        x = np.zeros(shape, np.float32)
+        x[0, ::3] = v
+        x[0, 1::3] = -v
+        y = quant.dequantize(quant.quantize(x, fmt))
+        assert np.all(np.isfinite(y)), (fmt, v)
+        if v == 0.0:
+            assert not y.any()

@@ -39,10 +39,12 @@ Layouts, in detail:
   ``q + 8`` with ``q = clamp(round(x / scale), -8, 7)``.
 * ``nf4``: ``q[2i] << 4 | q[2i+1]`` (element ``2i`` in the HIGH nibble, as
   bitsandbytes), float32 absmax per block.
-* ``fp8_*``: one code per byte, ``scale = amax / max`` (448 or 57344) per group.
+* ``fp8_*``: one code per byte, ``scale = amax / max`` (448 or 57344) per group (1.0
+  for an all-zero group; the smallest subnormal if the quotient underflows).
 * ``mx*``: element ``2i`` in the LOW nibble for MXFP4; ``scales`` are E8M0 bytes.
 * ``nvfp4``: element ``2i`` in the LOW nibble; ``scales`` are E4M3 bytes and
-  ``tensor_scale`` is the float32 per-tensor scale.
+  ``tensor_scale`` is the float32 per-tensor scale ``amax / 2688`` (torchao), floored
+  at 2**-126 so that tensors with a tiny amax cannot produce NaN (1.0 if all zero).
 
 Groups (``group_size``) run along the last dimension for ``int8``, ``int4`` and
 ``fp8_*``: ``None`` is the format default (per tensor; 128 for ``int4``), ``-1`` one

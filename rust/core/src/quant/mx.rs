@@ -127,7 +127,7 @@ pub(crate) fn quantize_fp8(
         let max = spec.max_value();
         group_reduce(x, g, amax, f32::max)
             .into_iter()
-            .map(|a| if a == 0.0 { 1.0 } else { a / max })
+            .map(|a| fp8_scale(a, max))
             .collect()
     };
     let mut data = vec![0u8; n];
@@ -452,12 +452,28 @@ pub(crate) fn dequantize_mx(
     }))
 }
 
-/// NVFP4 per-tensor scale for a tensor with largest magnitude `a`.
+/// Scaled-FP8 scale `amax / max`: 1.0 for an all-zero group, and never 0 (a tiny amax
+/// whose quotient underflows gets the smallest subnormal) so no NaN can appear.
+pub fn fp8_scale(a: f32, max: f32) -> f32 {
+    let s = a / max;
+    if a == 0.0 {
+        1.0
+    } else if s == 0.0 {
+        f32::from_bits(1)
+    } else {
+        s
+    }
+}
+
+/// NVFP4 per-tensor scale `amax / (448 * 6)` for a tensor with largest magnitude `a`:
+/// 1.0 for an all-zero tensor, and at least 2^-126 (the smallest normal float32) so
+/// that block scales cannot overflow and no NaN can appear (torchao returns NaN for
+/// such tiny tensors).
 pub fn nvfp4_tensor_scale(a: f32) -> f32 {
     if a == 0.0 {
         1.0
     } else {
-        a / (448.0 * 6.0)
+        (a / (448.0 * 6.0)).max(f32::MIN_POSITIVE)
     }
 }
 
