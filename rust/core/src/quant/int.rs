@@ -122,7 +122,7 @@ pub(crate) fn quantize_int(
     };
     let st = super::stream(opts.rounding);
     let per = CHUNK;
-    let mut data = vec![0u8; if is4 { n / 2 } else { n }];
+    let mut data = super::output::<u8>(if is4 { n / 2 } else { n });
     let oc = if is4 { per / 2 } else { per };
     let scales_ref = &scales;
     let zps_ref = zps.as_deref();
@@ -212,7 +212,7 @@ pub(crate) fn dequantize_int(
         }
         expect_len("zero_points", z.len(), n / g, f)?;
     }
-    let mut y = vec![0f32; n];
+    let mut y = super::output::<f32>(n);
     let per = CHUNK;
     let ic = if is4 { per / 2 } else { per };
     par_zip(q.data, ic, &mut y, per, |ci, di, o| {
@@ -271,7 +271,7 @@ pub(crate) fn quantize_nf4(
             }
         });
     let th = nf4_thresholds();
-    let mut data = vec![0u8; n.div_ceil(2)];
+    let mut data = super::output::<u8>(n.div_ceil(2));
     let am = &absmax;
     par_zip(x, per * g, &mut data, per * g / 2, |ci, xi, o| {
         for (k, (b, ob)) in xi.chunks(g).zip(o.chunks_mut(g / 2)).enumerate() {
@@ -313,7 +313,7 @@ pub(crate) fn dequantize_nf4(
     let g = nf4_block_size(Some(q.group_size)).map_err(|e| QuantError::Format(e.to_string()))?;
     expect_len("data", q.data.len(), n.div_ceil(2), q.format)?;
     expect_len("scales", q.scales_f32.len(), n.div_ceil(g), q.format)?;
-    let mut y = vec![0f32; n];
+    let mut y = super::output::<f32>(n);
     let per = (CHUNK / g).max(1);
     par_zip(q.data, per * g / 2, &mut y, per * g, |ci, di, o| {
         for (k, (ob, bytes)) in o.chunks_mut(g).zip(di.chunks(g / 2)).enumerate() {

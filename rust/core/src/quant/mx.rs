@@ -33,7 +33,7 @@ pub fn codec_spec(kind: FloatKind) -> Spec {
 /// Encode float32 values to one code per byte (round half to even; never fails).
 pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Vec<u8> {
     let spec = Spec::of(kind);
-    let mut out = vec![0u8; x.len()];
+    let mut out = super::output::<u8>(x.len());
     par_zip(x, CHUNK, &mut out, CHUNK, |_, xi, o| {
         encode_into(xi, o, spec, saturate);
     });
@@ -130,7 +130,7 @@ pub(crate) fn quantize_fp8(
             .map(|a| fp8_scale(a, max))
             .collect()
     };
-    let mut data = vec![0u8; n];
+    let mut data = super::output::<u8>(n);
     let table = decode_table(&spec);
     let st = super::stream(opts.rounding);
     let sc = &scales;
@@ -171,7 +171,7 @@ pub(crate) fn dequantize_fp8(
     expect_len("data", q.data.len(), n, q.format)?;
     expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
     let table = decode_table(&elem_spec(q.format));
-    let mut y = vec![0f32; n];
+    let mut y = super::output::<f32>(n);
     par_zip(q.data, CHUNK, &mut y, CHUNK, |ci, di, o| {
         for_each_piece(ci * CHUNK, o.len(), g, |off, len, grp| {
             let s = q.scales_f32[grp];
@@ -367,7 +367,7 @@ pub(crate) fn quantize_mx(
     let n = x.len();
     let nb = n.div_ceil(MX_BLOCK);
     let bpb = if fp4 { MX_BLOCK / 2 } else { MX_BLOCK };
-    let mut data = vec![0u8; nb * bpb];
+    let mut data = super::output::<u8>(nb * bpb);
     let mut scales = vec![0u8; nb];
     let table = decode_table(&spec);
     let st = super::stream(opts.rounding);
@@ -412,7 +412,7 @@ fn dequantize_blocks(
     let bpb = if fp4 { block / 2 } else { block };
     let table = decode_table(spec);
     let nb = n.div_ceil(block);
-    let mut y = vec![0f32; nb * block];
+    let mut y = super::output::<f32>(nb * block);
     let per = CHUNK / block;
     par_zip(q.data, per * bpb, &mut y, per * block, |ci, di, o| {
         for (k, (ob, bytes)) in o.chunks_mut(block).zip(di.chunks(bpb)).enumerate() {
@@ -489,7 +489,7 @@ pub(crate) fn quantize_nvfp4(
     let a: f32 = x.par_chunks(CHUNK).map(amax).reduce(|| 0.0, f32::max);
     let pt = nvfp4_tensor_scale(a);
     let nb = n.div_ceil(NV_BLOCK);
-    let mut data = vec![0u8; nb * NV_BLOCK / 2];
+    let mut data = super::output::<u8>(nb * NV_BLOCK / 2);
     let mut scales = vec![0u8; nb];
     let table = decode_table(&E2M1);
     let st = super::stream(opts.rounding);

@@ -63,7 +63,7 @@ pub(crate) fn quantize_ternary(
     let gamma = ternary_gamma(x, opts.scale);
     let s = 1.0f32 / gamma.max(1e-5);
     let big_r = out_rows.div_ceil(4);
-    let mut data = vec![0u8; big_r * inner];
+    let mut data = super::output::<u8>(big_r * inner);
     let rows_per = (CHUNK / inner.max(1)).max(1);
     let stream = match opts.rounding {
         Rounding::Stochastic(seed) => Some(Stream::new(seed)),
@@ -130,7 +130,7 @@ pub(crate) fn dequantize_ternary(
     if bad {
         return format_err("ternary data holds code 3, which is out of range (codes are 0, 1, 2)");
     }
-    let mut y = vec![0f32; n];
+    let mut y = super::output::<f32>(n);
     let rows_per = (CHUNK / inner.max(1)).max(1);
     y.par_chunks_mut(rows_per * inner)
         .enumerate()
@@ -229,7 +229,7 @@ pub(crate) fn quantize_tq(
     }
     let nb = x.len() / QK;
     let tb = tq_bytes(f);
-    let mut data = vec![0u8; nb * tb];
+    let mut data = super::output::<u8>(nb * tb);
     let per = CHUNK / QK;
     par_zip(x, per * QK, &mut data, per * tb, |_, xi, o| {
         for (b, ob) in xi.chunks(QK).zip(o.chunks_mut(tb)) {
@@ -280,7 +280,7 @@ pub(crate) fn dequantize_tq(
             );
         }
     }
-    let mut y = vec![0f32; n];
+    let mut y = super::output::<f32>(n);
     let per = CHUNK / QK;
     par_zip(q.data, per * tb, &mut y, per * QK, |_, bi, o| {
         for (b, ob) in bi.chunks(tb).zip(o.chunks_mut(QK)) {
