@@ -302,4 +302,32 @@ mod tests {
         assert_eq!(e8m0_value(127), 1.0);
         assert_eq!(e8m0_value(0), 2f32.powi(-127));
     }
+
+    /// Brute-force nearest code (ties to the even code) over the decode table.
+    fn nearest(x: f32, spec: &Spec) -> u32 {
+        let mut best = (f64::INFINITY, 0u32);
+        for c in 0..1u32 << spec.bits() {
+            let v = decode_one(c, spec);
+            if !v.is_finite() || (v == 0.0 && v.is_sign_negative() != x.is_sign_negative()) {
+                continue;
+            }
+            let d = (v as f64 - x as f64).abs();
+            if d < best.0 || (d == best.0 && c % 2 == 0) {
+                best = (d, c);
+            }
+        }
+        best.1
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encode_is_nearest_code(bits in 0u32..0x7f80_0000, neg: bool) {
+            let x = f32::from_bits(bits | if neg { 0x8000_0000 } else { 0 });
+            for spec in [E4M3, E5M2, E2M1] {
+                let max = spec.max_value();
+                let want = nearest(x.clamp(-max, max), &spec);
+                proptest::prop_assert_eq!(encode_one(x, &spec, true), want, "{:?} {}", spec.kind, x);
+            }
+        }
+    }
 }
