@@ -23,8 +23,8 @@ Formats (``fmt``) and where they come from:
 Layouts, in detail:
 
 * ``ternary``: W is seen as ``(out, in) = (shape[0], prod(shape[1:]))``; ``data`` has
-  shape ``(ceil(out/4), in)`` and packed row ``r`` holds rows ``r + i*ceil(out/4)`` at
-  bits ``2i..2i+1``. ``scales`` holds ``1/s`` with ``s = 1/max(gamma, 1e-5)``, so
+  shape ``(ceil(out/4), *shape[1:])`` and packed row ``r`` holds rows
+  ``r + i*ceil(out/4)`` at bits ``2i..2i+1`` (Hugging Face ``pack_weights``). ``scales`` holds ``1/s`` with ``s = 1/max(gamma, 1e-5)``, so
   ``dequantize`` returns exactly ``q / s``. The mean of ``|W|`` is accumulated in
   float64 and rounded to float32.
 * ``tq1_0`` / ``tq2_0``: ``data`` has ``gguf``'s byte shape ``shape[:-1] +
@@ -295,7 +295,7 @@ def quantize(
         seed, bool(saturate),
     )
     if fmt == "ternary":
-        data = data.reshape(-1, cols)
+        data = data.reshape((-1,) + a.shape[1:])  # (ceil(out/4), *shape[1:]) as HF
     elif fmt in ("tq1_0", "tq2_0"):
         data = data.reshape(a.shape[:-1] + (-1,))
     return QuantizedTensor(fmt, a.shape, data, scales, zps, g, tscale)
