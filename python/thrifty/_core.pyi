@@ -25,6 +25,10 @@ __all__ = [
     "class_sums",
     "nearest_mean_scores",
     "nearest_mean_predict",
+    "quant_fp_encode",
+    "quant_fp_decode",
+    "quant_quantize",
+    "quant_dequantize",
 ]
 
 _Progress = Callable[[int, int], Any] | None
@@ -82,3 +86,34 @@ def nearest_mean_predict(
     metric_name: str,
     progress: _Progress = None,
 ) -> npt.NDArray[np.uint32]: ...
+def quant_fp_encode(x: npt.NDArray[np.float32], fmt: str, saturate: bool) -> npt.NDArray[np.uint8]: ...
+def quant_fp_decode(codes: npt.NDArray[np.uint8], fmt: str) -> npt.NDArray[np.float32]: ...
+def quant_quantize(
+    x: npt.NDArray[np.float32],
+    fmt: str,
+    rows: int,
+    cols: int,
+    group_size: int | None,
+    scale: str,
+    scale_value: float,
+    symmetric: bool,
+    seed: int | None,
+    saturate: bool,
+) -> tuple[
+    npt.NDArray[np.uint8],
+    npt.NDArray[np.float32] | npt.NDArray[np.uint8] | None,
+    npt.NDArray[np.float32] | None,
+    float | None,
+    int,
+]: ...
+def quant_dequantize(
+    fmt: str,
+    rows: int,
+    cols: int,
+    group_size: int,
+    data: npt.NDArray[np.uint8],
+    scales_f32: npt.NDArray[np.float32] | None,
+    scales_u8: npt.NDArray[np.uint8] | None,
+    zero_points: npt.NDArray[np.float32] | None,
+    tensor_scale: float | None,
+) -> npt.NDArray[np.float32]: ...

@@ -18,6 +18,7 @@ pub mod linalg;
 pub mod neighbors;
 pub mod parallel;
 pub mod progress;
+pub mod quant;
 
 pub use error::{Classify, ErrorKind};
 pub use progress::Progress;

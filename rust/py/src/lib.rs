@@ -11,6 +11,7 @@ mod errors;
 mod info;
 mod linalg;
 mod neighbors;
+mod quant;
 mod runtime;
 mod text;
 
@@ -22,5 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     linalg::register(m)?;
     text::register(m)?;
     neighbors::register(m)?;
+    quant::register(m)?;
     Ok(())
 }

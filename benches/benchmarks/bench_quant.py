@@ -1,0 +1,185 @@
+"""Quantize+pack and unpack+dequantize of 16M float32 values (64 MB), thrifty side by
+side with what a user would otherwise run: a plain vectorised numpy implementation of
+the same format, gguf-py for TQ1_0/TQ2_0 and ml_dtypes casts for FP8.
+
+GB/s = 0.067 GB (float32 input, or float32 output for dequantize) / time.
+"""
+
+import numpy as np
+from asv_runner.benchmarks.mark import SkipNotImplemented
+
+from .common import require
+
+SHAPE = (4096, 4096)  # 16M values
+
+FORMATS = ["ternary", "tq1_0", "tq2_0", "int8", "int4", "nf4", "fp8_e4m3", "mxfp4"]
+BACKENDS = ["thrifty", "numpy", "gguf", "ml_dtypes"]
+
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+                -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+                0.07958029955625534, 0.16093020141124725, 0.24611230194568634,
+                0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                0.7229568362236023, 1.0], np.float32)
+NF4_MID = ((NF4[:-1].astype(np.float64) + NF4[1:]) / 2).astype(np.float32)
+
+
+# ---------------------------------------------------------------- plain numpy versions
+
+def np_ternary(w):
+    s = np.float32(1) / max(np.abs(w).mean(), np.float32(1e-5))
+    q = (np.clip(np.rint(w * s), -1, 1) + 1).astype(np.uint8)
+    r = w.shape[0] // 4
+    return q[:r] | (q[r:2 * r] << 2) | (q[2 * r:3 * r] << 4) | (q[3 * r:] << 6), s
+
+
+def np_ternary_de(p):
+    packed, s = p
+    return np.concatenate([((packed >> (2 * i)) & 3).astype(np.float32) - 1 for i in range(4)]) / s
+
+
+def np_int8(x):
+    s = np.maximum(np.abs(x).max(axis=1, keepdims=True) / np.float32(127.5), np.finfo(np.float32).eps)
+    return np.clip(np.rint(x * (np.float32(1) / s)), -128, 127).astype(np.int8), s
+
+
+def np_int8_de(p):
+    q, s = p
+    return q.astype(np.float32) * s
+
+
+def np_int4(x):
+    g = x.reshape(-1, 128)
+    lo, hi = g.min(axis=1, keepdims=True), g.max(axis=1, keepdims=True)
+    s = np.maximum((hi - lo) / np.float32(15), np.finfo(np.float32).eps)
+    zp = lo + s * np.float32(8)
+    q = np.clip(np.rint((g - (zp - s * np.float32(8))) / s), 0, 15).astype(np.uint8).ravel()
+    return q[0::2] | (q[1::2] << 4), s, zp
+
+
+def np_int4_de(p):
+    packed, s, zp = p
+    q = np.empty((packed.size * 2,), np.uint8)
+    q[0::2], q[1::2] = packed & 15, packed >> 4
+    return ((q.reshape(s.shape[0], -1).astype(np.float32) - 8) * s + zp)
+
+
+def np_nf4(x):
+    b = x.reshape(-1, 64)
+    a = np.abs(b).max(axis=1, keepdims=True)
+    q = np.searchsorted(NF4_MID, b * (np.float32(1) / a), side="left").astype(np.uint8).ravel()
+    return (q[0::2] << 4) | q[1::2], a
+
+
+def np_nf4_de(p):
+    packed, a = p
+    q = np.empty((packed.size * 2,), np.uint8)
+    q[0::2], q[1::2] = packed >> 4, packed & 15
+    return NF4[q].reshape(a.shape[0], -1) * a
+
+
+def mx_scales(b, emax):
+    a = np.abs(b).max(axis=1, keepdims=True)
+    _, e = np.frexp(a)
+    code = np.where(a == 0, 0, np.clip(e - 1 - emax + 127, 0, 254))
+    return code.astype(np.uint8), np.ldexp(np.float32(1), code.astype(np.int32) - 127).astype(np.float32)
+
+
+def np_fp8(x, md):
+    s = np.abs(x).max() / np.float32(448)
+    return np.clip(x / s, -448, 448).astype(md.float8_e4m3fn), s
+
+
+def np_fp8_de(p):
+    c, s = p
+    return c.astype(np.float32) * s
+
+
+def np_mxfp4(x, md):
+    b = x.reshape(-1, 32)
+    code, xs = mx_scales(b, 2)
+    el = np.clip(b / xs, -6, 6).astype(md.float4_e2m1fn).view(np.uint8).ravel()
+    return el[0::2] | (el[1::2] << 4), code, xs
+
+
+def np_mxfp4_de(p, md):
+    packed, _, xs = p
+    q = np.empty((packed.size * 2,), np.uint8)
+    q[0::2], q[1::2] = packed & 15, packed >> 4
+    return q.view(md.float4_e2m1fn).astype(np.float32).reshape(xs.shape[0], -1) * xs
+
+
+# ---------------------------------------------------------------- benchmarks
+
+class _Quant:
+    params = (FORMATS, BACKENDS)
+    param_names = ["fmt", "backend"]
+    timeout = 300
+
+    def setup(self, fmt, backend):
+        self.x = np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)
+        x = self.x
+        if backend == "thrifty":
+            q = require("thrifty.quant")
+            kw = {"group_size": -1} if fmt == "int8" else {}  # per row, as the numpy version
+            self.enc = lambda: q.quantize(x, fmt, **kw)
+            packed = self.enc()
+            self.dec = lambda: q.dequantize(packed)
+        elif backend == "gguf":
+            if fmt not in ("tq1_0", "tq2_0"):
+                raise SkipNotImplemented("gguf-py is the anchor for tq1_0/tq2_0 only")
+            gq = require("gguf.quants")
+            t = getattr(require("gguf.constants").GGMLQuantizationType, fmt.upper())
+            self.enc = lambda: gq.quantize(x, t)
+            packed = self.enc()
+            self.dec = lambda: gq.dequantize(packed, t)
+        elif backend == "ml_dtypes":
+            md = require("ml_dtypes")
+            if fmt == "fp8_e4m3":
+                self.enc = lambda: np_fp8(x, md)
+                packed = self.enc()
+                self.dec = lambda: np_fp8_de(packed)
+            elif fmt == "mxfp4":
+                self.enc = lambda: np_mxfp4(x, md)
+                packed = self.enc()
+                self.dec = lambda: np_mxfp4_de(packed, md)
+            else:
+                raise SkipNotImplemented("ml_dtypes covers the float formats only")
+        else:
+            funcs = {"ternary": (np_ternary, np_ternary_de), "int8": (np_int8, np_int8_de),
+                     "int4": (np_int4, np_int4_de), "nf4": (np_nf4, np_nf4_de)}
+            if fmt not in funcs:
+                raise SkipNotImplemented(f"no plain numpy version of {fmt} (see gguf / ml_dtypes)")
+            e, d = funcs[fmt]
+            self.enc = lambda: e(x)
+            packed = self.enc()
+            self.dec = lambda: d(packed)
+
+
+class QuantizePack(_Quant):
+    def time_quantize(self, fmt, backend):
+        self.enc()
+
+
+class UnpackDequantize(_Quant):
+    def time_dequantize(self, fmt, backend):
+        self.dec()
+
+
+class Fp8Codec:
+    """Element codec alone: float32 -> E4M3 codes, against ml_dtypes' astype."""
+
+    params = (["thrifty", "ml_dtypes"],)
+    param_names = ["backend"]
+
+    def setup(self, backend):
+        self.x = np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)
+        if backend == "thrifty":
+            self.q = require("thrifty.quant")
+        else:
+            self.md = require("ml_dtypes")
+
+    def time_fp8_encode(self, backend):
+        if backend == "thrifty":
+            self.q.fp8_encode(self.x, "e4m3", saturate=False)
+        else:
+            self.x.astype(self.md.float8_e4m3fn)

@@ -1,0 +1,586 @@
+//! Float element formats: bulk FP8 / FP4 codecs, scaled FP8, OCP MX and NVFP4.
+//!
+//! * `fp8_e4m3` / `fp8_e5m2`: `scale = amax / max` per group (per-tensor by default,
+//!   1.0 for an all-zero group) or a fixed scale; codes = encode(x / scale).
+//! * `mxfp4`, `mxfp8_e4m3`, `mxfp8_e5m2` (OCP MX v1.0): blocks of 32 over the
+//!   flattened tensor; E8M0 scale code `floor(log2(amax)) - emax_elem + 127` clamped to
+//!   `[0, 254]` (0 for an all-zero block); elements `x / 2^(code - 127)` rounded half to
+//!   even and clamped to the element max. MXFP4 packs element `2i` in the LOW nibble.
+//!   A ragged tail is padded with zeros to a whole block (the shape is remembered).
+//! * `nvfp4` (torchao): `per_tensor = amax / (448 * 6)` (1.0 for an all-zero tensor);
+//!   per 16-block `s = clamp((block_amax / 6) / per_tensor, 2^-6, 448)` cast to E4M3;
+//!   elements `clamp(x / (per_tensor * s), -6, 6)` rounded to E2M1, element `2i` in
+//!   the LOW nibble; tail padded to 16.
+
+use rayon::prelude::*;
+
+use super::float::{
+    decode_table, e8m0_value, encode_one, floor_log2, FloatKind, Spec, E2M1, E4M3, E5M2,
+};
+use super::int::resolve_group;
+use super::rng::Stream;
+use super::{
+    amax, expect_len, for_each_piece, format_err, group_reduce, invalid, par_zip, simd_dispatch,
+    Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+};
+use crate::Progress;
+
+/// Spec of a codec name: `e4m3`, `e5m2` or `e2m1`.
+pub fn codec_spec(kind: FloatKind) -> Spec {
+    Spec::of(kind)
+}
+
+/// Encode float32 values to one code per byte (round half to even; never fails).
+pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Vec<u8> {
+    let spec = Spec::of(kind);
+    let mut out = super::output::<u8>(x.len());
+    par_zip(x, CHUNK, &mut out, CHUNK, |_, xi, o| {
+        encode_into(xi, o, spec, saturate);
+    });
+    out
+}
+
+#[inline(always)]
+fn encode_into(xi: &[f32], o: &mut [u8], spec: Spec, saturate: bool) {
+    // Constant-fold the common cases so the kernels vectorise.
+    match (spec.kind, saturate) {
+        (FloatKind::E4M3, true) => simd_dispatch!(xi: &[f32], o: &mut [u8]; (); {
+            for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E4M3, true) as u8; }
+        }),
+        (FloatKind::E4M3, false) => simd_dispatch!(xi: &[f32], o: &mut [u8]; (); {
+            for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E4M3, false) as u8; }
+        }),
+        (FloatKind::E5M2, true) => simd_dispatch!(xi: &[f32], o: &mut [u8]; (); {
+            for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E5M2, true) as u8; }
+        }),
+        (FloatKind::E5M2, false) => simd_dispatch!(xi: &[f32], o: &mut [u8]; (); {
+            for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E5M2, false) as u8; }
+        }),
+        _ => simd_dispatch!(xi: &[f32], o: &mut [u8], saturate: bool; (); {
+            for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E2M1, saturate) as u8; }
+        }),
+    }
+}
+
+/// Decode one code per byte to float32. E2M1 codes above 15 are an error.
+pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantError> {
+    let spec = Spec::of(kind);
+    if spec.bits() < 8 {
+        if let Some(i) = codes.iter().position(|&c| c >> spec.bits() != 0) {
+            return format_err(format!(
+                "code {} at flat index {i} is out of range for a {}-bit format (0..{})",
+                codes[i],
+                spec.bits(),
+                (1u32 << spec.bits()) - 1
+            ));
+        }
+    }
+    let table = decode_table(&spec);
+    let mut out = vec![0f32; codes.len()];
+    par_zip(codes, CHUNK, &mut out, CHUNK, |_, ci, o| {
+        for (y, &c) in o.iter_mut().zip(ci) {
+            *y = table[c as usize];
+        }
+    });
+    Ok(out)
+}
+
+/// Stochastic rounding between the two codes that bracket `v` (clamped to ±max).
+fn sr_encode(v: f32, spec: &Spec, table: &[f32], u: f64) -> u8 {
+    let sign = (1u32 << (spec.ebits + spec.mbits)) * (v.to_bits() >> 31);
+    let c = encode_one(v, spec, true);
+    let mag = c & !sign;
+    let a = v.abs();
+    let val = |m: u32| table[m as usize] as f64;
+    let (lo, hi) = if val(mag) > a as f64 {
+        (mag - 1, mag)
+    } else if mag < spec.max_code && val(mag) < a as f64 {
+        (mag, mag + 1)
+    } else {
+        return c as u8;
+    };
+    let p = (a as f64 - val(lo)) / (val(hi) - val(lo));
+    ((if u < p { hi } else { lo }) | sign) as u8
+}
+
+fn elem_spec(f: Format) -> Spec {
+    match f {
+        Format::Fp8E4m3 | Format::Mxfp8E4m3 => E4M3,
+        Format::Fp8E5m2 | Format::Mxfp8E5m2 => E5M2,
+        _ => E2M1,
+    }
+}
+
+pub(crate) fn quantize_fp8(
+    x: &[f32],
+    cols: usize,
+    opts: &QuantOptions,
+    _p: &Progress,
+) -> Result<Quantized, QuantError> {
+    let f = opts.format;
+    let spec = elem_spec(f);
+    let n = x.len();
+    let g = resolve_group(n, cols, opts.group_size, None, f)?;
+    let scales: Vec<f32> = if let ScaleMode::Fixed(s) = opts.scale {
+        vec![s]
+    } else {
+        let max = spec.max_value();
+        group_reduce(x, g, amax, f32::max)
+            .into_iter()
+            .map(|a| fp8_scale(a, max))
+            .collect()
+    };
+    let mut data = super::output::<u8>(n);
+    let table = decode_table(&spec);
+    let st = super::stream(opts.rounding);
+    let sc = &scales;
+    par_zip(x, CHUNK, &mut data, CHUNK, |ci, xi, o| {
+        let start = ci * CHUNK;
+        let mut tmp = vec![0f32; CHUNK.min(xi.len())];
+        for_each_piece(start, xi.len(), g, |off, len, grp| {
+            let s = sc[grp];
+            let t = &mut tmp[..len];
+            for (ti, &v) in t.iter_mut().zip(&xi[off..off + len]) {
+                *ti = v / s;
+            }
+            match &st {
+                None => encode_into(t, &mut o[off..off + len], spec, opts.saturate),
+                Some(st) => {
+                    for (j, (c, &v)) in o[off..off + len].iter_mut().zip(t.iter()).enumerate() {
+                        *c = sr_encode(v, &spec, &table, st.uniform((start + off + j) as u64));
+                    }
+                }
+            }
+        });
+    });
+    Ok(Quantized {
+        data,
+        scales: Scales::F32(scales),
+        zero_points: None,
+        tensor_scale: None,
+        group_size: g,
+    })
+}
+
+pub(crate) fn dequantize_fp8(
+    q: &PackedRef<'_>,
+    n: usize,
+    _p: &Progress,
+) -> Result<Vec<f32>, QuantError> {
+    let g = super::check_groups(q, n, false)?;
+    expect_len("data", q.data.len(), n, q.format)?;
+    expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
+    let table = decode_table(&elem_spec(q.format));
+    let mut y = super::output::<f32>(n);
+    par_zip(q.data, CHUNK, &mut y, CHUNK, |ci, di, o| {
+        for_each_piece(ci * CHUNK, o.len(), g, |off, len, grp| {
+            let s = q.scales_f32[grp];
+            for (v, &c) in o[off..off + len].iter_mut().zip(&di[off..off + len]) {
+                *v = table[c as usize] * s;
+            }
+        });
+    });
+    Ok(y)
+}
+
+fn mx_emax(f: Format) -> i32 {
+    match f {
+        Format::Mxfp8E4m3 => 8,
+        Format::Mxfp8E5m2 => 15,
+        _ => 2,
+    }
+}
+
+const MX_BLOCK: usize = 32;
+const NV_BLOCK: usize = 16;
+
+/// E8M0 code of a block with largest magnitude `a`.
+#[inline(always)]
+pub fn mx_scale_code(a: f32, emax: i32) -> u8 {
+    if a == 0.0 {
+        return 0;
+    }
+    (floor_log2(a) - emax + 127).clamp(0, 254) as u8
+}
+
+/// `2^(127 - code)`, the reciprocal of an E8M0 scale, exactly.
+#[inline(always)]
+fn e8m0_inverse(code: u8) -> f32 {
+    e8m0_value(254 - code)
+}
+
+/// How a block's scale follows from its largest magnitude.
+#[derive(Clone, Copy)]
+enum BlockRule {
+    /// OCP MX: E8M0 code of `floor(log2(amax)) - emax`.
+    Mx { emax: i32 },
+    /// NVFP4: E4M3 code of `clamp((amax / 6) / pt, 2^-6, 448)`.
+    Nv { pt: f32, lut: &'static [f32; 256] },
+}
+
+impl BlockRule {
+    /// (scale code, multiplier, divisor): elements are encoded from `v * mul / div`.
+    #[inline(always)]
+    fn scale(&self, a: f32) -> (u8, f32, f32) {
+        match self {
+            BlockRule::Mx { emax } => {
+                let code = mx_scale_code(a, *emax);
+                (code, e8m0_inverse(code), 1.0)
+            }
+            BlockRule::Nv { pt, lut } => {
+                let bs = ((a / 6.0) / pt).clamp(NV_MIN_SCALE, 448.0);
+                let code = encode_one(bs, &E4M3, true) as u8;
+                (code, 1.0, pt * lut[code as usize])
+            }
+        }
+    }
+}
+
+const NV_MIN_SCALE: f32 = 0.015625; // 2^-6, the smallest normal E4M3
+
+/// The block (zero-padded to `B` values when short).
+#[inline(always)]
+fn block_at<const B: usize>(xi: &[f32], k: usize, padded: &mut [f32; B]) {
+    let b = &xi[k * B..((k + 1) * B).min(xi.len())];
+    padded[..b.len()].copy_from_slice(b);
+    padded[b.len()..].fill(0.0);
+}
+
+#[inline(always)]
+fn encode_block_nearest<const B: usize>(
+    b: &[f32; B],
+    codes: &mut [u8; B],
+    kind: FloatKind,
+    mul: f32,
+    div: f32,
+) {
+    match kind {
+        FloatKind::E2M1 => {
+            for (c, &v) in codes.iter_mut().zip(b) {
+                *c = encode_one(v * mul / div, &E2M1, true) as u8;
+            }
+        }
+        FloatKind::E5M2 => {
+            for (c, &v) in codes.iter_mut().zip(b) {
+                *c = encode_one(v * mul / div, &E5M2, true) as u8;
+            }
+        }
+        _ => {
+            for (c, &v) in codes.iter_mut().zip(b) {
+                *c = encode_one(v * mul / div, &E4M3, true) as u8;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn blocks_body<const B: usize>(
+    xi: &[f32],
+    o: &mut [u8],
+    sc: &mut [u8],
+    kind: FloatKind,
+    rule: BlockRule,
+) {
+    let fp4 = kind == FloatKind::E2M1;
+    let bpb = if fp4 { B / 2 } else { B };
+    let mut padded = [0f32; B];
+    let mut codes = [0u8; B];
+    for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
+        block_at(xi, k, &mut padded);
+        let (code, mul, div) = rule.scale(super::amax_plain(&padded));
+        *s = code;
+        encode_block_nearest(&padded, &mut codes, kind, mul, div);
+        write_block(&codes, ob, fp4);
+    }
+}
+
+/// Nearest rounding of a chunk of whole blocks, compiled for AVX2 when available.
+fn blocks_nearest<const B: usize>(
+    xi: &[f32],
+    o: &mut [u8],
+    sc: &mut [u8],
+    kind: FloatKind,
+    rule: BlockRule,
+) {
+    let b32 = B == 32;
+    simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind, rule: BlockRule, b32: bool; (); {
+        if b32 {
+            blocks_body::<32>(xi, o, sc, kind, rule)
+        } else {
+            blocks_body::<16>(xi, o, sc, kind, rule)
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn blocks_stochastic<const B: usize>(
+    xi: &[f32],
+    o: &mut [u8],
+    sc: &mut [u8],
+    spec: &Spec,
+    rule: BlockRule,
+    table: &[f32],
+    st: &Stream,
+    first: usize,
+) {
+    let fp4 = spec.kind == FloatKind::E2M1;
+    let bpb = if fp4 { B / 2 } else { B };
+    let mut padded = [0f32; B];
+    let mut codes = [0u8; B];
+    for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
+        block_at(xi, k, &mut padded);
+        let (code, mul, div) = rule.scale(super::amax_plain(&padded));
+        *s = code;
+        for (j, (c, &v)) in codes.iter_mut().zip(&padded).enumerate() {
+            let u = st.uniform((first + k * B + j) as u64);
+            *c = sr_encode(v * mul / div, spec, table, u);
+        }
+        write_block(&codes, ob, fp4);
+    }
+}
+
+fn write_block(codes: &[u8], out: &mut [u8], fp4: bool) {
+    if fp4 {
+        for (o, pair) in out.iter_mut().zip(codes.chunks_exact(2)) {
+            *o = pair[0] | (pair[1] << 4);
+        }
+    } else {
+        out.copy_from_slice(codes);
+    }
+}
+
+pub(crate) fn quantize_mx(
+    x: &[f32],
+    opts: &QuantOptions,
+    _p: &Progress,
+) -> Result<Quantized, QuantError> {
+    let f = opts.format;
+    if opts.group_size.is_some_and(|g| g != MX_BLOCK) {
+        return invalid(format!(
+            "{} uses blocks of 32 (OCP MX v1.0); group_size must be None or 32",
+            f.name()
+        ));
+    }
+    let spec = elem_spec(f);
+    let fp4 = spec.kind == FloatKind::E2M1;
+    let emax = mx_emax(f);
+    let n = x.len();
+    let nb = n.div_ceil(MX_BLOCK);
+    let bpb = if fp4 { MX_BLOCK / 2 } else { MX_BLOCK };
+    let mut data = super::output::<u8>(nb * bpb);
+    let mut scales = vec![0u8; nb];
+    let table = decode_table(&spec);
+    let st = super::stream(opts.rounding);
+    let per = CHUNK / MX_BLOCK;
+    let rule = BlockRule::Mx { emax };
+    let kind = spec.kind;
+    data.par_chunks_mut(per * bpb)
+        .zip(scales.par_chunks_mut(per))
+        .zip(x.par_chunks(per * MX_BLOCK))
+        .enumerate()
+        .for_each(|(ci, ((o, sc), xi))| match &st {
+            None => blocks_nearest::<MX_BLOCK>(xi, o, sc, kind, rule),
+            Some(st) => blocks_stochastic::<MX_BLOCK>(
+                xi,
+                o,
+                sc,
+                &spec,
+                rule,
+                &table,
+                st,
+                ci * per * MX_BLOCK,
+            ),
+        });
+    Ok(Quantized {
+        data,
+        scales: Scales::U8(scales),
+        zero_points: None,
+        tensor_scale: None,
+        group_size: MX_BLOCK,
+    })
+}
+
+/// Decode packed blocks: `value(code) * block_scale`.
+fn dequantize_blocks(
+    q: &PackedRef<'_>,
+    n: usize,
+    block: usize,
+    spec: &Spec,
+    block_scale: impl Fn(usize) -> f32 + Sync,
+) -> Vec<f32> {
+    let fp4 = spec.kind == FloatKind::E2M1;
+    let bpb = if fp4 { block / 2 } else { block };
+    let table = decode_table(spec);
+    let nb = n.div_ceil(block);
+    let mut y = super::output::<f32>(nb * block);
+    let per = CHUNK / block;
+    par_zip(q.data, per * bpb, &mut y, per * block, |ci, di, o| {
+        for (k, (ob, bytes)) in o.chunks_mut(block).zip(di.chunks(bpb)).enumerate() {
+            let s = block_scale(ci * per + k);
+            if fp4 {
+                for (pair, &b) in ob.chunks_exact_mut(2).zip(bytes) {
+                    pair[0] = table[(b & 15) as usize] * s;
+                    pair[1] = table[(b >> 4) as usize] * s;
+                }
+            } else {
+                for (v, &c) in ob.iter_mut().zip(bytes) {
+                    *v = table[c as usize] * s;
+                }
+            }
+        }
+    });
+    y.truncate(n);
+    y
+}
+
+pub(crate) fn dequantize_mx(
+    q: &PackedRef<'_>,
+    n: usize,
+    _p: &Progress,
+) -> Result<Vec<f32>, QuantError> {
+    let spec = elem_spec(q.format);
+    let nb = n.div_ceil(MX_BLOCK);
+    let bpb = if spec.kind == FloatKind::E2M1 {
+        MX_BLOCK / 2
+    } else {
+        MX_BLOCK
+    };
+    expect_len("data", q.data.len(), nb * bpb, q.format)?;
+    expect_len("scales", q.scales_u8.len(), nb, q.format)?;
+    Ok(dequantize_blocks(q, n, MX_BLOCK, &spec, |b| {
+        e8m0_value(q.scales_u8[b])
+    }))
+}
+
+/// Scaled-FP8 scale `amax / max`: 1.0 for an all-zero group, and never 0 (a tiny amax
+/// whose quotient underflows gets the smallest subnormal) so no NaN can appear.
+pub fn fp8_scale(a: f32, max: f32) -> f32 {
+    let s = a / max;
+    if a == 0.0 {
+        1.0
+    } else if s == 0.0 {
+        f32::from_bits(1)
+    } else {
+        s
+    }
+}
+
+/// NVFP4 per-tensor scale `amax / (448 * 6)` for a tensor with largest magnitude `a`:
+/// 1.0 for an all-zero tensor, and at least 2^-126 (the smallest normal float32) so
+/// that block scales cannot overflow and no NaN can appear (torchao returns NaN for
+/// such tiny tensors).
+pub fn nvfp4_tensor_scale(a: f32) -> f32 {
+    if a == 0.0 {
+        1.0
+    } else {
+        (a / (448.0 * 6.0)).max(f32::MIN_POSITIVE)
+    }
+}
+
+pub(crate) fn quantize_nvfp4(
+    x: &[f32],
+    opts: &QuantOptions,
+    _p: &Progress,
+) -> Result<Quantized, QuantError> {
+    if opts.group_size.is_some_and(|g| g != NV_BLOCK) {
+        return invalid("nvfp4 uses blocks of 16; group_size must be None or 16");
+    }
+    let n = x.len();
+    let a: f32 = x.par_chunks(CHUNK).map(amax).reduce(|| 0.0, f32::max);
+    let pt = nvfp4_tensor_scale(a);
+    let nb = n.div_ceil(NV_BLOCK);
+    let mut data = super::output::<u8>(nb * NV_BLOCK / 2);
+    let mut scales = vec![0u8; nb];
+    let table = decode_table(&E2M1);
+    let st = super::stream(opts.rounding);
+    let per = CHUNK / NV_BLOCK;
+    let rule = BlockRule::Nv {
+        pt,
+        lut: super::float::e4m3_table(),
+    };
+    data.par_chunks_mut(per * NV_BLOCK / 2)
+        .zip(scales.par_chunks_mut(per))
+        .zip(x.par_chunks(per * NV_BLOCK))
+        .enumerate()
+        .for_each(|(ci, ((o, sc), xi))| match &st {
+            None => blocks_nearest::<NV_BLOCK>(xi, o, sc, FloatKind::E2M1, rule),
+            Some(st) => blocks_stochastic::<NV_BLOCK>(
+                xi,
+                o,
+                sc,
+                &E2M1,
+                rule,
+                &table,
+                st,
+                ci * per * NV_BLOCK,
+            ),
+        });
+    Ok(Quantized {
+        data,
+        scales: Scales::U8(scales),
+        zero_points: None,
+        tensor_scale: Some(pt),
+        group_size: NV_BLOCK,
+    })
+}
+
+pub(crate) fn dequantize_nvfp4(
+    q: &PackedRef<'_>,
+    n: usize,
+    _p: &Progress,
+) -> Result<Vec<f32>, QuantError> {
+    let nb = n.div_ceil(NV_BLOCK);
+    expect_len("data", q.data.len(), nb * NV_BLOCK / 2, q.format)?;
+    expect_len("scales", q.scales_u8.len(), nb, q.format)?;
+    let Some(pt) = q.tensor_scale else {
+        return format_err("nvfp4 needs its per-tensor scale");
+    };
+    let lut = decode_table(&E4M3);
+    Ok(dequantize_blocks(q, n, NV_BLOCK, &E2M1, |b| {
+        pt * lut[q.scales_u8[b] as usize]
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codecs_round_trip_bulk() {
+        for kind in [FloatKind::E4M3, FloatKind::E5M2, FloatKind::E2M1] {
+            let spec = Spec::of(kind);
+            let codes: Vec<u8> = (0..1u32 << spec.bits()).map(|c| c as u8).collect();
+            let v = decode_slice(&codes, kind).unwrap();
+            let back = encode_slice(&v, kind, false);
+            for (c, (b, x)) in codes.iter().zip(back.iter().zip(&v)) {
+                if !x.is_nan() {
+                    assert_eq!(c, b);
+                }
+            }
+        }
+        assert!(decode_slice(&[16], FloatKind::E2M1).is_err());
+    }
+
+    #[test]
+    fn mx_scale_rule() {
+        assert_eq!(mx_scale_code(6.0, 2), 127);
+        assert_eq!(mx_scale_code(7.9, 2), 127);
+        assert_eq!(mx_scale_code(8.0, 2), 128);
+        assert_eq!(mx_scale_code(0.0, 2), 0);
+        assert_eq!(mx_scale_code(448.0, 8), 127);
+    }
+
+    #[test]
+    fn stochastic_fp_is_unbiased() {
+        let st = Stream::new(3);
+        let table = decode_table(&E2M1);
+        let n = 50_000;
+        let m: f64 = (0..n)
+            .map(|i| table[sr_encode(2.6, &E2M1, &table, st.uniform(i)) as usize] as f64)
+            .sum::<f64>()
+            / n as f64;
+        assert!((m - 2.6).abs() < 0.01, "{m}");
+        assert_eq!(sr_encode(7.0, &E2M1, &table, 0.0), 7);
+        assert_eq!(sr_encode(-3.0, &E2M1, &table, 0.5), 13);
+    }
+}

@@ -1,0 +1,391 @@
+//! Ternary formats: BitNet b1.58 (Hugging Face 2-bit layout) and GGUF TQ1_0 / TQ2_0.
+//!
+//! * `ternary`: one scale per tensor, `gamma = mean|W|` (absmean, accumulated in
+//!   float64, rounded to float32) or the lower median of |W| (absmedian, as
+//!   `torch.median`); `s = 1 / max(gamma, 1e-5)`; `q = clamp(round_half_even(W s), -1, 1)`.
+//!   The stored scale is `1/s` (float32) so `dequantize` returns exactly `q / s`.
+//!   Codes `q + 1` are packed in the Hugging Face BitNet layout: W is seen as
+//!   `(out, in) = (shape[0], prod(shape[1:]))`; the packed uint8 array has shape
+//!   `(R, in)`, `R = ceil(out / 4)`, and packed row `r` holds original rows `r + i R`
+//!   at bits `2i..2i+1` (`i = 0` least significant). Bits of rows `>= out` are 0.
+//! * `tq1_0` / `tq2_0`: llama.cpp's blocks of 256 along the last axis (which must be a
+//!   multiple of 256), byte-identical to `gguf.quants.quantize`.
+
+use rayon::prelude::*;
+
+use super::float::{f16_to_f32, f32_to_f16};
+use super::rng::Stream;
+use super::{
+    expect_len, format_err, invalid, par_zip, simd_dispatch, Format, PackedRef, QuantError,
+    QuantOptions, Quantized, Rounding, ScaleMode, Scales, CHUNK,
+};
+use crate::Progress;
+
+/// BitNet scale `gamma` before clamping: absmean or lower absmedian.
+pub fn ternary_gamma(x: &[f32], mode: ScaleMode) -> f32 {
+    match mode {
+        ScaleMode::AbsMedian => {
+            let mut a: Vec<f32> = x.par_iter().map(|v| v.abs()).collect();
+            let k = (a.len() - 1) / 2;
+            let (_, m, _) = a.select_nth_unstable_by(k, |p, q| p.total_cmp(q));
+            *m
+        }
+        _ => {
+            let parts: Vec<f64> = x
+                .par_chunks(CHUNK)
+                .map(|c| {
+                    simd_dispatch!(c: &[f32]; f64; {
+                        // 16 independent lanes: the f64 adds are latency-bound otherwise
+                        let mut acc = [0f64; 16];
+                        let mut it = c.chunks_exact(16);
+                        for q in &mut it {
+                            for k in 0..16 {
+                                acc[k] += q[k].abs() as f64;
+                            }
+                        }
+                        let r: f64 = it.remainder().iter().map(|v| v.abs() as f64).sum();
+                        acc.iter().sum::<f64>() + r
+                    })
+                })
+                .collect();
+            (parts.iter().sum::<f64>() / x.len() as f64) as f32
+        }
+    }
+}
+
+pub(crate) fn quantize_ternary(
+    x: &[f32],
+    out_rows: usize,
+    inner: usize,
+    opts: &QuantOptions,
+    _p: &Progress,
+) -> Result<Quantized, QuantError> {
+    let gamma = ternary_gamma(x, opts.scale);
+    let s = 1.0f32 / gamma.max(1e-5);
+    let big_r = out_rows.div_ceil(4);
+    let mut data = super::output::<u8>(big_r * inner);
+    let rows_per = (CHUNK / inner.max(1)).max(1);
+    let stream = match opts.rounding {
+        Rounding::Stochastic(seed) => Some(Stream::new(seed)),
+        Rounding::Nearest => None,
+    };
+    data.par_chunks_mut(rows_per * inner)
+        .enumerate()
+        .for_each(|(ci, out)| {
+            for (lr, orow) in out.chunks_mut(inner).enumerate() {
+                let r = ci * rows_per + lr;
+                for i in 0..4 {
+                    let src = r + i * big_r;
+                    if src >= out_rows {
+                        break;
+                    }
+                    let xs = &x[src * inner..(src + 1) * inner];
+                    let shift = 2 * i as u32;
+                    match &stream {
+                        None => {
+                            simd_dispatch!(xs: &[f32], orow: &mut [u8], s: f32, shift: u32; (); {
+                                for (o, &v) in orow.iter_mut().zip(xs) {
+                                    let t = v * s;
+                                    // round half to even of t, clamped to [-1, 1], plus one
+                                    let c = 1 + (t > 0.5) as u8 - (t < -0.5) as u8;
+                                    *o |= c << shift;
+                                }
+                            })
+                        }
+                        Some(st) => {
+                            for (j, (o, &v)) in orow.iter_mut().zip(xs).enumerate() {
+                                let t = (v * s).clamp(-1.0, 1.0);
+                                let q = st.round(t, (src * inner + j) as u64);
+                                *o |= ((q as i32 + 1) as u8) << shift;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    Ok(Quantized {
+        data,
+        scales: Scales::F32(vec![1.0 / s]),
+        zero_points: None,
+        tensor_scale: None,
+        group_size: x.len(),
+    })
+}
+
+pub(crate) fn dequantize_ternary(
+    q: &PackedRef<'_>,
+    n: usize,
+    _p: &Progress,
+) -> Result<Vec<f32>, QuantError> {
+    let (out_rows, inner) = (q.rows, q.cols);
+    let big_r = out_rows.div_ceil(4);
+    expect_len("data", q.data.len(), big_r * inner, q.format)?;
+    expect_len("scales", q.scales_f32.len(), 1, q.format)?;
+    let scale = q.scales_f32[0];
+    // Code 3 (w = 2) does not exist.
+    let bad = q
+        .data
+        .par_chunks(CHUNK)
+        .any(|c| c.iter().any(|&b| (b & (b >> 1) & 0x55) != 0));
+    if bad {
+        return format_err("ternary data holds code 3, which is out of range (codes are 0, 1, 2)");
+    }
+    let mut y = super::output::<f32>(n);
+    let rows_per = (CHUNK / inner.max(1)).max(1);
+    y.par_chunks_mut(rows_per * inner)
+        .enumerate()
+        .for_each(|(ci, out)| {
+            for (lr, orow) in out.chunks_mut(inner).enumerate() {
+                let src = ci * rows_per + lr;
+                let (r, i) = (src % big_r, src / big_r);
+                let bytes = &q.data[r * inner..(r + 1) * inner];
+                let shift = 2 * i as u32;
+                simd_dispatch!(bytes: &[u8], orow: &mut [f32], scale: f32, shift: u32; (); {
+                    for (o, &b) in orow.iter_mut().zip(bytes) {
+                        *o = (((b >> shift) & 3) as f32 - 1.0) * scale;
+                    }
+                })
+            }
+        });
+    Ok(y)
+}
+
+const QK: usize = 256;
+
+fn tq_bytes(f: Format) -> usize {
+    if f == Format::Tq1_0 {
+        54
+    } else {
+        66
+    }
+}
+
+/// llama.cpp's ternary code: `lroundf(v) + 1` for |v| <= 1 (half away from zero).
+#[inline(always)]
+fn trit(v: f32) -> u8 {
+    1 + (v >= 0.5) as u8 - (v <= -0.5) as u8
+}
+
+#[inline(always)]
+fn block_scale(b: &[f32]) -> (f32, f32) {
+    let d = super::amax(b);
+    let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+    (d, id)
+}
+
+fn tq2_block(b: &[f32], out: &mut [u8]) {
+    let (d, id) = block_scale(b);
+    let (qs, tail) = out.split_at_mut(64);
+    for j in 0..2 {
+        for m in 0..32 {
+            let mut byte = 0u8;
+            for n in 0..4 {
+                byte |= trit(b[128 * j + m + 32 * n] * id) << (2 * n);
+            }
+            qs[32 * j + m] = byte;
+        }
+    }
+    tail.copy_from_slice(&f32_to_f16(d).to_le_bytes());
+}
+
+#[inline(always)]
+fn pack5(t: [u8; 5]) -> u8 {
+    let v = t[0] as u16 * 81 + t[1] as u16 * 27 + t[2] as u16 * 9 + t[3] as u16 * 3 + t[4] as u16;
+    (v * 256).div_ceil(243) as u8
+}
+
+fn tq1_block(b: &[f32], out: &mut [u8]) {
+    let (d, id) = block_scale(b);
+    let mut t = [0u8; QK];
+    for (ti, &v) in t.iter_mut().zip(b) {
+        *ti = trit(v * id);
+    }
+    for m in 0..32 {
+        out[m] = pack5([t[m], t[m + 32], t[m + 64], t[m + 96], t[m + 128]]);
+    }
+    for m in 0..16 {
+        let e = 160 + m;
+        out[32 + m] = pack5([t[e], t[e + 16], t[e + 32], t[e + 48], t[e + 64]]);
+    }
+    for j in 0..4 {
+        let e = 240 + j;
+        out[48 + j] = pack5([t[e], t[e + 4], t[e + 8], t[e + 12], 0]);
+    }
+    out[52..54].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+}
+
+pub(crate) fn quantize_tq(
+    x: &[f32],
+    cols: usize,
+    f: Format,
+    _p: &Progress,
+) -> Result<Quantized, QuantError> {
+    if cols % QK != 0 {
+        return invalid(format!(
+            "{} needs the last dimension to be a multiple of 256 (GGUF rows are whole \
+             blocks), got {cols}; pad the rows yourself or use another format",
+            f.name()
+        ));
+    }
+    let nb = x.len() / QK;
+    let tb = tq_bytes(f);
+    let mut data = super::output::<u8>(nb * tb);
+    let per = CHUNK / QK;
+    par_zip(x, per * QK, &mut data, per * tb, |_, xi, o| {
+        for (b, ob) in xi.chunks(QK).zip(o.chunks_mut(tb)) {
+            if f == Format::Tq1_0 {
+                simd_dispatch!(b: &[f32], ob: &mut [u8]; (); tq1_block(b, ob))
+            } else {
+                simd_dispatch!(b: &[f32], ob: &mut [u8]; (); tq2_block(b, ob))
+            }
+        }
+    });
+    Ok(Quantized {
+        data,
+        scales: Scales::None,
+        zero_points: None,
+        tensor_scale: None,
+        group_size: QK,
+    })
+}
+
+const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+
+#[inline(always)]
+fn untrit(byte: u8, n: usize) -> f32 {
+    let q = byte.wrapping_mul(POW3[n]);
+    (((q as u16 * 3) >> 8) as f32) - 1.0
+}
+
+pub(crate) fn dequantize_tq(
+    q: &PackedRef<'_>,
+    n: usize,
+    _p: &Progress,
+) -> Result<Vec<f32>, QuantError> {
+    let f = q.format;
+    if n % QK != 0 || q.cols % QK != 0 {
+        return format_err(format!("{} needs rows that are multiples of 256", f.name()));
+    }
+    let nb = n / QK;
+    let tb = tq_bytes(f);
+    expect_len("data", q.data.len(), nb * tb, f)?;
+    if f == Format::Tq2_0 {
+        let bad = q
+            .data
+            .par_chunks(tb)
+            .any(|b| b[..64].iter().any(|&c| c & (c >> 1) & 0x55 != 0));
+        if bad {
+            return format_err(
+                "tq2_0 data holds code 3, which is out of range (codes are 0, 1, 2)",
+            );
+        }
+    }
+    let mut y = super::output::<f32>(n);
+    let per = CHUNK / QK;
+    par_zip(q.data, per * tb, &mut y, per * QK, |_, bi, o| {
+        for (b, ob) in bi.chunks(tb).zip(o.chunks_mut(QK)) {
+            let d = f16_to_f32(u16::from_le_bytes([b[tb - 2], b[tb - 1]]));
+            if f == Format::Tq2_0 {
+                for j in 0..2 {
+                    for nn in 0..4 {
+                        for m in 0..32 {
+                            let c = (b[32 * j + m] >> (2 * nn)) & 3;
+                            ob[128 * j + 32 * nn + m] = (c as f32 - 1.0) * d;
+                        }
+                    }
+                }
+            } else {
+                for nn in 0..5 {
+                    for m in 0..32 {
+                        ob[32 * nn + m] = untrit(b[m], nn) * d;
+                    }
+                    for m in 0..16 {
+                        ob[160 + 16 * nn + m] = untrit(b[32 + m], nn) * d;
+                    }
+                }
+                for nn in 0..4 {
+                    for j in 0..4 {
+                        ob[240 + 4 * nn + j] = untrit(b[48 + j], nn) * d;
+                    }
+                }
+            }
+        }
+    });
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(mode: ScaleMode) -> QuantOptions {
+        let mut o = QuantOptions::new(Format::Ternary);
+        o.scale = mode;
+        o
+    }
+
+    #[test]
+    fn ternary_layout_and_round_trip() {
+        // 5 rows x 3 cols -> R = 2 packed rows
+        let x: Vec<f32> = (0..15).map(|i| ((i % 3) as f32 - 1.0) * 0.7).collect();
+        let p = Progress::new();
+        let q = quantize_ternary(&x, 5, 3, &opts(ScaleMode::AbsMean), &p).unwrap();
+        assert_eq!(q.data.len(), 6);
+        let gamma = x.iter().map(|v| v.abs() as f64).sum::<f64>() / 15.0;
+        let s = 1.0 / (gamma as f32);
+        for src in 0..5 {
+            for j in 0..3 {
+                let want = ((x[src * 3 + j] * s).round_ties_even().clamp(-1.0, 1.0) + 1.0) as u8;
+                let (r, i) = (src % 2, src / 2);
+                assert_eq!((q.data[r * 3 + j] >> (2 * i)) & 3, want);
+            }
+        }
+        let Scales::F32(sc) = &q.scales else { panic!() };
+        let r = PackedRef {
+            format: Format::Ternary,
+            rows: 5,
+            cols: 3,
+            data: &q.data,
+            scales_f32: sc,
+            scales_u8: &[],
+            zero_points: None,
+            tensor_scale: None,
+            group_size: 15,
+        };
+        let y = dequantize_ternary(&r, 15, &p).unwrap();
+        for (a, b) in x.iter().zip(&y) {
+            assert_eq!(*b, (a * s).round_ties_even().clamp(-1.0, 1.0) / s);
+        }
+    }
+
+    #[test]
+    fn absmedian_is_lower_median() {
+        let x = [4.0f32, -1.0, 3.0, 2.0];
+        assert_eq!(ternary_gamma(&x, ScaleMode::AbsMedian), 2.0);
+    }
+
+    #[test]
+    fn tq_round_trip_codes() {
+        let x: Vec<f32> = (0..512).map(|i| ((i * 7 % 5) as f32 - 2.0) / 2.0).collect();
+        for f in [Format::Tq1_0, Format::Tq2_0] {
+            let p = Progress::new();
+            let q = quantize_tq(&x, 512, f, &p).unwrap();
+            let r = PackedRef {
+                format: f,
+                rows: 1,
+                cols: 512,
+                data: &q.data,
+                scales_f32: &[],
+                scales_u8: &[],
+                zero_points: None,
+                tensor_scale: None,
+                group_size: 256,
+            };
+            let y = dequantize_tq(&r, 512, &p).unwrap();
+            for (a, b) in x.iter().zip(&y) {
+                assert_eq!(*b, (a / 1.0).round());
+            }
+        }
+        assert!(quantize_tq(&x[..300], 300, Format::Tq2_0, &Progress::new()).is_err());
+    }
+}
