@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod error;
 pub mod linalg;
 pub mod parallel;
+pub mod pipeline;
 pub mod progress;
 
 pub use error::{Classify, ErrorKind};
