@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 
 mod arrays;
+mod data;
 mod errors;
 mod info;
 mod linalg;
@@ -18,5 +19,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     info::register(m)?;
     linalg::register(m)?;
+    data::register(m)?;
     Ok(())
 }
