@@ -352,3 +352,37 @@ def test_bad_token_files(tmp_path):
         TokenLoader(small, seq_len=0, batch_size=1)
     with pytest.raises(thrifty.InvalidInputError, match="rank"):
         TokenLoader(small, seq_len=1, batch_size=1, rank=1, world_size=1)
+
+
+def _rss_mb():
+    """(file-backed, anonymous) resident MiB of this process."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssFile:", "RssAnon:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    if len(out) < 2:
+        pytest.skip("no RSS breakdown in /proc/self/status")
+    return np.array([out["RssFile"], out["RssAnon"]])
+
+
+def test_streaming_a_large_memmap_keeps_rss_bounded(tmp_path, monkeypatch):
+    import thrifty.data as data
+
+    monkeypatch.setattr(data, "_RELEASE_BYTES", 8 << 20)
+    path = tmp_path / "big.npy"
+    n, d = 131_072, 512  # 256 MiB
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+    for s in range(0, n, 16384):
+        X[s:s + 16384] = 1.0
+    X.flush()
+    del X
+    loader = ArrayLoader(path, batch_size=1024)
+    before = _rss_mb()
+    peak = before
+    for i, xb in enumerate(loader):
+        if i % 4 == 2:
+            peak = np.maximum(peak, _rss_mb())
+    grown_file, grown_anon = peak - before
+    assert grown_file < 48, f"mapped pages grew by {grown_file:.0f} MiB while streaming 256 MiB"
+    assert grown_anon < 96, f"anonymous memory grew by {grown_anon:.0f} MiB"

@@ -31,6 +31,7 @@ Sampling
 from __future__ import annotations
 
 import ast
+import mmap
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -54,6 +55,9 @@ __all__ = [
 _MAGIC = b"\x93NUMPY"
 _KINDS = {"b": "boolean", "i": "signed integer", "u": "unsigned integer", "f": "floating"}
 _MAX_SEED = 2**64 - 1
+# Pages of a memory-mapped source are dropped from this process after about this many
+# bytes were gathered, so streaming a file larger than memory keeps the RSS bounded.
+_RELEASE_BYTES = 256 << 20
 
 
 def _check_dtype(dt: np.dtype, what: str) -> np.dtype:
@@ -266,6 +270,30 @@ class _StreamLoader:
             seed=self._seed, epoch=self._epoch, rank=self._rank, world_size=self._world_size,
             drop_last=self._drop_last)
 
+    def _mapped(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _batch_bytes(self) -> int:
+        raise NotImplementedError
+
+    def _advise_random(self) -> None:
+        """Shuffled reads: no read-ahead or fault-around, so RSS tracks what is read."""
+        m = getattr(self._mapped(), "_mmap", None)
+        if self._shuffle and m is not None and hasattr(mmap, "MADV_RANDOM"):
+            try:
+                m.madvise(mmap.MADV_RANDOM)
+            except (OSError, ValueError):  # pragma: no cover - unsupported
+                pass
+
+    def _release_pages(self) -> None:
+        """Drop the mapped file's pages from this process (they stay in the page cache)."""
+        m = getattr(self._mapped(), "_mmap", None)
+        if m is not None and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                m.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):  # pragma: no cover - closed or unsupported
+                pass
+
     def _stream(self) -> Any:
         raise NotImplementedError
 
@@ -283,6 +311,10 @@ class _LoaderIterator:
         self._loader = loader
         self._stream = stream
         self._epoch = loader._epoch
+        # bytes of mapping a batch can touch: its rows, each rounded up to pages
+        touched = loader._batch_bytes() + loader._batch_size * mmap.PAGESIZE
+        self._release_every = max(1, _RELEASE_BYTES // touched)
+        self._since_release = 0
 
     def __iter__(self) -> _LoaderIterator:
         return self
@@ -304,6 +336,10 @@ class _LoaderIterator:
             raise
         if self._loader._epoch == self._epoch:
             self._loader._position += 1
+        self._since_release += 1
+        if self._since_release >= self._release_every:
+            self._since_release = 0
+            self._loader._release_pages()
         return self._loader._convert(x, y)
 
     def close(self) -> None:
@@ -373,11 +409,18 @@ class ArrayLoader(_StreamLoader):
                 raise InvalidInputError("labels has no columns")
             self._y = np.ascontiguousarray(y)
         self._keep = _as_keep(keep, self._n_rows)
+        self._advise_random()
 
     @property
     def n_samples(self) -> int:
         """Rows in the source (before ``keep``)."""
         return self._n_rows
+
+    def _mapped(self) -> np.ndarray:
+        return self._x
+
+    def _batch_bytes(self) -> int:
+        return self._batch_size * self._x.shape[1] * self._x.dtype.itemsize
 
     def _stream(self) -> Any:
         x = self._x
@@ -473,11 +516,18 @@ class TokenLoader(_StreamLoader):
         self._keep = None
         self._shuffle = bool(shuffle)
         self._drop_last = True
+        self._advise_random()
 
     @property
     def n_windows(self) -> int:
         """Windows in the file (over all ranks)."""
         return self._n_rows
+
+    def _mapped(self) -> np.ndarray:
+        return self._tokens
+
+    def _batch_bytes(self) -> int:
+        return self._batch_size * (self._seq_len + 1) * self._dtype.itemsize
 
     def _stream(self) -> Any:
         return _core.BatchStream(
