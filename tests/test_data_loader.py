@@ -370,6 +370,7 @@ def test_streaming_a_large_memmap_keeps_rss_bounded(tmp_path, monkeypatch):
     import thrifty.data as data
 
     monkeypatch.setattr(data, "_RELEASE_BYTES", 8 << 20)
+    monkeypatch.setattr(data, "_MAP_BUDGET", 64 << 20)
     path = tmp_path / "big.npy"
     n, d = 131_072, 512  # 256 MiB
     X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))

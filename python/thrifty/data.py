@@ -55,8 +55,11 @@ __all__ = [
 _MAGIC = b"\x93NUMPY"
 _KINDS = {"b": "boolean", "i": "signed integer", "u": "unsigned integer", "f": "floating"}
 _MAX_SEED = 2**64 - 1
-# Pages of a memory-mapped source are dropped from this process after about this many
-# bytes were gathered, so streaming a file larger than memory keeps the RSS bounded.
+# A memory-mapped source larger than _MAP_BUDGET is read with MADV_RANDOM (no
+# read-ahead or fault-around) and its pages are dropped from this process after about
+# _RELEASE_BYTES of them were touched, so streaming a file larger than memory keeps the
+# RSS bounded. Smaller files stay mapped (later epochs then read without page faults).
+_MAP_BUDGET = 1 << 30
 _RELEASE_BYTES = 256 << 20
 
 
@@ -276,9 +279,16 @@ class _StreamLoader:
     def _batch_bytes(self) -> int:
         raise NotImplementedError
 
-    def _advise_random(self) -> None:
-        """Shuffled reads: no read-ahead or fault-around, so RSS tracks what is read."""
+    def _large_map(self) -> Any:
+        """The mmap of a memory-mapped source over the budget, else None."""
         m = getattr(self._mapped(), "_mmap", None)
+        if m is None or len(m) <= _MAP_BUDGET:
+            return None
+        return m
+
+    def _advise_random(self) -> None:
+        """Shuffled reads of a large file: no read-ahead or fault-around."""
+        m = self._large_map()
         if self._shuffle and m is not None and hasattr(mmap, "MADV_RANDOM"):
             try:
                 m.madvise(mmap.MADV_RANDOM)
@@ -286,8 +296,8 @@ class _StreamLoader:
                 pass
 
     def _release_pages(self) -> None:
-        """Drop the mapped file's pages from this process (they stay in the page cache)."""
-        m = getattr(self._mapped(), "_mmap", None)
+        """Drop a large mapped file's pages from this process (they stay in the page cache)."""
+        m = self._large_map()
         if m is not None and hasattr(mmap, "MADV_DONTNEED"):
             try:
                 m.madvise(mmap.MADV_DONTNEED)

@@ -140,21 +140,46 @@ impl<'a> RowSource<'a> {
                 self.n_rows
             )));
         }
-        let mut out = Buf::zeroed(self.elem_size, rows.len() * self.width)?;
+        let n = rows.len() * self.width;
         let row_bytes = self.width * self.elem_size;
         let stride_bytes = self.stride * self.elem_size;
-        let copy = |(dst, &r): (&mut [u8], &u64)| {
-            let start = r as usize * stride_bytes;
-            dst.copy_from_slice(&self.bytes[start..start + row_bytes]);
+        let src = self.bytes;
+        // Every byte of the output is written exactly once below, so the buffer is
+        // allocated without zeroing it first (a full extra pass over the batch).
+        let fill = |dst: *mut u8| {
+            let dst = dst as usize; // raw pointers are not Send; the rows are disjoint
+            let copy = |(i, &r): (usize, &u64)| {
+                let start = r as usize * stride_bytes;
+                let row = &src[start..start + row_bytes];
+                // SAFETY: row i of the output is bytes [i * row_bytes, (i+1) * row_bytes)
+                // of an allocation of rows.len() * row_bytes bytes; rows are disjoint.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        row.as_ptr(),
+                        (dst as *mut u8).add(i * row_bytes),
+                        row_bytes,
+                    )
+                };
+            };
+            if n * self.elem_size >= PAR_BYTES && rows.len() > 1 {
+                rows.par_iter().enumerate().for_each(copy);
+            } else {
+                rows.iter().enumerate().for_each(copy);
+            }
         };
-        let dst = out.bytes_mut();
-        if dst.len() >= PAR_BYTES && rows.len() > 1 {
-            dst.par_chunks_mut(row_bytes)
-                .zip(rows.par_iter())
-                .for_each(copy);
-        } else {
-            dst.chunks_mut(row_bytes).zip(rows.iter()).for_each(copy);
+        fn filled<T>(n: usize, fill: impl FnOnce(*mut u8)) -> Vec<T> {
+            let mut v = Vec::<T>::with_capacity(n);
+            fill(v.as_mut_ptr().cast::<u8>());
+            // SAFETY: `fill` initialised all n elements (integers: any bits are valid).
+            unsafe { v.set_len(n) };
+            v
         }
+        let out = match self.elem_size {
+            1 => Buf::U8(filled(n, fill)),
+            2 => Buf::U16(filled(n, fill)),
+            4 => Buf::U32(filled(n, fill)),
+            _ => Buf::U64(filled(n, fill)),
+        };
         Ok(out)
     }
 }
