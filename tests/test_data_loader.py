@@ -369,8 +369,7 @@ def _rss_mb():
 def test_streaming_a_large_memmap_keeps_rss_bounded(tmp_path, monkeypatch):
     import thrifty.data as data
 
-    monkeypatch.setattr(data, "_RELEASE_BYTES", 8 << 20)
-    monkeypatch.setattr(data, "_MAP_BUDGET", 64 << 20)
+    monkeypatch.setattr(data, "_MAP_BUDGET", 64 << 20)  # as if the file were > 1 GiB
     path = tmp_path / "big.npy"
     n, d = 131_072, 512  # 256 MiB
     X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
@@ -379,6 +378,7 @@ def test_streaming_a_large_memmap_keeps_rss_bounded(tmp_path, monkeypatch):
     X.flush()
     del X
     loader = ArrayLoader(path, batch_size=1024)
+    assert loader._file is not None  # read with pread, not through the map
     before = _rss_mb()
     peak = before
     for i, xb in enumerate(loader):
@@ -387,3 +387,23 @@ def test_streaming_a_large_memmap_keeps_rss_bounded(tmp_path, monkeypatch):
     grown_file, grown_anon = peak - before
     assert grown_file < 48, f"mapped pages grew by {grown_file:.0f} MiB while streaming 256 MiB"
     assert grown_anon < 96, f"anonymous memory grew by {grown_anon:.0f} MiB"
+
+
+def test_large_files_read_with_pread_match_memory_map(tmp_path, monkeypatch):
+    import thrifty.data as data
+
+    X = np.random.default_rng(0).standard_normal((700, 9)).astype(np.float64)
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    tok = tmp_path / "t.bin"
+    np.random.default_rng(1).integers(0, 2**32, 5001, dtype=np.uint32).tofile(tok)
+    mapped = list(ArrayLoader(path, batch_size=64, seed=2, keep=np.arange(0, 700, 3)))
+    tmapped = list(TokenLoader(tok, dtype="uint32", seq_len=50, batch_size=7, seed=2))
+    monkeypatch.setattr(data, "_MAP_BUDGET", 0)
+    loader = ArrayLoader(path, batch_size=64, seed=2, keep=np.arange(0, 700, 3))
+    assert loader._file is not None
+    read = list(loader)
+    tread = list(TokenLoader(tok, dtype="uint32", seq_len=50, batch_size=7, seed=2))
+    assert len(read) == len(mapped) and len(tread) == len(tmapped)
+    for a, b in zip(read + tread, mapped + tmapped):
+        np.testing.assert_array_equal(a, b)

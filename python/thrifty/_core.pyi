@@ -48,12 +48,14 @@ def _busy(steps: int, step_ms: int, progress: _Progress = None) -> int: ...
 class BatchStream:
     def __new__(
         cls,
-        data: npt.NDArray[np.uint8],
+        data: npt.NDArray[np.uint8] | None,
         elem_size: int,
         stride: int,
         width: int,
         n_rows: int,
         *,
+        path: str | None = None,
+        offset: int = 0,
         labels: npt.NDArray[np.uint8] | None = None,
         label_elem_size: int = 1,
         label_width: int = 1,

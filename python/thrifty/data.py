@@ -31,7 +31,6 @@ Sampling
 from __future__ import annotations
 
 import ast
-import mmap
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -55,12 +54,11 @@ __all__ = [
 _MAGIC = b"\x93NUMPY"
 _KINDS = {"b": "boolean", "i": "signed integer", "u": "unsigned integer", "f": "floating"}
 _MAX_SEED = 2**64 - 1
-# A memory-mapped source larger than _MAP_BUDGET is read with MADV_RANDOM (no
-# read-ahead or fault-around) and its pages are dropped from this process after about
-# _RELEASE_BYTES of them were touched, so streaming a file larger than memory keeps the
-# RSS bounded. Smaller files stay mapped (later epochs then read without page faults).
+# Files up to _MAP_BUDGET bytes are memory-mapped (later epochs read resident pages
+# without system calls). Larger files are read row by row with positional reads
+# (pread) from the Rust thread: mapped pages of a shuffled file would accumulate in the
+# process's RSS, reads into the batch buffer keep it at the batches in flight.
 _MAP_BUDGET = 1 << 30
-_RELEASE_BYTES = 256 << 20
 
 
 def _check_dtype(dt: np.dtype, what: str) -> np.dtype:
@@ -273,37 +271,6 @@ class _StreamLoader:
             seed=self._seed, epoch=self._epoch, rank=self._rank, world_size=self._world_size,
             drop_last=self._drop_last)
 
-    def _mapped(self) -> np.ndarray:
-        raise NotImplementedError
-
-    def _batch_bytes(self) -> int:
-        raise NotImplementedError
-
-    def _large_map(self) -> Any:
-        """The mmap of a memory-mapped source over the budget, else None."""
-        m = getattr(self._mapped(), "_mmap", None)
-        if m is None or len(m) <= _MAP_BUDGET:
-            return None
-        return m
-
-    def _advise_random(self) -> None:
-        """Shuffled reads of a large file: no read-ahead or fault-around."""
-        m = self._large_map()
-        if self._shuffle and m is not None and hasattr(mmap, "MADV_RANDOM"):
-            try:
-                m.madvise(mmap.MADV_RANDOM)
-            except (OSError, ValueError):  # pragma: no cover - unsupported
-                pass
-
-    def _release_pages(self) -> None:
-        """Drop a large mapped file's pages from this process (they stay in the page cache)."""
-        m = self._large_map()
-        if m is not None and hasattr(mmap, "MADV_DONTNEED"):
-            try:
-                m.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):  # pragma: no cover - closed or unsupported
-                pass
-
     def _stream(self) -> Any:
         raise NotImplementedError
 
@@ -321,10 +288,6 @@ class _LoaderIterator:
         self._loader = loader
         self._stream = stream
         self._epoch = loader._epoch
-        # bytes of mapping a batch can touch: its rows, each rounded up to pages
-        touched = loader._batch_bytes() + loader._batch_size * mmap.PAGESIZE
-        self._release_every = max(1, _RELEASE_BYTES // touched)
-        self._since_release = 0
 
     def __iter__(self) -> _LoaderIterator:
         return self
@@ -346,10 +309,6 @@ class _LoaderIterator:
             raise
         if self._loader._epoch == self._epoch:
             self._loader._position += 1
-        self._since_release += 1
-        if self._since_release >= self._release_every:
-            self._since_release = 0
-            self._loader._release_pages()
         return self._loader._convert(x, y)
 
     def close(self) -> None:
@@ -365,8 +324,10 @@ class ArrayLoader(_StreamLoader):
     Parameters
     ----------
     source : ndarray of shape (n_samples, n_features) or path to a ``.npy`` file
-        Boolean, integer or floating dtype of 1, 2, 4 or 8 bytes. A path is
-        memory-mapped and never read as a whole; a non-contiguous array is copied once.
+        Boolean, integer or floating dtype of 1, 2, 4 or 8 bytes. A path is never read
+        as a whole: up to 1 GiB it is memory-mapped, larger files are read row by row
+        with positional reads so that the resident memory stays at the batches in
+        flight. A non-contiguous array is copied once.
     labels : array of shape (n_samples,) or (n_samples, k), optional
         Gathered with the same rows; batches are then ``(X_batch, y_batch)``.
     batch_size : int
@@ -403,6 +364,10 @@ class ArrayLoader(_StreamLoader):
                  keep: Any = None, prefetch: int = 2) -> None:
         self._init_common(batch_size, seed, rank, world_size, prefetch)
         self._x = _as_source(source)
+        # a large .npy is read with pread instead of through its memory map
+        self._file: tuple[str, int] | None = None
+        if isinstance(source, (str, os.PathLike)) and self._x.nbytes > _MAP_BUDGET:
+            self._file = (os.fspath(source), int(self._x.offset))
         self._n_rows = int(self._x.shape[0])
         self._shuffle = bool(shuffle)
         self._drop_last = bool(drop_last)
@@ -419,24 +384,19 @@ class ArrayLoader(_StreamLoader):
                 raise InvalidInputError("labels has no columns")
             self._y = np.ascontiguousarray(y)
         self._keep = _as_keep(keep, self._n_rows)
-        self._advise_random()
 
     @property
     def n_samples(self) -> int:
         """Rows in the source (before ``keep``)."""
         return self._n_rows
 
-    def _mapped(self) -> np.ndarray:
-        return self._x
-
-    def _batch_bytes(self) -> int:
-        return self._batch_size * self._x.shape[1] * self._x.dtype.itemsize
-
     def _stream(self) -> Any:
         x = self._x
         y = self._y
+        path, offset = self._file if self._file is not None else (None, 0)
         return _core.BatchStream(
-            _bytes(x), x.dtype.itemsize, x.shape[1], x.shape[1], self._n_rows,
+            _bytes(x) if path is None else None, x.dtype.itemsize, x.shape[1], x.shape[1],
+            self._n_rows, path=path, offset=offset,
             labels=None if y is None else _bytes(y),
             label_elem_size=1 if y is None else y.dtype.itemsize,
             label_width=1 if y is None or y.ndim == 1 else y.shape[1],
@@ -470,7 +430,8 @@ class TokenLoader(_StreamLoader):
     Parameters
     ----------
     path : str or PathLike
-        The token file (memory-mapped, never read as a whole).
+        The token file, never read as a whole (memory-mapped up to 1 GiB, read with
+        positional reads beyond).
     dtype : {"uint16", "uint32"}, default="uint16"
     seq_len : int
         Tokens per training sequence (>= 1).
@@ -522,27 +483,22 @@ class TokenLoader(_StreamLoader):
                 f"{self._seq_len + 1}"
             )
         self._tokens = np.memmap(path, dtype=self._dtype, mode="r")
+        self._file = path if size > _MAP_BUDGET else None
         self._n_rows = (n_tokens - 1) // self._seq_len
         self._keep = None
         self._shuffle = bool(shuffle)
         self._drop_last = True
-        self._advise_random()
 
     @property
     def n_windows(self) -> int:
         """Windows in the file (over all ranks)."""
         return self._n_rows
 
-    def _mapped(self) -> np.ndarray:
-        return self._tokens
-
-    def _batch_bytes(self) -> int:
-        return self._batch_size * (self._seq_len + 1) * self._dtype.itemsize
-
     def _stream(self) -> Any:
         return _core.BatchStream(
-            _bytes(self._tokens), self._dtype.itemsize, self._seq_len, self._seq_len + 1,
-            self._n_rows, keep=None, batch_size=self._batch_size, shuffle=self._shuffle,
+            _bytes(self._tokens) if self._file is None else None, self._dtype.itemsize,
+            self._seq_len, self._seq_len + 1, self._n_rows, path=self._file, keep=None,
+            batch_size=self._batch_size, shuffle=self._shuffle,
             seed=self._seed, epoch=self._epoch, rank=self._rank,
             world_size=self._world_size, drop_last=True, start_batch=self._position,
             prefetch=self._prefetch)

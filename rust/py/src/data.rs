@@ -13,7 +13,7 @@ use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedAr
 use pyo3::prelude::*;
 use thrifty_core::parallel;
 use thrifty_core::pipeline::filter::{self, LossFilter as CoreLossFilter};
-use thrifty_core::pipeline::gather::{Buf, RowSource};
+use thrifty_core::pipeline::gather::{Buf, FileRows, RowSource};
 use thrifty_core::pipeline::perm::Permutation;
 use thrifty_core::pipeline::plan::{validate_keep, BatchPlan, PlanOptions};
 use thrifty_core::pipeline::sampler::{Cooldown, TemperatureSampler};
@@ -60,6 +60,12 @@ impl Bytes {
     }
 }
 
+/// Where the data rows come from.
+enum XSource {
+    Mem(Bytes),
+    File(FileRows),
+}
+
 /// One batch: data rows, row count and optional label rows.
 type Batch = (Buf, usize, Option<Buf>);
 
@@ -90,7 +96,7 @@ struct BatchStream {
     // Declared first so that it is dropped (and its thread joined) before the arrays.
     stream: Mutex<Option<Prefetcher<Batch, PipelineError>>>,
     remaining: Mutex<usize>,
-    _data: Py<PyAny>,
+    _data: Option<Py<PyAny>>,
     _labels: Option<Py<PyAny>>,
 }
 
@@ -98,18 +104,20 @@ struct BatchStream {
 impl BatchStream {
     #[new]
     #[pyo3(signature = (
-        data, elem_size, stride, width, n_rows, *, labels=None, label_elem_size=1,
+        data, elem_size, stride, width, n_rows, *, path=None, offset=0, labels=None, label_elem_size=1,
         label_width=1, keep=None, batch_size, shuffle, seed, epoch, rank, world_size,
         drop_last, start_batch, prefetch
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        data: Bound<'_, PyArray1<u8>>,
+        data: Option<Bound<'_, PyArray1<u8>>>,
         elem_size: usize,
         stride: usize,
         width: usize,
         n_rows: u64,
+        path: Option<std::path::PathBuf>,
+        offset: u64,
         labels: Option<Bound<'_, PyArray1<u8>>>,
         label_elem_size: usize,
         label_width: usize,
@@ -124,10 +132,21 @@ impl BatchStream {
         start_batch: usize,
         prefetch: usize,
     ) -> PyResult<Self> {
-        let x_bytes = Bytes::of(py, &data, "data")?;
-        // SAFETY: `data` is alive for this call.
-        RowSource::new(unsafe { x_bytes.slice() }, elem_size, stride, width, n_rows)
-            .map_err(|e| pe(py, e))?;
+        // Rows come from the array `data`, or (without it) from the file `path`.
+        let x_src = match (&data, path) {
+            (Some(d), _) => {
+                let b = Bytes::of(py, d, "data")?;
+                // SAFETY: `data` is alive for this call.
+                RowSource::new(unsafe { b.slice() }, elem_size, stride, width, n_rows)
+                    .map_err(|e| pe(py, e))?;
+                XSource::Mem(b)
+            }
+            (None, Some(p)) => XSource::File(
+                FileRows::open(&p, offset, elem_size, stride, width, n_rows)
+                    .map_err(|e| pe(py, e))?,
+            ),
+            (None, None) => return Err(invalid_input(py, "either data or path is required")),
+        };
         let y_bytes = match &labels {
             Some(l) => {
                 let b = Bytes::of(py, l, "labels")?;
@@ -156,9 +175,13 @@ impl BatchStream {
             let rows = plan.batch_rows(b);
             parallel::install(threads, || {
                 // SAFETY: the arrays outlive this thread (see `BatchStream`).
-                let xs =
-                    RowSource::new(unsafe { x_bytes.slice() }, elem_size, stride, width, n_rows)?;
-                let x = xs.gather(&rows)?;
+                let x = match &x_src {
+                    XSource::Mem(b) => {
+                        RowSource::new(unsafe { b.slice() }, elem_size, stride, width, n_rows)?
+                            .gather(&rows)?
+                    }
+                    XSource::File(f) => f.gather(&rows)?,
+                };
                 let y = match y_bytes {
                     Some(yb) => {
                         let ys = RowSource::new(
@@ -179,7 +202,7 @@ impl BatchStream {
         Ok(BatchStream {
             stream: Mutex::new(Some(stream)),
             remaining: Mutex::new(n_batches - start),
-            _data: data.into_any().unbind(),
+            _data: data.map(|d| d.into_any().unbind()),
             _labels: labels.map(|l| l.into_any().unbind()),
         })
     }

@@ -75,6 +75,110 @@ impl Buf {
     }
 }
 
+/// Check that `n_rows` rows of `width` elements, `stride` apart, fit in `len` bytes.
+fn check_layout(
+    len: u128,
+    elem_size: usize,
+    stride: usize,
+    width: usize,
+    n_rows: u64,
+) -> Result<(), PipelineError> {
+    if !matches!(elem_size, 1 | 2 | 4 | 8) {
+        return Err(invalid(format!(
+            "element size must be 1, 2, 4 or 8 bytes, got {elem_size}"
+        )));
+    }
+    if width == 0 {
+        return Err(invalid("rows must have at least one element"));
+    }
+    if n_rows > 0 {
+        let need = (n_rows as u128 - 1) * stride as u128 + width as u128;
+        let need_bytes = need * elem_size as u128;
+        if need_bytes > len {
+            return Err(PipelineError::Format(format!(
+                "buffer holds {len} bytes but {n_rows} rows need {need_bytes}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_rows(rows: &[u64], n_rows: u64) -> Result<(), PipelineError> {
+    match rows.iter().find(|&&r| r >= n_rows) {
+        Some(&bad) => Err(invalid(format!("row {bad} out of range for {n_rows} rows"))),
+        None => Ok(()),
+    }
+}
+
+/// Rows of a file read with positional reads (`pread`): nothing is memory-mapped, so
+/// streaming a file larger than memory keeps the resident memory at the batches in
+/// flight. Row `r` is the `width` elements at byte `offset + r * stride * elem_size`.
+#[derive(Debug)]
+pub struct FileRows {
+    file: std::fs::File,
+    offset: u64,
+    elem_size: usize,
+    stride: usize,
+    width: usize,
+    n_rows: u64,
+}
+
+impl FileRows {
+    /// Open `path` and check that the rows fit in it.
+    pub fn open(
+        path: &std::path::Path,
+        offset: u64,
+        elem_size: usize,
+        stride: usize,
+        width: usize,
+        n_rows: u64,
+    ) -> Result<Self, PipelineError> {
+        let io = |e: std::io::Error| PipelineError::Io(format!("{}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        check_layout(
+            len.saturating_sub(offset) as u128,
+            elem_size,
+            stride,
+            width,
+            n_rows,
+        )?;
+        Ok(FileRows {
+            file,
+            offset,
+            elem_size,
+            stride,
+            width,
+            n_rows,
+        })
+    }
+
+    /// Read `rows` into a fresh buffer, as [`RowSource::gather`].
+    pub fn gather(&self, rows: &[u64]) -> Result<Buf, PipelineError> {
+        use std::os::unix::fs::FileExt;
+        check_rows(rows, self.n_rows)?;
+        let mut out = Buf::zeroed(self.elem_size, rows.len() * self.width)?;
+        let row_bytes = self.width * self.elem_size;
+        let stride_bytes = (self.stride * self.elem_size) as u64;
+        let read = |(dst, &r): (&mut [u8], &u64)| {
+            self.file
+                .read_exact_at(dst, self.offset + r * stride_bytes)
+                .map_err(|e| PipelineError::Io(format!("reading row {r}: {e}")))
+        };
+        let dst = out.bytes_mut();
+        if dst.len() >= PAR_BYTES && rows.len() > 1 {
+            dst.par_chunks_mut(row_bytes)
+                .zip(rows.par_iter())
+                .try_for_each(read)?;
+        } else {
+            dst.chunks_mut(row_bytes)
+                .zip(rows.iter())
+                .try_for_each(read)?;
+        }
+        Ok(out)
+    }
+}
+
 /// Rows of `width` elements every `stride` elements inside a byte buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct RowSource<'a> {
@@ -94,24 +198,7 @@ impl<'a> RowSource<'a> {
         width: usize,
         n_rows: u64,
     ) -> Result<Self, PipelineError> {
-        if !matches!(elem_size, 1 | 2 | 4 | 8) {
-            return Err(invalid(format!(
-                "element size must be 1, 2, 4 or 8 bytes, got {elem_size}"
-            )));
-        }
-        if width == 0 {
-            return Err(invalid("rows must have at least one element"));
-        }
-        if n_rows > 0 {
-            let need = (n_rows as u128 - 1) * stride as u128 + width as u128;
-            let need_bytes = need * elem_size as u128;
-            if need_bytes > bytes.len() as u128 {
-                return Err(PipelineError::Format(format!(
-                    "buffer holds {} bytes but {n_rows} rows need {need_bytes}",
-                    bytes.len()
-                )));
-            }
-        }
+        check_layout(bytes.len() as u128, elem_size, stride, width, n_rows)?;
         Ok(RowSource {
             bytes,
             elem_size,
@@ -134,12 +221,7 @@ impl<'a> RowSource<'a> {
     /// Copy `rows` (each `< n_rows`) into a fresh buffer of `rows.len() * width`
     /// elements, in order.
     pub fn gather(&self, rows: &[u64]) -> Result<Buf, PipelineError> {
-        if let Some(&bad) = rows.iter().find(|&&r| r >= self.n_rows) {
-            return Err(invalid(format!(
-                "row {bad} out of range for {} rows",
-                self.n_rows
-            )));
-        }
+        check_rows(rows, self.n_rows)?;
         let n = rows.len() * self.width;
         let row_bytes = self.width * self.elem_size;
         let stride_bytes = self.stride * self.elem_size;
@@ -221,6 +303,25 @@ mod tests {
             assert_eq!(out[i * w], r as u32 * w as u32);
             assert_eq!(out[i * w + w - 1], r as u32 * w as u32 + w as u32 - 1);
         }
+    }
+
+    #[test]
+    fn file_rows_match_memory_rows() {
+        let data: Vec<u32> = (0..3000).collect();
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let path = std::env::temp_dir().join(format!("thrifty-gather-{}.bin", std::process::id()));
+        let mut file_bytes = vec![7u8; 16];
+        file_bytes.extend_from_slice(&bytes);
+        std::fs::write(&path, &file_bytes).unwrap();
+        let rows: Vec<u64> = vec![5, 0, 98, 42];
+        let mem = RowSource::new(&bytes, 4, 30, 31, 99).unwrap();
+        let file = FileRows::open(&path, 16, 4, 30, 31, 99).unwrap();
+        assert_eq!(mem.gather(&rows).unwrap(), file.gather(&rows).unwrap());
+        assert!(FileRows::open(&path, 16, 4, 30, 31, 100).is_err());
+        assert!(file.gather(&[99]).is_err());
+        std::fs::remove_file(&path).unwrap();
+        let e = FileRows::open(&path, 0, 4, 1, 1, 1).unwrap_err();
+        assert!(matches!(e, PipelineError::Io(_)));
     }
 
     #[test]

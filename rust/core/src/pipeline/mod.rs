@@ -32,6 +32,9 @@ pub enum PipelineError {
     /// A buffer is smaller than its declared shape (e.g. a truncated file).
     #[error("{0}")]
     Format(String),
+    /// Reading a file failed.
+    #[error("{0}")]
+    Io(String),
 }
 
 impl Classify for PipelineError {
@@ -39,6 +42,7 @@ impl Classify for PipelineError {
         match self {
             PipelineError::InvalidInput(_) => ErrorKind::InvalidInput,
             PipelineError::Format(_) => ErrorKind::Format,
+            PipelineError::Io(_) => ErrorKind::Io,
         }
     }
 }
