@@ -35,6 +35,21 @@ def test_permutation_is_bijection_and_sliceable():
     assert not (permutation(1000, seed=5, epoch=1) == p).all()
 
 
+def test_permutation_looks_uniform():
+    # all 120 orders of 5 items appear about equally often over epochs
+    counts = {}
+    for e in range(6000):
+        key = tuple(permutation(5, seed=2, epoch=e).tolist())
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 120
+    obs = np.array(list(counts.values()))
+    chi2 = ((obs - 50.0) ** 2 / 50.0).sum()
+    assert chi2 < 119 + 5 * np.sqrt(2 * 119)  # far above the mean of chi2(119)
+    p = permutation(10_000, seed=1).astype(float)
+    assert abs(np.corrcoef(p, np.arange(10_000))[0, 1]) < 0.05
+    assert abs(np.corrcoef(p[:-1], p[1:])[0, 1]) < 0.05
+
+
 def test_permutation_of_billions_is_constant_memory():
     n = 10**10
     part = permutation(n, seed=1, start=n - 1000, count=1000)

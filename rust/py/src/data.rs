@@ -13,7 +13,7 @@ use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedAr
 use pyo3::prelude::*;
 use thrifty_core::parallel;
 use thrifty_core::pipeline::filter::{self, LossFilter as CoreLossFilter};
-use thrifty_core::pipeline::gather::{Buf, FileRows, RowSource};
+use thrifty_core::pipeline::gather::{Buf, FileRows, RowSource, PAR_BYTES};
 use thrifty_core::pipeline::perm::Permutation;
 use thrifty_core::pipeline::plan::{validate_keep, BatchPlan, PlanOptions};
 use thrifty_core::pipeline::sampler::{Cooldown, TemperatureSampler};
@@ -173,7 +173,7 @@ impl BatchStream {
         let threads = num_threads();
         let make = move |b: usize| -> Result<Batch, PipelineError> {
             let rows = plan.batch_rows(b);
-            parallel::install(threads, || {
+            let gather = || -> Result<Batch, PipelineError> {
                 // SAFETY: the arrays outlive this thread (see `BatchStream`).
                 let x = match &x_src {
                     XSource::Mem(b) => {
@@ -196,7 +196,14 @@ impl BatchStream {
                     None => None,
                 };
                 Ok((x, rows.len(), y))
-            })
+            };
+            // Small batches are copied on this thread: handing them to the pool
+            // would cost two thread wake-ups per batch.
+            if rows.len() * width * elem_size >= PAR_BYTES {
+                parallel::install(threads, gather)
+            } else {
+                gather()
+            }
         };
         let stream = Prefetcher::spawn(start..n_batches, prefetch, make);
         Ok(BatchStream {

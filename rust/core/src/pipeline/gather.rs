@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::{invalid, PipelineError};
 
 /// Batches at least this many bytes are copied in parallel.
-const PAR_BYTES: usize = 1 << 20;
+pub const PAR_BYTES: usize = 1 << 20;
 
 /// An owned, element-aligned output buffer (the element size picks the variant).
 #[derive(Debug, Clone, PartialEq, Eq)]

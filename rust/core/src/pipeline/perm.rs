@@ -1,48 +1,48 @@
 //! A keyed bijective permutation of `0..n` in O(1) memory.
 //!
-//! A balanced Feistel network permutes the `2h`-bit integers (`4^h >= n`); an index is
-//! mapped through the network repeatedly until it lands below `n` ("cycle walking").
-//! Because the network is a bijection of `0..4^h`, the walk restricted to `0..n` is a
-//! bijection too, and since `4^h < 4n` the expected number of walks per index is below
-//! four. The round keys derive from `(seed, epoch)` only, so any thread computes any
+//! A Feistel network permutes the `b`-bit integers (`2^b >= n`, the smallest such
+//! `b`); an index is mapped through the network repeatedly until it lands below `n`
+//! ("cycle walking"). Because the network is a bijection of `0..2^b`, the walk
+//! restricted to `0..n` is a bijection too, and since `2^b < 2n` the expected number
+//! of walks per index is below two. For odd `b` the network is unbalanced: each round
+//! XORs the high `lo = b / 2` bits with a keyed hash of the low `b - lo` bits and then
+//! rotates them to the bottom, which is invertible round by round. The round keys derive from `(seed, epoch)` only, so any thread computes any
 //! position independently and the order never depends on the thread count.
 
-use super::{hash_words, mix64};
+use super::hash_words;
 
-const ROUNDS: usize = 6;
+const ROUNDS: usize = 8;
 
 /// A pseudo-random permutation of `0..n` keyed by `(seed, epoch)`.
 #[derive(Debug, Clone)]
 pub struct Permutation {
     n: u64,
-    half_bits: u32,
-    mask: u64,
+    /// Width of the high part that each round rewrites.
+    left_bits: u32,
+    /// Width of the low part that keys each round.
+    right_bits: u32,
     keys: [u64; ROUNDS],
 }
 
 impl Permutation {
     /// The permutation of `0..n` for this seed and epoch.
     pub fn new(n: u64, seed: u64, epoch: u64) -> Self {
-        // Smallest h >= 1 with 4^h >= n.
-        let bits = if n <= 1 {
-            1
+        // Smallest b >= 2 with 2^b >= n.
+        let bits = if n <= 4 {
+            2
         } else {
             64 - (n - 1).leading_zeros()
         };
-        let half_bits = bits.div_ceil(2).max(1);
-        let mask = if half_bits >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << half_bits) - 1
-        };
+        let left_bits = bits / 2;
+        let right_bits = bits - left_bits;
         let mut keys = [0u64; ROUNDS];
         for (r, k) in keys.iter_mut().enumerate() {
             *k = hash_words(&[seed, epoch, r as u64, 0x7065_726d]);
         }
         Permutation {
             n,
-            half_bits,
-            mask,
+            left_bits,
+            right_bits,
             keys,
         }
     }
@@ -59,15 +59,20 @@ impl Permutation {
 
     #[inline]
     fn round(&self, x: u64) -> u64 {
-        let mut left = x >> self.half_bits;
-        let mut right = x & self.mask;
+        let (lb, rb) = (self.left_bits, self.right_bits);
+        let lmask = (1u64 << lb) - 1;
+        let rmask = (1u64 << rb) - 1;
+        let mut x = x;
         for &k in &self.keys {
-            let f = mix64(right ^ k) & self.mask;
-            let next = left ^ f;
-            left = right;
-            right = next;
+            let left = x >> rb;
+            let right = x & rmask;
+            // multiplicative hash: the top `lb` bits of (right ^ k) * odd constant
+            let f = ((right ^ k).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k) >> (64 - lb);
+            let new_left = left ^ (f & lmask);
+            // rotate: the untouched right part moves up, the rewritten part down
+            x = (right << lb) | new_left;
         }
-        (left << self.half_bits) | right
+        x
     }
 
     /// The element at position `i` (`i < n`).
