@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -422,3 +424,9 @@ def test_large_files_read_with_pread_match_memory_map(tmp_path, monkeypatch):
     assert len(read) == len(mapped) and len(tread) == len(tmapped)
     for a, b in zip(read + tread, mapped + tmapped):
         np.testing.assert_array_equal(a, b)
+
+
+def test_import_thrifty_never_imports_torch():
+    code = ("import sys, thrifty, thrifty.data, thrifty.torch; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
