@@ -366,8 +366,10 @@ class ArrayLoader(_StreamLoader):
         self._x = _as_source(source)
         # a large .npy is read with pread instead of through its memory map
         self._file: tuple[str, int] | None = None
-        if isinstance(source, (str, os.PathLike)) and self._x.nbytes > _MAP_BUDGET:
-            self._file = (os.fspath(source), int(self._x.offset))
+        x = self._x
+        if isinstance(source, (str, os.PathLike)) and isinstance(x, np.memmap):
+            if x.nbytes > _MAP_BUDGET:
+                self._file = (os.fspath(source), int(x.offset))
         self._n_rows = int(self._x.shape[0])
         self._shuffle = bool(shuffle)
         self._drop_last = bool(drop_last)
