@@ -430,3 +430,25 @@ def test_import_thrifty_never_imports_torch():
     code = ("import sys, thrifty, thrifty.data, thrifty.torch; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ctrl_c_while_waiting_for_a_batch(tmp_path, monkeypatch):
+    import _thread
+    import threading
+
+    import thrifty.data as data
+
+    path = tmp_path / "slow.npy"
+    np.save(path, np.zeros((2_000_000, 1), dtype=np.uint8))
+    monkeypatch.setattr(data, "_MAP_BUDGET", 0)  # pread: one system call per row, slow
+    loader = ArrayLoader(path, batch_size=2_000_000)
+    it = iter(loader)
+    timer = threading.Timer(0.05, _thread.interrupt_main)
+    timer.start()
+    t = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        next(it)
+    assert time.perf_counter() - t < 5
+    timer.join()
+    it.close()
+    assert loader.state_dict()["batch"] == 0
