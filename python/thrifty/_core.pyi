@@ -1,7 +1,7 @@
 """Type stubs for the compiled extension ``thrifty._core`` (checked with mypy.stubtest)."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,17 @@ __all__ = [
     "quant_fp_decode",
     "quant_quantize",
     "quant_dequantize",
+    "BatchStream",
+    "LossFilterCore",
+    "data_num_batches",
+    "data_check_keep",
+    "data_epoch_rows",
+    "data_permutation",
+    "data_active_loaders",
+    "data_temperature_probabilities",
+    "data_temperature_loss_weights",
+    "data_temperature_sample",
+    "data_loss_mask",
 ]
 
 _Progress = Callable[[int, int], Any] | None
@@ -117,3 +128,74 @@ def quant_dequantize(
     zero_points: npt.NDArray[np.float32] | None,
     tensor_scale: float | None,
 ) -> npt.NDArray[np.float32]: ...
+
+# ---- data pipelines (thrifty.data)
+@final
+class BatchStream:
+    def __new__(
+        cls,
+        data: npt.NDArray[np.uint8] | None,
+        elem_size: int,
+        stride: int,
+        width: int,
+        n_rows: int,
+        *,
+        path: str | None = None,
+        offset: int = 0,
+        labels: npt.NDArray[np.uint8] | None = None,
+        label_elem_size: int = 1,
+        label_width: int = 1,
+        keep: npt.NDArray[np.uint64] | None = None,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        epoch: int,
+        rank: int,
+        world_size: int,
+        drop_last: bool,
+        start_batch: int,
+        prefetch: int,
+    ) -> BatchStream: ...
+    def __iter__(self) -> BatchStream: ...
+    def __next__(self) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]: ...
+    def __len__(self) -> int: ...
+    def close(self) -> None: ...
+
+@final
+class LossFilterCore:
+    def __new__(cls, warmup_steps: int, window: int) -> LossFilterCore: ...
+    def update(self, losses: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]: ...
+    def stats(self) -> tuple[float | None, int, int, int]: ...
+
+def data_num_batches(n_items: int, batch_size: int, rank: int, world_size: int, drop_last: bool) -> int: ...
+def data_check_keep(keep: npt.NDArray[np.uint64], n_rows: int) -> None: ...
+def data_epoch_rows(
+    n_rows: int,
+    *,
+    keep: npt.NDArray[np.uint64] | None = None,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    drop_last: bool,
+) -> npt.NDArray[np.uint64]: ...
+def data_permutation(n: int, seed: int, epoch: int, start: int, count: int) -> npt.NDArray[np.uint64]: ...
+def data_active_loaders() -> int: ...
+def data_temperature_probabilities(
+    sizes: list[int], temperature: float, cooldown: tuple[float, int, int] | None, step: int
+) -> tuple[float, npt.NDArray[np.float64]]: ...
+def data_temperature_loss_weights(
+    sizes: list[int], temperature: float, cooldown: tuple[float, int, int] | None, step: int
+) -> npt.NDArray[np.float64]: ...
+def data_temperature_sample(
+    sizes: list[int],
+    temperature: float,
+    cooldown: tuple[float, int, int] | None,
+    seed: int,
+    step: int,
+    counts: list[int],
+    n: int,
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]: ...
+def data_loss_mask(losses: npt.NDArray[np.float64], threshold: float) -> npt.NDArray[np.bool_]: ...

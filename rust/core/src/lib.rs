@@ -17,6 +17,7 @@ pub mod gemm;
 pub mod linalg;
 pub mod neighbors;
 pub mod parallel;
+pub mod pipeline;
 pub mod progress;
 pub mod quant;
 

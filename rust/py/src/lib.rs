@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 
 mod arrays;
+mod data;
 mod errors;
 mod info;
 mod linalg;
@@ -24,5 +25,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     text::register(m)?;
     neighbors::register(m)?;
     quant::register(m)?;
+    data::register(m)?;
     Ok(())
 }

@@ -1,0 +1,336 @@
+//! Copying rows (or overlapping windows) of a byte buffer into a fresh batch buffer.
+//!
+//! A [`RowSource`] describes `n_rows` rows inside a byte buffer: row `r` is the
+//! `width` bytes starting at `r * stride`. With `stride == width` these are the rows of
+//! a C-contiguous matrix; with `stride < width` they overlap (token windows of
+//! `seq_len + 1` tokens advancing by `seq_len`). The output is allocated with the
+//! alignment of the element size ([`Buf`]), so it can be handed to numpy as a typed
+//! array without a copy.
+
+use rayon::prelude::*;
+
+use super::{invalid, PipelineError};
+
+/// Batches at least this many bytes are copied in parallel.
+pub const PAR_BYTES: usize = 1 << 20;
+
+/// An owned, element-aligned output buffer (the element size picks the variant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Buf {
+    /// 1-byte elements.
+    U8(Vec<u8>),
+    /// 2-byte elements.
+    U16(Vec<u16>),
+    /// 4-byte elements.
+    U32(Vec<u32>),
+    /// 8-byte elements.
+    U64(Vec<u64>),
+}
+
+impl Buf {
+    /// A zeroed buffer of `n` elements of `elem_size` bytes (1, 2, 4 or 8).
+    pub fn zeroed(elem_size: usize, n: usize) -> Result<Self, PipelineError> {
+        Ok(match elem_size {
+            1 => Buf::U8(vec![0; n]),
+            2 => Buf::U16(vec![0; n]),
+            4 => Buf::U32(vec![0; n]),
+            8 => Buf::U64(vec![0; n]),
+            _ => {
+                return Err(invalid(format!(
+                    "element size must be 1, 2, 4 or 8 bytes, got {elem_size}"
+                )))
+            }
+        })
+    }
+
+    /// The buffer as mutable bytes.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        fn cast<T>(v: &mut [T]) -> &mut [u8] {
+            let len = std::mem::size_of_val(v);
+            // SAFETY: plain integer elements have no padding or invalid bit patterns;
+            // the byte view covers exactly the same memory and borrows it mutably.
+            unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), len) }
+        }
+        match self {
+            Buf::U8(v) => cast(v),
+            Buf::U16(v) => cast(v),
+            Buf::U32(v) => cast(v),
+            Buf::U64(v) => cast(v),
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Buf::U8(v) => v.len(),
+            Buf::U16(v) => v.len(),
+            Buf::U32(v) => v.len(),
+            Buf::U64(v) => v.len(),
+        }
+    }
+
+    /// True when the buffer holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Check that `n_rows` rows of `width` elements, `stride` apart, fit in `len` bytes.
+fn check_layout(
+    len: u128,
+    elem_size: usize,
+    stride: usize,
+    width: usize,
+    n_rows: u64,
+) -> Result<(), PipelineError> {
+    if !matches!(elem_size, 1 | 2 | 4 | 8) {
+        return Err(invalid(format!(
+            "element size must be 1, 2, 4 or 8 bytes, got {elem_size}"
+        )));
+    }
+    if width == 0 {
+        return Err(invalid("rows must have at least one element"));
+    }
+    if n_rows > 0 {
+        let need = (n_rows as u128 - 1) * stride as u128 + width as u128;
+        let need_bytes = need * elem_size as u128;
+        if need_bytes > len {
+            return Err(PipelineError::Format(format!(
+                "buffer holds {len} bytes but {n_rows} rows need {need_bytes}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_rows(rows: &[u64], n_rows: u64) -> Result<(), PipelineError> {
+    match rows.iter().find(|&&r| r >= n_rows) {
+        Some(&bad) => Err(invalid(format!("row {bad} out of range for {n_rows} rows"))),
+        None => Ok(()),
+    }
+}
+
+/// Rows of a file read with positional reads (`pread`): nothing is memory-mapped, so
+/// streaming a file larger than memory keeps the resident memory at the batches in
+/// flight. Row `r` is the `width` elements at byte `offset + r * stride * elem_size`.
+#[derive(Debug)]
+pub struct FileRows {
+    file: std::fs::File,
+    offset: u64,
+    elem_size: usize,
+    stride: usize,
+    width: usize,
+    n_rows: u64,
+}
+
+impl FileRows {
+    /// Open `path` and check that the rows fit in it.
+    pub fn open(
+        path: &std::path::Path,
+        offset: u64,
+        elem_size: usize,
+        stride: usize,
+        width: usize,
+        n_rows: u64,
+    ) -> Result<Self, PipelineError> {
+        let io = |e: std::io::Error| PipelineError::Io(format!("{}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        check_layout(
+            len.saturating_sub(offset) as u128,
+            elem_size,
+            stride,
+            width,
+            n_rows,
+        )?;
+        Ok(FileRows {
+            file,
+            offset,
+            elem_size,
+            stride,
+            width,
+            n_rows,
+        })
+    }
+
+    /// Read `rows` into a fresh buffer, as [`RowSource::gather`].
+    pub fn gather(&self, rows: &[u64]) -> Result<Buf, PipelineError> {
+        use std::os::unix::fs::FileExt;
+        check_rows(rows, self.n_rows)?;
+        let mut out = Buf::zeroed(self.elem_size, rows.len() * self.width)?;
+        let row_bytes = self.width * self.elem_size;
+        let stride_bytes = (self.stride * self.elem_size) as u64;
+        let read = |(dst, &r): (&mut [u8], &u64)| {
+            self.file
+                .read_exact_at(dst, self.offset + r * stride_bytes)
+                .map_err(|e| PipelineError::Io(format!("reading row {r}: {e}")))
+        };
+        let dst = out.bytes_mut();
+        if dst.len() >= PAR_BYTES && rows.len() > 1 {
+            dst.par_chunks_mut(row_bytes)
+                .zip(rows.par_iter())
+                .try_for_each(read)?;
+        } else {
+            dst.chunks_mut(row_bytes)
+                .zip(rows.iter())
+                .try_for_each(read)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Rows of `width` elements every `stride` elements inside a byte buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RowSource<'a> {
+    bytes: &'a [u8],
+    elem_size: usize,
+    stride: usize,
+    width: usize,
+    n_rows: u64,
+}
+
+impl<'a> RowSource<'a> {
+    /// Validate that `n_rows` rows of `width` elements, `stride` apart, fit in `bytes`.
+    pub fn new(
+        bytes: &'a [u8],
+        elem_size: usize,
+        stride: usize,
+        width: usize,
+        n_rows: u64,
+    ) -> Result<Self, PipelineError> {
+        check_layout(bytes.len() as u128, elem_size, stride, width, n_rows)?;
+        Ok(RowSource {
+            bytes,
+            elem_size,
+            stride,
+            width,
+            n_rows,
+        })
+    }
+
+    /// Number of rows.
+    pub fn n_rows(&self) -> u64 {
+        self.n_rows
+    }
+
+    /// Elements per row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Copy `rows` (each `< n_rows`) into a fresh buffer of `rows.len() * width`
+    /// elements, in order.
+    pub fn gather(&self, rows: &[u64]) -> Result<Buf, PipelineError> {
+        check_rows(rows, self.n_rows)?;
+        let n = rows.len() * self.width;
+        let row_bytes = self.width * self.elem_size;
+        let stride_bytes = self.stride * self.elem_size;
+        let src = self.bytes;
+        // Every byte of the output is written exactly once below, so the buffer is
+        // allocated without zeroing it first (a full extra pass over the batch).
+        let fill = |dst: *mut u8| {
+            let dst = dst as usize; // raw pointers are not Send; the rows are disjoint
+            let copy = |(i, &r): (usize, &u64)| {
+                let start = r as usize * stride_bytes;
+                let row = &src[start..start + row_bytes];
+                // SAFETY: row i of the output is bytes [i * row_bytes, (i+1) * row_bytes)
+                // of an allocation of rows.len() * row_bytes bytes; rows are disjoint.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        row.as_ptr(),
+                        (dst as *mut u8).add(i * row_bytes),
+                        row_bytes,
+                    )
+                };
+            };
+            if n * self.elem_size >= PAR_BYTES && rows.len() > 1 {
+                rows.par_iter().enumerate().for_each(copy);
+            } else {
+                rows.iter().enumerate().for_each(copy);
+            }
+        };
+        fn filled<T>(n: usize, fill: impl FnOnce(*mut u8)) -> Vec<T> {
+            let mut v = Vec::<T>::with_capacity(n);
+            fill(v.as_mut_ptr().cast::<u8>());
+            // SAFETY: `fill` initialised all n elements (integers: any bits are valid).
+            unsafe { v.set_len(n) };
+            v
+        }
+        let out = match self.elem_size {
+            1 => Buf::U8(filled(n, fill)),
+            2 => Buf::U16(filled(n, fill)),
+            4 => Buf::U32(filled(n, fill)),
+            _ => Buf::U64(filled(n, fill)),
+        };
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gathers_rows_and_windows() {
+        let data: Vec<u16> = (0..20).collect();
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        // matrix 5 x 4
+        let src = RowSource::new(&bytes, 2, 4, 4, 5).unwrap();
+        let Buf::U16(out) = src.gather(&[3, 0]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(out, vec![12, 13, 14, 15, 0, 1, 2, 3]);
+        // windows of 4 advancing by 3 over 20 tokens: (20 - 1) / 3 = 6 windows
+        let src = RowSource::new(&bytes, 2, 3, 4, 6).unwrap();
+        let Buf::U16(out) = src.gather(&[5, 1]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(out, vec![15, 16, 17, 18, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn parallel_path_matches_serial() {
+        let n = 4096usize;
+        let w = 300usize;
+        let data: Vec<u32> = (0..(n * w) as u32).collect();
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let src = RowSource::new(&bytes, 4, w, w, n as u64).unwrap();
+        let rows: Vec<u64> = (0..n as u64).rev().step_by(3).collect();
+        let Buf::U32(out) = src.gather(&rows).unwrap() else {
+            panic!()
+        };
+        for (i, &r) in rows.iter().enumerate() {
+            assert_eq!(out[i * w], r as u32 * w as u32);
+            assert_eq!(out[i * w + w - 1], r as u32 * w as u32 + w as u32 - 1);
+        }
+    }
+
+    #[test]
+    fn file_rows_match_memory_rows() {
+        let data: Vec<u32> = (0..3000).collect();
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let path = std::env::temp_dir().join(format!("thrifty-gather-{}.bin", std::process::id()));
+        let mut file_bytes = vec![7u8; 16];
+        file_bytes.extend_from_slice(&bytes);
+        std::fs::write(&path, &file_bytes).unwrap();
+        let rows: Vec<u64> = vec![5, 0, 98, 42];
+        let mem = RowSource::new(&bytes, 4, 30, 31, 99).unwrap();
+        let file = FileRows::open(&path, 16, 4, 30, 31, 99).unwrap();
+        assert_eq!(mem.gather(&rows).unwrap(), file.gather(&rows).unwrap());
+        assert!(FileRows::open(&path, 16, 4, 30, 31, 100).is_err());
+        assert!(file.gather(&[99]).is_err());
+        std::fs::remove_file(&path).unwrap();
+        let e = FileRows::open(&path, 0, 4, 1, 1, 1).unwrap_err();
+        assert!(matches!(e, PipelineError::Io(_)));
+    }
+
+    #[test]
+    fn truncated_and_bad() {
+        let bytes = vec![0u8; 30];
+        let e = RowSource::new(&bytes, 4, 2, 2, 4).unwrap_err();
+        assert!(matches!(e, PipelineError::Format(_)));
+        assert!(RowSource::new(&bytes, 3, 2, 2, 1).is_err());
+        let src = RowSource::new(&bytes, 4, 2, 2, 3).unwrap();
+        assert!(src.gather(&[3]).is_err());
+    }
+}

@@ -1,0 +1,506 @@
+//! Bindings for `thrifty_core::pipeline`: the streaming batch loader (a pyclass that
+//! owns a background producer thread), the temperature sampler and the loss filter.
+//!
+//! Python hands the loader its data as a flat `uint8` view of a C-contiguous array (a
+//! numpy array or a read-only memory map); the pyclass keeps that array alive and its
+//! producer thread reads the bytes without the GIL. The thread is joined before the
+//! array reference is released (field order), so it never outlives the memory.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use thrifty_core::parallel;
+use thrifty_core::pipeline::filter::{self, LossFilter as CoreLossFilter};
+use thrifty_core::pipeline::gather::{Buf, FileRows, RowSource, PAR_BYTES};
+use thrifty_core::pipeline::perm::Permutation;
+use thrifty_core::pipeline::plan::{validate_keep, BatchPlan, PlanOptions};
+use thrifty_core::pipeline::sampler::{Cooldown, TemperatureSampler};
+use thrifty_core::pipeline::stream::{active_producers, Next, Prefetcher};
+use thrifty_core::pipeline::PipelineError;
+
+use crate::arrays::vec1;
+use crate::errors::{core_err, invalid_input};
+use crate::runtime::{num_threads, run};
+
+/// How often a waiting `__next__` wakes to check for Ctrl-C.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A borrowed byte range of a numpy array kept alive by its owner.
+#[derive(Clone, Copy)]
+struct Bytes {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the memory belongs to a numpy array that the owning `BatchStream` keeps
+// alive until the producer thread has been joined; it is only read.
+unsafe impl Send for Bytes {}
+unsafe impl Sync for Bytes {}
+
+impl Bytes {
+    fn of(py: Python<'_>, a: &Bound<'_, PyArray1<u8>>, name: &str) -> PyResult<Self> {
+        if !a.is_c_contiguous() {
+            return Err(invalid_input(py, format!("{name} must be contiguous")));
+        }
+        let len = a.len();
+        let ptr = if len == 0 {
+            std::ptr::NonNull::<u8>::dangling().as_ptr() as *const u8
+        } else {
+            a.data() as *const u8
+        };
+        Ok(Bytes { ptr, len })
+    }
+
+    /// # Safety
+    /// The owning array must still be alive.
+    unsafe fn slice<'a>(self) -> &'a [u8] {
+        std::slice::from_raw_parts(self.ptr, self.len)
+    }
+}
+
+/// Where the data rows come from.
+enum XSource {
+    Mem(Bytes),
+    File(FileRows),
+}
+
+/// One batch: data rows, row count and optional label rows.
+type Batch = (Buf, usize, Option<Buf>);
+
+/// What `__next__` hands to Python: `(x, y or None)`.
+type PyBatch<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
+
+fn buf_to_py<'py>(py: Python<'py>, b: Buf, rows: usize) -> PyResult<Bound<'py, PyAny>> {
+    let width = b.len().checked_div(rows).unwrap_or(0);
+    let shape = [rows, width];
+    Ok(match b {
+        Buf::U8(v) => v.into_pyarray(py).reshape(shape)?.into_any(),
+        Buf::U16(v) => v.into_pyarray(py).reshape(shape)?.into_any(),
+        Buf::U32(v) => v.into_pyarray(py).reshape(shape)?.into_any(),
+        Buf::U64(v) => v.into_pyarray(py).reshape(shape)?.into_any(),
+    })
+}
+
+fn pe(py: Python<'_>, e: PipelineError) -> PyErr {
+    core_err(py, &e)
+}
+
+/// The batches of one epoch for one rank, produced by a background thread.
+///
+/// Yields `(x, y)` with `x` a `(rows, width)` unsigned-integer array holding the raw
+/// elements (Python views it as the source dtype) and `y` the labels or `None`.
+#[pyclass(module = "thrifty._core")]
+struct BatchStream {
+    // Declared first so that it is dropped (and its thread joined) before the arrays.
+    stream: Mutex<Option<Prefetcher<Batch, PipelineError>>>,
+    remaining: Mutex<usize>,
+    _data: Option<Py<PyAny>>,
+    _labels: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl BatchStream {
+    #[new]
+    #[pyo3(signature = (
+        data, elem_size, stride, width, n_rows, *, path=None, offset=0, labels=None, label_elem_size=1,
+        label_width=1, keep=None, batch_size, shuffle, seed, epoch, rank, world_size,
+        drop_last, start_batch, prefetch
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        data: Option<Bound<'_, PyArray1<u8>>>,
+        elem_size: usize,
+        stride: usize,
+        width: usize,
+        n_rows: u64,
+        path: Option<std::path::PathBuf>,
+        offset: u64,
+        labels: Option<Bound<'_, PyArray1<u8>>>,
+        label_elem_size: usize,
+        label_width: usize,
+        keep: Option<PyReadonlyArray1<'_, u64>>,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        epoch: u64,
+        rank: u64,
+        world_size: u64,
+        drop_last: bool,
+        start_batch: usize,
+        prefetch: usize,
+    ) -> PyResult<Self> {
+        // Rows come from the array `data`, or (without it) from the file `path`.
+        let x_src = match (&data, path) {
+            (Some(d), _) => {
+                let b = Bytes::of(py, d, "data")?;
+                // SAFETY: `data` is alive for this call.
+                RowSource::new(unsafe { b.slice() }, elem_size, stride, width, n_rows)
+                    .map_err(|e| pe(py, e))?;
+                XSource::Mem(b)
+            }
+            (None, Some(p)) => XSource::File(
+                FileRows::open(&p, offset, elem_size, stride, width, n_rows)
+                    .map_err(|e| pe(py, e))?,
+            ),
+            (None, None) => return Err(invalid_input(py, "either data or path is required")),
+        };
+        let y_bytes = match &labels {
+            Some(l) => {
+                let b = Bytes::of(py, l, "labels")?;
+                // SAFETY: `labels` is alive for this call.
+                RowSource::new(
+                    unsafe { b.slice() },
+                    label_elem_size,
+                    label_width,
+                    label_width,
+                    n_rows,
+                )
+                .map_err(|e| pe(py, e))?;
+                Some(b)
+            }
+            None => None,
+        };
+        let keep = keep_vec(keep)?;
+        let opts = plan_opts(
+            batch_size, rank, world_size, drop_last, shuffle, seed, epoch,
+        );
+        let plan = BatchPlan::new(n_rows, keep, opts).map_err(|e| pe(py, e))?;
+        let n_batches = plan.num_batches();
+        let start = start_batch.min(n_batches);
+        let threads = num_threads();
+        let make = move |b: usize| -> Result<Batch, PipelineError> {
+            let rows = plan.batch_rows(b);
+            let gather = || -> Result<Batch, PipelineError> {
+                // SAFETY: the arrays outlive this thread (see `BatchStream`).
+                let x = match &x_src {
+                    XSource::Mem(b) => {
+                        RowSource::new(unsafe { b.slice() }, elem_size, stride, width, n_rows)?
+                            .gather(&rows)?
+                    }
+                    XSource::File(f) => f.gather(&rows)?,
+                };
+                let y = match y_bytes {
+                    Some(yb) => {
+                        let ys = RowSource::new(
+                            unsafe { yb.slice() },
+                            label_elem_size,
+                            label_width,
+                            label_width,
+                            n_rows,
+                        )?;
+                        Some(ys.gather(&rows)?)
+                    }
+                    None => None,
+                };
+                Ok((x, rows.len(), y))
+            };
+            // Small batches are copied on this thread: handing them to the pool
+            // would cost two thread wake-ups per batch.
+            if rows.len() * width * elem_size >= PAR_BYTES {
+                parallel::install(threads, gather)
+            } else {
+                gather()
+            }
+        };
+        let stream = Prefetcher::spawn(start..n_batches, prefetch, make);
+        Ok(BatchStream {
+            stream: Mutex::new(Some(stream)),
+            remaining: Mutex::new(n_batches - start),
+            _data: data.map(|d| d.into_any().unbind()),
+            _labels: labels.map(|l| l.into_any().unbind()),
+        })
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<PyBatch<'py>>> {
+        let got: PyResult<Option<Result<Batch, PipelineError>>> = py.detach(|| loop {
+            let guard = self.stream.lock().expect("loader lock poisoned");
+            let Some(stream) = guard.as_ref() else {
+                return Ok(None);
+            };
+            match stream.next_timeout(POLL) {
+                Next::Item(r) => return Ok(Some(r)),
+                Next::Done => return Ok(None),
+                Next::Pending => {
+                    drop(guard);
+                    Python::attach(|py| py.check_signals())?;
+                }
+            }
+        });
+        match got? {
+            None => {
+                self.close();
+                Ok(None)
+            }
+            Some(Err(e)) => {
+                self.close();
+                Err(pe(py, e))
+            }
+            Some(Ok((x, rows, y))) => {
+                *self.remaining.lock().expect("loader lock poisoned") -= 1;
+                let x = buf_to_py(py, x, rows)?;
+                let y = y.map(|y| buf_to_py(py, y, rows)).transpose()?;
+                Ok(Some((x, y)))
+            }
+        }
+    }
+
+    /// Batches not yet received.
+    fn __len__(&self) -> usize {
+        *self.remaining.lock().expect("loader lock poisoned")
+    }
+
+    /// Stop the producer thread now (also done when the object is dropped).
+    fn close(&self) {
+        let s = self.stream.lock().expect("loader lock poisoned").take();
+        drop(s);
+    }
+}
+
+fn keep_vec(keep: Option<PyReadonlyArray1<'_, u64>>) -> PyResult<Option<Vec<u64>>> {
+    Ok(match keep {
+        Some(k) => Some(k.as_slice()?.to_vec()),
+        None => None,
+    })
+}
+
+fn plan_opts(
+    batch_size: usize,
+    rank: u64,
+    world_size: u64,
+    drop_last: bool,
+    shuffle: bool,
+    seed: u64,
+    epoch: u64,
+) -> PlanOptions {
+    PlanOptions {
+        batch_size,
+        shuffle,
+        seed,
+        epoch,
+        rank,
+        world_size,
+        drop_last,
+    }
+}
+
+/// Batches per epoch of `n_items` items for one rank (validates the options).
+#[pyfunction]
+fn data_num_batches(
+    py: Python<'_>,
+    n_items: u64,
+    batch_size: usize,
+    rank: u64,
+    world_size: u64,
+    drop_last: bool,
+) -> PyResult<usize> {
+    let opts = plan_opts(batch_size, rank, world_size, drop_last, false, 0, 0);
+    let plan = BatchPlan::new(n_items, None, opts).map_err(|e| pe(py, e))?;
+    Ok(plan.num_batches())
+}
+
+/// Check a keep-list against `n_rows` (range and duplicates).
+#[pyfunction]
+fn data_check_keep(py: Python<'_>, keep: PyReadonlyArray1<'_, u64>, n_rows: u64) -> PyResult<()> {
+    let k = keep.as_slice()?;
+    run(py, None, |_| validate_keep(k, n_rows))
+}
+
+/// The rows of one rank's epoch, in yield order (batches concatenated).
+#[pyfunction]
+#[pyo3(signature = (n_rows, *, keep=None, batch_size, shuffle, seed, epoch, rank, world_size, drop_last))]
+#[allow(clippy::too_many_arguments)]
+fn data_epoch_rows<'py>(
+    py: Python<'py>,
+    n_rows: u64,
+    keep: Option<PyReadonlyArray1<'py, u64>>,
+    batch_size: usize,
+    shuffle: bool,
+    seed: u64,
+    epoch: u64,
+    rank: u64,
+    world_size: u64,
+    drop_last: bool,
+) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    let keep = keep_vec(keep)?;
+    let opts = plan_opts(
+        batch_size, rank, world_size, drop_last, shuffle, seed, epoch,
+    );
+    let rows = run(py, None, move |_| {
+        let plan = BatchPlan::new(n_rows, keep, opts)?;
+        Ok::<_, PipelineError>(
+            (0..plan.num_batches())
+                .flat_map(|b| plan.batch_rows(b))
+                .collect::<Vec<u64>>(),
+        )
+    })?;
+    Ok(vec1(py, rows))
+}
+
+/// Positions `start .. start + count` of the keyed permutation of `0..n`.
+#[pyfunction]
+fn data_permutation<'py>(
+    py: Python<'py>,
+    n: u64,
+    seed: u64,
+    epoch: u64,
+    start: u64,
+    count: u64,
+) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    if start.checked_add(count).is_none_or(|end| end > n) {
+        return Err(invalid_input(
+            py,
+            format!("positions {start}..{start}+{count} exceed the permutation size {n}"),
+        ));
+    }
+    let out = run(py, None, |_| {
+        let p = Permutation::new(n, seed, epoch);
+        Ok::<_, PipelineError>(
+            (start..start + count)
+                .map(|i| p.apply(i))
+                .collect::<Vec<_>>(),
+        )
+    })?;
+    Ok(vec1(py, out))
+}
+
+/// Number of loader threads alive (diagnostics for tests).
+#[pyfunction]
+fn data_active_loaders() -> usize {
+    active_producers()
+}
+
+fn sampler(
+    py: Python<'_>,
+    sizes: Vec<u64>,
+    temperature: f64,
+    cooldown: Option<(f64, u64, u64)>,
+    seed: u64,
+) -> PyResult<TemperatureSampler> {
+    let c = cooldown.map(|(t_end, start, end)| Cooldown { t_end, start, end });
+    TemperatureSampler::new(sizes, temperature, c, seed).map_err(|e| pe(py, e))
+}
+
+/// `(temperature, probabilities)` at `step`.
+#[pyfunction]
+#[pyo3(signature = (sizes, temperature, cooldown, step))]
+fn data_temperature_probabilities<'py>(
+    py: Python<'py>,
+    sizes: Vec<u64>,
+    temperature: f64,
+    cooldown: Option<(f64, u64, u64)>,
+    step: u64,
+) -> PyResult<(f64, Bound<'py, PyArray1<f64>>)> {
+    let s = sampler(py, sizes, temperature, cooldown, 0)?;
+    Ok((s.temperature_at(step), vec1(py, s.probabilities(step))))
+}
+
+/// Per-domain loss weights of the up-weighting alternative at `step`.
+#[pyfunction]
+#[pyo3(signature = (sizes, temperature, cooldown, step))]
+fn data_temperature_loss_weights<'py>(
+    py: Python<'py>,
+    sizes: Vec<u64>,
+    temperature: f64,
+    cooldown: Option<(f64, u64, u64)>,
+    step: u64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let s = sampler(py, sizes, temperature, cooldown, 0)?;
+    Ok(vec1(py, s.loss_weights(step)))
+}
+
+/// Draw `n` `(domain, index)` pairs from `step`; returns them with the new counts.
+#[pyfunction]
+#[pyo3(signature = (sizes, temperature, cooldown, seed, step, counts, n))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn data_temperature_sample<'py>(
+    py: Python<'py>,
+    sizes: Vec<u64>,
+    temperature: f64,
+    cooldown: Option<(f64, u64, u64)>,
+    seed: u64,
+    step: u64,
+    counts: Vec<u64>,
+    n: usize,
+) -> PyResult<(
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u64>>,
+    Bound<'py, PyArray1<u64>>,
+)> {
+    let s = sampler(py, sizes, temperature, cooldown, seed)?;
+    let mut counts = counts;
+    let (d, i, c) = run(py, None, move |_| {
+        let (d, i) = s.sample(step, &mut counts, n)?;
+        Ok::<_, PipelineError>((d, i, counts))
+    })?;
+    Ok((vec1(py, d), vec1(py, i), vec1(py, c)))
+}
+
+/// Which losses reach `threshold`.
+#[pyfunction]
+fn data_loss_mask<'py>(
+    py: Python<'py>,
+    losses: PyReadonlyArray1<'py, f64>,
+    threshold: f64,
+) -> PyResult<Bound<'py, PyArray1<bool>>> {
+    let l = losses.as_slice()?;
+    let m = run(py, None, |_| filter::mask_at_least(l, threshold))?;
+    Ok(vec1(py, m))
+}
+
+/// Streaming loss filter (see `thrifty_core::pipeline::filter`).
+#[pyclass(module = "thrifty._core", name = "LossFilterCore")]
+struct LossFilterCore {
+    inner: Mutex<CoreLossFilter>,
+}
+
+#[pymethods]
+impl LossFilterCore {
+    #[new]
+    fn new(py: Python<'_>, warmup_steps: u64, window: usize) -> PyResult<Self> {
+        let inner = CoreLossFilter::new(warmup_steps, window).map_err(|e| pe(py, e))?;
+        Ok(LossFilterCore {
+            inner: Mutex::new(inner),
+        })
+    }
+
+    fn update<'py>(
+        &self,
+        py: Python<'py>,
+        losses: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+        let l = losses.as_slice()?;
+        let inner = &self.inner;
+        let m = run(py, None, |_| {
+            inner.lock().expect("filter lock poisoned").update(l)
+        })?;
+        Ok(vec1(py, m))
+    }
+
+    /// `(threshold or None, steps, seen, skipped)`.
+    fn stats(&self) -> (Option<f64>, u64, u64, u64) {
+        let f = self.inner.lock().expect("filter lock poisoned");
+        (f.threshold(), f.steps(), f.seen(), f.skipped())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<BatchStream>()?;
+    m.add_class::<LossFilterCore>()?;
+    m.add_function(wrap_pyfunction!(data_num_batches, m)?)?;
+    m.add_function(wrap_pyfunction!(data_check_keep, m)?)?;
+    m.add_function(wrap_pyfunction!(data_epoch_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(data_permutation, m)?)?;
+    m.add_function(wrap_pyfunction!(data_active_loaders, m)?)?;
+    m.add_function(wrap_pyfunction!(data_temperature_probabilities, m)?)?;
+    m.add_function(wrap_pyfunction!(data_temperature_loss_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(data_temperature_sample, m)?)?;
+    m.add_function(wrap_pyfunction!(data_loss_mask, m)?)?;
+    Ok(())
+}
