@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._base import ParamsMixin
 from ._errors import InvalidInputError
 from ._progress import ProgressArg, progress_callback
 from ._validation import as_float_matrix, check_choice, check_float, check_int
@@ -196,7 +197,7 @@ def _check_two_classes(classes: np.ndarray | None, what: str) -> None:
         )
 
 
-class _Base:
+class _Base(ParamsMixin):
     n_features_in_: int
 
     def _require_fitted(self) -> None:
@@ -225,24 +226,6 @@ class _Base:
         pred = self.predict(X)
         yy = _as_labels(y, pred.shape[0])
         return float(np.mean(pred == yy))
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters (scikit-learn convention)."""
-        return {name: getattr(self, name) for name in self._param_names}
-
-    def set_params(self, **params: Any) -> Any:
-        """Set constructor parameters (scikit-learn convention)."""
-        for name, value in params.items():
-            if name not in self._param_names:
-                raise InvalidInputError(f"unknown parameter {name!r}")
-            setattr(self, name, value)
-        return self
-
-    _param_names: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._param_names)
-        return f"{type(self).__name__}({args})"
 
 
 def _require_finite_chunked(x: np.ndarray, name: str) -> None:

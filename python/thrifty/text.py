@@ -34,6 +34,7 @@ import numpy as np
 
 from . import _core
 from ._config import get_num_threads, set_num_threads
+from ._base import ParamsMixin
 from ._errors import InvalidInputError
 from ._progress import ProgressArg, progress_callback
 from ._validation import check_choice, check_int
@@ -261,7 +262,7 @@ def _label_classes(y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return classes, codes
 
 
-class CompressionKNNClassifier:
+class CompressionKNNClassifier(ParamsMixin):
     """k-nearest-neighbour text classifier on compression distances ("gzip + kNN").
 
     Parameters
@@ -331,24 +332,7 @@ class CompressionKNNClassifier:
         self.n_jobs = n_jobs
         self.progress = progress
 
-    # -- scikit-learn protocol -------------------------------------------------------
-    _PARAMS = ("k", "compressor", "level", "distance", "tie_break", "seed", "n_jobs", "progress")
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Parameters of this estimator (scikit-learn protocol)."""
-        return {p: getattr(self, p) for p in self._PARAMS}
-
-    def set_params(self, **params: Any) -> CompressionKNNClassifier:
-        """Set parameters (scikit-learn protocol); returns self."""
-        for key, value in params.items():
-            if key not in self._PARAMS:
-                raise InvalidInputError(f"unknown parameter {key!r} for {type(self).__name__}")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{p}={getattr(self, p)!r}" for p in self._PARAMS)
-        return f"{type(self).__name__}({args})"
+    _param_names = ("k", "compressor", "level", "distance", "tie_break", "seed", "n_jobs", "progress")
 
     # -- fitting ---------------------------------------------------------------------
     def _check_params(self) -> tuple[int, int | None]:
