@@ -71,7 +71,7 @@ pub(crate) fn resolve_group(
         None | Some(0) => n,
         Some(g) => g,
     };
-    if g != n && cols % g != 0 {
+    if g != n && !cols.is_multiple_of(g) {
         return invalid(format!(
             "group_size={g} does not divide the last dimension ({cols}) for {}; choose a \
              divisor, -1 for one group per row, or None for per-tensor",

@@ -303,7 +303,11 @@ pub(crate) fn stream(r: Rounding) -> Option<rng::Stream> {
 /// Check that a packed tensor's group size fits its shape (groups along `cols`).
 pub(crate) fn check_groups(q: &PackedRef<'_>, n: usize, even: bool) -> Result<usize, QuantError> {
     let g = q.group_size;
-    if g == 0 || n % g != 0 || (g != n && q.cols % g != 0) || (even && g % 2 != 0) {
+    if g == 0
+        || !n.is_multiple_of(g)
+        || (g != n && !q.cols.is_multiple_of(g))
+        || (even && !g.is_multiple_of(2))
+    {
         return format_err(format!(
             "{}: group_size {g} does not fit shape {} x {}",
             q.format.name(),

@@ -220,7 +220,7 @@ pub(crate) fn quantize_tq(
     f: Format,
     _p: &Progress,
 ) -> Result<Quantized, QuantError> {
-    if cols % QK != 0 {
+    if !cols.is_multiple_of(QK) {
         return invalid(format!(
             "{} needs the last dimension to be a multiple of 256 (GGUF rows are whole \
              blocks), got {cols}; pad the rows yourself or use another format",
@@ -263,7 +263,7 @@ pub(crate) fn dequantize_tq(
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let f = q.format;
-    if n % QK != 0 || q.cols % QK != 0 {
+    if !n.is_multiple_of(QK) || !q.cols.is_multiple_of(QK) {
         return format_err(format!("{} needs rows that are multiples of 256", f.name()));
     }
     let nb = n / QK;
