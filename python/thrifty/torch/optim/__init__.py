@@ -1,0 +1,19 @@
+"""Optimizers from the papers, in the shape of :mod:`torch.optim`.
+
+Each optimizer subclasses :class:`torch.optim.Optimizer`, supports param groups and
+``state_dict()`` round trips (loadable with ``torch.load(..., weights_only=True)``), does
+half-precision arithmetic in float32, and rejects bad hyper-parameters with
+:class:`thrifty.InvalidInputError` (a ``ValueError``).
+"""
+
+from __future__ import annotations
+
+from .sam import SAM, disable_running_stats, enable_running_stats, frozen_running_stats, sam_perturbation
+
+__all__ = [
+    "SAM",
+    "sam_perturbation",
+    "disable_running_stats",
+    "enable_running_stats",
+    "frozen_running_stats",
+]
