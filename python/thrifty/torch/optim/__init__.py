@@ -8,6 +8,7 @@ half-precision arithmetic in float32, and rejects bad hyper-parameters with
 
 from __future__ import annotations
 
+from .dog import DoG, LDoG, PolynomialDecayAverager, dog_step_size
 from .sam import SAM, disable_running_stats, enable_running_stats, frozen_running_stats, sam_perturbation
 
 __all__ = [
@@ -16,4 +17,8 @@ __all__ = [
     "disable_running_stats",
     "enable_running_stats",
     "frozen_running_stats",
+    "DoG",
+    "LDoG",
+    "dog_step_size",
+    "PolynomialDecayAverager",
 ]
