@@ -9,6 +9,7 @@ half-precision arithmetic in float32, and rejects bad hyper-parameters with
 from __future__ import annotations
 
 from .dog import DoG, LDoG, PolynomialDecayAverager, dog_step_size
+from .galore import FiraAdamW, GaLoreAdamW, galore_orthogonal, galore_project, galore_project_back
 from .sam import SAM, disable_running_stats, enable_running_stats, frozen_running_stats, sam_perturbation
 
 __all__ = [
@@ -21,4 +22,9 @@ __all__ = [
     "LDoG",
     "dog_step_size",
     "PolynomialDecayAverager",
+    "GaLoreAdamW",
+    "FiraAdamW",
+    "galore_orthogonal",
+    "galore_project",
+    "galore_project_back",
 ]
