@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .dog import DoG, LDoG, PolynomialDecayAverager, dog_step_size
 from .galore import FiraAdamW, GaLoreAdamW, galore_orthogonal, galore_project, galore_project_back
+from .momo import MoMo, MoMoAdam
 from .sam import SAM, disable_running_stats, enable_running_stats, frozen_running_stats, sam_perturbation
 
 __all__ = [
@@ -27,4 +28,6 @@ __all__ = [
     "galore_orthogonal",
     "galore_project",
     "galore_project_back",
+    "MoMo",
+    "MoMoAdam",
 ]
