@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from .dog import DoG, LDoG, PolynomialDecayAverager, dog_step_size
 from .galore import FiraAdamW, GaLoreAdamW, galore_orthogonal, galore_project, galore_project_back
+from .gsm import GlobalSparseMomentumSGD, GradientNoise, gsm_mask
+from .mezo import MeZO
 from .momo import MoMo, MoMoAdam
 from .sam import SAM, disable_running_stats, enable_running_stats, frozen_running_stats, sam_perturbation
 
@@ -30,4 +32,8 @@ __all__ = [
     "galore_project_back",
     "MoMo",
     "MoMoAdam",
+    "MeZO",
+    "GlobalSparseMomentumSGD",
+    "gsm_mask",
+    "GradientNoise",
 ]
