@@ -6,4 +6,4 @@ Importing :mod:`thrifty` never imports torch; this subpackage is imported explic
 
 from __future__ import annotations
 
-__all__ = ["optim"]
+__all__ = ["optim", "schedules", "averaging"]
