@@ -9,6 +9,7 @@ half-precision arithmetic in float32, and rejects bad hyper-parameters with
 from __future__ import annotations
 
 from .dog import DoG, LDoG, PolynomialDecayAverager, dog_step_size
+from .frugal import FRUGAL
 from .galore import FiraAdamW, GaLoreAdamW, galore_orthogonal, galore_project, galore_project_back
 from .gsm import GlobalSparseMomentumSGD, GradientNoise, gsm_mask
 from .mezo import MeZO
@@ -36,4 +37,5 @@ __all__ = [
     "GlobalSparseMomentumSGD",
     "gsm_mask",
     "GradientNoise",
+    "FRUGAL",
 ]
