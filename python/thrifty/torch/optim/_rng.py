@@ -13,3 +13,17 @@ def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> 
     g = torch.Generator(device=device)
     g.manual_seed((int(seed) * _MIX + int(step)) % (1 << 63))
     return g
+
+
+class StepGenerators:
+    """One :func:`step_generator` per device, created on first use (CUDA parameters need
+    a CUDA generator)."""
+
+    def __init__(self, seed: int, step: int) -> None:
+        self.seed, self.step = seed, step
+        self._gens: dict[torch.device, torch.Generator] = {}
+
+    def __call__(self, device: torch.device) -> torch.Generator:
+        if device not in self._gens:
+            self._gens[device] = step_generator(self.seed, self.step, device)
+        return self._gens[device]

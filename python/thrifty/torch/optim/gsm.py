@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ._common import InvalidInputError, check_number
-from ._rng import step_generator
+from ._rng import StepGenerators
 
 __all__ = ["GlobalSparseMomentumSGD", "GradientNoise", "gsm_mask"]
 
@@ -160,14 +160,14 @@ class GradientNoise:
     @torch.no_grad()
     def add_noise(self) -> None:
         """Add this step's noise to the gradients (``step`` calls it)."""
-        gen = step_generator(self.seed, self.t)
+        gens = StepGenerators(self.seed, self.t)
         sd = self.std()
         for grp in self.optimizer.param_groups:
             for p in grp["params"]:
                 if p.grad is None:
                     continue
                 dtype = torch.float32 if p.grad.dtype in (torch.float16, torch.bfloat16) else p.grad.dtype
-                noise = torch.randn(p.grad.shape, generator=gen, dtype=dtype, device=p.grad.device)
+                noise = torch.randn(p.grad.shape, generator=gens(p.grad.device), dtype=dtype, device=p.grad.device)
                 p.grad.copy_(p.grad.to(dtype) + sd * noise)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ._common import InvalidInputError, check_number
-from ._rng import step_generator
+from ._rng import StepGenerators
 
 __all__ = ["MeZO"]
 
@@ -73,12 +73,12 @@ class MeZO(torch.optim.Optimizer):
     def _params(self) -> list[tuple[dict[str, Any], torch.Tensor]]:
         return [(g, p) for g in self.param_groups for p in g["params"] if p.requires_grad]
 
-    def _z(self, gen: torch.Generator, p: torch.Tensor) -> torch.Tensor:
+    def _z(self, gens: StepGenerators, p: torch.Tensor) -> torch.Tensor:
         dtype = torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
-        return torch.randn(p.shape, generator=gen, dtype=dtype, device=p.device)
+        return torch.randn(p.shape, generator=gens(p.device), dtype=dtype, device=p.device)
 
     def _perturb(self, step: int, scale: float) -> None:
-        gen = step_generator(self.seed, step)
+        gen = StepGenerators(self.seed, step)
         for grp, p in self._params():
             z = self._z(gen, p)
             if z.dtype == p.dtype:
@@ -103,7 +103,7 @@ class MeZO(torch.optim.Optimizer):
         self._perturb(k, 1.0)
         eps = pairs[0][0]["eps"]
         pg = (loss_pos - loss_neg) / (2 * eps)
-        gen = step_generator(self.seed, k)
+        gen = StepGenerators(self.seed, k)
         for grp, p in pairs:
             z = self._z(gen, p)
             g = pg.to(z.dtype) * z

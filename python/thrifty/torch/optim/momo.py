@@ -17,9 +17,19 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_number
+from ._common import InvalidInputError, check_betas, check_number, compute_dtype
 
 __all__ = ["MoMo", "MoMoAdam"]
+
+
+def _work(p: torch.Tensor) -> torch.Tensor:
+    """The parameter itself, or a float32 copy of a half-precision one."""
+    return p.detach() if compute_dtype(p) == p.dtype else p.detach().to(compute_dtype(p))
+
+
+def _store(p: torch.Tensor, x: torch.Tensor) -> None:
+    if x.dtype != p.dtype:
+        p.copy_(x)
 
 
 class _LossBased(torch.optim.Optimizer):
@@ -37,7 +47,8 @@ class _LossBased(torch.optim.Optimizer):
             )
         if not isinstance(loss, torch.Tensor):
             loss = torch.tensor(float(loss))
-        return loss.detach()
+        loss = loss.detach()
+        return loss.to(compute_dtype(loss))
 
     def _globals(self) -> dict[str, Any]:
         # One loss for the whole model: its averages live in the first parameter's state.
@@ -126,21 +137,21 @@ class MoMo(_LossBased):
             g["loss_avg"] = torch.zeros_like(loss) if self.bias_correction else loss.clone()
         g["loss_avg"] = beta * g["loss_avg"] + (1 - beta) * loss
         rho = 1 - beta**k if self.bias_correction else 1.0
-        dot = gamma = norm = torch.zeros((), dtype=loss.dtype)
+        dot = gamma = norm = torch.zeros((), dtype=compute_dtype(loss))
         live = [p for grp in self.param_groups for p in grp["params"] if p.grad is not None]
         for p in live:
             st = self.state[p]
-            grad = p.grad
+            x, grad = _work(p), p.grad.to(compute_dtype(p))
             if "grad_avg" not in st:
                 if self.bias_correction:
-                    st["grad_avg"] = torch.zeros_like(p)
-                    st["grad_dot_w"] = torch.zeros((), dtype=p.dtype, device=p.device)
+                    st["grad_avg"] = torch.zeros_like(x)
+                    st["grad_dot_w"] = torch.zeros((), dtype=x.dtype, device=x.device)
                 else:
                     st["grad_avg"] = grad.clone()
-                    st["grad_dot_w"] = torch.sum(p * grad)
+                    st["grad_dot_w"] = torch.sum(x * grad)
             st["grad_avg"].mul_(beta).add_(grad, alpha=1 - beta)
-            st["grad_dot_w"].mul_(beta).add_(torch.sum(p * grad), alpha=1 - beta)
-            dot = dot + torch.sum(p * st["grad_avg"])
+            st["grad_dot_w"].mul_(beta).add_(torch.sum(x * grad), alpha=1 - beta)
+            dot = dot + torch.sum(x * st["grad_avg"])
             gamma = gamma + st["grad_dot_w"]
             norm = norm + torch.sum(st["grad_avg"] * st["grad_avg"])
         for grp in self.param_groups:
@@ -155,9 +166,11 @@ class MoMo(_LossBased):
             for p in grp["params"]:
                 if p.grad is None:
                     continue
-                p.sub_(tau.to(p.dtype) * self.state[p]["grad_avg"])
+                x = _work(p)
+                x.sub_(tau.to(x.dtype) * self.state[p]["grad_avg"])
                 if lam > 0:
-                    p.div_(c)
+                    x.div_(c)
+                _store(p, x)
         return loss
 
 
@@ -227,25 +240,25 @@ class MoMoAdam(_LossBased):
         if k == 1:
             g["lb"], g["initial_lb"] = self.lb0, self.lb0
             g["loss_avg"] = torch.zeros_like(loss)
-        dot = gamma = norm = torch.zeros((), dtype=loss.dtype)
+        dot = gamma = norm = torch.zeros((), dtype=compute_dtype(loss))
         beta1 = self.param_groups[-1]["betas"][0]
         for grp in self.param_groups:
             b1, b2 = grp["betas"]
             for p in grp["params"]:
                 if p.grad is None:
                     continue
-                grad, st = p.grad, self.state[p]
+                x, grad, st = _work(p), p.grad.to(compute_dtype(p)), self.state[p]
                 if "step" not in st:
                     st["step"] = 0
-                    st["grad_avg"] = torch.zeros_like(p)
-                    st["grad_avg_sq"] = torch.zeros_like(p)
-                    st["grad_dot_w"] = torch.zeros((), dtype=p.dtype, device=p.device)
+                    st["grad_avg"] = torch.zeros_like(x)
+                    st["grad_avg_sq"] = torch.zeros_like(x)
+                    st["grad_dot_w"] = torch.zeros((), dtype=x.dtype, device=x.device)
                 st["step"] += 1
                 st["grad_avg"].mul_(b1).add_(grad, alpha=1 - b1)
                 st["grad_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                st["grad_dot_w"].mul_(b1).add_(torch.sum(p * grad), alpha=1 - b1)
+                st["grad_dot_w"].mul_(b1).add_(torch.sum(x * grad), alpha=1 - b1)
                 Dk = st["grad_avg_sq"].div(1 - b2 ** st["step"]).sqrt().add(grp["eps"])
-                dot = dot + torch.sum(p * st["grad_avg"])
+                dot = dot + torch.sum(x * st["grad_avg"])
                 gamma = gamma + st["grad_dot_w"]
                 norm = norm + torch.sum(st["grad_avg"].mul(st["grad_avg"].div(Dk)))
         g["loss_avg"] = (1 - beta1) * loss + beta1 * g["loss_avg"]
@@ -266,9 +279,11 @@ class MoMoAdam(_LossBased):
                     continue
                 st = self.state[p]
                 Dk = st["grad_avg_sq"].div(bc2).sqrt().add(eps)
+                x = _work(p)
                 if lam > 0 and not self.divide:
-                    p.mul_(1 - lam * lr)
-                p.sub_(tau.to(p.dtype) * (st["grad_avg"] / Dk))
+                    x.mul_(1 - lam * lr)
+                x.sub_(tau.to(x.dtype) * (st["grad_avg"] / Dk))
                 if lam > 0 and self.divide:
-                    p.div_(c)
+                    x.div_(c)
+                _store(p, x)
         return loss
