@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_number
+from ._common import InvalidInputError, check_number, compute_dtype
 from ._rng import StepGenerators
 
 __all__ = ["GlobalSparseMomentumSGD", "GradientNoise", "gsm_mask"]
@@ -97,14 +97,19 @@ class GlobalSparseMomentumSGD(torch.optim.Optimizer):
         masks = gsm_mask([p for _, p in pairs], [p.grad for _, p in pairs], self.density)
         for (grp, p), mask in zip(pairs, masks):
             st = self.state[p]
+            work = compute_dtype(p)
+            w = p.detach() if work == p.dtype else p.detach().to(work)
             if "momentum_buffer" not in st:
-                st["momentum_buffer"] = torch.zeros_like(p)
+                st["momentum_buffer"] = torch.zeros_like(w)
             z = st["momentum_buffer"]
-            g = torch.where(mask, p.grad, torch.zeros_like(p.grad))
+            grad = p.grad.to(work)
+            g = torch.where(mask, grad, torch.zeros_like(grad))
             if grp["weight_decay"] > 0:
-                g = g.add(p, alpha=grp["weight_decay"])
+                g = g.add(w, alpha=grp["weight_decay"])
             z.mul_(grp["momentum"]).add_(g, alpha=grp["lr"])
-            p.sub_(z)
+            w.sub_(z)
+            if w.dtype != p.dtype:
+                p.copy_(w)
         return loss
 
 
