@@ -32,7 +32,7 @@ class _FactorLR(LRScheduler):
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         f = self.factor(self.last_epoch)
-        return [base * f for base in self.base_lrs]
+        return [float(base) * f for base in self.base_lrs]
 
 
 class WSD(_FactorLR):
@@ -146,7 +146,7 @@ class InfiniteLR(_FactorLR):
             lrs = self.get_lr()
             for group, lr in zip(self.optimizer.param_groups, lrs):
                 group["lr"] = lr
-            self._last_lr = lrs
+            self._last_lr = list(lrs)  # type: ignore[assignment]
 
     def factor(self, step: int) -> float:
         """Multiplier of the base learning rate at update ``step`` (0-based)."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_number
+from ._common import InvalidInputError, check_betas, check_number, compute_dtype
 from ._rng import step_generator
 from .galore import _side, galore_orthogonal, galore_project, galore_project_back
 
@@ -134,7 +134,8 @@ class FRUGAL(torch.optim.Optimizer):
                 continue
             r = self._rank(p, grp["density"])
             side = _side(p.shape, "std")
-            g = p.grad.to(torch.float32) if p.grad.dtype in (torch.float16, torch.bfloat16) else p.grad
+            assert p.grad is not None  # only parameters with gradients are passed in
+            g = p.grad.to(compute_dtype(p))
             if self.projection == "svd":
                 st["proj"] = galore_orthogonal(g, r, side)[0]
             else:
