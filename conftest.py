@@ -2,8 +2,9 @@
 # (see [tool.pytest.ini_options]) without executing the CLI's __main__ module.
 collect_ignore = ["python/thrifty/cli/__main__.py"]
 
-# thrifty.torch.* import torch; without torch their doctests cannot be collected.
+# thrifty.torch.* import torch (the optional `torch` extra); without torch their
+# docstring examples cannot be collected.
 import importlib.util  # noqa: E402
 
 if importlib.util.find_spec("torch") is None:
-    collect_ignore_glob = ["python/thrifty/torch/*.py", "python/thrifty/torch/**/*.py"]
+    collect_ignore_glob = ["python/thrifty/torch/*"]

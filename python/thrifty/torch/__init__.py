@@ -1,7 +1,9 @@
-"""PyTorch integrations of thrifty.
+"""PyTorch integrations of thrifty: data loaders, optimizers, schedules, weight averaging,
+losses, initialisers and quantization-aware layers.
 
-``import thrifty.torch`` does not import torch; each submodule (``thrifty.torch.data``
-...) imports it when it is first used.
+Importing :mod:`thrifty` never imports torch, and neither does ``import thrifty.torch``:
+each submodule (``thrifty.torch.optim``, ``thrifty.torch.data``, ...) imports torch when
+it is first used, and needs the optional ``torch`` extra (``pip install 'thrifty[torch]'``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["data"]
+__all__ = ["data", "optim", "schedules", "averaging"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,59 @@
+"""Shared validation and precision helpers of the optimizers (private)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..._errors import InvalidInputError
+
+__all__ = ["check_number", "compute_dtype", "InvalidInputError"]
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = 0.0,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``float(value)`` after checking it is finite and inside the interval."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise InvalidInputError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise InvalidInputError(f"{name} must be finite, got {v}")
+    if low is not None and (v < low or (low_open and v == low)):
+        op = ">" if low_open else ">="
+        raise InvalidInputError(f"{name} must be {op} {low}, got {v}")
+    if high is not None and (v > high or (high_open and v == high)):
+        op = "<" if high_open else "<="
+        raise InvalidInputError(f"{name} must be {op} {high}, got {v}")
+    return v
+
+
+def check_betas(betas: Any) -> tuple[float, float]:
+    """Validate an Adam ``betas`` pair, each in [0, 1)."""
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"betas must be a pair of numbers, got {betas!r}") from None
+    return (
+        check_number("betas[0]", b1, low=0.0, high=1.0, high_open=True),
+        check_number("betas[1]", b2, low=0.0, high=1.0, high_open=True),
+    )
+
+
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """Arithmetic dtype for a parameter: float32 for half precision, else its own dtype."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return t.dtype

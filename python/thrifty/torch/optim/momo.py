@@ -1,0 +1,289 @@
+"""MoMo and MoMo-Adam: model-based momentum with an adaptive, loss-aware step size
+(Schaipp, Ohana, Eickenberg, Defazio & Gower, 2024).
+
+With ``d`` the momentum of the gradients, ``fbar`` the same average of the losses and
+``gamma`` that of ``<g, x>``, MoMo takes ``x -= tau * d`` with
+``tau = min(lr / rho, max(fbar - rho * lb + <d, x> - gamma, 0) / ||d||^2)``;
+MoMo-Adam preconditions with ``D = sqrt(v_hat) + eps``. Weight decay is the proximal
+``x /= 1 + lr * weight_decay`` (the reference's default). All parameters of all groups
+form one model (one loss): ``<d, x>``, ``gamma`` and the norm are global, as in
+fabian-sp/MoMo. ``step`` needs the loss: ``step(closure)`` or ``step(loss=loss)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from ._common import InvalidInputError, check_betas, check_number, compute_dtype
+
+__all__ = ["MoMo", "MoMoAdam"]
+
+
+def _work(p: torch.Tensor) -> torch.Tensor:
+    """The parameter itself, or a float32 copy of a half-precision one."""
+    return p.detach() if compute_dtype(p) == p.dtype else p.detach().to(compute_dtype(p))
+
+
+def _store(p: torch.Tensor, x: torch.Tensor) -> None:
+    if x.dtype != p.dtype:
+        p.copy_(x)
+
+
+class _LossBased(torch.optim.Optimizer):
+    """Shared plumbing: the loss argument and the global scalars kept in ``state``."""
+
+    def _loss(self, closure: Callable[[], Any] | None, loss: Any) -> torch.Tensor:
+        if closure is not None and loss is not None:
+            raise InvalidInputError("pass either a closure or loss=..., not both")
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if loss is None:
+            raise InvalidInputError(
+                f"{type(self).__name__}.step needs the loss: step(closure) or step(loss=loss)"
+            )
+        if not isinstance(loss, torch.Tensor):
+            loss = torch.tensor(float(loss))
+        loss = loss.detach()
+        return loss.to(compute_dtype(loss))
+
+    def _globals(self) -> dict[str, Any]:
+        # One loss for the whole model: its averages live in the first parameter's state.
+        return self.state[self.param_groups[0]["params"][0]]
+
+    def _reset_lb(self, g: dict[str, Any], cap: torch.Tensor, factor: float) -> None:
+        """The ``use_fstar`` reset of the lower bound when the model's cap falls below it."""
+        if float(cap) < factor * g["lb"]:
+            g["lb"] = max(float(cap) / (2 * factor), g["initial_lb"])
+
+    def _update_lb(
+        self, g: dict[str, Any], h: torch.Tensor, tau: torch.Tensor, norm: torch.Tensor, rho: float
+    ) -> None:
+        g["lb"] = max(float((h - 0.5 * tau * norm) / rho), g["initial_lb"])
+
+
+class MoMo(_LossBased):
+    """MoMo: SGD with momentum and a Polyak-type adaptive step size.
+
+    Parameters
+    ----------
+    params : iterable
+    lr : float, default=1.0
+        Upper bound of the step size.
+    beta : float, default=0.9
+        Momentum in [0, 1).
+    lb : float, default=0.0
+        A lower bound of the loss (``use_fstar=True`` estimates one online).
+    weight_decay : float, default=0.0
+    use_fstar : bool, default=False
+    bias_correction : bool, default=False
+        The paper's bias-corrected averaging (averages start at 0).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from thrifty.torch.optim import MoMo
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(3, 1)
+    >>> opt = MoMo(model.parameters())
+    >>> x, y = torch.randn(16, 3), torch.randn(16, 1)
+    >>> for _ in range(5):
+    ...     opt.zero_grad()
+    ...     loss = torch.nn.functional.mse_loss(model(x), y)
+    ...     loss.backward()
+    ...     _ = opt.step(loss=loss)
+    >>> opt.step()
+    Traceback (most recent call last):
+    ...
+    thrifty._errors.InvalidInputError: MoMo.step needs the loss: step(closure) or step(loss=loss)
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        *,
+        beta: float = 0.9,
+        lb: float = 0.0,
+        weight_decay: float = 0.0,
+        use_fstar: bool = False,
+        bias_correction: bool = False,
+    ) -> None:
+        check_number("lr", lr)
+        check_number("weight_decay", weight_decay)
+        self.beta = check_number("beta", beta, high=1.0, high_open=True)
+        self.lb0 = check_number("lb", lb, low=None)
+        self.use_fstar = bool(use_fstar)
+        self.bias_correction = bool(bias_correction)
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        check_number("lr", self.param_groups[-1]["lr"])
+        check_number("weight_decay", self.param_groups[-1]["weight_decay"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:  # type: ignore[override]
+        """One MoMo step; give the loss of the current batch (closure or ``loss=``)."""
+        loss = self._loss(closure, loss)
+        g = self._globals()
+        beta = self.beta
+        g["momo_step"] = k = g.get("momo_step", 0) + 1
+        if k == 1:
+            g["lb"], g["initial_lb"] = self.lb0, self.lb0
+            g["loss_avg"] = torch.zeros_like(loss) if self.bias_correction else loss.clone()
+        g["loss_avg"] = beta * g["loss_avg"] + (1 - beta) * loss
+        rho = 1 - beta**k if self.bias_correction else 1.0
+        dot = gamma = norm = torch.zeros((), dtype=compute_dtype(loss))
+        live = [p for grp in self.param_groups for p in grp["params"] if p.grad is not None]
+        for p in live:
+            st = self.state[p]
+            x, grad = _work(p), p.grad.to(compute_dtype(p))
+            if "grad_avg" not in st:
+                if self.bias_correction:
+                    st["grad_avg"] = torch.zeros_like(x)
+                    st["grad_dot_w"] = torch.zeros((), dtype=x.dtype, device=x.device)
+                else:
+                    st["grad_avg"] = grad.clone()
+                    st["grad_dot_w"] = torch.sum(x * grad)
+            st["grad_avg"].mul_(beta).add_(grad, alpha=1 - beta)
+            st["grad_dot_w"].mul_(beta).add_(torch.sum(x * grad), alpha=1 - beta)
+            dot = dot + torch.sum(x * st["grad_avg"])
+            gamma = gamma + st["grad_dot_w"]
+            norm = norm + torch.sum(st["grad_avg"] * st["grad_avg"])
+        for grp in self.param_groups:
+            lr, lam = grp["lr"], grp["weight_decay"]
+            c = 1 + lr * lam
+            if self.use_fstar:
+                self._reset_lb(g, c * g["loss_avg"] + dot - c * gamma, c * rho)
+            nom = c * (g["loss_avg"] - rho * g["lb"]) + dot - c * gamma
+            tau = torch.clamp(torch.clamp(nom, min=0.0) / norm, max=lr / rho)
+            if self.use_fstar:
+                self._update_lb(g, g["loss_avg"] + dot - gamma, tau, norm, rho)
+            for p in grp["params"]:
+                if p.grad is None:
+                    continue
+                x = _work(p)
+                x.sub_(tau.to(x.dtype) * self.state[p]["grad_avg"])
+                if lam > 0:
+                    x.div_(c)
+                _store(p, x)
+        return loss
+
+
+class MoMoAdam(_LossBased):
+    """MoMo-Adam: MoMo's adaptive step size with Adam's preconditioner.
+
+    Parameters
+    ----------
+    params : iterable
+    lr : float, default=1e-2
+    betas : (float, float), default=(0.9, 0.999)
+    eps : float, default=1e-8
+    lb : float, default=0.0
+    weight_decay : float, default=0.0
+        Proximal (``divide=True``, default) or AdamW-style (``divide=False``).
+    use_fstar : bool, default=False
+    divide : bool, default=True
+
+    Examples
+    --------
+    >>> import torch
+    >>> from thrifty.torch.optim import MoMoAdam
+    >>> p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    >>> opt = MoMoAdam([p], lr=0.1)
+    >>> def closure():
+    ...     opt.zero_grad()
+    ...     loss = (p**2).sum()
+    ...     loss.backward()
+    ...     return loss
+    >>> for _ in range(3):
+    ...     _ = opt.step(closure)
+    >>> bool((p.detach().abs() < torch.tensor([1.0, 2.0])).all())
+    True
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        lb: float = 0.0,
+        weight_decay: float = 0.0,
+        use_fstar: bool = False,
+        divide: bool = True,
+    ) -> None:
+        self.lb0 = check_number("lb", lb, low=None)
+        self.use_fstar = bool(use_fstar)
+        self.divide = bool(divide)
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        grp = self.param_groups[-1]
+        check_number("lr", grp["lr"])
+        check_number("eps", grp["eps"])
+        check_number("weight_decay", grp["weight_decay"])
+        grp["betas"] = check_betas(grp["betas"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:  # type: ignore[override]
+        """One MoMo-Adam step; give the loss of the current batch (closure or ``loss=``)."""
+        loss = self._loss(closure, loss)
+        g = self._globals()
+        g["momo_step"] = k = g.get("momo_step", 0) + 1
+        if k == 1:
+            g["lb"], g["initial_lb"] = self.lb0, self.lb0
+            g["loss_avg"] = torch.zeros_like(loss)
+        dot = gamma = norm = torch.zeros((), dtype=compute_dtype(loss))
+        beta1 = self.param_groups[-1]["betas"][0]
+        for grp in self.param_groups:
+            b1, b2 = grp["betas"]
+            for p in grp["params"]:
+                if p.grad is None:
+                    continue
+                x, grad, st = _work(p), p.grad.to(compute_dtype(p)), self.state[p]
+                if "step" not in st:
+                    st["step"] = 0
+                    st["grad_avg"] = torch.zeros_like(x)
+                    st["grad_avg_sq"] = torch.zeros_like(x)
+                    st["grad_dot_w"] = torch.zeros((), dtype=x.dtype, device=x.device)
+                st["step"] += 1
+                st["grad_avg"].mul_(b1).add_(grad, alpha=1 - b1)
+                st["grad_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                st["grad_dot_w"].mul_(b1).add_(torch.sum(x * grad), alpha=1 - b1)
+                Dk = st["grad_avg_sq"].div(1 - b2 ** st["step"]).sqrt().add(grp["eps"])
+                dot = dot + torch.sum(x * st["grad_avg"])
+                gamma = gamma + st["grad_dot_w"]
+                norm = norm + torch.sum(st["grad_avg"].mul(st["grad_avg"].div(Dk)))
+        g["loss_avg"] = (1 - beta1) * loss + beta1 * g["loss_avg"]
+        for grp in self.param_groups:
+            lr, lam, eps = grp["lr"], grp["weight_decay"], grp["eps"]
+            b1, b2 = grp["betas"]
+            bc1 = 1 - b1**k
+            bc2 = 1 - b2**k
+            c = 1 + lr * lam
+            if self.use_fstar:
+                self._reset_lb(g, c * g["loss_avg"] + dot - c * gamma, c * bc1)
+            nom = c * (g["loss_avg"] - bc1 * g["lb"]) + dot - c * gamma
+            tau = torch.clamp(torch.clamp(nom, min=0.0) / norm, max=lr / bc1)
+            if self.use_fstar:
+                self._update_lb(g, g["loss_avg"] + dot - gamma, tau, norm, bc1)
+            for p in grp["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                Dk = st["grad_avg_sq"].div(bc2).sqrt().add(eps)
+                x = _work(p)
+                if lam > 0 and not self.divide:
+                    x.mul_(1 - lam * lr)
+                x.sub_(tau.to(x.dtype) * (st["grad_avg"] / Dk))
+                if lam > 0 and self.divide:
+                    x.div_(c)
+                _store(p, x)
+        return loss

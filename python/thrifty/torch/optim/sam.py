@@ -1,0 +1,292 @@
+"""Sharpness-Aware Minimization (Foret et al., 2021) and ASAM (Kwon et al., 2021).
+
+The update, for a base optimizer ``B`` and gradient ``g`` at ``w``::
+
+    e = rho * g / ||g||                      (SAM)
+    e = rho * |w|^2 * g / || |w| * g ||      (ASAM, ``adaptive=True``)
+    w <- w + e; g' = grad L(w + e); w <- w - e (restored exactly); B.step() with g'
+
+The calling convention is the de-facto PyTorch one (davda54/sam, pytorch-optimizer):
+``first_step`` / ``second_step`` around two forward-backward passes, or ``step(closure)``
+after the first backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._common import InvalidInputError, check_number, compute_dtype
+
+__all__ = [
+    "SAM",
+    "sam_perturbation",
+    "disable_running_stats",
+    "enable_running_stats",
+    "frozen_running_stats",
+]
+
+
+def sam_perturbation(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    *,
+    rho: float,
+    adaptive: bool = False,
+    grad_norm: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """Functional form: the ascent perturbations ``e`` of SAM/ASAM (not applied).
+
+    Parameters
+    ----------
+    params, grads : list of Tensor
+        Parameters and their gradients (same shapes).
+    rho : float
+        Neighbourhood radius.
+    adaptive : bool, default=False
+        ASAM: scale by ``|w|`` (``T_w = |w|``).
+    grad_norm : Tensor, optional
+        Norm to divide by (default: the norm over ``params``, ``|| T_w g ||``).
+
+    Returns
+    -------
+    list of Tensor
+        ``e_i`` in the compute dtype (float32 for half-precision parameters).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from thrifty.torch.optim import sam_perturbation
+    >>> e = sam_perturbation([torch.zeros(2)], [torch.tensor([3.0, 4.0])], rho=0.5)
+    >>> e[0]
+    tensor([0.3000, 0.4000])
+    """
+    ws = [p.detach().to(compute_dtype(p)) for p in params]
+    gs = [g.to(compute_dtype(p)) for p, g in zip(params, grads)]
+    if grad_norm is None:
+        grad_norm = _norm_of(ws, gs, adaptive)
+    scale = rho / (grad_norm + 1e-12)
+    out = []
+    for w, g in zip(ws, gs):
+        e = (w * w * g if adaptive else g) * scale.to(w)
+        out.append(e)
+    return out
+
+
+def _norm_of(ws: list[torch.Tensor], gs: list[torch.Tensor], adaptive: bool) -> torch.Tensor:
+    norms = [((w.abs() * g) if adaptive else g).norm(p=2) for w, g in zip(ws, gs)]
+    if not norms:
+        return torch.zeros(())
+    dev = norms[0].device
+    return torch.stack([n.to(dev) for n in norms]).norm(p=2)
+
+
+class SAM(torch.optim.Optimizer):
+    """Sharpness-Aware Minimization wrapping any base optimizer (ASAM with ``adaptive``).
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters or param-group dicts (groups may set their own ``rho``/``adaptive``).
+    base_optimizer : type
+        The base optimizer class, e.g. ``torch.optim.SGD``; it is built on the same
+        param groups with ``**base_kwargs``. Schedulers must be given
+        ``sam.base_optimizer`` (or ``sam``: both share the param groups).
+    rho : float, default=0.05
+        Neighbourhood radius (the ASAM paper uses 2.0 with ``adaptive=True``).
+    adaptive : bool, default=False
+        ASAM (scale-invariant neighbourhood ``T_w = |w|``).
+    **base_kwargs
+        Passed to ``base_optimizer``.
+
+    Notes
+    -----
+    ``state_dict()`` is the base optimizer's (momentum buffers etc.), loadable with
+    ``torch.load(..., weights_only=True)``; the saved ``w`` between the two half steps is
+    not saved. Use :func:`disable_running_stats` / :func:`enable_running_stats` (or
+    :func:`frozen_running_stats`) around the second forward pass so BatchNorm statistics
+    are updated once per step. The gradient norm is global over all groups.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from thrifty.torch.optim import SAM
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Linear(3, 1)
+    >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
+    >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
+    >>> loss_fn = lambda: torch.nn.functional.mse_loss(model(x), y)
+    >>> loss_fn().backward()
+    >>> opt.first_step(zero_grad=True)
+    >>> loss_fn().backward()
+    >>> opt.second_step(zero_grad=True)
+    >>> def closure():
+    ...     loss = loss_fn()
+    ...     loss.backward()
+    ...     return loss
+    >>> closure()  # doctest: +ELLIPSIS
+    tensor(...)
+    >>> _ = opt.step(closure)
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        base_optimizer: type,
+        *,
+        rho: float = 0.05,
+        adaptive: bool = False,
+        **base_kwargs: Any,
+    ) -> None:
+        check_number("rho", rho)
+        if isinstance(base_optimizer, torch.optim.Optimizer) or not callable(base_optimizer):
+            raise InvalidInputError(
+                "base_optimizer must be an optimizer class (e.g. torch.optim.SGD), "
+                f"got {type(base_optimizer).__name__}"
+            )
+        defaults = dict(rho=rho, adaptive=bool(adaptive), **base_kwargs)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            check_number("rho", group["rho"])
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        self.defaults.update(self.base_optimizer.defaults)
+        self._old: dict[torch.Tensor, torch.Tensor] = {}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if hasattr(self, "base_optimizer"):
+            param_group.setdefault("rho", self.defaults["rho"])
+            param_group.setdefault("adaptive", self.defaults["adaptive"])
+            check_number("rho", param_group["rho"])
+            self.base_optimizer.add_param_group(param_group)
+        else:
+            super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = True) -> None:
+        """Move to ``w + e`` (saving ``w``); then the caller runs forward+backward again."""
+        if self._old:
+            raise RuntimeError("first_step called twice without second_step")
+        ws, gs = [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                ws.append(p.detach().to(compute_dtype(p)))
+                gs.append(p.grad.to(compute_dtype(p)))
+        adaptive_flags = [
+            group["adaptive"] for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
+        norms = [
+            ((w.abs() * g) if a else g).norm(p=2) for w, g, a in zip(ws, gs, adaptive_flags)
+        ]
+        if not norms:
+            raise RuntimeError("SAM.first_step: no parameter has a gradient")
+        dev = norms[0].device
+        grad_norm = torch.stack([n.to(dev) for n in norms]).norm(p=2)
+        for group in self.param_groups:
+            scale = group["rho"] / (grad_norm + 1e-12)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                self._old[p] = p.detach().clone()
+                w = p.detach().to(compute_dtype(p))
+                g = p.grad.to(w.dtype)
+                e = (w * w * g if group["adaptive"] else g) * scale.to(w)
+                if w.dtype == p.dtype:
+                    p.add_(e)
+                else:
+                    p.copy_(w + e)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = True) -> None:
+        """Restore ``w`` exactly and take the base optimizer's step with the new gradients."""
+        if not self._old:
+            raise RuntimeError("second_step called without first_step")
+        for p, old in self._old.items():
+            p.copy_(old)
+        self._old.clear()
+        self.base_optimizer.step()
+        self._opt_called = True  # lr schedulers attached to this wrapper see a step
+        if zero_grad:
+            self.zero_grad()
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Both half steps; ``closure`` must run a full forward **and** backward pass.
+
+        Call it after the first backward pass (gradients at ``w`` present).
+        Returns the closure's loss at ``w + e``.
+        """
+        if closure is None:
+            raise InvalidInputError(
+                "SAM.step requires a closure that runs forward and backward "
+                "(or call first_step / second_step yourself)"
+            )
+        self.first_step(zero_grad=True)
+        with torch.enable_grad():
+            loss = closure()
+        self.second_step(zero_grad=False)
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+
+
+def _batchnorms(model: nn.Module) -> Iterator[nn.modules.batchnorm._BatchNorm]:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            yield m
+
+
+def disable_running_stats(model: nn.Module) -> None:
+    """Stop BatchNorm layers from updating running statistics (for SAM's 2nd pass).
+
+    Normalisation still uses the batch statistics in training mode; ``running_mean``,
+    ``running_var`` and ``num_batches_tracked`` are left untouched.
+    Undo with :func:`enable_running_stats`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from thrifty.torch.optim import disable_running_stats, enable_running_stats
+    >>> bn = torch.nn.BatchNorm1d(2)
+    >>> disable_running_stats(bn)
+    >>> _ = bn(torch.randn(4, 2))
+    >>> bn.running_mean
+    tensor([0., 0.])
+    >>> enable_running_stats(bn)
+    """
+    for m in _batchnorms(model):
+        if not hasattr(m, "_thrifty_tracked"):
+            m._thrifty_tracked = m.track_running_stats  # type: ignore[assignment]
+            m.track_running_stats = False
+
+
+def enable_running_stats(model: nn.Module) -> None:
+    """Undo :func:`disable_running_stats`."""
+    for m in _batchnorms(model):
+        if hasattr(m, "_thrifty_tracked"):
+            m.track_running_stats = m._thrifty_tracked  # type: ignore[assignment]
+            del m._thrifty_tracked
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[nn.Module]:
+    """Context manager form of :func:`disable_running_stats`."""
+    disable_running_stats(model)
+    try:
+        yield model
+    finally:
+        enable_running_stats(model)
