@@ -54,8 +54,9 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
-# Elements per row chunk of the large-vocabulary losses (16 MiB of float32).
-_CHUNK_ELEMENTS = 1 << 22
+# Elements per row chunk of the large-vocabulary losses (1 MiB of float32: the
+# temporaries of a chunk stay in cache).
+_CHUNK_ELEMENTS = 1 << 18
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -160,15 +161,18 @@ class _SquentropyFn(torch.autograd.Function):
         cd = lse.dtype
         coef = 2.0 / (c - 1)
         grad = torch.empty_like(logits)
+        direct = grad.dtype == cd  # write straight into the gradient, no temporary
         for s in _row_chunks(n, c):
             x = logits[s].to(cd)
             idx = target[s, None]
-            p = (x - lse[s, None]).exp_()  # softmax
+            p = grad[s] if direct else torch.empty_like(x)
+            torch.sub(x, lse[s, None], out=p).exp_()  # softmax
             p.add_(x, alpha=coef)
             # target column: softmax - 1, and no square term
             p.scatter_add_(1, idx, -1.0 - coef * x.gather(1, idx))
             p.mul_(grad_out[s, None].to(cd))
-            grad[s] = p
+            if not direct:
+                grad[s] = p
         return grad, None
 
 
@@ -249,12 +253,15 @@ class _ZLossFn(torch.autograd.Function):
         # dL/dz_y = -sigmoid(a (b - z_y)); dz_y/do_j = (delta_jy - 1/C - z_y z_j / C) / sigma
         k = -torch.sigmoid(ctx.a * (ctx.b - z_y)) * grad_out.to(cd) / sigma
         grad = torch.empty_like(logits)
+        direct = grad.dtype == cd
         for s in _row_chunks(n, c):
             x = logits[s].to(cd)
-            p = (x - mu[s, None]).mul_((-z_y[s] / (c * sigma[s]))[:, None]).sub_(1.0 / c)
+            p = grad[s] if direct else torch.empty_like(x)
+            torch.sub(x, mu[s, None], out=p).mul_((-z_y[s] / (c * sigma[s]))[:, None]).sub_(1.0 / c)
             p.scatter_add_(1, target[s, None], torch.ones_like(p[:, :1]))
             p.mul_(k[s, None])
-            grad[s] = p
+            if not direct:
+                grad[s] = p
         return grad, None, None, None
 
 
