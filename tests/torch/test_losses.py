@@ -512,3 +512,11 @@ def test_degenerate_or_bad_boxes_raise_instead_of_nan():
             fn(good, torch.full_like(good, float("nan")))
         with pytest.raises(ValueError, match=r"\(\*, 4\)"):
             fn(good[:, :3], good[:, :3])
+
+
+def test_squentropy_square_term_exact_when_target_logit_dominates():
+    # sum(o**2) - o_y**2 would cancel catastrophically in float32 here
+    o = torch.tensor([[1000.0, 1e-3, -2e-3], [0.5, 0.1, 3.0], [-800.0, 1.0, 2.0]])
+    y = torch.tensor([0, 2, 0])
+    got = L.squentropy(o, y, reduction="none")
+    torch.testing.assert_close(got.double(), ref_squentropy(o.double(), y), rtol=1e-6, atol=0)

@@ -54,9 +54,10 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
-# Elements per row chunk of the large-vocabulary losses (1 MiB of float32: the
-# temporaries of a chunk stay in cache).
-_CHUNK_ELEMENTS = 1 << 18
+# Elements per row chunk of the large-vocabulary losses (16 MiB of float32). Smaller
+# chunks keep temporaries in cache but multiply small parallel ops, which stall badly
+# when the CPU is oversubscribed.
+_CHUNK_ELEMENTS = 1 << 22
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -148,7 +149,12 @@ class _SquentropyFn(torch.autograd.Function):
             idx = target[s, None]
             lse[s] = torch.logsumexp(x, 1)
             o_y = x.gather(1, idx).squeeze(1)
-            rest = x.scatter(1, idx, 0.0).square_().sum(1)  # sum of squares without o_y
+            rest = torch.linalg.vecdot(x, x) - o_y * o_y  # sum of squares without o_y
+            # where o_y**2 dominates, the difference loses digits: recompute those rows
+            bad = torch.nonzero(rest < o_y * o_y).squeeze(1)
+            if bad.numel():
+                xr = x[bad].scatter(1, idx[bad], 0.0)
+                rest[bad] = torch.linalg.vecdot(xr, xr)
             out[s] = lse[s] - o_y + rest / (c - 1)
         ctx.save_for_backward(logits, target, lse)
         return out
