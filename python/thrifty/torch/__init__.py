@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["data", "optim", "schedules", "averaging"]
+__all__ = ["data", "optim", "schedules", "averaging", "losses", "init", "nn"]
 
 
 def __getattr__(name: str) -> Any:
