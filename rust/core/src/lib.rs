@@ -10,6 +10,7 @@
 //! into chunks whose size is fixed in advance (not derived from the thread count) and
 //! combine the partial results in chunk order.
 
+pub mod cluster;
 pub mod compress;
 pub mod cpu;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod linalg;
 pub mod neighbors;
 pub mod parallel;
 pub mod progress;
+pub mod prune;
 pub mod quant;
 
 pub use error::{Classify, ErrorKind};
