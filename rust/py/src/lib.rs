@@ -7,10 +7,12 @@
 use pyo3::prelude::*;
 
 mod arrays;
+mod cluster;
 mod errors;
 mod info;
 mod linalg;
 mod neighbors;
+mod prune;
 mod quant;
 mod runtime;
 mod text;
@@ -24,5 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     text::register(m)?;
     neighbors::register(m)?;
     quant::register(m)?;
+    cluster::register(m)?;
+    prune::register(m)?;
     Ok(())
 }
