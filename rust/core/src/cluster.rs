@@ -215,36 +215,45 @@ fn init_centroids(
                 .with_min_len(512)
                 .map(|i| sq_dist_f64(x.row(i), x.row(first)))
                 .collect();
+            // greedy k-means++ (as scikit-learn): 2 + ln k candidates per step, keep
+            // the one that lowers the potential most (ties to the first drawn)
+            let trials = 2 + (k as f64).ln().floor() as usize;
             for c in 1..k {
                 progress.check()?;
-                // prefix sums in chunk order: deterministic
                 let total: f64 = best.iter().sum();
-                let pick = if total > 0.0 {
-                    let target = stream.uniform((1 << 41) + c as u64) * total;
-                    let mut acc = 0.0;
-                    let mut p = n - 1;
-                    for (i, &b) in best.iter().enumerate() {
-                        acc += b;
-                        if acc > target && b > 0.0 {
-                            p = i;
-                            break;
+                let mut choice: Option<(f64, Vec<f64>, usize)> = None;
+                for t in 0..trials {
+                    let u = stream.uniform((1 << 41) + (c * trials + t) as u64);
+                    let pick = if total > 0.0 {
+                        let target = u * total;
+                        let mut acc = 0.0;
+                        let mut p = n - 1;
+                        for (i, &b) in best.iter().enumerate() {
+                            acc += b;
+                            if acc > target && b > 0.0 {
+                                p = i;
+                                break;
+                            }
                         }
+                        p
+                    } else {
+                        ((u * n as f64) as usize).min(n - 1)
+                    };
+                    let row = x.row(pick);
+                    let cand: Vec<f64> = best
+                        .par_iter()
+                        .enumerate()
+                        .with_min_len(512)
+                        .map(|(i, &b)| b.min(sq_dist_f64(x.row(i), row)))
+                        .collect();
+                    let pot: f64 = cand.iter().sum();
+                    if choice.as_ref().is_none_or(|(bp, _, _)| pot < *bp) {
+                        choice = Some((pot, cand, pick));
                     }
-                    p
-                } else {
-                    ((stream.uniform((1 << 41) + c as u64) * n as f64) as usize).min(n - 1)
-                };
-                let row = x.row(pick);
-                out.extend_from_slice(row);
-                best.par_iter_mut()
-                    .enumerate()
-                    .with_min_len(512)
-                    .for_each(|(i, b)| {
-                        let v = sq_dist_f64(x.row(i), row);
-                        if v < *b {
-                            *b = v;
-                        }
-                    });
+                }
+                let (_, cand, pick) = choice.expect("at least two trials");
+                out.extend_from_slice(x.row(pick));
+                best = cand;
             }
             Ok(out)
         }
