@@ -114,3 +114,14 @@ def test_bad_input(kwargs, X, match):
 def test_predict_before_fit():
     with pytest.raises(thrifty.InvalidInputError, match="not fitted"):
         KMeans(2).predict(np.ones((2, 2), np.float32))
+
+
+def test_spherical_inertia_within_one_percent_of_faiss():
+    faiss = pytest.importorskip("faiss")
+    x = _blobs(n=4000, d=16, k=20, seed=11)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ours = KMeans(20, spherical=True, seed=0).fit(x)
+    km = faiss.Kmeans(16, 20, niter=100, spherical=True, seed=1234)
+    km.train(np.ascontiguousarray(xn))
+    ref = ((xn[:, None, :].astype(np.float64) - km.centroids[None]) ** 2).sum(-1).min(1).sum()
+    assert ours.inertia_ <= ref * 1.01

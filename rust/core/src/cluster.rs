@@ -15,8 +15,9 @@
 use rayon::prelude::*;
 
 use crate::error::{Cancelled, Classify, ErrorKind};
+use crate::gemm::{self, AlignedBuf, Isa};
 use crate::linalg::{LinalgError, MatRef};
-use crate::neighbors::{topk, Metric, NeighborsError};
+use crate::neighbors::NeighborsError;
 use crate::progress::Progress;
 use crate::quant::rng::Stream;
 
@@ -151,12 +152,21 @@ pub fn assign(
     spherical: bool,
     progress: &Progress,
 ) -> Result<(Vec<i64>, Vec<f64>), ClusterError> {
-    let metric = if spherical {
-        Metric::Dot
-    } else {
-        Metric::Euclidean
+    if x.cols() != centroids.cols() {
+        return Err(ClusterError::Invalid(format!(
+            "X has {} features but centroids have {}; they must match",
+            x.cols(),
+            centroids.cols()
+        )));
+    }
+    x.require_non_empty("X")?;
+    centroids.require_non_empty("centroids")?;
+    let labels = nearest(Isa::detect(), x, centroids, spherical, progress)?;
+    let t = crate::neighbors::TopK {
+        scores: Vec::new(),
+        indices: labels,
+        k: 1,
     };
-    let t = topk(x, centroids, 1, metric, progress)?;
     let dist: Vec<f64> = t
         .indices
         .par_iter()
@@ -165,6 +175,72 @@ pub fn assign(
         .map(|(i, &c)| sq_dist_f64(x.row(i), centroids.row(c as usize)))
         .collect();
     Ok((t.indices, dist))
+}
+
+/// Rows of `x` per parallel task in [`nearest`].
+const ASSIGN_ROWS: usize = 256;
+
+/// Index of the best centroid per row: largest `x·c` (spherical) or smallest
+/// `|c|² − 2 x·c`, ties to the lower index. The products come from the blocked
+/// [`gemm`] kernels; centroids are packed once and shared by every row block.
+fn nearest(
+    isa: Isa,
+    x: MatRef<'_>,
+    centroids: MatRef<'_>,
+    spherical: bool,
+    progress: &Progress,
+) -> Result<Vec<i64>, ClusterError> {
+    let (n, k, d) = (x.rows(), centroids.rows(), x.cols());
+    let (mr, nr) = (isa.mr(), isa.nr());
+    let nb = gemm::b_block_rows(isa, d);
+    let packed = gemm::pack_all(centroids, None, nr, nb);
+    let cn: Vec<f32> = if spherical {
+        Vec::new()
+    } else {
+        (0..k)
+            .map(|c| dot_f64(centroids.row(c), centroids.row(c)) as f32)
+            .collect()
+    };
+    let ldc = nb.div_ceil(nr) * nr;
+    let mut out = vec![0i64; n];
+    out.par_chunks_mut(ASSIGN_ROWS).enumerate().try_for_each(
+        |(qi, dst)| -> Result<(), ClusterError> {
+            progress.check()?;
+            let r0 = qi * ASSIGN_ROWS;
+            let rows = r0..r0 + dst.len();
+            let mut ap = AlignedBuf::zeros(gemm::packed_len(rows.len(), d, mr));
+            gemm::pack_rows(x, rows.clone(), None, mr, ap.as_mut_slice());
+            let mut tile = AlignedBuf::zeros(rows.len().div_ceil(mr) * mr * ldc);
+            let mut best = vec![(f32::NEG_INFINITY, 0i64); dst.len()];
+            for (bi, bp) in packed.iter().enumerate() {
+                let c0 = bi * nb;
+                let cols = (k - c0).min(nb);
+                gemm::compute_block(
+                    isa,
+                    d,
+                    ap.as_slice(),
+                    bp.as_slice(),
+                    tile.as_mut_slice(),
+                    ldc,
+                );
+                let t = tile.as_slice();
+                for (i, b) in best.iter_mut().enumerate() {
+                    let row = &t[i * ldc..i * ldc + cols];
+                    for (j, &v) in row.iter().enumerate() {
+                        let s = if spherical { v } else { 2.0 * v - cn[c0 + j] };
+                        if s > b.0 {
+                            *b = (s, (c0 + j) as i64);
+                        }
+                    }
+                }
+            }
+            for (o, b) in dst.iter_mut().zip(best) {
+                *o = b.1;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 /// Sorted seeded sample of `m` distinct indices out of `0..n` (partial Fisher–Yates).
@@ -295,7 +371,7 @@ pub fn kmeans(
     if opts.max_iter == 0 {
         return Err(ClusterError::Invalid("max_iter must be at least 1".into()));
     }
-    if !(opts.tol >= 0.0) {
+    if opts.tol.is_nan() || opts.tol < 0.0 {
         return Err(ClusterError::Invalid(format!(
             "tol must be non-negative, got {}",
             opts.tol
@@ -342,8 +418,8 @@ pub fn kmeans(
         let (labels, dist) = assign(train, MatRef::new(&cent, k, d)?, opts.spherical, &quiet)?;
         let mut sums = vec![0.0f64; k * d];
         let mut counts = vec![0usize; k];
-        for i in 0..nt {
-            let c = labels[i] as usize;
+        for (i, &l) in labels.iter().enumerate() {
+            let c = l as usize;
             counts[c] += 1;
             for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(train.row(i)) {
                 *s += f64::from(v);
