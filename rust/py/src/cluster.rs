@@ -14,6 +14,8 @@ type Fit<'py> = (
     usize,
 );
 
+type Assigned<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
+
 /// k-means: `(centroids (k, d), labels (n,), inertia, n_iter)`. `init` is
 /// `"k-means++"`, `"random"`, or ignored when `init_centroids` is given.
 #[pyfunction]
@@ -66,7 +68,7 @@ fn kmeans_assign<'py>(
     centroids: PyReadonlyArray2<'py, f32>,
     spherical: bool,
     progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>)> {
+) -> PyResult<Assigned<'py>> {
     let m = mat(py, &x, "X")?;
     let c = mat(py, &centroids, "centroids")?;
     let (l, d) = run(py, progress, |p| {
