@@ -546,6 +546,36 @@ mod tests {
         assert_eq!(r.duplicate_of[3], -1);
     }
 
+    proptest::proptest! {
+        /// Counts sum exactly to the total, respect the bounds, and are monotone in
+        /// `P` among clusters with room on both sides (water-filling).
+        #[test]
+        fn capped_counts_properties(
+            w in proptest::collection::vec(0.01f64..10.0, 1..12),
+            caps in proptest::collection::vec(1usize..50, 12),
+            frac in 0.01f64..1.0,
+        ) {
+            let k = w.len();
+            let z: f64 = w.iter().sum();
+            let p: Vec<f64> = w.iter().map(|v| v / z).collect();
+            let cap = &caps[..k];
+            let total = ((cap.iter().sum::<usize>() as f64 * frac) as usize).max(1);
+            let lb: Vec<usize> = cap.iter().map(|&c| (total / (2 * k)).min(c - 1)).collect();
+            let c = capped_simplex_counts(&p, &lb, cap, total);
+            proptest::prop_assert_eq!(c.iter().sum::<usize>(), total);
+            for j in 0..k {
+                proptest::prop_assert!(c[j] >= lb[j] && c[j] <= cap[j]);
+            }
+            for a in 0..k {
+                for b in 0..k {
+                    if p[a] > p[b] && c[a] < cap[a] && c[b] > lb[b] {
+                        proptest::prop_assert!(c[a] + 1 >= c[b], "{:?} {:?}", p, c);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn keep_count_rounds() {
         assert_eq!(keep_count(10, 0.25).unwrap(), 3);
