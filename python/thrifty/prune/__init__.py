@@ -3,7 +3,7 @@
 Every method works on a clustering of the L2-normalised embeddings: pass ``labels`` and
 ``centroids`` to use your own (this skips clustering), or ``n_clusters`` to run
 spherical :class:`thrifty.cluster.KMeans` first (default ``n_clusters``:
-``max(1, round(sqrt(n_samples)))``, at most ``n_samples``; as faiss: random init, 20
+``max(1, round(sqrt(n_samples)))``, at most ``n_samples``; as faiss: random init, 10
 iterations on a subsample of 256 points per centroid, then every point assigned). Within-cluster similarities are float32 products (never float16).
 Deterministic for a given ``seed``, independent of the thread count, ties by index.
 
@@ -176,7 +176,7 @@ def _clustering(
     k = default_n_clusters(n) if n_clusters is None else check_int(n_clusters, "n_clusters", low=1)
     if k > n:
         raise InvalidInputError(f"n_clusters ({k}) is larger than the number of points ({n})")
-    km = KMeans(k, spherical=True, max_iter=20, init="random", max_points_per_centroid=256,
+    km = KMeans(k, spherical=True, max_iter=10, init="random", max_points_per_centroid=256,
                 seed=seed, progress=progress).fit(x)
     return km.labels_, km.cluster_centers_
 
