@@ -93,8 +93,11 @@ def test_subsampling_deterministic_and_thread_independent():
 
 def test_progress_reports():
     seen = []
-    KMeans(3, progress=lambda d, t: seen.append((d, t))).fit(_blobs(n=200, d=4, k=3))
-    assert seen and seen[-1][0] == seen[-1][1] or seen[-1][0] > 0
+    km = KMeans(3, max_iter=5, tol=0.0, progress=lambda d, t: seen.append((d, t)))
+    km.fit(_blobs(n=200, d=4, k=3))
+    # init + n_iter_ iterations + final assignment, out of init + max_iter + final
+    assert seen[-1] == (km.n_iter_ + 2, 7)
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
 
 
 @pytest.mark.parametrize("kwargs, X, match", [
