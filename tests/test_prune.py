@@ -236,3 +236,17 @@ def test_nan_rows_rejected():
 def test_random_subset():
     r = prune.random_subset(10, keep_fraction=0.35, seed=1)
     assert r.keep.sum() == 4 and r.report()["n_kept"] == 4
+
+
+def test_semdedup_thread_count_independent():
+    x, lab, c = _data(n=1500, k=2, seed=9)  # clusters of ~750: two product blocks
+    a = prune.semdedup(x, eps=0.05, labels=lab, centroids=c)
+    thrifty.set_num_threads(1)
+    try:
+        b = prune.semdedup(x, eps=0.05, labels=lab, centroids=c)
+    finally:
+        thrifty.set_num_threads(None)
+    np.testing.assert_array_equal(a.duplicate_of, b.duplicate_of)
+    np.testing.assert_array_equal(a.similarity, b.similarity)
+    dup, sim = ref_semdedup(x, lab, c, 0.05)
+    np.testing.assert_array_equal(a.duplicate_of, dup)
