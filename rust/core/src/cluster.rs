@@ -143,6 +143,19 @@ pub fn normalized(x: MatRef<'_>) -> Result<Vec<f32>, ClusterError> {
     Ok(out)
 }
 
+/// L2 norm of every row (in `f64`); zero rows are an error.
+pub fn norms(x: MatRef<'_>) -> Result<Vec<f64>, ClusterError> {
+    let v: Vec<f64> = (0..x.rows())
+        .into_par_iter()
+        .with_min_len(512)
+        .map(|i| dot_f64(x.row(i), x.row(i)).sqrt())
+        .collect();
+    match v.iter().position(|&n| n == 0.0) {
+        Some(r) => Err(ClusterError::ZeroVector(r)),
+        None => Ok(v),
+    }
+}
+
 /// Nearest centroid of every row of `x` (ties to the lower centroid index) and the
 /// squared euclidean distance to it in `f64`. With `spherical`, rows and centroids are
 /// taken to be unit vectors and the nearest is the one with the largest inner product.
@@ -150,6 +163,17 @@ pub fn assign(
     x: MatRef<'_>,
     centroids: MatRef<'_>,
     spherical: bool,
+    progress: &Progress,
+) -> Result<(Vec<i64>, Vec<f64>), ClusterError> {
+    assign_scaled(x, centroids, spherical, None, progress)
+}
+
+/// [`assign`] for the rows of `x` divided by `row_norms` (without copying `x`).
+fn assign_scaled(
+    x: MatRef<'_>,
+    centroids: MatRef<'_>,
+    spherical: bool,
+    row_norms: Option<&[f64]>,
     progress: &Progress,
 ) -> Result<(Vec<i64>, Vec<f64>), ClusterError> {
     if x.cols() != centroids.cols() {
@@ -161,7 +185,15 @@ pub fn assign(
     }
     x.require_non_empty("X")?;
     centroids.require_non_empty("centroids")?;
-    let labels = nearest(Isa::detect(), x, centroids, spherical, progress)?;
+    let inv: Option<Vec<f64>> = row_norms.map(|r| r.iter().map(|n| 1.0 / n).collect());
+    let labels = nearest(
+        Isa::detect(),
+        x,
+        centroids,
+        spherical,
+        inv.as_deref(),
+        progress,
+    )?;
     let t = crate::neighbors::TopK {
         scores: Vec::new(),
         indices: labels,
@@ -172,7 +204,18 @@ pub fn assign(
         .par_iter()
         .enumerate()
         .with_min_len(256)
-        .map(|(i, &c)| sq_dist_f64(x.row(i), centroids.row(c as usize)))
+        .map(|(i, &c)| match row_norms {
+            None => sq_dist_f64(x.row(i), centroids.row(c as usize)),
+            Some(r) => x
+                .row(i)
+                .iter()
+                .zip(centroids.row(c as usize))
+                .map(|(&a, &b)| {
+                    let t = f64::from((f64::from(a) / r[i]) as f32) - f64::from(b);
+                    t * t
+                })
+                .sum(),
+        })
         .collect();
     Ok((t.indices, dist))
 }
@@ -188,6 +231,7 @@ fn nearest(
     x: MatRef<'_>,
     centroids: MatRef<'_>,
     spherical: bool,
+    scale: Option<&[f64]>,
     progress: &Progress,
 ) -> Result<Vec<i64>, ClusterError> {
     let (n, k, d) = (x.rows(), centroids.rows(), x.cols());
@@ -209,7 +253,7 @@ fn nearest(
             let r0 = qi * ASSIGN_ROWS;
             let rows = r0..r0 + dst.len();
             let mut ap = AlignedBuf::zeros(gemm::packed_len(rows.len(), d, mr));
-            gemm::pack_rows(x, rows.clone(), None, mr, ap.as_mut_slice());
+            gemm::pack_rows(x, rows.clone(), scale, mr, ap.as_mut_slice());
             let mut tile = AlignedBuf::zeros(rows.len().div_ceil(mr) * mr * ldc);
             let mut best = vec![(f32::NEG_INFINITY, 0i64); dst.len()];
             for (bi, bp) in packed.iter().enumerate() {
@@ -383,25 +427,41 @@ pub fn kmeans(
         ));
     }
     progress.set_total(opts.max_iter as u64 + 2);
+    let stream = Stream::new(opts.seed);
+    let subsample = match opts.max_points_per_centroid {
+        Some(m) if n > m.saturating_mul(k) => Some(sample_indices(n, m * k, &stream, 0)),
+        _ => None,
+    };
+    // spherical + subsample: only the subsample is normalised (copied); the final
+    // assignment scales rows while packing them, so `x` is never copied whole
+    let row_norms = if opts.spherical && subsample.is_some() {
+        Some(norms(x)?)
+    } else {
+        None
+    };
     let normed;
-    let xs = if opts.spherical {
+    let xs = if opts.spherical && subsample.is_none() {
         normed = normalized(x)?;
         MatRef::new(&normed, n, d)?
     } else {
         x
     };
-    let stream = Stream::new(opts.seed);
     let train_buf;
-    let train = match opts.max_points_per_centroid {
-        Some(m) if n > m.saturating_mul(k) => {
-            let idx = sample_indices(n, m * k, &stream, 0);
+    let train = match &subsample {
+        Some(idx) => {
             train_buf = idx
                 .iter()
-                .flat_map(|&i| xs.row(i).iter().copied())
+                .flat_map(|&i| {
+                    let r = row_norms.as_ref().map(|r| r[i]);
+                    xs.row(i).iter().map(move |&v| match r {
+                        Some(nv) => (f64::from(v) / nv) as f32,
+                        None => v,
+                    })
+                })
                 .collect::<Vec<f32>>();
             MatRef::new(&train_buf, idx.len(), d)?
         }
-        _ => xs,
+        None => xs,
     };
     let nt = train.rows();
     let mut cent = init_centroids(train, opts, &stream, progress)?;
@@ -470,7 +530,13 @@ pub fn kmeans(
             break;
         }
     }
-    let (labels, dist) = assign(xs, MatRef::new(&cent, k, d)?, opts.spherical, &quiet)?;
+    let (labels, dist) = assign_scaled(
+        xs,
+        MatRef::new(&cent, k, d)?,
+        opts.spherical,
+        row_norms.as_deref(),
+        &quiet,
+    )?;
     let inertia = crate::parallel::fixed_chunks(n, 4096)
         .into_par_iter()
         .map(|r| dist[r].iter().sum::<f64>())

@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::cluster::{dot_f64, normalized, ClusterError};
+use crate::cluster::{dot_f64, normalized, norms, ClusterError};
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::gemm::{matmul_nt, Isa};
 use crate::linalg::{LinalgError, MatRef};
@@ -91,8 +91,9 @@ pub struct PruneOutput {
 }
 
 /// Validated clustering with normalised points and centroids.
-struct Prep {
-    xn: Vec<f32>,
+struct Prep<'a> {
+    x: MatRef<'a>,
+    nrm: Vec<f64>,
     n: usize,
     d: usize,
     k: usize,
@@ -102,7 +103,11 @@ struct Prep {
     score: Vec<f64>,
 }
 
-fn prepare(x: MatRef<'_>, labels: &[i64], centroids: MatRef<'_>) -> Result<Prep, PruneError> {
+fn prepare<'a>(
+    x: MatRef<'a>,
+    labels: &[i64],
+    centroids: MatRef<'_>,
+) -> Result<Prep<'a>, PruneError> {
     x.require_non_empty("X")?;
     centroids.require_non_empty("centroids")?;
     x.require_finite("X")?;
@@ -131,7 +136,7 @@ fn prepare(x: MatRef<'_>, labels: &[i64], centroids: MatRef<'_>) -> Result<Prep,
         lab.push(l as usize);
         members[l as usize].push(i);
     }
-    let xn = normalized(x)?;
+    let nrm = norms(x)?;
     let cn = normalized(centroids).map_err(|e| match e {
         ClusterError::ZeroVector(r) => {
             PruneError::Invalid(format!("centroid {r} is an all-zero vector"))
@@ -143,11 +148,17 @@ fn prepare(x: MatRef<'_>, labels: &[i64], centroids: MatRef<'_>) -> Result<Prep,
         .with_min_len(512)
         .map(|i| {
             let c = lab[i];
-            1.0 - dot_f64(&xn[i * d..(i + 1) * d], &cn[c * d..(c + 1) * d])
+            let xi: Vec<f32> = x
+                .row(i)
+                .iter()
+                .map(|&v| (f64::from(v) / nrm[i]) as f32)
+                .collect();
+            1.0 - dot_f64(&xi, &cn[c * d..(c + 1) * d])
         })
         .collect();
     Ok(Prep {
-        xn,
+        x,
+        nrm,
         n,
         d,
         k,
@@ -218,7 +229,10 @@ fn dedup_clusters(
             }
             let e: Vec<f32> = ord
                 .iter()
-                .flat_map(|&i| p.xn[i * d..(i + 1) * d].iter().copied())
+                .flat_map(|&i| {
+                    let r = p.nrm[i];
+                    p.x.row(i).iter().map(move |&v| (f64::from(v) / r) as f32)
+                })
                 .collect();
             out.push((ord[0], -1, f32::NAN));
             let mut j0 = 1;
