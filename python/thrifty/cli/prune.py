@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _example(args: argparse.Namespace, keep: float) -> int:
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # type: ignore[import-untyped]
     except ImportError:
         return _fail("--example needs scikit-learn: pip install 'thrifty[examples]'")
     from .. import prune
