@@ -144,3 +144,25 @@ def test_example_without_sklearn_says_how_to_install(tmp_path):
     assert r.returncode == 2
     assert "pip install 'thrifty[examples]'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_parquet_input_with_ids(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    _, x = _emb(tmp_path)
+    ids = [f"doc-{i}" for i in range(len(x))]
+    t = pa.table({"emb": pa.array(list(x), type=pa.list_(pa.float32())), "id": ids})
+    p = tmp_path / "emb.parquet"
+    pq.write_table(t, p)
+    out = tmp_path / "kept.txt"
+    rc, _, e = _run(capsys, "prune", p, "--method", "dbp", "--keep", 0.4, "--clusters", 5,
+                    "--eps", 0.01, "--column", "emb", "--id-column", "id", "-o", out)
+    assert rc == 0, e
+    ref = prune.dbp(x, keep_fraction=0.4, n_clusters=5, dedup_eps=0.01, seed=0)
+    assert out.read_text().split() == [ids[i] for i in ref.indices]
+    rc, _, e = _run(capsys, "prune", p, "--column", "nope", "-o", tmp_path / "o.npy")
+    assert rc == 2 and "no column 'nope'" in e and len(e.strip().splitlines()) == 1
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 garbage")
+    rc, _, e = _run(capsys, "prune", bad, "-o", tmp_path / "o2.npy")
+    assert rc == 2 and "not a readable parquet" in e

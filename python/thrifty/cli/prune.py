@@ -1,8 +1,9 @@
 """``thrifty prune``: prune a file of embeddings (SemDeDup, DBP, SSP or random).
 
-INPUT is a ``.npy`` file of shape (n, d), float32 or float16, read memory-mapped. The
-output holds the kept row indices in input order: int64 ``.npy``, or one index per line
-for a ``.txt`` name. ``--clusters`` defaults to ``round(sqrt(n))`` (spherical k-means on a
+INPUT is a ``.npy`` file of shape (n, d), float32 or float16, read memory-mapped, or a
+``.parquet`` file with a list-of-floats column ``--column`` (needs pyarrow). The output
+holds the kept row indices in input order: int64 ``.npy``, or one index per line for a
+``.txt`` name; with ``--id-column`` the kept ids, one per line. ``--clusters`` defaults to ``round(sqrt(n))`` (spherical k-means on a
 faiss-style subsample of 256 points per centroid, then every point assigned). Outputs
 are written atomically (a temporary file, then a rename) and never overwrite an existing
 file without ``--force``. ``--example`` runs the pipeline on scikit-learn's bundled digits.
@@ -43,6 +44,10 @@ def register(sub: Any) -> None:
     p.add_argument("--clusters", type=int, default=None, metavar="K",
                    help="k-means clusters (default round(sqrt(n)))")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--column", default="embedding", metavar="NAME",
+                   help="parquet input: the embedding column (default 'embedding')")
+    p.add_argument("--id-column", default=None, metavar="NAME",
+                   help="parquet input: write these ids (one per line) instead of indices")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (.npy or .txt)")
     p.add_argument("--report", metavar="REPORT.json", help="write a JSON report of every removal")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -54,6 +59,42 @@ def register(sub: Any) -> None:
 def _fail(msg: str) -> int:
     print(f"thrifty prune: error: {msg}", file=sys.stderr)
     return 2
+
+
+def _load_parquet(path: str, column: str, id_column: str | None) -> tuple[np.ndarray, Any]:
+    from .._errors import FormatError, InvalidInputError
+
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidInputError(
+            "parquet input needs pyarrow: pip install 'thrifty[parquet]'") from None
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        for c in (column, id_column):
+            if c is not None and c not in names:
+                raise InvalidInputError(f"{path}: no column {c!r} (columns: {', '.join(names)})")
+        cols = [column] + ([id_column] if id_column else [])
+        table = pf.read(columns=cols)
+    except InvalidInputError:
+        raise
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise FormatError(f"{path}: not a readable parquet file: {e}") from None
+    col = table.column(column).combine_chunks()
+    try:
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        n = len(col)
+        if n == 0 or flat.size % n:
+            raise ValueError("rows of different lengths")
+        x = flat.reshape(n, flat.size // n)
+    except Exception as e:
+        raise FormatError(f"{path}: column {column!r} is not a list of equal-length "
+                          f"float vectors: {e}") from None
+    if x.dtype not in (np.float32, np.float16):
+        raise FormatError(f"{path}: column {column!r} holds {x.dtype}; expected float32 or float16")
+    ids = table.column(id_column).to_pylist() if id_column else None
+    return np.ascontiguousarray(x), ids
 
 
 def _load(path: str) -> np.ndarray:
@@ -159,7 +200,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail("-o OUT is required")
     _check_out(args.output, args.force)
     _check_out(args.report, args.force)
-    x = _load(args.input)
+    ids = None
+    if args.input.endswith(".parquet") and os.path.isfile(args.input):
+        x, ids = _load_parquet(args.input, args.column, args.id_column)
+    else:
+        x = _load(args.input)
     _check_rows(x, args.input)
     if args.clusters is not None and args.clusters > x.shape[0]:
         raise InvalidInputError(
@@ -168,7 +213,9 @@ def run(args: argparse.Namespace) -> int:
     show = bool(getattr(sys.stderr, "isatty", lambda: False)())
     r = _prune(x, args, keep, progress=show)
     idx = r.indices
-    if args.output.endswith(".txt"):
+    if ids is not None:
+        _write_atomic(args.output, lambda f: f.write("".join(f"{ids[i]}\n" for i in idx).encode()))
+    elif args.output.endswith(".txt"):
         _write_atomic(args.output, lambda f: f.write("".join(f"{i}\n" for i in idx).encode()))
     else:
         _write_atomic(args.output, lambda f: np.save(f, idx))
