@@ -22,6 +22,11 @@ __all__ = [
     "ncd_matrix",
     "text_kneighbors",
     "topk",
+    "kmeans",
+    "kmeans_assign",
+    "semdedup",
+    "ssp",
+    "dbp",
     "class_sums",
     "nearest_mean_scores",
     "nearest_mean_predict",
@@ -199,3 +204,62 @@ def data_temperature_sample(
     n: int,
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]: ...
 def data_loss_mask(losses: npt.NDArray[np.float64], threshold: float) -> npt.NDArray[np.bool_]: ...
+def kmeans(
+    x: npt.NDArray[np.float32],
+    n_clusters: int,
+    spherical: bool,
+    max_iter: int,
+    tol: float,
+    init: str,
+    init_centroids: npt.NDArray[np.float32] | None,
+    max_points_per_centroid: int | None,
+    seed: int,
+    progress: Callable[[int, int], Any] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float, int]: ...
+def kmeans_assign(
+    x: npt.NDArray[np.float32],
+    centroids: npt.NDArray[np.float32],
+    spherical: bool,
+    progress: Callable[[int, int], Any] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+
+_PruneOut = tuple[
+    npt.NDArray[np.bool_],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+]
+
+def semdedup(
+    x: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    centroids: npt.NDArray[np.float32],
+    eps: float,
+    order_name: str,
+    seed: int,
+    progress: Callable[[int, int], Any] | None = None,
+) -> _PruneOut: ...
+def ssp(
+    x: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    centroids: npt.NDArray[np.float32],
+    keep_fraction: float,
+    keep: str,
+    seed: int,
+    progress: Callable[[int, int], Any] | None = None,
+) -> _PruneOut: ...
+def dbp(
+    x: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    centroids: npt.NDArray[np.float32],
+    keep_fraction: float,
+    n_neighbors: int,
+    temperature: float,
+    balance: float,
+    keep: str,
+    dedup_eps: float | None,
+    seed: int,
+    progress: Callable[[int, int], Any] | None = None,
+) -> _PruneOut: ...

@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The parser for ``thrifty`` and all its sub-commands."""
     from .. import __version__
-    from . import info
+    from . import info, prune
 
     parser = _Parser(
         prog="thrifty",
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"thrifty {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (info,):
+    for module in (info, prune):
         module.register(sub)
     return parser
 

@@ -10,6 +10,7 @@
 //! into chunks whose size is fixed in advance (not derived from the thread count) and
 //! combine the partial results in chunk order.
 
+pub mod cluster;
 pub mod compress;
 pub mod cpu;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod neighbors;
 pub mod parallel;
 pub mod pipeline;
 pub mod progress;
+pub mod prune;
 pub mod quant;
 
 pub use error::{Classify, ErrorKind};

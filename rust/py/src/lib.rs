@@ -7,11 +7,13 @@
 use pyo3::prelude::*;
 
 mod arrays;
+mod cluster;
 mod data;
 mod errors;
 mod info;
 mod linalg;
 mod neighbors;
+mod prune;
 mod quant;
 mod runtime;
 mod text;
@@ -26,5 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     neighbors::register(m)?;
     quant::register(m)?;
     data::register(m)?;
+    cluster::register(m)?;
+    prune::register(m)?;
     Ok(())
 }

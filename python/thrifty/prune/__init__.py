@@ -1,0 +1,339 @@
+"""Embedding-based dataset pruning: SemDeDup, SSP and density-based pruning (DBP).
+
+Every method works on a clustering of the L2-normalised embeddings: pass ``labels`` and
+``centroids`` to use your own (this skips clustering), or ``n_clusters`` to run
+spherical :class:`thrifty.cluster.KMeans` first (default ``n_clusters``:
+``max(1, round(sqrt(n_samples)))``, at most ``n_samples``; as faiss: random init, 10
+iterations on a subsample of 256 points per centroid, then every point assigned). Within-cluster similarities are float32 products (never float16).
+Deterministic for a given ``seed``, independent of the thread count, ties by index.
+
+* :func:`semdedup` — per cluster, order members (``"hard"``: farthest from the centroid
+  first), ``M_j = max_{i<j} cos(x_i, x_j)``; ``j`` is removed when ``M_j > 1 - eps``
+  (pairwise: even when the item it matched was itself removed).
+* :func:`ssp` — keep ``round(keep_fraction * n)`` samples ranked globally by cosine
+  distance to their own centroid (``keep="hard"`` keeps the farthest).
+* :func:`dbp` — optional SemDeDup, complexity ``C_j = d_inter_j * d_intra_j``,
+  ``P = softmax(C / temperature)``, keep counts ``clip(lambda * P_j, lb_j, n_j)``
+  summing exactly to ``N`` (water-filling; ``lb_j = min(floor(N / k * balance), n_j - 1)``),
+  keep the hardest within each cluster. Duplicates count toward ``keep_fraction``.
+
+``keep_fraction`` is relative to the input size: ``N = floor(keep_fraction * n + 0.5)``,
+at least 1. Score-based selection from your own training runs: :mod:`thrifty.prune.scores`.
+
+Examples
+--------
+>>> import numpy as np
+>>> from thrifty.prune import semdedup
+>>> X = np.array([[1, 0], [1, 0.001], [0, 1]], dtype=np.float32)
+>>> r = semdedup(X, eps=0.01, labels=np.zeros(3, dtype=np.int64),
+...              centroids=np.array([[1, 1]], dtype=np.float32))
+>>> r.indices.tolist(), r.duplicate_of.tolist()
+([0, 2], [-1, 0, -1])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .._errors import InvalidInputError
+from .._progress import ProgressArg, progress_callback
+from .._validation import as_float_matrix, check_choice, check_float, check_int
+from . import scores
+
+__all__ = ["PruneResult", "semdedup", "ssp", "dbp", "random_subset", "default_n_clusters",
+           "scores"]
+
+_ORDERS = ("hard", "easy", "random")
+
+
+def default_n_clusters(n: int) -> int:
+    """Default number of clusters for ``n`` points: ``max(1, round(sqrt(n)))``."""
+    return max(1, min(n, int(round(math.sqrt(n)))))
+
+
+@dataclass
+class PruneResult:
+    """Outcome of a pruning method (arrays of length ``n_samples`` unless noted).
+
+    Attributes
+    ----------
+    method : str
+    keep : ndarray of bool
+        Kept samples.
+    indices : ndarray of int64
+        Kept sample indices, sorted.
+    cluster : ndarray of int64
+        Cluster of every sample (-1 for :func:`random_subset`).
+    duplicate_of : ndarray of int64
+        For a sample removed as a duplicate, the most similar sample earlier in its
+        cluster's order; -1 otherwise.
+    similarity : ndarray of float32
+        Largest cosine to a sample earlier in its cluster's SemDeDup order (NaN for the
+        first member and when no deduplication ran).
+    score : ndarray of float64
+        Cosine distance to the sample's own centroid, ``1 - cos``.
+    keep_per_cluster : ndarray of int64, shape (n_clusters,)
+    complexity : ndarray of float64, shape (n_clusters,) (DBP only, else empty)
+    params : dict
+        The parameters used.
+    """
+
+    method: str
+    keep: np.ndarray
+    cluster: np.ndarray
+    duplicate_of: np.ndarray
+    similarity: np.ndarray
+    score: np.ndarray
+    keep_per_cluster: np.ndarray
+    complexity: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.flatnonzero(self.keep).astype(np.int64)
+
+    def report(self, *, max_removed: int | None = None) -> dict[str, Any]:
+        """A JSON-ready explanation of every removal.
+
+        Schema::
+
+            {"method": str, "params": {...},
+             "n_input": int, "n_kept": int, "n_removed": int, "n_duplicates": int,
+             "clusters": [{"cluster": int, "size": int, "kept": int,
+                           "complexity": float | null}, ...],
+             "removed": [{"index": int, "reason": "duplicate" | "pruned",
+                          "cluster": int, "duplicate_of": int | null,
+                          "similarity": float | null, "score": float | null}, ...]}
+
+        ``removed`` is in index order (the first ``max_removed`` entries when given);
+        ``similarity`` is the cosine to ``duplicate_of`` for duplicates.
+        """
+        n = int(self.keep.size)
+        removed = np.flatnonzero(~self.keep)
+        if max_removed is not None:
+            removed = removed[:max_removed]
+        dups = int((self.duplicate_of >= 0).sum())
+
+        def num(v: float) -> float | None:
+            return None if not math.isfinite(float(v)) else float(v)
+
+        sizes = np.bincount(self.cluster[self.cluster >= 0],
+                            minlength=self.keep_per_cluster.size)
+        clusters = [
+            {"cluster": j, "size": int(sizes[j]), "kept": int(self.keep_per_cluster[j]),
+             "complexity": num(self.complexity[j]) if self.complexity.size else None}
+            for j in range(self.keep_per_cluster.size)
+        ]
+        items = []
+        for i in removed.tolist():
+            dup = int(self.duplicate_of[i])
+            items.append({
+                "index": i,
+                "reason": "duplicate" if dup >= 0 else "pruned",
+                "cluster": int(self.cluster[i]),
+                "duplicate_of": dup if dup >= 0 else None,
+                "similarity": num(self.similarity[i]) if dup >= 0 else None,
+                "score": num(self.score[i]),
+            })
+        return {
+            "method": self.method,
+            "params": dict(self.params),
+            "n_input": n,
+            "n_kept": int(self.keep.sum()),
+            "n_removed": n - int(self.keep.sum()),
+            "n_duplicates": dups,
+            "clusters": clusters,
+            "removed": items,
+        }
+
+
+def _clustering(
+    x: np.ndarray,
+    n_clusters: int | None,
+    labels: Any,
+    centroids: Any,
+    seed: int,
+    progress: ProgressArg,
+) -> tuple[np.ndarray, np.ndarray]:
+    n = x.shape[0]
+    if (labels is None) != (centroids is None):
+        raise InvalidInputError("pass both labels and centroids, or neither")
+    if labels is not None:
+        c = as_float_matrix(centroids, "centroids", n_features=x.shape[1])
+        lab = np.asarray(labels)
+        if lab.ndim != 1 or lab.shape[0] != n:
+            raise InvalidInputError(f"labels must have shape ({n},), got {lab.shape}")
+        if lab.dtype.kind not in "iu":
+            raise InvalidInputError(f"labels must be integers, got dtype {lab.dtype}")
+        return np.ascontiguousarray(lab, dtype=np.int64), c
+    from ..cluster import KMeans
+
+    k = default_n_clusters(n) if n_clusters is None else check_int(n_clusters, "n_clusters", low=1)
+    if k > n:
+        raise InvalidInputError(f"n_clusters ({k}) is larger than the number of points ({n})")
+    km = KMeans(k, spherical=True, max_iter=10, init="random", max_points_per_centroid=256,
+                seed=seed, progress=progress).fit(x)
+    return km.labels_, km.cluster_centers_
+
+
+def _result(method: str, labels: np.ndarray, out: tuple, params: dict[str, Any]) -> PruneResult:
+    keep, dup, sim, score, kpc, cx = out
+    return PruneResult(method, keep, labels, dup, sim, score, kpc, cx, params)
+
+
+def semdedup(
+    X: Any,
+    *,
+    eps: float,
+    n_clusters: int | None = None,
+    labels: Any = None,
+    centroids: Any = None,
+    order: str = "hard",
+    seed: int = 0,
+    progress: ProgressArg = None,
+) -> PruneResult:
+    """SemDeDup: remove semantic near-duplicates within each cluster.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    eps : float
+        Remove a sample whose cosine to an earlier one exceeds ``1 - eps``; ``0 < eps <= 1``.
+    n_clusters : int, optional
+        Clusters for spherical k-means (see the module doc for the default).
+    labels, centroids : array-like, optional
+        A clustering to use instead (both or neither).
+    order : {"hard", "easy", "random"}
+        Member order within a cluster; earlier members are kept.
+    seed : int
+    progress : bool, callable or None
+
+    Returns
+    -------
+    PruneResult
+    """
+    x = as_float_matrix(X, "X")
+    eps = check_float(eps, "eps", low=0.0, high=1.0, low_inclusive=False)
+    order = check_choice(order, "order", _ORDERS)
+    seed = check_int(seed, "seed", low=0, high=2**64 - 1)
+    lab, c = _clustering(x, n_clusters, labels, centroids, seed, progress)
+    with progress_callback(progress, desc="semdedup") as cb:
+        out = _core.semdedup(x, lab, c, eps, order, seed, cb)
+    return _result("semdedup", lab, out, {"eps": eps, "order": order, "seed": seed,
+                                          "n_clusters": int(c.shape[0])})
+
+
+def ssp(
+    X: Any,
+    *,
+    keep_fraction: float,
+    n_clusters: int | None = None,
+    labels: Any = None,
+    centroids: Any = None,
+    keep: str = "hard",
+    seed: int = 0,
+    progress: ProgressArg = None,
+) -> PruneResult:
+    """Self-supervised prototype pruning: keep samples by distance to their centroid.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    keep_fraction : float
+        Fraction of the input to keep, in (0, 1].
+    n_clusters, labels, centroids : see :func:`semdedup`
+    keep : {"hard", "easy", "random"}
+        Keep the farthest from their centroid (abundant data), the nearest (scarce data),
+        or a seeded random choice.
+    seed : int
+    progress : bool, callable or None
+
+    Returns
+    -------
+    PruneResult
+    """
+    x = as_float_matrix(X, "X")
+    kf = check_float(keep_fraction, "keep_fraction", low=0.0, high=1.0, low_inclusive=False)
+    keep = check_choice(keep, "keep", _ORDERS)
+    seed = check_int(seed, "seed", low=0, high=2**64 - 1)
+    lab, c = _clustering(x, n_clusters, labels, centroids, seed, progress)
+    with progress_callback(progress, desc="ssp") as cb:
+        out = _core.ssp(x, lab, c, kf, keep, seed, cb)
+    return _result("ssp", lab, out, {"keep_fraction": kf, "keep": keep, "seed": seed,
+                                     "n_clusters": int(c.shape[0])})
+
+
+def dbp(
+    X: Any,
+    *,
+    keep_fraction: float,
+    n_clusters: int | None = None,
+    labels: Any = None,
+    centroids: Any = None,
+    n_neighbors: int = 20,
+    temperature: float = 0.5,
+    balance: float = 0.5,
+    keep: str = "hard",
+    dedup_eps: float | None = None,
+    seed: int = 0,
+    progress: ProgressArg = None,
+) -> PruneResult:
+    """Density-based pruning (Abbas et al., ICLR 2024).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    keep_fraction : float
+        Fraction of the input to keep, in (0, 1]; SemDeDup removals count toward it.
+    n_clusters, labels, centroids : see :func:`semdedup`
+    n_neighbors : int, default 20
+        ``l``: nearest other centroids averaged in ``d_inter``.
+    temperature : float, default 0.5
+        Softmax temperature over cluster complexities.
+    balance : float, default 0.5
+        Lower bound per cluster: ``min(floor(N / k * balance), n_j - 1)``.
+    keep : {"hard", "easy", "random"}
+        Which members a cluster keeps.
+    dedup_eps : float, optional
+        Run SemDeDup (hard order) with this ``eps`` first.
+    seed : int
+    progress : bool, callable or None
+
+    Returns
+    -------
+    PruneResult
+    """
+    x = as_float_matrix(X, "X")
+    kf = check_float(keep_fraction, "keep_fraction", low=0.0, high=1.0, low_inclusive=False)
+    nn = check_int(n_neighbors, "n_neighbors", low=1)
+    t = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
+    b = check_float(balance, "balance", low=0.0, high=1.0)
+    keep = check_choice(keep, "keep", _ORDERS)
+    de = None if dedup_eps is None else check_float(dedup_eps, "dedup_eps", low=0.0, high=1.0,
+                                                     low_inclusive=False)
+    seed = check_int(seed, "seed", low=0, high=2**64 - 1)
+    lab, c = _clustering(x, n_clusters, labels, centroids, seed, progress)
+    with progress_callback(progress, desc="dbp") as cb:
+        out = _core.dbp(x, lab, c, kf, nn, t, b, keep, de, seed, cb)
+    return _result("dbp", lab, out, {"keep_fraction": kf, "n_neighbors": nn,
+                                     "temperature": t, "balance": b, "keep": keep,
+                                     "dedup_eps": de, "seed": seed,
+                                     "n_clusters": int(c.shape[0])})
+
+
+def random_subset(n: int, *, keep_fraction: float, seed: int = 0) -> PruneResult:
+    """A seeded uniformly random subset of ``round(keep_fraction * n)`` of ``n`` samples."""
+    n = check_int(n, "n", low=1)
+    kf = check_float(keep_fraction, "keep_fraction", low=0.0, high=1.0, low_inclusive=False)
+    m = max(1, min(n, int(math.floor(kf * n + 0.5))))
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(n, dtype=bool)
+    keep[rng.choice(n, size=m, replace=False)] = True
+    return PruneResult("random", keep, np.full(n, -1, dtype=np.int64), np.full(n, -1, np.int64),
+                       np.full(n, np.nan, np.float32), np.full(n, np.nan), np.zeros(0, np.int64),
+                       np.zeros(0), {"keep_fraction": kf, "seed": seed})

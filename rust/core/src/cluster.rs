@@ -1,0 +1,632 @@
+//! k-means clustering (Lloyd's algorithm), plain or spherical.
+//!
+//! * Assignment reuses the fused product + top-1 selection of
+//!   [`crate::neighbors::topk`] (squared euclidean, or inner product on unit vectors for
+//!   the spherical variant), so the `points x centroids` distance matrix is never stored.
+//! * Centroid updates sum members in `f64` in row order: results never depend on the
+//!   thread count.
+//! * Like faiss, training may run on a seeded subsample of `max_points_per_centroid * k`
+//!   points; every point is then assigned to the final centroids.
+//! * Empty clusters are re-seeded with the point farthest from its centroid (ties by
+//!   index), as scikit-learn does.
+//! * Convergence as scikit-learn: stop when the summed squared centroid shift is at most
+//!   `tol` times the mean per-feature variance of the training data.
+
+use rayon::prelude::*;
+
+use crate::error::{Cancelled, Classify, ErrorKind};
+use crate::gemm::{self, AlignedBuf, Isa};
+use crate::linalg::{LinalgError, MatRef};
+use crate::neighbors::NeighborsError;
+use crate::progress::Progress;
+use crate::quant::rng::Stream;
+
+/// How the first centroids are chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Init {
+    /// k-means++ (Arthur & Vassilvitskii 2007): each new centroid drawn with probability
+    /// proportional to the squared distance to the nearest chosen one.
+    KMeansPlusPlus,
+    /// `k` distinct training points drawn uniformly.
+    Random,
+    /// Row-major `k x d` starting centroids.
+    Given(Vec<f32>),
+}
+
+/// Options of [`kmeans`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct KMeansOptions {
+    pub n_clusters: usize,
+    pub spherical: bool,
+    pub max_iter: usize,
+    pub tol: f64,
+    pub init: Init,
+    pub max_points_per_centroid: Option<usize>,
+    pub seed: u64,
+}
+
+/// A fitted clustering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KMeansResult {
+    /// Row-major `k x d` centroids (unit length when spherical).
+    pub centroids: Vec<f32>,
+    /// Nearest centroid of every input point.
+    pub labels: Vec<i64>,
+    /// Sum of squared euclidean distances of every point to its centroid (`f64`; on the
+    /// normalised points when spherical).
+    pub inertia: f64,
+    /// Lloyd iterations run.
+    pub n_iter: usize,
+}
+
+/// Errors of this module.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Matrix(#[from] LinalgError),
+    #[error("n_clusters must be between 1 and the number of points ({n}), got {k}")]
+    BadK { k: usize, n: usize },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("row {0} is an all-zero vector, which has no direction for spherical k-means")]
+    ZeroVector(usize),
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+}
+
+impl Classify for ClusterError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ClusterError::Cancelled(_) => ErrorKind::Cancelled,
+            ClusterError::Matrix(e) => e.kind(),
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+impl From<NeighborsError> for ClusterError {
+    fn from(e: NeighborsError) -> Self {
+        match e {
+            NeighborsError::Matrix(m) => ClusterError::Matrix(m),
+            NeighborsError::Cancelled(c) => ClusterError::Cancelled(c),
+            other => ClusterError::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// `x · y` accumulated in `f64`.
+#[inline]
+pub(crate) fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let ca = a.chunks_exact(4);
+    let cb = b.chunks_exact(4);
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += f64::from(x[l]) * f64::from(y[l]);
+        }
+    }
+    for (x, y) in ta.iter().zip(tb) {
+        acc[0] += f64::from(*x) * f64::from(*y);
+    }
+    (acc[0] + acc[2]) + (acc[1] + acc[3])
+}
+
+/// Squared euclidean distance in `f64`.
+#[inline]
+fn sq_dist_f64(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = 0.0f64;
+    for (x, y) in a.iter().zip(b) {
+        let t = f64::from(*x) - f64::from(*y);
+        acc += t * t;
+    }
+    acc
+}
+
+/// Rows scaled to unit length (norm in `f64`); zero rows are an error.
+pub fn normalized(x: MatRef<'_>) -> Result<Vec<f32>, ClusterError> {
+    let d = x.cols();
+    let mut out = vec![0.0f32; x.rows() * d];
+    out.par_chunks_mut(d.max(1))
+        .enumerate()
+        .try_for_each(|(i, dst)| {
+            let row = x.row(i);
+            let n = dot_f64(row, row).sqrt();
+            if n == 0.0 {
+                return Err(ClusterError::ZeroVector(i));
+            }
+            for (o, &v) in dst.iter_mut().zip(row) {
+                *o = (f64::from(v) / n) as f32;
+            }
+            Ok(())
+        })?;
+    Ok(out)
+}
+
+/// L2 norm of every row (in `f64`); zero rows are an error.
+pub fn norms(x: MatRef<'_>) -> Result<Vec<f64>, ClusterError> {
+    let v: Vec<f64> = (0..x.rows())
+        .into_par_iter()
+        .with_min_len(512)
+        .map(|i| dot_f64(x.row(i), x.row(i)).sqrt())
+        .collect();
+    match v.iter().position(|&n| n == 0.0) {
+        Some(r) => Err(ClusterError::ZeroVector(r)),
+        None => Ok(v),
+    }
+}
+
+/// Nearest centroid of every row of `x` (ties to the lower centroid index) and the
+/// squared euclidean distance to it in `f64`. With `spherical`, rows and centroids are
+/// taken to be unit vectors and the nearest is the one with the largest inner product.
+pub fn assign(
+    x: MatRef<'_>,
+    centroids: MatRef<'_>,
+    spherical: bool,
+    progress: &Progress,
+) -> Result<(Vec<i64>, Vec<f64>), ClusterError> {
+    assign_scaled(x, centroids, spherical, None, progress)
+}
+
+/// [`assign`] for the rows of `x` divided by `row_norms` (without copying `x`).
+fn assign_scaled(
+    x: MatRef<'_>,
+    centroids: MatRef<'_>,
+    spherical: bool,
+    row_norms: Option<&[f64]>,
+    progress: &Progress,
+) -> Result<(Vec<i64>, Vec<f64>), ClusterError> {
+    if x.cols() != centroids.cols() {
+        return Err(ClusterError::Invalid(format!(
+            "X has {} features but centroids have {}; they must match",
+            x.cols(),
+            centroids.cols()
+        )));
+    }
+    x.require_non_empty("X")?;
+    centroids.require_non_empty("centroids")?;
+    let inv: Option<Vec<f64>> = row_norms.map(|r| r.iter().map(|n| 1.0 / n).collect());
+    let labels = nearest(
+        Isa::detect(),
+        x,
+        centroids,
+        spherical,
+        inv.as_deref(),
+        progress,
+    )?;
+    let t = crate::neighbors::TopK {
+        scores: Vec::new(),
+        indices: labels,
+        k: 1,
+    };
+    let dist: Vec<f64> = t
+        .indices
+        .par_iter()
+        .enumerate()
+        .with_min_len(256)
+        .map(|(i, &c)| match row_norms {
+            None => sq_dist_f64(x.row(i), centroids.row(c as usize)),
+            Some(r) => x
+                .row(i)
+                .iter()
+                .zip(centroids.row(c as usize))
+                .map(|(&a, &b)| {
+                    let t = f64::from((f64::from(a) / r[i]) as f32) - f64::from(b);
+                    t * t
+                })
+                .sum(),
+        })
+        .collect();
+    Ok((t.indices, dist))
+}
+
+/// Rows of `x` per parallel task in [`nearest`].
+const ASSIGN_ROWS: usize = 256;
+
+/// Index of the best centroid per row: largest `x·c` (spherical) or smallest
+/// `|c|² − 2 x·c`, ties to the lower index. The products come from the blocked
+/// [`gemm`] kernels; centroids are packed once and shared by every row block.
+fn nearest(
+    isa: Isa,
+    x: MatRef<'_>,
+    centroids: MatRef<'_>,
+    spherical: bool,
+    scale: Option<&[f64]>,
+    progress: &Progress,
+) -> Result<Vec<i64>, ClusterError> {
+    let (n, k, d) = (x.rows(), centroids.rows(), x.cols());
+    let (mr, nr) = (isa.mr(), isa.nr());
+    let nb = gemm::b_block_rows(isa, d);
+    let packed = gemm::pack_all(centroids, None, nr, nb);
+    let cn: Vec<f32> = if spherical {
+        Vec::new()
+    } else {
+        (0..k)
+            .map(|c| dot_f64(centroids.row(c), centroids.row(c)) as f32)
+            .collect()
+    };
+    let ldc = nb.div_ceil(nr) * nr;
+    let mut out = vec![0i64; n];
+    out.par_chunks_mut(ASSIGN_ROWS).enumerate().try_for_each(
+        |(qi, dst)| -> Result<(), ClusterError> {
+            progress.check()?;
+            let r0 = qi * ASSIGN_ROWS;
+            let rows = r0..r0 + dst.len();
+            let mut ap = AlignedBuf::zeros(gemm::packed_len(rows.len(), d, mr));
+            gemm::pack_rows(x, rows.clone(), scale, mr, ap.as_mut_slice());
+            let mut tile = AlignedBuf::zeros(rows.len().div_ceil(mr) * mr * ldc);
+            let mut best = vec![(f32::NEG_INFINITY, 0i64); dst.len()];
+            for (bi, bp) in packed.iter().enumerate() {
+                let c0 = bi * nb;
+                let cols = (k - c0).min(nb);
+                gemm::compute_block(
+                    isa,
+                    d,
+                    ap.as_slice(),
+                    bp.as_slice(),
+                    tile.as_mut_slice(),
+                    ldc,
+                );
+                let t = tile.as_slice();
+                for (i, b) in best.iter_mut().enumerate() {
+                    let row = &t[i * ldc..i * ldc + cols];
+                    for (j, &v) in row.iter().enumerate() {
+                        let s = if spherical { v } else { 2.0 * v - cn[c0 + j] };
+                        if s > b.0 {
+                            *b = (s, (c0 + j) as i64);
+                        }
+                    }
+                }
+            }
+            for (o, b) in dst.iter_mut().zip(best) {
+                *o = b.1;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Sorted seeded sample of `m` distinct indices out of `0..n` (partial Fisher–Yates).
+pub(crate) fn sample_indices(n: usize, m: usize, stream: &Stream, offset: u64) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..n).collect();
+    for i in 0..m.min(n) {
+        let u = stream.uniform(offset + i as u64);
+        let j = i + ((u * (n - i) as f64) as usize).min(n - i - 1);
+        perm.swap(i, j);
+    }
+    perm.truncate(m.min(n));
+    perm.sort_unstable();
+    perm
+}
+
+fn init_centroids(
+    x: MatRef<'_>,
+    opts: &KMeansOptions,
+    stream: &Stream,
+    progress: &Progress,
+) -> Result<Vec<f32>, ClusterError> {
+    let (n, d, k) = (x.rows(), x.cols(), opts.n_clusters);
+    match &opts.init {
+        Init::Given(c) => {
+            if c.len() != k * d {
+                return Err(ClusterError::Invalid(format!(
+                    "init array has {} values; expected n_clusters x n_features = {k} x {d}",
+                    c.len()
+                )));
+            }
+            if c.iter().any(|v| !v.is_finite()) {
+                return Err(ClusterError::Invalid(
+                    "init array contains NaN or infinite values".into(),
+                ));
+            }
+            Ok(c.clone())
+        }
+        Init::Random => {
+            let idx = sample_indices(n, k, stream, 1 << 40);
+            Ok(idx.iter().flat_map(|&i| x.row(i).to_vec()).collect())
+        }
+        Init::KMeansPlusPlus => {
+            let mut out = Vec::with_capacity(k * d);
+            let first = ((stream.uniform(1 << 41) * n as f64) as usize).min(n - 1);
+            out.extend_from_slice(x.row(first));
+            let mut best: Vec<f64> = (0..n)
+                .into_par_iter()
+                .with_min_len(512)
+                .map(|i| sq_dist_f64(x.row(i), x.row(first)))
+                .collect();
+            // greedy k-means++ (as scikit-learn): 2 + ln k candidates per step, keep
+            // the one that lowers the potential most (ties to the first drawn)
+            let trials = 2 + (k as f64).ln().floor() as usize;
+            for c in 1..k {
+                progress.check()?;
+                let total: f64 = best.iter().sum();
+                let mut choice: Option<(f64, Vec<f64>, usize)> = None;
+                for t in 0..trials {
+                    let u = stream.uniform((1 << 41) + (c * trials + t) as u64);
+                    let pick = if total > 0.0 {
+                        let target = u * total;
+                        let mut acc = 0.0;
+                        let mut p = n - 1;
+                        for (i, &b) in best.iter().enumerate() {
+                            acc += b;
+                            if acc > target && b > 0.0 {
+                                p = i;
+                                break;
+                            }
+                        }
+                        p
+                    } else {
+                        ((u * n as f64) as usize).min(n - 1)
+                    };
+                    let row = x.row(pick);
+                    let cand: Vec<f64> = best
+                        .par_iter()
+                        .enumerate()
+                        .with_min_len(512)
+                        .map(|(i, &b)| b.min(sq_dist_f64(x.row(i), row)))
+                        .collect();
+                    let pot: f64 = cand.iter().sum();
+                    if choice.as_ref().is_none_or(|(bp, _, _)| pot < *bp) {
+                        choice = Some((pot, cand, pick));
+                    }
+                }
+                let (_, cand, pick) = choice.expect("at least two trials");
+                out.extend_from_slice(x.row(pick));
+                best = cand;
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Mean per-feature variance of `x` (`f64`).
+fn mean_variance(x: MatRef<'_>) -> f64 {
+    let (n, d) = (x.rows(), x.cols());
+    let mut mean = vec![0.0f64; d];
+    for i in 0..n {
+        for (m, &v) in mean.iter_mut().zip(x.row(i)) {
+            *m += f64::from(v);
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mut var = 0.0;
+    for i in 0..n {
+        for (m, &v) in mean.iter().zip(x.row(i)) {
+            let t = f64::from(v) - m;
+            var += t * t;
+        }
+    }
+    var / (n as f64 * d as f64)
+}
+
+/// Lloyd's k-means on the rows of `x`. See the module documentation.
+pub fn kmeans(
+    x: MatRef<'_>,
+    opts: &KMeansOptions,
+    progress: &Progress,
+) -> Result<KMeansResult, ClusterError> {
+    x.require_non_empty("X")?;
+    x.require_finite("X")?;
+    let (n, d, k) = (x.rows(), x.cols(), opts.n_clusters);
+    if k == 0 || k > n {
+        return Err(ClusterError::BadK { k, n });
+    }
+    if opts.max_iter == 0 {
+        return Err(ClusterError::Invalid("max_iter must be at least 1".into()));
+    }
+    if opts.tol.is_nan() || opts.tol < 0.0 {
+        return Err(ClusterError::Invalid(format!(
+            "tol must be non-negative, got {}",
+            opts.tol
+        )));
+    }
+    if opts.max_points_per_centroid == Some(0) {
+        return Err(ClusterError::Invalid(
+            "max_points_per_centroid must be at least 1".into(),
+        ));
+    }
+    progress.set_total(opts.max_iter as u64 + 2);
+    let stream = Stream::new(opts.seed);
+    let subsample = match opts.max_points_per_centroid {
+        Some(m) if n > m.saturating_mul(k) => Some(sample_indices(n, m * k, &stream, 0)),
+        _ => None,
+    };
+    // spherical + subsample: only the subsample is normalised (copied); the final
+    // assignment scales rows while packing them, so `x` is never copied whole
+    let row_norms = if opts.spherical && subsample.is_some() {
+        Some(norms(x)?)
+    } else {
+        None
+    };
+    let normed;
+    let xs = if opts.spherical && subsample.is_none() {
+        normed = normalized(x)?;
+        MatRef::new(&normed, n, d)?
+    } else {
+        x
+    };
+    let train_buf;
+    let train = match &subsample {
+        Some(idx) => {
+            train_buf = idx
+                .iter()
+                .flat_map(|&i| {
+                    let r = row_norms.as_ref().map(|r| r[i]);
+                    xs.row(i).iter().map(move |&v| match r {
+                        Some(nv) => (f64::from(v) / nv) as f32,
+                        None => v,
+                    })
+                })
+                .collect::<Vec<f32>>();
+            MatRef::new(&train_buf, idx.len(), d)?
+        }
+        None => xs,
+    };
+    let nt = train.rows();
+    let mut cent = init_centroids(train, opts, &stream, progress)?;
+    if opts.spherical {
+        normalize_in_place(&mut cent, d);
+    }
+    progress.inc(1);
+    let tol = opts.tol * mean_variance(train);
+    let quiet = Progress::new();
+    let mut n_iter = 0;
+    for _ in 0..opts.max_iter {
+        progress.check()?;
+        n_iter += 1;
+        let (labels, dist) = assign(train, MatRef::new(&cent, k, d)?, opts.spherical, &quiet)?;
+        let mut sums = vec![0.0f64; k * d];
+        let mut counts = vec![0usize; k];
+        for (i, &l) in labels.iter().enumerate() {
+            let c = l as usize;
+            counts[c] += 1;
+            for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(train.row(i)) {
+                *s += f64::from(v);
+            }
+        }
+        // re-seed empty clusters with the farthest points
+        let empty: Vec<usize> = (0..k).filter(|&c| counts[c] == 0).collect();
+        if !empty.is_empty() {
+            let mut order: Vec<usize> = (0..nt).collect();
+            order.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]).then(a.cmp(&b)));
+            for (c, &i) in empty.iter().zip(&order) {
+                let old = labels[i] as usize;
+                if counts[old] > 1 {
+                    counts[old] -= 1;
+                    for (s, &v) in sums[old * d..(old + 1) * d].iter_mut().zip(train.row(i)) {
+                        *s -= f64::from(v);
+                    }
+                }
+                counts[*c] = 1;
+                for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(train.row(i)) {
+                    *s = f64::from(v);
+                }
+            }
+        }
+        let mut new = vec![0.0f32; k * d];
+        for c in 0..k {
+            if counts[c] == 0 {
+                new[c * d..(c + 1) * d].copy_from_slice(&cent[c * d..(c + 1) * d]);
+                continue;
+            }
+            let inv = 1.0 / counts[c] as f64;
+            for (o, s) in new[c * d..(c + 1) * d]
+                .iter_mut()
+                .zip(&sums[c * d..(c + 1) * d])
+            {
+                *o = (s * inv) as f32;
+            }
+        }
+        if opts.spherical {
+            normalize_in_place(&mut new, d);
+        }
+        let shift: f64 = (0..k)
+            .map(|c| sq_dist_f64(&new[c * d..(c + 1) * d], &cent[c * d..(c + 1) * d]))
+            .sum();
+        cent = new;
+        progress.inc(1);
+        if shift <= tol {
+            break;
+        }
+    }
+    let (labels, dist) = assign_scaled(
+        xs,
+        MatRef::new(&cent, k, d)?,
+        opts.spherical,
+        row_norms.as_deref(),
+        &quiet,
+    )?;
+    let inertia = crate::parallel::fixed_chunks(n, 4096)
+        .into_par_iter()
+        .map(|r| dist[r].iter().sum::<f64>())
+        .collect::<Vec<f64>>()
+        .iter()
+        .sum();
+    progress.inc(1);
+    Ok(KMeansResult {
+        centroids: cent,
+        labels,
+        inertia,
+        n_iter,
+    })
+}
+
+fn normalize_in_place(c: &mut [f32], d: usize) {
+    for row in c.chunks_exact_mut(d) {
+        let n = dot_f64(row, row).sqrt();
+        if n > 0.0 {
+            for v in row.iter_mut() {
+                *v = (f64::from(*v) / n) as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(n: usize, d: usize, k: usize, seed: u64) -> Vec<f32> {
+        let s = Stream::new(seed);
+        let mut out = Vec::with_capacity(n * d);
+        for i in 0..n {
+            let c = i % k;
+            for j in 0..d {
+                let centre = if j % k == c { 10.0 } else { 0.0 };
+                out.push(centre + (s.uniform((i * d + j) as u64) as f32 - 0.5));
+            }
+        }
+        out
+    }
+
+    fn opts(k: usize) -> KMeansOptions {
+        KMeansOptions {
+            n_clusters: k,
+            spherical: false,
+            max_iter: 50,
+            tol: 1e-4,
+            init: Init::KMeansPlusPlus,
+            max_points_per_centroid: None,
+            seed: 3,
+        }
+    }
+
+    #[test]
+    fn recovers_separated_blobs() {
+        let (n, d, k) = (300, 8, 4);
+        let x = blobs(n, d, k, 1);
+        let m = MatRef::new(&x, n, d).unwrap();
+        let r = kmeans(m, &opts(k), &Progress::new()).unwrap();
+        for i in 0..n {
+            assert_eq!(r.labels[i], r.labels[i % k], "row {i}");
+        }
+        let distinct: std::collections::HashSet<_> = r.labels.iter().collect();
+        assert_eq!(distinct.len(), k);
+    }
+
+    #[test]
+    fn thread_count_independent() {
+        let (n, d, k) = (1000, 16, 7);
+        let x = blobs(n, d, 5, 2);
+        let m = MatRef::new(&x, n, d).unwrap();
+        for spherical in [false, true] {
+            let mut o = opts(k);
+            o.spherical = spherical;
+            o.max_points_per_centroid = Some(50);
+            let a = crate::parallel::install(1, || kmeans(m, &o, &Progress::new()).unwrap());
+            let b = crate::parallel::install(3, || kmeans(m, &o, &Progress::new()).unwrap());
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_k() {
+        let x = vec![0.0f32; 6];
+        let m = MatRef::new(&x, 3, 2).unwrap();
+        assert!(matches!(
+            kmeans(m, &opts(4), &Progress::new()),
+            Err(ClusterError::BadK { k: 4, n: 3 })
+        ));
+    }
+}

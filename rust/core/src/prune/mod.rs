@@ -1,0 +1,600 @@
+//! Embedding-based dataset pruning, given a clustering (labels + centroids):
+//!
+//! * [`semdedup`] — SemDeDup (Abbas et al. 2023): per cluster, order members (hard first
+//!   by default), `M_j = max_{i<j} cos(x_i, x_j)`, remove `j` when `M_j > 1 − ε`
+//!   (pairwise: `j` goes even when the item it matched was itself removed).
+//! * [`ssp`] — self-supervised prototype pruning (Sorscher et al. 2022): rank every
+//!   sample globally by cosine distance to its own centroid, keep the hardest.
+//! * [`dbp`] — density-based pruning (Abbas et al. 2024): optional SemDeDup, cluster
+//!   complexity `d_inter · d_intra`, softmax with temperature, keep counts by
+//!   water-filling onto a capped simplex (rounded to sum exactly to `N`), keep the
+//!   hardest within each cluster.
+//!
+//! Within-cluster similarities are `f32` products from [`crate::gemm`] (never `f16`).
+//! Everything is deterministic for a given seed and independent of the thread count;
+//! ties are broken by index.
+
+use rayon::prelude::*;
+
+use crate::cluster::{dot_f64, normalized, norms, ClusterError};
+use crate::error::{Cancelled, Classify, ErrorKind};
+use crate::gemm::{matmul_nt, Isa};
+use crate::linalg::{LinalgError, MatRef};
+use crate::progress::Progress;
+use crate::quant::rng::Stream;
+
+/// Which members are preferred (kept, or put first in the SemDeDup order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Farthest from the centroid first.
+    Hard,
+    /// Nearest to the centroid first.
+    Easy,
+    /// Seeded random order.
+    Random,
+}
+
+impl Order {
+    /// Parse `"hard"`, `"easy"` or `"random"`.
+    pub fn parse(s: &str) -> Result<Order, PruneError> {
+        match s {
+            "hard" => Ok(Order::Hard),
+            "easy" => Ok(Order::Easy),
+            "random" => Ok(Order::Random),
+            o => Err(PruneError::Invalid(format!(
+                "unknown order {o:?}; expected \"hard\", \"easy\" or \"random\""
+            ))),
+        }
+    }
+}
+
+/// Errors of this module.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PruneError {
+    #[error(transparent)]
+    Matrix(#[from] LinalgError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+}
+
+impl Classify for PruneError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PruneError::Cancelled(_) => ErrorKind::Cancelled,
+            PruneError::Matrix(e) => e.kind(),
+            PruneError::Cluster(e) => e.kind(),
+            PruneError::Invalid(_) => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+/// Per-item and per-cluster outcome of a pruning method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneOutput {
+    /// Kept items.
+    pub keep: Vec<bool>,
+    /// For an item removed as a duplicate, the item it matched; otherwise -1.
+    pub duplicate_of: Vec<i64>,
+    /// Largest cosine to an item earlier in its cluster's SemDeDup order (NaN for the
+    /// first member, or when no deduplication ran).
+    pub similarity: Vec<f32>,
+    /// Cosine distance to the item's own centroid, `1 − cos`.
+    pub score: Vec<f64>,
+    /// Items kept per cluster.
+    pub keep_per_cluster: Vec<i64>,
+    /// DBP cluster complexity `d_inter · d_intra` (empty for the other methods).
+    pub complexity: Vec<f64>,
+}
+
+/// Validated clustering with normalised points and centroids.
+struct Prep<'a> {
+    x: MatRef<'a>,
+    nrm: Vec<f64>,
+    n: usize,
+    d: usize,
+    k: usize,
+    cn: Vec<f32>,
+    labels: Vec<usize>,
+    members: Vec<Vec<usize>>,
+    score: Vec<f64>,
+}
+
+fn prepare<'a>(
+    x: MatRef<'a>,
+    labels: &[i64],
+    centroids: MatRef<'_>,
+) -> Result<Prep<'a>, PruneError> {
+    x.require_non_empty("X")?;
+    centroids.require_non_empty("centroids")?;
+    x.require_finite("X")?;
+    centroids.require_finite("centroids")?;
+    let (n, d, k) = (x.rows(), x.cols(), centroids.rows());
+    if centroids.cols() != d {
+        return Err(PruneError::Invalid(format!(
+            "X has {d} features but centroids have {}; they must match",
+            centroids.cols()
+        )));
+    }
+    if labels.len() != n {
+        return Err(PruneError::Invalid(format!(
+            "labels has {} entries but X has {n} rows",
+            labels.len()
+        )));
+    }
+    let mut lab = Vec::with_capacity(n);
+    let mut members = vec![Vec::new(); k];
+    for (i, &l) in labels.iter().enumerate() {
+        if l < 0 || l as usize >= k {
+            return Err(PruneError::Invalid(format!(
+                "labels[{i}] = {l} is not a centroid index (0..{k})"
+            )));
+        }
+        lab.push(l as usize);
+        members[l as usize].push(i);
+    }
+    let nrm = norms(x)?;
+    let cn = normalized(centroids).map_err(|e| match e {
+        ClusterError::ZeroVector(r) => {
+            PruneError::Invalid(format!("centroid {r} is an all-zero vector"))
+        }
+        o => o.into(),
+    })?;
+    let score = (0..n)
+        .into_par_iter()
+        .with_min_len(512)
+        .map(|i| {
+            let c = lab[i];
+            let xi: Vec<f32> = x
+                .row(i)
+                .iter()
+                .map(|&v| (f64::from(v) / nrm[i]) as f32)
+                .collect();
+            1.0 - dot_f64(&xi, &cn[c * d..(c + 1) * d])
+        })
+        .collect();
+    Ok(Prep {
+        x,
+        nrm,
+        n,
+        d,
+        k,
+        cn,
+        labels: lab,
+        members,
+        score,
+    })
+}
+
+/// Sort `idx` by preference: hard = largest score first, easy = smallest first, random
+/// = seeded; ties by index.
+fn order_items(idx: &mut [usize], score: &[f64], order: Order, seed: u64) {
+    match order {
+        Order::Hard => idx.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b))),
+        Order::Easy => idx.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b))),
+        Order::Random => {
+            let s = Stream::new(seed);
+            idx.sort_by(|&a, &b| {
+                s.uniform(a as u64)
+                    .total_cmp(&s.uniform(b as u64))
+                    .then(a.cmp(&b))
+            })
+        }
+    }
+}
+
+/// `round(fraction * n)` (halves up), at least 1.
+pub fn keep_count(n: usize, fraction: f64) -> Result<usize, PruneError> {
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(PruneError::Invalid(format!(
+            "keep fraction must be in (0, 1], got {fraction}"
+        )));
+    }
+    Ok(((fraction * n as f64 + 0.5).floor() as usize).clamp(1, n))
+}
+
+/// Rows of SemDeDup similarity computed per product (bounds memory to `BLOCK x m`).
+const BLOCK: usize = 512;
+
+/// SemDeDup over each cluster: `(duplicate_of, similarity)`.
+fn dedup_clusters(
+    p: &Prep,
+    eps: f64,
+    order: Order,
+    seed: u64,
+    progress: &Progress,
+) -> Result<(Vec<i64>, Vec<f32>), PruneError> {
+    if !(eps > 0.0 && eps <= 1.0) {
+        return Err(PruneError::Invalid(format!(
+            "eps must be in (0, 1], got {eps}"
+        )));
+    }
+    let thr = 1.0 - eps;
+    let d = p.d;
+    let isa = Isa::detect();
+    let per: Vec<Vec<(usize, i64, f32)>> = p
+        .members
+        .par_iter()
+        .map(|mem| -> Result<Vec<(usize, i64, f32)>, PruneError> {
+            progress.check()?;
+            let mut ord = mem.clone();
+            order_items(&mut ord, &p.score, order, seed);
+            let m = ord.len();
+            let mut out = Vec::with_capacity(m);
+            if m == 0 {
+                return Ok(out);
+            }
+            let e: Vec<f32> = ord
+                .iter()
+                .flat_map(|&i| {
+                    let r = p.nrm[i];
+                    p.x.row(i).iter().map(move |&v| (f64::from(v) / r) as f32)
+                })
+                .collect();
+            out.push((ord[0], -1, f32::NAN));
+            let mut j0 = 1;
+            while j0 < m {
+                let j1 = (j0 + BLOCK).min(m);
+                let a = MatRef::new(&e[j0 * d..j1 * d], j1 - j0, d)?;
+                let b = MatRef::new(&e[..j1 * d], j1, d)?;
+                let s = matmul_nt(isa, a, None, b, None);
+                for (r, row) in s.chunks_exact(j1).enumerate() {
+                    let j = j0 + r;
+                    let mut best = 0usize;
+                    for i in 1..j {
+                        let (v, bv) = (row[i], row[best]);
+                        if v > bv || (v == bv && ord[i] < ord[best]) {
+                            best = i;
+                        }
+                    }
+                    let sim = row[best];
+                    let dup = if f64::from(sim) > thr {
+                        ord[best] as i64
+                    } else {
+                        -1
+                    };
+                    out.push((ord[j], dup, sim));
+                }
+                j0 = j1;
+            }
+            progress.inc(m as u64);
+            Ok(out)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut dup = vec![-1i64; p.n];
+    let mut sim = vec![f32::NAN; p.n];
+    for c in per {
+        for (i, du, s) in c {
+            dup[i] = du;
+            sim[i] = s;
+        }
+    }
+    Ok((dup, sim))
+}
+
+fn per_cluster_counts(p: &Prep, keep: &[bool]) -> Vec<i64> {
+    let mut c = vec![0i64; p.k];
+    for (i, &kp) in keep.iter().enumerate() {
+        if kp {
+            c[p.labels[i]] += 1;
+        }
+    }
+    c
+}
+
+/// SemDeDup given a clustering. See the module documentation.
+pub fn semdedup(
+    x: MatRef<'_>,
+    labels: &[i64],
+    centroids: MatRef<'_>,
+    eps: f64,
+    order: Order,
+    seed: u64,
+    progress: &Progress,
+) -> Result<PruneOutput, PruneError> {
+    let p = prepare(x, labels, centroids)?;
+    progress.set_total(p.n as u64);
+    let (dup, sim) = dedup_clusters(&p, eps, order, seed, progress)?;
+    let keep: Vec<bool> = dup.iter().map(|&d| d < 0).collect();
+    let kpc = per_cluster_counts(&p, &keep);
+    Ok(PruneOutput {
+        keep,
+        duplicate_of: dup,
+        similarity: sim,
+        score: p.score,
+        keep_per_cluster: kpc,
+        complexity: Vec::new(),
+    })
+}
+
+/// SSP given a clustering: keep `round(keep_fraction · n)` items ranked globally by
+/// cosine distance to their own centroid (`keep` = which end is kept).
+pub fn ssp(
+    x: MatRef<'_>,
+    labels: &[i64],
+    centroids: MatRef<'_>,
+    keep_fraction: f64,
+    keep: Order,
+    seed: u64,
+    progress: &Progress,
+) -> Result<PruneOutput, PruneError> {
+    let p = prepare(x, labels, centroids)?;
+    let nk = keep_count(p.n, keep_fraction)?;
+    let mut idx: Vec<usize> = (0..p.n).collect();
+    order_items(&mut idx, &p.score, keep, seed);
+    let mut mask = vec![false; p.n];
+    for &i in &idx[..nk] {
+        mask[i] = true;
+    }
+    progress.inc(p.n as u64);
+    let kpc = per_cluster_counts(&p, &mask);
+    Ok(PruneOutput {
+        keep: mask,
+        duplicate_of: vec![-1; p.n],
+        similarity: vec![f32::NAN; p.n],
+        score: p.score,
+        keep_per_cluster: kpc,
+        complexity: Vec::new(),
+    })
+}
+
+/// Options of [`dbp`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbpOptions {
+    pub keep_fraction: f64,
+    pub n_neighbors: usize,
+    pub temperature: f64,
+    pub balance: f64,
+    pub keep: Order,
+    pub dedup_eps: Option<f64>,
+    pub seed: u64,
+}
+
+/// Integer keep counts: `x_j = clip(λ P_j, lb_j, n_j)` with `λ` found by bisection so
+/// that `Σ x ≤ total` as closely as `f64` allows, floors, then the remaining units to the
+/// largest fractional parts (ties to the lower cluster), then by `P` to clusters with
+/// room. `Σ n_j >= total` and `Σ lb_j <= total` are required.
+pub fn capped_simplex_counts(p: &[f64], lb: &[usize], cap: &[usize], total: usize) -> Vec<usize> {
+    let f = |lam: f64| -> f64 {
+        p.iter()
+            .zip(lb.iter().zip(cap))
+            .map(|(&pj, (&l, &c))| (lam * pj).clamp(l as f64, c as f64))
+            .sum()
+    };
+    let t = total as f64;
+    let mut hi = 1.0f64;
+    let mut guard = 0;
+    while f(hi) < t && guard < 2000 {
+        hi *= 2.0;
+        guard += 1;
+    }
+    let mut lo = 0.0f64;
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if f(mid) <= t {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let x: Vec<f64> = p
+        .iter()
+        .zip(lb.iter().zip(cap))
+        .map(|(&pj, (&l, &c))| (lo * pj).clamp(l as f64, c as f64))
+        .collect();
+    let mut cnt: Vec<usize> = x.iter().map(|v| v.floor() as usize).collect();
+    let mut rem = total.saturating_sub(cnt.iter().sum());
+    let mut by_frac: Vec<usize> = (0..p.len()).collect();
+    by_frac.sort_by(|&a, &b| {
+        (x[b] - x[b].floor())
+            .total_cmp(&(x[a] - x[a].floor()))
+            .then(a.cmp(&b))
+    });
+    for &j in &by_frac {
+        if rem == 0 {
+            break;
+        }
+        if x[j] > x[j].floor() && cnt[j] < cap[j] {
+            cnt[j] += 1;
+            rem -= 1;
+        }
+    }
+    if rem > 0 {
+        let mut by_p: Vec<usize> = (0..p.len()).collect();
+        by_p.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+        for &j in &by_p {
+            let add = (cap[j] - cnt[j]).min(rem);
+            cnt[j] += add;
+            rem -= add;
+        }
+    }
+    cnt
+}
+
+/// Density-based pruning given a clustering. See the module documentation.
+pub fn dbp(
+    x: MatRef<'_>,
+    labels: &[i64],
+    centroids: MatRef<'_>,
+    o: &DbpOptions,
+    progress: &Progress,
+) -> Result<PruneOutput, PruneError> {
+    if !(o.temperature > 0.0 && o.temperature.is_finite()) {
+        return Err(PruneError::Invalid(format!(
+            "temperature must be positive, got {}",
+            o.temperature
+        )));
+    }
+    if !(0.0..=1.0).contains(&o.balance) {
+        return Err(PruneError::Invalid(format!(
+            "balance must be in [0, 1], got {}",
+            o.balance
+        )));
+    }
+    if o.n_neighbors == 0 {
+        return Err(PruneError::Invalid("n_neighbors must be at least 1".into()));
+    }
+    let p = prepare(x, labels, centroids)?;
+    let total = keep_count(p.n, o.keep_fraction)?;
+    progress.set_total(p.n as u64 * if o.dedup_eps.is_some() { 2 } else { 1 });
+    let (dup, sim) = match o.dedup_eps {
+        Some(eps) => dedup_clusters(&p, eps, Order::Hard, o.seed, progress)?,
+        None => (vec![-1i64; p.n], vec![f32::NAN; p.n]),
+    };
+    let (k, d) = (p.k, p.d);
+    let alive: Vec<Vec<usize>> = p
+        .members
+        .iter()
+        .map(|m| m.iter().copied().filter(|&i| dup[i] < 0).collect())
+        .collect();
+    let sizes: Vec<usize> = alive.iter().map(Vec::len).collect();
+    let n_alive: usize = sizes.iter().sum();
+    // complexity
+    let intra: Vec<f64> = alive
+        .iter()
+        .map(|m| m.iter().map(|&i| p.score[i]).sum::<f64>() / m.len() as f64)
+        .collect();
+    let l = o.n_neighbors.min(k - 1);
+    let cm = MatRef::new(&p.cn, k, d)?;
+    let cc = matmul_nt(Isa::detect(), cm, None, cm, None);
+    let inter: Vec<f64> = (0..k)
+        .into_par_iter()
+        .map(|j| {
+            if l == 0 {
+                return f64::NAN;
+            }
+            let mut dist: Vec<f64> = (0..k)
+                .filter(|&m| m != j)
+                .map(|m| 1.0 - f64::from(cc[j * k + m]))
+                .collect();
+            dist.sort_by(f64::total_cmp);
+            dist[..l].iter().sum::<f64>() / l as f64
+        })
+        .collect();
+    let mut cx: Vec<f64> = intra.iter().zip(&inter).map(|(a, b)| a * b).collect();
+    let finite: Vec<f64> = cx.iter().copied().filter(|v| v.is_finite()).collect();
+    let fill = if finite.is_empty() {
+        1.0
+    } else {
+        finite.iter().sum::<f64>() / finite.len() as f64
+    };
+    cx.iter_mut().for_each(|v| {
+        if !v.is_finite() {
+            *v = fill
+        }
+    });
+    let mx = cx.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = cx
+        .iter()
+        .map(|c| ((c - mx) / o.temperature).exp())
+        .collect();
+    let z: f64 = e.iter().sum();
+    let prob: Vec<f64> = e.iter().map(|v| v / z).collect();
+    let counts = if total >= n_alive {
+        sizes.clone()
+    } else {
+        let base = ((total as f64 / k as f64) * o.balance).floor() as usize;
+        let lb: Vec<usize> = sizes
+            .iter()
+            .map(|&s| base.min(s.saturating_sub(1)))
+            .collect();
+        capped_simplex_counts(&prob, &lb, &sizes, total)
+    };
+    let mut keep = vec![false; p.n];
+    for (j, mem) in alive.iter().enumerate() {
+        let mut m = mem.clone();
+        order_items(&mut m, &p.score, o.keep, o.seed);
+        for &i in &m[..counts[j]] {
+            keep[i] = true;
+        }
+    }
+    progress.inc(p.n as u64);
+    Ok(PruneOutput {
+        keep,
+        duplicate_of: dup,
+        similarity: sim,
+        score: p.score,
+        keep_per_cluster: counts.iter().map(|&c| c as i64).collect(),
+        complexity: cx,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_counts_sum_exactly() {
+        let p = [0.5, 0.3, 0.2];
+        let cap = [10, 2, 100];
+        for total in 1..=112 {
+            let lb: Vec<usize> = cap
+                .iter()
+                .map(|&c: &usize| (total / 6).min(c - 1))
+                .collect();
+            let c = capped_simplex_counts(&p, &lb, &cap, total);
+            assert_eq!(c.iter().sum::<usize>(), total);
+            for j in 0..3 {
+                assert!(c[j] <= cap[j] && c[j] >= lb[j]);
+            }
+        }
+    }
+
+    #[test]
+    fn semdedup_removes_exact_copy_pairwise() {
+        // three identical rows and one different; centroid at the mean
+        let x = [1.0f32, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+        let c = [1.0f32, 1.0];
+        let xm = MatRef::new(&x, 4, 2).unwrap();
+        let cm = MatRef::new(&c, 1, 2).unwrap();
+        let r = semdedup(xm, &[0; 4], cm, 0.01, Order::Hard, 0, &Progress::new()).unwrap();
+        assert_eq!(r.keep.iter().filter(|&&k| k).count(), 2);
+        assert_eq!(r.duplicate_of[1], 0);
+        assert_eq!(r.duplicate_of[2], 0);
+        assert_eq!(r.duplicate_of[3], -1);
+    }
+
+    proptest::proptest! {
+        /// Counts sum exactly to the total, respect the bounds, and are monotone in
+        /// `P` among clusters with room on both sides (water-filling).
+        #[test]
+        fn capped_counts_properties(
+            w in proptest::collection::vec(0.01f64..10.0, 1..12),
+            caps in proptest::collection::vec(1usize..50, 12),
+            frac in 0.01f64..1.0,
+        ) {
+            let k = w.len();
+            let z: f64 = w.iter().sum();
+            let p: Vec<f64> = w.iter().map(|v| v / z).collect();
+            let cap = &caps[..k];
+            let total = ((cap.iter().sum::<usize>() as f64 * frac) as usize).max(1);
+            let lb: Vec<usize> = cap.iter().map(|&c| (total / (2 * k)).min(c - 1)).collect();
+            let c = capped_simplex_counts(&p, &lb, cap, total);
+            proptest::prop_assert_eq!(c.iter().sum::<usize>(), total);
+            for j in 0..k {
+                proptest::prop_assert!(c[j] >= lb[j] && c[j] <= cap[j]);
+            }
+            for a in 0..k {
+                for b in 0..k {
+                    if p[a] > p[b] && c[a] < cap[a] && c[b] > lb[b] {
+                        proptest::prop_assert!(c[a] + 1 >= c[b], "{:?} {:?}", p, c);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keep_count_rounds() {
+        assert_eq!(keep_count(10, 0.25).unwrap(), 3);
+        assert_eq!(keep_count(10, 0.01).unwrap(), 1);
+        assert!(keep_count(10, 0.0).is_err());
+        assert!(keep_count(10, 1.5).is_err());
+    }
+}

@@ -1,0 +1,252 @@
+"""thrifty.prune against short numpy references given the same labels/centroids."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import thrifty
+from thrifty import prune
+
+
+def _data(n=600, d=16, k=8, dup_frac=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 3
+    lab = rng.integers(0, k, n)
+    x = centres[lab] + rng.normal(size=(n, d))
+    # near-duplicates: copies of earlier rows with tiny noise
+    m = int(n * dup_frac)
+    src = rng.integers(0, n - m, m)
+    x[n - m:] = x[src] + rng.normal(size=(m, d)) * 1e-3
+    lab[n - m:] = lab[src]
+    x = x.astype(np.float32)
+    c = np.stack([x[lab == j].mean(0) for j in range(k)]).astype(np.float32)
+    return x, lab.astype(np.int64), c
+
+
+def _unit(a):
+    a = a.astype(np.float64)
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _score(x, lab, c):
+    xn, cn = _unit(x).astype(np.float64), _unit(c).astype(np.float64)
+    return 1.0 - (xn * cn[lab]).sum(1)
+
+
+def ref_semdedup(x, lab, c, eps, order="hard"):
+    n = len(x)
+    xn, s = _unit(x), _score(x, lab, c)
+    dup = np.full(n, -1)
+    sim = np.full(n, np.nan, np.float32)
+    for j in np.unique(lab):
+        mem = np.flatnonzero(lab == j)
+        key = -s[mem] if order == "hard" else s[mem]
+        mem = mem[np.lexsort((mem, key))]
+        e = xn[mem]
+        S = e @ e.T  # float32
+        for b in range(1, len(mem)):
+            row = S[b, :b]
+            best = max(range(b), key=lambda i: (row[i], -mem[i]))
+            sim[mem[b]] = row[best]
+            if row[best] > 1 - eps:
+                dup[mem[b]] = mem[best]
+    return dup, sim
+
+
+def _n_keep(n, f):
+    return max(1, min(n, math.floor(f * n + 0.5)))
+
+
+def ref_ssp(x, lab, c, f, keep="hard"):
+    s = _score(x, lab, c)
+    idx = np.arange(len(x))
+    o = np.lexsort((idx, -s if keep == "hard" else s))
+    out = np.zeros(len(x), bool)
+    out[o[:_n_keep(len(x), f)]] = True
+    return out
+
+
+def ref_dbp(x, lab, c, f, l=20, tau=0.5, balance=0.5):
+    n, k = len(x), len(c)
+    s = _score(x, lab, c)
+    cn = _unit(c)
+    sizes = np.bincount(lab, minlength=k)
+    intra = np.array([s[lab == j].mean() if sizes[j] else np.nan for j in range(k)])
+    cd = 1.0 - (cn @ cn.T).astype(np.float64)
+    ll = min(l, k - 1)
+    inter = np.array([np.sort(np.delete(cd[j], j))[:ll].mean() for j in range(k)])
+    C = intra * inter
+    C[~np.isfinite(C)] = C[np.isfinite(C)].mean()
+    P = np.exp((C - C.max()) / tau)
+    P /= P.sum()
+    N = _n_keep(n, f)
+    lb = np.maximum(np.minimum(int(N / k * balance), sizes - 1), 0)
+    f_ = lambda lam: np.clip(lam * P, lb, sizes).sum()  # noqa: E731
+    lo, hi = 0.0, 1.0
+    while f_(hi) < N:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid <= lo or mid >= hi:
+            break
+        lo, hi = (mid, hi) if f_(mid) <= N else (lo, mid)
+    xs = np.clip(lo * P, lb, sizes)
+    cnt = np.floor(xs).astype(int)
+    rem = N - cnt.sum()
+    frac = xs - np.floor(xs)
+    for j in np.lexsort((np.arange(k), -frac)):
+        if rem and frac[j] > 0 and cnt[j] < sizes[j]:
+            cnt[j] += 1
+            rem -= 1
+    for j in np.lexsort((np.arange(k), -P)):
+        a = min(sizes[j] - cnt[j], rem)
+        cnt[j] += a
+        rem -= a
+    keep = np.zeros(n, bool)
+    for j in range(k):
+        mem = np.flatnonzero(lab == j)
+        mem = mem[np.lexsort((mem, -s[mem]))]
+        keep[mem[:cnt[j]]] = True
+    return keep, cnt, C
+
+
+@pytest.mark.parametrize("order", ["hard", "easy"])
+@pytest.mark.parametrize("eps", [0.001, 0.05])
+def test_semdedup_matches_numpy(order, eps):
+    x, lab, c = _data()
+    r = prune.semdedup(x, eps=eps, labels=lab, centroids=c, order=order)
+    dup, sim = ref_semdedup(x, lab, c, eps, order)
+    np.testing.assert_array_equal(r.duplicate_of, dup)
+    np.testing.assert_array_equal(r.keep, dup < 0)
+    np.testing.assert_allclose(r.similarity, sim, atol=2e-6)
+    np.testing.assert_array_equal(r.indices, np.flatnonzero(dup < 0))
+    assert r.keep_per_cluster.sum() == r.keep.sum()
+    np.testing.assert_allclose(r.score, _score(x, lab, c), atol=1e-6)
+
+
+def test_semdedup_is_pairwise():
+    # a chain a ~ b ~ c where c only matches b: c goes although b was removed
+    x = np.array([[1, 0, 0], [1, 0.02, 0], [1, 0.04, 0], [0, 0, 1]], np.float32)
+    lab = np.zeros(4, np.int64)
+    c = np.array([[0, 0, 1]], np.float32)
+    r = prune.semdedup(x, eps=1e-3, labels=lab, centroids=c, order="easy")
+    dup, _ = ref_semdedup(x, lab, c, 1e-3, "easy")
+    np.testing.assert_array_equal(r.duplicate_of, dup)
+    assert (r.duplicate_of >= 0).sum() == 2
+
+
+@pytest.mark.parametrize("keep", ["hard", "easy"])
+@pytest.mark.parametrize("f", [0.1, 0.5, 1.0])
+def test_ssp_matches_numpy(keep, f):
+    x, lab, c = _data(seed=1)
+    r = prune.ssp(x, keep_fraction=f, labels=lab, centroids=c, keep=keep)
+    np.testing.assert_array_equal(r.keep, ref_ssp(x, lab, c, f, keep))
+
+
+@pytest.mark.parametrize("f, tau, balance, l", [(0.3, 0.5, 0.5, 20), (0.6, 0.1, 0.0, 3),
+                                                 (0.05, 2.0, 1.0, 1)])
+def test_dbp_matches_numpy(f, tau, balance, l):
+    x, lab, c = _data(n=900, k=12, seed=2)
+    r = prune.dbp(x, keep_fraction=f, labels=lab, centroids=c, n_neighbors=l,
+                  temperature=tau, balance=balance)
+    keep, cnt, C = ref_dbp(x, lab, c, f, l, tau, balance)
+    np.testing.assert_allclose(r.complexity, C, rtol=1e-5)
+    np.testing.assert_array_equal(r.keep_per_cluster, cnt)
+    np.testing.assert_array_equal(r.keep, keep)
+    assert r.keep.sum() == _n_keep(900, f)
+
+
+def test_dbp_dedup_counts_toward_fraction():
+    x, lab, c = _data(n=600, seed=3, dup_frac=0.3)
+    r = prune.dbp(x, keep_fraction=0.5, labels=lab, centroids=c, dedup_eps=0.01)
+    dup, _ = ref_semdedup(x, lab, c, 0.01)
+    np.testing.assert_array_equal(r.duplicate_of, dup)
+    assert r.keep.sum() == 300
+    assert not (r.keep & (dup >= 0)).any()
+
+
+def test_clusters_itself_and_is_deterministic_thread_independent():
+    x, _, _ = _data(n=800, seed=4)
+    a = prune.dbp(x, keep_fraction=0.4, n_clusters=10, seed=3, dedup_eps=0.01)
+    thrifty.set_num_threads(1)
+    try:
+        b = prune.dbp(x, keep_fraction=0.4, n_clusters=10, seed=3, dedup_eps=0.01)
+    finally:
+        thrifty.set_num_threads(None)
+    np.testing.assert_array_equal(a.keep, b.keep)
+    np.testing.assert_array_equal(a.cluster, b.cluster)
+    assert a.keep_per_cluster.size == 10
+    r = prune.semdedup(x, eps=0.01)  # default clusters
+    assert r.keep_per_cluster.size == prune.default_n_clusters(800)
+
+
+def test_random_order_is_seeded():
+    x, lab, c = _data(seed=5)
+    a = prune.semdedup(x, eps=0.01, labels=lab, centroids=c, order="random", seed=1)
+    b = prune.semdedup(x, eps=0.01, labels=lab, centroids=c, order="random", seed=1)
+    np.testing.assert_array_equal(a.duplicate_of, b.duplicate_of)
+    assert a.keep.sum() == prune.semdedup(x, eps=0.01, labels=lab, centroids=c).keep.sum()
+
+
+def test_report_schema():
+    x, lab, c = _data(seed=6)
+    r = prune.dbp(x, keep_fraction=0.5, labels=lab, centroids=c, dedup_eps=0.01)
+    rep = json.loads(json.dumps(r.report()))
+    assert rep["method"] == "dbp" and rep["n_input"] == 600
+    assert rep["n_kept"] + rep["n_removed"] == 600
+    assert rep["n_duplicates"] == int((r.duplicate_of >= 0).sum())
+    assert len(rep["removed"]) == rep["n_removed"]
+    assert sum(cl["kept"] for cl in rep["clusters"]) == rep["n_kept"]
+    d = [e for e in rep["removed"] if e["reason"] == "duplicate"]
+    assert d and all(e["duplicate_of"] is not None and e["similarity"] > 0.99 for e in d)
+    assert len(r.report(max_removed=3)["removed"]) == 3
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x, l, c: prune.semdedup(x, eps=0, labels=l, centroids=c), "eps"),
+    (lambda x, l, c: prune.ssp(x, keep_fraction=0, labels=l, centroids=c), "keep_fraction"),
+    (lambda x, l, c: prune.ssp(x, keep_fraction=1.5, labels=l, centroids=c), "keep_fraction"),
+    (lambda x, l, c: prune.ssp(x, keep_fraction=0.5, labels=l), "both"),
+    (lambda x, l, c: prune.ssp(x, keep_fraction=0.5, labels=l + 100, centroids=c),
+     "not a centroid index"),
+    (lambda x, l, c: prune.ssp(x, keep_fraction=0.5, labels=l[:5], centroids=c), "shape"),
+    (lambda x, l, c: prune.ssp(x, keep_fraction=0.5, labels=l, centroids=c[:, :3]), "features"),
+    (lambda x, l, c: prune.dbp(x, keep_fraction=0.5, n_clusters=10_000), "larger than"),
+    (lambda x, l, c: prune.dbp(x, keep_fraction=0.5, labels=l, centroids=c, temperature=0),
+     "temperature"),
+    (lambda x, l, c: prune.semdedup(x, eps=0.1, labels=l, centroids=c, order="x"), "order"),
+])
+def test_bad_input(call, match):
+    x, lab, c = _data(n=100, seed=7)
+    with pytest.raises(thrifty.InvalidInputError, match=match):
+        call(x, lab, c)
+
+
+def test_nan_rows_rejected():
+    x, lab, c = _data(n=100, seed=8)
+    x[5, 2] = np.nan
+    with pytest.raises(thrifty.InvalidInputError, match="NaN"):
+        prune.ssp(x, keep_fraction=0.5, labels=lab, centroids=c)
+
+
+def test_random_subset():
+    r = prune.random_subset(10, keep_fraction=0.35, seed=1)
+    assert r.keep.sum() == 4 and r.report()["n_kept"] == 4
+
+
+def test_semdedup_thread_count_independent():
+    x, lab, c = _data(n=1500, k=2, seed=9)  # clusters of ~750: two product blocks
+    a = prune.semdedup(x, eps=0.05, labels=lab, centroids=c)
+    thrifty.set_num_threads(1)
+    try:
+        b = prune.semdedup(x, eps=0.05, labels=lab, centroids=c)
+    finally:
+        thrifty.set_num_threads(None)
+    np.testing.assert_array_equal(a.duplicate_of, b.duplicate_of)
+    np.testing.assert_array_equal(a.similarity, b.similarity)
+    dup, sim = ref_semdedup(x, lab, c, 0.05)
+    np.testing.assert_array_equal(a.duplicate_of, dup)
