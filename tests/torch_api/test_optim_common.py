@@ -97,3 +97,14 @@ def test_state_dict_loads_weights_only(name, tmp_path):
 def test_import_thrifty_does_not_import_torch():
     code = "import sys, thrifty; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", sorted(set(FACTORIES) - {"noise"}))
+def test_rejected_param_group_is_not_kept(name):
+    opt = FACTORIES[name](params())
+    before = [list(g["params"]) for g in opt.param_groups]
+    extra = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    bad = {"params": [extra], "lr": -1.0, "weight_decay": -1.0, "rho": -1.0, "eps": -1.0}
+    with pytest.raises(ValueError):
+        opt.add_param_group(bad)
+    assert [list(g["params"]) for g in opt.param_groups] == before

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -57,3 +59,19 @@ def compute_dtype(t: torch.Tensor) -> torch.dtype:
     if t.dtype in (torch.float16, torch.bfloat16):
         return torch.float32
     return t.dtype
+
+
+@contextmanager
+def rollback_on_error(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Undo ``add_param_group`` when the new group fails validation.
+
+    ``torch.optim.Optimizer.add_param_group`` appends the group before subclasses can
+    check their hyper-parameters; without this, a rejected group would stay in
+    ``param_groups`` and take part in the next step.
+    """
+    n = len(optimizer.param_groups)
+    try:
+        yield
+    except BaseException:
+        del optimizer.param_groups[n:]
+        raise

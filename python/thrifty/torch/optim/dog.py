@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import InvalidInputError, check_number, compute_dtype
+from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
 
@@ -115,8 +115,9 @@ class DoG(torch.optim.Optimizer):
             check_number("init_eta", group["init_eta"], low_open=True)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        self._check(self.param_groups[-1])
+        with rollback_on_error(self):
+            super().add_param_group(param_group)
+            self._check(self.param_groups[-1])
 
     def _group_state(self, group: dict[str, Any]) -> dict[str, Any]:
         # DoG's per-group scalars are kept in the state of the group's first parameter.

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_number, compute_dtype
+from ._common import InvalidInputError, check_betas, check_number, compute_dtype, rollback_on_error
 from ._rng import step_generator
 from .galore import _side, galore_orthogonal, galore_project, galore_project_back
 
@@ -101,14 +101,15 @@ class FRUGAL(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        grp = self.param_groups[-1]
-        check_number("lr", grp["lr"])
-        check_number("free_lr", grp["free_lr"])
-        check_number("density", grp["density"], low_open=True, high=1.0)
-        check_number("eps", grp["eps"])
-        check_number("weight_decay", grp["weight_decay"])
-        grp["betas"] = check_betas(grp["betas"])
+        with rollback_on_error(self):
+            super().add_param_group(param_group)
+            grp = self.param_groups[-1]
+            check_number("lr", grp["lr"])
+            check_number("free_lr", grp["free_lr"])
+            check_number("density", grp["density"], low_open=True, high=1.0)
+            check_number("eps", grp["eps"])
+            check_number("weight_decay", grp["weight_decay"])
+            grp["betas"] = check_betas(grp["betas"])
 
     def _rank(self, p: torch.Tensor, density: float) -> int:
         return max(1, int(round(density * min(p.shape))))

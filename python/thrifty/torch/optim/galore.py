@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_number, compute_dtype
+from ._common import InvalidInputError, check_betas, check_number, compute_dtype, rollback_on_error
 
 __all__ = [
     "GaLoreAdamW",
@@ -146,8 +146,9 @@ class GaLoreAdamW(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        self._check_group(self.param_groups[-1])
+        with rollback_on_error(self):
+            super().add_param_group(param_group)
+            self._check_group(self.param_groups[-1])
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_number("lr", group["lr"])

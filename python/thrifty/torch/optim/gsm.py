@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_number, compute_dtype
+from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
 from ._rng import StepGenerators
 
 __all__ = ["GlobalSparseMomentumSGD", "GradientNoise", "gsm_mask"]
@@ -78,11 +78,12 @@ class GlobalSparseMomentumSGD(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        grp = self.param_groups[-1]
-        check_number("lr", grp["lr"])
-        check_number("momentum", grp["momentum"], high=1.0, high_open=True)
-        check_number("weight_decay", grp["weight_decay"])
+        with rollback_on_error(self):
+            super().add_param_group(param_group)
+            grp = self.param_groups[-1]
+            check_number("lr", grp["lr"])
+            check_number("momentum", grp["momentum"], high=1.0, high_open=True)
+            check_number("weight_decay", grp["weight_decay"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]

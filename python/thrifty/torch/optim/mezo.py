@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_number
+from ._common import InvalidInputError, check_number, rollback_on_error
 from ._rng import StepGenerators
 
 __all__ = ["MeZO"]
@@ -64,11 +64,12 @@ class MeZO(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        grp = self.param_groups[-1]
-        check_number("lr", grp["lr"])
-        check_number("eps", grp["eps"], low_open=True)
-        check_number("weight_decay", grp["weight_decay"])
+        with rollback_on_error(self):
+            super().add_param_group(param_group)
+            grp = self.param_groups[-1]
+            check_number("lr", grp["lr"])
+            check_number("eps", grp["eps"], low_open=True)
+            check_number("weight_decay", grp["weight_decay"])
 
     def _params(self) -> list[tuple[dict[str, Any], torch.Tensor]]:
         return [(g, p) for g in self.param_groups for p in g["params"] if p.requires_grad]

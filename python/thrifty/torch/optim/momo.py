@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_number, compute_dtype
+from ._common import InvalidInputError, check_betas, check_number, compute_dtype, rollback_on_error
 
 __all__ = ["MoMo", "MoMoAdam"]
 
@@ -121,9 +121,10 @@ class MoMo(_LossBased):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        check_number("lr", self.param_groups[-1]["lr"])
-        check_number("weight_decay", self.param_groups[-1]["weight_decay"])
+        with rollback_on_error(self):
+            super().add_param_group(param_group)
+            check_number("lr", self.param_groups[-1]["lr"])
+            check_number("weight_decay", self.param_groups[-1]["weight_decay"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:  # type: ignore[override]
@@ -224,12 +225,13 @@ class MoMoAdam(_LossBased):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        grp = self.param_groups[-1]
-        check_number("lr", grp["lr"])
-        check_number("eps", grp["eps"])
-        check_number("weight_decay", grp["weight_decay"])
-        grp["betas"] = check_betas(grp["betas"])
+        with rollback_on_error(self):
+            super().add_param_group(param_group)
+            grp = self.param_groups[-1]
+            check_number("lr", grp["lr"])
+            check_number("eps", grp["eps"])
+            check_number("weight_decay", grp["weight_decay"])
+            grp["betas"] = check_betas(grp["betas"])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:  # type: ignore[override]

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import InvalidInputError, check_number, compute_dtype
+from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
 
 __all__ = [
     "SAM",
@@ -159,13 +159,14 @@ class SAM(torch.optim.Optimizer):
         self._old: dict[torch.Tensor, torch.Tensor] = {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if hasattr(self, "base_optimizer"):
-            param_group.setdefault("rho", self.defaults["rho"])
-            param_group.setdefault("adaptive", self.defaults["adaptive"])
-            check_number("rho", param_group["rho"])
-            self.base_optimizer.add_param_group(param_group)
-        else:
-            super().add_param_group(param_group)
+        with rollback_on_error(self):
+            if hasattr(self, "base_optimizer"):
+                param_group.setdefault("rho", self.defaults["rho"])
+                param_group.setdefault("adaptive", self.defaults["adaptive"])
+                check_number("rho", param_group["rho"])
+                self.base_optimizer.add_param_group(param_group)
+            else:
+                super().add_param_group(param_group)
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = True) -> None:
