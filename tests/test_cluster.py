@@ -127,3 +127,19 @@ def test_spherical_inertia_within_one_percent_of_faiss():
     km.train(np.ascontiguousarray(xn))
     ref = ((xn[:, None, :].astype(np.float64) - km.centroids[None]) ** 2).sum(-1).min(1).sum()
     assert ours.inertia_ <= ref * 1.01
+
+
+def test_kmeans_follows_the_scikit_learn_parameter_protocol():
+    from sklearn.base import clone
+
+    from thrifty import InvalidInputError
+    from thrifty.cluster import KMeans
+
+    km = KMeans(4, spherical=True, seed=3)
+    assert km.get_params()["n_clusters"] == 4 and km.get_params()["spherical"] is True
+    c = clone(km)
+    assert c is not km and c.get_params() == km.get_params()
+    assert km.set_params(max_iter=7) is km and km.max_iter == 7
+    assert repr(km).startswith("KMeans(n_clusters=4, spherical=True")
+    with pytest.raises(InvalidInputError, match="unknown parameter"):
+        km.set_params(bogus=1)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._base import ParamsMixin
 from ._errors import InvalidInputError
 from ._progress import ProgressArg, progress_callback
 from ._validation import as_float_matrix, check_float, check_int
@@ -24,7 +25,7 @@ from ._validation import as_float_matrix, check_float, check_int
 __all__ = ["KMeans"]
 
 
-class KMeans:
+class KMeans(ParamsMixin):
     """k-means clustering.
 
     Parameters
@@ -91,6 +92,11 @@ class KMeans:
         self.max_points_per_centroid = max_points_per_centroid
         self.seed = seed
         self.progress = progress
+
+    _param_names = (
+        "n_clusters", "spherical", "max_iter", "tol", "init",
+        "max_points_per_centroid", "seed", "progress",
+    )
 
     def fit(self, X: Any, y: Any = None) -> KMeans:
         """Cluster ``X`` (array-like of shape (n_samples, n_features)); returns self."""
