@@ -89,6 +89,25 @@ def test_reused_stream_ignores_stale_window_bytes():
     assert len(set(got[1::4].tolist())) == 1
 
 
+@pytest.mark.parametrize("level", [8, 9])
+def test_gzip_small_state_size_classes_equal_python_gzip(level):
+    # Short texts go through smaller zlib states (windowBits 9-11, memLevel 3-6) that
+    # must emit Python's exact bytes; probe every length around the class limits
+    # (251, 256, 763, 1024) with repetitive, colliding and far-repeat inputs.
+    rng = random.Random(level)
+    texts: list[bytes] = []
+    for n in [*range(240, 270), *range(750, 780), *range(1015, 1035), 1, 2, 3, 500]:
+        texts.append(bytes(rng.choice(b"ab") for _ in range(n)))
+        texts.append(bytes(0x15 if rng.random() < 0.05 else 0x05 for _ in range(n)))
+        blk = rng.randbytes(min(40, n // 3))
+        fill = bytes(97 + rng.randrange(16) for _ in range(max(0, n - 2 * len(blk))))
+        texts.append(blk + fill + blk)
+        words = " ".join(rng.choice(WORDS) for _ in range(n // 3 + 1)).encode()[:n]
+        texts.append(words)
+    got = compressed_len(texts, level=level)
+    assert got.tolist() == [ref_len(t, level=level) for t in texts]
+
+
 def test_gzip_default_level_is_9_and_utf8():
     texts = ["héllo wörld ✓ 中文", "ascii only", "bytes é".encode()]
     assert compressed_len(texts).tolist() == [ref_len(t, level=9) for t in texts]

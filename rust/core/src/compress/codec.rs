@@ -17,7 +17,7 @@ use std::os::raw::{c_int, c_uint, c_void};
 
 use libz_sys as z;
 
-use super::TextError;
+use super::{deflate9, TextError};
 
 /// Bytes a gzip member adds around the raw deflate stream (header 10, trailer 8).
 pub const GZIP_OVERHEAD: u64 = 18;
@@ -118,7 +118,7 @@ impl Compressor {
     /// A fresh compressor state.
     pub fn engine(&self) -> Result<Engine, TextError> {
         let inner = match self.codec {
-            Codec::Gzip => Inner::Gzip(Deflater::new(self.level)?),
+            Codec::Gzip => Inner::Gzip(Box::new(GzipEngine::new(self.level)?)),
             Codec::Bz2 => Inner::Bz2,
             Codec::Lzma => Inner::Lzma,
             Codec::Zstd => Inner::Zstd(
@@ -138,7 +138,7 @@ impl Compressor {
 const SCRATCH: usize = 1 << 16;
 
 enum Inner {
-    Gzip(Deflater),
+    Gzip(Box<GzipEngine>),
     Bz2,
     Lzma,
     Zstd(zstd::bulk::Compressor<'static>),
@@ -152,12 +152,34 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// `C(query + b" " + reference)`, exactly as [`Engine::compressed_len`] of the
+    /// joint text; `buf` is scratch for building it. For gzip at level 9 short pairs
+    /// never build the joint text: the query's parse is shared between consecutive
+    /// calls with the same query (see [`super::deflate9`]).
+    pub fn joint_len(
+        &mut self,
+        query: &[u8],
+        reference: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<u64, TextError> {
+        if let Inner::Gzip(g) = &mut self.inner {
+            if let Some(n) = g.joint_raw_len(query, reference) {
+                return Ok(n + GZIP_OVERHEAD);
+            }
+        }
+        buf.clear();
+        buf.extend_from_slice(query);
+        buf.push(b' ');
+        buf.extend_from_slice(reference);
+        self.compressed_len(buf)
+    }
+
     /// The exact compressed length of `data` (see the module docs).
     pub fn compressed_len(&mut self, data: &[u8]) -> Result<u64, TextError> {
         let level = self.spec.level;
         let scratch = &mut self.scratch;
         match &mut self.inner {
-            Inner::Gzip(d) => Ok(d.raw_len(data, scratch)? + GZIP_OVERHEAD),
+            Inner::Gzip(g) => Ok(g.raw_len(data, scratch)? + GZIP_OVERHEAD),
             Inner::Bz2 => bz2_len(data, level, scratch),
             Inner::Lzma => lzma_len(data, level, scratch),
             Inner::Zstd(c) => {
@@ -238,6 +260,115 @@ unsafe extern "C" fn zfree(_opaque: *mut c_void, ptr: *mut c_void) {
     }
 }
 
+/// Python's gzip stream parameters: `windowBits = 15` (raw: -15), `memLevel = 8`.
+const STD_WBITS: c_int = 15;
+const STD_MEM_LEVEL: c_int = 8;
+
+/// Smaller zlib configurations `(windowBits, memLevel)` that produce the *same bytes*
+/// as the standard one for short inputs, tried in order (see [`small_config_limit`]).
+const SMALL_CONFIGS: [(c_int, c_int); 3] = [(9, 3), (10, 5), (11, 6)];
+
+/// The longest input for which zlib at `level` with `(wbits, mem_level)` emits exactly
+/// the bytes of the standard `(15, 8)` stream; 0 when no such guarantee holds.
+///
+/// Why the output is identical (zlib 1.2.12 - 1.3.x, `deflate_slow`, levels 8-9):
+/// * Window: every match distance is `< len`, and zlib only refuses matches farther
+///   than `MAX_DIST = 2^wbits - 262`; with `len - 1 <= MAX_DIST` no match is refused
+///   and the whole input fits the `2 * 2^wbits` window, so it never slides.
+/// * Hash: a smaller table (`hash_bits = memLevel + 7`) only adds colliding entries
+///   to a chain; `longest_match` rejects them (their first three bytes differ, so their
+///   length is <= 2, never better than the current best) and visits the genuine
+///   candidates in the same newest-first order — provided the chain walk is never cut
+///   short. It is cut after `max_chain` entries, or `max_chain / 4` once the previous
+///   match reaches `good_length`; a chain holds at most `len - 1` positions, so
+///   `len <= max_chain / 4` (1024 at level 9, 256 at level 8) makes both walks complete.
+///   Matches running past the end of the input are clamped (`nice_match <= lookahead`),
+///   so bytes beyond the input never influence the choice.
+/// * Blocks: a block ends early when the symbol buffer fills at `lit_bufsize - 1 =
+///   2^(memLevel+6) - 1` symbols; with at most `len` symbols and
+///   `len <= 2^(memLevel+6) - 2` the only block is the final one, emitted at
+///   `Z_FINISH` exactly as in the standard configuration.
+///
+/// The test `small_configs_emit_identical_bytes` checks this byte for byte on
+/// adversarial inputs at each limit.
+fn small_config_limit(level: i32, wbits: c_int, mem_level: c_int) -> usize {
+    let chain_limit = match level {
+        9 => 4096 / 4,
+        8 => 1024 / 4,
+        _ => return 0,
+    };
+    let window_limit = (1usize << wbits) - 262 + 1;
+    let block_limit = (1usize << (mem_level + 6)) - 2;
+    chain_limit.min(window_limit).min(block_limit)
+}
+
+/// Raw-deflate lengths through the smallest zlib state that gives identical bytes:
+/// for short texts (the common case in compression kNN) resetting and walking a
+/// 1-4 KB state instead of zlib's 256 KB one is what makes the pairs cheap.
+struct GzipEngine {
+    level: i32,
+    /// Level 9: the last query's shared parse and the pair scratch.
+    prefix: Option<deflate9::Prefix>,
+    pairs: deflate9::Pairs,
+    standard: Option<Deflater>,
+    small: [Option<Deflater>; SMALL_CONFIGS.len()],
+    limits: [usize; SMALL_CONFIGS.len()],
+}
+
+impl GzipEngine {
+    fn new(level: i32) -> Result<Self, TextError> {
+        Ok(Self {
+            level,
+            prefix: None,
+            pairs: deflate9::Pairs::new(),
+            standard: None,
+            small: [None, None, None],
+            limits: SMALL_CONFIGS.map(|(w, m)| small_config_limit(level, w, m)),
+        })
+    }
+
+    /// Raw length of `query + b" " + reference` without zlib, when the emulator
+    /// covers it (level 9, joint text of at most `deflate9::MAX_INPUT` bytes).
+    fn joint_raw_len(&mut self, query: &[u8], reference: &[u8]) -> Option<u64> {
+        if self.level != 9 {
+            return None;
+        }
+        let same = self.prefix.as_ref().is_some_and(|p| {
+            let t = p.text();
+            t.len() == query.len() + 1 && t[..query.len()] == *query
+        });
+        if !same {
+            self.prefix = deflate9::Prefix::new(query, b" ");
+        }
+        let prefix = self.prefix.as_ref()?;
+        self.pairs.raw_len(prefix, reference)
+    }
+
+    fn raw_len(&mut self, data: &[u8], scratch: &mut [u8]) -> Result<u64, TextError> {
+        let level = self.level;
+        if level == 9 {
+            if let Some(n) = deflate9::raw_len(data) {
+                return Ok(n);
+            }
+        }
+        let slot = self.limits.iter().position(|&lim| data.len() <= lim);
+        let deflater = match slot {
+            Some(i) => {
+                let (w, m) = SMALL_CONFIGS[i];
+                match &mut self.small[i] {
+                    Some(d) => d,
+                    slot => slot.insert(Deflater::with_params(level, w, m)?),
+                }
+            }
+            None => match &mut self.standard {
+                Some(d) => d,
+                slot => slot.insert(Deflater::new(level)?),
+            },
+        };
+        deflater.raw_len(data, scratch)
+    }
+}
+
 /// A raw-deflate zlib stream, reset (`deflateReset`) between texts.
 struct Deflater {
     // Boxed: zlib keeps a pointer back to the stream and checks it on every call.
@@ -248,7 +379,12 @@ struct Deflater {
 unsafe impl Send for Deflater {}
 
 impl Deflater {
+    /// Python's gzip configuration.
     fn new(level: i32) -> Result<Self, TextError> {
+        Self::with_params(level, STD_WBITS, STD_MEM_LEVEL)
+    }
+
+    fn with_params(level: i32, wbits: c_int, mem_level: c_int) -> Result<Self, TextError> {
         let mut strm = Box::new(z::z_stream {
             next_in: std::ptr::null_mut(),
             avail_in: 0,
@@ -272,8 +408,8 @@ impl Deflater {
                 &mut *strm,
                 level as c_int,
                 z::Z_DEFLATED,
-                -15,
-                8,
+                -wbits,
+                mem_level,
                 z::Z_DEFAULT_STRATEGY,
                 z::zlibVersion(),
                 std::mem::size_of::<z::z_stream>() as c_int,
@@ -322,6 +458,17 @@ impl Deflater {
     }
 }
 
+/// zlib's own raw deflate length of `data` (Python's gzip parameters), bypassing the
+/// emulator: the reference the emulator is tested against.
+#[cfg(test)]
+pub(crate) fn zlib_raw_len(level: i32, data: &[u8]) -> u64 {
+    let mut scratch = vec![0u8; SCRATCH];
+    Deflater::new(level)
+        .unwrap()
+        .raw_len(data, &mut scratch)
+        .unwrap()
+}
+
 impl Drop for Deflater {
     fn drop(&mut self) {
         // SAFETY: initialised in `new`, ended exactly once here.
@@ -359,6 +506,112 @@ mod tests {
                 let fresh = spec.engine().unwrap().compressed_len(t).unwrap();
                 assert_eq!(reused.compressed_len(t).unwrap(), fresh, "{c:?}");
             }
+        }
+    }
+
+    /// The raw deflate bytes of `data` from a deflater (output fits the scratch).
+    fn raw_bytes(d: &mut Deflater, data: &[u8]) -> Vec<u8> {
+        let mut scratch = vec![0u8; SCRATCH];
+        let n = d.raw_len(data, &mut scratch).unwrap() as usize;
+        scratch[..n].to_vec()
+    }
+
+    #[test]
+    fn small_configs_emit_identical_bytes() {
+        // Inputs that stress every argument of `small_config_limit`: long hash chains
+        // (tiny alphabets, runs), many hash collisions (random bytes), long matches
+        // (repeated phrases) and texts right at each size limit.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for level in [8, 9] {
+            for (w, m) in SMALL_CONFIGS {
+                let lim = small_config_limit(level, w, m);
+                for len in [1, 2, 3, 4, lim / 2, lim.saturating_sub(1), lim] {
+                    for alphabet in [1u64, 2, 3, 4, 16, 256] {
+                        inputs.push((0..len).map(|_| (next() % alphabet) as u8 + b'a').collect());
+                    }
+                    let words = ["the ", "cat ", "sat ", "on ", "mat ", "a "];
+                    let mut t = Vec::new();
+                    while t.len() < len {
+                        t.extend_from_slice(words[(next() % 6) as usize].as_bytes());
+                    }
+                    t.truncate(len);
+                    inputs.push(t);
+                }
+            }
+        }
+        for _ in 0..300 {
+            let len = (next() % 1100) as usize;
+            let alphabet = [2u64, 5, 26, 256][(next() % 4) as usize];
+            inputs.push((0..len).map(|_| (next() % alphabet) as u8).collect());
+        }
+        for level in [8, 9] {
+            let mut standard = Deflater::new(level).unwrap();
+            for (w, m) in SMALL_CONFIGS {
+                let lim = small_config_limit(level, w, m);
+                let mut small = Deflater::with_params(level, w, m).unwrap();
+                for t in inputs.iter().filter(|t| t.len() <= lim) {
+                    assert_eq!(
+                        raw_bytes(&mut small, t),
+                        raw_bytes(&mut standard, t),
+                        "level {level}, config ({w}, {m}), len {}",
+                        t.len()
+                    );
+                }
+            }
+        }
+        // The limits are sharp: just beyond each one the three families below make the
+        // small configuration differ (so the identity above is not vacuous).
+        let differs = |w: c_int, m: c_int, make: &mut dyn FnMut(usize) -> Vec<u8>, hi: usize| {
+            let lo = small_config_limit(9, w, m) + 1;
+            let mut standard = Deflater::new(9).unwrap();
+            let mut small = Deflater::with_params(9, w, m).unwrap();
+            (lo..hi).any(|len| {
+                let t = make(len);
+                raw_bytes(&mut small, &t) != raw_bytes(&mut standard, &t)
+            })
+        };
+        let mut next2 = {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            }
+        };
+        // Window: a phrase repeated farther back than MAX_DIST (compressible filler, so
+        // the block is not stored).
+        let mut far_repeat = |len: usize| {
+            let blk: Vec<u8> = (0..40).map(|_| next2() as u8).collect();
+            let mut t = blk.clone();
+            t.extend((0..len - 80).map(|_| b'a' + (next2() >> 8) as u8 % 16));
+            t.extend_from_slice(&blk);
+            t
+        };
+        assert!(differs(9, 3, &mut far_repeat, 400));
+        assert!(differs(10, 5, &mut far_repeat, 1000));
+        // Blocks: memLevel 1 holds 127 symbols per block.
+        assert!(differs(9, 1, &mut far_repeat, 251));
+        // Chains: trigrams that collide in the 13-bit hash only, > 1024 positions.
+        let mut colliding = |len: usize| {
+            (0..len)
+                .map(|_| if next2() % 20 == 0 { 0x15 } else { 0x05 })
+                .collect()
+        };
+        assert!(differs(11, 6, &mut colliding, 1787));
+
+        // Other levels never use a small configuration.
+        for level in 0..8 {
+            assert!(SMALL_CONFIGS
+                .iter()
+                .all(|&(w, m)| small_config_limit(level, w, m) == 0));
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
-use super::{check_texts, lens_unchecked, Compressor, Distance, Engine, TextError};
+use super::{check_texts, lens_unchecked, Compressor, Distance, TextError};
 use crate::progress::Progress;
 
 /// Pairs per parallel block of [`distance_matrix`].
@@ -14,21 +14,6 @@ const PAIR_BLOCK: usize = 512;
 const REF_CHUNK: usize = 1024;
 /// Upper bound on partial-result entries held at once by [`kneighbors`].
 const MAX_PARTIAL: usize = 1 << 22;
-
-/// `C(query + b" " + reference)`, reusing `buf` for the joint text.
-#[inline]
-fn joint_len(
-    engine: &mut Engine,
-    buf: &mut Vec<u8>,
-    query: &[u8],
-    reference: &[u8],
-) -> Result<u64, TextError> {
-    buf.clear();
-    buf.extend_from_slice(query);
-    buf.push(b' ');
-    buf.extend_from_slice(reference);
-    engine.compressed_len(buf)
-}
 
 /// The dense `len(queries) x len(refs)` distance matrix, row-major.
 pub fn distance_matrix(
@@ -60,7 +45,7 @@ pub fn distance_matrix(
                 for (j, o) in block.iter_mut().enumerate() {
                     let flat = b * PAIR_BLOCK + j;
                     let (qi, ri) = (flat / nr, flat % nr);
-                    let cxy = joint_len(engine, buf, queries[qi], refs[ri])?;
+                    let cxy = engine.joint_len(queries[qi], refs[ri], buf)?;
                     *o = dist.eval(cq[qi], cr[ri], cxy);
                 }
                 progress.inc(block.len() as u64);
@@ -191,7 +176,7 @@ pub fn kneighbors(
                     let mut top = TopK::new(k.min(r1 - r0));
                     let query = queries[qi];
                     for ri in r0..r1 {
-                        let cxy = joint_len(engine, buf, query, refs[ri])?;
+                        let cxy = engine.joint_len(query, refs[ri], buf)?;
                         top.push(Cand {
                             d: dist.eval(cq[qi], ref_lens[ri], cxy),
                             i: ri as u32,

@@ -15,6 +15,7 @@
 //! never depend on the thread count. Ties in distance go to the lower reference index.
 
 mod codec;
+pub mod deflate9;
 mod knn;
 
 pub use codec::{Codec, Compressor, Engine, GZIP_OVERHEAD};

@@ -1,0 +1,885 @@
+//! Exact lengths of zlib's level-9 raw deflate streams for short inputs, without zlib.
+//!
+//! Compression kNN needs `C(x + " " + y)` for every query `x` and reference `y`, and
+//! nothing but the length of that stream. This module reproduces zlib's level-9
+//! decisions (`deflate_slow` lazy parsing, then `_tr_flush_block`'s Huffman trees and
+//! stored/static/dynamic choice) and counts bits instead of writing them. Two things
+//! make it much cheaper than running zlib per pair:
+//!
+//! * the parse of the query's own bytes is shared by all references: it runs once per
+//!   query up to the first decision that could depend on what follows (a candidate
+//!   match running into the unknown reference), and each pair resumes from there;
+//! * a match finder with exact trigram verification and word-wide comparisons.
+//!
+//! **Why it is exact.** For inputs of at most [`MAX_INPUT`] bytes zlib's level-9 chain
+//! walk is never cut short (a chain holds at most `len - 1 <= 1023` positions, the
+//! walk allows 4096, or 1024 after a match of at least `good_length = 32`), and no
+//! distance exceeds `MAX_DIST`. `longest_match` then returns, among *all* earlier
+//! positions `p >= 1` (zlib's `NIL` is position 0, never a candidate) whose bytes
+//! match, the newest one with the greatest match length (capped at 258 and at the
+//! bytes left), stopping at the first that reaches `nice_match = min(258, left)`;
+//! hash collisions and the order of zlib's quick rejects do not change that. Whether
+//! zlib searches at all (`hash_head != NIL`) does not matter either: a search that
+//! finds nothing better than `prev_length` leads to the same step as no search. At
+//! most `len <= 1024 < lit_bufsize - 1` symbols are produced, so there is exactly one
+//! block, emitted at `Z_FINISH`. The bit counts follow zlib's `build_tree` (same heap,
+//! same tie rule on node depth), `gen_bitlen` (same overflow repair), `scan_tree` and
+//! `build_bl_tree`, which is what zlib itself uses to pick the block type. The tests
+//! compare every length with zlib on adversarial and real inputs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Longest input handled here; longer ones go to zlib.
+pub const MAX_INPUT: usize = 1024;
+
+const MIN_MATCH: usize = 3;
+const MAX_MATCH: usize = 258;
+const NICE: usize = 258;
+const LAZY: usize = 258;
+const HASH_BITS: u32 = 12;
+const HASH_SIZE: usize = 1 << HASH_BITS;
+/// Bytes of slack after the input so that word-wide comparisons never read past it.
+const PAD: usize = 16;
+const NIL: u16 = u16::MAX;
+
+const L_CODES: usize = 286;
+const D_CODES: usize = 30;
+const BL_CODES: usize = 19;
+const HEAP_SIZE: usize = 2 * L_CODES + 1;
+const END_BLOCK: usize = 256;
+
+/// RFC 1951 length codes 257..285: base lengths and extra bits.
+const LEN_BASE: [u16; 29] = [
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+    163, 195, 227, 258,
+];
+const LEN_EXTRA: [u8; 29] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+];
+/// RFC 1951 distance codes 0..29: base distances and extra bits.
+const DIST_BASE: [u16; 30] = [
+    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+    2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+];
+const DIST_EXTRA: [u8; 30] = [
+    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
+    13,
+];
+/// Extra bits of the code-length alphabet (16: 2, 17: 3, 18: 7).
+const BL_EXTRA: [u8; BL_CODES] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 3, 7];
+/// Order in which code-length code lengths are sent.
+const BL_ORDER: [usize; BL_CODES] = [
+    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+];
+
+/// Length code index (0..29) of a match length 3..=258.
+const fn length_code(len: usize) -> usize {
+    let mut c = 28;
+    if len == 258 {
+        return 28;
+    }
+    c -= 1;
+    while LEN_BASE[c] as usize > len {
+        c -= 1;
+    }
+    c
+}
+
+/// Distance code (0..29) of a distance 1..=32768.
+const fn dist_code(dist: usize) -> usize {
+    let mut c = 29;
+    while DIST_BASE[c] as usize > dist {
+        c -= 1;
+    }
+    c
+}
+
+/// Lookup tables built at compile time from the RFC bases.
+struct Tables {
+    len_code: [u8; MAX_MATCH + 1],
+    dist_code: [u8; MAX_INPUT + 1],
+}
+
+const TABLES: Tables = {
+    let mut len_code = [0u8; MAX_MATCH + 1];
+    let mut l = MIN_MATCH;
+    while l <= MAX_MATCH {
+        len_code[l] = length_code(l) as u8;
+        l += 1;
+    }
+    let mut dist_code_t = [0u8; MAX_INPUT + 1];
+    let mut d = 1;
+    while d <= MAX_INPUT {
+        dist_code_t[d] = dist_code(d) as u8;
+        d += 1;
+    }
+    Tables {
+        len_code,
+        dist_code: dist_code_t,
+    }
+};
+
+/// Static (fixed) code lengths of the literal/length alphabet.
+const fn static_lit_len(n: usize) -> u32 {
+    match n {
+        0..=143 => 8,
+        144..=255 => 9,
+        256..=279 => 7,
+        _ => 8,
+    }
+}
+
+/// Symbol counts of the block being built.
+#[derive(Clone)]
+struct Freqs {
+    lit: [u32; L_CODES],
+    dist: [u32; D_CODES],
+}
+
+impl Freqs {
+    fn new() -> Self {
+        let mut lit = [0u32; L_CODES];
+        lit[END_BLOCK] = 1;
+        Self {
+            lit,
+            dist: [0; D_CODES],
+        }
+    }
+}
+
+/// `deflate_slow`'s state between two steps.
+#[derive(Clone)]
+struct Parse {
+    strstart: usize,
+    match_available: bool,
+    match_length: usize,
+    match_start: usize,
+    freqs: Freqs,
+}
+
+impl Parse {
+    fn new() -> Self {
+        Self {
+            strstart: 0,
+            match_available: false,
+            match_length: MIN_MATCH - 1,
+            match_start: 0,
+            freqs: Freqs::new(),
+        }
+    }
+
+    #[inline]
+    fn literal(&mut self, c: u8) {
+        self.freqs.lit[c as usize] += 1;
+    }
+
+    #[inline]
+    fn matched(&mut self, dist: usize, len: usize) {
+        self.freqs.lit[257 + TABLES.len_code[len] as usize] += 1;
+        self.freqs.dist[TABLES.dist_code[dist] as usize] += 1;
+    }
+}
+
+/// Trigram hash chains: `head[key]` is the newest position with that key, `prev[p]`
+/// the next older one (`NIL` ends a chain). Keys can collide; candidates are verified.
+struct Chains {
+    head: Vec<u16>,
+    prev: Vec<u16>,
+}
+
+impl Chains {
+    fn new() -> Self {
+        Self {
+            head: vec![NIL; HASH_SIZE],
+            prev: vec![NIL; MAX_INPUT],
+        }
+    }
+
+    #[inline]
+    fn insert(&mut self, key: usize, p: usize) {
+        self.prev[p] = self.head[key];
+        self.head[key] = p as u16;
+    }
+}
+
+#[inline]
+fn trigram(buf: &[u8], p: usize) -> u32 {
+    u32::from(buf[p]) | u32::from(buf[p + 1]) << 8 | u32::from(buf[p + 2]) << 16
+}
+
+#[inline]
+fn key_of(tri: u32) -> usize {
+    (tri.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
+}
+
+#[inline]
+fn load8(buf: &[u8], p: usize) -> u64 {
+    u64::from_le_bytes(buf[p..p + 8].try_into().unwrap())
+}
+
+/// Common prefix length of `buf[a..]` and `buf[b..]`, at most `limit`
+/// (`buf` must have `PAD` readable bytes beyond `b + limit`).
+#[inline]
+fn common_prefix(buf: &[u8], a: usize, b: usize, limit: usize) -> usize {
+    let mut n = 0;
+    while n < limit {
+        let x = load8(buf, a + n) ^ load8(buf, b + n);
+        if x != 0 {
+            return (n + (x.trailing_zeros() / 8) as usize).min(limit);
+        }
+        n += 8;
+    }
+    limit
+}
+
+/// What a search at one position found.
+struct Found {
+    len: usize,
+    start: usize,
+    /// Some candidate matched every byte up to `limit` (prefix runs: the result may
+    /// depend on the bytes after the prefix).
+    reached_limit: bool,
+}
+
+/// zlib's `longest_match` outcome (see the module docs): the newest candidate with the
+/// longest match, better than `best`, stopping at the first of length >= `nice`.
+#[inline]
+fn search(
+    buf: &[u8],
+    chains: &Chains,
+    s: usize,
+    limit: usize,
+    nice: usize,
+    mut best: usize,
+    exhaustive: bool,
+) -> Found {
+    let tri = trigram(buf, s);
+    let mut c = chains.head[key_of(tri)];
+    let mut start = usize::MAX;
+    let mut reached_limit = false;
+    while c != NIL {
+        let p = c as usize;
+        c = chains.prev[p];
+        if p == 0 || trigram(buf, p) != tri {
+            continue;
+        }
+        if !exhaustive && best < limit && buf[p + best] != buf[s + best] {
+            continue;
+        }
+        let len = common_prefix(buf, p, s, limit);
+        reached_limit |= len == limit;
+        if len > best {
+            best = len;
+            start = p;
+            if len >= nice {
+                break;
+            }
+        }
+    }
+    Found {
+        len: best,
+        start,
+        reached_limit,
+    }
+}
+
+/// Runs `deflate_slow` over `buf[..total]` from `st`, with `chains` holding every
+/// position before `st.strstart`. With `prefix = Some(end)`, `buf[..end]` is only the
+/// start of the input (at least one more byte follows): the run stops, leaving `st`
+/// and `chains` untouched for that step, at the first step whose outcome could depend
+/// on the bytes after `end`. Returns whether the input was consumed.
+fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bool) -> bool {
+    loop {
+        let s = st.strstart;
+        let lookahead = total - s;
+        if lookahead == 0 {
+            if prefix {
+                return false;
+            }
+            if st.match_available {
+                st.literal(buf[s - 1]);
+                st.match_available = false;
+            }
+            return true;
+        }
+        if prefix && s + MIN_MATCH > total {
+            return false;
+        }
+        let prev_length = st.match_length;
+        let prev_match = st.match_start;
+        let mut match_length = MIN_MATCH - 1;
+        let mut match_start = st.match_start;
+        let searchable = lookahead >= MIN_MATCH;
+        if searchable && prev_length < LAZY {
+            let limit = MAX_MATCH.min(lookahead);
+            let f = search(
+                buf,
+                chains,
+                s,
+                limit,
+                NICE.min(lookahead),
+                prev_length,
+                prefix,
+            );
+            if prefix && f.reached_limit && limit < MAX_MATCH {
+                return false;
+            }
+            if f.len > prev_length {
+                match_start = f.start;
+            }
+            match_length = f.len;
+            // TOO_FAR (4096) cannot trigger: distances are below MAX_INPUT.
+        }
+        let emit = prev_length >= MIN_MATCH && match_length <= prev_length;
+        // A prefix run cannot hash positions whose trigram reaches past `total`.
+        if prefix && emit && s + prev_length - 2 + MIN_MATCH > total {
+            return false;
+        }
+        if searchable {
+            chains.insert(key_of(trigram(buf, s)), s);
+        }
+        if emit {
+            // Emit the previous match; insert the strings it covers.
+            let max_insert = s + lookahead - MIN_MATCH;
+            st.matched(s - 1 - prev_match, prev_length);
+            for p in s + 1..s + prev_length - 1 {
+                if p <= max_insert {
+                    chains.insert(key_of(trigram(buf, p)), p);
+                }
+            }
+            st.strstart = s + prev_length - 1;
+            st.match_available = false;
+            st.match_length = MIN_MATCH - 1;
+            st.match_start = match_start;
+        } else {
+            if st.match_available {
+                st.literal(buf[s - 1]);
+            }
+            st.match_available = true;
+            st.strstart = s + 1;
+            st.match_length = match_length;
+            st.match_start = match_start;
+        }
+    }
+}
+
+/// Which of the block's three Huffman trees is being built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tree {
+    Lit,
+    Dist,
+    Bl,
+}
+
+impl Tree {
+    /// Code length of symbol `n` in the static tree (unused for `Bl`).
+    #[inline]
+    fn static_len(self, n: usize) -> u32 {
+        match self {
+            Tree::Lit => static_lit_len(n),
+            Tree::Dist => 5,
+            Tree::Bl => 0,
+        }
+    }
+
+    /// Extra bits sent after symbol `n`.
+    #[inline]
+    fn extra(self, n: usize) -> u32 {
+        u32::from(match self {
+            Tree::Lit if n >= 257 => LEN_EXTRA[n - 257],
+            Tree::Lit => 0,
+            Tree::Dist => DIST_EXTRA[n],
+            Tree::Bl => BL_EXTRA[n],
+        })
+    }
+
+    fn max_length(self) -> u32 {
+        if self == Tree::Bl {
+            7
+        } else {
+            15
+        }
+    }
+}
+
+// Heap entries pack (frequency, depth, node) so that zlib's `smaller` (frequency, then
+// depth, ties count as smaller) is one integer comparison of `entry >> NODE_BITS`.
+const NODE_BITS: u32 = 10;
+const DEPTH_BITS: u32 = 8;
+const FREQ_SHIFT: u32 = NODE_BITS + DEPTH_BITS;
+
+#[inline(always)]
+fn rank(e: u64) -> u64 {
+    e >> NODE_BITS
+}
+
+#[inline(always)]
+fn node_of(e: u64) -> usize {
+    (e & ((1 << NODE_BITS) - 1)) as usize
+}
+
+/// zlib's `pqdownheap` on packed entries.
+#[inline(always)]
+fn sift_down(heap: &mut [u64; HEAP_SIZE + 1], heap_len: usize, mut k: usize) {
+    let v = heap[k];
+    let mut j = k << 1;
+    while j <= heap_len {
+        if j < heap_len && rank(heap[j + 1]) <= rank(heap[j]) {
+            j += 1;
+        }
+        if rank(v) <= rank(heap[j]) {
+            break;
+        }
+        heap[k] = heap[j];
+        k = j;
+        j <<= 1;
+    }
+    heap[k] = v;
+}
+
+/// One Huffman tree's code lengths as zlib's `build_tree` + `gen_bitlen` compute them,
+/// adding the bits it costs to `opt_len` / `static_len` (zlib's block accounting).
+/// Returns `max_code`; `lens` receives the code lengths.
+fn build_tree<const ELEMS: usize>(
+    tree: Tree,
+    freq_in: &[u32; ELEMS],
+    lens: &mut [u32; ELEMS],
+    opt_len: &mut i64,
+    static_len: &mut i64,
+) -> usize {
+    let mut freq = *freq_in;
+    let mut heap = [0u64; HEAP_SIZE + 1];
+    let mut heap_len = 0usize;
+    let mut max_code: isize = -1;
+    for (n, &f) in freq_in.iter().enumerate() {
+        if f != 0 {
+            heap_len += 1;
+            heap[heap_len] = u64::from(f) << FREQ_SHIFT | n as u64;
+            max_code = n as isize;
+        }
+    }
+    // At least two codes of non-zero frequency.
+    while heap_len < 2 {
+        let node = if max_code < 2 {
+            max_code += 1;
+            max_code as usize
+        } else {
+            0
+        };
+        heap_len += 1;
+        heap[heap_len] = 1 << FREQ_SHIFT | node as u64;
+        freq[node] = 1;
+        *opt_len -= 1;
+        *static_len -= i64::from(tree.static_len(node));
+    }
+    let max_code = max_code as usize;
+    for k in (1..=heap_len / 2).rev() {
+        sift_down(&mut heap, heap_len, k);
+    }
+    // Nodes in the order zlib's `heap[heap_max..]` holds them; parents of all nodes.
+    let mut order = [0u16; HEAP_SIZE];
+    let mut dad = [0u16; HEAP_SIZE];
+    let mut heap_max = HEAP_SIZE;
+    let mut node = ELEMS;
+    loop {
+        let a = heap[1];
+        heap[1] = heap[heap_len];
+        heap_len -= 1;
+        sift_down(&mut heap, heap_len, 1);
+        let b = heap[1];
+        heap_max -= 2;
+        order[heap_max + 1] = node_of(a) as u16;
+        order[heap_max] = node_of(b) as u16;
+        let f = (a >> FREQ_SHIFT) + (b >> FREQ_SHIFT);
+        let depth = ((rank(a) & 0xff).max(rank(b) & 0xff) + 1) & 0xff;
+        dad[node_of(a)] = node as u16;
+        dad[node_of(b)] = node as u16;
+        heap[1] = f << FREQ_SHIFT | depth << NODE_BITS | node as u64;
+        node += 1;
+        sift_down(&mut heap, heap_len, 1);
+        if heap_len < 2 {
+            break;
+        }
+    }
+    heap_max -= 1;
+    order[heap_max] = node_of(heap[1]) as u16;
+
+    // gen_bitlen
+    let max_length = tree.max_length();
+    let mut len = [0u32; HEAP_SIZE];
+    let mut bl_count = [0u32; 16];
+    let mut overflow = 0i32;
+    for &n in &order[heap_max + 1..] {
+        let n = n as usize;
+        let mut bits = len[dad[n] as usize] + 1;
+        if bits > max_length {
+            bits = max_length;
+            overflow += 1;
+        }
+        len[n] = bits;
+        if n > max_code {
+            continue;
+        }
+        bl_count[bits as usize] += 1;
+        let f = i64::from(freq[n]);
+        let xbits = tree.extra(n);
+        *opt_len += f * i64::from(bits + xbits);
+        if tree != Tree::Bl {
+            *static_len += f * i64::from(tree.static_len(n) + xbits);
+        }
+    }
+    if overflow > 0 {
+        loop {
+            let mut bits = max_length as usize - 1;
+            while bl_count[bits] == 0 {
+                bits -= 1;
+            }
+            bl_count[bits] -= 1;
+            bl_count[bits + 1] += 2;
+            bl_count[max_length as usize] -= 1;
+            overflow -= 2;
+            if overflow <= 0 {
+                break;
+            }
+        }
+        let mut h = HEAP_SIZE;
+        for bits in (1..=max_length).rev() {
+            let mut n = bl_count[bits as usize];
+            while n != 0 {
+                h -= 1;
+                let m = order[h] as usize;
+                if m > max_code {
+                    continue;
+                }
+                if len[m] != bits {
+                    *opt_len += (i64::from(bits) - i64::from(len[m])) * i64::from(freq[m]);
+                    len[m] = bits;
+                }
+                n -= 1;
+            }
+        }
+    }
+    for (n, l) in lens.iter_mut().enumerate() {
+        *l = if n <= max_code && freq[n] != 0 {
+            len[n]
+        } else {
+            0
+        };
+    }
+    max_code
+}
+
+/// zlib's `scan_tree`: counts of the code-length alphabet for sending `lens[..=max_code]`.
+fn scan_tree(lens: &[u32], max_code: usize, bl_freq: &mut [u32; BL_CODES]) {
+    let mut prevlen: i64 = -1;
+    let mut nextlen = i64::from(lens[0]);
+    let mut count = 0;
+    let (mut max_count, mut min_count) = if nextlen == 0 { (138, 3) } else { (7, 4) };
+    for n in 0..=max_code {
+        let curlen = nextlen;
+        nextlen = if n < max_code {
+            i64::from(lens[n + 1])
+        } else {
+            0xffff
+        };
+        count += 1;
+        if count < max_count && curlen == nextlen {
+            continue;
+        } else if count < min_count {
+            bl_freq[curlen as usize] += count;
+        } else if curlen != 0 {
+            if curlen != prevlen {
+                bl_freq[curlen as usize] += 1;
+            }
+            bl_freq[16] += 1;
+        } else if count <= 10 {
+            bl_freq[17] += 1;
+        } else {
+            bl_freq[18] += 1;
+        }
+        count = 0;
+        prevlen = curlen;
+        if nextlen == 0 {
+            (max_count, min_count) = (138, 3);
+        } else if curlen == nextlen {
+            (max_count, min_count) = (6, 3);
+        } else {
+            (max_count, min_count) = (7, 4);
+        }
+    }
+}
+
+/// Bytes of the single final block zlib emits for these symbol counts and
+/// `stored_len` input bytes.
+fn block_bytes(freqs: &Freqs, stored_len: usize) -> u64 {
+    let mut opt_len = 0i64;
+    let mut static_len = 0i64;
+    let mut llens = [0u32; L_CODES];
+    let mut dlens = [0u32; D_CODES];
+    let lmax = build_tree(
+        Tree::Lit,
+        &freqs.lit,
+        &mut llens,
+        &mut opt_len,
+        &mut static_len,
+    );
+    let dmax = build_tree(
+        Tree::Dist,
+        &freqs.dist,
+        &mut dlens,
+        &mut opt_len,
+        &mut static_len,
+    );
+    let mut bl_freq = [0u32; BL_CODES];
+    scan_tree(&llens, lmax, &mut bl_freq);
+    scan_tree(&dlens, dmax, &mut bl_freq);
+    let mut bllens = [0u32; BL_CODES];
+    let mut unused = 0i64;
+    build_tree(Tree::Bl, &bl_freq, &mut bllens, &mut opt_len, &mut unused);
+    let mut max_blindex = BL_CODES - 1;
+    while max_blindex >= 3 && bllens[BL_ORDER[max_blindex]] == 0 {
+        max_blindex -= 1;
+    }
+    opt_len += 3 * (max_blindex as i64 + 1) + 5 + 5 + 4;
+    let opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
+    let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
+    let best = opt_lenb.min(static_lenb);
+    if stored_len as u64 + 4 <= best {
+        stored_len as u64 + 5
+    } else {
+        best
+    }
+}
+
+/// Exact length of zlib's level-9 raw deflate stream of `data` (at most [`MAX_INPUT`]
+/// bytes; `None` for longer inputs).
+pub fn raw_len(data: &[u8]) -> Option<u64> {
+    if data.len() > MAX_INPUT {
+        return None;
+    }
+    let mut buf = Vec::with_capacity(data.len() + PAD);
+    buf.extend_from_slice(data);
+    buf.resize(data.len() + PAD, 0);
+    let mut st = Parse::new();
+    let mut chains = Chains::new();
+    run(&mut st, &mut chains, &buf, data.len(), false);
+    Some(block_bytes(&st.freqs, data.len()))
+}
+
+/// A query's shared work: the parse of `query + separator` up to the first step that
+/// depends on the reference.
+pub struct Prefix {
+    /// Unique per prefix (so scratch can tell which prefix it has loaded).
+    id: u64,
+    text: Vec<u8>,
+    st: Parse,
+    head: Vec<u16>,
+    prev: Vec<u16>,
+}
+
+impl Prefix {
+    /// `query + separator`, parsed as far as it is independent of what follows.
+    /// `None` when the query alone is too long for [`MAX_INPUT`].
+    pub fn new(query: &[u8], separator: &[u8]) -> Option<Self> {
+        let n = query.len() + separator.len();
+        if n >= MAX_INPUT {
+            return None;
+        }
+        let mut text = Vec::with_capacity(MAX_INPUT + PAD);
+        text.extend_from_slice(query);
+        text.extend_from_slice(separator);
+        let mut buf = text.clone();
+        buf.resize(n + PAD, 0);
+        let mut st = Parse::new();
+        let mut chains = Chains::new();
+        run(&mut st, &mut chains, &buf, n, true);
+        chains.prev.truncate(st.strstart);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Some(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            text,
+            st,
+            head: chains.head,
+            prev: chains.prev,
+        })
+    }
+
+    /// The query bytes plus separator this prefix was built from.
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+/// Per-worker scratch for [`Pairs::raw_len`].
+pub struct Pairs {
+    buf: Vec<u8>,
+    chains: Chains,
+    /// Id of the prefix whose `prev` entries are loaded in `chains.prev` (0: none).
+    loaded: u64,
+}
+
+impl Default for Pairs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pairs {
+    /// Empty scratch.
+    pub fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(MAX_INPUT + PAD),
+            chains: Chains::new(),
+            loaded: 0,
+        }
+    }
+
+    /// Exact raw deflate length (zlib level 9) of `prefix.text() + reference`;
+    /// `None` when the joint text is longer than [`MAX_INPUT`] or `reference` is empty.
+    pub fn raw_len(&mut self, prefix: &Prefix, reference: &[u8]) -> Option<u64> {
+        let total = prefix.text.len() + reference.len();
+        // The prefix run assumed at least one byte after it.
+        if total > MAX_INPUT || reference.is_empty() {
+            return None;
+        }
+        if self.loaded != prefix.id {
+            self.chains.prev[..prefix.prev.len()].copy_from_slice(&prefix.prev);
+            self.loaded = prefix.id;
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(&prefix.text);
+        self.buf.extend_from_slice(reference);
+        self.buf.resize(total + PAD, 0);
+        self.chains.head.copy_from_slice(&prefix.head);
+        let mut st = prefix.st.clone();
+        run(&mut st, &mut self.chains, &self.buf, total, false);
+        Some(block_bytes(&st.freqs, total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::codec::zlib_raw_len;
+
+    fn zlib_len(_: &mut (), data: &[u8]) -> u64 {
+        zlib_raw_len(9, data)
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Inputs from many families: tiny alphabets, runs, repeated phrases with edits,
+    /// random bytes, words.
+    fn sample(rng: &mut Rng, len: usize) -> Vec<u8> {
+        let words: [&[u8]; 8] = [
+            b"the ", b"cat ", b"sat ", b"on ", b"mat ", b"a ", b"th", b"e",
+        ];
+        match rng.below(6) {
+            0 => {
+                let k = 2 + rng.below(3);
+                (0..len).map(|_| b'a' + rng.below(k) as u8).collect()
+            }
+            1 => (0..len).map(|_| rng.next() as u8).collect(),
+            2 => {
+                let mut t = Vec::new();
+                while t.len() < len {
+                    t.extend_from_slice(words[rng.below(8) as usize]);
+                }
+                t.truncate(len);
+                t
+            }
+            3 => {
+                let period = 1 + rng.below(300) as usize;
+                let blk: Vec<u8> = (0..period).map(|_| b'a' + rng.below(4) as u8).collect();
+                let mut t: Vec<u8> = blk.iter().copied().cycle().take(len).collect();
+                for _ in 0..rng.below(20) {
+                    if len > 0 {
+                        let i = rng.below(len as u64) as usize;
+                        t[i] = b'a' + rng.below(5) as u8;
+                    }
+                }
+                t
+            }
+            4 => vec![b'z'; len],
+            _ => (0..len)
+                .map(|_| if rng.below(20) == 0 { 0x15 } else { 0x05 })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tables_follow_the_rfc() {
+        assert_eq!(TABLES.len_code[3], 0);
+        assert_eq!(TABLES.len_code[10], 7);
+        assert_eq!(TABLES.len_code[11], 8);
+        assert_eq!(TABLES.len_code[12], 8);
+        assert_eq!(TABLES.len_code[227], 27);
+        assert_eq!(TABLES.len_code[257], 27);
+        assert_eq!(TABLES.len_code[258], 28);
+        assert_eq!(TABLES.dist_code[1], 0);
+        assert_eq!(TABLES.dist_code[5], 4);
+        assert_eq!(TABLES.dist_code[6], 4);
+        assert_eq!(TABLES.dist_code[1024], 19);
+    }
+
+    #[test]
+    fn single_texts_equal_zlib() {
+        let mut e = ();
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for i in 0..6000 {
+            let len = match i % 3 {
+                0 => 1 + rng.below(40) as usize,
+                1 => 1 + rng.below(MAX_INPUT as u64) as usize,
+                _ => MAX_INPUT - rng.below(8) as usize,
+            };
+            let t = sample(&mut rng, len);
+            assert_eq!(
+                raw_len(&t),
+                Some(zlib_len(&mut e, &t)),
+                "case {i}, len {len}"
+            );
+        }
+        assert_eq!(raw_len(&[0u8; MAX_INPUT + 1]), None);
+    }
+
+    #[test]
+    fn pairs_equal_zlib_and_reuse_prefixes() {
+        let mut e = ();
+        let mut rng = Rng(0x0fed_cba9_8765_4321);
+        let mut pairs = Pairs::new();
+        for q in 0..150 {
+            let qlen = 1 + rng.below(600) as usize;
+            let query = sample(&mut rng, qlen);
+            let prefix = Prefix::new(&query, b" ").unwrap();
+            for r in 0..25 {
+                let rlen = 1 + rng.below(700) as usize;
+                // References that continue the query make the prefix stop early.
+                let reference = if r % 4 == 0 {
+                    query.iter().copied().cycle().skip(r).take(rlen).collect()
+                } else {
+                    sample(&mut rng, rlen)
+                };
+                let mut joint = query.clone();
+                joint.push(b' ');
+                joint.extend_from_slice(&reference);
+                let want = (joint.len() <= MAX_INPUT).then(|| zlib_len(&mut e, &joint));
+                assert_eq!(
+                    pairs.raw_len(&prefix, &reference),
+                    want,
+                    "query {q} ref {r}"
+                );
+            }
+        }
+    }
+}
