@@ -2,12 +2,13 @@
 
 Run one loss per process (peak RSS is per process)::
 
-    for l in ce squentropy naive_squentropy zloss naive_zloss; do
+    for l in ce squentropy naive_squentropy zloss naive_zloss squentropy_ignore zloss_ignore; do
         python benches/loss_memory.py $l 256 128000; done
 
 "extra peak RSS" is the growth of the process's peak resident memory during the timed
 forward+backward passes, on top of the logits (allocated in place, without temporaries)
-and a small warm-up call.
+and a small warm-up call. The ``*_ignore`` variants set every 4th target to
+``ignore_index`` (-100), as padded sequence batches do.
 """
 
 from __future__ import annotations
@@ -29,13 +30,21 @@ def naive_squentropy(o, y):
     return (ce + sq / (o.shape[1] - 1)).mean()
 
 
-def naive_zloss(o, y, a=0.1, b=10.0):
+def naive_zloss(o, y, a=1.0, b=0.0):
     z = (o - o.mean(1, keepdim=True)) / o.std(1, unbiased=False, keepdim=True)
     return (F.softplus(a * (b - z.gather(1, y[:, None]).squeeze(1))) / a).mean()
 
 
+def _with_ignored(fn):
+    def wrapped(o, y):
+        return fn(o, y.masked_fill(torch.arange(len(y)) % 4 == 0, -100))
+    return wrapped
+
+
 LOSSES = {"ce": F.cross_entropy, "squentropy": L.squentropy, "naive_squentropy": naive_squentropy,
-          "zloss": L.spherical_z_loss, "naive_zloss": naive_zloss}
+          "zloss": L.spherical_z_loss, "naive_zloss": naive_zloss,
+          "ce_ignore": _with_ignored(F.cross_entropy), "squentropy_ignore": _with_ignored(L.squentropy),
+          "zloss_ignore": _with_ignored(L.spherical_z_loss)}
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ def _naive_squentropy(F, torch, o, y):
     return (ce + sq / (o.shape[1] - 1)).mean()
 
 
-def _naive_zloss(F, torch, o, y, a=0.1, b=10.0):
+def _naive_zloss(F, torch, o, y, a=1.0, b=0.0):
     z = (o - o.mean(1, keepdim=True)) / o.std(1, unbiased=False, keepdim=True)
     return (F.softplus(a * (b - z.gather(1, y[:, None]).squeeze(1))) / a).mean()
 

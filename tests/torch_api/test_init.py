@@ -99,6 +99,38 @@ def test_mimetic_multi_head_is_best_low_rank_and_explicit_weights():
         tinit.mimetic_init_(nn.Linear(2, 2))
 
 
+@pytest.mark.parametrize("consts", [(0.7, 0.7, 0.4, 0.4), (0.5, -0.6, 0.3, -0.2), (0.0, 1.0, 0.0, 1.0)])
+def test_mimetic_products_match_targets_for_any_constants(consts):
+    """Per head, W_q[h]^T W_k[h] is the best rank-k approximation of a1 Z_h + b1 I (the
+    SVD target) and W_v^T W_o^T = a2 Z - b2 I exactly; negative betas give the
+    language-model signs; alpha = 0 gives exact (partial) identities."""
+    a1, b1, a2, b2 = consts
+    d, h = 16, 4
+    k = d // h
+    attn = nn.MultiheadAttention(d, h)
+    tinit.mimetic_init_(attn, alpha1=a1, beta1=b1, alpha2=a2, beta2=b2, generator=torch.Generator().manual_seed(5))
+    wq, wk, wv = (w.double() for w in attn.in_proj_weight.detach().chunk(3))
+    wo = attn.out_proj.weight.detach().double()
+    g2 = torch.Generator().manual_seed(5)
+    eye = torch.eye(d, dtype=torch.float64)
+    for i in range(h):
+        target = a1 * torch.randn(d, d, generator=g2, dtype=torch.float64) / math.sqrt(d) + b1 * eye
+        u, s, vh = torch.linalg.svd(target)
+        prod = wq[i * k:(i + 1) * k].T @ wk[i * k:(i + 1) * k]
+        torch.testing.assert_close(prod, (u[:, :k] * s[:k]) @ vh[:k], atol=1e-5, rtol=1e-5)
+        assert torch.linalg.matrix_rank(prod) == k
+        assert (prod.trace() > 0) == (b1 > 0)
+    target = a2 * torch.randn(d, d, generator=g2, dtype=torch.float64) / math.sqrt(d) - b2 * eye
+    torch.testing.assert_close(wv.T @ wo.T, target, atol=1e-5, rtol=1e-5)
+
+
+def test_mimetic_bad_constants_raise():
+    attn = nn.MultiheadAttention(8, 2)
+    for kw in ({"alpha1": -0.1}, {"alpha2": float("nan")}, {"beta1": float("inf")}, {"beta2": "x"}):
+        with pytest.raises(ValueError):
+            tinit.mimetic_init_(attn, **kw)
+
+
 def test_mimetic_separate_qkv_module():
     attn = nn.MultiheadAttention(8, 2, kdim=8, vdim=8)
     attn._qkv_same_embed_dim = False  # exercise the separate-projection path

@@ -177,6 +177,26 @@ def test_z_loss_matches_loop(a, b):
     torch.testing.assert_close(L.ZLoss(a, b, reduction="sum")(o, y), ref_zloss(o, y, a, b).sum())
 
 
+def test_z_loss_defaults_are_reference_code_softplus_minus_z():
+    """Defaults a=1, b=0: softplus(-z_y), the loss of the authors' reference code, written
+    here from the paper's spherical statistics S1 = sum(o), S2 = sum(o**2) and o_y."""
+    o, y = _logits(n=5, c=8, seed=3)
+    want = []
+    for i in range(o.shape[0]):
+        row = [float(v) for v in o[i]]
+        c = len(row)
+        s1, s2 = sum(row), sum(v * v for v in row)
+        mu = s1 / c
+        sigma = math.sqrt(s2 / c - mu * mu)
+        z = (row[int(y[i])] - mu) / sigma
+        want.append(math.log1p(math.exp(-z)))
+    want = torch.tensor(want, dtype=D)
+    torch.testing.assert_close(L.spherical_z_loss(o, y, reduction="none"), want)
+    module = L.ZLoss()
+    assert (module.a, module.b) == (1.0, 0.0)
+    torch.testing.assert_close(module(o, y), want.mean())
+
+
 def test_z_loss_shift_and_scale_invariant():
     o, y = _logits(c=9)
     base = L.spherical_z_loss(o, y, reduction="none")
@@ -520,3 +540,119 @@ def test_squentropy_square_term_exact_when_target_logit_dominates():
     y = torch.tensor([0, 2, 0])
     got = L.squentropy(o, y, reduction="none")
     torch.testing.assert_close(got.double(), ref_squentropy(o.double(), y), rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------------- ignore_index
+_IGNORE_LOSSES = {
+    "squentropy": (lambda o, y, **kw: L.squentropy(o, y, **kw), ref_squentropy),
+    "z": (lambda o, y, **kw: L.spherical_z_loss(o, y, a=0.5, b=2.0, **kw), lambda o, y: ref_zloss(o, y, 0.5, 2.0)),
+    "comp_sum": (lambda o, y, **kw: L.comp_sum_loss(o, y, 1.5, **kw), lambda o, y: ref_comp_sum(o, y, 1.5)),
+    "gce": (lambda o, y, **kw: L.generalized_cross_entropy(o, y, 0.7, **kw), lambda o, y: ref_comp_sum(o, y, 1.7)),
+    "ce": (lambda o, y, **kw: L.comp_sum_loss(o, y, 1.0, **kw), lambda o, y: ref_comp_sum(o, y, 1.0)),
+}
+
+
+def _ref_ignored(ref, o, y, ignore, reduction):
+    """Loop reference with F.cross_entropy's semantics: ignored rows give 0, "mean"
+    divides by the number of kept rows."""
+    keep = [i for i in range(len(y)) if int(y[i]) != ignore]
+    per_row = torch.zeros(len(y), dtype=D)
+    if keep:
+        per_row[keep] = ref(o[keep], y[keep])
+    if reduction == "none":
+        return per_row
+    if reduction == "sum":
+        return per_row.sum()
+    return per_row.sum() / max(len(keep), 1)
+
+
+@pytest.mark.parametrize("name", sorted(_IGNORE_LOSSES))
+@pytest.mark.parametrize("ignore", [-100, 2, 7])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_ignore_index_matches_loop(name, ignore, reduction):
+    fn, ref = _IGNORE_LOSSES[name]
+    o, y = _logits(n=8, c=5, seed=21)
+    y = y.clone()
+    y[[1, 4, 5]] = ignore
+    got = fn(o, y, reduction=reduction, ignore_index=ignore)
+    torch.testing.assert_close(got, _ref_ignored(ref, o, y, ignore, reduction))
+    ot = o.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(fn(ot, y, reduction="sum", ignore_index=ignore), ot)
+    kept = y != ignore
+    assert kept.sum() >= 4 and (grad[~kept] == 0).all() and (grad[kept] != 0).any(1).all()
+    _gc(lambda t: fn(t, y, reduction=reduction, ignore_index=ignore), ot)
+
+
+def test_ignore_index_mean_has_cross_entropy_semantics():
+    o, y = _logits(n=10, c=6, seed=22)
+    y = y.clone()
+    y[::3] = -100
+    ot = o.clone().requires_grad_(True)
+    ref = F.cross_entropy(ot, y)
+    got = L.comp_sum_loss(ot, y, 1.0)
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(torch.autograd.grad(got, ot)[0], torch.autograd.grad(ref, ot)[0])
+    # batch dimensions: (N, T, C) logits with (N, T) targets, as a padded sequence batch
+    o3, y3 = o.reshape(2, 5, 6), y.reshape(2, 5)
+    for fn in (L.squentropy, L.spherical_z_loss):
+        torch.testing.assert_close(fn(o3, y3), fn(o, y))
+        assert fn(o3, y3, reduction="none").shape == (2, 5)
+        assert (fn(o3, y3, reduction="none")[y3 == -100] == 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(_IGNORE_LOSSES))
+def test_all_ignored_is_zero_with_zero_gradient(name):
+    fn, _ = _IGNORE_LOSSES[name]
+    o = torch.randn(4, 5, dtype=D, generator=_gen(23))
+    # padded positions often carry -inf logits: still no NaN
+    o[1] = float("-inf")
+    ot = o.requires_grad_(True)
+    y = torch.full((4,), -100)
+    for reduction in ("mean", "sum"):
+        loss = fn(ot, y, reduction=reduction)
+        assert loss.item() == 0.0
+        (grad,) = torch.autograd.grad(loss, ot)
+        assert (grad == 0).all()
+    assert (fn(ot, y, reduction="none") == 0).all()
+    y2 = torch.tensor([0, -100, 3, -100])  # the -inf row ignored, others finite
+    (grad,) = torch.autograd.grad(fn(ot, y2), ot)
+    assert torch.isfinite(grad).all() and (grad[1] == 0).all()
+
+
+def test_ignore_index_in_large_vocab_chunks(monkeypatch):
+    o, y = _logits(n=9, c=11, seed=24)
+    y = y.clone()
+    y[[0, 5, 8]] = -100
+    o.requires_grad_(True)
+    full = [L.squentropy(o, y, reduction="none"), L.spherical_z_loss(o, y, reduction="none")]
+    monkeypatch.setattr(L, "_CHUNK_ELEMENTS", 20)
+    torch.testing.assert_close(L.squentropy(o, y, reduction="none"), full[0])
+    torch.testing.assert_close(L.spherical_z_loss(o, y, reduction="none"), full[1])
+    _gc(lambda t: L.squentropy(t, y), o)
+    _gc(lambda t: L.spherical_z_loss(t, y), o)
+
+
+def test_ignore_index_modules_and_bad_values():
+    o, y = _logits(n=6, c=5, seed=25)
+    y = y.clone()
+    y[0] = 4
+    for module, fn in ((L.Squentropy(ignore_index=4), L.squentropy),
+                       (L.ZLoss(ignore_index=4), L.spherical_z_loss),
+                       (L.CompSumLoss(1.5, ignore_index=4), lambda a, b, **kw: L.comp_sum_loss(a, b, 1.5, **kw)),
+                       (L.GeneralizedCrossEntropyLoss(ignore_index=4), L.generalized_cross_entropy)):
+        torch.testing.assert_close(module(o, y), fn(o, y, ignore_index=4))
+        assert not torch.allclose(module(o, y), fn(o, y))
+    # labels other than ignore_index stay checked
+    bad = y.clone()
+    bad[1] = -1
+    for fn in (L.squentropy, L.spherical_z_loss, L.generalized_cross_entropy):
+        with pytest.raises(ValueError, match="outside"):
+            fn(o, bad)
+        bad[1] = 5
+        with pytest.raises(ValueError, match="ignore_index=-100"):
+            fn(o, bad)
+        bad[1] = -1
+    with pytest.raises(ValueError, match="ignore_index"):
+        L.squentropy(o, y, ignore_index=1.5)
+    with pytest.raises(ValueError, match="ignore_index"):
+        L.ZLoss(ignore_index=True)

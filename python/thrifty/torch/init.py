@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from .._errors import InvalidInputError
+from .._validation import check_float
 
 __all__ = ["hadamard", "zero_init_", "mimetic_init_", "lsuv_init_"]
 
@@ -64,8 +65,8 @@ def _zero_tensor_(w: Tensor) -> Tensor:
         raise InvalidInputError(f"ZerO needs a weight with ndim >= 2, got shape {tuple(w.shape)}")
     mat = _zero_matrix(w.shape[0], w.shape[1], torch.float64)
     w.zero_()
-    center = tuple(k // 2 for k in w.shape[2:])
-    w[(slice(None), slice(None), *center)] = mat.to(w.dtype).to(w.device)
+    index: tuple[slice | int, ...] = (slice(None), slice(None), *(k // 2 for k in w.shape[2:]))
+    w[index] = mat.to(w.dtype).to(w.device)
     return w
 
 
@@ -139,13 +140,23 @@ def mimetic_init_(
     beta2: float = 0.4,
     generator: torch.Generator | None = None,
 ) -> Any:
-    """Mimetic initialisation of self-attention (Trockman & Kolter, arXiv 2305.09828).
+    """Mimetic initialisation of self-attention (Trockman & Kolter, ICML 2023,
+    arXiv 2305.09828).
 
-    With torch's ``(out, in)`` weights, each head ``h`` gets
-    ``W_q[h]^T W_k[h] ~ alpha1 Z_h + beta1 I`` (the best rank-``head_dim``
-    approximation, exact for one head) and the value/output product
-    ``W_v^T W_o^T = alpha2 Z - beta2 I`` exactly, ``Z`` with i.i.d. N(0, 1/d) entries.
-    Biases are left as they are.
+    The paper writes the weights as right-multiplied ``(d, k)`` query/key and ``(d, d)``
+    value/projection matrices and sets ``W_q W_k^T ~ alpha1 Z1 + beta1 I`` per head and
+    ``W_v W_proj ~ alpha2 Z2 - beta2 I``, ``Z`` with i.i.d. N(0, 1/d) entries, each
+    product factored by an SVD. torch stores ``(out, in)`` weights, the transposes, so
+    here head ``h`` gets ``W_q[h]^T W_k[h]`` equal to the best rank-``head_dim``
+    approximation of ``alpha1 Z_h + beta1 I`` (exact for one head, an independent
+    ``Z_h`` per head), and ``W_v^T W_o^T = alpha2 Z - beta2 I`` exactly. Biases are left
+    as they are.
+
+    The defaults ``alpha1 = beta1 = 0.7``, ``alpha2 = beta2 = 0.4`` are the paper's
+    vision-transformer setting (also used by the follow-up implementations that
+    reproduce it); they mimic pre-trained ViTs, whose query/key product has a positive
+    and value/projection product a negative diagonal. Pre-trained language models show
+    the opposite signs: pass ``beta1 < 0`` and/or ``beta2 < 0`` for them.
 
     Parameters
     ----------
@@ -153,6 +164,7 @@ def mimetic_init_(
     num_heads : int
         Required for explicit weights; taken from the module otherwise.
     alpha1, beta1, alpha2, beta2 : float
+        Finite; the alphas must be >= 0.
     generator : torch.Generator, optional
 
     Examples
@@ -165,6 +177,7 @@ def mimetic_init_(
     tensor(True)
     """
     if isinstance(attn, nn.MultiheadAttention):
+        ws: tuple[Tensor, ...]
         if not attn._qkv_same_embed_dim:
             ws = (attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight)
         else:
@@ -185,6 +198,8 @@ def mimetic_init_(
             raise InvalidInputError(f"{name} must have shape ({d}, {d}), got {tuple(w.shape)}")
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or d % heads:
         raise InvalidInputError(f"num_heads must be a positive divisor of {d}, got {heads!r}")
+    alpha1, alpha2 = (check_float(v, n, low=0.0) for v, n in ((alpha1, "alpha1"), (alpha2, "alpha2")))
+    beta1, beta2 = (check_float(v, n) for v, n in ((beta1, "beta1"), (beta2, "beta2")))
     k = d // heads
     eye = torch.eye(d, dtype=torch.float64)
 
@@ -266,16 +281,16 @@ def lsuv_init_(
             for m in layers:
                 nn.init.orthogonal_(m.weight)
         model(*args)
-        for m in list(order):
+        for layer in list(order):
             for _ in range(max_iter):
                 outputs.clear()
                 model(*args)
-                var = outputs[id(m)].float().var().item()
+                var = outputs[id(layer)].float().var().item()
                 if not math.isfinite(var):
                     raise InvalidInputError("a layer output is not finite; cannot rescale it")
                 if abs(var - 1.0) < tol or var < 1e-12:
                     break
-                m.weight.div_(math.sqrt(var))
+                cast(Tensor, layer.weight).div_(math.sqrt(var))
     finally:
         for h in handles:
             h.remove()

@@ -5,6 +5,9 @@ Every loss exists as a function and as an ``nn.Module``; all take
 bfloat16 inputs are computed in float32 and the loss is returned in float32; float64
 stays float64. Invalid input (labels out of range, shape mismatch, invalid parameters,
 degenerate boxes) raises :class:`thrifty.InvalidInputError`, a ``ValueError``.
+The losses on integer class targets (:func:`spherical_z_loss`, :func:`squentropy`,
+:func:`comp_sum_loss`, :func:`generalized_cross_entropy`) take ``ignore_index=-100``
+with ``F.cross_entropy``'s meaning.
 
 =============================== =========================================================
 loss                            formula (per sample)
@@ -38,6 +41,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .._errors import InvalidInputError
+from .._validation import check_float
 
 __all__ = [
     "spherical_z_loss", "ZLoss",
@@ -94,7 +98,9 @@ def _upcast(x: Tensor) -> Tensor:
     return x.to(_compute_dtype(x.dtype))
 
 
-def _check_labels(target: Any, shape: tuple[int, ...], n_classes: int, name: str = "target") -> Tensor:
+def _check_labels(
+    target: Any, shape: tuple[int, ...], n_classes: int, name: str = "target", *, ignore_index: int | None = None
+) -> Tensor:
     if not isinstance(target, Tensor):
         raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
     if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
@@ -102,22 +108,55 @@ def _check_labels(target: Any, shape: tuple[int, ...], n_classes: int, name: str
     if tuple(target.shape) != tuple(shape):
         raise InvalidInputError(f"{name} has shape {tuple(target.shape)}, expected {tuple(shape)}")
     if target.numel():
-        lo, hi = torch.stack([target.min(), target.max()]).tolist()
-        if lo < 0 or hi >= n_classes:
-            raise InvalidInputError(
-                f"{name} holds class {lo if lo < 0 else hi}, outside [0, {n_classes})")
+        checked = target if ignore_index is None else target[target != ignore_index]
+        if checked.numel():
+            lo, hi = torch.stack([checked.min(), checked.max()]).tolist()
+            if lo < 0 or hi >= n_classes:
+                extra = "" if ignore_index is None else f" (and is not ignore_index={ignore_index})"
+                raise InvalidInputError(
+                    f"{name} holds class {lo if lo < 0 else hi}, outside [0, {n_classes}){extra}")
     return target.long()
 
 
-def _logits_target(logits: Any, target: Any, *, min_classes: int = 1) -> tuple[Tensor, Tensor, tuple[int, ...]]:
-    """Validate ``(*, C)`` logits and ``(*)`` labels; return ``(N, C)``, ``(N,)`` and ``*``."""
+def _check_ignore_index(ignore_index: Any) -> int:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise InvalidInputError(f"ignore_index must be an int, got {ignore_index!r}")
+    return ignore_index
+
+
+def _logits_target(
+    logits: Any, target: Any, *, min_classes: int = 1, ignore_index: int = -100
+) -> tuple[Tensor, Tensor, Tensor | None, tuple[int, ...]]:
+    """Validate ``(*, C)`` logits and ``(*)`` labels.
+
+    Returns the ``(N, C)`` logits, the ``(N,)`` labels with ignored entries replaced by
+    class 0 (so they can be gathered), the ``(N,)`` boolean mask of the rows that count
+    (``None`` when no label equals ``ignore_index``) and the batch shape ``*``.
+    """
     logits = _float_tensor(logits, "logits", min_ndim=2)
+    ignore_index = _check_ignore_index(ignore_index)
     c = logits.shape[-1]
     if c < min_classes:
         raise InvalidInputError(f"logits need at least {min_classes} classes, got {c}")
     batch = tuple(logits.shape[:-1])
-    target = _check_labels(target, batch, c)
-    return logits.reshape(-1, c), target.reshape(-1), batch
+    target = _check_labels(target, batch, c, ignore_index=ignore_index).reshape(-1)
+    valid: Tensor | None = target != ignore_index
+    if bool(valid.all()):  # type: ignore[union-attr]
+        valid = None
+    else:
+        target = target.masked_fill(~valid, 0)  # type: ignore[operator]
+    return logits.reshape(-1, c), target, valid, batch
+
+
+def _reduce_valid(loss: Tensor, valid: Tensor | None, batch: tuple[int, ...], reduction: str) -> Tensor:
+    """Zero the ignored rows and reduce; "mean" divides by the number of rows that count
+    (as ``F.cross_entropy``) and is 0, with a zero gradient, when every row is ignored."""
+    if valid is None:
+        return _reduce(loss.reshape(batch), reduction)
+    loss = torch.where(valid, loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
+    if reduction == "mean":
+        return loss.sum() / valid.sum().clamp(min=1).to(loss.dtype)
+    return _reduce(loss.reshape(batch), reduction)
 
 
 def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
@@ -131,6 +170,10 @@ def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     return v
 
 
+def _ignored_rows(valid: Tensor | None) -> Tensor | None:
+    return None if valid is None else torch.nonzero(~valid).squeeze(1)
+
+
 def _row_chunks(n: int, c: int) -> list[slice]:
     step = max(1, _CHUNK_ELEMENTS // max(c, 1))
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
@@ -139,7 +182,7 @@ def _row_chunks(n: int, c: int) -> list[slice]:
 # ------------------------------------------------------------------------- squentropy
 class _SquentropyFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, logits: Tensor, target: Tensor, ignored: Tensor | None) -> Tensor:  # type: ignore[override]
         n, c = logits.shape
         cd = _compute_dtype(logits.dtype)
         out = torch.empty(n, dtype=cd, device=logits.device)
@@ -156,13 +199,15 @@ class _SquentropyFn(torch.autograd.Function):
                 xr = x[bad].scatter(1, idx[bad], 0.0)
                 rest[bad] = torch.linalg.vecdot(xr, xr)
             out[s] = lse[s] - o_y + rest / (c - 1)
-        ctx.save_for_backward(logits, target, lse)
+        if ignored is not None:
+            out.index_fill_(0, ignored, 0.0)
+        ctx.save_for_backward(logits, target, lse, ignored)
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        logits, target, lse = ctx.saved_tensors
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        logits, target, lse, ignored = ctx.saved_tensors
         n, c = logits.shape
         cd = lse.dtype
         coef = 2.0 / (c - 1)
@@ -179,10 +224,14 @@ class _SquentropyFn(torch.autograd.Function):
             p.mul_(grad_out[s, None].to(cd))
             if not direct:
                 grad[s] = p
-        return grad, None
+        if ignored is not None:  # even where their logits are not finite
+            grad.index_fill_(0, ignored, 0.0)
+        return grad, None, None
 
 
-def squentropy(logits: Tensor, target: Tensor, *, reduction: str = "mean") -> Tensor:
+def squentropy(
+    logits: Tensor, target: Tensor, *, reduction: str = "mean", ignore_index: int = -100
+) -> Tensor:
     """Squentropy: cross-entropy plus the mean square of the incorrect-class logits.
 
     ``loss = logsumexp(o) - o_y + sum_{j != y} o_j**2 / (C - 1)`` (Hui, Belkin & Wright,
@@ -193,8 +242,12 @@ def squentropy(logits: Tensor, target: Tensor, *, reduction: str = "mean") -> Te
     logits : Tensor of shape (*, C), C >= 2
         Unnormalised scores; float16/bfloat16 are computed in float32.
     target : integer Tensor of shape (*)
-        Class indices in ``[0, C)``.
+        Class indices in ``[0, C)``, or ``ignore_index``.
     reduction : {"mean", "sum", "none"}
+        "mean" averages over the rows whose target is not ``ignore_index``.
+    ignore_index : int
+        Rows with this target contribute 0 to the loss and get a zero gradient, as in
+        ``F.cross_entropy``; if every row is ignored, "mean" is 0 (not NaN).
 
     Returns
     -------
@@ -210,21 +263,22 @@ def squentropy(logits: Tensor, target: Tensor, *, reduction: str = "mean") -> Te
     0.6698
     """
     _check_reduction(reduction)
-    flat, t, batch = _logits_target(logits, target, min_classes=2)
-    loss = _SquentropyFn.apply(flat.contiguous(), t)
-    return _reduce(loss.reshape(batch), reduction)
+    flat, t, valid, batch = _logits_target(logits, target, min_classes=2, ignore_index=ignore_index)
+    loss = _SquentropyFn.apply(flat.contiguous(), t, _ignored_rows(valid))
+    return _reduce_valid(loss, valid, batch, reduction)
 
 
 class Squentropy(nn.Module):
     """Module form of :func:`squentropy`."""
 
-    def __init__(self, *, reduction: str = "mean") -> None:
+    def __init__(self, *, reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.reduction = reduction
+        self.ignore_index = _check_ignore_index(ignore_index)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return squentropy(logits, target, reduction=self.reduction)
+        return squentropy(logits, target, reduction=self.reduction, ignore_index=self.ignore_index)
 
 
 # --------------------------------------------------------------------- spherical Z-loss
@@ -233,7 +287,9 @@ _Z_EPS = 1e-12  # added to the variance: all-equal logits give a finite (huge) g
 
 class _ZLossFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, target: Tensor, a: float, b: float) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, logits: Tensor, target: Tensor, a: float, b: float, ignored: Tensor | None
+    ) -> Tensor:
         n, c = logits.shape
         cd = _compute_dtype(logits.dtype)
         mu = torch.empty(n, dtype=cd, device=logits.device)
@@ -246,14 +302,16 @@ class _ZLossFn(torch.autograd.Function):
         o_y = logits.gather(1, target[:, None]).squeeze(1).to(cd)
         z_y = (o_y - mu) / sigma
         out = F.softplus(a * (b - z_y)) / a
-        ctx.save_for_backward(logits, target, mu, sigma, z_y)
+        if ignored is not None:
+            out.index_fill_(0, ignored, 0.0)
+        ctx.save_for_backward(logits, target, mu, sigma, z_y, ignored)
         ctx.a, ctx.b = a, b
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        logits, target, mu, sigma, z_y = ctx.saved_tensors
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
+        logits, target, mu, sigma, z_y, ignored = ctx.saved_tensors
         n, c = logits.shape
         cd = mu.dtype
         # dL/dz_y = -sigmoid(a (b - z_y)); dz_y/do_j = (delta_jy - 1/C - z_y z_j / C) / sigma
@@ -268,25 +326,51 @@ class _ZLossFn(torch.autograd.Function):
             p.mul_(k[s, None])
             if not direct:
                 grad[s] = p
-        return grad, None, None, None
+        if ignored is not None:
+            grad.index_fill_(0, ignored, 0.0)
+        return grad, None, None, None, None
+
+
+def _check_ab(a: Any, b: Any) -> tuple[float, float]:
+    return _positive(a, "a"), check_float(b, "b")
 
 
 def spherical_z_loss(
-    logits: Tensor, target: Tensor, *, a: float = 0.1, b: float = 10.0, reduction: str = "mean"
+    logits: Tensor,
+    target: Tensor,
+    *,
+    a: float = 1.0,
+    b: float = 0.0,
+    reduction: str = "mean",
+    ignore_index: int = -100,
 ) -> Tensor:
     """The spherical Z-loss of de Brebisson & Vincent (arXiv 1604.08859).
 
-    ``z = (o - mean(o)) / std(o)`` over the classes (population standard deviation)
-    and ``loss = softplus(a (b - z_y)) / a``. Shift and scale invariant. Not PaLM's
-    ``(log Z)**2`` "z-loss".
+    ``z = (o - mean(o)) / std(o)`` over the ``C`` classes, with the population standard
+    deviation ``std(o) = sqrt(sum(o**2) / C - mean(o)**2)``, and
+    ``loss = softplus(a (b - z_y)) / a`` (the paper's ``L_Z``). It depends on the logits
+    only through ``sum(o)``, ``sum(o**2)`` and ``o_y`` (the spherical family), and is
+    shift and scale invariant. Not PaLM's ``(log Z)**2`` "z-loss".
+
+    ``a`` (sharpness) and ``b`` (location) are hyper-parameters that the paper tunes on
+    validation data per task; it publishes no universal default. The defaults
+    ``a=1, b=0`` (``softplus(-z_y)``) are the loss in the authors' reference code
+    (Vincent & de Brebisson's ``factored_output_layer`` repository, Z-loss example).
+    Larger ``a`` approaches the hinge ``max(0, b - z_y)``; ``z_y`` can never exceed
+    ``sqrt(C - 1)``, so ``b`` beyond that keeps the loss from saturating.
 
     Parameters
     ----------
     logits : Tensor of shape (*, C), C >= 2
     target : integer Tensor of shape (*)
+        Class indices in ``[0, C)``, or ``ignore_index``.
     a, b : float
-        Sharpness (> 0) and location of the softplus (defaults 0.1 and 10).
+        Sharpness (> 0) and location of the softplus.
     reduction : {"mean", "sum", "none"}
+        "mean" averages over the rows whose target is not ``ignore_index``.
+    ignore_index : int
+        Rows with this target contribute 0 and get a zero gradient (as in
+        ``F.cross_entropy``); if every row is ignored, "mean" is 0 (not NaN).
 
     Examples
     --------
@@ -294,45 +378,51 @@ def spherical_z_loss(
     >>> from thrifty.torch.losses import spherical_z_loss
     >>> o = torch.tensor([[3.0, 1.0, -1.0, -3.0]])
     >>> z0 = 3.0 / 5 ** 0.5                     # (3 - 0) / std
-    >>> expect = torch.nn.functional.softplus(torch.tensor(0.1 * (10 - z0))) / 0.1
+    >>> expect = torch.nn.functional.softplus(torch.tensor(-z0))      # a=1, b=0
     >>> torch.allclose(spherical_z_loss(o, torch.tensor([0])), expect)
+    True
+    >>> expect = torch.nn.functional.softplus(torch.tensor(0.1 * (10 - z0))) / 0.1
+    >>> torch.allclose(spherical_z_loss(o, torch.tensor([0]), a=0.1, b=10.0), expect)
     True
     """
     _check_reduction(reduction)
-    a = _positive(a, "a")
-    try:
-        b = float(b)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"b must be a real number, got {b!r}") from None
-    if not math.isfinite(b):
-        raise InvalidInputError(f"b must be finite, got {b!r}")
-    flat, t, batch = _logits_target(logits, target, min_classes=2)
-    loss = _ZLossFn.apply(flat.contiguous(), t, a, b)
-    return _reduce(loss.reshape(batch), reduction)
+    a, b = _check_ab(a, b)
+    flat, t, valid, batch = _logits_target(logits, target, min_classes=2, ignore_index=ignore_index)
+    loss = _ZLossFn.apply(flat.contiguous(), t, a, b, _ignored_rows(valid))
+    return _reduce_valid(loss, valid, batch, reduction)
 
 
 class ZLoss(nn.Module):
-    """Module form of :func:`spherical_z_loss`."""
+    """Module form of :func:`spherical_z_loss` (defaults ``a=1, b=0``)."""
 
-    def __init__(self, a: float = 0.1, b: float = 10.0, *, reduction: str = "mean") -> None:
+    def __init__(
+        self, a: float = 1.0, b: float = 0.0, *, reduction: str = "mean", ignore_index: int = -100
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
-        self.a = _positive(a, "a")
-        self.b = float(b)
+        self.a, self.b = _check_ab(a, b)
         self.reduction = reduction
+        self.ignore_index = _check_ignore_index(ignore_index)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return spherical_z_loss(logits, target, a=self.a, b=self.b, reduction=self.reduction)
+        return spherical_z_loss(logits, target, a=self.a, b=self.b, reduction=self.reduction,
+                                ignore_index=self.ignore_index)
 
 
 # --------------------------------------------------------------- comp-sum, GCE
-def _log_p_target(logits: Tensor, target: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-    flat, t, batch = _logits_target(logits, target)
+def _log_p_target(
+    logits: Tensor, target: Tensor, ignore_index: int
+) -> tuple[Tensor, Tensor | None, tuple[int, ...]]:
+    flat, t, valid, batch = _logits_target(logits, target, ignore_index=ignore_index)
     x = _upcast(flat)
-    return x.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(x, 1), batch
+    if valid is not None:  # ignored rows may hold -inf padding: keep their gradient 0, not NaN
+        x = x.masked_fill(~valid[:, None], 0.0)
+    return x.gather(1, t[:, None]).squeeze(1) - torch.logsumexp(x, 1), valid, batch
 
 
-def comp_sum_loss(logits: Tensor, target: Tensor, tau: float, *, reduction: str = "mean") -> Tensor:
+def comp_sum_loss(
+    logits: Tensor, target: Tensor, tau: float, *, reduction: str = "mean", ignore_index: int = -100
+) -> Tensor:
     """Comp-sum loss ``Phi^tau(sum_{y' != y} exp(h_y' - h_y))`` (Mao, Mohri & Zhong 2023).
 
     ``Phi^1(u) = log(1 + u)`` is cross-entropy; otherwise
@@ -347,6 +437,10 @@ def comp_sum_loss(logits: Tensor, target: Tensor, tau: float, *, reduction: str 
     target : integer Tensor of shape (*)
     tau : float, >= 0
     reduction : {"mean", "sum", "none"}
+        "mean" averages over the rows whose target is not ``ignore_index``.
+    ignore_index : int
+        Rows with this target contribute 0 and get a zero gradient (as in
+        ``F.cross_entropy``); if every row is ignored, "mean" is 0 (not NaN).
 
     Examples
     --------
@@ -359,25 +453,26 @@ def comp_sum_loss(logits: Tensor, target: Tensor, tau: float, *, reduction: str 
     """
     _check_reduction(reduction)
     tau = _positive(tau, "tau", allow_zero=True)
-    logp, batch = _log_p_target(logits, target)
+    logp, valid, batch = _log_p_target(logits, target, ignore_index)
     if tau == 1.0:
         loss = -logp
     else:
         loss = -torch.expm1((tau - 1.0) * logp) / (tau - 1.0)
-    return _reduce(loss.reshape(batch), reduction)
+    return _reduce_valid(loss, valid, batch, reduction)
 
 
 class CompSumLoss(nn.Module):
     """Module form of :func:`comp_sum_loss`."""
 
-    def __init__(self, tau: float = 1.5, *, reduction: str = "mean") -> None:
+    def __init__(self, tau: float = 1.5, *, reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.tau = _positive(tau, "tau", allow_zero=True)
         self.reduction = reduction
+        self.ignore_index = _check_ignore_index(ignore_index)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return comp_sum_loss(logits, target, self.tau, reduction=self.reduction)
+        return comp_sum_loss(logits, target, self.tau, reduction=self.reduction, ignore_index=self.ignore_index)
 
 
 def _check_q(q: Any) -> float:
@@ -388,11 +483,12 @@ def _check_q(q: Any) -> float:
 
 
 def generalized_cross_entropy(
-    logits: Tensor, target: Tensor, q: float = 0.7, *, reduction: str = "mean"
+    logits: Tensor, target: Tensor, q: float = 0.7, *, reduction: str = "mean", ignore_index: int = -100
 ) -> Tensor:
     """Generalized cross-entropy ``(1 - p_y**q) / q`` (Zhang & Sabuncu 2018), q in (0, 1].
 
     The comp-sum loss with ``tau = 1 + q``; ``q -> 0`` is cross-entropy, ``q = 1`` MAE.
+    ``reduction`` and ``ignore_index`` as in :func:`comp_sum_loss`.
 
     Examples
     --------
@@ -402,20 +498,22 @@ def generalized_cross_entropy(
     >>> round(generalized_cross_entropy(o, y, q=0.5).item(), 4)   # (1 - 0.5**0.5) / 0.5
     0.5858
     """
-    return comp_sum_loss(logits, target, 1.0 + _check_q(q), reduction=reduction)
+    return comp_sum_loss(logits, target, 1.0 + _check_q(q), reduction=reduction, ignore_index=ignore_index)
 
 
 class GeneralizedCrossEntropyLoss(nn.Module):
     """Module form of :func:`generalized_cross_entropy`."""
 
-    def __init__(self, q: float = 0.7, *, reduction: str = "mean") -> None:
+    def __init__(self, q: float = 0.7, *, reduction: str = "mean", ignore_index: int = -100) -> None:
         super().__init__()
         _check_reduction(reduction)
         self.q = _check_q(q)
         self.reduction = reduction
+        self.ignore_index = _check_ignore_index(ignore_index)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return generalized_cross_entropy(logits, target, self.q, reduction=self.reduction)
+        return generalized_cross_entropy(logits, target, self.q, reduction=self.reduction,
+                                         ignore_index=self.ignore_index)
 
 
 # ------------------------------------------------------------------------------- NPO
