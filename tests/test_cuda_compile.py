@@ -26,7 +26,9 @@ VERSIONS = sorted(rt.nvrtc_libraries())
 ARCHS = ("compute_80", "compute_90")
 
 # Entry points each Python module launches: the PTX must define every one of them.
-EXPECTED_ENTRIES: dict[str, str] = {}
+EXPECTED_ENTRIES = {
+    "quant.cu": "thrifty.cuda.quant",
+}
 
 
 def _need_nvrtc() -> None:
