@@ -5,8 +5,8 @@ launcher per kernel (a loop over the thread index); ``launcher(file)`` returns a
 with the signature of :func:`thrifty.cuda._runtime.launch` that takes CPU torch tensors.
 Monkeypatching ``thrifty.cuda.quant._launch`` with it runs the real kernel path
 (orchestration + kernels) without a GPU, so the CPU suite checks the kernels' arithmetic
-bit for bit against the Rust core. Kernels that use block-level cooperation (shared
-memory, __syncthreads) are not emulated this way.
+bit for bit against the Rust core. Kernels that synchronise their block (__shared__ +
+__syncthreads) run one block at a time with one host thread per CUDA thread.
 """
 
 from __future__ import annotations
@@ -33,6 +33,14 @@ def compiler() -> str | None:
     return shutil.which("g++") or shutil.which("clang++")
 
 
+def _cooperative(text: str, kernel: str) -> bool:
+    """Whether the body of ``kernel`` synchronises its block (needs one host thread per
+    CUDA thread)."""
+    start = text.index(f"void {kernel}(")
+    nxt = text.find('extern "C"', start)
+    return "__syncthreads" in text[start:nxt if nxt >= 0 else len(text)]
+
+
 def build(file: str) -> ctypes.CDLL:
     if file in _LIBS:
         return _LIBS[file]
@@ -40,6 +48,7 @@ def build(file: str) -> ctypes.CDLL:
     if cxx is None:
         raise RuntimeError("no C++ compiler")
     sigs = rt.kernel_signatures(file)
+    text = rt.kernel_source(file)
     lines = [f'#include "{file}"']
     for name, sig in sigs.items():
         params = ", ".join(f"{_C[k]} a{i}" for i, (k, _) in enumerate(sig))
@@ -52,9 +61,14 @@ def build(file: str) -> ctypes.CDLL:
             if k == "ptr":
                 lines.append(f"  typedef th_shim_param_t<{i}, decltype(&{name})>::type th_shim_arg{i}_t;")
         lines.append("  blockDim.x = 256;")
-        lines.append("  for (unsigned long long t = 0; t < nthreads; ++t) {")
-        lines.append("    blockIdx.x = (unsigned)(t / 256); threadIdx.x = (unsigned)(t % 256);")
-        lines.append(f"    {name}({', '.join(call_args)});")
+        if _cooperative(text, name):
+            lines.append("  for (unsigned long long b = 0; b < nthreads / 256; ++b) {")
+            lines.append("    blockIdx.x = (unsigned)b;")
+            lines.append(f"    th_shim_run_block(256, [&] {{ {name}({', '.join(call_args)}); }});")
+        else:
+            lines.append("  for (unsigned long long t = 0; t < nthreads; ++t) {")
+            lines.append("    blockIdx.x = (unsigned)(t / 256); threadIdx.x = (unsigned)(t % 256);")
+            lines.append(f"    {name}({', '.join(call_args)});")
         lines.append("  }\n}")
     traits = """
 template <int I, typename F> struct th_shim_param_t;
@@ -73,7 +87,7 @@ template <int I, typename R, typename A0, typename... As> struct th_shim_param_t
         cpp = out_dir / f"{file.replace('.', '_')}-{key}.cpp"
         cpp.write_text(src)
         tmp = so.with_suffix(".tmp.so")
-        cmd = [cxx, "-std=c++17", "-O1", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
+        cmd = [cxx, "-std=c++17", "-O1", "-pthread", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
                "-w", "-include", str(SHIM), f"-I{rt.kernels_dir()}", f"-I{REPO / 'cuda'}",
                "-x", "c++", str(cpp), "-o", str(tmp)]
         r = subprocess.run(cmd, capture_output=True, text=True)

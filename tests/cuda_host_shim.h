@@ -3,7 +3,11 @@
 // the Rust core. Only what the kernels use is provided; semantics follow the CUDA docs
 // (IEEE round-to-nearest intrinsics, atomics). Compile with -ffp-contract=off.
 #pragma once
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #define __global__
 #define __device__
@@ -14,8 +18,8 @@
 #define __restrict__ __restrict
 
 struct th_shim_dim3 { unsigned x, y, z; };
-static th_shim_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, threadIdx = {0, 0, 0},
-                    gridDim = {1, 1, 1};
+static th_shim_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+static thread_local th_shim_dim3 threadIdx = {0, 0, 0};
 
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
@@ -36,4 +40,37 @@ inline unsigned atomicMin(unsigned* p, unsigned v) { unsigned o = *p; if (v < o)
 inline int atomicMax(int* p, int v) { int o = *p; if (v > o) *p = v; return o; }
 inline int atomicAdd(int* p, int v) { int o = *p; *p = o + v; return o; }
 inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
-inline void __syncthreads() {}
+inline int __dp4a(int a, int b, int c) {
+    for (int j = 0; j < 4; ++j) c += (int)(signed char)(a >> (8 * j)) * (int)(signed char)(b >> (8 * j));
+    return c;
+}
+
+// Block-cooperative kernels (__shared__ + __syncthreads) run one block at a time with one
+// host thread per CUDA thread; __syncthreads is a generation barrier.
+struct th_shim_barrier {
+    std::mutex mu;
+    std::condition_variable cv;
+    unsigned count = 0, waiting = 0, generation = 0;
+    void wait() {
+        std::unique_lock<std::mutex> lk(mu);
+        unsigned gen = generation;
+        if (++waiting == count) {
+            waiting = 0;
+            ++generation;
+            cv.notify_all();
+        } else {
+            cv.wait(lk, [&] { return gen != generation; });
+        }
+    }
+};
+static th_shim_barrier th_shim_bar;
+inline void __syncthreads() { th_shim_bar.wait(); }
+
+template <typename F>
+inline void th_shim_run_block(unsigned threads, F body) {
+    th_shim_bar.count = threads;
+    std::vector<std::thread> ts;
+    for (unsigned i = 0; i < threads; ++i)
+        ts.emplace_back([i, &body] { threadIdx.x = i; body(); });
+    for (auto& t : ts) t.join();
+}

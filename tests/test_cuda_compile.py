@@ -28,6 +28,7 @@ ARCHS = ("compute_80", "compute_90")
 # Entry points each Python module launches: the PTX must define every one of them.
 EXPECTED_ENTRIES = {
     "quant.cu": "thrifty.cuda.quant",
+    "bitlinear.cu": "thrifty.cuda.bitlinear",
 }
 
 
@@ -39,7 +40,7 @@ def _need_nvrtc() -> None:
 
 
 def test_kernel_sources_exist():
-    assert "quant.cu" in SOURCES
+    assert "quant.cu" in SOURCES and "bitlinear.cu" in SOURCES
     assert (CUDA_DIR / "thrifty_common.cuh").is_file()
 
 
