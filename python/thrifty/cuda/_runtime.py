@@ -282,17 +282,19 @@ def launch(file: str, kernel: str, nthreads: int, *args: Any, block: int = 256) 
     sig = kernel_signatures(file)[kernel]
     if len(sig) != len(args):
         raise TypeError(f"{kernel} takes {len(sig)} arguments, got {len(args)}")
-    conv = []
-    for (kind, pname), a in zip(sig, args):
-        if kind == "ptr":
-            if not (getattr(a, "is_cuda", False) and a.is_contiguous()):
-                raise TypeError(f"{kernel}: argument {pname} must be a contiguous CUDA tensor")
-            conv.append(as_cupy(a))
-        else:
-            conv.append(_scalar(kind, a))
     fn = get_module(file).get_function(kernel)
     grid = (nthreads + block - 1) // block
+    # Convert inside the stream context: DLPack then hands the tensors over on torch's
+    # own stream, with no cross-stream wait.
     with stream():
+        conv = []
+        for (kind, pname), a in zip(sig, args):
+            if kind == "ptr":
+                if not (getattr(a, "is_cuda", False) and a.is_contiguous()):
+                    raise TypeError(f"{kernel}: argument {pname} must be a contiguous CUDA tensor")
+                conv.append(as_cupy(a))
+            else:
+                conv.append(_scalar(kind, a))
         fn((grid,), (block,), tuple(conv))
 
 
