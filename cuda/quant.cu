@@ -41,6 +41,8 @@ extern "C" __global__ void th_absmean_lanes(const float* __restrict__ x, th_u64 
     th_u64 groups = len / 16;
     const float* p = x + start + k;
     double acc = 0.0;
+    // unrolled so that the loads are issued ahead of the (ordered) float64 adds
+#pragma unroll 16
     for (th_u64 q = 0; q < groups; ++q) acc = __dadd_rn(acc, (double)th_abs(p[16 * q]));
     lanes[t] = acc;
 }

@@ -188,16 +188,17 @@ def _compile_options(options: tuple[str, ...], headers: list[str]) -> tuple[str,
     return BASE_OPTIONS + tuple(inc) + tuple(options)
 
 
-def get_module(name: str, options: tuple[str, ...] | list[str] = ()) -> Any:
+def get_module(name: str, options: tuple[str, ...] | list[str] = (), device: int | None = None) -> Any:
     """The ``cupy.RawModule`` of kernel file ``name``, compiled once per device/options.
 
     Options always include :data:`BASE_OPTIONS` and the kernels folder as include path.
+    ``device``: CUDA device index (default: torch's current device).
     """
     import cupy
     import torch
 
     opts = tuple(str(o) for o in options)
-    dev = torch.cuda.current_device()
+    dev = torch.cuda.current_device() if device is None else int(device)
     key = (dev, name, opts)
     with _LOCK:
         mod = _MODULES.get(key)
@@ -224,12 +225,12 @@ def as_torch(a: Any) -> Any:
     return torch.from_dlpack(a)
 
 
-def stream() -> Any:
-    """A ``cupy.cuda.ExternalStream`` on torch's current CUDA stream."""
+def stream(device: int | None = None) -> Any:
+    """A ``cupy.cuda.ExternalStream`` on torch's current CUDA stream (of ``device``)."""
     import cupy
     import torch
 
-    s = torch.cuda.current_stream()
+    s = torch.cuda.current_stream(device)
     return cupy.cuda.ExternalStream(s.cuda_stream, s.device.index or 0)
 
 
@@ -282,11 +283,16 @@ def launch(file: str, kernel: str, nthreads: int, *args: Any, block: int = 256) 
     sig = kernel_signatures(file)[kernel]
     if len(sig) != len(args):
         raise TypeError(f"{kernel} takes {len(sig)} arguments, got {len(args)}")
-    fn = get_module(file).get_function(kernel)
+    import cupy
+
+    dev = next((a.device.index for a in args if getattr(a, "is_cuda", False)), None)
+    if dev is None:
+        raise TypeError(f"{kernel}: no CUDA tensor among the arguments")
     grid = (nthreads + block - 1) // block
-    # Convert inside the stream context: DLPack then hands the tensors over on torch's
-    # own stream, with no cross-stream wait.
-    with stream():
+    # Everything on the tensors' device; conversions inside the stream context so that
+    # DLPack hands the tensors over on torch's own stream, with no cross-stream wait.
+    with cupy.cuda.Device(dev), stream(dev):
+        fn = get_module(file, device=dev).get_function(kernel)
         conv = []
         for (kind, pname), a in zip(sig, args):
             if kind == "ptr":
