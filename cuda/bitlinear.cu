@@ -16,6 +16,7 @@
 //
 // Kernels: th_act_quant (one 256-thread block per row), th_wpack (one thread per word),
 // th_bitlinear_gemm (one 256-thread block per 64 x 64 output tile, __dp4a on int8 x 4),
+// th_bitlinear_gemv (M <= 8: one warp per output feature),
 // th_wunpack / th_act_dequant (one thread per element, for the backward pass).
 #include "thrifty_common.cuh"
 
@@ -150,6 +151,55 @@ extern "C" __global__ void th_bitlinear_gemm(const int* __restrict__ xq, const f
             float v = __fdiv_rn((float)acc[i][j], den);
             if (has_bias) v = __fadd_rn(v, bias[n]);
             y[m * N + n] = v;
+        }
+    }
+}
+
+// Small batches (M <= 8, e.g. decoding): a warp per output feature n reads the weight row
+// once, coalesced (lane l takes words l, l + 32, ...), for all M rows; lanes' int32 sums
+// are combined through shared memory. Same integer sums and epilogue as the GEMM, so the
+// results are identical. One 256-thread block per 8 consecutive n.
+#define TH_GEMV_MAXM 8
+extern "C" __global__ void th_bitlinear_gemv(const int* __restrict__ xq, const float* __restrict__ s_x,
+                                             const th_u32* __restrict__ wp,
+                                             const float* __restrict__ s_w,
+                                             const float* __restrict__ bias, int has_bias,
+                                             th_u64 M, th_u64 N, th_u64 Kp,
+                                             float* __restrict__ y) {
+    __shared__ int part[8][32][TH_GEMV_MAXM];
+    int tid = threadIdx.x;
+    int warp = tid / 32, lane = tid % 32;
+    th_u64 n = (th_u64)blockIdx.x * 8 + warp;
+    th_u64 arow = Kp / 4, wrow = Kp / 16;
+    int acc[TH_GEMV_MAXM];
+    for (int m = 0; m < TH_GEMV_MAXM; ++m) acc[m] = 0;
+    if (n < N) {
+        for (th_u64 w = lane; w < wrow; w += 32) {
+            th_u32 bits = wp[n * wrow + w];
+            int b0 = th_codes_to_i8x4(bits), b1 = th_codes_to_i8x4(bits >> 8);
+            int b2 = th_codes_to_i8x4(bits >> 16), b3 = th_codes_to_i8x4(bits >> 24);
+            for (th_u64 m = 0; m < M; ++m) {
+                const int* a = xq + m * arow + 4 * w;
+                int s = acc[m];
+                s = __dp4a(a[0], b0, s);
+                s = __dp4a(a[1], b1, s);
+                s = __dp4a(a[2], b2, s);
+                s = __dp4a(a[3], b3, s);
+                acc[m] = s;
+            }
+        }
+    }
+    for (int m = 0; m < TH_GEMV_MAXM; ++m) part[warp][lane][m] = acc[m];
+    __syncthreads();
+    if (tid < 8 * TH_GEMV_MAXM) {
+        int wv = tid / TH_GEMV_MAXM, m = tid % TH_GEMV_MAXM;
+        th_u64 nn = (th_u64)blockIdx.x * 8 + wv;
+        if ((th_u64)m < M && nn < N) {
+            int s = 0;
+            for (int l = 0; l < 32; ++l) s += part[wv][l][m];
+            float v = __fdiv_rn((float)s, __fmul_rn(s_x[m], s_w[0]));
+            if (has_bias) v = __fadd_rn(v, bias[nn]);
+            y[(th_u64)m * N + nn] = v;
         }
     }
 }

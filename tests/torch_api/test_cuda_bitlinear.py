@@ -162,7 +162,8 @@ def _emulated(monkeypatch):
     monkeypatch.setattr(bl, "_use_kernels", lambda t: True)
 
 
-@pytest.mark.parametrize("m,k,n,bias", [(70, 100, 130, True), (3, 200, 5, False), (1, 1, 1, True)])
+@pytest.mark.parametrize("m,k,n,bias", [(70, 100, 130, True), (3, 200, 5, False), (1, 1, 1, True),
+                                        (8, 1100, 19, True), (9, 64, 9, False)])
 def test_kernels_equal_reference_bit_for_bit(monkeypatch, m, k, n, bias):
     layer = _layer(k, n, bias=bias, seed=m + k + n)
     x = torch.randn(m, k) * 2
@@ -199,7 +200,8 @@ needs_gpu = pytest.mark.skipif(not rt.available(), reason="needs CuPy and a CUDA
 
 @gpu
 @needs_gpu
-@pytest.mark.parametrize("m,k,n", [(1, 64, 64), (70, 100, 130), (257, 1024, 513), (4096, 2048, 2048)])
+@pytest.mark.parametrize("m,k,n", [(1, 64, 64), (8, 4096, 1000), (70, 100, 130), (257, 1024, 513),
+                                   (4096, 2048, 2048)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_gpu_kernels_equal_reference(monkeypatch, m, k, n, bias):
     layer = _layer(k, n, bias=bias, seed=m, device="cuda")

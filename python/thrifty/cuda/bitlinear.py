@@ -10,7 +10,8 @@ The forward pass of :class:`thrifty.torch.nn.BitLinear` at ``strength=1`` and
    16x smaller than float32); :class:`WeightCache` keeps them until the weight changes
    (torch's ``_version`` counter, data pointer, shape, device or scale rule);
 3. :func:`int8_ternary_linear` — ``y = (xq @ q.T) / (s_x s_w) + bias`` with the sum in
-   int32 (exact) and the rescaling fused into the GEMM's epilogue.
+   int32 (exact) and the rescaling fused into the GEMM's epilogue (a tiled ``__dp4a``
+   GEMM; for up to 8 rows, a GEMV with one warp per output feature).
 
 :func:`bitlinear` wraps them in an ``autograd.Function`` whose backward pass is the
 straight-through estimator of the float layer: ``grad_x = grad_y @ W_q`` and
@@ -50,6 +51,7 @@ __all__ = ["PackedTernary", "WeightCache", "quantize_activations_int8", "pack_te
 _FILE = "bitlinear.cu"
 KERNELS: tuple[str, ...] = tuple(_rt.kernel_signatures(_FILE))
 _KPAD = 64  # K is padded to the GEMM's k-tile
+_GEMV_MAX_M = 8  # rows up to which th_bitlinear_gemv replaces the tiled GEMM
 
 
 def _launch(kernel: str, nthreads: int, *args: Any) -> None:
@@ -187,9 +189,12 @@ def int8_ternary_linear(xq: Any, s_x: Any, p: PackedTernary, bias: Any = None) -
     b = None if bias is None else bias.detach().to(torch.float32).contiguous()
     if _use_kernels(xq):
         y = torch.empty((m, n), dtype=torch.float32, device=xq.device)
-        tiles = -(-m // 64) * -(-n // 64)
-        _launch("th_bitlinear_gemm", tiles * 256, xq.view(torch.int32), s_x, p.words, p.s_w,
-                b if b is not None else s_x, int(b is not None), m, n, kp, y)
+        args = (xq.view(torch.int32), s_x, p.words, p.s_w, b if b is not None else s_x,
+                int(b is not None), m, n, kp, y)
+        if m <= _GEMV_MAX_M:  # small batches: a warp per output feature
+            _launch("th_bitlinear_gemv", -(-n // 8) * 256, *args)
+        else:
+            _launch("th_bitlinear_gemm", -(-m // 64) * -(-n // 64) * 256, *args)
         return y
     # integer sums, exact in float64 (|sum| <= 128 K < 2^53), on any device
     acc = xq[:, :p.in_features].to(torch.float64) @ _codes(p).to(torch.float64).T
