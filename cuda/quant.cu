@@ -219,12 +219,17 @@ extern "C" __global__ void th_tq_unpack(const th_u8* __restrict__ data, th_u64 n
 
 // ============================================================================ group reductions
 // Largest |x| per group of g consecutive elements; one thread per segment of `seg`
-// elements, one atomicMax per group piece. `amax` (uint32 bit patterns, non-negative
-// floats order as their bits) must be zeroed first.
+// elements. When a whole block's elements lie in one group (large groups, per-tensor),
+// the block reduces in shared memory and issues one atomic; otherwise each thread issues
+// one atomic per group piece it touches. `amax` holds uint32 bit patterns (non-negative
+// floats order as their bits) and must be zeroed first. Launch with 256-thread blocks.
 extern "C" __global__ void th_group_amax(const float* __restrict__ x, th_u64 n, th_u64 g,
                                          th_u64 seg, th_u32* __restrict__ amax) {
+    __shared__ th_u32 red[256];
+    th_u64 bstart = (th_u64)blockIdx.x * blockDim.x * seg;
+    th_u64 bend = bstart + blockDim.x * seg < n ? bstart + blockDim.x * seg : n;
+    bool one_group = bstart / g == (bend - 1) / g;  // uniform over the block
     th_u64 start = th_tid() * seg;
-    if (start >= n) return;
     th_u64 end = start + seg < n ? start + seg : n;
     th_u64 grp = start / g;
     float m = 0.0f;
@@ -238,16 +243,31 @@ extern "C" __global__ void th_group_amax(const float* __restrict__ x, th_u64 n, 
         float a = th_abs(x[i]);
         m = a > m ? a : m;
     }
-    atomicMax(amax + grp, __float_as_uint(m));
+    if (!one_group) {
+        if (start < n) atomicMax(amax + grp, __float_as_uint(m));
+        return;
+    }
+    int tid = threadIdx.x;
+    red[tid] = __float_as_uint(m);  // 0 for threads past the end
+    __syncthreads();
+    for (int s = 128; s > 0; s >>= 1) {
+        if (tid < s) red[tid] = red[tid] > red[tid + s] ? red[tid] : red[tid + s];
+        __syncthreads();
+    }
+    if (tid == 0) atomicMax(amax + bstart / g, red[0]);
 }
 
 // (min, max) per group as order-preserving codes (th_ord); lo must start at 0xFFFFFFFF,
-// hi at 0.
+// hi at 0. Same structure as th_group_amax.
 extern "C" __global__ void th_group_minmax(const float* __restrict__ x, th_u64 n, th_u64 g,
                                            th_u64 seg, th_u32* __restrict__ lo,
                                            th_u32* __restrict__ hi) {
+    __shared__ th_u32 rlo[256];
+    __shared__ th_u32 rhi[256];
+    th_u64 bstart = (th_u64)blockIdx.x * blockDim.x * seg;
+    th_u64 bend = bstart + blockDim.x * seg < n ? bstart + blockDim.x * seg : n;
+    bool one_group = bstart / g == (bend - 1) / g;
     th_u64 start = th_tid() * seg;
-    if (start >= n) return;
     th_u64 end = start + seg < n ? start + seg : n;
     th_u64 grp = start / g;
     th_u32 a = 0xffffffffu, b = 0u;
@@ -264,8 +284,28 @@ extern "C" __global__ void th_group_minmax(const float* __restrict__ x, th_u64 n
         a = o < a ? o : a;
         b = o > b ? o : b;
     }
-    atomicMin(lo + grp, a);
-    atomicMax(hi + grp, b);
+    if (!one_group) {
+        if (start < n) {
+            atomicMin(lo + grp, a);
+            atomicMax(hi + grp, b);
+        }
+        return;
+    }
+    int tid = threadIdx.x;
+    rlo[tid] = a;
+    rhi[tid] = b;
+    __syncthreads();
+    for (int s = 128; s > 0; s >>= 1) {
+        if (tid < s) {
+            rlo[tid] = rlo[tid] < rlo[tid + s] ? rlo[tid] : rlo[tid + s];
+            rhi[tid] = rhi[tid] > rhi[tid + s] ? rhi[tid] : rhi[tid + s];
+        }
+        __syncthreads();
+    }
+    if (tid == 0) {
+        atomicMin(lo + bstart / g, rlo[0]);
+        atomicMax(hi + bstart / g, rhi[0]);
+    }
 }
 
 // Symmetric int8/int4 scales: max(amax / half, eps) (half = 127.5 or 7.5).

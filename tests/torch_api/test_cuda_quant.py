@@ -237,6 +237,16 @@ def test_kernels_ternary_absmean_order_over_chunks(monkeypatch, scale):
     assert_same(want, got)
 
 
+@pytest.mark.parametrize("fmt,kw", [("int8", {}), ("int8", {"group_size": -1}), ("int4", {"group_size": -1}),
+                                    ("fp8_e5m2", {"group_size": -1}), ("nvfp4", {})])
+def test_kernels_group_reductions_over_many_blocks(monkeypatch, fmt, kw):
+    # rows of 70000 values: reduction blocks (65536 values) that lie in one group and
+    # blocks that straddle two rows
+    _emulated(monkeypatch)
+    x = _data((3, 70000), 6, "wide")
+    assert_same(quant.quantize(x, fmt, **kw), gq.quantize(torch.from_numpy(x), fmt, **kw))
+
+
 def test_kernels_all_zero_and_constant_inputs(monkeypatch):
     _emulated(monkeypatch)
     for x in (np.zeros((4, 256), np.float32), np.full((4, 256), -3.0, np.float32)):
