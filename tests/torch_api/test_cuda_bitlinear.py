@@ -132,6 +132,13 @@ def test_weight_cache_repacks_only_when_the_weight_changes():
     assert cache.packs == 3
     bl.bitlinear(x, layer.weight, scale="absmedian", cache=cache)
     assert cache.packs == 4
+    layer.weight.data.mul_(-1)  # .data bypasses the version counter ...
+    bl.bitlinear(x, layer.weight, scale="absmedian", cache=cache)
+    assert cache.packs == 4
+    cache.clear()  # ... hence clear()
+    assert torch.equal(bl.bitlinear(x, layer.weight, scale="absmedian", cache=cache),
+                       bl.bitlinear(x, layer.weight, scale="absmedian"))
+    assert cache.packs == 5
 
 
 def test_bad_arguments():

@@ -208,13 +208,19 @@ class WeightCache:
     """Packed ternary weights, recomputed only when the weight changes.
 
     The key is the weight's ``_version`` (bumped by every in-place update, e.g. an
-    optimizer step), data pointer, shape, dtype, device and the scale rule.
+    optimizer step), data pointer, shape, dtype, device and the scale rule. Writes
+    through ``weight.data`` bypass the version counter: call :meth:`clear` after them.
     """
 
     def __init__(self) -> None:
         self.key: tuple[Any, ...] | None = None
         self.packed: PackedTernary | None = None
         self.packs = 0
+
+    def clear(self) -> None:
+        """Forget the packed weights (the next :meth:`get` repacks)."""
+        self.key = None
+        self.packed = None
 
     def get(self, weight: Any, scale: str = "absmean") -> PackedTernary:
         key = (weight._version, weight.data_ptr(), tuple(weight.shape), weight.dtype,
