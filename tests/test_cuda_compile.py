@@ -194,3 +194,13 @@ def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch):
     rt.launch("quant.cu", "th_absmean_lanes", 0, *args)  # nothing to do
     with pytest.raises(TypeError, match="no CUDA tensor"):
         rt.launch("quant.cu", "th_absmean_lanes", 1, 1, 2, 3)
+
+
+@pytest.mark.parametrize("name", ["quant.cu", "bitlinear.cu"])
+def test_no_fused_float_multiply_add(name):
+    # Bit-exactness with the CPU needs every float op rounded on its own: the kernels use
+    # explicitly rounded intrinsics, so even --fmad=true must produce no float fma/mad.
+    _need_nvrtc()
+    for opts in ((), ("--fmad=true",)):
+        ptx = rt.nvrtc_compile(name, "compute_90", options=opts).decode()
+        assert not re.findall(r"\b(?:fma|mad)\.(?:rn\.)?(?:ftz\.)?(?:sat\.)?f(?:32|64)\b", ptx)
