@@ -351,7 +351,8 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
         emax = {"e2m1": 2, "e4m3": 8, "e5m2": 15}[kind]
         data = torch.empty(nb * (16 if kind == "e2m1" else 32), **u8)
         scales = torch.empty(nb, **u8)
-        _launch("th_mx_encode", nb, x, n, _KIND[kind], emax, stoch, seed, data, scales)
+        _launch("th_block_encode", nb * 32, x, n, 32, 0, _KIND[kind], emax, x, stoch, seed, data,
+                scales)
     else:  # nvfp4
         nb = -(-n // 16)
         amax = torch.zeros(1, dtype=torch.int32, device=dev)
@@ -360,7 +361,8 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
         _launch("th_nvfp4_tensor_scale", 1, amax, ptbuf)
         data = torch.empty(nb * 8, **u8)
         scales = torch.empty(nb, **u8)
-        _launch("th_nvfp4_encode", nb, x, n, ptbuf, stoch, seed, data, scales)
+        _launch("th_block_encode", nb * 16, x, n, 16, 1, _KIND["e2m1"], 0, ptbuf, stoch, seed,
+                data, scales)
         tscale = float(ptbuf.item())
     return QuantizedTensor(fmt, p.shape, data, scales, zps, p.g, tscale)
 
