@@ -3,7 +3,7 @@
 // Each kernel ports the matching loop of rust/core/src/quant/{ternary,int,mx}.rs; the
 // names of the Rust functions are given above each kernel. Inputs are contiguous
 // float32, seen as `rows x cols` (groups along cols) or flattened (nf4, mx*, nvfp4).
-// Launch: 1-D grids of 256-thread blocks (th_group_amax, th_group_minmax and
+// Launch: 1-D grids of 256-thread blocks (th_group_amax, th_group_minmax, th_tq_pack and
 // th_block_encode reduce within a block in shared memory and rely on that size); one
 // thread per output item (element, byte or block, as noted above each kernel).
 //
@@ -149,42 +149,55 @@ TH_DEV float th_amax(const float* b, th_u64 len) {
     return m;
 }
 
-// quantize_tq (tq1_block / tq2_block): one thread per 256-block.
+// quantize_tq (tq1_block / tq2_block): one 256-thread block per 256-value GGUF block;
+// each thread loads one value (coalesced), the block's amax is reduced in shared memory,
+// each thread computes its trit, then the first 52 (TQ1_0) / 64 (TQ2_0) threads pack
+// the bytes and thread 0 writes the fp16 scale.
 extern "C" __global__ void th_tq_pack(const float* __restrict__ x, th_u64 nb, int tq1,
                                       th_u8* __restrict__ out) {
-    th_u64 blk = th_tid();
-    if (blk >= nb) return;
+    __shared__ float red[256];
+    __shared__ th_u32 t[256];
+    th_u64 blk = blockIdx.x;
+    int e = threadIdx.x;
+    if (blk >= nb) return;  // uniform per block
     const float* b = x + blk * 256;
-    float d = th_amax(b, 256);
+    float v = b[e];
+    red[e] = th_abs(v);
+    __syncthreads();
+    for (int s = 128; s > 0; s >>= 1) {
+        if (e < s) red[e] = th_max(red[e], red[e + s]);
+        __syncthreads();
+    }
+    float d = red[0];
     float id = d == 0.0f ? 0.0f : __fdiv_rn(1.0f, d);
+    t[e] = th_trit(__fmul_rn(v, id));
+    __syncthreads();
     th_u16 h = th_f32_to_f16(d);
     if (tq1) {
         th_u8* o = out + blk * 54;
-#define TT(e) th_trit(__fmul_rn(b[(e)], id))
-        for (int m = 0; m < 32; ++m)
-            o[m] = (th_u8)th_pack5(TT(m), TT(m + 32), TT(m + 64), TT(m + 96), TT(m + 128));
-        for (int m = 0; m < 16; ++m) {
-            int e = 160 + m;
-            o[32 + m] = (th_u8)th_pack5(TT(e), TT(e + 16), TT(e + 32), TT(e + 48), TT(e + 64));
+        if (e < 32) {
+            o[e] = (th_u8)th_pack5(t[e], t[e + 32], t[e + 64], t[e + 96], t[e + 128]);
+        } else if (e < 48) {
+            int q = 160 + (e - 32);
+            o[e] = (th_u8)th_pack5(t[q], t[q + 16], t[q + 32], t[q + 48], t[q + 64]);
+        } else if (e < 52) {
+            int q = 240 + (e - 48);
+            o[e] = (th_u8)th_pack5(t[q], t[q + 4], t[q + 8], t[q + 12], 0u);
+        } else if (e == 52) {
+            o[52] = (th_u8)(h & 0xff);
+            o[53] = (th_u8)(h >> 8);
         }
-        for (int j = 0; j < 4; ++j) {
-            int e = 240 + j;
-            o[48 + j] = (th_u8)th_pack5(TT(e), TT(e + 4), TT(e + 8), TT(e + 12), 0u);
-        }
-#undef TT
-        o[52] = (th_u8)(h & 0xff);
-        o[53] = (th_u8)(h >> 8);
     } else {
         th_u8* o = out + blk * 66;
-        for (int j = 0; j < 2; ++j)
-            for (int m = 0; m < 32; ++m) {
-                th_u32 byte = 0;
-                for (int q = 0; q < 4; ++q)
-                    byte |= th_trit(__fmul_rn(b[128 * j + m + 32 * q], id)) << (2 * q);
-                o[32 * j + m] = (th_u8)byte;
-            }
-        o[64] = (th_u8)(h & 0xff);
-        o[65] = (th_u8)(h >> 8);
+        if (e < 64) {
+            int j = e / 32, m = e % 32;
+            th_u32 byte = 0;
+            for (int q = 0; q < 4; ++q) byte |= t[128 * j + m + 32 * q] << (2 * q);
+            o[e] = (th_u8)byte;
+        } else if (e == 64) {
+            o[64] = (th_u8)(h & 0xff);
+            o[65] = (th_u8)(h >> 8);
+        }
     }
 }
 

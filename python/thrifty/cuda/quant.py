@@ -305,7 +305,7 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
         nb = n // 256
         tb = 54 if fmt == "tq1_0" else 66
         data = torch.empty(nb * tb, **u8)
-        _launch("th_tq_pack", nb, x, nb, int(fmt == "tq1_0"), data)
+        _launch("th_tq_pack", nb * 256, x, nb, int(fmt == "tq1_0"), data)
         data = data.reshape(p.shape[:-1] + (-1,))
     elif fmt in ("int8", "int4", "fp8_e4m3", "fp8_e5m2"):
         g = p.g
