@@ -119,7 +119,8 @@ def test_import_needs_no_cupy_or_torch():
     assert out2.stdout.strip() == "[]"
 
 
-def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch):
+@pytest.mark.parametrize("cupy14", [True, False])
+def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch, cupy14):
     """The GPU launcher's glue, with a stand-in for CuPy and torch.cuda: one module per
     (device, file), arguments converted to the kernel parameters' exact widths, launched
     inside the device and torch-stream contexts."""
@@ -156,6 +157,9 @@ def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch):
         ExternalStream=lambda ptr, dev: Ctx(("stream", ptr, dev)),
         runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13020),
     )
+    if cupy14:  # CuPy >= 14: Stream.from_external via the CUDA stream protocol
+        cuda.Stream = types.SimpleNamespace(
+            from_external=lambda obj: Ctx(("stream", obj.__cuda_stream__()[1], obj.stream.device.index)))
     fake = types.SimpleNamespace(cuda=cuda, RawModule=Module, from_dlpack=lambda t: ("dl", t.name))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)

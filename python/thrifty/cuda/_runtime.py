@@ -225,12 +225,30 @@ def as_torch(a: Any) -> Any:
     return torch.from_dlpack(a)
 
 
+class _TorchStream:
+    """A torch stream seen through the CUDA stream protocol (``__cuda_stream__``)."""
+
+    def __init__(self, s: Any) -> None:
+        self.stream = s  # keeps the torch stream alive
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return (0, int(self.stream.cuda_stream))
+
+
 def stream(device: int | None = None) -> Any:
-    """A ``cupy.cuda.ExternalStream`` on torch's current CUDA stream (of ``device``)."""
+    """A CuPy stream on torch's current CUDA stream (of ``device``): usable as a context
+    manager so that CuPy launches run in torch's order.
+
+    CuPy >= 14: ``cupy.cuda.Stream.from_external`` (the CUDA stream protocol); older
+    CuPy: ``cupy.cuda.ExternalStream``.
+    """
     import cupy
     import torch
 
     s = torch.cuda.current_stream(device)
+    from_external = getattr(cupy.cuda.Stream, "from_external", None) if hasattr(cupy.cuda, "Stream") else None
+    if from_external is not None:
+        return from_external(_TorchStream(s))
     return cupy.cuda.ExternalStream(s.cuda_stream, s.device.index or 0)
 
 
