@@ -133,24 +133,30 @@ def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch, cupy14):
     class Ctx:
         def __init__(self, what):
             self.what = what
+            self.compute_capability = "90"
 
         def __enter__(self):
             events.append(("enter", self.what))
+            return self
 
         def __exit__(self, *a):
             events.append(("exit", self.what))
 
     class Fn:
-        def __call__(self, grid, block, args):
-            events.append(("launch", grid, block, args))
+        def __call__(self, grid, block, args, stream=None):
+            events.append(("launch", grid, block, args, stream))
 
     class Module:
-        def __init__(self, code, options):
-            events.append(("compile", options))
+        def load(self, binary):
+            events.append(("load", binary))
 
         def get_function(self, name):
             events.append(("get", name))
             return Fn()
+
+    def compile_using_nvrtc(src, options, arch, filename):
+        events.append(("compile", options, arch, filename))
+        return (b"CUBIN", {})
 
     cuda = types.SimpleNamespace(
         Device=lambda d: Ctx(("device", d)),
@@ -160,8 +166,11 @@ def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch, cupy14):
     if cupy14:  # CuPy >= 14: Stream.from_external via the CUDA stream protocol
         cuda.Stream = types.SimpleNamespace(
             from_external=lambda obj: Ctx(("stream", obj.__cuda_stream__()[1], obj.stream.device.index)))
-    fake = types.SimpleNamespace(cuda=cuda, RawModule=Module, from_dlpack=lambda t: ("dl", t.name))
+    cuda.compiler = types.SimpleNamespace(compile_using_nvrtc=compile_using_nvrtc)
+    cuda.function = types.SimpleNamespace(Module=Module)
+    fake = types.SimpleNamespace(cuda=cuda, from_dlpack=lambda t: ("dl", t.name))
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "current_stream",
                         lambda device=None: types.SimpleNamespace(cuda_stream=1234, device=types.SimpleNamespace(index=device)))
@@ -189,8 +198,12 @@ def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch, cupy14):
     assert conv[0] == ("dl", "x") and conv[2] == ("dl", "lanes")
     assert type(conv[1]) is np.uint64 and int(conv[1]) == 2**64 - 1
     assert sum(e[0] == "compile" for e in events) == 1  # cached per (device, file, options)
-    opts = next(e[1] for e in events if e[0] == "compile")
-    assert "--fmad=false" in opts and "-std=c++17" in opts
+    comp = next(e for e in events if e[0] == "compile")
+    opts = comp[1]
+    assert "--fmad=false" in opts and "-std=c++17" in opts and "-ftz=false" in opts
+    assert "-ftz=true" not in opts and comp[2:] == ("90", "quant.cu")
+    assert ("load", b"CUBIN") in events
+    assert launches[0][4] is not None  # launched on the torch-stream wrapper
     first = events.index(launches[0])
     assert ("enter", ("device", 1)) in events[:first] and ("enter", ("stream", 1234, 1)) in events[:first]
     with pytest.raises(TypeError, match="takes 3 arguments"):
