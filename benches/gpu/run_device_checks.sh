@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One prepared run of every GPU check, for a lent GPU machine (the `device` tool).
+#
+# Prepare here (the device has no Rust toolchain and no network):
+#     maturin build --release -o dist                  # the abi3 wheel
+#     pip download --only-binary=:all: --python-version 3.12 \
+#         --platform manylinux_2_28_x86_64 -d dist/wheelhouse numpy pytest
+#     cp python/thrifty/_core.abi3.so dist/            # fallback if the wheel's glibc tag is refused
+# then, with the device tool, run from the repository root carrying `dist`:
+#     run(command="bash benches/gpu/run_device_checks.sh", carry=["dist"], timeout_s=540)
+# The device (Python 3.12, CUDA 13, cupy-cuda13x, torch 2.x+cu130) gets the wheel
+# installed without dependencies; results land under $OUT (default: ./device-results).
+# Total budget: about 8 minutes; each step has its own timeout so one hang cannot eat it.
+set -u
+OUT=${OUT:-$PWD/device-results}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/../.."
+T0=$(date +%s)
+step() { echo "== $1 ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.txt"; }
+
+step "environment"
+{
+  nvidia-smi || true
+  python -V
+  python -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'numpy', numpy.__version__)"
+  python -c "import cupy; print('cupy', cupy.__version__, 'runtime', cupy.cuda.runtime.runtimeGetVersion())"
+} > "$OUT/env.txt" 2>&1
+
+step "install the wheel"
+for mod in numpy pytest; do
+  python -c "import $mod" 2>/dev/null || pip install --no-index --find-links dist/wheelhouse "$mod" \
+    >> "$OUT/install.txt" 2>&1 || echo "could not install $mod" | tee -a "$OUT/steps.txt"
+done
+unset PYTHONPATH
+WHEEL=$(ls dist/thrifty-*.whl 2>/dev/null | head -n 1)
+if [ -n "$WHEEL" ] && pip install --no-deps --no-index --force-reinstall "$WHEEL" >> "$OUT/install.txt" 2>&1; then
+  # `import thrifty` is the installed wheel (kernels from site-packages/thrifty/kernels)
+  echo "installed $WHEEL" | tee -a "$OUT/steps.txt"
+elif [ -f dist/_core.abi3.so ]; then
+  # fallback: the checkout's python/ with the carried extension (kernels via the
+  # python/thrifty/kernels links)
+  cp dist/_core.abi3.so python/thrifty/_core.abi3.so
+  export PYTHONPATH=$PWD/python
+  echo "wheel not installable; using python/ + dist/_core.abi3.so" | tee -a "$OUT/steps.txt"
+else
+  echo "no installable dist/thrifty-*.whl and no dist/_core.abi3.so" | tee -a "$OUT/steps.txt"
+  exit 2
+fi
+python -c "import thrifty.cuda as c, thrifty.cuda._runtime as r; print('available', c.available()); print('kernels', r.kernels_dir()); print(r.kernel_names())" \
+  > "$OUT/runtime.txt" 2>&1
+
+step "GPU tests (pytest -m gpu)"
+GPU_TESTS=$(ls tests/torch_api/test_cuda_*.py 2>/dev/null)
+timeout 300 python -m pytest -m gpu -q -ra -p no:cacheprovider -o addopts="" $GPU_TESTS \
+  --junitxml="$OUT/gpu-tests.xml" > "$OUT/gpu-tests.txt" 2>&1
+echo "pytest exit $?" >> "$OUT/gpu-tests.txt"
+tail -n 5 "$OUT/gpu-tests.txt"
+
+step "bench: BitLinear"
+timeout 120 python benches/gpu/bench_bitlinear.py --json "$OUT/bench_bitlinear.json" \
+  > "$OUT/bench_bitlinear.txt" 2>&1
+tail -n 20 "$OUT/bench_bitlinear.txt"
+
+step "bench: quantize/dequantize"
+timeout 120 python benches/gpu/bench_quant_gpu.py --json "$OUT/bench_quant_gpu.json" \
+  > "$OUT/bench_quant_gpu.txt" 2>&1
+tail -n 30 "$OUT/bench_quant_gpu.txt"
+
+# ---- issue #11 (mezo / losses / optim) appends its section below this line ----
+
+step "done"

@@ -1,0 +1,223 @@
+"""Compile-check every CUDA kernel file with NVRTC (no GPU or driver needed).
+
+Parametrised over every ``cuda/*.cu`` of the repository x {compute_80, compute_90} x
+each NVRTC library found (CUDA 12 and 13 from the ``cuda-check`` extra). Without NVRTC
+the compile tests skip, except under CI (``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from thrifty import InvalidInputError
+from thrifty.cuda import _runtime as rt
+
+REPO = Path(__file__).resolve().parents[1]
+CUDA_DIR = REPO / "cuda"
+KERNELS_DIR = REPO / "python" / "thrifty" / "kernels"
+SOURCES = sorted(p.name for p in CUDA_DIR.glob("*.cu"))
+VERSIONS = sorted(rt.nvrtc_libraries())
+ARCHS = ("compute_80", "compute_90")
+
+# Entry points each Python module launches: the PTX must define every one of them.
+EXPECTED_ENTRIES = {
+    "quant.cu": "thrifty.cuda.quant",
+    "bitlinear.cu": "thrifty.cuda.bitlinear",
+}
+
+
+def _need_nvrtc() -> None:
+    if not VERSIONS:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("NVRTC is missing in CI: install the cuda-check extra")
+        pytest.skip("no NVRTC library (pip install 'thrifty[cuda-check]')")
+
+
+def test_kernel_sources_exist():
+    assert "quant.cu" in SOURCES and "bitlinear.cu" in SOURCES
+    assert (CUDA_DIR / "thrifty_common.cuh").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CUDA_DIR.glob("*.cu*")))
+def test_every_kernel_file_ships_in_the_package(name):
+    # The wheel carries python/thrifty/kernels/*: one symlink per file of cuda/.
+    link = KERNELS_DIR / name
+    assert link.exists(), f"add the link: ln -s ../../../cuda/{name} python/thrifty/kernels/{name}"
+    assert link.resolve() == (CUDA_DIR / name).resolve()
+    assert rt.kernel_source(name) == (CUDA_DIR / name).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("version", VERSIONS or [None])
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", SOURCES)
+def test_compiles_with_nvrtc(name, arch, version):
+    _need_nvrtc()
+    ptx = rt.nvrtc_compile(name, arch, version=version).decode()
+    target = arch.replace("compute_", "sm_")
+    assert re.search(rf"^\.target {target}\b", ptx, re.M), ptx[:400]
+    entries = set(re.findall(r"\.entry\s+(\w+)", ptx))
+    assert entries, f"{name} defines no kernel"
+    mod = EXPECTED_ENTRIES.get(name)
+    if mod is not None:
+        import importlib
+
+        want = set(importlib.import_module(mod).KERNELS)
+        assert want <= entries, f"missing kernels in {name}: {sorted(want - entries)}"
+
+
+def test_no_forbidden_headers():
+    # CUDA's own headers only: no curand, CCCL or C++ standard library.
+    allowed = {"cuda_fp16.h", "cuda_bf16.h", "cuda_fp8.h"} | {p.name for p in CUDA_DIR.glob("*.cuh")}
+    for p in sorted(CUDA_DIR.glob("*.cu*")):
+        for inc in re.findall(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', p.read_text(), re.M):
+            assert inc in allowed, f"{p.name} includes {inc}"
+
+
+def test_compile_error_carries_the_log(monkeypatch):
+    _need_nvrtc()
+    monkeypatch.setattr(rt, "kernel_source", lambda name: "extern \"C\" __global__ void k() { undefined_thing(); }")
+    with pytest.raises(rt.KernelCompileError, match="undefined_thing"):
+        rt.nvrtc_compile("quant.cu", "compute_80")
+
+
+def test_bad_arguments():
+    with pytest.raises(InvalidInputError, match="compute_80"):
+        rt.nvrtc_compile("quant.cu", "sm80")
+    with pytest.raises(InvalidInputError, match="plain file names"):
+        rt.kernel_source("../quant.cu")
+    with pytest.raises(InvalidInputError, match="no kernel file"):
+        rt.kernel_source("missing.cu")
+    if VERSIONS:
+        with pytest.raises(InvalidInputError, match="no NVRTC 7"):
+            rt.nvrtc_compile("quant.cu", version=7)
+
+
+def test_header_folders_match_the_version():
+    for v in VERSIONS:
+        for d in rt.cuda_include_dirs(v):
+            assert (Path(d) / "cuda_fp16.h").is_file()
+            assert rt._header_major(d) in (None, v)
+
+
+def test_import_needs_no_cupy_or_torch():
+    code = ("import sys, thrifty.cuda, thrifty.cuda._runtime; "
+            "print(thrifty.cuda.available() in (True, False), "
+            "[m for m in ('cupy', 'torch') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    # available() may import torch (to ask for a device); it must never fail.
+    assert out.stdout.startswith("True ")
+    code2 = "import sys, thrifty.cuda; print([m for m in ('cupy', 'torch') if m in sys.modules])"
+    out2 = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out2.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("cupy14", [True, False])
+def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch, cupy14):
+    """The GPU launcher's glue, with a stand-in for CuPy and torch.cuda: one module per
+    (device, file), arguments converted to the kernel parameters' exact widths, launched
+    inside the device and torch-stream contexts."""
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    import types
+
+    events = []
+
+    class Ctx:
+        def __init__(self, what):
+            self.what = what
+            self.compute_capability = "90"
+
+        def __enter__(self):
+            events.append(("enter", self.what))
+            return self
+
+        def __exit__(self, *a):
+            events.append(("exit", self.what))
+
+    class Fn:
+        def __call__(self, grid, block, args, stream=None):
+            events.append(("launch", grid, block, args, stream))
+
+    class Module:
+        def load(self, binary):
+            events.append(("load", binary))
+
+        def get_function(self, name):
+            events.append(("get", name))
+            return Fn()
+
+    def compile_using_nvrtc(src, options, arch, filename):
+        events.append(("compile", options, arch, filename))
+        return (b"CUBIN", {})
+
+    cuda = types.SimpleNamespace(
+        Device=lambda d: Ctx(("device", d)),
+        ExternalStream=lambda ptr, dev: Ctx(("stream", ptr, dev)),
+        runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13020),
+    )
+    if cupy14:  # CuPy >= 14: Stream.from_external via the CUDA stream protocol
+        cuda.Stream = types.SimpleNamespace(
+            from_external=lambda obj: Ctx(("stream", obj.__cuda_stream__()[1], obj.stream.device.index)))
+    cuda.compiler = types.SimpleNamespace(compile_using_nvrtc=compile_using_nvrtc)
+    cuda.function = types.SimpleNamespace(Module=Module)
+    fake = types.SimpleNamespace(cuda=cuda, from_dlpack=lambda t: ("dl", t.name))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda device=None: types.SimpleNamespace(cuda_stream=1234, device=types.SimpleNamespace(index=device)))
+    monkeypatch.setattr(rt, "_MODULES", {})
+
+    class T:
+        is_cuda = True
+        device = types.SimpleNamespace(index=1)
+
+        def __init__(self, name):
+            self.name = name
+
+        def is_contiguous(self):
+            return True
+
+        def detach(self):
+            return self
+
+    args = (T("x"), 2**64 - 1, T("lanes"))
+    rt.launch("quant.cu", "th_absmean_lanes", 300, *args)
+    rt.launch("quant.cu", "th_absmean_lanes", 10, *args)
+    launches = [e for e in events if e[0] == "launch"]
+    assert launches[0][1:3] == ((2,), (256,)) and launches[1][1:3] == ((1,), (256,))
+    conv = launches[0][3]
+    assert conv[0] == ("dl", "x") and conv[2] == ("dl", "lanes")
+    assert type(conv[1]) is np.uint64 and int(conv[1]) == 2**64 - 1
+    assert sum(e[0] == "compile" for e in events) == 1  # cached per (device, file, options)
+    comp = next(e for e in events if e[0] == "compile")
+    opts = comp[1]
+    assert "--fmad=false" in opts and "-std=c++17" in opts and "-ftz=false" in opts
+    assert "-ftz=true" not in opts and comp[2:] == ("90", "quant.cu")
+    assert ("load", b"CUBIN") in events
+    assert launches[0][4] is not None  # launched on the torch-stream wrapper
+    first = events.index(launches[0])
+    assert ("enter", ("device", 1)) in events[:first] and ("enter", ("stream", 1234, 1)) in events[:first]
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        rt.launch("quant.cu", "th_absmean_lanes", 1, T("x"))
+    rt.launch("quant.cu", "th_absmean_lanes", 0, *args)  # nothing to do
+    with pytest.raises(TypeError, match="no CUDA tensor"):
+        rt.launch("quant.cu", "th_absmean_lanes", 1, 1, 2, 3)
+
+
+@pytest.mark.parametrize("name", ["quant.cu", "bitlinear.cu"])
+def test_no_fused_float_multiply_add(name):
+    # Bit-exactness with the CPU needs every float op rounded on its own: the kernels use
+    # explicitly rounded intrinsics, so even --fmad=true must produce no float fma/mad.
+    _need_nvrtc()
+    for opts in ((), ("--fmad=true",)):
+        ptx = rt.nvrtc_compile(name, "compute_90", options=opts).decode()
+        assert not re.findall(r"\b(?:fma|mad)\.(?:rn\.)?(?:ftz\.)?(?:sat\.)?f(?:32|64)\b", ptx)
