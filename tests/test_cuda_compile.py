@@ -26,7 +26,11 @@ VERSIONS = sorted(rt.nvrtc_libraries())
 ARCHS = ("compute_80", "compute_90")
 
 # Entry points each Python module launches: the PTX must define every one of them.
-EXPECTED_ENTRIES: dict[str, str] = {}
+EXPECTED_ENTRIES: dict[str, str] = {
+    "mezo.cu": "thrifty.cuda.mezo",
+    "loss.cu": "thrifty.cuda.losses",
+    "optim.cu": "thrifty.cuda.optim",
+}
 
 
 def _need_nvrtc() -> None:

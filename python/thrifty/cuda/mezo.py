@@ -40,6 +40,11 @@ from . import _launch
 
 __all__ = ["philox4x32_10", "normal", "perturb_", "update_"]
 
+# Entry points of cuda/mezo.cu this module launches (checked by tests/test_cuda_compile.py).
+KERNELS = ("mezo_normal", "mezo_philox") + tuple(
+    f"mezo_{op}_{sfx}" for op in ("perturb", "update") for sfx in ("f32", "f16", "bf16")
+)
+
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
 _MASK = np.uint64(0xFFFFFFFF)
