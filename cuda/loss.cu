@@ -1,0 +1,156 @@
+// Chunk-level work of the fused linear + loss for large vocabularies
+// (thrifty.cuda.losses.linear_cross_entropy). torch computes one logits tile
+// o = h[rows] @ W[v0:v0+cols]^T (+ b) with cuBLAS; these kernels
+//   lce_stats_*: fold the tile into running per-row statistics (online logsumexp:
+//                running max m and sum s of exp(o - m); Welford mean / M2 over the
+//                classes seen so far; sum of o_j^2 over j != target; o_target);
+//   lce_grad_*:  overwrite the tile, in place, with dLoss/do (the gradient tile), which
+//                torch then multiplies back into dH and dW.
+// The CPU fallback in python/thrifty/cuda/losses.py does the same per tile with torch.
+// All arithmetic in float32; tiles may be float32, float16 or bfloat16.
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+namespace thrifty_loss {
+
+template <typename T> __device__ __forceinline__ float ld(const T* p, long long i);
+template <> __device__ __forceinline__ float ld<float>(const float* p, long long i) { return p[i]; }
+template <> __device__ __forceinline__ float ld<__half>(const __half* p, long long i) { return __half2float(p[i]); }
+template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16* p, long long i) {
+    return __bfloat162float(p[i]);
+}
+template <typename T> __device__ __forceinline__ void st(T* p, long long i, float v);
+template <> __device__ __forceinline__ void st<float>(float* p, long long i, float v) { p[i] = v; }
+template <> __device__ __forceinline__ void st<__half>(__half* p, long long i, float v) { p[i] = __float2half_rn(v); }
+template <> __device__ __forceinline__ void st<__nv_bfloat16>(__nv_bfloat16* p, long long i, float v) {
+    p[i] = __float2bfloat16_rn(v);
+}
+
+// Partial statistics of a set of logits; merge() combines two of them.
+struct Acc {
+    float m;     // max
+    float s;     // sum exp(o - m)
+    float n;     // count
+    float mean;  // Welford mean
+    float m2;    // Welford sum of squared deviations
+    float sq;    // sum of o^2 over non-target classes
+};
+
+__device__ __forceinline__ Acc empty_acc() {
+    Acc a;
+    a.m = __int_as_float(0xff800000); a.s = 0.f; a.n = 0.f; a.mean = 0.f; a.m2 = 0.f; a.sq = 0.f;
+    return a;
+}
+
+__device__ __forceinline__ Acc merge(Acc a, Acc b) {
+    Acc r;
+    r.m = fmaxf(a.m, b.m);
+    float sa = (a.s == 0.f) ? 0.f : a.s * expf(a.m - r.m);
+    float sb = (b.s == 0.f) ? 0.f : b.s * expf(b.m - r.m);
+    r.s = sa + sb;
+    r.n = a.n + b.n;
+    if (r.n == 0.f) {
+        r.mean = 0.f; r.m2 = 0.f;
+    } else {
+        float d = b.mean - a.mean;
+        r.mean = a.mean + d * (b.n / r.n);
+        r.m2 = a.m2 + b.m2 + d * d * (a.n * b.n / r.n);
+    }
+    r.sq = a.sq + b.sq;
+    return r;
+}
+
+__device__ __forceinline__ Acc push(Acc a, float x, bool is_target) {
+    if (x > a.m) {
+        a.s = a.s * expf(a.m - x) + 1.f;
+        a.m = x;
+    } else {
+        a.s += expf(x - a.m);
+    }
+    a.n += 1.f;
+    float d = x - a.mean;
+    a.mean += d / a.n;
+    a.m2 += d * (x - a.mean);
+    if (!is_target) a.sq += x * x;
+    return a;
+}
+
+// One block per row: fold columns [0, cols) of row r of the tile into the row's state.
+// state layout per row (6 floats): m, s, mean, m2, sq, o_target. Rows whose target is
+// outside this tile keep o_target.
+template <typename T>
+__device__ void stats(const T* o, long long ldo, int rows, int cols, long long v0,
+                      const long long* target, float* state) {
+    __shared__ Acc sh[256];
+    int r = blockIdx.x;
+    if (r >= rows) return;
+    long long t = target[r] - v0;  // local target column (may be outside [0, cols))
+    const T* row = o + (long long)r * ldo;
+    Acc a = empty_acc();
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) a = push(a, ld<T>(row, j), j == t);
+    sh[threadIdx.x] = a;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) sh[threadIdx.x] = merge(sh[threadIdx.x], sh[threadIdx.x + w]);
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        float* s = state + 6 * (long long)r;
+        Acc prev;
+        prev.m = s[0]; prev.s = s[1]; prev.n = (float)v0; prev.mean = s[2]; prev.m2 = s[3]; prev.sq = s[4];
+        Acc c = merge(prev, sh[0]);
+        s[0] = c.m; s[1] = c.s; s[2] = c.mean; s[3] = c.m2; s[4] = c.sq;
+        if (t >= 0 && t < cols) s[5] = ld<T>(row, t);
+    }
+}
+
+// In place: tile <- dLoss/do * go[r]. kind 0: cross-entropy, 1: squentropy, 2: spherical
+// Z-loss. rowp per row (4 floats): lse, mu, sigma, z_target; go per row (0 for ignored).
+template <typename T>
+__device__ void grad(T* o, long long ldo, int rows, int cols, long long v0, const long long* target,
+                     const float* rowp, const float* go, int kind, float n_classes) {
+    long long total = (long long)rows * cols;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        int r = (int)(e / cols);
+        int j = (int)(e - (long long)r * cols);
+        long long idx = (long long)r * ldo + j;
+        float g = go[r];
+        if (g == 0.f) {
+            st<T>(o, idx, 0.f);
+            continue;
+        }
+        float x = ld<T>(o, idx);
+        bool is_t = (v0 + j) == target[r];
+        const float* p = rowp + 4 * (long long)r;
+        float d;
+        if (kind == 2) {
+            // p[1] = mu, p[2] = sigma, p[3] = -sigmoid(a (b - z_y)) / sigma, p[0] = z_y
+            d = p[3] * ((is_t ? 1.f : 0.f) - 1.f / n_classes - p[0] * (x - p[1]) / (n_classes * p[2]));
+        } else {
+            d = expf(x - p[0]);
+            if (is_t) d -= 1.f;
+            else if (kind == 1) d += 2.f * x / (n_classes - 1.f);
+        }
+        st<T>(o, idx, d * g);
+    }
+}
+
+}  // namespace thrifty_loss
+
+extern "C" {
+#define THRIFTY_LOSS_KERNELS(SUFFIX, T)                                                          \
+    __global__ void lce_stats_##SUFFIX(const T* o, long long ldo, int rows, int cols, long long v0, \
+                                       const long long* target, float* state) {                 \
+        thrifty_loss::stats<T>(o, ldo, rows, cols, v0, target, state);                           \
+    }                                                                                            \
+    __global__ void lce_grad_##SUFFIX(T* o, long long ldo, int rows, int cols, long long v0,     \
+                                      const long long* target, const float* rowp, const float* go, \
+                                      int kind, float n_classes) {                               \
+        thrifty_loss::grad<T>(o, ldo, rows, cols, v0, target, rowp, go, kind, n_classes);        \
+    }
+
+THRIFTY_LOSS_KERNELS(f32, float)
+THRIFTY_LOSS_KERNELS(f16, __half)
+THRIFTY_LOSS_KERNELS(bf16, __nv_bfloat16)
+}
