@@ -26,7 +26,9 @@ VERSIONS = sorted(rt.nvrtc_libraries())
 ARCHS = ("compute_80", "compute_90")
 
 # Entry points each Python module launches: the PTX must define every one of them.
-EXPECTED_ENTRIES: dict[str, str] = {
+EXPECTED_ENTRIES = {
+    "quant.cu": "thrifty.cuda.quant",
+    "bitlinear.cu": "thrifty.cuda.bitlinear",
     "mezo.cu": "thrifty.cuda.mezo",
     "loss.cu": "thrifty.cuda.losses",
     "optim.cu": "thrifty.cuda.optim",
@@ -41,7 +43,7 @@ def _need_nvrtc() -> None:
 
 
 def test_kernel_sources_exist():
-    assert "quant.cu" in SOURCES
+    assert "quant.cu" in SOURCES and "bitlinear.cu" in SOURCES
     assert (CUDA_DIR / "thrifty_common.cuh").is_file()
 
 
@@ -118,3 +120,80 @@ def test_import_needs_no_cupy_or_torch():
     out2 = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out2.stdout.strip() == "[]"
+
+
+def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch):
+    """The GPU launcher's glue, with a stand-in for CuPy and torch.cuda: one module per
+    (device, file), arguments converted to the kernel parameters' exact widths, launched
+    inside the device and torch-stream contexts."""
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    import types
+
+    events = []
+
+    class Ctx:
+        def __init__(self, what):
+            self.what = what
+
+        def __enter__(self):
+            events.append(("enter", self.what))
+
+        def __exit__(self, *a):
+            events.append(("exit", self.what))
+
+    class Fn:
+        def __call__(self, grid, block, args):
+            events.append(("launch", grid, block, args))
+
+    class Module:
+        def __init__(self, code, options):
+            events.append(("compile", options))
+
+        def get_function(self, name):
+            events.append(("get", name))
+            return Fn()
+
+    cuda = types.SimpleNamespace(
+        Device=lambda d: Ctx(("device", d)),
+        ExternalStream=lambda ptr, dev: Ctx(("stream", ptr, dev)),
+        runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13020),
+    )
+    fake = types.SimpleNamespace(cuda=cuda, RawModule=Module, from_dlpack=lambda t: ("dl", t.name))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda device=None: types.SimpleNamespace(cuda_stream=1234, device=types.SimpleNamespace(index=device)))
+    monkeypatch.setattr(rt, "_MODULES", {})
+
+    class T:
+        is_cuda = True
+        device = types.SimpleNamespace(index=1)
+
+        def __init__(self, name):
+            self.name = name
+
+        def is_contiguous(self):
+            return True
+
+        def detach(self):
+            return self
+
+    args = (T("x"), 2**64 - 1, T("lanes"))
+    rt.launch("quant.cu", "th_absmean_lanes", 300, *args)
+    rt.launch("quant.cu", "th_absmean_lanes", 10, *args)
+    launches = [e for e in events if e[0] == "launch"]
+    assert launches[0][1:3] == ((2,), (256,)) and launches[1][1:3] == ((1,), (256,))
+    conv = launches[0][3]
+    assert conv[0] == ("dl", "x") and conv[2] == ("dl", "lanes")
+    assert type(conv[1]) is np.uint64 and int(conv[1]) == 2**64 - 1
+    assert sum(e[0] == "compile" for e in events) == 1  # cached per (device, file, options)
+    opts = next(e[1] for e in events if e[0] == "compile")
+    assert "--fmad=false" in opts and "-std=c++17" in opts
+    first = events.index(launches[0])
+    assert ("enter", ("device", 1)) in events[:first] and ("enter", ("stream", 1234, 1)) in events[:first]
+    with pytest.raises(TypeError, match="takes 3 arguments"):
+        rt.launch("quant.cu", "th_absmean_lanes", 1, T("x"))
+    rt.launch("quant.cu", "th_absmean_lanes", 0, *args)  # nothing to do
+    with pytest.raises(TypeError, match="no CUDA tensor"):
+        rt.launch("quant.cu", "th_absmean_lanes", 1, 1, 2, 3)

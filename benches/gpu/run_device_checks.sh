@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # One prepared run of every GPU check, for a lent GPU machine (the `device` tool).
 #
-# Build the abi3 wheel here first (the device has no Rust toolchain):
-#     maturin build --release -o dist
+# Prepare here (the device has no Rust toolchain and no network):
+#     maturin build --release -o dist                  # the abi3 wheel
+#     pip download --only-binary=:all: --python-version 3.12 \
+#         --platform manylinux_2_28_x86_64 -d dist/wheelhouse numpy pytest
+#     cp python/thrifty/_core.abi3.so dist/            # fallback if the wheel's glibc tag is refused
 # then, with the device tool, run from the repository root carrying `dist`:
 #     run(command="bash benches/gpu/run_device_checks.sh", carry=["dist"], timeout_s=540)
 # The device (Python 3.12, CUDA 13, cupy-cuda13x, torch 2.x+cu130) gets the wheel
@@ -24,16 +27,25 @@ step "environment"
 } > "$OUT/env.txt" 2>&1
 
 step "install the wheel"
+for mod in numpy pytest; do
+  python -c "import $mod" 2>/dev/null || pip install --no-index --find-links dist/wheelhouse "$mod" \
+    >> "$OUT/install.txt" 2>&1 || echo "could not install $mod" | tee -a "$OUT/steps.txt"
+done
+unset PYTHONPATH
 WHEEL=$(ls dist/thrifty-*.whl 2>/dev/null | head -n 1)
-if [ -z "$WHEEL" ]; then
-  echo "no dist/thrifty-*.whl: build it with maturin and carry dist" | tee -a "$OUT/steps.txt"
+if [ -n "$WHEEL" ] && pip install --no-deps --no-index --force-reinstall "$WHEEL" >> "$OUT/install.txt" 2>&1; then
+  # `import thrifty` is the installed wheel (kernels from site-packages/thrifty/kernels)
+  echo "installed $WHEEL" | tee -a "$OUT/steps.txt"
+elif [ -f dist/_core.abi3.so ]; then
+  # fallback: the checkout's python/ with the carried extension (kernels via the
+  # python/thrifty/kernels links)
+  cp dist/_core.abi3.so python/thrifty/_core.abi3.so
+  export PYTHONPATH=$PWD/python
+  echo "wheel not installable; using python/ + dist/_core.abi3.so" | tee -a "$OUT/steps.txt"
+else
+  echo "no installable dist/thrifty-*.whl and no dist/_core.abi3.so" | tee -a "$OUT/steps.txt"
   exit 2
 fi
-pip install --no-deps --no-index --force-reinstall "$WHEEL" > "$OUT/install.txt" 2>&1 || {
-  echo "wheel install failed" | tee -a "$OUT/steps.txt"; exit 3; }
-# `import thrifty` is the installed wheel (kernels from site-packages/thrifty/kernels):
-# the checkout's python/ folder is never on sys.path here.
-unset PYTHONPATH
 python -c "import thrifty.cuda as c, thrifty.cuda._runtime as r; print('available', c.available()); print('kernels', r.kernels_dir()); print(r.kernel_names())" \
   > "$OUT/runtime.txt" 2>&1
 

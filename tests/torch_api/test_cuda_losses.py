@@ -172,7 +172,7 @@ def _cuda():
 
     if not torch.cuda.is_available() or not _runtime.available():
         pytest.skip("needs a CUDA device and CuPy")
-    return torch.device("cuda")
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 @pytest.mark.gpu

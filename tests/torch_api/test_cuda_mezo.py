@@ -227,7 +227,7 @@ def _cuda():
 
     if not torch.cuda.is_available() or not _runtime.available():
         pytest.skip("needs a CUDA device and CuPy")
-    return torch.device("cuda")
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def _ulp_mismatches(a, b):
@@ -246,13 +246,13 @@ def test_gpu_philox_known_answers_and_normals():
 
     words = torch.tensor([list(c) + list(k) for c, k, _ in KATS], dtype=torch.int64).to(torch.int32).to(dev)
     out = torch.empty(len(KATS) * 4, dtype=torch.int32, device=dev)
-    _launch.launch("mezo.cu", "mezo_philox", len(KATS), (_launch.ptr(words), _launch.ptr(out), np.int32(len(KATS))))
+    _launch.launch("mezo.cu", "mezo_philox", len(KATS), (_launch.ptr(words), _launch.ptr(out), np.int32(len(KATS))), device=dev.index or 0)
     got = out.cpu().numpy().view(np.uint32).reshape(-1, 4)
     assert [tuple(int(w) for w in r) for r in got] == [e for _, _, e in KATS]
     n = 1 << 22
     z = torch.empty(n, device=dev)
     _launch.launch("mezo.cu", "mezo_normal", (n + 3) // 4,
-                   (_launch.ptr(z), np.int64(n), np.uint32(3), np.uint64(2**40 + 1), np.uint64(5)))
+                   (_launch.ptr(z), np.int64(n), np.uint32(3), np.uint64(2**40 + 1), np.uint64(5)), device=dev.index or 0)
     want = torch.from_numpy(mezo.normal(n, seed=2**40 + 1, step=5, tensor_id=3))
     assert _ulp_mismatches(z, want) <= 4
 

@@ -1,7 +1,8 @@
 """Small launch helpers shared by thrifty.cuda.mezo / losses / optim (private).
 
-Kernels receive raw device pointers (``tensor.data_ptr()``), so bfloat16 tensors work
-even where CuPy has no bfloat16 dtype; they run on torch's current stream.
+Kernels receive raw device pointers (``tensor.data_ptr()`` as a 64-bit scalar), so
+bfloat16 tensors work even where CuPy has no bfloat16 dtype (DLPack would refuse them);
+every launch runs on the tensors' device and torch's current stream there.
 """
 
 from __future__ import annotations
@@ -27,20 +28,23 @@ def ptr(t: Any) -> np.uint64:
     return np.uint64(t.data_ptr())
 
 
-def kernel(module: str, name: str) -> Any:
-    """The compiled kernel ``name`` of ``cuda/<module>`` (compiled once, cached)."""
+def run(module: str, name: str, device: int, grid: int, args: tuple[Any, ...], *, threads: int = THREADS) -> None:
+    """Launch kernel ``name`` of ``cuda/<module>`` (compiled once per device, cached) with
+    ``grid`` blocks of ``threads`` on ``device``'s current torch stream."""
+    import cupy
+
     from . import _runtime
 
-    return _runtime.get_module(module).get_function(name)
+    with cupy.cuda.Device(device), _runtime.stream(device):
+        fn = _runtime.get_module(module, device=device).get_function(name)
+        fn((max(1, int(grid)),), (threads,), args)
 
 
-def launch(module: str, name: str, n_work: int, args: tuple[Any, ...], *, threads: int = THREADS,
+def launch(module: str, name: str, n_work: int, args: tuple[Any, ...], *, device: int, threads: int = THREADS,
            max_blocks: int = 65535) -> None:
-    """Launch a grid-stride kernel over ``n_work`` items on torch's current stream."""
-    from . import _runtime
-
+    """Launch a grid-stride kernel over ``n_work`` items."""
     blocks = max(1, min(max_blocks, (int(n_work) + threads - 1) // threads))
-    kernel(module, name)((blocks,), (threads,), args, stream=_runtime.stream())
+    run(module, name, device, blocks, args, threads=threads)
 
 
 def suffix(dtype: Any) -> str:

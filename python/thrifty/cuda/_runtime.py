@@ -44,6 +44,8 @@ __all__ = [
     "as_cupy",
     "as_torch",
     "stream",
+    "kernel_signatures",
+    "launch",
     "nvrtc_libraries",
     "nvrtc_version",
     "nvrtc_compile",
@@ -186,16 +188,17 @@ def _compile_options(options: tuple[str, ...], headers: list[str]) -> tuple[str,
     return BASE_OPTIONS + tuple(inc) + tuple(options)
 
 
-def get_module(name: str, options: tuple[str, ...] | list[str] = ()) -> Any:
+def get_module(name: str, options: tuple[str, ...] | list[str] = (), device: int | None = None) -> Any:
     """The ``cupy.RawModule`` of kernel file ``name``, compiled once per device/options.
 
     Options always include :data:`BASE_OPTIONS` and the kernels folder as include path.
+    ``device``: CUDA device index (default: torch's current device).
     """
     import cupy
     import torch
 
     opts = tuple(str(o) for o in options)
-    dev = torch.cuda.current_device()
+    dev = torch.cuda.current_device() if device is None else int(device)
     key = (dev, name, opts)
     with _LOCK:
         mod = _MODULES.get(key)
@@ -222,13 +225,83 @@ def as_torch(a: Any) -> Any:
     return torch.from_dlpack(a)
 
 
-def stream() -> Any:
-    """A ``cupy.cuda.ExternalStream`` on torch's current CUDA stream."""
+def stream(device: int | None = None) -> Any:
+    """A ``cupy.cuda.ExternalStream`` on torch's current CUDA stream (of ``device``)."""
     import cupy
     import torch
 
-    s = torch.cuda.current_stream()
+    s = torch.cuda.current_stream(device)
     return cupy.cuda.ExternalStream(s.cuda_stream, s.device.index or 0)
+
+
+_SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
+_KINDS = {"th_u64": "u64", "unsigned long long": "u64", "int": "i32", "float": "f32",
+          "double": "f64", "th_i64": "i64", "long long": "i64", "th_u32": "u32",
+          "unsigned int": "u32"}
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_signatures(name: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Parameters of every ``extern "C" __global__`` kernel of file ``name``.
+
+    Returns ``{kernel: ((kind, param), ...)}`` with kind ``"ptr"`` for pointers, else
+    one of ``"u64"``, ``"i64"``, ``"u32"``, ``"i32"``, ``"f32"``, ``"f64"``: the launchers
+    convert each argument to exactly that width.
+    """
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    for kname, params in _SIG.findall(kernel_source(name)):
+        sig = []
+        for p in params.split(","):
+            p = " ".join(p.replace("__restrict__", " ").replace("const ", " ").split())
+            if not p:
+                continue
+            if "*" in p:
+                sig.append(("ptr", p.split("*")[-1].strip()))
+                continue
+            typ, _, pname = p.rpartition(" ")
+            if typ not in _KINDS:
+                raise KernelCompileError(f"{name}: {kname} has a parameter of unsupported type {typ!r}")
+            sig.append((_KINDS[typ], pname))
+        out[kname] = tuple(sig)
+    return out
+
+
+def _scalar(kind: str, v: Any) -> Any:
+    import numpy as np
+
+    return {"u64": np.uint64, "i64": np.int64, "u32": np.uint32, "i32": np.int32,
+            "f32": np.float32, "f64": np.float64}[kind](v)
+
+
+def launch(file: str, kernel: str, nthreads: int, *args: Any, block: int = 256) -> None:
+    """Launch ``kernel`` of ``file`` on ``nthreads`` threads (1-D, ``block`` per block) on
+    torch's current stream. Tensor arguments must be contiguous CUDA tensors; scalars are
+    converted to the parameter's exact width (see :func:`kernel_signatures`)."""
+    nthreads = int(nthreads)
+    if nthreads <= 0:
+        return
+    sig = kernel_signatures(file)[kernel]
+    if len(sig) != len(args):
+        raise TypeError(f"{kernel} takes {len(sig)} arguments, got {len(args)}")
+    import cupy
+
+    dev = next((a.device.index for a in args if getattr(a, "is_cuda", False)), None)
+    if dev is None:
+        raise TypeError(f"{kernel}: no CUDA tensor among the arguments")
+    grid = (nthreads + block - 1) // block
+    # Everything on the tensors' device; conversions inside the stream context so that
+    # DLPack hands the tensors over on torch's own stream, with no cross-stream wait.
+    with cupy.cuda.Device(dev), stream(dev):
+        fn = get_module(file, device=dev).get_function(kernel)
+        conv = []
+        for (kind, pname), a in zip(sig, args):
+            if kind == "ptr":
+                if not (getattr(a, "is_cuda", False) and a.is_contiguous()):
+                    raise TypeError(f"{kernel}: argument {pname} must be a contiguous CUDA tensor")
+                conv.append(as_cupy(a))
+            else:
+                conv.append(_scalar(kind, a))
+        fn((grid,), (block,), tuple(conv))
 
 
 # ----------------------------------------------------------------------------- NVRTC

@@ -139,12 +139,9 @@ def _grad_torch(o: Any, v0: int, target: Any, rowp: Any, go: Any, kind: int, n_c
 # ------------------------------------------------------------------------ tile work (GPU)
 def _stats_gpu(o: Any, v0: int, target: Any, state: Any) -> None:
     rows, cols = o.shape
-    _launch.kernel("loss.cu", f"lce_stats_{_launch.suffix(o.dtype)}")(
-        (rows,), (256,),
-        (_launch.ptr(o), np.int64(o.stride(0)), np.int32(rows), np.int32(cols), np.int64(v0),
-         _launch.ptr(target), _launch.ptr(state)),
-        stream=_stream(),
-    )
+    _launch.run("loss.cu", f"lce_stats_{_launch.suffix(o.dtype)}", o.device.index, rows,
+                (_launch.ptr(o), np.int64(o.stride(0)), np.int32(rows), np.int32(cols), np.int64(v0),
+                 _launch.ptr(target), _launch.ptr(state)))
 
 
 def _grad_gpu(o: Any, v0: int, target: Any, rowp: Any, go: Any, kind: int, n_classes: int) -> Any:
@@ -152,14 +149,8 @@ def _grad_gpu(o: Any, v0: int, target: Any, rowp: Any, go: Any, kind: int, n_cla
     _launch.launch("loss.cu", f"lce_grad_{_launch.suffix(o.dtype)}", rows * cols,
                    (_launch.ptr(o), np.int64(o.stride(0)), np.int32(rows), np.int32(cols), np.int64(v0),
                     _launch.ptr(target), _launch.ptr(rowp), _launch.ptr(go), np.int32(kind),
-                    np.float32(n_classes)))
+                    np.float32(n_classes)), device=o.device.index)
     return o
-
-
-def _stream() -> Any:
-    from . import _runtime
-
-    return _runtime.stream()
 
 
 # ------------------------------------------------------------------------------ function

@@ -204,7 +204,7 @@ def perturb_(
         if _launch.on_gpu(p) and p.is_contiguous():
             _launch.launch("mezo.cu", f"mezo_perturb_{_launch.suffix(p.dtype)}", (p.numel() + 3) // 4,
                            (_launch.ptr(p), np.int64(p.numel()), np.uint32(tid), np.uint64(seed),
-                            np.uint64(step), np.float32(e), np.float32(scale)))
+                            np.uint64(step), np.float32(e), np.float32(scale)), device=p.device.index)
             continue
         e32, s32 = np.float32(e), np.float32(scale)
         for view, b0, b1 in _chunks(p):
@@ -243,7 +243,7 @@ def update_(
             _launch.launch("mezo.cu", f"mezo_update_{_launch.suffix(p.dtype)}", (p.numel() + 3) // 4,
                            (_launch.ptr(p), np.int64(p.numel()), np.uint32(tid), np.uint64(seed),
                             np.uint64(step), np.float32(e), _launch.ptr(pg_dev[p.device]),
-                            np.float32(lr_), np.float32(wd)))
+                            np.float32(lr_), np.float32(wd)), device=p.device.index)
             continue
         if pg_host is None:
             pg_host = float(torch.as_tensor(projected_grad).float())

@@ -118,19 +118,15 @@ def multi_tensor_sum(
         partials = torch.empty(int(starts[-1]), dtype=torch.float32, device=dev)
         for x, y, s0 in zip(xs, ys, starts[:-1]):
             nb = _blocks(x.numel())
-            _launch.kernel("optim.cu", f"mt_partials_{_launch.suffix(x.dtype)}")(
-                (nb,), (_launch.THREADS,),
-                (_launch.ptr(x), _launch.ptr(y), np.int64(x.numel()), np.int32(_OPS[op]), np.float32(c),
-                 np.uint64(partials.data_ptr() + 4 * int(s0))),
-                stream=_stream())
+            _launch.run("optim.cu", f"mt_partials_{_launch.suffix(x.dtype)}", dev.index, nb,
+                        (_launch.ptr(x), _launch.ptr(y), np.int64(x.numel()), np.int32(_OPS[op]), np.float32(c),
+                         np.uint64(partials.data_ptr() + 4 * int(s0))))
         tensor_bounds = np.concatenate([[0], np.cumsum(seg)]).astype(int)
         offsets = [int(starts[i]) for i in tensor_bounds]
         out = torch.empty(len(seg), dtype=torch.float32, device=dev)
-        _launch.kernel("optim.cu", "mt_segment_sum")(
-            (len(seg),), (_launch.THREADS,),
-            (_launch.ptr(partials), _launch.ptr(_device_offsets(offsets, dev)), np.int32(len(seg)),
-             _launch.ptr(out), np.int32(bool(sqrt))),
-            stream=_stream())
+        _launch.run("optim.cu", "mt_segment_sum", dev.index, len(seg),
+                    (_launch.ptr(partials), _launch.ptr(_device_offsets(offsets, dev)), np.int32(len(seg)),
+                     _launch.ptr(out), np.int32(bool(sqrt))))
         return out
     wd = _work_dtype(xs[0])
     vals = []
@@ -150,12 +146,6 @@ def multi_tensor_sum(
             out[k] = torch.stack([v.to(dev) for v in vals[i: i + s]]).sum()
         i += s
     return out.sqrt() if sqrt else out
-
-
-def _stream() -> Any:
-    from . import _runtime
-
-    return _runtime.stream()
 
 
 def _scalar_f32(v: Any, device: Any) -> Any:
@@ -180,7 +170,7 @@ def sam_perturb_(
         for p, g, o in zip(params, grads, olds):
             _launch.launch("optim.cu", f"sam_perturb_{_launch.suffix(p.dtype)}", p.numel(),
                            (_launch.ptr(p), _launch.ptr(g), _launch.ptr(o), np.int64(p.numel()),
-                            _launch.ptr(norm), np.float32(rho), np.int32(bool(adaptive))))
+                            _launch.ptr(norm), np.float32(rho), np.int32(bool(adaptive))), device=p.device.index)
         return
     for p, g, o in zip(params, grads, olds):
         o.copy_(p)
@@ -204,7 +194,7 @@ def dog_update_(params: Sequence[Any], grads: Sequence[Any], *, eta: Any, weight
             e32 = _scalar_f32(e, p.device)
             _launch.launch("optim.cu", f"dog_update_{_launch.suffix(p.dtype)}", p.numel(),
                            (_launch.ptr(p), _launch.ptr(g), np.int64(p.numel()), _launch.ptr(e32),
-                            np.float32(weight_decay)))
+                            np.float32(weight_decay)), device=p.device.index)
         return
     for p, g, e in zip(params, grads, etas):
         x = p.detach().to(_work_dtype(p))
@@ -239,18 +229,14 @@ def momo_moments_(params: Sequence[Any], grads: Sequence[Any], grad_avgs: Sequen
         total = int(starts[-1])
         partials = torch.empty(3 * total, dtype=torch.float32, device=dev)
         for p, g, d, nb, s0 in zip(params, grads, grad_avgs, nbs, starts):
-            _launch.kernel("optim.cu", f"momo_moments_{_launch.suffix(p.dtype)}")(
-                (nb,), (_launch.THREADS,),
-                (_launch.ptr(p), _launch.ptr(g), _launch.ptr(d), np.int64(p.numel()), np.float32(beta),
-                 np.uint64(partials.data_ptr() + 4 * int(s0)), np.int32(total)),
-                stream=_stream())
+            _launch.run("optim.cu", f"momo_moments_{_launch.suffix(p.dtype)}", dev.index, nb,
+                        (_launch.ptr(p), _launch.ptr(g), _launch.ptr(d), np.int64(p.numel()), np.float32(beta),
+                         np.uint64(partials.data_ptr() + 4 * int(s0)), np.int32(total)))
         offsets = [k * total + int(starts[i]) for k in range(3) for i in range(n)] + [3 * total]
         out = torch.empty(3 * n, dtype=torch.float32, device=dev)
-        _launch.kernel("optim.cu", "mt_segment_sum")(
-            (3 * n,), (_launch.THREADS,),
-            (_launch.ptr(partials), _launch.ptr(_device_offsets(offsets, dev)), np.int32(3 * n),
-             _launch.ptr(out), np.int32(0)),
-            stream=_stream())
+        _launch.run("optim.cu", "mt_segment_sum", dev.index, 3 * n,
+                    (_launch.ptr(partials), _launch.ptr(_device_offsets(offsets, dev)), np.int32(3 * n),
+                     _launch.ptr(out), np.int32(0)))
         return out.reshape(3, n)
     out = torch.zeros(3, n, dtype=grad_avgs[0].dtype if grad_avgs else torch.float32, device=dev)
     for i, (p, g, d) in enumerate(zip(params, grads, grad_avgs)):
@@ -268,7 +254,7 @@ def momo_update_(params: Sequence[Any], grad_avgs: Sequence[Any], *, tau: Any, c
         t32 = _scalar_f32(tau, params[0].device)
         for p, d in zip(params, grad_avgs):
             _launch.launch("optim.cu", f"momo_update_{_launch.suffix(p.dtype)}", p.numel(),
-                           (_launch.ptr(p), _launch.ptr(d), np.int64(p.numel()), _launch.ptr(t32), np.float32(c)))
+                           (_launch.ptr(p), _launch.ptr(d), np.int64(p.numel()), _launch.ptr(t32), np.float32(c)), device=p.device.index)
         return
     for p, d in zip(params, grad_avgs):
         x = p.detach().to(d.dtype)

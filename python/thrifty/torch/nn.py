@@ -13,6 +13,11 @@ integer activations, with straight-through gradients:
   ``w + lambda (W_q - w).detach()``: 0 is the plain float layer, 1 full quantization,
   values in between phase quantization in (the 16 -> 1.58-bit transition).
 
+On CUDA (``strength=1``, ``act_bits=8``, CuPy installed) the forward pass runs in
+integers (:mod:`thrifty.cuda.bitlinear`: int8 activations x ternary weights packed 16 per
+word, cached until the weight changes), with the same values up to the float layer's
+accumulation rounding and the same straight-through gradients.
+
 There is no normalisation inside the layer: put a LayerNorm/RMSNorm before it.
 :meth:`BitLinear.export` returns the weights packed by :func:`thrifty.quant.quantize`
 (``"ternary"``), exactly the codes the forward pass uses.
@@ -78,13 +83,18 @@ def ternary_weight(weight: Tensor, scale: str = "absmean") -> tuple[Tensor, Tens
     """
     _check_scale(scale)
     w = weight.detach().float()
+    s = _weight_scale(w, scale)
+    return torch.round(w * s).clamp_(-1.0, 1.0), s
+
+
+def _weight_scale(w: Tensor, scale: str) -> Tensor:
+    """``s = 1 / max(gamma, 1e-5)`` of a float32 weight (shared with thrifty.cuda.bitlinear)."""
     a = w.abs()
     if scale == "absmean":
         gamma = a.mean(dtype=torch.float64).float()
     else:
         gamma = a.flatten().median()  # the lower middle value, as thrifty.quant
-    s = 1.0 / gamma.clamp(min=1e-5)
-    return torch.round(w * s).clamp_(-1.0, 1.0), s
+    return 1.0 / gamma.clamp(min=1e-5)
 
 
 def quantize_activations(x: Tensor, bits: int = 8) -> Tensor:
@@ -102,6 +112,12 @@ def quantize_activations(x: Tensor, bits: int = 8) -> Tensor:
     xf = x.float()
     s = qmax / xf.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
     return (torch.round(xf * s).clamp_(-qmax - 1, qmax) / s).to(x.dtype)
+
+
+def _fused_available() -> bool:
+    from ..cuda._runtime import available
+
+    return available()
 
 
 class BitLinear(nn.Linear):
@@ -174,6 +190,13 @@ class BitLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         lam = self.strength
+        if x.is_cuda and lam == 1.0 and self.act_bits == 8 and _fused_available():
+            # same layer in integers on the GPU (thrifty.cuda.bitlinear): int8 x packed
+            # ternary GEMM, packed weights cached until the weight changes
+            from ..cuda import bitlinear as fused
+
+            cache = self.__dict__.setdefault("_fused_cache", fused.WeightCache())
+            return fused.bitlinear(x, self.weight, self.bias, scale=self.scale, cache=cache)
         w = self.weight
         if lam > 0.0:
             w = w + lam * (self.quantized_weight() - w).detach()

@@ -1,0 +1,120 @@
+"""GPU benchmark: fused BitLinear (thrifty.cuda.bitlinear) vs nn.Linear (bf16) vs the
+plain-PyTorch BitLinear (thrifty.torch.nn.BitLinear's float path).
+
+    python benches/gpu/bench_bitlinear.py [--json out.json] [--quick]
+
+Times forward (inference, no grad), forward + backward (training) per layer shape with
+CUDA events (median of repeats), and the weight memory of each variant. Needs a CUDA
+device and CuPy; prints a table and optionally writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+
+def timed(fn, repeats, warmup=3):
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    import thrifty.cuda
+    from thrifty.torch import nn as tnn
+
+    if not thrifty.cuda.available():
+        print("no CUDA device / CuPy: nothing to benchmark")
+        return 0
+    dev = torch.device("cuda")
+    shapes = [(4096, 2048, 2048), (8192, 4096, 4096), (4096, 4096, 11008)]
+    if args.quick:
+        shapes = shapes[:1]
+    repeats = 5 if args.quick else 20
+    rows = []
+    torch.manual_seed(0)
+    for m, k, n in shapes:
+        x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+        gy = torch.randn(m, n, device=dev, dtype=torch.bfloat16)
+        lin = torch.nn.Linear(k, n, bias=False, device=dev, dtype=torch.bfloat16)
+        bit = tnn.BitLinear.from_linear(lin)
+        res = {"shape": [m, k, n]}
+
+        def fwd(layer, fused):
+            orig = tnn._fused_available
+            tnn._fused_available = (lambda: True) if fused else (lambda: False)
+            try:
+                with torch.no_grad():
+                    return layer(x)
+            finally:
+                tnn._fused_available = orig
+
+        def train(layer, fused):
+            orig = tnn._fused_available
+            tnn._fused_available = (lambda: True) if fused else (lambda: False)
+            try:
+                xx = x.detach().requires_grad_(True)
+                layer(xx).backward(gy)
+                # an optimizer step changes the weight: the fused path repacks each step
+                with torch.no_grad():
+                    layer.weight.add_(layer.weight.grad, alpha=-1e-6)
+                layer.weight.grad = None
+            finally:
+                tnn._fused_available = orig
+
+        res["linear_bf16_fwd_ms"] = timed(lambda: lin(x), repeats)
+        res["bitlinear_torch_fwd_ms"] = timed(lambda: fwd(bit, False), repeats)
+        res["bitlinear_fused_fwd_ms"] = timed(lambda: fwd(bit, True), repeats)
+
+        def lin_train():
+            xx = x.detach().requires_grad_(True)
+            lin(xx).backward(gy)
+            lin.weight.grad = None
+
+        res["linear_bf16_train_ms"] = timed(lin_train, repeats)
+        res["bitlinear_torch_train_ms"] = timed(lambda: train(bit, False), repeats)
+        res["bitlinear_fused_train_ms"] = timed(lambda: train(bit, True), repeats)
+        packed = bit._fused_cache.packed
+        res["weight_bytes_bf16"] = lin.weight.numel() * 2
+        res["weight_bytes_packed"] = packed.nbytes
+        # agreement with the float path (bf16 output rounding dominates)
+        y_f = fwd(bit, True).float()
+        y_t = fwd(bit, False).float()
+        res["max_abs_diff_vs_torch_bitlinear"] = float((y_f - y_t).abs().max())
+        rows.append(res)
+        print(f"{m}x{k}x{n}: fwd ms  linear bf16 {res['linear_bf16_fwd_ms']:.3f} | "
+              f"BitLinear torch {res['bitlinear_torch_fwd_ms']:.3f} | fused {res['bitlinear_fused_fwd_ms']:.3f}")
+        print(f"{'':>{len(f'{m}x{k}x{n}')}}  train ms linear bf16 {res['linear_bf16_train_ms']:.3f} | "
+              f"BitLinear torch {res['bitlinear_torch_train_ms']:.3f} | fused {res['bitlinear_fused_train_ms']:.3f}"
+              f" | weights {res['weight_bytes_bf16'] >> 20} MiB bf16 vs {res['weight_bytes_packed'] / 2**20:.2f} MiB packed"
+              f" | max |diff| {res['max_abs_diff_vs_torch_bitlinear']:.3g}")
+        sys.stdout.flush()
+    out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
