@@ -8,23 +8,9 @@
 //                torch then multiplies back into dH and dW.
 // The CPU fallback in python/thrifty/cuda/losses.py does the same per tile with torch.
 // All arithmetic in float32; tiles may be float32, float16 or bfloat16.
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
+#include "thrifty_lean.cuh"
 
 namespace thrifty_loss {
-
-template <typename T> __device__ __forceinline__ float ld(const T* p, long long i);
-template <> __device__ __forceinline__ float ld<float>(const float* p, long long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<__half>(const __half* p, long long i) { return __half2float(p[i]); }
-template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16* p, long long i) {
-    return __bfloat162float(p[i]);
-}
-template <typename T> __device__ __forceinline__ void st(T* p, long long i, float v);
-template <> __device__ __forceinline__ void st<float>(float* p, long long i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<__half>(__half* p, long long i, float v) { p[i] = __float2half_rn(v); }
-template <> __device__ __forceinline__ void st<__nv_bfloat16>(__nv_bfloat16* p, long long i, float v) {
-    p[i] = __float2bfloat16_rn(v);
-}
 
 // Partial statistics of a set of logits; merge() combines two of them.
 struct Acc {
@@ -38,7 +24,7 @@ struct Acc {
 
 __device__ __forceinline__ Acc empty_acc() {
     Acc a;
-    a.m = __int_as_float(0xff800000); a.s = 0.f; a.n = 0.f; a.mean = 0.f; a.m2 = 0.f; a.sq = 0.f;
+    a.m = __uint_as_float(0xff800000u); a.s = 0.f; a.n = 0.f; a.mean = 0.f; a.m2 = 0.f; a.sq = 0.f;
     return a;
 }
 
@@ -87,7 +73,7 @@ __device__ void stats(const T* o, long long ldo, int rows, int cols, long long v
     long long t = target[r] - v0;  // local target column (may be outside [0, cols))
     const T* row = o + (long long)r * ldo;
     Acc a = empty_acc();
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) a = push(a, ld<T>(row, j), j == t);
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) a = push(a, th_load<T>(row, j), j == t);
     sh[threadIdx.x] = a;
     __syncthreads();
     for (int w = blockDim.x / 2; w > 0; w >>= 1) {
@@ -100,7 +86,7 @@ __device__ void stats(const T* o, long long ldo, int rows, int cols, long long v
         prev.m = s[0]; prev.s = s[1]; prev.n = (float)v0; prev.mean = s[2]; prev.m2 = s[3]; prev.sq = s[4];
         Acc c = merge(prev, sh[0]);
         s[0] = c.m; s[1] = c.s; s[2] = c.mean; s[3] = c.m2; s[4] = c.sq;
-        if (t >= 0 && t < cols) s[5] = ld<T>(row, t);
+        if (t >= 0 && t < cols) s[5] = th_load<T>(row, t);
     }
 }
 
@@ -117,10 +103,10 @@ __device__ void grad(T* o, long long ldo, int rows, int cols, long long v0, cons
         long long idx = (long long)r * ldo + j;
         float g = go[r];
         if (g == 0.f) {
-            st<T>(o, idx, 0.f);
+            th_store<T>(o, idx, 0.f);
             continue;
         }
-        float x = ld<T>(o, idx);
+        float x = th_load<T>(o, idx);
         bool is_t = (v0 + j) == target[r];
         const float* p = rowp + 4 * (long long)r;
         float d;
@@ -132,25 +118,44 @@ __device__ void grad(T* o, long long ldo, int rows, int cols, long long v0, cons
             if (is_t) d -= 1.f;
             else if (kind == 1) d += 2.f * x / (n_classes - 1.f);
         }
-        st<T>(o, idx, d * g);
+        th_store<T>(o, idx, d * g);
     }
 }
 
 }  // namespace thrifty_loss
 
-extern "C" {
-#define THRIFTY_LOSS_KERNELS(SUFFIX, T)                                                          \
-    __global__ void lce_stats_##SUFFIX(const T* o, long long ldo, int rows, int cols, long long v0, \
-                                       const long long* target, float* state) {                 \
-        thrifty_loss::stats<T>(o, ldo, rows, cols, v0, target, state);                           \
-    }                                                                                            \
-    __global__ void lce_grad_##SUFFIX(T* o, long long ldo, int rows, int cols, long long v0,     \
-                                      const long long* target, const float* rowp, const float* go, \
-                                      int kind, float n_classes) {                               \
-        thrifty_loss::grad<T>(o, ldo, rows, cols, v0, target, rowp, go, kind, n_classes);        \
-    }
+extern "C" __global__ void lce_stats_f32(const float* o, long long ldo, int rows, int cols, long long v0,
+                                          const long long* target, float* state) {
+    // block-cooperative (__syncthreads): one block of 256 threads per row
+    thrifty_loss::stats<float>(o, ldo, rows, cols, v0, target, state);
+}
 
-THRIFTY_LOSS_KERNELS(f32, float)
-THRIFTY_LOSS_KERNELS(f16, __half)
-THRIFTY_LOSS_KERNELS(bf16, __nv_bfloat16)
+extern "C" __global__ void lce_grad_f32(float* o, long long ldo, int rows, int cols, long long v0,
+                                         const long long* target, const float* rowp, const float* go, int kind,
+                                         float n_classes) {
+    thrifty_loss::grad<float>(o, ldo, rows, cols, v0, target, rowp, go, kind, n_classes);
+}
+
+extern "C" __global__ void lce_stats_f16(const th_f16* o, long long ldo, int rows, int cols, long long v0,
+                                          const long long* target, float* state) {
+    // block-cooperative (__syncthreads): one block of 256 threads per row
+    thrifty_loss::stats<th_f16>(o, ldo, rows, cols, v0, target, state);
+}
+
+extern "C" __global__ void lce_grad_f16(th_f16* o, long long ldo, int rows, int cols, long long v0,
+                                         const long long* target, const float* rowp, const float* go, int kind,
+                                         float n_classes) {
+    thrifty_loss::grad<th_f16>(o, ldo, rows, cols, v0, target, rowp, go, kind, n_classes);
+}
+
+extern "C" __global__ void lce_stats_bf16(const th_bf16* o, long long ldo, int rows, int cols, long long v0,
+                                          const long long* target, float* state) {
+    // block-cooperative (__syncthreads): one block of 256 threads per row
+    thrifty_loss::stats<th_bf16>(o, ldo, rows, cols, v0, target, state);
+}
+
+extern "C" __global__ void lce_grad_bf16(th_bf16* o, long long ldo, int rows, int cols, long long v0,
+                                         const long long* target, const float* rowp, const float* go, int kind,
+                                         float n_classes) {
+    thrifty_loss::grad<th_bf16>(o, ldo, rows, cols, v0, target, rowp, go, kind, n_classes);
 }

@@ -17,8 +17,7 @@
 // Update (restore fused with the SGD step, one pass):
 //   x = x + d;  g = pg * z (+ wd * x);  x = x - lr * g
 // Half-precision parameters are widened to float32, updated, rounded back once.
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
+#include "thrifty_lean.cuh"
 
 namespace thrifty_mezo {
 
@@ -26,8 +25,10 @@ struct u4 { unsigned int x0, x1, x2, x3; };
 
 __device__ __forceinline__ u4 philox_round(u4 c, unsigned int k0, unsigned int k1) {
     const unsigned int M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
-    unsigned int hi0 = __umulhi(M0, c.x0), lo0 = M0 * c.x0;
-    unsigned int hi1 = __umulhi(M1, c.x2), lo1 = M1 * c.x2;
+    unsigned long long p0 = (unsigned long long)M0 * c.x0;  // mul.hi / mul.lo
+    unsigned long long p1 = (unsigned long long)M1 * c.x2;
+    unsigned int hi0 = (unsigned int)(p0 >> 32), lo0 = (unsigned int)p0;
+    unsigned int hi1 = (unsigned int)(p1 >> 32), lo1 = (unsigned int)p1;
     u4 r;
     r.x0 = hi1 ^ c.x1 ^ k0;
     r.x1 = lo1;
@@ -72,19 +73,6 @@ __device__ __forceinline__ void normals4(unsigned long long block, unsigned int 
     }
 }
 
-template <typename T> __device__ __forceinline__ float load(const T* p, long long i);
-template <> __device__ __forceinline__ float load<float>(const float* p, long long i) { return p[i]; }
-template <> __device__ __forceinline__ float load<__half>(const __half* p, long long i) { return __half2float(p[i]); }
-template <> __device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, long long i) {
-    return __bfloat162float(p[i]);
-}
-template <typename T> __device__ __forceinline__ void store(T* p, long long i, float v);
-template <> __device__ __forceinline__ void store<float>(float* p, long long i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void store<__half>(__half* p, long long i, float v) { p[i] = __float2half_rn(v); }
-template <> __device__ __forceinline__ void store<__nv_bfloat16>(__nv_bfloat16* p, long long i, float v) {
-    p[i] = __float2bfloat16_rn(v);
-}
-
 // x[i] += scale * (eps * z[i]) for i < n.
 template <typename T>
 __device__ void perturb(T* x, long long n, unsigned int tensor_id, unsigned long long seed,
@@ -99,7 +87,7 @@ __device__ void perturb(T* x, long long n, unsigned int tensor_id, unsigned long
             long long i = 4 * b + j;
             if (i < n) {
                 float d = __fmul_rn(eps, z[j]);
-                store<T>(x, i, __fadd_rn(load<T>(x, i), __fmul_rn(scale, d)));
+                th_store<T>(x, i, __fadd_rn(th_load<T>(x, i), __fmul_rn(scale, d)));
             }
         }
     }
@@ -119,10 +107,10 @@ __device__ void update(T* x, long long n, unsigned int tensor_id, unsigned long 
         for (int j = 0; j < 4; ++j) {
             long long i = 4 * b + j;
             if (i < n) {
-                float w = __fadd_rn(load<T>(x, i), __fmul_rn(eps, z[j]));
+                float w = __fadd_rn(th_load<T>(x, i), __fmul_rn(eps, z[j]));
                 float g = __fmul_rn(pg, z[j]);
                 if (wd != 0.0f) g = __fadd_rn(g, __fmul_rn(wd, w));
-                store<T>(x, i, __fsub_rn(w, __fmul_rn(lr, g)));
+                th_store<T>(x, i, __fsub_rn(w, __fmul_rn(lr, g)));
             }
         }
     }
@@ -130,10 +118,8 @@ __device__ void update(T* x, long long n, unsigned int tensor_id, unsigned long 
 
 }  // namespace thrifty_mezo
 
-extern "C" {
-
 // z[i] for i < n (tests and benchmarks only; the optimizer never materialises z).
-__global__ void mezo_normal(float* out, long long n, unsigned int tensor_id,
+extern "C" __global__ void mezo_normal(float* out, long long n, unsigned int tensor_id,
                             unsigned long long seed, unsigned long long step) {
     long long nblocks = (n + 3) / 4;
     for (long long b = blockIdx.x * (long long)blockDim.x + threadIdx.x; b < nblocks;
@@ -148,7 +134,7 @@ __global__ void mezo_normal(float* out, long long n, unsigned int tensor_id,
 }
 
 // Raw Philox4x32-10 on (counter, key) words, for the known-answer test on the device.
-__global__ void mezo_philox(const unsigned int* ctr_key, unsigned int* out, int count) {
+extern "C" __global__ void mezo_philox(const unsigned int* ctr_key, unsigned int* out, int count) {
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= count) return;
     const unsigned int* q = ctr_key + 6 * t;
@@ -160,20 +146,35 @@ __global__ void mezo_philox(const unsigned int* ctr_key, unsigned int* out, int 
     out[4 * t + 3] = r.x3;
 }
 
-#define THRIFTY_MEZO_KERNELS(SUFFIX, T)                                                      \
-    __global__ void mezo_perturb_##SUFFIX(T* x, long long n, unsigned int tensor_id,        \
-                                          unsigned long long seed, unsigned long long step, \
-                                          float eps, float scale) {                         \
-        thrifty_mezo::perturb<T>(x, n, tensor_id, seed, step, eps, scale);                  \
-    }                                                                                        \
-    __global__ void mezo_update_##SUFFIX(T* x, long long n, unsigned int tensor_id,         \
-                                         unsigned long long seed, unsigned long long step,  \
-                                         float eps, const float* pg, float lr, float wd) {  \
-        thrifty_mezo::update<T>(x, n, tensor_id, seed, step, eps, pg, lr, wd);              \
-    }
+extern "C" __global__ void mezo_perturb_f32(float* x, long long n, unsigned int tensor_id, unsigned long long seed,
+                                    unsigned long long step, float eps, float scale) {
+    thrifty_mezo::perturb<float>(x, n, tensor_id, seed, step, eps, scale);
+}
 
-THRIFTY_MEZO_KERNELS(f32, float)
-THRIFTY_MEZO_KERNELS(f16, __half)
-THRIFTY_MEZO_KERNELS(bf16, __nv_bfloat16)
+extern "C" __global__ void mezo_update_f32(float* x, long long n, unsigned int tensor_id,
+                                              unsigned long long seed, unsigned long long step, float eps,
+                                              const float* pg, float lr, float wd) {
+    thrifty_mezo::update<float>(x, n, tensor_id, seed, step, eps, pg, lr, wd);
+}
 
-}  // extern "C"
+extern "C" __global__ void mezo_perturb_f16(th_f16* x, long long n, unsigned int tensor_id, unsigned long long seed,
+                                    unsigned long long step, float eps, float scale) {
+    thrifty_mezo::perturb<th_f16>(x, n, tensor_id, seed, step, eps, scale);
+}
+
+extern "C" __global__ void mezo_update_f16(th_f16* x, long long n, unsigned int tensor_id,
+                                              unsigned long long seed, unsigned long long step, float eps,
+                                              const float* pg, float lr, float wd) {
+    thrifty_mezo::update<th_f16>(x, n, tensor_id, seed, step, eps, pg, lr, wd);
+}
+
+extern "C" __global__ void mezo_perturb_bf16(th_bf16* x, long long n, unsigned int tensor_id, unsigned long long seed,
+                                    unsigned long long step, float eps, float scale) {
+    thrifty_mezo::perturb<th_bf16>(x, n, tensor_id, seed, step, eps, scale);
+}
+
+extern "C" __global__ void mezo_update_bf16(th_bf16* x, long long n, unsigned int tensor_id,
+                                              unsigned long long seed, unsigned long long step, float eps,
+                                              const float* pg, float lr, float wd) {
+    thrifty_mezo::update<th_bf16>(x, n, tensor_id, seed, step, eps, pg, lr, wd);
+}

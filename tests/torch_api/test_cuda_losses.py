@@ -212,3 +212,23 @@ def test_gpu_memory_stays_below_the_logits():
     extra = torch.cuda.max_memory_allocated() - base
     logits_bytes = n * v * 2
     assert extra < logits_bytes / 2, (extra, logits_bytes)
+
+
+# ------------------------------------------------- loss.cu on the CPU (host C++ build)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_host_kernels_match_fallback(monkeypatch, dtype):
+    import _host_kernels
+
+    h, w, bias, y = data(n=11, d=8, v=301, dtype=dtype, ignored=(4,))
+    for loss in ("ce", "squentropy", "z"):
+        kw = dict(bias=bias, loss=loss, chunk_size=100, token_chunk=6)
+        ref = linear_cross_entropy(h, w, y, **kw)
+        g_ref = torch.autograd.grad(ref, (h, w, bias))
+        with monkeypatch.context() as m:
+            _host_kernels.patch(m)
+            got = linear_cross_entropy(h, w, y, **kw)
+            g_got = torch.autograd.grad(got, (h, w, bias))
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        for a, b in zip(g_got, g_ref):
+            tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-3)
+            torch.testing.assert_close(a.float(), b.float(), **tol)

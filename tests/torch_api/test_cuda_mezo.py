@@ -292,3 +292,63 @@ def test_gpu_mezo_optimizer_matches_cpu_philox():
         runs.append([p.detach().cpu() for p in ps])
     for a, b in zip(*runs):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------- mezo.cu on the CPU (host C++ build)
+def test_host_kernels_known_answers_and_normals(monkeypatch):
+    import _host_kernels
+
+    _host_kernels.patch(monkeypatch)
+    from thrifty.cuda import _launch
+
+    words = torch.tensor([list(c) + list(k) for c, k, _ in KATS], dtype=torch.int64).to(torch.int32)
+    out = torch.zeros(len(KATS) * 4, dtype=torch.int32)
+    _launch.launch("mezo.cu", "mezo_philox", len(KATS), (_launch.ptr(words), _launch.ptr(out), np.int32(len(KATS))),
+                   device=None)
+    got = out.numpy().view(np.uint32).reshape(-1, 4)
+    assert [tuple(int(w) for w in r) for r in got] == [e for _, _, e in KATS]
+    n = 4099
+    z = torch.zeros(n)
+    _launch.launch("mezo.cu", "mezo_normal", (n + 3) // 4,
+                   (_launch.ptr(z), np.int64(n), np.uint32(3), np.uint64(2**40 + 1), np.uint64(2**33 + 5)), device=None)
+    assert _ulp_mismatches(z, torch.from_numpy(mezo.normal(n, seed=2**40 + 1, step=2**33 + 5, tensor_id=3))) <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_host_kernels_phases_match_fallback(monkeypatch, dtype):
+    import _host_kernels
+
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(2051, generator=gen).to(dtype), torch.randn(7, 3, generator=gen).to(dtype)]
+    ks = [x.clone() for x in xs]
+    for scale in (1.0, -2.0):
+        mezo.perturb_(xs, seed=9, step=3, eps=1e-2, scale=scale)
+    mezo.update_(xs, seed=9, step=3, eps=1e-2, projected_grad=torch.tensor(0.7), lr=0.01, weight_decay=[0.1, 0.0])
+    with monkeypatch.context() as m:
+        _host_kernels.patch(m)
+        for scale in (1.0, -2.0):
+            mezo.perturb_(ks, seed=9, step=3, eps=1e-2, scale=scale)
+        mezo.update_(ks, seed=9, step=3, eps=1e-2, projected_grad=torch.tensor(0.7), lr=0.01,
+                     weight_decay=[0.1, 0.0])
+    for x, k in zip(xs, ks):
+        assert _ulp_mismatches(k, x) <= 1
+
+
+def test_host_kernels_mezo_optimizer(monkeypatch):
+    import _host_kernels
+
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(16, 8, generator=gen), torch.randn(8, generator=gen)]
+    target = [torch.randn(16, 8, generator=gen), torch.randn(8, generator=gen)]
+    runs = []
+    for kernels in (False, True):
+        with monkeypatch.context() as m:
+            if kernels:
+                _host_kernels.patch(m)
+            ps = [torch.nn.Parameter(t.clone()) for t in init]
+            opt = MeZO(ps, lr=1e-3, eps=1e-3, seed=1, rng="philox")
+            for _ in range(3):
+                opt.step(lambda: quad_loss(ps, target))
+            runs.append([p.detach().clone() for p in ps])
+    for a, b in zip(*runs):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)

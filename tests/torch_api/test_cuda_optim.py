@@ -264,3 +264,50 @@ def test_gpu_dog_step_captures_in_a_cuda_graph():
     torch.cuda.synchronize()
     for p, q in zip(model.parameters(), eager.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------ optim.cu on the CPU (host C++ build)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_host_kernels_match_fallback(monkeypatch, dtype):
+    import _host_kernels
+
+    shapes = ((300,), (7, 5), (3,))
+    xs, ys = tensors(dtype, 1, shapes), tensors(dtype, 2, shapes)
+    kx, ky = [x.clone() for x in xs], [y.clone() for y in ys]
+    with monkeypatch.context() as m:
+        _host_kernels.patch(m)
+        for kw in (dict(), dict(op="dot"), dict(op="prodsq"), dict(c=-1.0, segments=[1, 2], sqrt=True)):
+            a = fo.multi_tensor_sum(xs, ys if kw else None, **kw)
+            m.undo()
+            b = fo.multi_tensor_sum(xs, ys if kw else None, **kw)
+            _host_kernels.patch(m)
+            torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-5)
+        olds = [torch.empty_like(x) for x in kx]
+        fo.sam_perturb_(kx, ky, olds, rho=0.05, adaptive=True, grad_norm=torch.tensor(3.0))
+        fo.dog_update_(kx, ky, eta=[torch.tensor(0.1)] * 3, weight_decay=0.01)
+        dk = [torch.zeros(x.shape) for x in kx]
+        sk = fo.momo_moments_(kx, ky, dk, beta=0.9)
+        fo.momo_update_(kx, dk, tau=torch.tensor(0.2), c=1.01)
+    olds_c = [torch.empty_like(x) for x in xs]
+    fo.sam_perturb_(xs, ys, olds_c, rho=0.05, adaptive=True, grad_norm=torch.tensor(3.0))
+    fo.dog_update_(xs, ys, eta=[torch.tensor(0.1)] * 3, weight_decay=0.01)
+    dc = [torch.zeros(x.shape) for x in xs]
+    sc = fo.momo_moments_(xs, ys, dc, beta=0.9)
+    fo.momo_update_(xs, dc, tau=torch.tensor(0.2), c=1.01)
+    torch.testing.assert_close(sk, sc, rtol=1e-5, atol=1e-5)
+    for a, b in zip(kx + olds + dk, xs + olds_c + dc):
+        tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(a.float(), b.float(), **tol)
+
+
+@pytest.mark.parametrize("name", ["sam", "ldog", "momo"])
+def test_host_kernels_in_the_optimizers(monkeypatch, name):
+    import _host_kernels
+
+    make, kw = OPTIMIZERS[name]
+    plain, _ = run(make, 4, False, **kw)
+    with monkeypatch.context() as m:
+        _host_kernels.patch(m)
+        fused, _ = run(make, 4, True, **kw)
+    for a, b in zip(plain, fused):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
