@@ -50,7 +50,7 @@ KERNELS = tuple(f"lce_{op}_{sfx}" for op in ("stats", "grad") for sfx in ("f32",
 
 _KINDS = {"ce": 0, "squentropy": 1, "z": 2}
 _Z_EPS = 1e-12  # as in thrifty.torch.losses.spherical_z_loss
-_TILE_ELEMENTS = 1 << 24
+_TILE_ELEMENTS = {"cuda": 1 << 24, "cpu": 1 << 21}  # default tile size per device type
 
 
 def _z_defaults() -> tuple[float, float]:
@@ -91,7 +91,9 @@ def _mm_f32(a: Any, b: Any, acc_dtype: Any) -> Any:
 
 # ------------------------------------------------------------------- tile work (fallback)
 def _stats_torch(o: Any, v0: int, target: Any, state: Any, need_sq: bool) -> None:
-    """Fold tile ``o`` (rows x cols) into ``state`` (rows x 6: m, s, mean, m2, sq, o_y)."""
+    """Fold tile ``o`` (rows x cols) into ``state`` (rows x 6: m, s, mean, m2, sq, o_y).
+
+    One tile-sized temporary (plus the float32 copy of a half-precision tile)."""
     import torch
 
     x = o.to(state.dtype)
@@ -100,9 +102,10 @@ def _stats_torch(o: Any, v0: int, target: Any, state: Any, need_sq: bool) -> Non
     inside = (local >= 0) & (local < cols)
     idx = local.clamp(0, cols - 1)[:, None]
     m_t = x.max(1).values
-    s_t = torch.exp(x - m_t[:, None]).sum(1)
+    buf = torch.sub(x, m_t[:, None])
+    s_t = buf.exp_().sum(1)
     mean_t = x.mean(1)
-    m2_t = (x - mean_t[:, None]).square().sum(1)
+    m2_t = torch.sub(x, mean_t[:, None], out=buf).square_().sum(1)
     m, s, mean, m2 = state[:, 0], state[:, 1], state[:, 2], state[:, 3]
     m_new = torch.maximum(m, m_t)
     s_old = torch.where(s == 0, torch.zeros_like(s), s * torch.exp(m - m_new))
@@ -113,27 +116,36 @@ def _stats_torch(o: Any, v0: int, target: Any, state: Any, need_sq: bool) -> Non
     state[:, 2] = mean + d * (n_b / (n_a + n_b))
     state[:, 3] = m2 + m2_t + d * d * (n_a * n_b / (n_a + n_b))
     o_y = x.gather(1, idx).squeeze(1)
-    if need_sq:
-        xm = x.scatter(1, idx, torch.where(inside, 0.0, o_y)[:, None].to(x.dtype))
-        state[:, 4] += torch.linalg.vecdot(xm, xm)
+    if need_sq:  # sum of squares with the target column zeroed
+        buf.copy_(x).scatter_(1, idx, torch.where(inside, 0.0, o_y)[:, None].to(buf.dtype))
+        state[:, 4] += torch.linalg.vecdot(buf, buf)
     state[:, 5] = torch.where(inside, o_y, state[:, 5])
 
 
 def _grad_torch(o: Any, v0: int, target: Any, rowp: Any, go: Any, kind: int, n_classes: int) -> Any:
-    """``dLoss/do * go`` of tile ``o`` in the statistics dtype."""
+    """``dLoss/do * go`` of tile ``o``, computed in the statistics dtype into one new
+    tile-sized buffer."""
     import torch
 
     x = o.to(rowp.dtype)
     cols = x.shape[1]
-    onehot = (torch.arange(v0, v0 + cols, device=x.device)[None, :] == target[:, None]).to(x.dtype)
+    local = target - v0
+    rows_in = torch.nonzero((local >= 0) & (local < cols)).squeeze(1)
+    cols_in = local[rows_in]
     if kind == 2:
         z_y, mu, sigma, k = rowp[:, 0:1], rowp[:, 1:2], rowp[:, 2:3], rowp[:, 3:4]
-        d = k * (onehot - 1.0 / n_classes - z_y * (x - mu) / (n_classes * sigma))
+        d = torch.sub(x, mu).mul_(-z_y / (n_classes * sigma)).sub_(1.0 / n_classes)
+        d.index_put_((rows_in, cols_in), torch.ones_like(cols_in, dtype=d.dtype), accumulate=True)
+        d.mul_(k)
     else:
-        d = torch.exp(x - rowp[:, 0:1]) - onehot
+        d = torch.sub(x, rowp[:, 0:1]).exp_()
+        delta = -torch.ones_like(cols_in, dtype=d.dtype)
         if kind == 1:
-            d = d + (2.0 / (n_classes - 1)) * x * (1 - onehot)
-    return d * go[:, None]
+            coef = 2.0 / (n_classes - 1)
+            d.add_(x, alpha=coef)
+            delta = delta - coef * x[rows_in, cols_in]  # no square term for the target
+        d.index_put_((rows_in, cols_in), delta, accumulate=True)
+    return d.mul_(go[:, None])
 
 
 # ------------------------------------------------------------------------ tile work (GPU)
@@ -334,7 +346,8 @@ def linear_cross_entropy(
         Rows with this target contribute 0 and no gradient; "mean" averages over the others.
     reduction : {"mean", "sum", "none"}
     chunk_size : int, optional
-        Vocabulary columns per tile (default: ``2**24 // token_chunk``, at least 128).
+        Vocabulary columns per tile (default: ``2**24 // token_chunk`` on CUDA,
+        ``2**21 // token_chunk`` elsewhere, at least 128).
     token_chunk : int, optional
         Rows per tile (default: all rows up to 8192).
 
@@ -372,7 +385,8 @@ def linear_cross_entropy(
     t = t.to(h.device).contiguous()
     valid = valid.to(h.device)
     tchunk = min(n, 8192) if token_chunk is None else _positive_int(token_chunk, "token_chunk")
-    vchunk = max(128, _TILE_ELEMENTS // tchunk) if chunk_size is None else _positive_int(chunk_size, "chunk_size")
+    tile = _TILE_ELEMENTS["cuda" if h.is_cuda else "cpu"]
+    vchunk = max(128, tile // tchunk) if chunk_size is None else _positive_int(chunk_size, "chunk_size")
     gpu = _launch.on_gpu(h) and h.dtype != torch.float64
     if gpu:
         h = h.contiguous()
