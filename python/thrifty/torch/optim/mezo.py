@@ -16,8 +16,8 @@ No gradient, no parameter-sized buffer. Two noise sources (``rng``):
   update fused into one pass); elsewhere a chunked CPU implementation of the same
   arithmetic gives the same bits.
 
-``rng="auto"`` (default) is ``"philox"`` when every parameter is on CUDA and
-:func:`thrifty.cuda.mezo` kernels can run, else ``"torch"``. CPU and CUDA runs agree
+``rng="auto"`` (default) is ``"philox"`` when every parameter is a float32/float16/
+bfloat16 CUDA tensor and the :mod:`thrifty.cuda.mezo` kernels can run, else ``"torch"``. CPU and CUDA runs agree
 only when both use ``rng="philox"``. Put biases and norm weights in a group
 with ``weight_decay=0`` (MeZO does not decay them). Run the model in eval mode (no
 dropout) inside the closure.
@@ -144,7 +144,8 @@ class MeZO(torch.optim.Optimizer):
             return self.rng == "philox"
         from ...cuda import _launch
 
-        return _launch.on_gpu(*params)
+        half_or_single = (torch.float32, torch.float16, torch.bfloat16)
+        return all(p.dtype in half_or_single for p in params) and _launch.on_gpu(*params)
 
     def _philox_step(
         self, closure: Callable[[], Any], pairs: list[tuple[dict[str, Any], torch.Tensor]], st: dict[str, Any], k: int
