@@ -246,15 +246,15 @@ class _LinearLossFn:
                 go = torch.where(valid, grad_loss.to(acc), torch.zeros((), dtype=acc, device=h.device))
                 need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], (
                     has_bias and ctx.needs_input_grad[2])
-                gh = torch.zeros(h.shape, dtype=acc, device=h.device) if need_h else None
-                gw = torch.empty_like(w) if need_w else None
-                gb = torch.empty_like(bias) if need_b else None
+                gh: Any = torch.zeros(h.shape, dtype=acc, device=h.device) if need_h else None
+                gw: Any = torch.empty_like(w) if need_w else None
+                gb: Any = torch.empty_like(bias) if need_b else None
                 gpu_rowp = rowp.to(torch.float32).contiguous() if gpu else rowp
                 go_k = go.to(torch.float32).contiguous() if gpu else go
                 for v0, v1 in _tiles(v, vchunk):
                     wc = w[v0:v1]
-                    gw_c = torch.zeros(wc.shape, dtype=acc, device=w.device) if need_w else None
-                    gb_c = torch.zeros(v1 - v0, dtype=acc, device=w.device) if need_b else None
+                    gw_c: Any = torch.zeros(wc.shape, dtype=acc, device=w.device) if need_w else None
+                    gb_c: Any = torch.zeros(v1 - v0, dtype=acc, device=w.device) if need_b else None
                     for r0, r1 in _tiles(n, tchunk):
                         o = _logits(h[r0:r1], wc, None if bias is None else bias[v0:v1])
                         if gpu:

@@ -154,7 +154,7 @@ class MeZO(torch.optim.Optimizer):
 
         ps = [p for _, p in pairs]
         eps = [g["eps"] for g, _ in pairs]
-        kw = dict(seed=self.seed, step=k, eps=eps)
+        kw: dict[str, Any] = dict(seed=self.seed, step=k, eps=eps)
         fused.perturb_(ps, scale=1.0, **kw)
         loss_pos = torch.as_tensor(closure()).detach()
         fused.perturb_(ps, scale=-2.0, **kw)

@@ -195,6 +195,7 @@ class MoMo(_LossBased):
         for p in live:
             st = self.state[p]
             if "grad_avg" not in st:
+                assert p.grad is not None
                 x, grad = _work(p), p.grad.to(compute_dtype(p))
                 if self.bias_correction:
                     st["grad_avg"] = torch.zeros_like(x)
