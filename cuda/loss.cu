@@ -91,34 +91,34 @@ __device__ void stats(const T* o, long long ldo, int rows, int cols, long long v
 }
 
 // In place: tile <- dLoss/do * go[r]. kind 0: cross-entropy, 1: squentropy, 2: spherical
-// Z-loss. rowp per row (4 floats): lse, mu, sigma, z_target; go per row (0 for ignored).
+// Z-loss. rowp per row (4 floats): cross-entropy/squentropy: lse in [0]; Z-loss: z_target,
+// mu, sigma, -sigmoid(a (b - z_target)) / sigma. go per row (0 for ignored rows).
+// One block per row, threads stride over the columns (no index division).
 template <typename T>
 __device__ void grad(T* o, long long ldo, int rows, int cols, long long v0, const long long* target,
                      const float* rowp, const float* go, int kind, float n_classes) {
-    long long total = (long long)rows * cols;
-    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
-         e += (long long)gridDim.x * blockDim.x) {
-        int r = (int)(e / cols);
-        int j = (int)(e - (long long)r * cols);
-        long long idx = (long long)r * ldo + j;
-        float g = go[r];
+    int r = blockIdx.x;
+    if (r >= rows) return;
+    T* row = o + (long long)r * ldo;
+    const float g = go[r];
+    const long long t = target[r] - v0;
+    const float* p = rowp + 4 * (long long)r;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
         if (g == 0.f) {
-            th_store<T>(o, idx, 0.f);
+            th_store<T>(row, j, 0.f);
             continue;
         }
-        float x = th_load<T>(o, idx);
-        bool is_t = (v0 + j) == target[r];
-        const float* p = rowp + 4 * (long long)r;
+        float x = th_load<T>(row, j);
+        bool is_t = j == t;
         float d;
         if (kind == 2) {
-            // p[1] = mu, p[2] = sigma, p[3] = -sigmoid(a (b - z_y)) / sigma, p[0] = z_y
             d = p[3] * ((is_t ? 1.f : 0.f) - 1.f / n_classes - p[0] * (x - p[1]) / (n_classes * p[2]));
         } else {
             d = expf(x - p[0]);
             if (is_t) d -= 1.f;
             else if (kind == 1) d += 2.f * x / (n_classes - 1.f);
         }
-        th_store<T>(o, idx, d * g);
+        th_store<T>(row, j, d * g);
     }
 }
 

@@ -158,10 +158,10 @@ def _stats_gpu(o: Any, v0: int, target: Any, state: Any) -> None:
 
 def _grad_gpu(o: Any, v0: int, target: Any, rowp: Any, go: Any, kind: int, n_classes: int) -> Any:
     rows, cols = o.shape
-    _launch.launch("loss.cu", f"lce_grad_{_launch.suffix(o.dtype)}", rows * cols,
-                   (_launch.ptr(o), np.int64(o.stride(0)), np.int32(rows), np.int32(cols), np.int64(v0),
-                    _launch.ptr(target), _launch.ptr(rowp), _launch.ptr(go), np.int32(kind),
-                    np.float32(n_classes)), device=o.device.index)
+    _launch.run("loss.cu", f"lce_grad_{_launch.suffix(o.dtype)}", o.device.index, rows,
+                (_launch.ptr(o), np.int64(o.stride(0)), np.int32(rows), np.int32(cols), np.int64(v0),
+                 _launch.ptr(target), _launch.ptr(rowp), _launch.ptr(go), np.int32(kind),
+                 np.float32(n_classes)))
     return o
 
 
