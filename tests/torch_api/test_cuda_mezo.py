@@ -267,10 +267,13 @@ def test_gpu_phases_match_cpu_fallback(dtype):
     for scale in (1.0, -2.0):
         mezo.perturb_(xs, seed=9, step=3, eps=1e-3, scale=scale)
         mezo.perturb_(gs, seed=9, step=3, eps=1e-3, scale=scale)
+    pg = torch.tensor(0.7, device=dev)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    mezo.update_(gs, seed=9, step=3, eps=1e-3, projected_grad=torch.tensor(0.7, device=dev), lr=0.01,
-                 weight_decay=[0.1, 0.0])
-    assert torch.cuda.memory_allocated() - before <= 512  # no noise tensor
+    mezo.update_(gs, seed=9, step=3, eps=1e-3, projected_grad=pg, lr=0.01, weight_decay=[0.1, 0.0])
+    torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated() - before <= 1024  # no noise tensor
     mezo.update_(xs, seed=9, step=3, eps=1e-3, projected_grad=torch.tensor(0.7), lr=0.01, weight_decay=[0.1, 0.0])
     for x, g in zip(xs, gs):
         assert _ulp_mismatches(g, x) <= 4

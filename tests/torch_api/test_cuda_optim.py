@@ -239,21 +239,26 @@ def test_gpu_dog_step_captures_in_a_cuda_graph():
     eager = torch.nn.Linear(64, 8).to(dev)
     eager.load_state_dict(model.state_dict())
     opt_e = DoG(eager.parameters())
-    for m, o in ((model, opt), (eager, opt_e)):  # warm up: state exists, kernels compiled
-        for _ in range(3):
-            o.zero_grad(set_to_none=False)
-            torch.nn.functional.mse_loss(m(x), y).backward()
-            o.step()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
+
+    def train_step(m, o):
+        o.zero_grad(set_to_none=False)
+        torch.nn.functional.mse_loss(m(x), y).backward()
+        o.step()
+
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        opt.zero_grad(set_to_none=False)
-        with torch.cuda.graph(graph):
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            opt.step()
+    with torch.cuda.stream(s):  # warm up on a side stream (state exists, kernels compiled)
+        for _ in range(3):
+            train_step(model, opt)
     torch.cuda.current_stream().wait_stream(s)
+    for _ in range(3):
+        train_step(eager, opt_e)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=False)
+    with torch.cuda.graph(graph):
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
     for _ in range(4):
         for p in model.parameters():
             p.grad.zero_()
