@@ -89,6 +89,12 @@ def test_batched_hidden_and_module_form():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_check_target_can_be_skipped():
+    h, w, _, y = data()
+    ref = linear_cross_entropy(h, w, y)
+    torch.testing.assert_close(linear_cross_entropy(h, w, y, check_target=False), ref, rtol=0, atol=0)
+
+
 def test_z_defaults_follow_spherical_z_loss():
     h, w, _, y = data(ignored=())
     torch.testing.assert_close(linear_cross_entropy(h, w, y, loss="z"), L.spherical_z_loss(h @ w.T, y),

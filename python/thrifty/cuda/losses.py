@@ -325,6 +325,7 @@ def linear_cross_entropy(
     reduction: str = "mean",
     chunk_size: int | None = None,
     token_chunk: int | None = None,
+    check_target: bool = True,
 ) -> Any:
     """``loss(hidden @ weight.T + bias, target)`` without materialising the logits.
 
@@ -350,6 +351,10 @@ def linear_cross_entropy(
         ``2**21 // token_chunk`` elsewhere, at least 128).
     token_chunk : int, optional
         Rows per tile (default: all rows up to 8192).
+    check_target : bool, default=True
+        Reject targets outside ``[0, V)`` (other than ``ignore_index``). The check reads
+        one flag back from the device; ``False`` skips it (no host synchronisation, e.g.
+        inside a CUDA graph), and then such rows give undefined values.
 
     Returns
     -------
@@ -379,8 +384,7 @@ def linear_cross_entropy(
     if n == 0:
         raise InvalidInputError("hidden has no rows")
     valid = t != ignore_index
-    bad = valid & ((t < 0) | (t >= v))
-    if bool(bad.any()):
+    if check_target and bool((valid & ((t < 0) | (t >= v))).any()):
         raise InvalidInputError(f"target holds a class outside [0, {v}) that is not ignore_index={ignore_index}")
     t = t.to(h.device).contiguous()
     valid = valid.to(h.device)
