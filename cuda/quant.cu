@@ -3,7 +3,9 @@
 // Each kernel ports the matching loop of rust/core/src/quant/{ternary,int,mx}.rs; the
 // names of the Rust functions are given above each kernel. Inputs are contiguous
 // float32, seen as `rows x cols` (groups along cols) or flattened (nf4, mx*, nvfp4).
-// Launch: one thread per output item (element, byte or block, as noted), 1-D grid.
+// Launch: 1-D grids of 256-thread blocks (th_group_amax, th_group_minmax, th_tq_pack and
+// th_block_encode reduce within a block in shared memory and rely on that size); one
+// thread per output item (element, byte or block, as noted above each kernel).
 //
 // Reductions and why they match the CPU bit for bit:
 // * max-type reductions (absmax per group/block/tensor, min/max for asymmetric int4)
@@ -147,42 +149,55 @@ TH_DEV float th_amax(const float* b, th_u64 len) {
     return m;
 }
 
-// quantize_tq (tq1_block / tq2_block): one thread per 256-block.
+// quantize_tq (tq1_block / tq2_block): one 256-thread block per 256-value GGUF block;
+// each thread loads one value (coalesced), the block's amax is reduced in shared memory,
+// each thread computes its trit, then the first 52 (TQ1_0) / 64 (TQ2_0) threads pack
+// the bytes and thread 0 writes the fp16 scale.
 extern "C" __global__ void th_tq_pack(const float* __restrict__ x, th_u64 nb, int tq1,
                                       th_u8* __restrict__ out) {
-    th_u64 blk = th_tid();
-    if (blk >= nb) return;
+    __shared__ float red[256];
+    __shared__ th_u32 t[256];
+    th_u64 blk = blockIdx.x;
+    int e = threadIdx.x;
+    if (blk >= nb) return;  // uniform per block
     const float* b = x + blk * 256;
-    float d = th_amax(b, 256);
+    float v = b[e];
+    red[e] = th_abs(v);
+    __syncthreads();
+    for (int s = 128; s > 0; s >>= 1) {
+        if (e < s) red[e] = th_max(red[e], red[e + s]);
+        __syncthreads();
+    }
+    float d = red[0];
     float id = d == 0.0f ? 0.0f : __fdiv_rn(1.0f, d);
+    t[e] = th_trit(__fmul_rn(v, id));
+    __syncthreads();
     th_u16 h = th_f32_to_f16(d);
     if (tq1) {
         th_u8* o = out + blk * 54;
-#define TT(e) th_trit(__fmul_rn(b[(e)], id))
-        for (int m = 0; m < 32; ++m)
-            o[m] = (th_u8)th_pack5(TT(m), TT(m + 32), TT(m + 64), TT(m + 96), TT(m + 128));
-        for (int m = 0; m < 16; ++m) {
-            int e = 160 + m;
-            o[32 + m] = (th_u8)th_pack5(TT(e), TT(e + 16), TT(e + 32), TT(e + 48), TT(e + 64));
+        if (e < 32) {
+            o[e] = (th_u8)th_pack5(t[e], t[e + 32], t[e + 64], t[e + 96], t[e + 128]);
+        } else if (e < 48) {
+            int q = 160 + (e - 32);
+            o[e] = (th_u8)th_pack5(t[q], t[q + 16], t[q + 32], t[q + 48], t[q + 64]);
+        } else if (e < 52) {
+            int q = 240 + (e - 48);
+            o[e] = (th_u8)th_pack5(t[q], t[q + 4], t[q + 8], t[q + 12], 0u);
+        } else if (e == 52) {
+            o[52] = (th_u8)(h & 0xff);
+            o[53] = (th_u8)(h >> 8);
         }
-        for (int j = 0; j < 4; ++j) {
-            int e = 240 + j;
-            o[48 + j] = (th_u8)th_pack5(TT(e), TT(e + 4), TT(e + 8), TT(e + 12), 0u);
-        }
-#undef TT
-        o[52] = (th_u8)(h & 0xff);
-        o[53] = (th_u8)(h >> 8);
     } else {
         th_u8* o = out + blk * 66;
-        for (int j = 0; j < 2; ++j)
-            for (int m = 0; m < 32; ++m) {
-                th_u32 byte = 0;
-                for (int q = 0; q < 4; ++q)
-                    byte |= th_trit(__fmul_rn(b[128 * j + m + 32 * q], id)) << (2 * q);
-                o[32 * j + m] = (th_u8)byte;
-            }
-        o[64] = (th_u8)(h & 0xff);
-        o[65] = (th_u8)(h >> 8);
+        if (e < 64) {
+            int j = e / 32, m = e % 32;
+            th_u32 byte = 0;
+            for (int q = 0; q < 4; ++q) byte |= t[128 * j + m + 32 * q] << (2 * q);
+            o[e] = (th_u8)byte;
+        } else if (e == 64) {
+            o[64] = (th_u8)(h & 0xff);
+            o[65] = (th_u8)(h >> 8);
+        }
     }
 }
 
@@ -503,52 +518,62 @@ extern "C" __global__ void th_fp_decode(const th_u8* __restrict__ codes, float* 
 }
 
 // ============================================================================ MX / NVFP4
-// Shared block body of quantize_mx / quantize_nvfp4 (blocks_nearest / blocks_stochastic):
-// the block is zero-padded to B values; elements are encoded from v * mul / div.
-TH_DEV void th_encode_block(const float* __restrict__ x, th_u64 n, th_u64 blk, int bsize,
-                            th_spec spec, float mul, float div, int stochastic, th_u64 key,
-                            th_u8* __restrict__ out) {
-    bool fp4 = spec.kind == TH_E2M1;
-    th_u64 first = blk * (th_u64)bsize;
-    th_u8* o = out + blk * (th_u64)(fp4 ? bsize / 2 : bsize);
-    th_u32 prev = 0;
-    for (int j = 0; j < bsize; ++j) {
-        th_u64 idx = first + j;
-        float v = idx < n ? x[idx] : 0.0f;
-        float w = __fdiv_rn(__fmul_rn(v, mul), div);
-        th_u32 c = stochastic ? th_sr_encode(w, spec, th_uniform(key, idx)) : th_encode(w, spec, true);
-        if (!fp4) {
-            o[j] = (th_u8)c;
-        } else if (j % 2 == 0) {
-            prev = c;
-        } else {
-            o[j / 2] = (th_u8)(prev | (c << 4));
+// quantize_mx / quantize_nvfp4 (blocks_nearest / blocks_stochastic): one thread per
+// element of the zero-padded blocks (coalesced loads and stores), 256-thread blocks
+// holding 8 MX blocks or 16 NVFP4 blocks; each block's amax is reduced in shared memory.
+// mode 0: MX, E8M0 scale code floor(log2(amax)) - emax + 127 clamped to [0, 254],
+//         elements v * 2^(127 - code); bsize 32.
+// mode 1: NVFP4, E4M3 scale code of clamp((amax / 6) / pt, 2^-6, 448), elements
+//         v / (pt * scale); bsize 16; ptbuf[0] = pt.
+extern "C" __global__ void th_block_encode(const float* __restrict__ x, th_u64 n, int bsize,
+                                           int mode, int kind, int emax,
+                                           const float* __restrict__ ptbuf, int stochastic,
+                                           th_u64 seed, th_u8* __restrict__ data,
+                                           th_u8* __restrict__ scales) {
+    __shared__ float red[256];
+    __shared__ th_u32 codes[256];
+    int tid = threadIdx.x;
+    th_u64 idx = th_tid();
+    th_u64 nb = (n + bsize - 1) / bsize;
+    bool live = idx < nb * (th_u64)bsize;  // inside a (padded) block
+    float v = idx < n ? x[idx] : 0.0f;
+    red[tid] = th_abs(v);
+    __syncthreads();
+    int lane = tid % bsize;
+    for (int s = bsize / 2; s > 0; s >>= 1) {
+        if (lane < s) red[tid] = th_max(red[tid], red[tid + s]);
+        __syncthreads();
+    }
+    float a = red[tid - lane];
+    th_u64 blk = idx / bsize;
+    th_spec spec = th_spec_of((th_kind)kind);
+    th_u32 code;
+    float mul = 1.0f, div = 1.0f;
+    if (mode == 0) {
+        code = 0;
+        if (a != 0.0f) {
+            int e = th_floor_log2(a) - emax + 127;
+            code = (th_u32)(e < 0 ? 0 : (e > 254 ? 254 : e));
         }
+        mul = th_e8m0_value((th_u8)(254u - code));  // e8m0_inverse
+    } else {
+        float pt = ptbuf[0];
+        float bs = th_clamp(__fdiv_rn(__fdiv_rn(a, 6.0f), pt), 0.015625f, 448.0f);
+        th_spec e4 = th_spec_of(TH_E4M3);
+        code = th_encode(bs, e4, true);
+        div = __fmul_rn(pt, th_decode(code, e4));
     }
-}
-
-TH_DEV float th_block_amax_padded(const float* __restrict__ x, th_u64 n, th_u64 first, int bsize) {
-    th_u64 len = first + bsize <= n ? (th_u64)bsize : n - first;
-    return th_amax(x + first, len);
-}
-
-// quantize_mx: one thread per 32-block. kind: element format; emax: mx_emax.
-extern "C" __global__ void th_mx_encode(const float* __restrict__ x, th_u64 n, int kind, int emax,
-                                        int stochastic, th_u64 seed, th_u8* __restrict__ data,
-                                        th_u8* __restrict__ scales) {
-    th_u64 blk = th_tid();
-    th_u64 nb = (n + 31) / 32;
-    if (blk >= nb) return;
-    float a = th_block_amax_padded(x, n, blk * 32, 32);
-    th_u32 code = 0;
-    if (a != 0.0f) {
-        int e = th_floor_log2(a) - emax + 127;
-        code = (th_u32)(e < 0 ? 0 : (e > 254 ? 254 : e));
+    if (live && lane == 0) scales[blk] = (th_u8)code;
+    float w = __fdiv_rn(__fmul_rn(v, mul), div);
+    th_u32 c = stochastic ? th_sr_encode(w, spec, th_uniform(th_stream_key(seed), idx))
+                          : th_encode(w, spec, true);
+    if (spec.kind != TH_E2M1) {
+        if (live) data[idx] = (th_u8)c;
+        return;
     }
-    scales[blk] = (th_u8)code;
-    float mul = th_e8m0_value((th_u8)(254u - code));  // e8m0_inverse
-    th_encode_block(x, n, blk, 32, th_spec_of((th_kind)kind), mul, 1.0f, stochastic,
-                    th_stream_key(seed), data);
+    codes[tid] = c;
+    __syncthreads();
+    if (live && tid % 2 == 0) data[idx / 2] = (th_u8)(codes[tid] | (codes[tid + 1] << 4));
 }
 
 // nvfp4_tensor_scale from the tensor's amax (bit pattern); out[0] = per-tensor scale.
@@ -557,25 +582,6 @@ extern "C" __global__ void th_nvfp4_tensor_scale(const th_u32* __restrict__ amax
     if (th_tid() != 0) return;
     float a = __uint_as_float(amax[0]);
     out[0] = a == 0.0f ? 1.0f : th_max(__fdiv_rn(a, 2688.0f), 1.17549435e-38f);
-}
-
-// quantize_nvfp4: one thread per 16-block.
-extern "C" __global__ void th_nvfp4_encode(const float* __restrict__ x, th_u64 n,
-                                           const float* __restrict__ ptbuf, int stochastic,
-                                           th_u64 seed, th_u8* __restrict__ data,
-                                           th_u8* __restrict__ scales) {
-    th_u64 blk = th_tid();
-    th_u64 nb = (n + 15) / 16;
-    if (blk >= nb) return;
-    float pt = ptbuf[0];
-    float a = th_block_amax_padded(x, n, blk * 16, 16);
-    float bs = th_clamp(__fdiv_rn(__fdiv_rn(a, 6.0f), pt), 0.015625f, 448.0f);
-    th_spec e4 = th_spec_of(TH_E4M3);
-    th_u32 code = th_encode(bs, e4, true);
-    scales[blk] = (th_u8)code;
-    float div = __fmul_rn(pt, th_decode(code, e4));
-    th_encode_block(x, n, blk, 16, th_spec_of(TH_E2M1), 1.0f, div, stochastic,
-                    th_stream_key(seed), data);
 }
 
 // dequantize_mx / dequantize_nvfp4 (dequantize_blocks): one thread per element.

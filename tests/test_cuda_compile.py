@@ -122,7 +122,8 @@ def test_import_needs_no_cupy_or_torch():
     assert out2.stdout.strip() == "[]"
 
 
-def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch):
+@pytest.mark.parametrize("cupy14", [True, False])
+def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch, cupy14):
     """The GPU launcher's glue, with a stand-in for CuPy and torch.cuda: one module per
     (device, file), arguments converted to the kernel parameters' exact widths, launched
     inside the device and torch-stream contexts."""
@@ -135,32 +136,44 @@ def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch):
     class Ctx:
         def __init__(self, what):
             self.what = what
+            self.compute_capability = "90"
 
         def __enter__(self):
             events.append(("enter", self.what))
+            return self
 
         def __exit__(self, *a):
             events.append(("exit", self.what))
 
     class Fn:
-        def __call__(self, grid, block, args):
-            events.append(("launch", grid, block, args))
+        def __call__(self, grid, block, args, stream=None):
+            events.append(("launch", grid, block, args, stream))
 
     class Module:
-        def __init__(self, code, options):
-            events.append(("compile", options))
+        def load(self, binary):
+            events.append(("load", binary))
 
         def get_function(self, name):
             events.append(("get", name))
             return Fn()
+
+    def compile_using_nvrtc(src, options, arch, filename):
+        events.append(("compile", options, arch, filename))
+        return (b"CUBIN", {})
 
     cuda = types.SimpleNamespace(
         Device=lambda d: Ctx(("device", d)),
         ExternalStream=lambda ptr, dev: Ctx(("stream", ptr, dev)),
         runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13020),
     )
-    fake = types.SimpleNamespace(cuda=cuda, RawModule=Module, from_dlpack=lambda t: ("dl", t.name))
+    if cupy14:  # CuPy >= 14: Stream.from_external via the CUDA stream protocol
+        cuda.Stream = types.SimpleNamespace(
+            from_external=lambda obj: Ctx(("stream", obj.__cuda_stream__()[1], obj.stream.device.index)))
+    cuda.compiler = types.SimpleNamespace(compile_using_nvrtc=compile_using_nvrtc)
+    cuda.function = types.SimpleNamespace(Module=Module)
+    fake = types.SimpleNamespace(cuda=cuda, from_dlpack=lambda t: ("dl", t.name))
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "current_stream",
                         lambda device=None: types.SimpleNamespace(cuda_stream=1234, device=types.SimpleNamespace(index=device)))
@@ -188,8 +201,12 @@ def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch):
     assert conv[0] == ("dl", "x") and conv[2] == ("dl", "lanes")
     assert type(conv[1]) is np.uint64 and int(conv[1]) == 2**64 - 1
     assert sum(e[0] == "compile" for e in events) == 1  # cached per (device, file, options)
-    opts = next(e[1] for e in events if e[0] == "compile")
-    assert "--fmad=false" in opts and "-std=c++17" in opts
+    comp = next(e for e in events if e[0] == "compile")
+    opts = comp[1]
+    assert "--fmad=false" in opts and "-std=c++17" in opts and "-ftz=false" in opts
+    assert "-ftz=true" not in opts and comp[2:] == ("90", "quant.cu")
+    assert ("load", b"CUBIN") in events
+    assert launches[0][4] is not None  # launched on the torch-stream wrapper
     first = events.index(launches[0])
     assert ("enter", ("device", 1)) in events[:first] and ("enter", ("stream", 1234, 1)) in events[:first]
     with pytest.raises(TypeError, match="takes 3 arguments"):
@@ -197,3 +214,13 @@ def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch):
     rt.launch("quant.cu", "th_absmean_lanes", 0, *args)  # nothing to do
     with pytest.raises(TypeError, match="no CUDA tensor"):
         rt.launch("quant.cu", "th_absmean_lanes", 1, 1, 2, 3)
+
+
+@pytest.mark.parametrize("name", ["quant.cu", "bitlinear.cu"])
+def test_no_fused_float_multiply_add(name):
+    # Bit-exactness with the CPU needs every float op rounded on its own: the kernels use
+    # explicitly rounded intrinsics, so even --fmad=true must produce no float fma/mad.
+    _need_nvrtc()
+    for opts in ((), ("--fmad=true",)):
+        ptx = rt.nvrtc_compile(name, "compute_90", options=opts).decode()
+        assert not re.findall(r"\b(?:fma|mad)\.(?:rn\.)?(?:ftz\.)?(?:sat\.)?f(?:32|64)\b", ptx)

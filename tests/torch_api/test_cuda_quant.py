@@ -238,7 +238,7 @@ def test_kernels_ternary_absmean_order_over_chunks(monkeypatch, scale):
 
 
 @pytest.mark.parametrize("fmt,kw", [("int8", {}), ("int8", {"group_size": -1}), ("int4", {"group_size": -1}),
-                                    ("fp8_e5m2", {"group_size": -1}), ("nvfp4", {})])
+                                    ("fp8_e5m2", {"group_size": -1})])
 def test_kernels_group_reductions_over_many_blocks(monkeypatch, fmt, kw):
     # rows of 70000 values: reduction blocks (65536 values) that lie in one group and
     # blocks that straddle two rows

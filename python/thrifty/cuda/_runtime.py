@@ -3,7 +3,8 @@
 * :func:`available` — CuPy importable and a CUDA device usable by torch and CuPy.
 * :func:`kernel_source` / :func:`kernel_names` — the ``.cu`` / ``.cuh`` files shipped as
   ``thrifty/kernels/`` (a dev checkout falls back to the repository's ``cuda/``).
-* :func:`get_module` — a ``cupy.RawModule`` compiled once per (device, file, options).
+* :func:`get_module` — the kernels of a file, compiled with CuPy's NVRTC once per
+  (device, file, options) and loaded as a ``cupy.cuda.function.Module``.
 * :func:`as_cupy` / :func:`as_torch` — zero-copy exchange through DLPack.
 * :func:`stream` — a CuPy stream wrapping torch's current stream, so kernels launch in
   torch's order.
@@ -13,8 +14,9 @@
   kernel on a CPU machine.
 
 Every kernel file is compiled with :data:`BASE_OPTIONS`: C++17, the kernels folder on
-the include path, and ``--fmad=false`` so that ``a * b + c`` is never contracted into a
-fused multiply-add — the kernels reproduce the CPU's float32 arithmetic bit for bit.
+the include path, ``--fmad=false`` so that ``a * b + c`` is never contracted into a
+fused multiply-add, IEEE division/square root and no flush-to-zero of subnormal floats
+— the kernels reproduce the CPU's float32 arithmetic bit for bit.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ __all__ = [
     "nvrtc_compile",
 ]
 
-BASE_OPTIONS: tuple[str, ...] = ("-std=c++17", "--fmad=false")
+BASE_OPTIONS: tuple[str, ...] = ("-std=c++17", "--fmad=false", "-ftz=false", "-prec-div=true",
+                                 "-prec-sqrt=true")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.(cu|cuh)$")
 
 
@@ -189,13 +192,18 @@ def _compile_options(options: tuple[str, ...], headers: list[str]) -> tuple[str,
 
 
 def get_module(name: str, options: tuple[str, ...] | list[str] = (), device: int | None = None) -> Any:
-    """The ``cupy.RawModule`` of kernel file ``name``, compiled once per device/options.
+    """The loaded kernels of file ``name`` (a ``cupy.cuda.function.Module``), compiled once
+    per (device, file, options).
 
-    Options always include :data:`BASE_OPTIONS` and the kernels folder as include path.
-    ``device``: CUDA device index (default: torch's current device).
+    Compiled with CuPy's NVRTC (``cupy.cuda.compiler.compile_using_nvrtc``: a cubin for
+    the device's architecture, as CuPy does) and :data:`BASE_OPTIONS` plus the kernels
+    folder as include path — but not through ``cupy.RawModule``, which appends
+    ``-ftz=true`` (flushing subnormal floats to zero would break bit-exactness with the
+    CPU). ``device``: CUDA device index (default: torch's current device).
     """
     import cupy
     import torch
+    from cupy.cuda import compiler, function
 
     opts = tuple(str(o) for o in options)
     dev = torch.cuda.current_device() if device is None else int(device)
@@ -206,7 +214,12 @@ def get_module(name: str, options: tuple[str, ...] | list[str] = (), device: int
             src = kernel_source(name)
             with cupy.cuda.Device(dev):
                 major = int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
-                mod = cupy.RawModule(code=src, options=_compile_options(opts, cuda_include_dirs(major)))
+                arch = str(cupy.cuda.Device(dev).compute_capability)
+                out = compiler.compile_using_nvrtc(
+                    src, _compile_options(opts, cuda_include_dirs(major)), arch=arch, filename=name)
+                binary = out[0] if isinstance(out, tuple) else out
+                mod = function.Module()
+                mod.load(binary.encode() if isinstance(binary, str) else bytes(binary))
             _MODULES[key] = mod
     return mod
 
@@ -225,12 +238,30 @@ def as_torch(a: Any) -> Any:
     return torch.from_dlpack(a)
 
 
+class _TorchStream:
+    """A torch stream seen through the CUDA stream protocol (``__cuda_stream__``)."""
+
+    def __init__(self, s: Any) -> None:
+        self.stream = s  # keeps the torch stream alive
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return (0, int(self.stream.cuda_stream))
+
+
 def stream(device: int | None = None) -> Any:
-    """A ``cupy.cuda.ExternalStream`` on torch's current CUDA stream (of ``device``)."""
+    """A CuPy stream on torch's current CUDA stream (of ``device``): usable as a context
+    manager so that CuPy launches run in torch's order.
+
+    CuPy >= 14: ``cupy.cuda.Stream.from_external`` (the CUDA stream protocol); older
+    CuPy: ``cupy.cuda.ExternalStream``.
+    """
     import cupy
     import torch
 
     s = torch.cuda.current_stream(device)
+    from_external = getattr(cupy.cuda.Stream, "from_external", None) if hasattr(cupy.cuda, "Stream") else None
+    if from_external is not None:
+        return from_external(_TorchStream(s))
     return cupy.cuda.ExternalStream(s.cuda_stream, s.device.index or 0)
 
 
@@ -291,7 +322,9 @@ def launch(file: str, kernel: str, nthreads: int, *args: Any, block: int = 256) 
     grid = (nthreads + block - 1) // block
     # Everything on the tensors' device; conversions inside the stream context so that
     # DLPack hands the tensors over on torch's own stream, with no cross-stream wait.
-    with cupy.cuda.Device(dev), stream(dev):
+    with cupy.cuda.Device(dev):
+        cs = stream(dev)
+    with cupy.cuda.Device(dev), cs:
         fn = get_module(file, device=dev).get_function(kernel)
         conv = []
         for (kind, pname), a in zip(sig, args):
@@ -301,7 +334,7 @@ def launch(file: str, kernel: str, nthreads: int, *args: Any, block: int = 256) 
                 conv.append(as_cupy(a))
             else:
                 conv.append(_scalar(kind, a))
-        fn((grid,), (block,), tuple(conv))
+        fn((grid,), (block,), tuple(conv), stream=cs)
 
 
 # ----------------------------------------------------------------------------- NVRTC

@@ -305,7 +305,7 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
         nb = n // 256
         tb = 54 if fmt == "tq1_0" else 66
         data = torch.empty(nb * tb, **u8)
-        _launch("th_tq_pack", nb, x, nb, int(fmt == "tq1_0"), data)
+        _launch("th_tq_pack", nb * 256, x, nb, int(fmt == "tq1_0"), data)
         data = data.reshape(p.shape[:-1] + (-1,))
     elif fmt in ("int8", "int4", "fp8_e4m3", "fp8_e5m2"):
         g = p.g
@@ -351,7 +351,8 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
         emax = {"e2m1": 2, "e4m3": 8, "e5m2": 15}[kind]
         data = torch.empty(nb * (16 if kind == "e2m1" else 32), **u8)
         scales = torch.empty(nb, **u8)
-        _launch("th_mx_encode", nb, x, n, _KIND[kind], emax, stoch, seed, data, scales)
+        _launch("th_block_encode", nb * 32, x, n, 32, 0, _KIND[kind], emax, x, stoch, seed, data,
+                scales)
     else:  # nvfp4
         nb = -(-n // 16)
         amax = torch.zeros(1, dtype=torch.int32, device=dev)
@@ -360,7 +361,8 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
         _launch("th_nvfp4_tensor_scale", 1, amax, ptbuf)
         data = torch.empty(nb * 8, **u8)
         scales = torch.empty(nb, **u8)
-        _launch("th_nvfp4_encode", nb, x, n, ptbuf, stoch, seed, data, scales)
+        _launch("th_block_encode", nb * 16, x, n, 16, 1, _KIND["e2m1"], 0, ptbuf, stoch, seed,
+                data, scales)
         tscale = float(ptbuf.item())
     return QuantizedTensor(fmt, p.shape, data, scales, zps, p.g, tscale)
 
