@@ -35,9 +35,11 @@ def run(module: str, name: str, device: int, grid: int, args: tuple[Any, ...], *
 
     from . import _runtime
 
-    with cupy.cuda.Device(device), _runtime.stream(device):
+    with cupy.cuda.Device(device):
+        cs = _runtime.stream(device)
+    with cupy.cuda.Device(device), cs:
         fn = _runtime.get_module(module, device=device).get_function(name)
-        fn((max(1, int(grid)),), (threads,), args)
+        fn((max(1, int(grid)),), (threads,), args, stream=cs)
 
 
 def launch(module: str, name: str, n_work: int, args: tuple[Any, ...], *, device: int, threads: int = THREADS,
