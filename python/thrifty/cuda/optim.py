@@ -222,8 +222,7 @@ def momo_moments_(params: Sequence[Any], grads: Sequence[Any], grad_avgs: Sequen
     params, grads, grad_avgs = list(params), list(grads), list(grad_avgs)
     dev = params[0].device
     n = len(params)
-    if _kernel_ok(params, grads) and all(d.is_cuda and d.is_contiguous() and d.dtype == torch.float32
-                                         for d in grad_avgs):
+    if _kernel_ok(params, grads, grad_avgs) and all(d.dtype == torch.float32 for d in grad_avgs):
         nbs = [_blocks(p.numel()) for p in params]
         starts = [0] + list(np.cumsum(nbs).astype(int))
         total = int(starts[-1])
@@ -250,7 +249,7 @@ def momo_update_(params: Sequence[Any], grad_avgs: Sequence[Any], *, tau: Any, c
     """In place: ``w = (w - tau d) / c`` (``c = 1 + lr * weight_decay``; ``tau`` a device scalar)."""
     import torch
 
-    if _kernel_ok(params) and all(d.is_cuda and d.is_contiguous() and d.dtype == torch.float32 for d in grad_avgs):
+    if _kernel_ok(params, grad_avgs) and all(d.dtype == torch.float32 for d in grad_avgs):
         t32 = _scalar_f32(tau, params[0].device)
         for p, d in zip(params, grad_avgs):
             _launch.launch("optim.cu", f"momo_update_{_launch.suffix(p.dtype)}", p.numel(),
