@@ -316,3 +316,69 @@ def test_host_kernels_in_the_optimizers(monkeypatch, name):
         fused, _ = run(make, 4, True, **kw)
     for a, b in zip(plain, fused):
         torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ torch.compile
+def test_fused_functions_compile_without_graph_breaks():
+    def f(xs, gs, ds):
+        n = fo.multi_tensor_sum(gs, sqrt=True)
+        fo.dog_update_(xs, gs, eta=n[0] * 0.1, weight_decay=0.01)
+        s = fo.momo_moments_(xs, gs, ds, beta=0.9)
+        fo.momo_update_(xs, ds, tau=s[2].sum(), c=1.01)
+        fo.sam_perturb_(xs, gs, [torch.empty_like(x) for x in xs], rho=0.1, adaptive=True, grad_norm=n[0])
+        return n
+
+    xs, gs, ds = tensors(seed=1), tensors(seed=2), [torch.zeros(s) for s in ((5, 3), (7,), (2, 2, 2))]
+    xe, de = [x.clone() for x in xs], [d.clone() for d in ds]
+    ref = f(xe, gs, de)
+    out = torch.compile(f, backend="aot_eager", fullgraph=True)(xs, gs, ds)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(xs + ds, xe + de):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["dog", "momo"])
+def test_fused_optimizer_step_compiles_as_one_graph(monkeypatch, name):
+    monkeypatch.setattr(_fused, "FORCE", True)
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(4, generator=gen)), torch.nn.Parameter(torch.randn(3, generator=gen))]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    make = (lambda v: DoG(v)) if name == "dog" else (lambda v: MoMo(v))
+    o1, o2 = make(ps), make(qs)
+    loss = torch.tensor(1.0)
+    step = (lambda o: o.step()) if name == "dog" else (lambda o: o.step(loss=loss))
+    for p, q in zip(ps, qs):
+        p.grad = torch.linspace(-1, 1, p.numel())
+        q.grad = p.grad.clone()
+    step(o1)
+    step(o2)  # the first step creates the state eagerly
+    compiled = torch.compile(lambda: step(o2), backend="aot_eager", fullgraph=True)
+    for _ in range(3):
+        step(o1)
+        compiled()
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(q, p)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["dog", "momo"])
+def test_gpu_fused_optimizer_step_compiles_as_one_graph(name):
+    dev = _cuda()
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(400, generator=gen).to(dev)), torch.nn.Parameter(torch.randn(3).to(dev))]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    make = (lambda v: DoG(v)) if name == "dog" else (lambda v: MoMo(v))
+    o1, o2 = make(ps), make(qs)
+    loss = torch.tensor(1.0, device=dev)
+    step = (lambda o: o.step()) if name == "dog" else (lambda o: o.step(loss=loss))
+    for p, q in zip(ps, qs):
+        p.grad = torch.linspace(-1, 1, p.numel(), device=dev)
+        q.grad = p.grad.clone()
+    step(o1)
+    step(o2)
+    compiled = torch.compile(lambda: step(o2), fullgraph=True)
+    for _ in range(3):
+        step(o1)
+        compiled()
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)

@@ -6,7 +6,8 @@ kernels, so a step never waits for the host (no ``.item()``): it can be captured
 CUDA graph. On CUDA tensors with CuPy the work runs in ``cuda/optim.cu`` (one pass per
 tensor and quantity, partial sums reduced in a fixed order); elsewhere the same
 formulas run as torch ops (float32 arithmetic for half-precision tensors, float64 for
-float64 ones).
+float64 ones). Each function is a ``thrifty::`` torch custom op underneath, so
+``torch.compile`` traces through it without a graph break.
 
 Examples
 --------
@@ -21,6 +22,7 @@ tensor([ 25., 144.])
 
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +39,7 @@ KERNELS = ("mt_segment_sum",) + tuple(
 )
 
 _OPS = {"sumsq": 0, "dot": 1, "prodsq": 2}
+_OP_NAMES = {v: k for k, v in _OPS.items()}
 _MAX_BLOCKS = 1024
 _OFFSETS: dict[Any, Any] = {}
 
@@ -112,6 +115,15 @@ def multi_tensor_sum(
     if len(ys) != len(xs) or any(x.shape != y.shape for x, y in zip(xs, ys)):
         raise InvalidInputError("xs and ys must be lists of tensors of equal shapes")
     seg = _segments(len(xs), segments)
+    return _ops().mt_sum(xs, ys, _OPS[op], float(c), seg, bool(sqrt))
+
+
+def _mt_sum_impl(xs: list[Any], ys: list[Any], op: Any, c: float, segments: list[int], sqrt: bool) -> Any:
+    import torch
+
+    seg = list(segments)
+    c = float(c)
+    op = _OP_NAMES[op]
     dev = xs[0].device
     if _kernel_ok(xs, ys) and all(x.dtype == y.dtype for x, y in zip(xs, ys)):
         starts = np.concatenate([[0], np.cumsum([_blocks(x.numel()) for x in xs])]).astype(int)
@@ -165,6 +177,16 @@ def sam_perturb_(
     """
     import torch
 
+    params, grads, olds = list(params), list(grads), list(olds)
+    if params:
+        norm = torch.as_tensor(grad_norm, device=params[0].device)
+        _ops().sam_perturb_(params, grads, olds, float(rho), bool(adaptive), norm)
+
+
+def _sam_perturb_impl(params: list[Any], grads: list[Any], olds: list[Any], rho: float, adaptive: bool,
+                      grad_norm: Any) -> None:
+    import torch
+
     if _kernel_ok(params, grads, olds):
         norm = _scalar_f32(grad_norm, params[0].device)
         for p, g, o in zip(params, grads, olds):
@@ -188,7 +210,18 @@ def dog_update_(params: Sequence[Any], grads: Sequence[Any], *, eta: Any, weight
     """In place: ``w -= eta * (g + weight_decay * w)``; ``eta`` a device scalar or one per tensor."""
     import torch
 
+    params, grads = list(params), list(grads)
+    if not params:
+        return
     etas = list(eta) if isinstance(eta, (list, tuple)) else [eta] * len(params)
+    if len(etas) != len(params):
+        raise InvalidInputError(f"{len(etas)} step sizes for {len(params)} tensors")
+    etas = [torch.as_tensor(e, device=p.device) for e, p in zip(etas, params)]
+    _ops().dog_update_(params, grads, etas, float(weight_decay))
+
+
+def _dog_update_impl(params: list[Any], grads: list[Any], etas: list[Any], weight_decay: float) -> None:
+    import torch
     if _kernel_ok(params, grads):
         for p, g, e in zip(params, grads, etas):
             e32 = _scalar_f32(e, p.device)
@@ -217,6 +250,11 @@ def momo_moments_(params: Sequence[Any], grads: Sequence[Any], grad_avgs: Sequen
         Rows ``sum x g``, ``sum x d`` and ``sum d d`` (``x`` as before the step, ``d`` as
         after), on the device.
     """
+    return _ops().momo_moments_(list(params), list(grads), list(grad_avgs), float(beta))
+
+
+def _momo_moments_impl(params: list[Any], grads: list[Any], grad_avgs: list[Any], beta: float) -> Any:
+    """The eager implementation behind ``thrifty::momo_moments_``."""
     import torch
 
     params, grads, grad_avgs = list(params), list(grads), list(grad_avgs)
@@ -249,6 +287,14 @@ def momo_update_(params: Sequence[Any], grad_avgs: Sequence[Any], *, tau: Any, c
     """In place: ``w = (w - tau d) / c`` (``c = 1 + lr * weight_decay``; ``tau`` a device scalar)."""
     import torch
 
+    params = list(params)
+    if params:
+        _ops().momo_update_(params, list(grad_avgs), torch.as_tensor(tau, device=params[0].device), float(c))
+
+
+def _momo_update_impl(params: list[Any], grad_avgs: list[Any], tau: Any, c: float) -> None:
+    import torch
+
     if _kernel_ok(params, grad_avgs) and all(d.dtype == torch.float32 for d in grad_avgs):
         t32 = _scalar_f32(tau, params[0].device)
         for p, d in zip(params, grad_avgs):
@@ -261,3 +307,47 @@ def momo_update_(params: Sequence[Any], grad_avgs: Sequence[Any], *, tau: Any, c
         if c != 1.0:
             x = x / c
         p.detach().copy_(x)
+
+
+# --------------------------------------------------------------------- torch custom ops
+_TORCH_OPS: Any = None
+
+
+def _ops() -> Any:
+    """The ``thrifty::`` custom ops wrapping the implementations above (registered once).
+
+    As custom ops (with fake implementations for shapes) the kernels are opaque nodes to
+    ``torch.compile``: a compiled optimizer step traces through them without a graph break.
+    """
+    global _TORCH_OPS
+    if _TORCH_OPS is not None:
+        return _TORCH_OPS
+    import torch
+
+    lib = torch.library
+
+    mt_sum = lib.custom_op(
+        "thrifty::mt_sum", _mt_sum_impl, mutates_args=(),
+        schema="(Tensor[] xs, Tensor[] ys, int op, float c, int[] segments, bool sqrt) -> Tensor")
+    mt_sum.register_fake(lambda xs, ys, op, c, segments, sqrt: xs[0].new_empty(
+        (len(segments),), dtype=_work_dtype(xs[0])))
+    sam = lib.custom_op(
+        "thrifty::sam_perturb_", _sam_perturb_impl, mutates_args=("params", "olds"),
+        schema="(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] olds, float rho, bool adaptive, "
+               "Tensor grad_norm) -> ()")
+    sam.register_fake(lambda *a: None)
+    dog = lib.custom_op(
+        "thrifty::dog_update_", _dog_update_impl, mutates_args=("params",),
+        schema="(Tensor(a!)[] params, Tensor[] grads, Tensor[] etas, float weight_decay) -> ()")
+    dog.register_fake(lambda *a: None)
+    mom = lib.custom_op(
+        "thrifty::momo_moments_", _momo_moments_impl, mutates_args=("grad_avgs",),
+        schema="(Tensor[] params, Tensor[] grads, Tensor(a!)[] grad_avgs, float beta) -> Tensor")
+    mom.register_fake(lambda params, grads, grad_avgs, beta: grad_avgs[0].new_empty((3, len(params))))
+    upd = lib.custom_op(
+        "thrifty::momo_update_", _momo_update_impl, mutates_args=("params",),
+        schema="(Tensor(a!)[] params, Tensor[] grad_avgs, Tensor tau, float c) -> ()")
+    upd.register_fake(lambda *a: None)
+    _TORCH_OPS = types.SimpleNamespace(mt_sum=mt_sum, sam_perturb_=sam, dog_update_=dog, momo_moments_=mom,
+                                       momo_update_=upd)
+    return _TORCH_OPS

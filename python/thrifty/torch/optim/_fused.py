@@ -28,8 +28,15 @@ def use_fused(params: Iterable[torch.Tensor]) -> bool:
         return False
     if FORCE:
         return True
-    if not all(p.is_cuda for p in ps):
-        return False
-    from ...cuda import _launch
+    return all(p.is_cuda for p in ps) and _cuda_runtime_ok()
 
-    return _launch.on_gpu(*ps)
+
+def _cuda_runtime_ok() -> bool:
+    from ...cuda import _runtime
+
+    return bool(_runtime.available())
+
+
+# torch.compile treats the (cached, per-process) answer as a constant instead of tracing it.
+if hasattr(torch, "compiler") and hasattr(torch.compiler, "assume_constant_result"):
+    _cuda_runtime_ok = torch.compiler.assume_constant_result(_cuda_runtime_ok)
