@@ -29,6 +29,9 @@ ARCHS = ("compute_80", "compute_90")
 EXPECTED_ENTRIES = {
     "quant.cu": "thrifty.cuda.quant",
     "bitlinear.cu": "thrifty.cuda.bitlinear",
+    "mezo.cu": "thrifty.cuda.mezo",
+    "loss.cu": "thrifty.cuda.losses",
+    "optim.cu": "thrifty.cuda.optim",
 }
 
 

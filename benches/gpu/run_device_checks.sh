@@ -67,5 +67,20 @@ timeout 120 python benches/gpu/bench_quant_gpu.py --json "$OUT/bench_quant_gpu.j
 tail -n 30 "$OUT/bench_quant_gpu.txt"
 
 # ---- issue #11 (mezo / losses / optim) appends its section below this line ----
+# (#11's GPU tests ran above with the other tests/torch_api/test_cuda_*.py files.)
+step "bench: fused linear + loss (#11)"
+timeout 150 python benches/gpu/bench_fused_loss_gpu.py --json "$OUT/bench_fused_loss_gpu.json" \
+  > "$OUT/bench_fused_loss_gpu.txt" 2>&1
+tail -n 12 "$OUT/bench_fused_loss_gpu.txt"
+
+step "bench: MeZO step (#11)"
+timeout 90 python benches/gpu/bench_mezo_gpu.py --json "$OUT/bench_mezo_gpu.json" \
+  > "$OUT/bench_mezo_gpu.txt" 2>&1
+tail -n 6 "$OUT/bench_mezo_gpu.txt"
+
+step "bench: fused optimizer steps (#11)"
+timeout 90 python benches/gpu/bench_optim_gpu.py --json "$OUT/bench_optim_gpu.json" \
+  > "$OUT/bench_optim_gpu.txt" 2>&1
+tail -n 6 "$OUT/bench_optim_gpu.txt"
 
 step "done"

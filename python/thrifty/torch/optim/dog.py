@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import _fused
 from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
@@ -138,6 +139,9 @@ class DoG(torch.optim.Optimizer):
             if first:
                 for p in params:
                     self.state[p]["x0"] = p.detach().clone()
+            if _fused.use_fused(params):
+                self._fused_group_step(group, first)
+                continue
             xs = [p.detach().to(compute_dtype(p)) for p in params]
             x0s = [self.state[p]["x0"].to(x.dtype) for p, x in zip(params, xs)]
             wd = group["weight_decay"]
@@ -157,6 +161,49 @@ class DoG(torch.optim.Optimizer):
                 else:
                     p.copy_(x - eta * g)
         return loss
+
+    def _fused_group_step(self, group: dict[str, Any], first: bool) -> None:
+        """The step of one group with device-side norms (thrifty.cuda.optim), no host sync."""
+        from ...cuda import optim as fo
+
+        params = group["params"]
+        live = [p for p in params if p.grad is not None]
+        grads = [p.grad for p in live]
+        wd = group["weight_decay"]
+        if self._layerwise:
+            one = [1] * len(live)
+            g_sq = fo.multi_tensor_sum(grads, live, c=wd, segments=one)
+            x0s = [self.state[p]["x0"] for p in live]
+            dist = fo.multi_tensor_sum(live, x0s, c=-1.0, segments=one, sqrt=True)
+            xn = fo.multi_tensor_sum(live, segments=one, sqrt=True)
+            etas = []
+            for i, p in enumerate(live):
+                st = self.state[p]
+                if "rbar" not in st:
+                    st["rbar"] = _reps(group) * (1 + xn[i])
+                    st["G"] = g_sq[i] + group["eps"]
+                else:  # in place: a captured CUDA graph keeps updating the same tensors
+                    torch.maximum(st["rbar"], dist[i], out=st["rbar"])
+                    st["G"].add_(g_sq[i])
+                eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
+                if first and group["init_eta"] is not None:
+                    eta = torch.full_like(eta, group["init_eta"])
+                etas.append(eta)
+            fo.dog_update_(live, grads, eta=etas, weight_decay=wd)
+            return
+        st = self._group_state(group)
+        g_sq = fo.multi_tensor_sum(grads, live, c=wd)[0]
+        if first:
+            st["rbar"] = _reps(group) * (1 + fo.multi_tensor_sum(params, sqrt=True)[0])
+            st["G"] = g_sq + group["eps"]
+        else:
+            x0s = [self.state[p]["x0"] for p in params]
+            torch.maximum(st["rbar"], fo.multi_tensor_sum(params, x0s, c=-1.0, sqrt=True)[0], out=st["rbar"])
+            st["G"].add_(g_sq)
+        eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
+        if first and group["init_eta"] is not None:
+            eta = torch.full_like(eta, group["init_eta"])
+        fo.dog_update_(live, grads, eta=eta, weight_decay=wd)
 
     def _update(
         self,

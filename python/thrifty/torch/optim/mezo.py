@@ -5,8 +5,20 @@ Per step, with ``z ~ N(0, I)`` regenerated from a per-step seed instead of store
     w += eps z; l+ = L(w); w -= 2 eps z; l- = L(w); w += eps z
     g = (l+ - l-) / (2 eps);  w -= lr * (g z + weight_decay * w)
 
-No gradient, no parameter-sized buffer: ``z`` is drawn tensor by tensor from a dedicated
-``torch.Generator`` (the global RNG is untouched). Put biases and norm weights in a group
+No gradient, no parameter-sized buffer. Two noise sources (``rng``):
+
+- ``"torch"``: ``z`` is drawn tensor by tensor from a dedicated ``torch.Generator``
+  (the global RNG is untouched);
+- ``"philox"``: ``z`` comes from the counter-based generator of
+  :mod:`thrifty.cuda.mezo`, keyed by (seed, step, tensor position, element index). On
+  CUDA parameters with CuPy installed each phase is one fused in-place kernel per
+  tensor (no noise tensor, the projected gradient never leaves the device, restore and
+  update fused into one pass); elsewhere a chunked CPU implementation of the same
+  arithmetic gives the same bits.
+
+``rng="auto"`` (default) is ``"philox"`` when every parameter is a float32/float16/
+bfloat16 CUDA tensor and the :mod:`thrifty.cuda.mezo` kernels can run, else ``"torch"``. CPU and CUDA runs agree
+only when both use ``rng="philox"``. Put biases and norm weights in a group
 with ``weight_decay=0`` (MeZO does not decay them). Run the model in eval mode (no
 dropout) inside the closure.
 """
@@ -37,6 +49,8 @@ class MeZO(torch.optim.Optimizer):
     weight_decay : float, default=0.0
     seed : int, default=0
         The run's seed; step ``k`` uses a generator seeded from ``(seed, k)``.
+    rng : {"auto", "torch", "philox"}, default="auto"
+        The noise source (see the module docstring).
 
     Examples
     --------
@@ -57,10 +71,14 @@ class MeZO(torch.optim.Optimizer):
         eps: float = 1e-3,
         weight_decay: float = 0.0,
         seed: int = 0,
+        rng: str = "auto",
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
             raise InvalidInputError(f"seed must be a non-negative int, got {seed!r}")
+        if rng not in ("auto", "torch", "philox"):
+            raise InvalidInputError(f"rng must be 'auto', 'torch' or 'philox', got {rng!r}")
         self.seed = seed
+        self.rng = rng
         super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -97,6 +115,8 @@ class MeZO(torch.optim.Optimizer):
             return None
         st = self.state[pairs[0][1]]
         k = int(st.get("mezo_step", 0))
+        if self._use_philox([p for _, p in pairs]):
+            return self._philox_step(closure, pairs, st, k)
         self._perturb(k, 1.0)
         loss_pos = torch.as_tensor(closure()).detach()
         self._perturb(k, -2.0)
@@ -115,6 +135,33 @@ class MeZO(torch.optim.Optimizer):
                 p.sub_(grp["lr"] * g)
             else:
                 p.copy_(w - grp["lr"] * g)
+        st["mezo_step"] = k + 1
+        st["projected_grad"] = pg
+        return loss_pos
+
+    def _use_philox(self, params: list[torch.Tensor]) -> bool:
+        if self.rng != "auto":
+            return self.rng == "philox"
+        from ...cuda import _launch
+
+        half_or_single = (torch.float32, torch.float16, torch.bfloat16)
+        return all(p.dtype in half_or_single for p in params) and _launch.on_gpu(*params)
+
+    def _philox_step(
+        self, closure: Callable[[], Any], pairs: list[tuple[dict[str, Any], torch.Tensor]], st: dict[str, Any], k: int
+    ) -> Any:
+        from ...cuda import mezo as fused
+
+        ps = [p for _, p in pairs]
+        eps = [g["eps"] for g, _ in pairs]
+        kw: dict[str, Any] = dict(seed=self.seed, step=k, eps=eps)
+        fused.perturb_(ps, scale=1.0, **kw)
+        loss_pos = torch.as_tensor(closure()).detach()
+        fused.perturb_(ps, scale=-2.0, **kw)
+        loss_neg = torch.as_tensor(closure()).detach()
+        pg = (loss_pos - loss_neg) / (2 * pairs[0][0]["eps"])
+        fused.update_(ps, projected_grad=pg, lr=[g["lr"] for g, _ in pairs],
+                      weight_decay=[g["weight_decay"] for g, _ in pairs], **kw)
         st["mezo_step"] = k + 1
         st["projected_grad"] = pg
         return loss_pos

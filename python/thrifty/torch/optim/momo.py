@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from . import _fused
 from ._common import InvalidInputError, check_betas, check_number, compute_dtype, rollback_on_error
 
 __all__ = ["MoMo", "MoMoAdam"]
@@ -136,11 +137,17 @@ class MoMo(_LossBased):
         if k == 1:
             g["lb"], g["initial_lb"] = self.lb0, self.lb0
             g["loss_avg"] = torch.zeros_like(loss) if self.bias_correction else loss.clone()
-        g["loss_avg"] = beta * g["loss_avg"] + (1 - beta) * loss
+        live = [p for grp in self.param_groups for p in grp["params"] if p.grad is not None]
+        fused = _fused.use_fused(live)
+        if fused:  # in place: a captured CUDA graph keeps updating the same tensor
+            g["loss_avg"].mul_(beta).add_(loss.to(g["loss_avg"]), alpha=1 - beta)
+        else:
+            g["loss_avg"] = beta * g["loss_avg"] + (1 - beta) * loss
         rho = 1 - beta**k if self.bias_correction else 1.0
         dot = gamma = norm = torch.zeros((), dtype=compute_dtype(loss))
-        live = [p for grp in self.param_groups for p in grp["params"] if p.grad is not None]
-        for p in live:
+        if fused:
+            dot, gamma, norm = self._fused_moments(live, beta)
+        for p in (live if not fused else []):
             st = self.state[p]
             x, grad = _work(p), p.grad.to(compute_dtype(p))
             if "grad_avg" not in st:
@@ -164,6 +171,13 @@ class MoMo(_LossBased):
             tau = torch.clamp(torch.clamp(nom, min=0.0) / norm, max=lr / rho)
             if self.use_fstar:
                 self._update_lb(g, g["loss_avg"] + dot - gamma, tau, norm, rho)
+            if fused:
+                from ...cuda import optim as fo
+
+                ps = [p for p in grp["params"] if p.grad is not None]
+                if ps:
+                    fo.momo_update_(ps, [self.state[p]["grad_avg"] for p in ps], tau=tau, c=c if lam > 0 else 1.0)
+                continue
             for p in grp["params"]:
                 if p.grad is None:
                     continue
@@ -173,6 +187,27 @@ class MoMo(_LossBased):
                     x.div_(c)
                 _store(p, x)
         return loss
+
+    def _fused_moments(self, live: list[torch.Tensor], beta: float) -> tuple[torch.Tensor, ...]:
+        """Averages and the global sums in one device pass per tensor (thrifty.cuda.optim)."""
+        from ...cuda import optim as fo
+
+        for p in live:
+            st = self.state[p]
+            if "grad_avg" not in st:
+                assert p.grad is not None
+                x, grad = _work(p), p.grad.to(compute_dtype(p))
+                if self.bias_correction:
+                    st["grad_avg"] = torch.zeros_like(x)
+                    st["grad_dot_w"] = torch.zeros((), dtype=x.dtype, device=x.device)
+                else:
+                    st["grad_avg"] = grad.clone()
+                    st["grad_dot_w"] = torch.sum(x * grad)
+        sums = fo.momo_moments_(live, [p.grad for p in live], [self.state[p]["grad_avg"] for p in live], beta=beta)
+        for i, p in enumerate(live):
+            self.state[p]["grad_dot_w"].mul_(beta).add_(sums[0, i], alpha=1 - beta)
+        gamma = torch.stack([self.state[p]["grad_dot_w"] for p in live]).sum()
+        return sums[1].sum(), gamma, sums[2].sum()
 
 
 class MoMoAdam(_LossBased):

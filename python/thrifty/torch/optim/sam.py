@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import _fused
 from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
 
 __all__ = [
@@ -173,6 +174,12 @@ class SAM(torch.optim.Optimizer):
         """Move to ``w + e`` (saving ``w``); then the caller runs forward+backward again."""
         if self._old:
             raise RuntimeError("first_step called twice without second_step")
+        live = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if _fused.use_fused(live):
+            self._fused_first_step()
+            if zero_grad:
+                self.zero_grad()
+            return
         ws, gs = [], []
         for group in self.param_groups:
             for p in group["params"]:
@@ -205,6 +212,23 @@ class SAM(torch.optim.Optimizer):
                     p.copy_(w + e)
         if zero_grad:
             self.zero_grad()
+
+    def _fused_first_step(self) -> None:
+        """Device-only first step: norms and perturbation in thrifty.cuda.optim kernels."""
+        from ...cuda import optim as fo
+
+        groups = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
+        groups = [(g, ps) for g, ps in groups if ps]
+        sq = [
+            fo.multi_tensor_sum(ps, [p.grad for p in ps], op="prodsq") if g["adaptive"]
+            else fo.multi_tensor_sum([p.grad for p in ps])
+            for g, ps in groups
+        ]
+        grad_norm = torch.cat(sq).sum().sqrt()
+        for g, ps in groups:
+            olds = [torch.empty_like(p) for p in ps]
+            fo.sam_perturb_(ps, [p.grad for p in ps], olds, rho=g["rho"], adaptive=g["adaptive"], grad_norm=grad_norm)
+            self._old.update(zip(ps, olds))
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = True) -> None:

@@ -1,0 +1,1 @@
+../../../cuda/thrifty_lean.cuh
