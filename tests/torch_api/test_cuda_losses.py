@@ -15,7 +15,7 @@ from thrifty.torch import losses as L  # noqa: E402
 IGNORE = -100
 
 
-def unfused(h, w, y, *, bias=None, loss="ce", reduction="mean", a=0.1, b=10.0):
+def unfused(h, w, y, *, bias=None, loss="ce", reduction="mean", a=None, b=None):
     """The materialised pipeline: F.linear, then the thrifty/torch loss on the kept rows."""
     o = F.linear(h, w, bias).reshape(-1, w.shape[0])
     t = y.reshape(-1)
@@ -25,7 +25,8 @@ def unfused(h, w, y, *, bias=None, loss="ce", reduction="mean", a=0.1, b=10.0):
     elif loss == "squentropy":
         per = L.squentropy(o[keep], t[keep], reduction="none")
     else:
-        per = L.spherical_z_loss(o[keep], t[keep], a=a, b=b, reduction="none")
+        ab = {k: v for k, v in (("a", a), ("b", b)) if v is not None}  # default: the loss's own
+        per = L.spherical_z_loss(o[keep], t[keep], reduction="none", **ab)
     per = per.float() if per.dtype != torch.float64 else per
     if reduction == "mean":
         return per.mean()
