@@ -297,3 +297,28 @@ def test_numpy_inputs_and_unknown_score_labels(data):
     # A label never seen in fit can never be predicted: it counts as wrong.
     assert clf.score(test_x[:1], ["never-seen"]) == 0.0
     assert clf.score(test_x[:1], ["never-seen"], protocol="paper") == 0.0
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(FORTUNES, "de")),
+                    reason="Debian fortunes packages not installed (see .ci/run)")
+def test_pair_lengths_equal_python_gzip_on_real_multilingual_text():
+    # The level-9 pair path computes C(query + " " + ref) without zlib for joint texts up
+    # to 1 KiB (thrifty_core::compress::deflate9); check it against Python's gzip on real
+    # quotes in four languages, and the zlib fallback on longer pairs.
+    from thrifty.text import ncd_matrix
+
+    texts = [t for lang in ("en", "de", "es", "it") for t in load_fortunes(lang, 30, seed=3)]
+    queries, refs = texts[::4], texts
+    got = ncd_matrix(queries, refs)
+    enc = [t.encode() for t in texts]
+    c = {t: len(gzip.compress(t, 9)) for t in enc}
+    want = np.array([[(len(gzip.compress(q + b" " + r, 9)) - min(c[q], c[r])) / max(c[q], c[r])
+                      for r in enc] for q in enc[::4]])
+    assert np.array_equal(got, want)
+    long = [t * 3 for t in texts[:6]]  # > 1 KiB joint texts take the zlib path
+    got_long = ncd_matrix(long, texts[:10])
+    want_long = np.array([[(len(gzip.compress(q.encode() + b" " + r.encode(), 9))
+                            - min(len(gzip.compress(q.encode(), 9)), c[r.encode()]))
+                           / max(len(gzip.compress(q.encode(), 9)), c[r.encode()])
+                           for r in texts[:10]] for q in long])
+    assert np.array_equal(got_long, want_long)
