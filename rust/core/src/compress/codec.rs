@@ -534,7 +534,11 @@ mod tests {
                 let lim = small_config_limit(level, w, m);
                 for len in [1, 2, 3, 4, lim / 2, lim.saturating_sub(1), lim] {
                     for alphabet in [1u64, 2, 3, 4, 16, 256] {
-                        inputs.push((0..len).map(|_| (next() % alphabet) as u8 + b'a').collect());
+                        inputs.push(
+                            (0..len)
+                                .map(|_| ((next() % alphabet) as u8).wrapping_add(b'a'))
+                                .collect(),
+                        );
                     }
                     let words = ["the ", "cat ", "sat ", "on ", "mat ", "a "];
                     let mut t = Vec::new();
