@@ -443,10 +443,34 @@ fn sift_down(heap: &mut Heap, heap_len: usize, mut k: usize) {
     heap[k] = v;
 }
 
+/// Work arrays of [`build_tree`], reused between trees (every entry that is read is
+/// written first).
+pub(crate) struct TreeScratch {
+    heap: Heap,
+    /// Nodes in the order zlib's `heap[heap_max..]` holds them.
+    order: [u16; HEAP_SIZE],
+    /// Parent of every node.
+    dad: [u16; HEAP_SIZE],
+    /// Code length of every node.
+    len: [u32; HEAP_SIZE],
+}
+
+impl TreeScratch {
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            heap: [SENTINEL; HEAP_SIZE + 2],
+            order: [0; HEAP_SIZE],
+            dad: [0; HEAP_SIZE],
+            len: [0; HEAP_SIZE],
+        })
+    }
+}
+
 /// One Huffman tree's code lengths as zlib's `build_tree` + `gen_bitlen` compute them,
 /// adding the bits it costs to `opt_len` / `static_len` (zlib's block accounting).
 /// Returns `max_code`; `lens` receives the code lengths.
 fn build_tree<const ELEMS: usize>(
+    scratch: &mut TreeScratch,
     tree: Tree,
     freq_in: &[u32; ELEMS],
     lens: &mut [u32; ELEMS],
@@ -454,7 +478,12 @@ fn build_tree<const ELEMS: usize>(
     static_len: &mut i64,
 ) -> usize {
     let mut freq = *freq_in;
-    let mut heap: Heap = [SENTINEL; HEAP_SIZE + 2];
+    let TreeScratch {
+        heap,
+        order,
+        dad,
+        len,
+    } = scratch;
     let mut heap_len = 0usize;
     let mut max_code: isize = -1;
     for (n, &f) in freq_in.iter().enumerate() {
@@ -464,7 +493,6 @@ fn build_tree<const ELEMS: usize>(
         heap_len += usize::from(used);
         max_code = if used { n as isize } else { max_code };
     }
-    heap[heap_len + 1] = SENTINEL;
     // At least two codes of non-zero frequency.
     while heap_len < 2 {
         let node = if max_code < 2 {
@@ -479,13 +507,12 @@ fn build_tree<const ELEMS: usize>(
         *opt_len -= 1;
         *static_len -= i64::from(tree.static_len(node));
     }
+    heap[heap_len + 1] = SENTINEL;
     let max_code = max_code as usize;
     for k in (1..=heap_len / 2).rev() {
-        sift_down(&mut heap, heap_len, k);
+        sift_down(heap, heap_len, k);
     }
     // Nodes in the order zlib's `heap[heap_max..]` holds them; parents of all nodes.
-    let mut order = [0u16; HEAP_SIZE];
-    let mut dad = [0u16; HEAP_SIZE];
     let mut heap_max = HEAP_SIZE;
     let mut node = ELEMS;
     loop {
@@ -493,7 +520,7 @@ fn build_tree<const ELEMS: usize>(
         heap[1] = heap[heap_len];
         heap[heap_len] = SENTINEL;
         heap_len -= 1;
-        sift_down(&mut heap, heap_len, 1);
+        sift_down(heap, heap_len, 1);
         let b = heap[1];
         heap_max -= 2;
         order[heap_max + 1] = node_of(a) as u16;
@@ -504,7 +531,7 @@ fn build_tree<const ELEMS: usize>(
         dad[node_of(b)] = node as u16;
         heap[1] = f << FREQ_SHIFT | depth << NODE_BITS | node as u64;
         node += 1;
-        sift_down(&mut heap, heap_len, 1);
+        sift_down(heap, heap_len, 1);
         if heap_len < 2 {
             break;
         }
@@ -514,10 +541,10 @@ fn build_tree<const ELEMS: usize>(
 
     // gen_bitlen
     let max_length = tree.max_length();
-    let mut len = [0u32; HEAP_SIZE];
+    len[order[heap_max] as usize] = 0;
     let mut bl_count = [0u32; 16];
     let mut overflow = 0i32;
-    for &n in &order[heap_max + 1..] {
+    for &n in &order[heap_max + 1..HEAP_SIZE] {
         let n = n as usize;
         let mut bits = len[dad[n] as usize] + 1;
         if bits > max_length {
@@ -616,12 +643,13 @@ fn scan_tree(lens: &[u32], max_code: usize, bl_freq: &mut [u32; BL_CODES]) {
 
 /// Bytes of the single final block zlib emits for these symbol counts and
 /// `stored_len` input bytes.
-fn block_bytes(freqs: &Freqs, stored_len: usize) -> u64 {
+fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u64 {
     let mut opt_len = 0i64;
     let mut static_len = 0i64;
     let mut llens = [0u32; L_CODES];
     let mut dlens = [0u32; D_CODES];
     let lmax = build_tree(
+        scratch,
         Tree::Lit,
         &freqs.lit,
         &mut llens,
@@ -629,6 +657,7 @@ fn block_bytes(freqs: &Freqs, stored_len: usize) -> u64 {
         &mut static_len,
     );
     let dmax = build_tree(
+        scratch,
         Tree::Dist,
         &freqs.dist,
         &mut dlens,
@@ -640,7 +669,14 @@ fn block_bytes(freqs: &Freqs, stored_len: usize) -> u64 {
     scan_tree(&dlens, dmax, &mut bl_freq);
     let mut bllens = [0u32; BL_CODES];
     let mut unused = 0i64;
-    build_tree(Tree::Bl, &bl_freq, &mut bllens, &mut opt_len, &mut unused);
+    build_tree(
+        scratch,
+        Tree::Bl,
+        &bl_freq,
+        &mut bllens,
+        &mut opt_len,
+        &mut unused,
+    );
     let mut max_blindex = BL_CODES - 1;
     while max_blindex >= 3 && bllens[BL_ORDER[max_blindex]] == 0 {
         max_blindex -= 1;
@@ -668,7 +704,7 @@ pub fn raw_len(data: &[u8]) -> Option<u64> {
     let mut st = Parse::new();
     let mut chains = Chains::new();
     run(&mut st, &mut chains, &buf, data.len(), false);
-    Some(block_bytes(&st.freqs, data.len()))
+    Some(block_bytes(&mut TreeScratch::new(), &st.freqs, data.len()))
 }
 
 /// A query's shared work: the parse of `query + separator` up to the first step that
@@ -718,6 +754,7 @@ impl Prefix {
 /// Per-worker scratch for [`Pairs::raw_len`].
 pub struct Pairs {
     buf: Vec<u8>,
+    trees: Box<TreeScratch>,
     chains: Chains,
     /// Id of the prefix whose `prev` entries are loaded in `chains.prev` (0: none).
     loaded: u64,
@@ -734,6 +771,7 @@ impl Pairs {
     pub fn new() -> Self {
         Self {
             buf: Vec::with_capacity(MAX_INPUT + PAD),
+            trees: TreeScratch::new(),
             chains: Chains::new(),
             loaded: 0,
         }
@@ -758,7 +796,7 @@ impl Pairs {
         self.chains.head.copy_from_slice(&prefix.head);
         let mut st = prefix.st.clone();
         run(&mut st, &mut self.chains, &self.buf, total, false);
-        Some(block_bytes(&st.freqs, total))
+        Some(block_bytes(&mut self.trees, &st.freqs, total))
     }
 }
 
