@@ -602,42 +602,46 @@ fn build_tree<const ELEMS: usize>(
 }
 
 /// zlib's `scan_tree`: counts of the code-length alphabet for sending `lens[..=max_code]`.
+///
+/// zlib walks the lengths one by one; this walks runs of equal lengths, which gives the
+/// same counts: every run starts with zlib's limits reset (`max 138, min 3` for zeros,
+/// `max 7, min 4` otherwise) and is cut into pieces of at most 138 zeros, or 7 and then
+/// 6 equal non-zero lengths; a piece shorter than `min` is sent literally, a longer one
+/// as a repeat code (16 after sending the length once, 17 for 3-10 zeros, 18 for 11-138).
 fn scan_tree(lens: &[u32], max_code: usize, bl_freq: &mut [u32; BL_CODES]) {
-    let mut prevlen: i64 = -1;
-    let mut nextlen = i64::from(lens[0]);
-    let mut count = 0;
-    let (mut max_count, mut min_count) = if nextlen == 0 { (138, 3) } else { (7, 4) };
-    for n in 0..=max_code {
-        let curlen = nextlen;
-        nextlen = if n < max_code {
-            i64::from(lens[n + 1])
-        } else {
-            0xffff
-        };
-        count += 1;
-        if count < max_count && curlen == nextlen {
-            continue;
-        } else if count < min_count {
-            bl_freq[curlen as usize] += count;
-        } else if curlen != 0 {
-            if curlen != prevlen {
-                bl_freq[curlen as usize] += 1;
+    let mut i = 0;
+    while i <= max_code {
+        let v = lens[i];
+        let mut j = i + 1;
+        while j <= max_code && lens[j] == v {
+            j += 1;
+        }
+        let run = (j - i) as u32;
+        if v == 0 {
+            bl_freq[18] += run / 138;
+            match run % 138 {
+                0 => {}
+                rem @ 1..=2 => bl_freq[0] += rem,
+                3..=10 => bl_freq[17] += 1,
+                _ => bl_freq[18] += 1,
             }
-            bl_freq[16] += 1;
-        } else if count <= 10 {
-            bl_freq[17] += 1;
         } else {
-            bl_freq[18] += 1;
+            let first = run.min(7);
+            if first < 4 {
+                bl_freq[v as usize] += first;
+            } else {
+                bl_freq[v as usize] += 1;
+                bl_freq[16] += 1;
+            }
+            let rest = run - first;
+            bl_freq[16] += rest / 6;
+            match rest % 6 {
+                0 => {}
+                rem @ 1..=2 => bl_freq[v as usize] += rem,
+                _ => bl_freq[16] += 1,
+            }
         }
-        count = 0;
-        prevlen = curlen;
-        if nextlen == 0 {
-            (max_count, min_count) = (138, 3);
-        } else if curlen == nextlen {
-            (max_count, min_count) = (6, 3);
-        } else {
-            (max_count, min_count) = (7, 4);
-        }
+        i = j;
     }
 }
 
