@@ -18,6 +18,7 @@ pub mod float;
 pub mod int;
 pub mod mx;
 pub mod rng;
+mod simd;
 pub mod ternary;
 
 use rayon::prelude::*;
@@ -196,6 +197,28 @@ pub struct Quantized {
     pub group_size: usize,
 }
 
+impl Quantized {
+    /// This tensor as the input of [`dequantize`] (`rows x cols` as given to [`quantize`]).
+    pub fn as_packed(&self, format: Format, rows: usize, cols: usize) -> PackedRef<'_> {
+        let (scales_f32, scales_u8) = match &self.scales {
+            Scales::F32(s) => (s.as_slice(), &[][..]),
+            Scales::U8(s) => (&[][..], s.as_slice()),
+            Scales::None => (&[][..], &[][..]),
+        };
+        PackedRef {
+            format,
+            rows,
+            cols,
+            data: &self.data,
+            scales_f32,
+            scales_u8,
+            zero_points: self.zero_points.as_deref(),
+            tensor_scale: self.tensor_scale,
+            group_size: self.group_size,
+        }
+    }
+}
+
 /// Borrowed packed tensor for [`dequantize`].
 #[derive(Debug, Clone, Copy)]
 pub struct PackedRef<'a> {
@@ -262,8 +285,9 @@ pub fn quantize(
     if opts.symmetric && f != Format::Int4 {
         return invalid("symmetric applies to int4 only");
     }
-    check_finite(x)?;
-    match f {
+    // Every path below detects NaN / Inf itself, inside a pass it makes anyway (the
+    // largest |v| is taken on the float bits, where they sort above every finite value).
+    let r = match f {
         Format::Ternary => ternary::quantize_ternary(x, rows, cols, opts, p),
         Format::Tq1_0 | Format::Tq2_0 => ternary::quantize_tq(x, cols, f, p),
         Format::Int8 | Format::Int4 => int::quantize_int(x, cols, opts, p),
@@ -271,7 +295,12 @@ pub fn quantize(
         Format::Fp8E4m3 | Format::Fp8E5m2 => mx::quantize_fp8(x, cols, opts, p),
         Format::Mxfp4 | Format::Mxfp8E4m3 | Format::Mxfp8E5m2 => mx::quantize_mx(x, opts, p),
         Format::Nvfp4 => mx::quantize_nvfp4(x, opts, p),
+    };
+    // NaN / Inf is reported before any other problem with the arguments.
+    if r.is_err() {
+        check_finite(x)?;
     }
+    r
 }
 
 /// Reconstruct the float32 values of a packed tensor (row-major `rows x cols`).
@@ -376,53 +405,127 @@ pub(crate) fn check_finite(x: &[f32]) -> Result<(), QuantError> {
     Ok(())
 }
 
-/// Largest |v| of a slice (finite input), without runtime dispatch: for use inside
-/// kernels that are themselves dispatched.
+/// Float32 bits of |v| at and above which a value is NaN or infinite.
+pub(crate) const NONFINITE: u32 = 0x7f80_0000;
+
+/// Largest `bits(|v|)` of a slice, without runtime dispatch. For finite input
+/// `f32::from_bits` of it is the largest |v| (non-negative floats sort like their
+/// bits); NaN and infinity give a result `>= NONFINITE`, so one pass both finds the
+/// scale and validates the input.
 #[inline(always)]
-pub(crate) fn amax_plain(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut it = x.chunks_exact(8);
+pub(crate) fn amax_bits_plain(x: &[f32]) -> u32 {
+    let mut acc = [0u32; 16];
+    let mut it = x.chunks_exact(16);
     for c in &mut it {
-        for k in 0..8 {
-            let a = c[k].abs();
-            acc[k] = if a > acc[k] { a } else { acc[k] };
+        for k in 0..16 {
+            acc[k] = acc[k].max(c[k].to_bits() & 0x7fff_ffff);
         }
     }
-    let mut m = 0f32;
-    for &v in acc.iter().chain(it.remainder()) {
-        let a = v.abs();
-        m = if a > m { a } else { m };
+    let mut m = 0u32;
+    for &a in &acc {
+        m = m.max(a);
+    }
+    for v in it.remainder() {
+        m = m.max(v.to_bits() & 0x7fff_ffff);
     }
     m
 }
 
-/// Largest |v| of a slice (finite input).
-#[inline(always)]
-pub(crate) fn amax(x: &[f32]) -> f32 {
-    simd_dispatch!(x: &[f32]; f32; amax_plain(x))
+/// [`amax_bits_plain`] compiled for AVX2 when available.
+pub(crate) fn amax_bits(x: &[f32]) -> u32 {
+    with_avx2(|| amax_bits_plain(x))
 }
 
-/// (min, max) of a slice (finite input).
+/// (min, max, largest `bits(|v|)`) of a slice, without runtime dispatch; min and max
+/// are meaningful for finite input only.
 #[inline(always)]
-pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
-    simd_dispatch!(x: &[f32]; (f32, f32); {
-        let mut lo = [f32::INFINITY; 8];
-        let mut hi = [f32::NEG_INFINITY; 8];
-        let mut it = x.chunks_exact(8);
-        for c in &mut it {
-            for k in 0..8 {
-                lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
-                hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
-            }
+pub(crate) fn min_max_bits_plain(x: &[f32]) -> (f32, f32, u32) {
+    let mut lo = [f32::INFINITY; 8];
+    let mut hi = [f32::NEG_INFINITY; 8];
+    let mut bits = [0u32; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
+            hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
+            bits[k] = bits[k].max(c[k].to_bits() & 0x7fff_ffff);
         }
-        let (mut a, mut b) = (f32::INFINITY, f32::NEG_INFINITY);
-        for &v in lo.iter().chain(it.remainder()) {
-            a = if v < a { v } else { a };
+    }
+    let (mut a, mut b, mut m) = (f32::INFINITY, f32::NEG_INFINITY, 0u32);
+    for &v in lo.iter().chain(it.remainder()) {
+        a = if v < a { v } else { a };
+    }
+    for &v in hi.iter().chain(it.remainder()) {
+        b = if v > b { v } else { b };
+    }
+    for &v in &bits {
+        m = m.max(v);
+    }
+    for v in it.remainder() {
+        m = m.max(v.to_bits() & 0x7fff_ffff);
+    }
+    (a, b, m)
+}
+
+/// The error [`check_finite`] gives for `x` (which holds a NaN or an infinity).
+pub(crate) fn nonfinite(x: &[f32]) -> QuantError {
+    match check_finite(x) {
+        Err(e) => e,
+        Ok(()) => QuantError::Invalid("input contains NaN or infinity".into()),
+    }
+}
+
+/// Runs `f` compiled for AVX2 when the CPU has it (release wheels target baseline
+/// x86-64), otherwise as is. `f` and what it calls are inlined into the AVX2 copy, so
+/// plain loops in it vectorise with 256-bit registers.
+#[inline(always)]
+pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
         }
-        for &v in hi.iter().chain(it.remainder()) {
-            b = if v > b { v } else { b };
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2(f) };
         }
-        (a, b)
+    }
+    f()
+}
+
+/// Whether the AVX2 kernels run (false when the CPU lacks AVX2, or when
+/// `force_scalar(true)` is in effect in tests).
+#[inline(always)]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[cfg(test)]
+        if FORCE_SCALAR.with(|f| f.get()) {
+            return false;
+        }
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCE_SCALAR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tests: run `f` with the AVX2 kernels of this module disabled on this thread and
+/// the rayon pool limited to this thread, so that every kernel takes its baseline path.
+#[cfg(test)]
+pub(crate) fn scalar_only<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    crate::parallel::install(1, || {
+        FORCE_SCALAR.with(|c| c.set(true));
+        let r = f();
+        FORCE_SCALAR.with(|c| c.set(false));
+        r
     })
 }
 
@@ -483,26 +586,21 @@ pub(crate) fn for_each_piece(
     }
 }
 
-/// A zero-filled output buffer of `n` values for kernels to write (`T::default()` must
-/// be all-zero bits, so that the allocation is a lazily zeroed `calloc`).
+/// Advise the 2 MiB-aligned interior of a large fresh buffer as a transparent huge
+/// page region (`MADV_HUGEPAGE`) before it is touched.
 ///
 /// Large outputs are dominated by page faults on their first write (the kernels run at
-/// a fraction of the cost). On Linux the 2 MiB-aligned interior of a large buffer is
-/// advised as a transparent huge page region (`MADV_HUGEPAGE`) before it is touched,
-/// which cuts the faults 512-fold where the kernel allows it; elsewhere, and when the
-/// advice is refused, this is a plain `vec![0; n]`.
-pub(crate) fn output<T: Copy + Default>(n: usize) -> Vec<T> {
-    let v: Vec<T> = vec![T::default(); n];
+/// a fraction of the cost); huge pages cut the faults 512-fold where the kernel allows
+/// it. Elsewhere, and when the advice is refused, this does nothing.
+fn advise_huge(start: usize, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let bytes = n * std::mem::size_of::<T>();
         if bytes >= 4 * HUGE {
-            let start = v.as_ptr() as usize;
             let lo = start.next_multiple_of(HUGE);
             let hi = (start + bytes) / HUGE * HUGE;
             if hi > lo {
-                // SAFETY: [lo, hi) lies inside the buffer `v` owns; MADV_HUGEPAGE only
+                // SAFETY: [lo, hi) lies inside the caller's allocation; MADV_HUGEPAGE only
                 // changes how its pages are backed, never their contents.
                 unsafe {
                     libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
@@ -510,23 +608,169 @@ pub(crate) fn output<T: Copy + Default>(n: usize) -> Vec<T> {
             }
         }
     }
-    v
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, bytes);
 }
 
-/// Parallel zip of input chunks of `xc` elements with output chunks of `oc` items;
-/// `f(chunk_index, input, output)`. The chunk counts must match.
-pub(crate) fn par_zip<T: Sync, U: Send>(
+/// A new buffer of `n` values written in parallel chunks of `oc` values by
+/// `f(chunk_index, chunk)`, zipped with chunks of `sc` entries of `side` (per-chunk
+/// scales; pass `&mut []` and any `sc` when there are none).
+///
+/// The buffer is never zero-filled in a separate pass (`vec![0; n]` is a `memset`
+/// once the allocator reuses memory): each chunk is zeroed just before `f` sees it,
+/// while it is hot in cache. `T::default()` must be a valid value for the kernels to
+/// overwrite.
+pub(crate) fn par_out_with<T, S>(
+    n: usize,
+    oc: usize,
+    side: &mut [S],
+    sc: usize,
+    f: impl Fn(usize, &mut [T], &mut [S]) + Sync + Send,
+) -> Vec<T>
+where
+    T: Copy + Default + Send + Sync,
+    S: Send,
+{
+    let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::with_capacity(n);
+    advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
+    // SAFETY: the capacity is `n` and `MaybeUninit` values need no initialisation.
+    unsafe { v.set_len(n) };
+    let oc = oc.max(1);
+    let body = |i: usize, c: &mut [std::mem::MaybeUninit<T>], s: &mut [S]| {
+        for e in c.iter_mut() {
+            e.write(T::default());
+        }
+        // SAFETY: every element of `c` was initialised just above, and
+        // `MaybeUninit<T>` has the layout of `T`.
+        let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
+        f(i, c, s);
+    };
+    if side.is_empty() {
+        v.par_chunks_mut(oc)
+            .enumerate()
+            .for_each(|(i, c)| body(i, c, &mut []));
+    } else {
+        debug_assert_eq!(n.div_ceil(oc), side.len().div_ceil(sc.max(1)));
+        v.par_chunks_mut(oc)
+            .zip(side.par_chunks_mut(sc.max(1)))
+            .enumerate()
+            .for_each(|(i, (c, s))| body(i, c, s));
+    }
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: all `n` values were initialised by the chunks above (they cover `0..n`);
+    // pointer, length and capacity come from a `Vec` of a type with the same layout.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+}
+
+/// [`par_out_with`] without side outputs.
+pub(crate) fn par_out<T: Copy + Default + Send + Sync>(
+    n: usize,
+    oc: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    par_out_with::<T, u8>(n, oc, &mut [], 1, |i, c, _| f(i, c))
+}
+
+/// Quantize groups of `g` consecutive values (`g` divides `x.len()`) and return the
+/// packed bytes (`num / den` bytes per value) with one parameter per group.
+///
+/// * `reduce` computes a group statistic (on a piece of a group, combined with
+///   `combine` when a group spans several parallel chunks), `bits` gives its largest
+///   `bits(|v|)` (NaN / Inf detection, see [`amax_bits_plain`]) and `finish` turns it
+///   into the group's parameter.
+/// * `encode(values, out, param, first)` writes the bytes of consecutive values of one
+///   group whose first flat index is `first` (always even).
+///
+/// Groups of at most [`CHUNK`] values are done in ONE pass over the input (statistic
+/// and encoding while the group is in cache); larger groups take a parallel reduction
+/// pass, then the encoding pass. Everything runs compiled for AVX2 when available.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn quantize_groups<R, P>(
+    x: &[f32],
+    g: usize,
+    num: usize,
+    den: usize,
+    reduce: impl Fn(&[f32]) -> R + Sync + Send,
+    combine: impl Fn(R, R) -> R + Sync + Send,
+    bits: impl Fn(&R) -> u32 + Sync + Send,
+    finish: impl Fn(R) -> P + Sync + Send,
+    encode: impl Fn(&[f32], &mut [u8], P, usize) + Sync + Send,
+) -> Result<(Vec<u8>, Vec<P>), QuantError>
+where
+    R: Copy + Send,
+    P: Copy + Default + Send + Sync,
+{
+    let n = x.len();
+    debug_assert!(g > 0 && n.is_multiple_of(g) && (num * g).is_multiple_of(den));
+    let bad = std::sync::atomic::AtomicBool::new(false);
+    if g <= CHUNK {
+        let per = CHUNK / g * g;
+        let mut params = vec![P::default(); n / g];
+        let data = par_out_with(
+            n * num / den,
+            per * num / den,
+            &mut params,
+            per / g,
+            |ci, o, ps| {
+                let xi = &x[ci * per..((ci + 1) * per).min(n)];
+                let worst = with_avx2(|| {
+                    let mut worst = 0u32;
+                    for (k, ((grp, ob), p)) in xi
+                        .chunks_exact(g)
+                        .zip(o.chunks_exact_mut(g * num / den))
+                        .zip(ps.iter_mut())
+                        .enumerate()
+                    {
+                        let r = reduce(grp);
+                        worst = worst.max(bits(&r));
+                        *p = finish(r);
+                        encode(grp, ob, *p, ci * per + k * g);
+                    }
+                    worst
+                });
+                if worst >= NONFINITE {
+                    bad.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        );
+        if bad.into_inner() {
+            return Err(nonfinite(x));
+        }
+        return Ok((data, params));
+    }
+    let stats = group_reduce(x, g, |c| with_avx2(|| reduce(c)), combine);
+    if stats.iter().any(|r| bits(r) >= NONFINITE) {
+        return Err(nonfinite(x));
+    }
+    let params: Vec<P> = stats.into_iter().map(finish).collect();
+    let data = par_out(n * num / den, CHUNK * num / den, |ci, o| {
+        let start = ci * CHUNK;
+        let xi = &x[start..(start + CHUNK).min(n)];
+        with_avx2(|| {
+            for_each_piece(start, xi.len(), g, |off, len, grp| {
+                let ob = &mut o[off * num / den..(off + len) * num / den];
+                encode(&xi[off..off + len], ob, params[grp], start + off);
+            })
+        });
+    });
+    Ok((data, params))
+}
+
+/// A new buffer of `n` values made in parallel from chunks of `xc` input items:
+/// `f(chunk_index, input_chunk, output_chunk)` fills output chunks of `oc` values
+/// (see [`par_out_with`]; the chunk counts must match).
+pub(crate) fn par_map<T: Sync, U: Copy + Default + Send + Sync>(
     x: &[T],
     xc: usize,
-    out: &mut [U],
+    n: usize,
     oc: usize,
     f: impl Fn(usize, &[T], &mut [U]) + Sync + Send,
-) {
-    debug_assert_eq!(x.len().div_ceil(xc), out.len().div_ceil(oc));
-    out.par_chunks_mut(oc)
-        .zip(x.par_chunks(xc))
-        .enumerate()
-        .for_each(|(i, (o, xi))| f(i, xi, o));
+) -> Vec<U> {
+    debug_assert_eq!(x.len().div_ceil(xc), n.div_ceil(oc));
+    par_out(n, oc, |i, o| {
+        let xi = &x[i * xc..((i + 1) * xc).min(x.len())];
+        f(i, xi, o)
+    })
 }
 
 #[cfg(test)]
@@ -571,7 +815,140 @@ mod tests {
     #[test]
     fn amax_and_minmax() {
         let x: Vec<f32> = (0..37).map(|i| (i as f32 - 20.0) * 0.5).collect();
-        assert_eq!(amax(&x), 10.0);
-        assert_eq!(min_max(&x), (-10.0, 8.0));
+        assert_eq!(f32::from_bits(amax_bits(&x)), 10.0);
+        assert_eq!(min_max_bits_plain(&x), (-10.0, 8.0, 10f32.to_bits()));
+        let mut y = x.clone();
+        for bad in [f32::NAN, f32::INFINITY, -f32::INFINITY, -f32::NAN] {
+            y[33] = bad;
+            assert!(amax_bits(&y) >= NONFINITE);
+            assert!(min_max_bits_plain(&y).2 >= NONFINITE);
+        }
+    }
+
+    /// Inputs that exercise ties, subnormals, zeros, huge values and ragged tails.
+    fn tricky_inputs() -> Vec<(usize, usize, Vec<f32>)> {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut out = vec![];
+        for &(rows, cols) in &[
+            (1, 1),
+            (3, 7),
+            (5, 33),
+            (4, 256),
+            (8, 768),
+            (3, 70_000),
+            (2, 131_072),
+        ] {
+            let n = rows * cols;
+            let x: Vec<f32> = (0..n)
+                .map(|i| {
+                    let r = next();
+                    match r % 11 {
+                        0 => 0.0,
+                        1 => -0.0,
+                        2 => f32::from_bits((r >> 20) as u32 & 0x007f_ffff), // subnormal
+                        3 => ((r >> 16) % 33) as f32 / 8.0 - 2.0,            // ties
+                        4 => ((r >> 16) % 17) as f32 * 0.25 - 2.0,
+                        5 => (i % 13) as f32 * 1e-3,
+                        6 => -(((r >> 8) % 1000) as f32) * 37.5,
+                        _ => ((r >> 11) as f64 / (1u64 << 53) as f64 * 8.0 - 4.0) as f32,
+                    }
+                })
+                .collect();
+            out.push((rows, cols, x));
+        }
+        out
+    }
+
+    fn all_options() -> Vec<QuantOptions> {
+        let mut v = vec![];
+        for f in Format::ALL {
+            v.push(QuantOptions::new(f));
+            if !matches!(f, Format::Tq1_0 | Format::Tq2_0 | Format::Nf4) {
+                let mut o = QuantOptions::new(f);
+                o.rounding = Rounding::Stochastic(17);
+                v.push(o);
+            }
+        }
+        for (f, g, sym) in [
+            (Format::Int8, Some(1), false),
+            (Format::Int8, Some(0), false),
+            (Format::Int4, Some(2), true),
+            (Format::Int4, Some(0), false),
+            (Format::Nf4, Some(32), false),
+            (Format::Fp8E5m2, Some(1), false),
+        ] {
+            let mut o = QuantOptions::new(f);
+            o.group_size = g;
+            o.symmetric = sym;
+            v.push(o);
+        }
+        let mut o = QuantOptions::new(Format::Ternary);
+        o.scale = ScaleMode::AbsMedian;
+        v.push(o);
+        let mut o = QuantOptions::new(Format::Fp8E4m3);
+        o.scale = ScaleMode::Fixed(1e-3);
+        o.saturate = false;
+        v.push(o);
+        v
+    }
+
+    fn run_both(
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+        o: &QuantOptions,
+    ) -> [Option<(Quantized, Vec<u32>)>; 2] {
+        let go = || {
+            let p = Progress::new();
+            let q = quantize(x, rows, cols, o, &p).ok()?;
+            let r = q.as_packed(o.format, rows, cols);
+            let y = dequantize(&r, &p).expect("own output decodes");
+            let yb = y.iter().map(|v| v.to_bits()).collect();
+            Some((q, yb))
+        };
+        [go(), scalar_only(go)]
+    }
+
+    /// The AVX2 kernels (and the multi-threaded chunking) give exactly the bytes,
+    /// scales and decoded floats of the baseline kernels on one thread.
+    #[test]
+    fn dispatched_kernels_match_baseline() {
+        for (rows, cols, x) in tricky_inputs() {
+            for o in all_options() {
+                let [a, b] = run_both(&x, rows, cols, &o);
+                assert_eq!(a.is_some(), b.is_some(), "{o:?} {rows}x{cols}");
+                if let (Some(a), Some(b)) = (a, b) {
+                    assert!(a == b, "{:?} {rows}x{cols}", o.format);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nonfinite_rejected_on_every_path() {
+        for (rows, cols, x) in tricky_inputs().into_iter().skip(2) {
+            let n = x.len();
+            for pos in [0, n / 2, n - 1] {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut y = x.clone();
+                    y[pos] = bad;
+                    for o in all_options() {
+                        let p = Progress::new();
+                        let got = quantize(&y, rows, cols, &o, &p);
+                        let ok_shape = quantize(&x, rows, cols, &o, &p).is_ok();
+                        if ok_shape {
+                            let e = got.expect_err("non-finite input must be rejected");
+                            assert!(e.to_string().contains(&format!("flat index {pos}")), "{e}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

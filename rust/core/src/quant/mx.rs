@@ -20,8 +20,8 @@ use super::float::{
 use super::int::resolve_group;
 use super::rng::Stream;
 use super::{
-    amax, expect_len, for_each_piece, format_err, group_reduce, invalid, par_zip, simd_dispatch,
-    Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+    expect_len, for_each_piece, format_err, invalid, simd_dispatch, with_avx2, Format, PackedRef,
+    QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
@@ -33,11 +33,9 @@ pub fn codec_spec(kind: FloatKind) -> Spec {
 /// Encode float32 values to one code per byte (round half to even; never fails).
 pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Vec<u8> {
     let spec = Spec::of(kind);
-    let mut out = super::output::<u8>(x.len());
-    par_zip(x, CHUNK, &mut out, CHUNK, |_, xi, o| {
+    super::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
         encode_into(xi, o, spec, saturate);
-    });
-    out
+    })
 }
 
 #[inline(always)]
@@ -76,11 +74,12 @@ pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantErro
         }
     }
     let table = decode_table(&spec);
-    let mut out = vec![0f32; codes.len()];
-    par_zip(codes, CHUNK, &mut out, CHUNK, |_, ci, o| {
-        for (y, &c) in o.iter_mut().zip(ci) {
-            *y = table[c as usize];
-        }
+    let out = super::par_map(codes, CHUNK, codes.len(), CHUNK, |_, ci, o| {
+        with_avx2(|| {
+            for (y, &c) in o.iter_mut().zip(ci) {
+                *y = table[c as usize];
+            }
+        })
     });
     Ok(out)
 }
@@ -121,38 +120,32 @@ pub(crate) fn quantize_fp8(
     let spec = elem_spec(f);
     let n = x.len();
     let g = resolve_group(n, cols, opts.group_size, None, f)?;
-    let scales: Vec<f32> = if let ScaleMode::Fixed(s) = opts.scale {
-        vec![s]
-    } else {
-        let max = spec.max_value();
-        group_reduce(x, g, amax, f32::max)
-            .into_iter()
-            .map(|a| fp8_scale(a, max))
-            .collect()
+    let fixed = match opts.scale {
+        ScaleMode::Fixed(s) => Some(s),
+        _ => None,
     };
-    let mut data = super::output::<u8>(n);
+    let max = spec.max_value();
     let table = decode_table(&spec);
     let st = super::stream(opts.rounding);
-    let sc = &scales;
-    par_zip(x, CHUNK, &mut data, CHUNK, |ci, xi, o| {
-        let start = ci * CHUNK;
-        let mut tmp = vec![0f32; CHUNK.min(xi.len())];
-        for_each_piece(start, xi.len(), g, |off, len, grp| {
-            let s = sc[grp];
-            let t = &mut tmp[..len];
-            for (ti, &v) in t.iter_mut().zip(&xi[off..off + len]) {
-                *ti = v / s;
-            }
-            match &st {
-                None => encode_into(t, &mut o[off..off + len], spec, opts.saturate),
-                Some(st) => {
-                    for (j, (c, &v)) in o[off..off + len].iter_mut().zip(t.iter()).enumerate() {
-                        *c = sr_encode(v, &spec, &table, st.uniform((start + off + j) as u64));
-                    }
+    let saturate = opts.saturate;
+    let (data, scales) = super::quantize_groups(
+        x,
+        g,
+        1,
+        1,
+        super::amax_bits_plain,
+        u32::max,
+        |r| *r,
+        |r| fixed.unwrap_or_else(|| fp8_scale(f32::from_bits(r), max)),
+        |xs, o, s, first| match &st {
+            None => encode_scaled(xs, o, s, spec.kind, saturate),
+            Some(st) => {
+                for (j, (c, &v)) in o.iter_mut().zip(xs).enumerate() {
+                    *c = sr_encode(v / s, &spec, &table, st.uniform((first + j) as u64));
                 }
             }
-        });
-    });
+        },
+    )?;
     Ok(Quantized {
         data,
         scales: Scales::F32(scales),
@@ -160,6 +153,33 @@ pub(crate) fn quantize_fp8(
         tensor_scale: None,
         group_size: g,
     })
+}
+
+/// `encode(v / s)` with the format constant-folded so that the loops vectorise.
+#[inline(always)]
+fn encode_scaled(xs: &[f32], o: &mut [u8], s: f32, kind: FloatKind, saturate: bool) {
+    match (kind, saturate) {
+        (FloatKind::E4M3, true) => {
+            for (c, &v) in o.iter_mut().zip(xs) {
+                *c = encode_one(v / s, &E4M3, true) as u8;
+            }
+        }
+        (FloatKind::E4M3, false) => {
+            for (c, &v) in o.iter_mut().zip(xs) {
+                *c = encode_one(v / s, &E4M3, false) as u8;
+            }
+        }
+        (FloatKind::E5M2, true) => {
+            for (c, &v) in o.iter_mut().zip(xs) {
+                *c = encode_one(v / s, &E5M2, true) as u8;
+            }
+        }
+        _ => {
+            for (c, &v) in o.iter_mut().zip(xs) {
+                *c = encode_one(v / s, &E5M2, false) as u8;
+            }
+        }
+    }
 }
 
 pub(crate) fn dequantize_fp8(
@@ -171,14 +191,15 @@ pub(crate) fn dequantize_fp8(
     expect_len("data", q.data.len(), n, q.format)?;
     expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
     let table = decode_table(&elem_spec(q.format));
-    let mut y = super::output::<f32>(n);
-    par_zip(q.data, CHUNK, &mut y, CHUNK, |ci, di, o| {
-        for_each_piece(ci * CHUNK, o.len(), g, |off, len, grp| {
-            let s = q.scales_f32[grp];
-            for (v, &c) in o[off..off + len].iter_mut().zip(&di[off..off + len]) {
-                *v = table[c as usize] * s;
-            }
-        });
+    let y = super::par_map(q.data, CHUNK, n, CHUNK, |ci, di, o| {
+        with_avx2(|| {
+            for_each_piece(ci * CHUNK, o.len(), g, |off, len, grp| {
+                let s = q.scales_f32[grp];
+                for (v, &c) in o[off..off + len].iter_mut().zip(&di[off..off + len]) {
+                    *v = table[c as usize] * s;
+                }
+            })
+        })
     });
     Ok(y)
 }
@@ -246,33 +267,39 @@ fn block_at<const B: usize>(xi: &[f32], k: usize, padded: &mut [f32; B]) {
     padded[b.len()..].fill(0.0);
 }
 
+/// Nearest codes of a block: MX multiplies by the exact reciprocal of its power-of-two
+/// scale, NVFP4 divides by its scale (`v * 1.0` and `v / 1.0` are exact, so this is the
+/// reference's `v * mul / div`).
 #[inline(always)]
 fn encode_block_nearest<const B: usize>(
     b: &[f32; B],
     codes: &mut [u8; B],
     kind: FloatKind,
+    rule: &BlockRule,
     mul: f32,
     div: f32,
 ) {
-    match kind {
-        FloatKind::E2M1 => {
+    macro_rules! enc {
+        ($spec:expr, $op:tt, $by:expr) => {
             for (c, &v) in codes.iter_mut().zip(b) {
-                *c = encode_one(v * mul / div, &E2M1, true) as u8;
+                *c = encode_one(v $op $by, &$spec, true) as u8;
             }
-        }
-        FloatKind::E5M2 => {
-            for (c, &v) in codes.iter_mut().zip(b) {
-                *c = encode_one(v * mul / div, &E5M2, true) as u8;
-            }
-        }
-        _ => {
-            for (c, &v) in codes.iter_mut().zip(b) {
-                *c = encode_one(v * mul / div, &E4M3, true) as u8;
-            }
-        }
+        };
+    }
+    match (rule, kind) {
+        (BlockRule::Nv { .. }, _) => enc!(E2M1, /, div),
+        (_, FloatKind::E2M1) => enc!(E2M1, *, mul),
+        (_, FloatKind::E5M2) => enc!(E5M2, *, mul),
+        _ => enc!(E4M3, *, mul),
     }
 }
 
+/// Stochastic rounding parameters: element spec, its decode table, the stream and the
+/// flat index of the chunk's first value.
+type StochasticBlocks<'a> = (&'a Spec, &'a [f32], &'a Stream, usize);
+
+/// Scales and codes of a chunk of whole blocks (the last may be short and is
+/// zero-padded); returns the largest `bits(|v|)` seen (NaN / Inf detection).
 #[inline(always)]
 fn blocks_body<const B: usize>(
     xi: &[f32],
@@ -280,63 +307,67 @@ fn blocks_body<const B: usize>(
     sc: &mut [u8],
     kind: FloatKind,
     rule: BlockRule,
-) {
+    sr: Option<StochasticBlocks<'_>>,
+) -> u32 {
     let fp4 = kind == FloatKind::E2M1;
     let bpb = if fp4 { B / 2 } else { B };
     let mut padded = [0f32; B];
     let mut codes = [0u8; B];
+    let mut worst = 0u32;
     for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
-        block_at(xi, k, &mut padded);
-        let (code, mul, div) = rule.scale(super::amax_plain(&padded));
+        let b: &[f32; B] = match xi.get(k * B..(k + 1) * B) {
+            Some(full) => full.try_into().expect("a whole block"),
+            None => {
+                block_at(xi, k, &mut padded);
+                &padded
+            }
+        };
+        let m = super::amax_bits_plain(b);
+        worst = worst.max(m);
+        let (code, mul, div) = rule.scale(f32::from_bits(m));
         *s = code;
-        encode_block_nearest(&padded, &mut codes, kind, mul, div);
+        match sr {
+            None => encode_block_nearest(b, &mut codes, kind, &rule, mul, div),
+            Some((spec, table, st, first)) => {
+                for (j, (c, &v)) in codes.iter_mut().zip(b).enumerate() {
+                    let u = st.uniform((first + k * B + j) as u64);
+                    *c = sr_encode(v * mul / div, spec, table, u);
+                }
+            }
+        }
         write_block(&codes, ob, fp4);
     }
+    worst
 }
 
-/// Nearest rounding of a chunk of whole blocks, compiled for AVX2 when available.
-fn blocks_nearest<const B: usize>(
-    xi: &[f32],
-    o: &mut [u8],
-    sc: &mut [u8],
-    kind: FloatKind,
-    rule: BlockRule,
-) {
-    let b32 = B == 32;
-    simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind, rule: BlockRule, b32: bool; (); {
-        if b32 {
-            blocks_body::<32>(xi, o, sc, kind, rule)
-        } else {
-            blocks_body::<16>(xi, o, sc, kind, rule)
-        }
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn blocks_stochastic<const B: usize>(
-    xi: &[f32],
-    o: &mut [u8],
-    sc: &mut [u8],
+/// Quantize `x` in blocks of `B` (scale codes and packed elements), one pass, in
+/// parallel, compiled for AVX2 when available.
+fn quantize_blocks<const B: usize>(
+    x: &[f32],
     spec: &Spec,
     rule: BlockRule,
-    table: &[f32],
-    st: &Stream,
-    first: usize,
-) {
+    st: Option<&Stream>,
+) -> Result<(Vec<u8>, Vec<u8>), QuantError> {
+    let n = x.len();
+    let nb = n.div_ceil(B);
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { B / 2 } else { B };
-    let mut padded = [0f32; B];
-    let mut codes = [0u8; B];
-    for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
-        block_at(xi, k, &mut padded);
-        let (code, mul, div) = rule.scale(super::amax_plain(&padded));
-        *s = code;
-        for (j, (c, &v)) in codes.iter_mut().zip(&padded).enumerate() {
-            let u = st.uniform((first + k * B + j) as u64);
-            *c = sr_encode(v * mul / div, spec, table, u);
+    let mut scales = vec![0u8; nb];
+    let table = decode_table(spec);
+    let per = CHUNK / B;
+    let bad = std::sync::atomic::AtomicBool::new(false);
+    let data = super::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
+        let xi = &x[ci * per * B..((ci + 1) * per * B).min(n)];
+        let sr = st.map(|st| (spec, &table[..], st, ci * per * B));
+        let worst = with_avx2(|| blocks_body::<B>(xi, o, sc, spec.kind, rule, sr));
+        if worst >= super::NONFINITE {
+            bad.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        write_block(&codes, ob, fp4);
+    });
+    if bad.into_inner() {
+        return Err(super::nonfinite(x));
     }
+    Ok((data, scales))
 }
 
 fn write_block(codes: &[u8], out: &mut [u8], fp4: bool) {
@@ -362,35 +393,9 @@ pub(crate) fn quantize_mx(
         ));
     }
     let spec = elem_spec(f);
-    let fp4 = spec.kind == FloatKind::E2M1;
-    let emax = mx_emax(f);
-    let n = x.len();
-    let nb = n.div_ceil(MX_BLOCK);
-    let bpb = if fp4 { MX_BLOCK / 2 } else { MX_BLOCK };
-    let mut data = super::output::<u8>(nb * bpb);
-    let mut scales = vec![0u8; nb];
-    let table = decode_table(&spec);
     let st = super::stream(opts.rounding);
-    let per = CHUNK / MX_BLOCK;
-    let rule = BlockRule::Mx { emax };
-    let kind = spec.kind;
-    data.par_chunks_mut(per * bpb)
-        .zip(scales.par_chunks_mut(per))
-        .zip(x.par_chunks(per * MX_BLOCK))
-        .enumerate()
-        .for_each(|(ci, ((o, sc), xi))| match &st {
-            None => blocks_nearest::<MX_BLOCK>(xi, o, sc, kind, rule),
-            Some(st) => blocks_stochastic::<MX_BLOCK>(
-                xi,
-                o,
-                sc,
-                &spec,
-                rule,
-                &table,
-                st,
-                ci * per * MX_BLOCK,
-            ),
-        });
+    let rule = BlockRule::Mx { emax: mx_emax(f) };
+    let (data, scales) = quantize_blocks::<MX_BLOCK>(x, &spec, rule, st.as_ref())?;
     Ok(Quantized {
         data,
         scales: Scales::U8(scales),
@@ -411,23 +416,22 @@ fn dequantize_blocks(
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { block / 2 } else { block };
     let table = decode_table(spec);
+    let t16: [f32; 16] = std::array::from_fn(|i| table[i % table.len()]);
     let nb = n.div_ceil(block);
-    let mut y = super::output::<f32>(nb * block);
     let per = CHUNK / block;
-    par_zip(q.data, per * bpb, &mut y, per * block, |ci, di, o| {
-        for (k, (ob, bytes)) in o.chunks_mut(block).zip(di.chunks(bpb)).enumerate() {
-            let s = block_scale(ci * per + k);
-            if fp4 {
-                for (pair, &b) in ob.chunks_exact_mut(2).zip(bytes) {
-                    pair[0] = table[(b & 15) as usize] * s;
-                    pair[1] = table[(b >> 4) as usize] * s;
-                }
-            } else {
-                for (v, &c) in ob.iter_mut().zip(bytes) {
-                    *v = table[c as usize] * s;
+    let mut y = super::par_map(q.data, per * bpb, nb * block, per * block, |ci, di, o| {
+        with_avx2(|| {
+            for (k, (ob, bytes)) in o.chunks_mut(block).zip(di.chunks(bpb)).enumerate() {
+                let s = block_scale(ci * per + k);
+                if fp4 {
+                    super::simd::lut4_decode(bytes, ob, &t16, s, true);
+                } else {
+                    for (v, &c) in ob.iter_mut().zip(bytes) {
+                        *v = table[c as usize] * s;
+                    }
                 }
             }
-        }
+        })
     });
     y.truncate(n);
     y
@@ -485,36 +489,20 @@ pub(crate) fn quantize_nvfp4(
     if opts.group_size.is_some_and(|g| g != NV_BLOCK) {
         return invalid("nvfp4 uses blocks of 16; group_size must be None or 16");
     }
-    let n = x.len();
-    let a: f32 = x.par_chunks(CHUNK).map(amax).reduce(|| 0.0, f32::max);
-    let pt = nvfp4_tensor_scale(a);
-    let nb = n.div_ceil(NV_BLOCK);
-    let mut data = super::output::<u8>(nb * NV_BLOCK / 2);
-    let mut scales = vec![0u8; nb];
-    let table = decode_table(&E2M1);
+    let m = x
+        .par_chunks(CHUNK)
+        .map(super::amax_bits)
+        .reduce(|| 0, u32::max);
+    if m >= super::NONFINITE {
+        return Err(super::nonfinite(x));
+    }
+    let pt = nvfp4_tensor_scale(f32::from_bits(m));
     let st = super::stream(opts.rounding);
-    let per = CHUNK / NV_BLOCK;
     let rule = BlockRule::Nv {
         pt,
         lut: super::float::e4m3_table(),
     };
-    data.par_chunks_mut(per * NV_BLOCK / 2)
-        .zip(scales.par_chunks_mut(per))
-        .zip(x.par_chunks(per * NV_BLOCK))
-        .enumerate()
-        .for_each(|(ci, ((o, sc), xi))| match &st {
-            None => blocks_nearest::<NV_BLOCK>(xi, o, sc, FloatKind::E2M1, rule),
-            Some(st) => blocks_stochastic::<NV_BLOCK>(
-                xi,
-                o,
-                sc,
-                &E2M1,
-                rule,
-                &table,
-                st,
-                ci * per * NV_BLOCK,
-            ),
-        });
+    let (data, scales) = quantize_blocks::<NV_BLOCK>(x, &E2M1, rule, st.as_ref())?;
     Ok(Quantized {
         data,
         scales: Scales::U8(scales),
