@@ -22,8 +22,8 @@
 
 use super::rng::Stream;
 use super::{
-    expect_len, for_each_piece, invalid, with_avx2, Format, PackedRef, QuantError, QuantOptions,
-    Quantized, ScaleMode, Scales, CHUNK,
+    expect_len, for_each_piece, invalid, quantize_groups, simd_dispatch, Format, GroupCodec,
+    PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
@@ -94,7 +94,6 @@ pub(crate) fn quantize_int(
     if is4 && g % 2 != 0 {
         return invalid(format!("int4 needs an even group_size, got {g}"));
     }
-    let eps = f32::EPSILON;
     let asym = is4 && !opts.symmetric;
     let (qmin, qmax) = if is4 {
         (-8.0f32, 7.0f32)
@@ -102,51 +101,16 @@ pub(crate) fn quantize_int(
         (-128.0, 127.0)
     };
     let st = super::stream(opts.rounding);
-    let den = if is4 { 2 } else { 1 };
+    let fixed = match opts.scale {
+        ScaleMode::Fixed(s) => Some(s),
+        _ => None,
+    };
+    let half = (qmax - qmin) / 2.0;
     // (scale, zero point) per group
-    let (data, params) = if asym {
-        super::quantize_groups(
-            x,
-            g,
-            1,
-            den,
-            super::min_max_bits_plain,
-            |a, b| {
-                (
-                    if b.0 < a.0 { b.0 } else { a.0 },
-                    if b.1 > a.1 { b.1 } else { a.1 },
-                    a.2.max(b.2),
-                )
-            },
-            |r| r.2,
-            |(lo, hi, _)| {
-                let sc = ((hi - lo) / 15.0).max(eps);
-                (sc, lo + sc * 8.0)
-            },
-            |xs, ob, (sc, zp), first| encode_int(xs, ob, sc, Some(zp), is4, st.as_ref(), first),
-        )?
-    } else {
-        let fixed = match opts.scale {
-            ScaleMode::Fixed(s) => Some(s),
-            _ => None,
-        };
-        let half = (qmax - qmin) / 2.0;
-        super::quantize_groups(
-            x,
-            g,
-            1,
-            den,
-            super::amax_bits_plain,
-            u32::max,
-            |r| *r,
-            |r| {
-                (
-                    fixed.unwrap_or_else(|| (f32::from_bits(r) / half).max(eps)),
-                    0.0,
-                )
-            },
-            |xs, ob, (sc, _), first| encode_int(xs, ob, sc, None, is4, st.as_ref(), first),
-        )?
+    let (data, params) = match (is4, asym) {
+        (true, true) => quantize_groups(x, g, &IntCodec::<true, true> { fixed, half, st })?,
+        (true, false) => quantize_groups(x, g, &IntCodec::<true, false> { fixed, half, st })?,
+        _ => quantize_groups(x, g, &IntCodec::<false, false> { fixed, half, st })?,
     };
     let scales = params.iter().map(|p| p.0).collect();
     let zps = asym.then(|| params.iter().map(|p| p.1).collect());
@@ -157,6 +121,70 @@ pub(crate) fn quantize_int(
         tensor_scale: None,
         group_size: g,
     })
+}
+
+/// int8 (`IS4 = false`) and int4 (symmetric, or asymmetric with zero points).
+struct IntCodec<const IS4: bool, const ASYM: bool> {
+    fixed: Option<f32>,
+    half: f32,
+    st: Option<Stream>,
+}
+
+impl<const IS4: bool, const ASYM: bool> GroupCodec for IntCodec<IS4, ASYM> {
+    type Stat = (f32, f32, u32);
+    type Param = (f32, f32);
+    const NUM: usize = 1;
+    const DEN: usize = if IS4 { 2 } else { 1 };
+
+    #[inline(always)]
+    fn reduce(&self, x: &[f32]) -> Self::Stat {
+        if ASYM {
+            super::min_max_bits_plain(x)
+        } else {
+            (0.0, 0.0, super::amax_bits_plain(x))
+        }
+    }
+
+    #[inline(always)]
+    fn combine(a: Self::Stat, b: Self::Stat) -> Self::Stat {
+        (
+            if b.0 < a.0 { b.0 } else { a.0 },
+            if b.1 > a.1 { b.1 } else { a.1 },
+            a.2.max(b.2),
+        )
+    }
+
+    #[inline(always)]
+    fn bits(s: &Self::Stat) -> u32 {
+        s.2
+    }
+
+    #[inline(always)]
+    fn finish(&self, (lo, hi, m): Self::Stat) -> Self::Param {
+        let eps = f32::EPSILON;
+        if ASYM {
+            let sc = ((hi - lo) / 15.0).max(eps);
+            (sc, lo + sc * 8.0)
+        } else {
+            let sc = self
+                .fixed
+                .unwrap_or_else(|| (f32::from_bits(m) / self.half).max(eps));
+            (sc, 0.0)
+        }
+    }
+
+    #[inline(always)]
+    fn encode(&self, xs: &[f32], out: &mut [u8], (sc, zp): Self::Param, first: usize) {
+        encode_int(
+            xs,
+            out,
+            sc,
+            ASYM.then_some(zp),
+            IS4,
+            self.st.as_ref(),
+            first,
+        )
+    }
 }
 
 /// Encode consecutive values of one group (`first` = flat index of `xs[0]`, even for
@@ -241,15 +269,17 @@ pub(crate) fn dequantize_int(
     }
     let per = CHUNK;
     let ic = if is4 { per / 2 } else { per };
+    let (scales, zps) = (q.scales_f32, q.zero_points);
     let y = super::par_map(q.data, ic, n, per, |ci, di, o| {
         let start = ci * per;
-        with_avx2(|| {
+        simd_dispatch!(di: &[u8], o: &mut [f32], start: usize, g: usize, is4: bool,
+                       scales: &[f32], zps: Option<&[f32]>; (); {
             for_each_piece(start, o.len(), g, |off, len, grp| {
-                let sc = q.scales_f32[grp];
+                let sc = scales[grp];
                 let ys = &mut o[off..off + len];
                 if is4 {
                     let bytes = &di[off / 2..(off + len) / 2];
-                    let zp = q.zero_points.map_or(0.0, |z| z[grp]);
+                    let zp = zps.map_or(0.0, |z| z[grp]);
                     for (pair, &b) in ys.chunks_exact_mut(2).zip(bytes) {
                         pair[0] = ((b & 15) as f32 - 8.0) * sc + zp;
                         pair[1] = ((b >> 4) as f32 - 8.0) * sc + zp;
@@ -291,14 +321,16 @@ pub(crate) fn quantize_nf4(
     // One pass: each block's absmax while it is in cache, then its codes.
     let data = super::par_out_with(n.div_ceil(2), per * g / 2, &mut absmax, per, |ci, o, am| {
         let xi = &x[ci * per * g..((ci + 1) * per * g).min(n)];
-        let worst = with_avx2(|| {
+        let th = &th;
+        let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], am: &mut [f32], g: usize,
+                                   th: &[f32; 15]; u32; {
             let mut worst = 0u32;
             for ((b, ob), a) in xi.chunks(g).zip(o.chunks_mut(g / 2)).zip(am.iter_mut()) {
                 let m = super::amax_bits_plain(b);
                 worst = worst.max(m);
                 *a = f32::from_bits(m);
                 let inv = if *a == 0.0 { 0.0 } else { 1.0 / *a };
-                nf4_encode_block(b, ob, inv, &th);
+                nf4_encode_block(b, ob, inv, th);
             }
             worst
         });

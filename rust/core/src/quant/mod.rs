@@ -370,7 +370,7 @@ macro_rules! simd_dispatch {
             #[target_feature(enable = "avx2")]
             #[allow(clippy::too_many_arguments)]
             unsafe fn avx2($($arg: $ty),*) -> $ret { inner($($arg),*) }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if $crate::quant::has_avx2() {
                 // SAFETY: the CPU supports AVX2 (checked just above).
                 unsafe { avx2($($arg),*) }
             } else {
@@ -433,7 +433,7 @@ pub(crate) fn amax_bits_plain(x: &[f32]) -> u32 {
 
 /// [`amax_bits_plain`] compiled for AVX2 when available.
 pub(crate) fn amax_bits(x: &[f32]) -> u32 {
-    with_avx2(|| amax_bits_plain(x))
+    simd_dispatch!(x: &[f32]; u32; amax_bits_plain(x))
 }
 
 /// (min, max, largest `bits(|v|)`) of a slice, without runtime dispatch; min and max
@@ -475,23 +475,31 @@ pub(crate) fn nonfinite(x: &[f32]) -> QuantError {
     }
 }
 
-/// Runs `f` compiled for AVX2 when the CPU has it (release wheels target baseline
-/// x86-64), otherwise as is. `f` and what it calls are inlined into the AVX2 copy, so
-/// plain loops in it vectorise with 256-bit registers.
+/// A kernel that [`dispatch`] runs compiled for AVX2 when the CPU has it (release
+/// wheels target baseline x86-64). `run` must be `#[inline(always)]` (and what it
+/// calls `#[inline(always)]` or small) so that it is inlined into the AVX2 copy, where
+/// plain loops vectorise with 256-bit registers. (A closure would not do: its body is
+/// a function of its own, compiled for the baseline.)
+pub(crate) trait Kernel {
+    type Out;
+    fn run(self) -> Self::Out;
+}
+
+/// Run `k` compiled for AVX2 when available, else as is.
 #[inline(always)]
-pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn dispatch<K: Kernel>(k: K) -> K::Out {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
+        unsafe fn avx2<K: Kernel>(k: K) -> K::Out {
+            k.run()
         }
         if has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { avx2(f) };
+            return unsafe { avx2(k) };
         }
     }
-    f()
+    k.run()
 }
 
 /// Whether the AVX2 kernels run (false when the CPU lacks AVX2, or when
@@ -612,14 +620,19 @@ fn advise_huge(start: usize, bytes: usize) {
     let _ = (start, bytes);
 }
 
+/// Output size from which `calloc` gets fresh zero pages from the kernel (glibc maps
+/// allocations above its largest mmap threshold, 32 MiB on 64-bit).
+const LARGE: usize = 32 << 20;
+
 /// A new buffer of `n` values written in parallel chunks of `oc` values by
 /// `f(chunk_index, chunk)`, zipped with chunks of `sc` entries of `side` (per-chunk
 /// scales; pass `&mut []` and any `sc` when there are none).
 ///
 /// The buffer is never zero-filled in a separate pass (`vec![0; n]` is a `memset`
 /// once the allocator reuses memory): each chunk is zeroed just before `f` sees it,
-/// while it is hot in cache. `T::default()` must be a valid value for the kernels to
-/// overwrite.
+/// while it is hot in cache. Buffers of [`LARGE`] bytes or more are fresh mappings
+/// (glibc's `calloc` maps them without a `memset`) and are used as they come.
+/// `T::default()` must be a valid value for the kernels to overwrite.
 pub(crate) fn par_out_with<T, S>(
     n: usize,
     oc: usize,
@@ -631,11 +644,28 @@ where
     T: Copy + Default + Send + Sync,
     S: Send,
 {
+    let oc = oc.max(1);
+    if n * std::mem::size_of::<T>() >= LARGE {
+        // A fresh mapping from the allocator: its pages are zero already, and touching
+        // them twice would cost a pass over memory.
+        let mut v = vec![T::default(); n];
+        advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
+        if side.is_empty() {
+            v.par_chunks_mut(oc)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c, &mut []));
+        } else {
+            v.par_chunks_mut(oc)
+                .zip(side.par_chunks_mut(sc.max(1)))
+                .enumerate()
+                .for_each(|(i, (c, s))| f(i, c, s));
+        }
+        return v;
+    }
     let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::with_capacity(n);
     advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
     // SAFETY: the capacity is `n` and `MaybeUninit` values need no initialisation.
     unsafe { v.set_len(n) };
-    let oc = oc.max(1);
     let body = |i: usize, c: &mut [std::mem::MaybeUninit<T>], s: &mut [S]| {
         for e in c.iter_mut() {
             e.write(T::default());
@@ -671,41 +701,113 @@ pub(crate) fn par_out<T: Copy + Default + Send + Sync>(
     par_out_with::<T, u8>(n, oc, &mut [], 1, |i, c, _| f(i, c))
 }
 
-/// Quantize groups of `g` consecutive values (`g` divides `x.len()`) and return the
-/// packed bytes (`num / den` bytes per value) with one parameter per group.
-///
-/// * `reduce` computes a group statistic (on a piece of a group, combined with
-///   `combine` when a group spans several parallel chunks), `bits` gives its largest
-///   `bits(|v|)` (NaN / Inf detection, see [`amax_bits_plain`]) and `finish` turns it
-///   into the group's parameter.
-/// * `encode(values, out, param, first)` writes the bytes of consecutive values of one
-///   group whose first flat index is `first` (always even).
+/// How a grouped format quantizes one group; see [`quantize_groups`]. Implementations
+/// mark every method `#[inline(always)]` (they are inlined into AVX2 kernels).
+pub(crate) trait GroupCodec: Sync {
+    /// A group statistic (largest |v|, or min and max).
+    type Stat: Copy + Send;
+    /// The group's stored parameters (scale, zero point).
+    type Param: Copy + Default + Send + Sync;
+    /// Packed bytes per value: `NUM / DEN`.
+    const NUM: usize;
+    const DEN: usize;
+    /// The statistic of consecutive values of one group.
+    fn reduce(&self, x: &[f32]) -> Self::Stat;
+    /// Two statistics of pieces of one group, in order.
+    fn combine(a: Self::Stat, b: Self::Stat) -> Self::Stat;
+    /// The largest `bits(|v|)` seen (NaN / Inf detection, see [`amax_bits_plain`]).
+    fn bits(s: &Self::Stat) -> u32;
+    fn finish(&self, s: Self::Stat) -> Self::Param;
+    /// Write the bytes of consecutive values of one group; `first` is the flat index
+    /// of `xs[0]` (even whenever `DEN` is 2).
+    fn encode(&self, xs: &[f32], out: &mut [u8], p: Self::Param, first: usize);
+}
+
+/// One parallel chunk of whole groups: statistic, parameter and codes of each group
+/// while it is in cache. Returns the largest `bits(|v|)`.
+struct FusedGroups<'a, C: GroupCodec> {
+    c: &'a C,
+    xi: &'a [f32],
+    o: &'a mut [u8],
+    ps: &'a mut [C::Param],
+    g: usize,
+    first: usize,
+}
+
+impl<C: GroupCodec> Kernel for FusedGroups<'_, C> {
+    type Out = u32;
+    #[inline(always)]
+    fn run(self) -> u32 {
+        let mut worst = 0u32;
+        let bpg = self.g * C::NUM / C::DEN;
+        for (k, ((grp, ob), p)) in self
+            .xi
+            .chunks_exact(self.g)
+            .zip(self.o.chunks_exact_mut(bpg))
+            .zip(self.ps.iter_mut())
+            .enumerate()
+        {
+            let r = self.c.reduce(grp);
+            worst = worst.max(C::bits(&r));
+            *p = self.c.finish(r);
+            self.c.encode(grp, ob, *p, self.first + k * self.g);
+        }
+        worst
+    }
+}
+
+/// The statistic of a piece of a group.
+struct ReducePiece<'a, C: GroupCodec>(&'a C, &'a [f32]);
+
+impl<C: GroupCodec> Kernel for ReducePiece<'_, C> {
+    type Out = C::Stat;
+    #[inline(always)]
+    fn run(self) -> C::Stat {
+        self.0.reduce(self.1)
+    }
+}
+
+/// The codes of one parallel chunk whose group parameters are known.
+struct EncodeChunk<'a, C: GroupCodec> {
+    c: &'a C,
+    xi: &'a [f32],
+    o: &'a mut [u8],
+    params: &'a [C::Param],
+    g: usize,
+    start: usize,
+}
+
+impl<C: GroupCodec> Kernel for EncodeChunk<'_, C> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        let (xi, o, start) = (self.xi, self.o, self.start);
+        for_each_piece(start, xi.len(), self.g, |off, len, grp| {
+            let ob = &mut o[off * C::NUM / C::DEN..(off + len) * C::NUM / C::DEN];
+            self.c
+                .encode(&xi[off..off + len], ob, self.params[grp], start + off);
+        })
+    }
+}
+
+/// Quantize groups of `g` consecutive values (`g` divides `x.len()`) with codec `c`:
+/// the packed bytes and one parameter per group.
 ///
 /// Groups of at most [`CHUNK`] values are done in ONE pass over the input (statistic
 /// and encoding while the group is in cache); larger groups take a parallel reduction
 /// pass, then the encoding pass. Everything runs compiled for AVX2 when available.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn quantize_groups<R, P>(
+pub(crate) fn quantize_groups<C: GroupCodec>(
     x: &[f32],
     g: usize,
-    num: usize,
-    den: usize,
-    reduce: impl Fn(&[f32]) -> R + Sync + Send,
-    combine: impl Fn(R, R) -> R + Sync + Send,
-    bits: impl Fn(&R) -> u32 + Sync + Send,
-    finish: impl Fn(R) -> P + Sync + Send,
-    encode: impl Fn(&[f32], &mut [u8], P, usize) + Sync + Send,
-) -> Result<(Vec<u8>, Vec<P>), QuantError>
-where
-    R: Copy + Send,
-    P: Copy + Default + Send + Sync,
-{
+    c: &C,
+) -> Result<(Vec<u8>, Vec<C::Param>), QuantError> {
     let n = x.len();
+    let (num, den) = (C::NUM, C::DEN);
     debug_assert!(g > 0 && n.is_multiple_of(g) && (num * g).is_multiple_of(den));
     let bad = std::sync::atomic::AtomicBool::new(false);
     if g <= CHUNK {
         let per = CHUNK / g * g;
-        let mut params = vec![P::default(); n / g];
+        let mut params = vec![C::Param::default(); n / g];
         let data = par_out_with(
             n * num / den,
             per * num / den,
@@ -713,22 +815,15 @@ where
             per / g,
             |ci, o, ps| {
                 let xi = &x[ci * per..((ci + 1) * per).min(n)];
-                let worst = with_avx2(|| {
-                    let mut worst = 0u32;
-                    for (k, ((grp, ob), p)) in xi
-                        .chunks_exact(g)
-                        .zip(o.chunks_exact_mut(g * num / den))
-                        .zip(ps.iter_mut())
-                        .enumerate()
-                    {
-                        let r = reduce(grp);
-                        worst = worst.max(bits(&r));
-                        *p = finish(r);
-                        encode(grp, ob, *p, ci * per + k * g);
-                    }
-                    worst
-                });
-                if worst >= NONFINITE {
+                let k = FusedGroups {
+                    c,
+                    xi,
+                    o,
+                    ps,
+                    g,
+                    first: ci * per,
+                };
+                if dispatch(k) >= NONFINITE {
                     bad.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             },
@@ -738,20 +833,22 @@ where
         }
         return Ok((data, params));
     }
-    let stats = group_reduce(x, g, |c| with_avx2(|| reduce(c)), combine);
-    if stats.iter().any(|r| bits(r) >= NONFINITE) {
+    let stats = group_reduce(x, g, |p| dispatch(ReducePiece(c, p)), C::combine);
+    if stats.iter().any(|r| C::bits(r) >= NONFINITE) {
         return Err(nonfinite(x));
     }
-    let params: Vec<P> = stats.into_iter().map(finish).collect();
+    let params: Vec<C::Param> = stats.into_iter().map(|r| c.finish(r)).collect();
     let data = par_out(n * num / den, CHUNK * num / den, |ci, o| {
         let start = ci * CHUNK;
         let xi = &x[start..(start + CHUNK).min(n)];
-        with_avx2(|| {
-            for_each_piece(start, xi.len(), g, |off, len, grp| {
-                let ob = &mut o[off * num / den..(off + len) * num / den];
-                encode(&xi[off..off + len], ob, params[grp], start + off);
-            })
-        });
+        dispatch(EncodeChunk {
+            c,
+            xi,
+            o,
+            params: &params,
+            g,
+            start,
+        })
     });
     Ok((data, params))
 }

@@ -20,8 +20,8 @@ use super::float::{
 use super::int::resolve_group;
 use super::rng::Stream;
 use super::{
-    expect_len, for_each_piece, format_err, invalid, simd_dispatch, with_avx2, Format, PackedRef,
-    QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+    expect_len, for_each_piece, format_err, invalid, simd_dispatch, Format, PackedRef, QuantError,
+    QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
@@ -75,7 +75,8 @@ pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantErro
     }
     let table = decode_table(&spec);
     let out = super::par_map(codes, CHUNK, codes.len(), CHUNK, |_, ci, o| {
-        with_avx2(|| {
+        let table = &table[..];
+        simd_dispatch!(ci: &[u8], o: &mut [f32], table: &[f32]; (); {
             for (y, &c) in o.iter_mut().zip(ci) {
                 *y = table[c as usize];
             }
@@ -128,24 +129,15 @@ pub(crate) fn quantize_fp8(
     let table = decode_table(&spec);
     let st = super::stream(opts.rounding);
     let saturate = opts.saturate;
-    let (data, scales) = super::quantize_groups(
-        x,
-        g,
-        1,
-        1,
-        super::amax_bits_plain,
-        u32::max,
-        |r| *r,
-        |r| fixed.unwrap_or_else(|| fp8_scale(f32::from_bits(r), max)),
-        |xs, o, s, first| match &st {
-            None => encode_scaled(xs, o, s, spec.kind, saturate),
-            Some(st) => {
-                for (j, (c, &v)) in o.iter_mut().zip(xs).enumerate() {
-                    *c = sr_encode(v / s, &spec, &table, st.uniform((first + j) as u64));
-                }
-            }
-        },
-    )?;
+    let codec = Fp8Codec {
+        spec,
+        fixed,
+        max,
+        table,
+        st,
+        saturate,
+    };
+    let (data, scales) = super::quantize_groups(x, g, &codec)?;
     Ok(Quantized {
         data,
         scales: Scales::F32(scales),
@@ -153,6 +145,57 @@ pub(crate) fn quantize_fp8(
         tensor_scale: None,
         group_size: g,
     })
+}
+
+/// Scaled FP8: `scale = amax / max` per group (or fixed), codes `encode(v / scale)`.
+struct Fp8Codec {
+    spec: Spec,
+    fixed: Option<f32>,
+    max: f32,
+    table: Vec<f32>,
+    st: Option<Stream>,
+    saturate: bool,
+}
+
+impl super::GroupCodec for Fp8Codec {
+    type Stat = u32;
+    type Param = f32;
+    const NUM: usize = 1;
+    const DEN: usize = 1;
+
+    #[inline(always)]
+    fn reduce(&self, x: &[f32]) -> u32 {
+        super::amax_bits_plain(x)
+    }
+
+    #[inline(always)]
+    fn combine(a: u32, b: u32) -> u32 {
+        a.max(b)
+    }
+
+    #[inline(always)]
+    fn bits(s: &u32) -> u32 {
+        *s
+    }
+
+    #[inline(always)]
+    fn finish(&self, m: u32) -> f32 {
+        self.fixed
+            .unwrap_or_else(|| fp8_scale(f32::from_bits(m), self.max))
+    }
+
+    #[inline(always)]
+    fn encode(&self, xs: &[f32], o: &mut [u8], s: f32, first: usize) {
+        match &self.st {
+            None => encode_scaled(xs, o, s, self.spec.kind, self.saturate),
+            Some(st) => {
+                for (j, (c, &v)) in o.iter_mut().zip(xs).enumerate() {
+                    let u = st.uniform((first + j) as u64);
+                    *c = sr_encode(v / s, &self.spec, &self.table, u);
+                }
+            }
+        }
+    }
 }
 
 /// `encode(v / s)` with the format constant-folded so that the loops vectorise.
@@ -191,10 +234,12 @@ pub(crate) fn dequantize_fp8(
     expect_len("data", q.data.len(), n, q.format)?;
     expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
     let table = decode_table(&elem_spec(q.format));
+    let scales = q.scales_f32;
     let y = super::par_map(q.data, CHUNK, n, CHUNK, |ci, di, o| {
-        with_avx2(|| {
+        let table = &table[..];
+        simd_dispatch!(ci: usize, di: &[u8], o: &mut [f32], g: usize, scales: &[f32], table: &[f32]; (); {
             for_each_piece(ci * CHUNK, o.len(), g, |off, len, grp| {
-                let s = q.scales_f32[grp];
+                let s = scales[grp];
                 for (v, &c) in o[off..off + len].iter_mut().zip(&di[off..off + len]) {
                     *v = table[c as usize] * s;
                 }
@@ -359,7 +404,16 @@ fn quantize_blocks<const B: usize>(
     let data = super::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
         let xi = &x[ci * per * B..((ci + 1) * per * B).min(n)];
         let sr = st.map(|st| (spec, &table[..], st, ci * per * B));
-        let worst = with_avx2(|| blocks_body::<B>(xi, o, sc, spec.kind, rule, sr));
+        let kind = spec.kind;
+        let b32 = B == 32;
+        let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind,
+                                   rule: BlockRule, sr: Option<StochasticBlocks<'_>>, b32: bool; u32; {
+            if b32 {
+                blocks_body::<32>(xi, o, sc, kind, rule, sr)
+            } else {
+                blocks_body::<16>(xi, o, sc, kind, rule, sr)
+            }
+        });
         if worst >= super::NONFINITE {
             bad.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -420,11 +474,15 @@ fn dequantize_blocks(
     let nb = n.div_ceil(block);
     let per = CHUNK / block;
     let mut y = super::par_map(q.data, per * bpb, nb * block, per * block, |ci, di, o| {
-        with_avx2(|| {
-            for (k, (ob, bytes)) in o.chunks_mut(block).zip(di.chunks(bpb)).enumerate() {
-                let s = block_scale(ci * per + k);
+        let ss: Vec<f32> = (0..o.len() / block)
+            .map(|k| block_scale(ci * per + k))
+            .collect();
+        let (table, t16, ss) = (&table[..], &t16, &ss[..]);
+        simd_dispatch!(di: &[u8], o: &mut [f32], ss: &[f32], table: &[f32], t16: &[f32; 16],
+                       block: usize, bpb: usize, fp4: bool; (); {
+            for ((ob, bytes), &s) in o.chunks_mut(block).zip(di.chunks(bpb)).zip(ss) {
                 if fp4 {
-                    super::simd::lut4_decode(bytes, ob, &t16, s, true);
+                    super::simd::lut4_decode(bytes, ob, t16, s, true);
                 } else {
                     for (v, &c) in ob.iter_mut().zip(bytes) {
                         *v = table[c as usize] * s;

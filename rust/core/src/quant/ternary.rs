@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::float::{f16_to_f32, f32_to_f16};
 use super::rng::Stream;
 use super::{
-    expect_len, format_err, invalid, with_avx2, Format, PackedRef, QuantError, QuantOptions,
+    expect_len, format_err, invalid, simd_dispatch, Format, PackedRef, QuantError, QuantOptions,
     Quantized, Rounding, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
@@ -40,7 +40,7 @@ fn gamma_checked(x: &[f32], mode: ScaleMode) -> (f32, u32) {
             let parts: Vec<(f64, u32)> = x
                 .par_chunks(CHUNK)
                 .map(|c| {
-                    with_avx2(|| {
+                    simd_dispatch!(c: &[f32]; (f64, u32); {
                         // 16 independent lanes: the f64 adds are latency-bound otherwise
                         let mut acc = [0f64; 16];
                         let mut bits = [0u32; 16];
@@ -101,7 +101,7 @@ pub(crate) fn quantize_ternary(
                     row(r + 2 * big_r),
                     row(r + 3 * big_r),
                 );
-                with_avx2(|| {
+                simd_dispatch!(orow: &mut [u8], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32], s: f32; (); {
                     // round half to even of v * s, clamped to [-1, 1], plus one
                     let c = |v: f32| {
                         let t = v * s;
@@ -121,7 +121,7 @@ pub(crate) fn quantize_ternary(
                 let xs = row(src);
                 let shift = 2 * i as u32;
                 match &stream {
-                    None => with_avx2(|| {
+                    None => simd_dispatch!(orow: &mut [u8], xs: &[f32], s: f32, shift: u32; (); {
                         for (o, &v) in orow.iter_mut().zip(xs) {
                             let t = v * s;
                             let c = 1 + (t > 0.5) as u8 - (t < -0.5) as u8;
@@ -167,12 +167,14 @@ pub(crate) fn dequantize_ternary(
         return format_err("ternary data holds code 3, which is out of range (codes are 0, 1, 2)");
     }
     let rows_per = (CHUNK / inner.max(1)).max(1);
+    let (data, width) = (q.data, inner);
     let y = super::par_out(n, rows_per * inner, |ci, out: &mut [f32]| {
-        with_avx2(|| {
-            for (lr, orow) in out.chunks_mut(inner).enumerate() {
+        simd_dispatch!(out: &mut [f32], data: &[u8], ci: usize, rows_per: usize, width: usize,
+                       big_r: usize, scale: f32; (); {
+            for (lr, orow) in out.chunks_mut(width).enumerate() {
                 let src = ci * rows_per + lr;
                 let (r, i) = (src % big_r, src / big_r);
-                let bytes = &q.data[r * inner..(r + 1) * inner];
+                let bytes = &data[r * width..(r + 1) * width];
                 let shift = 2 * i as u32;
                 for (o, &b) in orow.iter_mut().zip(bytes) {
                     *o = (((b >> shift) & 3) as f32 - 1.0) * scale;
@@ -271,9 +273,10 @@ pub(crate) fn quantize_tq(
     let per = CHUNK / QK;
     let bad = std::sync::atomic::AtomicBool::new(false);
     let data = super::par_map(x, per * QK, nb * tb, per * tb, |_, xi, o| {
-        let worst = with_avx2(|| {
+        let tq1 = f == Format::Tq1_0;
+        let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], tb: usize, tq1: bool; u32; {
             let blocks = xi.chunks(QK).zip(o.chunks_mut(tb));
-            if f == Format::Tq1_0 {
+            if tq1 {
                 blocks.fold(0, |w, (b, ob)| w.max(tq1_block(b, ob)))
             } else {
                 blocks.fold(0, |w, (b, ob)| w.max(tq2_block(b, ob)))
@@ -328,7 +331,8 @@ pub(crate) fn dequantize_tq(
     }
     let per = CHUNK / QK;
     let y = super::par_map(q.data, per * tb, n, per * QK, |_, bi, o| {
-        with_avx2(|| tq_dequantize_blocks(bi, o, f == Format::Tq2_0))
+        let tq2 = f == Format::Tq2_0;
+        simd_dispatch!(bi: &[u8], o: &mut [f32], tq2: bool; (); tq_dequantize_blocks(bi, o, tq2))
     });
     Ok(y)
 }
