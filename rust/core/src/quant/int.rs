@@ -22,8 +22,8 @@
 
 use super::rng::Stream;
 use super::{
-    expect_len, for_each_piece, invalid, quantize_groups, simd_dispatch, Format, GroupCodec,
-    PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+    expect_len, invalid, pieces, quantize_groups, simd_dispatch, Format, GroupCodec, PackedRef,
+    QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
@@ -274,7 +274,7 @@ pub(crate) fn dequantize_int(
         let start = ci * per;
         simd_dispatch!(di: &[u8], o: &mut [f32], start: usize, g: usize, is4: bool,
                        scales: &[f32], zps: Option<&[f32]>; (); {
-            for_each_piece(start, o.len(), g, |off, len, grp| {
+            for (off, len, grp) in pieces(start, o.len(), g) {
                 let sc = scales[grp];
                 let ys = &mut o[off..off + len];
                 if is4 {
@@ -290,7 +290,7 @@ pub(crate) fn dequantize_int(
                         *y = (b as i8) as f32 * sc;
                     }
                 }
-            })
+            }
         })
     });
     Ok(y)

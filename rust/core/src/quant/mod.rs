@@ -575,22 +575,37 @@ pub(crate) fn rne_i32(v: f32) -> i32 {
     ((v + M).to_bits() as i32).wrapping_sub(M.to_bits() as i32)
 }
 
-/// Calls `f(offset, len, group)` for the pieces of `start..start+len` that lie in one
-/// group of `g` elements.
+/// The pieces `(offset, len, group)` of `start..start+len` that lie in one group of
+/// `g` elements (an iterator, so that loop bodies stay in the calling kernel).
 #[inline(always)]
-pub(crate) fn for_each_piece(
+pub(crate) fn pieces(start: usize, len: usize, g: usize) -> Pieces {
+    Pieces {
+        start,
+        len,
+        g,
+        off: 0,
+    }
+}
+
+pub(crate) struct Pieces {
     start: usize,
     len: usize,
     g: usize,
-    mut f: impl FnMut(usize, usize, usize),
-) {
-    let mut off = 0;
-    while off < len {
-        let pos = start + off;
-        let grp = pos / g;
-        let take = ((grp + 1) * g - pos).min(len - off);
-        f(off, take, grp);
-        off += take;
+    off: usize,
+}
+
+impl Iterator for Pieces {
+    type Item = (usize, usize, usize);
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.off >= self.len {
+            return None;
+        }
+        let (off, pos) = (self.off, self.start + self.off);
+        let grp = pos / self.g;
+        let take = ((grp + 1) * self.g - pos).min(self.len - off);
+        self.off += take;
+        Some((off, take, grp))
     }
 }
 
@@ -782,11 +797,11 @@ impl<C: GroupCodec> Kernel for EncodeChunk<'_, C> {
     #[inline(always)]
     fn run(self) {
         let (xi, o, start) = (self.xi, self.o, self.start);
-        for_each_piece(start, xi.len(), self.g, |off, len, grp| {
+        for (off, len, grp) in pieces(start, xi.len(), self.g) {
             let ob = &mut o[off * C::NUM / C::DEN..(off + len) * C::NUM / C::DEN];
             self.c
                 .encode(&xi[off..off + len], ob, self.params[grp], start + off);
-        })
+        }
     }
 }
 
@@ -893,7 +908,7 @@ mod tests {
     #[test]
     fn pieces_cover_groups() {
         let mut seen = vec![];
-        for_each_piece(5, 10, 4, |o, l, g| seen.push((o, l, g)));
+        seen.extend(pieces(5, 10, 4));
         assert_eq!(seen, vec![(0, 3, 1), (3, 4, 2), (7, 3, 3)]);
     }
 

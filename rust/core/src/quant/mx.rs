@@ -20,7 +20,7 @@ use super::float::{
 use super::int::resolve_group;
 use super::rng::Stream;
 use super::{
-    expect_len, for_each_piece, format_err, invalid, simd_dispatch, Format, PackedRef, QuantError,
+    expect_len, format_err, invalid, pieces, simd_dispatch, Format, PackedRef, QuantError,
     QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
@@ -238,12 +238,12 @@ pub(crate) fn dequantize_fp8(
     let y = super::par_map(q.data, CHUNK, n, CHUNK, |ci, di, o| {
         let table = &table[..];
         simd_dispatch!(ci: usize, di: &[u8], o: &mut [f32], g: usize, scales: &[f32], table: &[f32]; (); {
-            for_each_piece(ci * CHUNK, o.len(), g, |off, len, grp| {
+            for (off, len, grp) in pieces(ci * CHUNK, o.len(), g) {
                 let s = scales[grp];
                 for (v, &c) in o[off..off + len].iter_mut().zip(&di[off..off + len]) {
                     *v = table[c as usize] * s;
                 }
-            })
+            }
         })
     });
     Ok(y)
