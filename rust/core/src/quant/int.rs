@@ -212,14 +212,21 @@ fn encode_int(
     };
     let bias: i32 = if is4 && !asym { 8 } else { 0 };
     if let Some(st) = st {
-        let mut codes = vec![0u8; xs.len()];
-        for (j, (c, &v)) in codes.iter_mut().zip(xs).enumerate() {
-            let t = if asym { (v - sub) / div } else { v * mul };
-            let t = t.clamp(lo, hi);
-            let q = st.round(t, (first + j) as u64) as i32 + bias;
-            *c = q as u8;
+        // random bits and codes in batches (even lengths, so nibbles pair up)
+        const B: usize = 256;
+        let mut bits = [0u32; B];
+        let mut codes = [0u8; B];
+        for (k, xb) in xs.chunks(B).enumerate() {
+            let (bits, codes) = (&mut bits[..xb.len()], &mut codes[..xb.len()]);
+            st.fill_bits32((first + k * B) as u64, bits);
+            for ((c, &v), &u) in codes.iter_mut().zip(xb).zip(bits.iter()) {
+                let t = if asym { (v - sub) / div } else { v * mul };
+                let t = t.clamp(lo, hi);
+                *c = (super::rng::round_with_i32(t, u) + bias) as u8;
+            }
+            let at = if is4 { k * B / 2 } else { k * B };
+            write_codes(codes, &mut ob[at..], 0, is4);
         }
-        write_codes(&codes, ob, 0, is4);
     } else if is4 {
         if asym {
             for (b, pair) in ob.iter_mut().zip(xs.chunks_exact(2)) {

@@ -18,7 +18,7 @@ use super::float::{
     decode_table, e8m0_value, encode_one, floor_log2, FloatKind, Spec, E2M1, E4M3, E5M2,
 };
 use super::int::resolve_group;
-use super::rng::Stream;
+use super::rng::{uniform_of, Stream};
 use super::{
     expect_len, format_err, invalid, pieces, simd_dispatch, Format, PackedRef, QuantError,
     QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
@@ -85,22 +85,56 @@ pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantErro
     Ok(out)
 }
 
+/// A decode table padded to 256 entries (E2M1 repeats), so that any byte indexes it.
+fn table256(spec: &Spec) -> [f32; 256] {
+    let t = decode_table(spec);
+    std::array::from_fn(|i| t[i % t.len()])
+}
+
 /// Stochastic rounding between the two codes that bracket `v` (clamped to ±max).
-fn sr_encode(v: f32, spec: &Spec, table: &[f32], u: f64) -> u8 {
+/// Branch-free (both candidate pairs are looked up, the answer is selected), so that
+/// loops of it vectorise.
+#[inline(always)]
+fn sr_encode(v: f32, spec: &Spec, table: &[f32; 256], u: f64) -> u8 {
     let sign = (1u32 << (spec.ebits + spec.mbits)) * (v.to_bits() >> 31);
     let c = encode_one(v, spec, true);
     let mag = c & !sign;
-    let a = v.abs();
-    let val = |m: u32| table[m as usize] as f64;
-    let (lo, hi) = if val(mag) > a as f64 {
-        (mag - 1, mag)
-    } else if mag < spec.max_code && val(mag) < a as f64 {
-        (mag, mag + 1)
-    } else {
-        return c as u8;
-    };
-    let p = (a as f64 - val(lo)) / (val(hi) - val(lo));
-    ((if u < p { hi } else { lo }) | sign) as u8
+    let a = v.abs() as f64;
+    let val = |m: u32| table[(m & 255) as usize] as f64;
+    let vm = val(mag);
+    let below = vm > a;
+    let above = mag < spec.max_code && vm < a;
+    let lo = if below { mag.wrapping_sub(1) } else { mag };
+    let hi = if below { mag } else { mag + 1 };
+    let p = (a - val(lo)) / (val(hi) - val(lo));
+    let r = (if u < p { hi } else { lo }) | sign;
+    (if below || above { r } else { c }) as u8
+}
+
+/// `out[j] = sr_encode(x[j] * mul / div, ...)` with the random bits `bits[j]`, the
+/// element format constant-folded.
+#[inline(always)]
+fn sr_encode_into(
+    out: &mut [u8],
+    xs: &[f32],
+    bits: &[u32],
+    mul: f32,
+    div: f32,
+    kind: FloatKind,
+    table: &[f32; 256],
+) {
+    macro_rules! go {
+        ($spec:expr) => {
+            for ((c, &v), &b) in out.iter_mut().zip(xs).zip(bits) {
+                *c = sr_encode(v * mul / div, &$spec, table, uniform_of(b));
+            }
+        };
+    }
+    match kind {
+        FloatKind::E4M3 => go!(E4M3),
+        FloatKind::E5M2 => go!(E5M2),
+        _ => go!(E2M1),
+    }
 }
 
 fn elem_spec(f: Format) -> Spec {
@@ -126,7 +160,7 @@ pub(crate) fn quantize_fp8(
         _ => None,
     };
     let max = spec.max_value();
-    let table = decode_table(&spec);
+    let table = table256(&spec);
     let st = super::stream(opts.rounding);
     let saturate = opts.saturate;
     let codec = Fp8Codec {
@@ -152,7 +186,7 @@ struct Fp8Codec {
     spec: Spec,
     fixed: Option<f32>,
     max: f32,
-    table: Vec<f32>,
+    table: [f32; 256],
     st: Option<Stream>,
     saturate: bool,
 }
@@ -189,9 +223,12 @@ impl super::GroupCodec for Fp8Codec {
         match &self.st {
             None => encode_scaled(xs, o, s, self.spec.kind, self.saturate),
             Some(st) => {
-                for (j, (c, &v)) in o.iter_mut().zip(xs).enumerate() {
-                    let u = st.uniform((first + j) as u64);
-                    *c = sr_encode(v / s, &self.spec, &self.table, u);
+                const B: usize = 256;
+                let mut bits = [0u32; B];
+                for (k, (ob, xb)) in o.chunks_mut(B).zip(xs.chunks(B)).enumerate() {
+                    let bits = &mut bits[..xb.len()];
+                    st.fill_bits32((first + k * B) as u64, bits);
+                    sr_encode_into(ob, xb, bits, 1.0, s, self.spec.kind, &self.table);
                 }
             }
         }
@@ -341,7 +378,7 @@ fn encode_block_nearest<const B: usize>(
 
 /// Stochastic rounding parameters: element spec, its decode table, the stream and the
 /// flat index of the chunk's first value.
-type StochasticBlocks<'a> = (&'a Spec, &'a [f32], &'a Stream, usize);
+type StochasticBlocks<'a> = (&'a Spec, &'a [f32; 256], &'a Stream, usize);
 
 /// Scales and codes of a chunk of whole blocks (the last may be short and is
 /// zero-padded); returns the largest `bits(|v|)` seen (NaN / Inf detection).
@@ -374,10 +411,9 @@ fn blocks_body<const B: usize>(
         match sr {
             None => encode_block_nearest(b, &mut codes, kind, &rule, mul, div),
             Some((spec, table, st, first)) => {
-                for (j, (c, &v)) in codes.iter_mut().zip(b).enumerate() {
-                    let u = st.uniform((first + k * B + j) as u64);
-                    *c = sr_encode(v * mul / div, spec, table, u);
-                }
+                let mut bits = [0u32; B];
+                st.fill_bits32((first + k * B) as u64, &mut bits);
+                sr_encode_into(&mut codes, b, &bits, mul, div, spec.kind, table);
             }
         }
         write_block(&codes, ob, fp4);
@@ -398,12 +434,12 @@ fn quantize_blocks<const B: usize>(
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { B / 2 } else { B };
     let mut scales = vec![0u8; nb];
-    let table = decode_table(spec);
+    let table = table256(spec);
     let per = CHUNK / B;
     let bad = std::sync::atomic::AtomicBool::new(false);
     let data = super::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
         let xi = &x[ci * per * B..((ci + 1) * per * B).min(n)];
-        let sr = st.map(|st| (spec, &table[..], st, ci * per * B));
+        let sr = st.map(|st| (spec, &table, st, ci * per * B));
         let kind = spec.kind;
         let b32 = B == 32;
         let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind,
@@ -619,7 +655,7 @@ mod tests {
     #[test]
     fn stochastic_fp_is_unbiased() {
         let st = Stream::new(3);
-        let table = decode_table(&E2M1);
+        let table = table256(&E2M1);
         let n = 50_000;
         let m: f64 = (0..n)
             .map(|i| table[sr_encode(2.6, &E2M1, &table, st.uniform(i)) as usize] as f64)

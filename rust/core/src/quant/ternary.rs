@@ -129,10 +129,16 @@ pub(crate) fn quantize_ternary(
                         }
                     }),
                     Some(st) => {
-                        for (j, (o, &v)) in orow.iter_mut().zip(xs).enumerate() {
-                            let t = (v * s).clamp(-1.0, 1.0);
-                            let q = st.round(t, (src * inner + j) as u64);
-                            *o |= ((q as i32 + 1) as u8) << shift;
+                        const B: usize = 256;
+                        let mut bits = [0u32; B];
+                        for (k, (ob, xb)) in orow.chunks_mut(B).zip(xs.chunks(B)).enumerate() {
+                            let bits = &mut bits[..xb.len()];
+                            st.fill_bits32((src * inner + k * B) as u64, bits);
+                            for ((o, &v), &u) in ob.iter_mut().zip(xb).zip(bits.iter()) {
+                                let t = (v * s).clamp(-1.0, 1.0);
+                                let q = super::rng::round_with_i32(t, u);
+                                *o |= ((q + 1) as u8) << shift;
+                            }
                         }
                     }
                 }
