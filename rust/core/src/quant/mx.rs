@@ -321,24 +321,6 @@ enum BlockRule {
     Nv { pt: f32, lut: &'static [f32; 256] },
 }
 
-impl BlockRule {
-    /// (scale code, multiplier, divisor): elements are encoded from `v * mul / div`.
-    #[inline(always)]
-    fn scale(&self, a: f32) -> (u8, f32, f32) {
-        match self {
-            BlockRule::Mx { emax } => {
-                let code = mx_scale_code(a, *emax);
-                (code, e8m0_inverse(code), 1.0)
-            }
-            BlockRule::Nv { pt, lut } => {
-                let bs = ((a / 6.0) / pt).clamp(NV_MIN_SCALE, 448.0);
-                let code = encode_one(bs, &E4M3, true) as u8;
-                (code, 1.0, pt * lut[code as usize])
-            }
-        }
-    }
-}
-
 const NV_MIN_SCALE: f32 = 0.015625; // 2^-6, the smallest normal E4M3
 
 /// The block (zero-padded to `B` values when short).
@@ -395,8 +377,41 @@ fn blocks_body<const B: usize>(
     let bpb = if fp4 { B / 2 } else { B };
     let mut padded = [0f32; B];
     let mut codes = [0u8; B];
-    let mut worst = 0u32;
-    for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
+    let nbk = sc.len();
+    // 1. largest |v| (as bits) of every block of the chunk
+    let mut am = vec![0u32; nbk];
+    for (k, a) in am.iter_mut().enumerate() {
+        *a = match xi.get(k * B..(k + 1) * B) {
+            Some(full) => super::amax_bits_plain(full),
+            None => {
+                block_at(xi, k, &mut padded);
+                super::amax_bits_plain(&padded)
+            }
+        };
+    }
+    let worst = am.iter().fold(0, |w, &a| w.max(a));
+    // 2. all scales at once (a loop without per-block dependencies vectorises)
+    let mut muls = vec![1f32; nbk];
+    let mut divs = vec![1f32; nbk];
+    match rule {
+        BlockRule::Mx { emax } => {
+            for ((s, m), &a) in sc.iter_mut().zip(muls.iter_mut()).zip(&am) {
+                let code = mx_scale_code(f32::from_bits(a), emax);
+                *s = code;
+                *m = e8m0_inverse(code);
+            }
+        }
+        BlockRule::Nv { pt, lut } => {
+            for ((s, d), &a) in sc.iter_mut().zip(divs.iter_mut()).zip(&am) {
+                let bs = ((f32::from_bits(a) / 6.0) / pt).clamp(NV_MIN_SCALE, 448.0);
+                let code = encode_one(bs, &E4M3, true) as u8;
+                *s = code;
+                *d = pt * lut[code as usize];
+            }
+        }
+    }
+    // 3. the elements
+    for (k, ob) in o.chunks_mut(bpb).enumerate() {
         let b: &[f32; B] = match xi.get(k * B..(k + 1) * B) {
             Some(full) => full.try_into().expect("a whole block"),
             None => {
@@ -404,10 +419,7 @@ fn blocks_body<const B: usize>(
                 &padded
             }
         };
-        let m = super::amax_bits_plain(b);
-        worst = worst.max(m);
-        let (code, mul, div) = rule.scale(f32::from_bits(m));
-        *s = code;
+        let (mul, div) = (muls[k], divs[k]);
         match sr {
             None => encode_block_nearest(b, &mut codes, kind, &rule, mul, div),
             Some((spec, table, st, first)) => {
