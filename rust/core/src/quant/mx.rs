@@ -73,10 +73,10 @@ pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantErro
             ));
         }
     }
-    let table = decode_table(&spec);
+    let table = table256(&spec);
     let out = super::par_map(codes, CHUNK, codes.len(), CHUNK, |_, ci, o| {
-        let table = &table[..];
-        simd_dispatch!(ci: &[u8], o: &mut [f32], table: &[f32]; (); {
+        let table = &table;
+        simd_dispatch!(ci: &[u8], o: &mut [f32], table: &[f32; 256]; (); {
             for (y, &c) in o.iter_mut().zip(ci) {
                 *y = table[c as usize];
             }
@@ -270,11 +270,11 @@ pub(crate) fn dequantize_fp8(
     let g = super::check_groups(q, n, false)?;
     expect_len("data", q.data.len(), n, q.format)?;
     expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
-    let table = decode_table(&elem_spec(q.format));
+    let table = table256(&elem_spec(q.format));
     let scales = q.scales_f32;
     let y = super::par_map(q.data, CHUNK, n, CHUNK, |ci, di, o| {
-        let table = &table[..];
-        simd_dispatch!(ci: usize, di: &[u8], o: &mut [f32], g: usize, scales: &[f32], table: &[f32]; (); {
+        let table = &table;
+        simd_dispatch!(ci: usize, di: &[u8], o: &mut [f32], g: usize, scales: &[f32], table: &[f32; 256]; (); {
             for (off, len, grp) in pieces(ci * CHUNK, o.len(), g) {
                 let s = scales[grp];
                 for (v, &c) in o[off..off + len].iter_mut().zip(&di[off..off + len]) {
@@ -517,16 +517,16 @@ fn dequantize_blocks(
 ) -> Vec<f32> {
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { block / 2 } else { block };
-    let table = decode_table(spec);
-    let t16: [f32; 16] = std::array::from_fn(|i| table[i % table.len()]);
+    let table = table256(spec);
+    let t16: [f32; 16] = std::array::from_fn(|i| table[i]);
     let nb = n.div_ceil(block);
     let per = CHUNK / block;
     let mut y = super::par_map(q.data, per * bpb, nb * block, per * block, |ci, di, o| {
         let ss: Vec<f32> = (0..o.len() / block)
             .map(|k| block_scale(ci * per + k))
             .collect();
-        let (table, t16, ss) = (&table[..], &t16, &ss[..]);
-        simd_dispatch!(di: &[u8], o: &mut [f32], ss: &[f32], table: &[f32], t16: &[f32; 16],
+        let (table, t16, ss) = (&table, &t16, &ss[..]);
+        simd_dispatch!(di: &[u8], o: &mut [f32], ss: &[f32], table: &[f32; 256], t16: &[f32; 16],
                        block: usize, bpb: usize, fp4: bool; (); {
             for ((ob, bytes), &s) in o.chunks_mut(block).zip(di.chunks(bpb)).zip(ss) {
                 if fp4 {
