@@ -221,12 +221,13 @@ fn tq2_block(b: &[f32], out: &mut [u8]) -> u32 {
     let (d, id, m) = block_scale(b);
     let (qs, tail) = out.split_at_mut(64);
     for j in 0..2 {
+        let q = &mut qs[32 * j..32 * j + 32];
+        let x = &b[128 * j..128 * j + 128];
         for m in 0..32 {
-            let mut byte = 0u8;
-            for n in 0..4 {
-                byte |= trit(b[128 * j + m + 32 * n] * id) << (2 * n);
-            }
-            qs[32 * j + m] = byte;
+            q[m] = trit(x[m] * id)
+                | (trit(x[m + 32] * id) << 2)
+                | (trit(x[m + 64] * id) << 4)
+                | (trit(x[m + 96] * id) << 6);
         }
     }
     tail.copy_from_slice(&f32_to_f16(d).to_le_bytes());
@@ -281,12 +282,13 @@ pub(crate) fn quantize_tq(
     let data = super::par_map(x, per * QK, nb * tb, per * tb, |_, xi, o| {
         let tq1 = f == Format::Tq1_0;
         let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], tb: usize, tq1: bool; u32; {
-            let blocks = xi.chunks(QK).zip(o.chunks_mut(tb));
-            if tq1 {
-                blocks.fold(0, |w, (b, ob)| w.max(tq1_block(b, ob)))
-            } else {
-                blocks.fold(0, |w, (b, ob)| w.max(tq2_block(b, ob)))
+            // plain loops (an iterator fold would be a function of its own, not AVX2)
+            let mut worst = 0u32;
+            for (b, ob) in xi.chunks(QK).zip(o.chunks_mut(tb)) {
+                let m = if tq1 { tq1_block(b, ob) } else { tq2_block(b, ob) };
+                worst = worst.max(m);
             }
+            worst
         });
         if worst >= super::NONFINITE {
             bad.store(true, std::sync::atomic::Ordering::Relaxed);
