@@ -223,13 +223,23 @@ impl super::GroupCodec for Fp8Codec {
         match &self.st {
             None => encode_scaled(xs, o, s, self.spec.kind, self.saturate),
             Some(st) => {
-                const B: usize = 256;
+                // fixed-size blocks: the compiler vectorises those (not a loop of
+                // unknown length with this many table lookups)
+                const B: usize = 32;
                 let mut bits = [0u32; B];
-                for (k, (ob, xb)) in o.chunks_mut(B).zip(xs.chunks(B)).enumerate() {
-                    let bits = &mut bits[..xb.len()];
-                    st.fill_bits32((first + k * B) as u64, bits);
-                    sr_encode_into(ob, xb, bits, 1.0, s, self.spec.kind, &self.table);
+                let mut codes = [0u8; B];
+                let mut xo = xs.chunks_exact(B).zip(o.chunks_exact_mut(B));
+                for (k, (xb, ob)) in (&mut xo).enumerate() {
+                    let xb: &[f32; B] = xb.try_into().expect("a whole block");
+                    st.fill_bits32((first + k * B) as u64, &mut bits);
+                    sr_encode_into(&mut codes, xb, &bits, 1.0, s, self.spec.kind, &self.table);
+                    ob.copy_from_slice(&codes);
                 }
+                let done = xs.len() / B * B;
+                let (xr, or) = (&xs[done..], &mut o[done..]);
+                let bits = &mut bits[..xr.len()];
+                st.fill_bits32((first + done) as u64, bits);
+                sr_encode_into(or, xr, bits, 1.0, s, self.spec.kind, &self.table);
             }
         }
     }
