@@ -648,6 +648,8 @@ where
     S: Send,
 {
     let oc = oc.max(1);
+    // every output chunk must meet a side chunk (a shorter zip would leave some unwritten)
+    assert!(side.is_empty() || n.div_ceil(oc) == side.len().div_ceil(sc.max(1)));
     if n * std::mem::size_of::<T>() >= LARGE {
         // A fresh mapping from the allocator: its pages are zero already, and touching
         // them twice would cost a pass over memory.
@@ -683,7 +685,6 @@ where
             .enumerate()
             .for_each(|(i, c)| body(i, c, &mut []));
     } else {
-        debug_assert_eq!(n.div_ceil(oc), side.len().div_ceil(sc.max(1)));
         v.par_chunks_mut(oc)
             .zip(side.par_chunks_mut(sc.max(1)))
             .enumerate()
