@@ -183,3 +183,19 @@ class Fp8Codec:
             self.q.fp8_encode(self.x, "e4m3", saturate=False)
         else:
             self.x.astype(self.md.float8_e4m3fn)
+
+
+class StochasticRounding:
+    """Quantize with ``rounding="stochastic"`` (counter-based stream, thrifty only: the
+    anchors have no reproducible stochastic rounding); compare with QuantizePack."""
+
+    params = (["ternary", "int8", "int4", "fp8_e4m3", "mxfp4", "nvfp4"],)
+    param_names = ["fmt"]
+    timeout = 300
+
+    def setup(self, fmt):
+        self.x = np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)
+        self.q = require("thrifty.quant")
+
+    def time_quantize_stochastic(self, fmt):
+        self.q.quantize(self.x, fmt, rounding="stochastic", seed=0)

@@ -20,11 +20,10 @@
 //!   (element `2i` in the HIGH nibble, as bitsandbytes); an odd tail leaves the low
 //!   nibble 0.
 
-use rayon::prelude::*;
-
+use super::rng::Stream;
 use super::{
-    amax, expect_len, for_each_piece, group_reduce, invalid, min_max, par_zip, simd_dispatch,
-    Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+    expect_len, invalid, pieces, quantize_groups, simd_dispatch, Format, GroupCodec, PackedRef,
+    QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
@@ -95,88 +94,26 @@ pub(crate) fn quantize_int(
     if is4 && g % 2 != 0 {
         return invalid(format!("int4 needs an even group_size, got {g}"));
     }
-    let eps = f32::EPSILON;
     let asym = is4 && !opts.symmetric;
     let (qmin, qmax) = if is4 {
         (-8.0f32, 7.0f32)
     } else {
         (-128.0, 127.0)
     };
-    // (scale, zero point) per group
-    let (scales, zps): (Vec<f32>, Option<Vec<f32>>) = if asym {
-        let mm = group_reduce(x, g, min_max, |a, b| (a.0.min(b.0), a.1.max(b.1)));
-        let mut s = Vec::with_capacity(mm.len());
-        let mut z = Vec::with_capacity(mm.len());
-        for (lo, hi) in mm {
-            let sc = ((hi - lo) / 15.0).max(eps);
-            s.push(sc);
-            z.push(lo + sc * 8.0);
-        }
-        (s, Some(z))
-    } else if let ScaleMode::Fixed(s) = opts.scale {
-        (vec![s], None)
-    } else {
-        let am = group_reduce(x, g, amax, f32::max);
-        let half = (qmax - qmin) / 2.0;
-        (am.into_iter().map(|a| (a / half).max(eps)).collect(), None)
-    };
     let st = super::stream(opts.rounding);
-    let per = CHUNK;
-    let mut data = super::output::<u8>(if is4 { n / 2 } else { n });
-    let oc = if is4 { per / 2 } else { per };
-    let scales_ref = &scales;
-    let zps_ref = zps.as_deref();
-    par_zip(x, per, &mut data, oc, |ci, xi, o| {
-        let start = ci * per;
-        for_each_piece(start, xi.len(), g, |off, len, grp| {
-            let xs = &xi[off..off + len];
-            let sc = scales_ref[grp];
-            let (mul, sub, div) = match zps_ref {
-                Some(z) => (1.0, z[grp] - sc * 8.0, sc),
-                None => (1.0 / sc, 0.0, 1.0),
-            };
-            // v = (x - sub) / div * mul  (exactly one of the two scalings is active)
-            let lo_hi = if asym {
-                (0.0f32, 15.0f32)
-            } else {
-                (qmin, qmax)
-            };
-            let bias: i32 = if is4 && !asym { 8 } else { 0 };
-            if let Some(st) = &st {
-                let mut codes = vec![0u8; len];
-                for (j, (c, &v)) in codes.iter_mut().zip(xs).enumerate() {
-                    let t = if asym { (v - sub) / div } else { v * mul };
-                    let t = t.clamp(lo_hi.0, lo_hi.1);
-                    let q = st.round(t, (start + off + j) as u64) as i32 + bias;
-                    *c = q as u8;
-                }
-                write_codes(&codes, o, off, is4);
-            } else if is4 {
-                let ob = &mut o[off / 2..(off + len) / 2];
-                let (lo, hi) = lo_hi;
-                simd_dispatch!(xs: &[f32], ob: &mut [u8], asym: bool, mul: f32, sub: f32, div: f32,
-                               lo: f32, hi: f32, bias: i32; (); {
-                    for (b, pair) in ob.iter_mut().zip(xs.chunks_exact(2)) {
-                        let (t0, t1) = if asym {
-                            ((pair[0] - sub) / div, (pair[1] - sub) / div)
-                        } else {
-                            (pair[0] * mul, pair[1] * mul)
-                        };
-                        let q0 = (super::rne_i32(t0.clamp(lo, hi)) + bias) as u8;
-                        let q1 = (super::rne_i32(t1.clamp(lo, hi)) + bias) as u8;
-                        *b = q0 | (q1 << 4);
-                    }
-                })
-            } else {
-                let ob = &mut o[off..off + len];
-                simd_dispatch!(xs: &[f32], ob: &mut [u8], mul: f32; (); {
-                    for (b, &v) in ob.iter_mut().zip(xs) {
-                        *b = super::rne_i32((v * mul).clamp(-128.0, 127.0)) as u8;
-                    }
-                })
-            }
-        });
-    });
+    let fixed = match opts.scale {
+        ScaleMode::Fixed(s) => Some(s),
+        _ => None,
+    };
+    let half = (qmax - qmin) / 2.0;
+    // (scale, zero point) per group
+    let (data, params) = match (is4, asym) {
+        (true, true) => quantize_groups(x, g, &IntCodec::<true, true> { fixed, half, st })?,
+        (true, false) => quantize_groups(x, g, &IntCodec::<true, false> { fixed, half, st })?,
+        _ => quantize_groups(x, g, &IntCodec::<false, false> { fixed, half, st })?,
+    };
+    let scales = params.iter().map(|p| p.0).collect();
+    let zps = asym.then(|| params.iter().map(|p| p.1).collect());
     Ok(Quantized {
         data,
         scales: Scales::F32(scales),
@@ -184,6 +121,131 @@ pub(crate) fn quantize_int(
         tensor_scale: None,
         group_size: g,
     })
+}
+
+/// int8 (`IS4 = false`) and int4 (symmetric, or asymmetric with zero points).
+struct IntCodec<const IS4: bool, const ASYM: bool> {
+    fixed: Option<f32>,
+    half: f32,
+    st: Option<Stream>,
+}
+
+impl<const IS4: bool, const ASYM: bool> GroupCodec for IntCodec<IS4, ASYM> {
+    type Stat = (f32, f32, u32);
+    type Param = (f32, f32);
+    const NUM: usize = 1;
+    const DEN: usize = if IS4 { 2 } else { 1 };
+
+    #[inline(always)]
+    fn reduce(&self, x: &[f32]) -> Self::Stat {
+        if ASYM {
+            super::min_max_bits_plain(x)
+        } else {
+            (0.0, 0.0, super::amax_bits_plain(x))
+        }
+    }
+
+    #[inline(always)]
+    fn combine(a: Self::Stat, b: Self::Stat) -> Self::Stat {
+        (
+            if b.0 < a.0 { b.0 } else { a.0 },
+            if b.1 > a.1 { b.1 } else { a.1 },
+            a.2.max(b.2),
+        )
+    }
+
+    #[inline(always)]
+    fn bits(s: &Self::Stat) -> u32 {
+        s.2
+    }
+
+    #[inline(always)]
+    fn finish(&self, (lo, hi, m): Self::Stat) -> Self::Param {
+        let eps = f32::EPSILON;
+        if ASYM {
+            let sc = ((hi - lo) / 15.0).max(eps);
+            (sc, lo + sc * 8.0)
+        } else {
+            let sc = self
+                .fixed
+                .unwrap_or_else(|| (f32::from_bits(m) / self.half).max(eps));
+            (sc, 0.0)
+        }
+    }
+
+    #[inline(always)]
+    fn encode(&self, xs: &[f32], out: &mut [u8], (sc, zp): Self::Param, first: usize) {
+        encode_int(
+            xs,
+            out,
+            sc,
+            ASYM.then_some(zp),
+            IS4,
+            self.st.as_ref(),
+            first,
+        )
+    }
+}
+
+/// Encode consecutive values of one group (`first` = flat index of `xs[0]`, even for
+/// int4): symmetric `v * (1 / scale)` or asymmetric `(v - (zp - 8 scale)) / scale`,
+/// rounded half to even (or stochastically) and clamped.
+#[inline(always)]
+fn encode_int(
+    xs: &[f32],
+    ob: &mut [u8],
+    sc: f32,
+    zp: Option<f32>,
+    is4: bool,
+    st: Option<&Stream>,
+    first: usize,
+) {
+    let (mul, sub, div) = match zp {
+        Some(z) => (1.0, z - sc * 8.0, sc),
+        None => (1.0 / sc, 0.0, 1.0),
+    };
+    let asym = zp.is_some();
+    let (lo, hi) = match (is4, asym) {
+        (true, true) => (0.0f32, 15.0f32),
+        (true, false) => (-8.0, 7.0),
+        _ => (-128.0, 127.0),
+    };
+    let bias: i32 = if is4 && !asym { 8 } else { 0 };
+    if let Some(st) = st {
+        // random bits and codes in batches (even lengths, so nibbles pair up)
+        const B: usize = 256;
+        let mut bits = [0u32; B];
+        let mut codes = [0u8; B];
+        for (k, xb) in xs.chunks(B).enumerate() {
+            let (bits, codes) = (&mut bits[..xb.len()], &mut codes[..xb.len()]);
+            st.fill_bits32((first + k * B) as u64, bits);
+            for ((c, &v), &u) in codes.iter_mut().zip(xb).zip(bits.iter()) {
+                let t = if asym { (v - sub) / div } else { v * mul };
+                let t = t.clamp(lo, hi);
+                *c = (super::rng::round_with_i32(t, u) + bias) as u8;
+            }
+            let at = if is4 { k * B / 2 } else { k * B };
+            write_codes(codes, &mut ob[at..], 0, is4);
+        }
+    } else if is4 {
+        if asym {
+            for (b, pair) in ob.iter_mut().zip(xs.chunks_exact(2)) {
+                let q0 = super::rne_i32(((pair[0] - sub) / div).clamp(lo, hi)) as u8;
+                let q1 = super::rne_i32(((pair[1] - sub) / div).clamp(lo, hi)) as u8;
+                *b = q0 | (q1 << 4);
+            }
+        } else {
+            for (b, pair) in ob.iter_mut().zip(xs.chunks_exact(2)) {
+                let q0 = (super::rne_i32((pair[0] * mul).clamp(lo, hi)) + bias) as u8;
+                let q1 = (super::rne_i32((pair[1] * mul).clamp(lo, hi)) + bias) as u8;
+                *b = q0 | (q1 << 4);
+            }
+        }
+    } else {
+        for (b, &v) in ob.iter_mut().zip(xs) {
+            *b = super::rne_i32((v * mul).clamp(-128.0, 127.0)) as u8;
+        }
+    }
 }
 
 fn write_codes(codes: &[u8], o: &mut [u8], off: usize, is4: bool) {
@@ -212,32 +274,31 @@ pub(crate) fn dequantize_int(
         }
         expect_len("zero_points", z.len(), n / g, f)?;
     }
-    let mut y = super::output::<f32>(n);
     let per = CHUNK;
     let ic = if is4 { per / 2 } else { per };
-    par_zip(q.data, ic, &mut y, per, |ci, di, o| {
+    let (scales, zps) = (q.scales_f32, q.zero_points);
+    let y = super::par_map(q.data, ic, n, per, |ci, di, o| {
         let start = ci * per;
-        for_each_piece(start, o.len(), g, |off, len, grp| {
-            let sc = q.scales_f32[grp];
-            let ys = &mut o[off..off + len];
-            if is4 {
-                let bytes = &di[off / 2..(off + len) / 2];
-                let zp = q.zero_points.map_or(0.0, |z| z[grp]);
-                simd_dispatch!(bytes: &[u8], ys: &mut [f32], sc: f32, zp: f32; (); {
+        simd_dispatch!(di: &[u8], o: &mut [f32], start: usize, g: usize, is4: bool,
+                       scales: &[f32], zps: Option<&[f32]>; (); {
+            for (off, len, grp) in pieces(start, o.len(), g) {
+                let sc = scales[grp];
+                let ys = &mut o[off..off + len];
+                if is4 {
+                    let bytes = &di[off / 2..(off + len) / 2];
+                    let zp = zps.map_or(0.0, |z| z[grp]);
                     for (pair, &b) in ys.chunks_exact_mut(2).zip(bytes) {
                         pair[0] = ((b & 15) as f32 - 8.0) * sc + zp;
                         pair[1] = ((b >> 4) as f32 - 8.0) * sc + zp;
                     }
-                })
-            } else {
-                let bytes = &di[off..off + len];
-                simd_dispatch!(bytes: &[u8], ys: &mut [f32], sc: f32; (); {
+                } else {
+                    let bytes = &di[off..off + len];
                     for (y, &b) in ys.iter_mut().zip(bytes) {
                         *y = (b as i8) as f32 * sc;
                     }
-                })
+                }
             }
-        });
+        })
     });
     Ok(y)
 }
@@ -262,40 +323,31 @@ pub(crate) fn quantize_nf4(
     let nb = n.div_ceil(g);
     let mut absmax = vec![0f32; nb];
     let per = (CHUNK / g).max(1);
-    absmax
-        .par_chunks_mut(per)
-        .zip(x.par_chunks(per * g))
-        .for_each(|(a, xi)| {
-            for (ai, b) in a.iter_mut().zip(xi.chunks(g)) {
-                *ai = amax(b);
-            }
-        });
     let th = nf4_thresholds();
-    let mut data = super::output::<u8>(n.div_ceil(2));
-    let am = &absmax;
-    par_zip(x, per * g, &mut data, per * g / 2, |ci, xi, o| {
-        for (k, (b, ob)) in xi.chunks(g).zip(o.chunks_mut(g / 2)).enumerate() {
-            let a = am[ci * per + k];
-            let inv = if a == 0.0 { 0.0 } else { 1.0 / a };
-            simd_dispatch!(b: &[f32], ob: &mut [u8], inv: f32, th: [f32; 15]; (); {
-                let code = |v: f32| -> u8 {
-                    let v = v * inv;
-                    let mut c = 0u8;
-                    for t in th {
-                        c += (v > t) as u8;
-                    }
-                    c
-                };
-                let mut it = b.chunks_exact(2);
-                for (o, pair) in ob.iter_mut().zip(&mut it) {
-                    *o = (code(pair[0]) << 4) | code(pair[1]);
-                }
-                if let [last] = it.remainder() {
-                    ob[b.len() / 2] = code(*last) << 4;
-                }
-            })
+    let bad = std::sync::atomic::AtomicBool::new(false);
+    // One pass: each block's absmax while it is in cache, then its codes.
+    let data = super::par_out_with(n.div_ceil(2), per * g / 2, &mut absmax, per, |ci, o, am| {
+        let xi = &x[ci * per * g..((ci + 1) * per * g).min(n)];
+        let th = &th;
+        let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], am: &mut [f32], g: usize,
+                                   th: &[f32; 15]; u32; {
+            let mut worst = 0u32;
+            for ((b, ob), a) in xi.chunks(g).zip(o.chunks_mut(g / 2)).zip(am.iter_mut()) {
+                let m = super::amax_bits_plain(b);
+                worst = worst.max(m);
+                *a = f32::from_bits(m);
+                let inv = if *a == 0.0 { 0.0 } else { 1.0 / *a };
+                nf4_encode_block(b, ob, inv, th);
+            }
+            worst
+        });
+        if worst >= super::NONFINITE {
+            bad.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
+    if bad.into_inner() {
+        return Err(super::nonfinite(x));
+    }
     Ok(Quantized {
         data,
         scales: Scales::F32(absmax),
@@ -303,6 +355,27 @@ pub(crate) fn quantize_nf4(
         tensor_scale: None,
         group_size: g,
     })
+}
+
+/// NF4 codes of one block (`v * inv` against the 15 midpoints), element `2i` in the
+/// high nibble; an odd tail leaves the last low nibble 0.
+#[inline(always)]
+fn nf4_encode_block(b: &[f32], ob: &mut [u8], inv: f32, th: &[f32; 15]) {
+    let code = |v: f32| -> u8 {
+        let v = v * inv;
+        let mut c = 0u8;
+        for &t in th {
+            c += (v > t) as u8;
+        }
+        c
+    };
+    let mut it = b.chunks_exact(2);
+    for (o, pair) in ob.iter_mut().zip(&mut it) {
+        *o = (code(pair[0]) << 4) | code(pair[1]);
+    }
+    if let [last] = it.remainder() {
+        ob[b.len() / 2] = code(*last) << 4;
+    }
 }
 
 pub(crate) fn dequantize_nf4(
@@ -313,16 +386,11 @@ pub(crate) fn dequantize_nf4(
     let g = nf4_block_size(Some(q.group_size)).map_err(|e| QuantError::Format(e.to_string()))?;
     expect_len("data", q.data.len(), n.div_ceil(2), q.format)?;
     expect_len("scales", q.scales_f32.len(), n.div_ceil(g), q.format)?;
-    let mut y = super::output::<f32>(n);
     let per = (CHUNK / g).max(1);
-    par_zip(q.data, per * g / 2, &mut y, per * g, |ci, di, o| {
+    let y = super::par_map(q.data, per * g / 2, n, per * g, |ci, di, o| {
         for (k, (ob, bytes)) in o.chunks_mut(g).zip(di.chunks(g / 2)).enumerate() {
             let a = q.scales_f32[ci * per + k];
-            for (j, v) in ob.iter_mut().enumerate() {
-                let b = bytes[j / 2];
-                let c = if j % 2 == 0 { b >> 4 } else { b & 15 };
-                *v = NF4_CODE[c as usize] * a;
-            }
+            super::simd::lut4_decode(bytes, ob, &NF4_CODE, a, false);
         }
     });
     Ok(y)
@@ -344,22 +412,7 @@ mod tests {
         o.symmetric = sym;
         let p = Progress::new();
         let q = super::super::quantize(x, x.len() / cols, cols, &o, &p).unwrap();
-        let (sf, su) = match &q.scales {
-            Scales::F32(s) => (s.as_slice(), &[][..]),
-            Scales::U8(s) => (&[][..], s.as_slice()),
-            Scales::None => (&[][..], &[][..]),
-        };
-        let r = PackedRef {
-            format: f,
-            rows: x.len() / cols,
-            cols,
-            data: &q.data,
-            scales_f32: sf,
-            scales_u8: su,
-            zero_points: q.zero_points.as_deref(),
-            tensor_scale: q.tensor_scale,
-            group_size: q.group_size,
-        };
+        let r = q.as_packed(f, x.len() / cols, cols);
         let y = super::super::dequantize(&r, &p).unwrap();
         (q, y)
     }

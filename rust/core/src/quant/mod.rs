@@ -18,6 +18,7 @@ pub mod float;
 pub mod int;
 pub mod mx;
 pub mod rng;
+mod simd;
 pub mod ternary;
 
 use rayon::prelude::*;
@@ -196,6 +197,28 @@ pub struct Quantized {
     pub group_size: usize,
 }
 
+impl Quantized {
+    /// This tensor as the input of [`dequantize`] (`rows x cols` as given to [`quantize`]).
+    pub fn as_packed(&self, format: Format, rows: usize, cols: usize) -> PackedRef<'_> {
+        let (scales_f32, scales_u8) = match &self.scales {
+            Scales::F32(s) => (s.as_slice(), &[][..]),
+            Scales::U8(s) => (&[][..], s.as_slice()),
+            Scales::None => (&[][..], &[][..]),
+        };
+        PackedRef {
+            format,
+            rows,
+            cols,
+            data: &self.data,
+            scales_f32,
+            scales_u8,
+            zero_points: self.zero_points.as_deref(),
+            tensor_scale: self.tensor_scale,
+            group_size: self.group_size,
+        }
+    }
+}
+
 /// Borrowed packed tensor for [`dequantize`].
 #[derive(Debug, Clone, Copy)]
 pub struct PackedRef<'a> {
@@ -262,8 +285,9 @@ pub fn quantize(
     if opts.symmetric && f != Format::Int4 {
         return invalid("symmetric applies to int4 only");
     }
-    check_finite(x)?;
-    match f {
+    // Every path below detects NaN / Inf itself, inside a pass it makes anyway (the
+    // largest |v| is taken on the float bits, where they sort above every finite value).
+    let r = match f {
         Format::Ternary => ternary::quantize_ternary(x, rows, cols, opts, p),
         Format::Tq1_0 | Format::Tq2_0 => ternary::quantize_tq(x, cols, f, p),
         Format::Int8 | Format::Int4 => int::quantize_int(x, cols, opts, p),
@@ -271,7 +295,12 @@ pub fn quantize(
         Format::Fp8E4m3 | Format::Fp8E5m2 => mx::quantize_fp8(x, cols, opts, p),
         Format::Mxfp4 | Format::Mxfp8E4m3 | Format::Mxfp8E5m2 => mx::quantize_mx(x, opts, p),
         Format::Nvfp4 => mx::quantize_nvfp4(x, opts, p),
+    };
+    // NaN / Inf is reported before any other problem with the arguments.
+    if r.is_err() {
+        check_finite(x)?;
     }
+    r
 }
 
 /// Reconstruct the float32 values of a packed tensor (row-major `rows x cols`).
@@ -341,7 +370,7 @@ macro_rules! simd_dispatch {
             #[target_feature(enable = "avx2")]
             #[allow(clippy::too_many_arguments)]
             unsafe fn avx2($($arg: $ty),*) -> $ret { inner($($arg),*) }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if $crate::quant::has_avx2() {
                 // SAFETY: the CPU supports AVX2 (checked just above).
                 unsafe { avx2($($arg),*) }
             } else {
@@ -376,53 +405,123 @@ pub(crate) fn check_finite(x: &[f32]) -> Result<(), QuantError> {
     Ok(())
 }
 
-/// Largest |v| of a slice (finite input), without runtime dispatch: for use inside
-/// kernels that are themselves dispatched.
+/// Float32 bits of |v| at and above which a value is NaN or infinite.
+pub(crate) const NONFINITE: u32 = 0x7f80_0000;
+
+/// Largest `bits(|v|)` of a slice, without runtime dispatch. For finite input
+/// `f32::from_bits` of it is the largest |v| (non-negative floats sort like their
+/// bits); NaN and infinity give a result `>= NONFINITE`, so one pass both finds the
+/// scale and validates the input.
 #[inline(always)]
-pub(crate) fn amax_plain(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
+pub(crate) fn amax_bits_plain(x: &[f32]) -> u32 {
+    // An integer max reduction: the compiler vectorises it with several accumulators
+    // (integer max is associative, so the order does not matter).
+    x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff))
+}
+
+/// [`amax_bits_plain`] compiled for AVX2 when available.
+pub(crate) fn amax_bits(x: &[f32]) -> u32 {
+    simd_dispatch!(x: &[f32]; u32; amax_bits_plain(x))
+}
+
+/// (min, max, largest `bits(|v|)`) of a slice, without runtime dispatch; min and max
+/// are meaningful for finite input only.
+#[inline(always)]
+pub(crate) fn min_max_bits_plain(x: &[f32]) -> (f32, f32, u32) {
+    let mut lo = [f32::INFINITY; 8];
+    let mut hi = [f32::NEG_INFINITY; 8];
+    let mut bits = [0u32; 8];
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for k in 0..8 {
-            let a = c[k].abs();
-            acc[k] = if a > acc[k] { a } else { acc[k] };
+            lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
+            hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
+            bits[k] = bits[k].max(c[k].to_bits() & 0x7fff_ffff);
         }
     }
-    let mut m = 0f32;
-    for &v in acc.iter().chain(it.remainder()) {
-        let a = v.abs();
-        m = if a > m { a } else { m };
+    let (mut a, mut b, mut m) = (f32::INFINITY, f32::NEG_INFINITY, 0u32);
+    for &v in lo.iter().chain(it.remainder()) {
+        a = if v < a { v } else { a };
     }
-    m
+    for &v in hi.iter().chain(it.remainder()) {
+        b = if v > b { v } else { b };
+    }
+    for &v in &bits {
+        m = m.max(v);
+    }
+    for v in it.remainder() {
+        m = m.max(v.to_bits() & 0x7fff_ffff);
+    }
+    (a, b, m)
 }
 
-/// Largest |v| of a slice (finite input).
-#[inline(always)]
-pub(crate) fn amax(x: &[f32]) -> f32 {
-    simd_dispatch!(x: &[f32]; f32; amax_plain(x))
+/// The error [`check_finite`] gives for `x` (which holds a NaN or an infinity).
+pub(crate) fn nonfinite(x: &[f32]) -> QuantError {
+    match check_finite(x) {
+        Err(e) => e,
+        Ok(()) => QuantError::Invalid("input contains NaN or infinity".into()),
+    }
 }
 
-/// (min, max) of a slice (finite input).
+/// A kernel that [`dispatch`] runs compiled for AVX2 when the CPU has it (release
+/// wheels target baseline x86-64). `run` must be `#[inline(always)]` (and what it
+/// calls `#[inline(always)]` or small) so that it is inlined into the AVX2 copy, where
+/// plain loops vectorise with 256-bit registers. (A closure would not do: its body is
+/// a function of its own, compiled for the baseline.)
+pub(crate) trait Kernel {
+    type Out;
+    fn run(self) -> Self::Out;
+}
+
+/// Run `k` compiled for AVX2 when available, else as is.
 #[inline(always)]
-pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
-    simd_dispatch!(x: &[f32]; (f32, f32); {
-        let mut lo = [f32::INFINITY; 8];
-        let mut hi = [f32::NEG_INFINITY; 8];
-        let mut it = x.chunks_exact(8);
-        for c in &mut it {
-            for k in 0..8 {
-                lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
-                hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
-            }
+pub(crate) fn dispatch<K: Kernel>(k: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<K: Kernel>(k: K) -> K::Out {
+            k.run()
         }
-        let (mut a, mut b) = (f32::INFINITY, f32::NEG_INFINITY);
-        for &v in lo.iter().chain(it.remainder()) {
-            a = if v < a { v } else { a };
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2(k) };
         }
-        for &v in hi.iter().chain(it.remainder()) {
-            b = if v > b { v } else { b };
+    }
+    k.run()
+}
+
+/// Whether the AVX2 kernels run (false when the CPU lacks AVX2, or when
+/// `force_scalar(true)` is in effect in tests).
+#[inline(always)]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[cfg(test)]
+        if FORCE_SCALAR.with(|f| f.get()) {
+            return false;
         }
-        (a, b)
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCE_SCALAR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tests: run `f` with the AVX2 kernels of this module disabled on this thread and
+/// the rayon pool limited to this thread, so that every kernel takes its baseline path.
+#[cfg(test)]
+pub(crate) fn scalar_only<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    crate::parallel::install(1, || {
+        FORCE_SCALAR.with(|c| c.set(true));
+        let r = f();
+        FORCE_SCALAR.with(|c| c.set(false));
+        r
     })
 }
 
@@ -464,45 +563,55 @@ pub(crate) fn rne_i32(v: f32) -> i32 {
     ((v + M).to_bits() as i32).wrapping_sub(M.to_bits() as i32)
 }
 
-/// Calls `f(offset, len, group)` for the pieces of `start..start+len` that lie in one
-/// group of `g` elements.
+/// The pieces `(offset, len, group)` of `start..start+len` that lie in one group of
+/// `g` elements (an iterator, so that loop bodies stay in the calling kernel).
 #[inline(always)]
-pub(crate) fn for_each_piece(
-    start: usize,
-    len: usize,
-    g: usize,
-    mut f: impl FnMut(usize, usize, usize),
-) {
-    let mut off = 0;
-    while off < len {
-        let pos = start + off;
-        let grp = pos / g;
-        let take = ((grp + 1) * g - pos).min(len - off);
-        f(off, take, grp);
-        off += take;
+pub(crate) fn pieces(start: usize, len: usize, g: usize) -> Pieces {
+    Pieces {
+        start,
+        len,
+        g,
+        off: 0,
     }
 }
 
-/// A zero-filled output buffer of `n` values for kernels to write (`T::default()` must
-/// be all-zero bits, so that the allocation is a lazily zeroed `calloc`).
+pub(crate) struct Pieces {
+    start: usize,
+    len: usize,
+    g: usize,
+    off: usize,
+}
+
+impl Iterator for Pieces {
+    type Item = (usize, usize, usize);
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.off >= self.len {
+            return None;
+        }
+        let (off, pos) = (self.off, self.start + self.off);
+        let grp = pos / self.g;
+        let take = ((grp + 1) * self.g - pos).min(self.len - off);
+        self.off += take;
+        Some((off, take, grp))
+    }
+}
+
+/// Advise the 2 MiB-aligned interior of a large fresh buffer as a transparent huge
+/// page region (`MADV_HUGEPAGE`) before it is touched.
 ///
 /// Large outputs are dominated by page faults on their first write (the kernels run at
-/// a fraction of the cost). On Linux the 2 MiB-aligned interior of a large buffer is
-/// advised as a transparent huge page region (`MADV_HUGEPAGE`) before it is touched,
-/// which cuts the faults 512-fold where the kernel allows it; elsewhere, and when the
-/// advice is refused, this is a plain `vec![0; n]`.
-pub(crate) fn output<T: Copy + Default>(n: usize) -> Vec<T> {
-    let v: Vec<T> = vec![T::default(); n];
+/// a fraction of the cost); huge pages cut the faults 512-fold where the kernel allows
+/// it. Elsewhere, and when the advice is refused, this does nothing.
+fn advise_huge(start: usize, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let bytes = n * std::mem::size_of::<T>();
         if bytes >= 4 * HUGE {
-            let start = v.as_ptr() as usize;
             let lo = start.next_multiple_of(HUGE);
             let hi = (start + bytes) / HUGE * HUGE;
             if hi > lo {
-                // SAFETY: [lo, hi) lies inside the buffer `v` owns; MADV_HUGEPAGE only
+                // SAFETY: [lo, hi) lies inside the caller's allocation; MADV_HUGEPAGE only
                 // changes how its pages are backed, never their contents.
                 unsafe {
                     libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
@@ -510,23 +619,259 @@ pub(crate) fn output<T: Copy + Default>(n: usize) -> Vec<T> {
             }
         }
     }
-    v
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, bytes);
 }
 
-/// Parallel zip of input chunks of `xc` elements with output chunks of `oc` items;
-/// `f(chunk_index, input, output)`. The chunk counts must match.
-pub(crate) fn par_zip<T: Sync, U: Send>(
+/// Output size from which `calloc` gets fresh zero pages from the kernel (glibc maps
+/// allocations above its largest mmap threshold, 32 MiB on 64-bit).
+const LARGE: usize = 32 << 20;
+
+/// A new buffer of `n` values written in parallel chunks of `oc` values by
+/// `f(chunk_index, chunk)`, zipped with chunks of `sc` entries of `side` (per-chunk
+/// scales; pass `&mut []` and any `sc` when there are none).
+///
+/// The buffer is never zero-filled in a separate pass (`vec![0; n]` is a `memset`
+/// once the allocator reuses memory): each chunk is zeroed just before `f` sees it,
+/// while it is hot in cache. Buffers of [`LARGE`] bytes or more are fresh mappings
+/// (glibc's `calloc` maps them without a `memset`) and are used as they come.
+/// `T::default()` must be a valid value for the kernels to overwrite.
+pub(crate) fn par_out_with<T, S>(
+    n: usize,
+    oc: usize,
+    side: &mut [S],
+    sc: usize,
+    f: impl Fn(usize, &mut [T], &mut [S]) + Sync + Send,
+) -> Vec<T>
+where
+    T: Copy + Default + Send + Sync,
+    S: Send,
+{
+    let oc = oc.max(1);
+    // every output chunk must meet a side chunk (a shorter zip would leave some unwritten)
+    assert!(side.is_empty() || n.div_ceil(oc) == side.len().div_ceil(sc.max(1)));
+    if n * std::mem::size_of::<T>() >= LARGE {
+        // A fresh mapping from the allocator: its pages are zero already, and touching
+        // them twice would cost a pass over memory.
+        let mut v = vec![T::default(); n];
+        advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
+        if side.is_empty() {
+            v.par_chunks_mut(oc)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c, &mut []));
+        } else {
+            v.par_chunks_mut(oc)
+                .zip(side.par_chunks_mut(sc.max(1)))
+                .enumerate()
+                .for_each(|(i, (c, s))| f(i, c, s));
+        }
+        return v;
+    }
+    let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::with_capacity(n);
+    advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
+    // SAFETY: the capacity is `n` and `MaybeUninit` values need no initialisation.
+    unsafe { v.set_len(n) };
+    let body = |i: usize, c: &mut [std::mem::MaybeUninit<T>], s: &mut [S]| {
+        for e in c.iter_mut() {
+            e.write(T::default());
+        }
+        // SAFETY: every element of `c` was initialised just above, and
+        // `MaybeUninit<T>` has the layout of `T`.
+        let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
+        f(i, c, s);
+    };
+    if side.is_empty() {
+        v.par_chunks_mut(oc)
+            .enumerate()
+            .for_each(|(i, c)| body(i, c, &mut []));
+    } else {
+        v.par_chunks_mut(oc)
+            .zip(side.par_chunks_mut(sc.max(1)))
+            .enumerate()
+            .for_each(|(i, (c, s))| body(i, c, s));
+    }
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: all `n` values were initialised by the chunks above (they cover `0..n`);
+    // pointer, length and capacity come from a `Vec` of a type with the same layout.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+}
+
+/// [`par_out_with`] without side outputs.
+pub(crate) fn par_out<T: Copy + Default + Send + Sync>(
+    n: usize,
+    oc: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    par_out_with::<T, u8>(n, oc, &mut [], 1, |i, c, _| f(i, c))
+}
+
+/// How a grouped format quantizes one group; see [`quantize_groups`]. Implementations
+/// mark every method `#[inline(always)]` (they are inlined into AVX2 kernels).
+pub(crate) trait GroupCodec: Sync {
+    /// A group statistic (largest |v|, or min and max).
+    type Stat: Copy + Send;
+    /// The group's stored parameters (scale, zero point).
+    type Param: Copy + Default + Send + Sync;
+    /// Packed bytes per value: `NUM / DEN`.
+    const NUM: usize;
+    const DEN: usize;
+    /// The statistic of consecutive values of one group.
+    fn reduce(&self, x: &[f32]) -> Self::Stat;
+    /// Two statistics of pieces of one group, in order.
+    fn combine(a: Self::Stat, b: Self::Stat) -> Self::Stat;
+    /// The largest `bits(|v|)` seen (NaN / Inf detection, see [`amax_bits_plain`]).
+    fn bits(s: &Self::Stat) -> u32;
+    fn finish(&self, s: Self::Stat) -> Self::Param;
+    /// Write the bytes of consecutive values of one group; `first` is the flat index
+    /// of `xs[0]` (even whenever `DEN` is 2).
+    fn encode(&self, xs: &[f32], out: &mut [u8], p: Self::Param, first: usize);
+}
+
+/// One parallel chunk of whole groups: statistic, parameter and codes of each group
+/// while it is in cache. Returns the largest `bits(|v|)`.
+struct FusedGroups<'a, C: GroupCodec> {
+    c: &'a C,
+    xi: &'a [f32],
+    o: &'a mut [u8],
+    ps: &'a mut [C::Param],
+    g: usize,
+    first: usize,
+}
+
+impl<C: GroupCodec> Kernel for FusedGroups<'_, C> {
+    type Out = u32;
+    #[inline(always)]
+    fn run(self) -> u32 {
+        let mut worst = 0u32;
+        let bpg = self.g * C::NUM / C::DEN;
+        for (k, ((grp, ob), p)) in self
+            .xi
+            .chunks_exact(self.g)
+            .zip(self.o.chunks_exact_mut(bpg))
+            .zip(self.ps.iter_mut())
+            .enumerate()
+        {
+            let r = self.c.reduce(grp);
+            worst = worst.max(C::bits(&r));
+            *p = self.c.finish(r);
+            self.c.encode(grp, ob, *p, self.first + k * self.g);
+        }
+        worst
+    }
+}
+
+/// The statistic of a piece of a group.
+struct ReducePiece<'a, C: GroupCodec>(&'a C, &'a [f32]);
+
+impl<C: GroupCodec> Kernel for ReducePiece<'_, C> {
+    type Out = C::Stat;
+    #[inline(always)]
+    fn run(self) -> C::Stat {
+        self.0.reduce(self.1)
+    }
+}
+
+/// The codes of one parallel chunk whose group parameters are known.
+struct EncodeChunk<'a, C: GroupCodec> {
+    c: &'a C,
+    xi: &'a [f32],
+    o: &'a mut [u8],
+    params: &'a [C::Param],
+    g: usize,
+    start: usize,
+}
+
+impl<C: GroupCodec> Kernel for EncodeChunk<'_, C> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        let (xi, o, start) = (self.xi, self.o, self.start);
+        for (off, len, grp) in pieces(start, xi.len(), self.g) {
+            let ob = &mut o[off * C::NUM / C::DEN..(off + len) * C::NUM / C::DEN];
+            self.c
+                .encode(&xi[off..off + len], ob, self.params[grp], start + off);
+        }
+    }
+}
+
+/// Quantize groups of `g` consecutive values (`g` divides `x.len()`) with codec `c`:
+/// the packed bytes and one parameter per group.
+///
+/// Groups of at most [`CHUNK`] values are done in ONE pass over the input (statistic
+/// and encoding while the group is in cache); larger groups take a parallel reduction
+/// pass, then the encoding pass. Everything runs compiled for AVX2 when available.
+pub(crate) fn quantize_groups<C: GroupCodec>(
+    x: &[f32],
+    g: usize,
+    c: &C,
+) -> Result<(Vec<u8>, Vec<C::Param>), QuantError> {
+    let n = x.len();
+    let (num, den) = (C::NUM, C::DEN);
+    debug_assert!(g > 0 && n.is_multiple_of(g) && (num * g).is_multiple_of(den));
+    let bad = std::sync::atomic::AtomicBool::new(false);
+    if g <= CHUNK {
+        let per = CHUNK / g * g;
+        let mut params = vec![C::Param::default(); n / g];
+        let data = par_out_with(
+            n * num / den,
+            per * num / den,
+            &mut params,
+            per / g,
+            |ci, o, ps| {
+                let xi = &x[ci * per..((ci + 1) * per).min(n)];
+                let k = FusedGroups {
+                    c,
+                    xi,
+                    o,
+                    ps,
+                    g,
+                    first: ci * per,
+                };
+                if dispatch(k) >= NONFINITE {
+                    bad.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        );
+        if bad.into_inner() {
+            return Err(nonfinite(x));
+        }
+        return Ok((data, params));
+    }
+    let stats = group_reduce(x, g, |p| dispatch(ReducePiece(c, p)), C::combine);
+    if stats.iter().any(|r| C::bits(r) >= NONFINITE) {
+        return Err(nonfinite(x));
+    }
+    let params: Vec<C::Param> = stats.into_iter().map(|r| c.finish(r)).collect();
+    let data = par_out(n * num / den, CHUNK * num / den, |ci, o| {
+        let start = ci * CHUNK;
+        let xi = &x[start..(start + CHUNK).min(n)];
+        dispatch(EncodeChunk {
+            c,
+            xi,
+            o,
+            params: &params,
+            g,
+            start,
+        })
+    });
+    Ok((data, params))
+}
+
+/// A new buffer of `n` values made in parallel from chunks of `xc` input items:
+/// `f(chunk_index, input_chunk, output_chunk)` fills output chunks of `oc` values
+/// (see [`par_out_with`]; the chunk counts must match).
+pub(crate) fn par_map<T: Sync, U: Copy + Default + Send + Sync>(
     x: &[T],
     xc: usize,
-    out: &mut [U],
+    n: usize,
     oc: usize,
     f: impl Fn(usize, &[T], &mut [U]) + Sync + Send,
-) {
-    debug_assert_eq!(x.len().div_ceil(xc), out.len().div_ceil(oc));
-    out.par_chunks_mut(oc)
-        .zip(x.par_chunks(xc))
-        .enumerate()
-        .for_each(|(i, (o, xi))| f(i, xi, o));
+) -> Vec<U> {
+    debug_assert_eq!(x.len().div_ceil(xc), n.div_ceil(oc));
+    par_out(n, oc, |i, o| {
+        let xi = &x[i * xc..((i + 1) * xc).min(x.len())];
+        f(i, xi, o)
+    })
 }
 
 #[cfg(test)]
@@ -552,7 +897,7 @@ mod tests {
     #[test]
     fn pieces_cover_groups() {
         let mut seen = vec![];
-        for_each_piece(5, 10, 4, |o, l, g| seen.push((o, l, g)));
+        seen.extend(pieces(5, 10, 4));
         assert_eq!(seen, vec![(0, 3, 1), (3, 4, 2), (7, 3, 3)]);
     }
 
@@ -571,7 +916,140 @@ mod tests {
     #[test]
     fn amax_and_minmax() {
         let x: Vec<f32> = (0..37).map(|i| (i as f32 - 20.0) * 0.5).collect();
-        assert_eq!(amax(&x), 10.0);
-        assert_eq!(min_max(&x), (-10.0, 8.0));
+        assert_eq!(f32::from_bits(amax_bits(&x)), 10.0);
+        assert_eq!(min_max_bits_plain(&x), (-10.0, 8.0, 10f32.to_bits()));
+        let mut y = x.clone();
+        for bad in [f32::NAN, f32::INFINITY, -f32::INFINITY, -f32::NAN] {
+            y[33] = bad;
+            assert!(amax_bits(&y) >= NONFINITE);
+            assert!(min_max_bits_plain(&y).2 >= NONFINITE);
+        }
+    }
+
+    /// Inputs that exercise ties, subnormals, zeros, huge values and ragged tails.
+    fn tricky_inputs() -> Vec<(usize, usize, Vec<f32>)> {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut out = vec![];
+        for &(rows, cols) in &[
+            (1, 1),
+            (3, 7),
+            (5, 33),
+            (4, 256),
+            (8, 768),
+            (3, 70_000),
+            (2, 131_072),
+        ] {
+            let n = rows * cols;
+            let x: Vec<f32> = (0..n)
+                .map(|i| {
+                    let r = next();
+                    match r % 11 {
+                        0 => 0.0,
+                        1 => -0.0,
+                        2 => f32::from_bits((r >> 20) as u32 & 0x007f_ffff), // subnormal
+                        3 => ((r >> 16) % 33) as f32 / 8.0 - 2.0,            // ties
+                        4 => ((r >> 16) % 17) as f32 * 0.25 - 2.0,
+                        5 => (i % 13) as f32 * 1e-3,
+                        6 => -(((r >> 8) % 1000) as f32) * 37.5,
+                        _ => ((r >> 11) as f64 / (1u64 << 53) as f64 * 8.0 - 4.0) as f32,
+                    }
+                })
+                .collect();
+            out.push((rows, cols, x));
+        }
+        out
+    }
+
+    fn all_options() -> Vec<QuantOptions> {
+        let mut v = vec![];
+        for f in Format::ALL {
+            v.push(QuantOptions::new(f));
+            if !matches!(f, Format::Tq1_0 | Format::Tq2_0 | Format::Nf4) {
+                let mut o = QuantOptions::new(f);
+                o.rounding = Rounding::Stochastic(17);
+                v.push(o);
+            }
+        }
+        for (f, g, sym) in [
+            (Format::Int8, Some(1), false),
+            (Format::Int8, Some(0), false),
+            (Format::Int4, Some(2), true),
+            (Format::Int4, Some(0), false),
+            (Format::Nf4, Some(32), false),
+            (Format::Fp8E5m2, Some(1), false),
+        ] {
+            let mut o = QuantOptions::new(f);
+            o.group_size = g;
+            o.symmetric = sym;
+            v.push(o);
+        }
+        let mut o = QuantOptions::new(Format::Ternary);
+        o.scale = ScaleMode::AbsMedian;
+        v.push(o);
+        let mut o = QuantOptions::new(Format::Fp8E4m3);
+        o.scale = ScaleMode::Fixed(1e-3);
+        o.saturate = false;
+        v.push(o);
+        v
+    }
+
+    fn run_both(
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+        o: &QuantOptions,
+    ) -> [Option<(Quantized, Vec<u32>)>; 2] {
+        let go = || {
+            let p = Progress::new();
+            let q = quantize(x, rows, cols, o, &p).ok()?;
+            let r = q.as_packed(o.format, rows, cols);
+            let y = dequantize(&r, &p).expect("own output decodes");
+            let yb = y.iter().map(|v| v.to_bits()).collect();
+            Some((q, yb))
+        };
+        [go(), scalar_only(go)]
+    }
+
+    /// The AVX2 kernels (and the multi-threaded chunking) give exactly the bytes,
+    /// scales and decoded floats of the baseline kernels on one thread.
+    #[test]
+    fn dispatched_kernels_match_baseline() {
+        for (rows, cols, x) in tricky_inputs() {
+            for o in all_options() {
+                let [a, b] = run_both(&x, rows, cols, &o);
+                assert_eq!(a.is_some(), b.is_some(), "{o:?} {rows}x{cols}");
+                if let (Some(a), Some(b)) = (a, b) {
+                    assert!(a == b, "{:?} {rows}x{cols}", o.format);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nonfinite_rejected_on_every_path() {
+        for (rows, cols, x) in tricky_inputs().into_iter().skip(2) {
+            let n = x.len();
+            for pos in [0, n / 2, n - 1] {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut y = x.clone();
+                    y[pos] = bad;
+                    for o in all_options() {
+                        let p = Progress::new();
+                        let got = quantize(&y, rows, cols, &o, &p);
+                        let ok_shape = quantize(&x, rows, cols, &o, &p).is_ok();
+                        if ok_shape {
+                            let e = got.expect_err("non-finite input must be rejected");
+                            assert!(e.to_string().contains(&format!("flat index {pos}")), "{e}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

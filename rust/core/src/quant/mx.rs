@@ -18,10 +18,10 @@ use super::float::{
     decode_table, e8m0_value, encode_one, floor_log2, FloatKind, Spec, E2M1, E4M3, E5M2,
 };
 use super::int::resolve_group;
-use super::rng::Stream;
+use super::rng::{uniform_of, Stream};
 use super::{
-    amax, expect_len, for_each_piece, format_err, group_reduce, invalid, par_zip, simd_dispatch,
-    Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+    expect_len, format_err, invalid, pieces, simd_dispatch, Format, PackedRef, QuantError,
+    QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
@@ -33,11 +33,9 @@ pub fn codec_spec(kind: FloatKind) -> Spec {
 /// Encode float32 values to one code per byte (round half to even; never fails).
 pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Vec<u8> {
     let spec = Spec::of(kind);
-    let mut out = super::output::<u8>(x.len());
-    par_zip(x, CHUNK, &mut out, CHUNK, |_, xi, o| {
+    super::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
         encode_into(xi, o, spec, saturate);
-    });
-    out
+    })
 }
 
 #[inline(always)]
@@ -75,32 +73,68 @@ pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantErro
             ));
         }
     }
-    let table = decode_table(&spec);
-    let mut out = vec![0f32; codes.len()];
-    par_zip(codes, CHUNK, &mut out, CHUNK, |_, ci, o| {
-        for (y, &c) in o.iter_mut().zip(ci) {
-            *y = table[c as usize];
-        }
+    let table = table256(&spec);
+    let out = super::par_map(codes, CHUNK, codes.len(), CHUNK, |_, ci, o| {
+        let table = &table;
+        simd_dispatch!(ci: &[u8], o: &mut [f32], table: &[f32; 256]; (); {
+            for (y, &c) in o.iter_mut().zip(ci) {
+                *y = table[c as usize];
+            }
+        })
     });
     Ok(out)
 }
 
+/// A decode table padded to 256 entries (E2M1 repeats), so that any byte indexes it.
+fn table256(spec: &Spec) -> [f32; 256] {
+    let t = decode_table(spec);
+    std::array::from_fn(|i| t[i % t.len()])
+}
+
 /// Stochastic rounding between the two codes that bracket `v` (clamped to ±max).
-fn sr_encode(v: f32, spec: &Spec, table: &[f32], u: f64) -> u8 {
+/// Branch-free (both candidate pairs are looked up, the answer is selected), so that
+/// loops of it vectorise.
+#[inline(always)]
+fn sr_encode(v: f32, spec: &Spec, table: &[f32; 256], u: f64) -> u8 {
     let sign = (1u32 << (spec.ebits + spec.mbits)) * (v.to_bits() >> 31);
     let c = encode_one(v, spec, true);
     let mag = c & !sign;
-    let a = v.abs();
-    let val = |m: u32| table[m as usize] as f64;
-    let (lo, hi) = if val(mag) > a as f64 {
-        (mag - 1, mag)
-    } else if mag < spec.max_code && val(mag) < a as f64 {
-        (mag, mag + 1)
-    } else {
-        return c as u8;
-    };
-    let p = (a as f64 - val(lo)) / (val(hi) - val(lo));
-    ((if u < p { hi } else { lo }) | sign) as u8
+    let a = v.abs() as f64;
+    let val = |m: u32| table[(m & 255) as usize] as f64;
+    let vm = val(mag);
+    let below = vm > a;
+    let above = mag < spec.max_code && vm < a;
+    let lo = if below { mag.wrapping_sub(1) } else { mag };
+    let hi = if below { mag } else { mag + 1 };
+    let p = (a - val(lo)) / (val(hi) - val(lo));
+    let r = (if u < p { hi } else { lo }) | sign;
+    (if below || above { r } else { c }) as u8
+}
+
+/// `out[j] = sr_encode(x[j] * mul / div, ...)` with the random bits `bits[j]`, the
+/// element format constant-folded.
+#[inline(always)]
+fn sr_encode_into(
+    out: &mut [u8],
+    xs: &[f32],
+    bits: &[u32],
+    mul: f32,
+    div: f32,
+    kind: FloatKind,
+    table: &[f32; 256],
+) {
+    macro_rules! go {
+        ($spec:expr) => {
+            for ((c, &v), &b) in out.iter_mut().zip(xs).zip(bits) {
+                *c = sr_encode(v * mul / div, &$spec, table, uniform_of(b));
+            }
+        };
+    }
+    match kind {
+        FloatKind::E4M3 => go!(E4M3),
+        FloatKind::E5M2 => go!(E5M2),
+        _ => go!(E2M1),
+    }
 }
 
 fn elem_spec(f: Format) -> Spec {
@@ -121,38 +155,23 @@ pub(crate) fn quantize_fp8(
     let spec = elem_spec(f);
     let n = x.len();
     let g = resolve_group(n, cols, opts.group_size, None, f)?;
-    let scales: Vec<f32> = if let ScaleMode::Fixed(s) = opts.scale {
-        vec![s]
-    } else {
-        let max = spec.max_value();
-        group_reduce(x, g, amax, f32::max)
-            .into_iter()
-            .map(|a| fp8_scale(a, max))
-            .collect()
+    let fixed = match opts.scale {
+        ScaleMode::Fixed(s) => Some(s),
+        _ => None,
     };
-    let mut data = super::output::<u8>(n);
-    let table = decode_table(&spec);
+    let max = spec.max_value();
+    let table = table256(&spec);
     let st = super::stream(opts.rounding);
-    let sc = &scales;
-    par_zip(x, CHUNK, &mut data, CHUNK, |ci, xi, o| {
-        let start = ci * CHUNK;
-        let mut tmp = vec![0f32; CHUNK.min(xi.len())];
-        for_each_piece(start, xi.len(), g, |off, len, grp| {
-            let s = sc[grp];
-            let t = &mut tmp[..len];
-            for (ti, &v) in t.iter_mut().zip(&xi[off..off + len]) {
-                *ti = v / s;
-            }
-            match &st {
-                None => encode_into(t, &mut o[off..off + len], spec, opts.saturate),
-                Some(st) => {
-                    for (j, (c, &v)) in o[off..off + len].iter_mut().zip(t.iter()).enumerate() {
-                        *c = sr_encode(v, &spec, &table, st.uniform((start + off + j) as u64));
-                    }
-                }
-            }
-        });
-    });
+    let saturate = opts.saturate;
+    let codec = Fp8Codec {
+        spec,
+        fixed,
+        max,
+        table,
+        st,
+        saturate,
+    };
+    let (data, scales) = super::quantize_groups(x, g, &codec)?;
     Ok(Quantized {
         data,
         scales: Scales::F32(scales),
@@ -160,6 +179,97 @@ pub(crate) fn quantize_fp8(
         tensor_scale: None,
         group_size: g,
     })
+}
+
+/// Scaled FP8: `scale = amax / max` per group (or fixed), codes `encode(v / scale)`.
+struct Fp8Codec {
+    spec: Spec,
+    fixed: Option<f32>,
+    max: f32,
+    table: [f32; 256],
+    st: Option<Stream>,
+    saturate: bool,
+}
+
+impl super::GroupCodec for Fp8Codec {
+    type Stat = u32;
+    type Param = f32;
+    const NUM: usize = 1;
+    const DEN: usize = 1;
+
+    #[inline(always)]
+    fn reduce(&self, x: &[f32]) -> u32 {
+        super::amax_bits_plain(x)
+    }
+
+    #[inline(always)]
+    fn combine(a: u32, b: u32) -> u32 {
+        a.max(b)
+    }
+
+    #[inline(always)]
+    fn bits(s: &u32) -> u32 {
+        *s
+    }
+
+    #[inline(always)]
+    fn finish(&self, m: u32) -> f32 {
+        self.fixed
+            .unwrap_or_else(|| fp8_scale(f32::from_bits(m), self.max))
+    }
+
+    #[inline(always)]
+    fn encode(&self, xs: &[f32], o: &mut [u8], s: f32, first: usize) {
+        match &self.st {
+            None => encode_scaled(xs, o, s, self.spec.kind, self.saturate),
+            Some(st) => {
+                // fixed-size blocks: the compiler vectorises those (not a loop of
+                // unknown length with this many table lookups)
+                const B: usize = 32;
+                let mut bits = [0u32; B];
+                let mut codes = [0u8; B];
+                let mut xo = xs.chunks_exact(B).zip(o.chunks_exact_mut(B));
+                for (k, (xb, ob)) in (&mut xo).enumerate() {
+                    let xb: &[f32; B] = xb.try_into().expect("a whole block");
+                    st.fill_bits32((first + k * B) as u64, &mut bits);
+                    sr_encode_into(&mut codes, xb, &bits, 1.0, s, self.spec.kind, &self.table);
+                    ob.copy_from_slice(&codes);
+                }
+                let done = xs.len() / B * B;
+                let (xr, or) = (&xs[done..], &mut o[done..]);
+                let bits = &mut bits[..xr.len()];
+                st.fill_bits32((first + done) as u64, bits);
+                sr_encode_into(or, xr, bits, 1.0, s, self.spec.kind, &self.table);
+            }
+        }
+    }
+}
+
+/// `encode(v / s)` with the format constant-folded so that the loops vectorise.
+#[inline(always)]
+fn encode_scaled(xs: &[f32], o: &mut [u8], s: f32, kind: FloatKind, saturate: bool) {
+    match (kind, saturate) {
+        (FloatKind::E4M3, true) => {
+            for (c, &v) in o.iter_mut().zip(xs) {
+                *c = encode_one(v / s, &E4M3, true) as u8;
+            }
+        }
+        (FloatKind::E4M3, false) => {
+            for (c, &v) in o.iter_mut().zip(xs) {
+                *c = encode_one(v / s, &E4M3, false) as u8;
+            }
+        }
+        (FloatKind::E5M2, true) => {
+            for (c, &v) in o.iter_mut().zip(xs) {
+                *c = encode_one(v / s, &E5M2, true) as u8;
+            }
+        }
+        _ => {
+            for (c, &v) in o.iter_mut().zip(xs) {
+                *c = encode_one(v / s, &E5M2, false) as u8;
+            }
+        }
+    }
 }
 
 pub(crate) fn dequantize_fp8(
@@ -170,15 +280,18 @@ pub(crate) fn dequantize_fp8(
     let g = super::check_groups(q, n, false)?;
     expect_len("data", q.data.len(), n, q.format)?;
     expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
-    let table = decode_table(&elem_spec(q.format));
-    let mut y = super::output::<f32>(n);
-    par_zip(q.data, CHUNK, &mut y, CHUNK, |ci, di, o| {
-        for_each_piece(ci * CHUNK, o.len(), g, |off, len, grp| {
-            let s = q.scales_f32[grp];
-            for (v, &c) in o[off..off + len].iter_mut().zip(&di[off..off + len]) {
-                *v = table[c as usize] * s;
+    let table = table256(&elem_spec(q.format));
+    let scales = q.scales_f32;
+    let y = super::par_map(q.data, CHUNK, n, CHUNK, |ci, di, o| {
+        let table = &table;
+        simd_dispatch!(ci: usize, di: &[u8], o: &mut [f32], g: usize, scales: &[f32], table: &[f32; 256]; (); {
+            for (off, len, grp) in pieces(ci * CHUNK, o.len(), g) {
+                let s = scales[grp];
+                for (v, &c) in o[off..off + len].iter_mut().zip(&di[off..off + len]) {
+                    *v = table[c as usize] * s;
+                }
             }
-        });
+        })
     });
     Ok(y)
 }
@@ -218,24 +331,6 @@ enum BlockRule {
     Nv { pt: f32, lut: &'static [f32; 256] },
 }
 
-impl BlockRule {
-    /// (scale code, multiplier, divisor): elements are encoded from `v * mul / div`.
-    #[inline(always)]
-    fn scale(&self, a: f32) -> (u8, f32, f32) {
-        match self {
-            BlockRule::Mx { emax } => {
-                let code = mx_scale_code(a, *emax);
-                (code, e8m0_inverse(code), 1.0)
-            }
-            BlockRule::Nv { pt, lut } => {
-                let bs = ((a / 6.0) / pt).clamp(NV_MIN_SCALE, 448.0);
-                let code = encode_one(bs, &E4M3, true) as u8;
-                (code, 1.0, pt * lut[code as usize])
-            }
-        }
-    }
-}
-
 const NV_MIN_SCALE: f32 = 0.015625; // 2^-6, the smallest normal E4M3
 
 /// The block (zero-padded to `B` values when short).
@@ -246,33 +341,39 @@ fn block_at<const B: usize>(xi: &[f32], k: usize, padded: &mut [f32; B]) {
     padded[b.len()..].fill(0.0);
 }
 
+/// Nearest codes of a block: MX multiplies by the exact reciprocal of its power-of-two
+/// scale, NVFP4 divides by its scale (`v * 1.0` and `v / 1.0` are exact, so this is the
+/// reference's `v * mul / div`).
 #[inline(always)]
 fn encode_block_nearest<const B: usize>(
     b: &[f32; B],
     codes: &mut [u8; B],
     kind: FloatKind,
+    rule: &BlockRule,
     mul: f32,
     div: f32,
 ) {
-    match kind {
-        FloatKind::E2M1 => {
+    macro_rules! enc {
+        ($spec:expr, $op:tt, $by:expr) => {
             for (c, &v) in codes.iter_mut().zip(b) {
-                *c = encode_one(v * mul / div, &E2M1, true) as u8;
+                *c = encode_one(v $op $by, &$spec, true) as u8;
             }
-        }
-        FloatKind::E5M2 => {
-            for (c, &v) in codes.iter_mut().zip(b) {
-                *c = encode_one(v * mul / div, &E5M2, true) as u8;
-            }
-        }
-        _ => {
-            for (c, &v) in codes.iter_mut().zip(b) {
-                *c = encode_one(v * mul / div, &E4M3, true) as u8;
-            }
-        }
+        };
+    }
+    match (rule, kind) {
+        (BlockRule::Nv { .. }, _) => enc!(E2M1, /, div),
+        (_, FloatKind::E2M1) => enc!(E2M1, *, mul),
+        (_, FloatKind::E5M2) => enc!(E5M2, *, mul),
+        _ => enc!(E4M3, *, mul),
     }
 }
 
+/// Stochastic rounding parameters: element spec, its decode table, the stream and the
+/// flat index of the chunk's first value.
+type StochasticBlocks<'a> = (&'a Spec, &'a [f32; 256], &'a Stream, usize);
+
+/// Scales and codes of a chunk of whole blocks (the last may be short and is
+/// zero-padded); returns the largest `bits(|v|)` seen (NaN / Inf detection).
 #[inline(always)]
 fn blocks_body<const B: usize>(
     xi: &[f32],
@@ -280,63 +381,105 @@ fn blocks_body<const B: usize>(
     sc: &mut [u8],
     kind: FloatKind,
     rule: BlockRule,
-) {
+    sr: Option<StochasticBlocks<'_>>,
+) -> u32 {
     let fp4 = kind == FloatKind::E2M1;
     let bpb = if fp4 { B / 2 } else { B };
     let mut padded = [0f32; B];
     let mut codes = [0u8; B];
-    for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
-        block_at(xi, k, &mut padded);
-        let (code, mul, div) = rule.scale(super::amax_plain(&padded));
-        *s = code;
-        encode_block_nearest(&padded, &mut codes, kind, mul, div);
+    let nbk = sc.len();
+    // 1. largest |v| (as bits) of every block of the chunk
+    let mut am = vec![0u32; nbk];
+    for (k, a) in am.iter_mut().enumerate() {
+        *a = match xi.get(k * B..(k + 1) * B) {
+            Some(full) => super::amax_bits_plain(full),
+            None => {
+                block_at(xi, k, &mut padded);
+                super::amax_bits_plain(&padded)
+            }
+        };
+    }
+    let worst = am.iter().fold(0, |w, &a| w.max(a));
+    // 2. all scales at once (a loop without per-block dependencies vectorises)
+    let mut muls = vec![1f32; nbk];
+    let mut divs = vec![1f32; nbk];
+    match rule {
+        BlockRule::Mx { emax } => {
+            for ((s, m), &a) in sc.iter_mut().zip(muls.iter_mut()).zip(&am) {
+                let code = mx_scale_code(f32::from_bits(a), emax);
+                *s = code;
+                *m = e8m0_inverse(code);
+            }
+        }
+        BlockRule::Nv { pt, lut } => {
+            for ((s, d), &a) in sc.iter_mut().zip(divs.iter_mut()).zip(&am) {
+                let bs = ((f32::from_bits(a) / 6.0) / pt).clamp(NV_MIN_SCALE, 448.0);
+                let code = encode_one(bs, &E4M3, true) as u8;
+                *s = code;
+                *d = pt * lut[code as usize];
+            }
+        }
+    }
+    // 3. the elements
+    for (k, ob) in o.chunks_mut(bpb).enumerate() {
+        let b: &[f32; B] = match xi.get(k * B..(k + 1) * B) {
+            Some(full) => full.try_into().expect("a whole block"),
+            None => {
+                block_at(xi, k, &mut padded);
+                &padded
+            }
+        };
+        let (mul, div) = (muls[k], divs[k]);
+        match sr {
+            None => encode_block_nearest(b, &mut codes, kind, &rule, mul, div),
+            Some((spec, table, st, first)) => {
+                let mut bits = [0u32; B];
+                st.fill_bits32((first + k * B) as u64, &mut bits);
+                sr_encode_into(&mut codes, b, &bits, mul, div, spec.kind, table);
+            }
+        }
         write_block(&codes, ob, fp4);
     }
+    worst
 }
 
-/// Nearest rounding of a chunk of whole blocks, compiled for AVX2 when available.
-fn blocks_nearest<const B: usize>(
-    xi: &[f32],
-    o: &mut [u8],
-    sc: &mut [u8],
-    kind: FloatKind,
-    rule: BlockRule,
-) {
-    let b32 = B == 32;
-    simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind, rule: BlockRule, b32: bool; (); {
-        if b32 {
-            blocks_body::<32>(xi, o, sc, kind, rule)
-        } else {
-            blocks_body::<16>(xi, o, sc, kind, rule)
-        }
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn blocks_stochastic<const B: usize>(
-    xi: &[f32],
-    o: &mut [u8],
-    sc: &mut [u8],
+/// Quantize `x` in blocks of `B` (scale codes and packed elements), one pass, in
+/// parallel, compiled for AVX2 when available.
+fn quantize_blocks<const B: usize>(
+    x: &[f32],
     spec: &Spec,
     rule: BlockRule,
-    table: &[f32],
-    st: &Stream,
-    first: usize,
-) {
+    st: Option<&Stream>,
+) -> Result<(Vec<u8>, Vec<u8>), QuantError> {
+    let n = x.len();
+    let nb = n.div_ceil(B);
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { B / 2 } else { B };
-    let mut padded = [0f32; B];
-    let mut codes = [0u8; B];
-    for (k, (ob, s)) in o.chunks_mut(bpb).zip(sc.iter_mut()).enumerate() {
-        block_at(xi, k, &mut padded);
-        let (code, mul, div) = rule.scale(super::amax_plain(&padded));
-        *s = code;
-        for (j, (c, &v)) in codes.iter_mut().zip(&padded).enumerate() {
-            let u = st.uniform((first + k * B + j) as u64);
-            *c = sr_encode(v * mul / div, spec, table, u);
+    let mut scales = vec![0u8; nb];
+    let table = table256(spec);
+    let per = CHUNK / B;
+    let bad = std::sync::atomic::AtomicBool::new(false);
+    let data = super::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
+        let xi = &x[ci * per * B..((ci + 1) * per * B).min(n)];
+        let sr = st.map(|st| (spec, &table, st, ci * per * B));
+        let kind = spec.kind;
+        let b32 = B == 32;
+        let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind,
+                                   rule: BlockRule, sr: Option<StochasticBlocks<'_>>, b32: bool; u32; {
+            if b32 {
+                blocks_body::<32>(xi, o, sc, kind, rule, sr)
+            } else {
+                blocks_body::<16>(xi, o, sc, kind, rule, sr)
+            }
+        });
+        if worst >= super::NONFINITE {
+            bad.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        write_block(&codes, ob, fp4);
+    });
+    if bad.into_inner() {
+        return Err(super::nonfinite(x));
     }
+    Ok((data, scales))
 }
 
 fn write_block(codes: &[u8], out: &mut [u8], fp4: bool) {
@@ -362,35 +505,9 @@ pub(crate) fn quantize_mx(
         ));
     }
     let spec = elem_spec(f);
-    let fp4 = spec.kind == FloatKind::E2M1;
-    let emax = mx_emax(f);
-    let n = x.len();
-    let nb = n.div_ceil(MX_BLOCK);
-    let bpb = if fp4 { MX_BLOCK / 2 } else { MX_BLOCK };
-    let mut data = super::output::<u8>(nb * bpb);
-    let mut scales = vec![0u8; nb];
-    let table = decode_table(&spec);
     let st = super::stream(opts.rounding);
-    let per = CHUNK / MX_BLOCK;
-    let rule = BlockRule::Mx { emax };
-    let kind = spec.kind;
-    data.par_chunks_mut(per * bpb)
-        .zip(scales.par_chunks_mut(per))
-        .zip(x.par_chunks(per * MX_BLOCK))
-        .enumerate()
-        .for_each(|(ci, ((o, sc), xi))| match &st {
-            None => blocks_nearest::<MX_BLOCK>(xi, o, sc, kind, rule),
-            Some(st) => blocks_stochastic::<MX_BLOCK>(
-                xi,
-                o,
-                sc,
-                &spec,
-                rule,
-                &table,
-                st,
-                ci * per * MX_BLOCK,
-            ),
-        });
+    let rule = BlockRule::Mx { emax: mx_emax(f) };
+    let (data, scales) = quantize_blocks::<MX_BLOCK>(x, &spec, rule, st.as_ref())?;
     Ok(Quantized {
         data,
         scales: Scales::U8(scales),
@@ -410,24 +527,27 @@ fn dequantize_blocks(
 ) -> Vec<f32> {
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { block / 2 } else { block };
-    let table = decode_table(spec);
+    let table = table256(spec);
+    let t16: [f32; 16] = std::array::from_fn(|i| table[i]);
     let nb = n.div_ceil(block);
-    let mut y = super::output::<f32>(nb * block);
     let per = CHUNK / block;
-    par_zip(q.data, per * bpb, &mut y, per * block, |ci, di, o| {
-        for (k, (ob, bytes)) in o.chunks_mut(block).zip(di.chunks(bpb)).enumerate() {
-            let s = block_scale(ci * per + k);
-            if fp4 {
-                for (pair, &b) in ob.chunks_exact_mut(2).zip(bytes) {
-                    pair[0] = table[(b & 15) as usize] * s;
-                    pair[1] = table[(b >> 4) as usize] * s;
-                }
-            } else {
-                for (v, &c) in ob.iter_mut().zip(bytes) {
-                    *v = table[c as usize] * s;
+    let mut y = super::par_map(q.data, per * bpb, nb * block, per * block, |ci, di, o| {
+        let ss: Vec<f32> = (0..o.len() / block)
+            .map(|k| block_scale(ci * per + k))
+            .collect();
+        let (table, t16, ss) = (&table, &t16, &ss[..]);
+        simd_dispatch!(di: &[u8], o: &mut [f32], ss: &[f32], table: &[f32; 256], t16: &[f32; 16],
+                       block: usize, bpb: usize, fp4: bool; (); {
+            for ((ob, bytes), &s) in o.chunks_mut(block).zip(di.chunks(bpb)).zip(ss) {
+                if fp4 {
+                    super::simd::lut4_decode(bytes, ob, t16, s, true);
+                } else {
+                    for (v, &c) in ob.iter_mut().zip(bytes) {
+                        *v = table[c as usize] * s;
+                    }
                 }
             }
-        }
+        })
     });
     y.truncate(n);
     y
@@ -485,36 +605,20 @@ pub(crate) fn quantize_nvfp4(
     if opts.group_size.is_some_and(|g| g != NV_BLOCK) {
         return invalid("nvfp4 uses blocks of 16; group_size must be None or 16");
     }
-    let n = x.len();
-    let a: f32 = x.par_chunks(CHUNK).map(amax).reduce(|| 0.0, f32::max);
-    let pt = nvfp4_tensor_scale(a);
-    let nb = n.div_ceil(NV_BLOCK);
-    let mut data = super::output::<u8>(nb * NV_BLOCK / 2);
-    let mut scales = vec![0u8; nb];
-    let table = decode_table(&E2M1);
+    let m = x
+        .par_chunks(CHUNK)
+        .map(super::amax_bits)
+        .reduce(|| 0, u32::max);
+    if m >= super::NONFINITE {
+        return Err(super::nonfinite(x));
+    }
+    let pt = nvfp4_tensor_scale(f32::from_bits(m));
     let st = super::stream(opts.rounding);
-    let per = CHUNK / NV_BLOCK;
     let rule = BlockRule::Nv {
         pt,
         lut: super::float::e4m3_table(),
     };
-    data.par_chunks_mut(per * NV_BLOCK / 2)
-        .zip(scales.par_chunks_mut(per))
-        .zip(x.par_chunks(per * NV_BLOCK))
-        .enumerate()
-        .for_each(|(ci, ((o, sc), xi))| match &st {
-            None => blocks_nearest::<NV_BLOCK>(xi, o, sc, FloatKind::E2M1, rule),
-            Some(st) => blocks_stochastic::<NV_BLOCK>(
-                xi,
-                o,
-                sc,
-                &E2M1,
-                rule,
-                &table,
-                st,
-                ci * per * NV_BLOCK,
-            ),
-        });
+    let (data, scales) = quantize_blocks::<NV_BLOCK>(x, &E2M1, rule, st.as_ref())?;
     Ok(Quantized {
         data,
         scales: Scales::U8(scales),
@@ -573,7 +677,7 @@ mod tests {
     #[test]
     fn stochastic_fp_is_unbiased() {
         let st = Stream::new(3);
-        let table = decode_table(&E2M1);
+        let table = table256(&E2M1);
         let n = 50_000;
         let m: f64 = (0..n)
             .map(|i| table[sr_encode(2.6, &E2M1, &table, st.uniform(i)) as usize] as f64)

@@ -16,39 +16,54 @@ use rayon::prelude::*;
 use super::float::{f16_to_f32, f32_to_f16};
 use super::rng::Stream;
 use super::{
-    expect_len, format_err, invalid, par_zip, simd_dispatch, Format, PackedRef, QuantError,
-    QuantOptions, Quantized, Rounding, ScaleMode, Scales, CHUNK,
+    expect_len, format_err, invalid, simd_dispatch, Format, PackedRef, QuantError, QuantOptions,
+    Quantized, Rounding, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
-/// BitNet scale `gamma` before clamping: absmean or lower absmedian.
+/// BitNet scale `gamma` before clamping: absmean or lower absmedian (finite input).
 pub fn ternary_gamma(x: &[f32], mode: ScaleMode) -> f32 {
+    gamma_checked(x, mode).0
+}
+
+/// `gamma` and the largest `bits(|v|)` of `x` (`>= NONFINITE` when `x` holds NaN or
+/// infinity; absmedian does not look and returns 0).
+fn gamma_checked(x: &[f32], mode: ScaleMode) -> (f32, u32) {
     match mode {
         ScaleMode::AbsMedian => {
             let mut a: Vec<f32> = x.par_iter().map(|v| v.abs()).collect();
             let k = (a.len() - 1) / 2;
             let (_, m, _) = a.select_nth_unstable_by(k, |p, q| p.total_cmp(q));
-            *m
+            (*m, 0)
         }
         _ => {
-            let parts: Vec<f64> = x
+            let parts: Vec<(f64, u32)> = x
                 .par_chunks(CHUNK)
                 .map(|c| {
-                    simd_dispatch!(c: &[f32]; f64; {
+                    simd_dispatch!(c: &[f32]; (f64, u32); {
                         // 16 independent lanes: the f64 adds are latency-bound otherwise
                         let mut acc = [0f64; 16];
+                        let mut bits = [0u32; 16];
                         let mut it = c.chunks_exact(16);
                         for q in &mut it {
                             for k in 0..16 {
                                 acc[k] += q[k].abs() as f64;
+                                bits[k] = bits[k].max(q[k].to_bits() & 0x7fff_ffff);
                             }
                         }
                         let r: f64 = it.remainder().iter().map(|v| v.abs() as f64).sum();
-                        acc.iter().sum::<f64>() + r
+                        let m = bits.iter().fold(0, |m, &b| m.max(b));
+                        let m = it
+                            .remainder()
+                            .iter()
+                            .fold(m, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+                        (acc.iter().sum::<f64>() + r, m)
                     })
                 })
                 .collect();
-            (parts.iter().sum::<f64>() / x.len() as f64) as f32
+            let sum = parts.iter().map(|p| p.0).sum::<f64>();
+            let m = parts.iter().fold(0, |m, p| m.max(p.1));
+            ((sum / x.len() as f64) as f32, m)
         }
     }
 }
@@ -60,49 +75,76 @@ pub(crate) fn quantize_ternary(
     opts: &QuantOptions,
     _p: &Progress,
 ) -> Result<Quantized, QuantError> {
-    let gamma = ternary_gamma(x, opts.scale);
+    if opts.scale == ScaleMode::AbsMedian {
+        super::check_finite(x)?;
+    }
+    let (gamma, m) = gamma_checked(x, opts.scale);
+    if m >= super::NONFINITE {
+        return Err(super::nonfinite(x));
+    }
     let s = 1.0f32 / gamma.max(1e-5);
     let big_r = out_rows.div_ceil(4);
-    let mut data = super::output::<u8>(big_r * inner);
     let rows_per = (CHUNK / inner.max(1)).max(1);
     let stream = match opts.rounding {
         Rounding::Stochastic(seed) => Some(Stream::new(seed)),
         Rounding::Nearest => None,
     };
-    data.par_chunks_mut(rows_per * inner)
-        .enumerate()
-        .for_each(|(ci, out)| {
-            for (lr, orow) in out.chunks_mut(inner).enumerate() {
-                let r = ci * rows_per + lr;
-                for i in 0..4 {
-                    let src = r + i * big_r;
-                    if src >= out_rows {
-                        break;
+    let row = |src: usize| &x[src * inner..(src + 1) * inner];
+    let data = super::par_out(big_r * inner, rows_per * inner, |ci, out: &mut [u8]| {
+        for (lr, orow) in out.chunks_mut(inner).enumerate() {
+            let r = ci * rows_per + lr;
+            if stream.is_none() && r + 3 * big_r < out_rows {
+                // all four source rows exist: each byte is written once
+                let (x0, x1, x2, x3) = (
+                    row(r),
+                    row(r + big_r),
+                    row(r + 2 * big_r),
+                    row(r + 3 * big_r),
+                );
+                simd_dispatch!(orow: &mut [u8], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32], s: f32; (); {
+                    // round half to even of v * s, clamped to [-1, 1], plus one
+                    let c = |v: f32| {
+                        let t = v * s;
+                        1 + (t > 0.5) as u8 - (t < -0.5) as u8
+                    };
+                    for (j, o) in orow.iter_mut().enumerate() {
+                        *o = c(x0[j]) | (c(x1[j]) << 2) | (c(x2[j]) << 4) | (c(x3[j]) << 6);
                     }
-                    let xs = &x[src * inner..(src + 1) * inner];
-                    let shift = 2 * i as u32;
-                    match &stream {
-                        None => {
-                            simd_dispatch!(xs: &[f32], orow: &mut [u8], s: f32, shift: u32; (); {
-                                for (o, &v) in orow.iter_mut().zip(xs) {
-                                    let t = v * s;
-                                    // round half to even of t, clamped to [-1, 1], plus one
-                                    let c = 1 + (t > 0.5) as u8 - (t < -0.5) as u8;
-                                    *o |= c << shift;
-                                }
-                            })
+                });
+                continue;
+            }
+            for i in 0..4 {
+                let src = r + i * big_r;
+                if src >= out_rows {
+                    break;
+                }
+                let xs = row(src);
+                let shift = 2 * i as u32;
+                match &stream {
+                    None => simd_dispatch!(orow: &mut [u8], xs: &[f32], s: f32, shift: u32; (); {
+                        for (o, &v) in orow.iter_mut().zip(xs) {
+                            let t = v * s;
+                            let c = 1 + (t > 0.5) as u8 - (t < -0.5) as u8;
+                            *o |= c << shift;
                         }
-                        Some(st) => {
-                            for (j, (o, &v)) in orow.iter_mut().zip(xs).enumerate() {
+                    }),
+                    Some(st) => {
+                        const B: usize = 256;
+                        let mut bits = [0u32; B];
+                        for (k, (ob, xb)) in orow.chunks_mut(B).zip(xs.chunks(B)).enumerate() {
+                            let bits = &mut bits[..xb.len()];
+                            st.fill_bits32((src * inner + k * B) as u64, bits);
+                            for ((o, &v), &u) in ob.iter_mut().zip(xb).zip(bits.iter()) {
                                 let t = (v * s).clamp(-1.0, 1.0);
-                                let q = st.round(t, (src * inner + j) as u64);
-                                *o |= ((q as i32 + 1) as u8) << shift;
+                                let q = super::rng::round_with_i32(t, u);
+                                *o |= ((q + 1) as u8) << shift;
                             }
                         }
                     }
                 }
             }
-        });
+        }
+    });
     Ok(Quantized {
         data,
         scales: Scales::F32(vec![1.0 / s]),
@@ -130,23 +172,22 @@ pub(crate) fn dequantize_ternary(
     if bad {
         return format_err("ternary data holds code 3, which is out of range (codes are 0, 1, 2)");
     }
-    let mut y = super::output::<f32>(n);
     let rows_per = (CHUNK / inner.max(1)).max(1);
-    y.par_chunks_mut(rows_per * inner)
-        .enumerate()
-        .for_each(|(ci, out)| {
-            for (lr, orow) in out.chunks_mut(inner).enumerate() {
+    let (data, width) = (q.data, inner);
+    let y = super::par_out(n, rows_per * inner, |ci, out: &mut [f32]| {
+        simd_dispatch!(out: &mut [f32], data: &[u8], ci: usize, rows_per: usize, width: usize,
+                       big_r: usize, scale: f32; (); {
+            for (lr, orow) in out.chunks_mut(width).enumerate() {
                 let src = ci * rows_per + lr;
                 let (r, i) = (src % big_r, src / big_r);
-                let bytes = &q.data[r * inner..(r + 1) * inner];
+                let bytes = &data[r * width..(r + 1) * width];
                 let shift = 2 * i as u32;
-                simd_dispatch!(bytes: &[u8], orow: &mut [f32], scale: f32, shift: u32; (); {
-                    for (o, &b) in orow.iter_mut().zip(bytes) {
-                        *o = (((b >> shift) & 3) as f32 - 1.0) * scale;
-                    }
-                })
+                for (o, &b) in orow.iter_mut().zip(bytes) {
+                    *o = (((b >> shift) & 3) as f32 - 1.0) * scale;
+                }
             }
-        });
+        })
+    });
     Ok(y)
 }
 
@@ -166,26 +207,31 @@ fn trit(v: f32) -> u8 {
     1 + (v >= 0.5) as u8 - (v <= -0.5) as u8
 }
 
+/// (d, 1/d or 0, largest `bits(|v|)`) of a block.
 #[inline(always)]
-fn block_scale(b: &[f32]) -> (f32, f32) {
-    let d = super::amax(b);
+fn block_scale(b: &[f32]) -> (f32, f32, u32) {
+    let m = super::amax_bits_plain(b);
+    let d = f32::from_bits(m);
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
-    (d, id)
+    (d, id, m)
 }
 
-fn tq2_block(b: &[f32], out: &mut [u8]) {
-    let (d, id) = block_scale(b);
+#[inline(always)]
+fn tq2_block(b: &[f32], out: &mut [u8]) -> u32 {
+    let (d, id, m) = block_scale(b);
     let (qs, tail) = out.split_at_mut(64);
     for j in 0..2 {
+        let q = &mut qs[32 * j..32 * j + 32];
+        let x = &b[128 * j..128 * j + 128];
         for m in 0..32 {
-            let mut byte = 0u8;
-            for n in 0..4 {
-                byte |= trit(b[128 * j + m + 32 * n] * id) << (2 * n);
-            }
-            qs[32 * j + m] = byte;
+            q[m] = trit(x[m] * id)
+                | (trit(x[m + 32] * id) << 2)
+                | (trit(x[m + 64] * id) << 4)
+                | (trit(x[m + 96] * id) << 6);
         }
     }
     tail.copy_from_slice(&f32_to_f16(d).to_le_bytes());
+    m
 }
 
 #[inline(always)]
@@ -194,8 +240,9 @@ fn pack5(t: [u8; 5]) -> u8 {
     (v * 256).div_ceil(243) as u8
 }
 
-fn tq1_block(b: &[f32], out: &mut [u8]) {
-    let (d, id) = block_scale(b);
+#[inline(always)]
+fn tq1_block(b: &[f32], out: &mut [u8]) -> u32 {
+    let (d, id, m) = block_scale(b);
     let mut t = [0u8; QK];
     for (ti, &v) in t.iter_mut().zip(b) {
         *ti = trit(v * id);
@@ -212,6 +259,7 @@ fn tq1_block(b: &[f32], out: &mut [u8]) {
         out[48 + j] = pack5([t[e], t[e + 4], t[e + 8], t[e + 12], 0]);
     }
     out[52..54].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+    m
 }
 
 pub(crate) fn quantize_tq(
@@ -229,17 +277,26 @@ pub(crate) fn quantize_tq(
     }
     let nb = x.len() / QK;
     let tb = tq_bytes(f);
-    let mut data = super::output::<u8>(nb * tb);
     let per = CHUNK / QK;
-    par_zip(x, per * QK, &mut data, per * tb, |_, xi, o| {
-        for (b, ob) in xi.chunks(QK).zip(o.chunks_mut(tb)) {
-            if f == Format::Tq1_0 {
-                simd_dispatch!(b: &[f32], ob: &mut [u8]; (); tq1_block(b, ob))
-            } else {
-                simd_dispatch!(b: &[f32], ob: &mut [u8]; (); tq2_block(b, ob))
+    let bad = std::sync::atomic::AtomicBool::new(false);
+    let data = super::par_map(x, per * QK, nb * tb, per * tb, |_, xi, o| {
+        let tq1 = f == Format::Tq1_0;
+        let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], tb: usize, tq1: bool; u32; {
+            // plain loops (an iterator fold would be a function of its own, not AVX2)
+            let mut worst = 0u32;
+            for (b, ob) in xi.chunks(QK).zip(o.chunks_mut(tb)) {
+                let m = if tq1 { tq1_block(b, ob) } else { tq2_block(b, ob) };
+                worst = worst.max(m);
             }
+            worst
+        });
+        if worst >= super::NONFINITE {
+            bad.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
+    if bad.into_inner() {
+        return Err(super::nonfinite(x));
+    }
     Ok(Quantized {
         data,
         scales: Scales::None,
@@ -280,12 +337,23 @@ pub(crate) fn dequantize_tq(
             );
         }
     }
-    let mut y = super::output::<f32>(n);
     let per = CHUNK / QK;
-    par_zip(q.data, per * tb, &mut y, per * QK, |_, bi, o| {
+    let y = super::par_map(q.data, per * tb, n, per * QK, |_, bi, o| {
+        let tq2 = f == Format::Tq2_0;
+        simd_dispatch!(bi: &[u8], o: &mut [f32], tq2: bool; (); tq_dequantize_blocks(bi, o, tq2))
+    });
+    Ok(y)
+}
+
+/// Decode whole TQ1_0 / TQ2_0 blocks.
+#[inline(always)]
+fn tq_dequantize_blocks(bi: &[u8], o: &mut [f32], tq2: bool) {
+    let tb = if tq2 { 66 } else { 54 };
+    {
+        #[allow(clippy::needless_range_loop)]
         for (b, ob) in bi.chunks(tb).zip(o.chunks_mut(QK)) {
             let d = f16_to_f32(u16::from_le_bytes([b[tb - 2], b[tb - 1]]));
-            if f == Format::Tq2_0 {
+            if tq2 {
                 for j in 0..2 {
                     for nn in 0..4 {
                         for m in 0..32 {
@@ -310,8 +378,7 @@ pub(crate) fn dequantize_tq(
                 }
             }
         }
-    });
-    Ok(y)
+    }
 }
 
 #[cfg(test)]
