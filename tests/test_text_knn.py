@@ -322,3 +322,23 @@ def test_pair_lengths_equal_python_gzip_on_real_multilingual_text():
                            / max(len(gzip.compress(q.encode(), 9)), c[r.encode()])
                            for r in texts[:10]] for q in long])
     assert np.array_equal(got_long, want_long)
+
+
+def test_n_jobs_never_changes_the_global_thread_count(data):
+    # n_jobs is passed to each call; the process-wide setting stays as the user set it
+    # (two estimators with different n_jobs in two Python threads cannot race on it).
+    train_x, train_y, test_x, _, _ = data
+    before = thrifty.get_num_threads()
+    seen = []
+    try:
+        thrifty.set_num_threads(2)
+        clf = CompressionKNNClassifier(
+            k=1, n_jobs=1, progress=lambda done, total: seen.append(thrifty.get_num_threads())
+        ).fit(train_x, train_y)
+        clf.predict(test_x)
+        assert seen and set(seen) == {2}
+        assert thrifty.get_num_threads() == 2
+        with pytest.raises(thrifty.InvalidInputError, match="n_jobs"):
+            CompressionKNNClassifier(n_jobs=5000).fit(train_x, train_y)
+    finally:
+        thrifty.set_num_threads(before)

@@ -59,7 +59,11 @@ def _panic(message: str) -> None: ...
 def _pool_threads(n_tasks: int) -> tuple[int, int]: ...
 def _busy(steps: int, step_ms: int, progress: _Progress = None) -> int: ...
 def compressed_len(
-    texts: list[bytes], compressor: str, level: int | None = None, progress: _Progress = None
+    texts: list[bytes],
+    compressor: str,
+    level: int | None = None,
+    progress: _Progress = None,
+    n_threads: int | None = None,
 ) -> npt.NDArray[np.int64]: ...
 def ncd_matrix(
     queries: list[bytes],
@@ -68,6 +72,7 @@ def ncd_matrix(
     level: int | None = None,
     distance_name: str = "ncd",
     progress: _Progress = None,
+    n_threads: int | None = None,
 ) -> npt.NDArray[np.float64]: ...
 def text_kneighbors(
     queries: list[bytes],
@@ -78,6 +83,7 @@ def text_kneighbors(
     level: int | None = None,
     distance_name: str = "ncd",
     progress: _Progress = None,
+    n_threads: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
 def topk(
     queries: npt.NDArray[np.float32],

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._config import get_num_threads, set_num_threads
 from ._base import ParamsMixin
 from ._errors import InvalidInputError
 from ._progress import ProgressArg, progress_callback
@@ -129,21 +128,16 @@ def _check_level(level: Any) -> int | None:
     return check_int(level, "level", low=-(2**31), high=2**31 - 1)
 
 
-@contextlib.contextmanager
-def _threads(n_jobs: int | None) -> Iterator[None]:
-    """Run with ``n_jobs`` threads (None: the global setting, -1: all cores)."""
+def _n_threads(n_jobs: int | None) -> int | None:
+    """Thread count for one call: ``None`` keeps the global setting
+    (:func:`thrifty.set_num_threads`), ``0`` means all cores. The global setting is
+    never touched, so estimators with different ``n_jobs`` can run concurrently."""
     if n_jobs is None:
-        yield
-        return
-    n = check_int(n_jobs, "n_jobs", low=-1)
+        return None
+    n = check_int(n_jobs, "n_jobs", low=-1, high=4096)
     if n == 0:
         raise InvalidInputError("n_jobs must be None, -1 or a positive integer, got 0")
-    before = get_num_threads()
-    set_num_threads(None if n == -1 else n)
-    try:
-        yield
-    finally:
-        set_num_threads(before)
+    return 0 if n == -1 else n
 
 
 def compressed_len(
@@ -365,10 +359,9 @@ class CompressionKNNClassifier(ParamsMixin):
             raise InvalidInputError(
                 f"k={k} is larger than the number of training texts ({len(refs)})"
             )
-        with _threads(self.n_jobs), progress_callback(
-            self.progress, desc="fit", unit="text"
-        ) as cb:
-            lens = _core.compressed_len(refs.blobs, self.compressor, level, cb)
+        n_threads = _n_threads(self.n_jobs)
+        with progress_callback(self.progress, desc="fit", unit="text") as cb:
+            lens = _core.compressed_len(refs.blobs, self.compressor, level, cb, n_threads)
         self._refs = refs
         self._codes = codes
         self._level = level
@@ -393,12 +386,11 @@ class CompressionKNNClassifier(ParamsMixin):
                 f"n_neighbors={n_neighbors} is larger than the number of training texts "
                 f"({self.n_samples_fit_})"
             )
-        with _threads(self.n_jobs), progress_callback(
-            self.progress, desc="kNN", unit="pair"
-        ) as cb:
+        n_threads = _n_threads(self.n_jobs)
+        with progress_callback(self.progress, desc="kNN", unit="pair") as cb:
             ind, dist = _core.text_kneighbors(
                 q.blobs, self._refs.blobs, self.compressed_lens_, n_neighbors,
-                self.compressor, self._level, self.distance, cb,
+                self.compressor, self._level, self.distance, cb, n_threads,
             )
         return dist, ind
 

@@ -64,8 +64,35 @@ where
     E: Classify,
     F: FnOnce(&Progress) -> Result<T, E> + Send,
 {
+    run_with_threads(py, callback, None, work)
+}
+
+/// [`run`] with an explicit thread count for this call only (`None`: the global
+/// setting, `Some(0)`: all cores), so callers never have to change the global one.
+pub fn run_with_threads<T, E, F>(
+    py: Python<'_>,
+    callback: Option<&Bound<'_, PyAny>>,
+    threads: Option<usize>,
+    work: F,
+) -> PyResult<T>
+where
+    T: Send,
+    E: Classify,
+    F: FnOnce(&Progress) -> Result<T, E> + Send,
+{
+    let threads = match threads {
+        None => num_threads(),
+        Some(0) => parallel::available_threads(),
+        Some(n) if n > 4096 => {
+            return Err(invalid_input(
+                py,
+                format!("n_threads must be between 1 and 4096, got {n}"),
+            ))
+        }
+        Some(n) => n,
+    };
     let progress = Progress::new();
-    let pool = parallel::pool(num_threads());
+    let pool = parallel::pool(threads);
     let callback: Option<Py<PyAny>> = callback.map(|c| c.clone().unbind());
 
     let (result, py_error): (Caught<T, E>, Option<PyErr>) = py.detach(|| {
