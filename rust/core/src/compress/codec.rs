@@ -328,7 +328,7 @@ impl GzipEngine {
     }
 
     /// Raw length of `query + b" " + reference` without zlib, when the emulator
-    /// covers it (level 9, joint text of at most `deflate9::MAX_INPUT` bytes).
+    /// covers it (level 9, joint text of at most `deflate9::MAX_INPUT` = 16382 bytes).
     fn joint_raw_len(&mut self, query: &[u8], reference: &[u8]) -> Option<u64> {
         if self.level != 9 {
             return None;
@@ -347,7 +347,7 @@ impl GzipEngine {
     fn raw_len(&mut self, data: &[u8], scratch: &mut [u8]) -> Result<u64, TextError> {
         let level = self.level;
         if level == 9 {
-            if let Some(n) = deflate9::raw_len(data) {
+            if let Some(n) = self.pairs.single_len(data) {
                 return Ok(n);
             }
         }

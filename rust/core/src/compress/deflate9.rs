@@ -11,33 +11,41 @@
 //!   match running into the unknown reference), and each pair resumes from there;
 //! * a match finder with exact trigram verification and word-wide comparisons.
 //!
-//! **Why it is exact.** For inputs of at most [`MAX_INPUT`] bytes zlib's level-9 chain
-//! walk is never cut short (a chain holds at most `len - 1 <= 1023` positions, the
-//! walk allows 4096, or 1024 after a match of at least `good_length = 32`), and no
-//! distance exceeds `MAX_DIST`. `longest_match` then returns, among *all* earlier
-//! positions `p >= 1` (zlib's `NIL` is position 0, never a candidate) whose bytes
-//! match, the newest one with the greatest match length (capped at 258 and at the
-//! bytes left), stopping at the first that reaches `nice_match = min(258, left)`;
-//! hash collisions and the order of zlib's quick rejects do not change that. Whether
-//! zlib searches at all (`hash_head != NIL`) does not matter either: a search that
-//! finds nothing better than `prev_length` leads to the same step as no search. At
-//! most `len <= 1024 < lit_bufsize - 1` symbols are produced, so there is exactly one
-//! block, emitted at `Z_FINISH`. The bit counts follow zlib's `build_tree` (same heap,
-//! same tie rule on node depth), `gen_bitlen` (same overflow repair), `scan_tree` and
-//! `build_bl_tree`, which is what zlib itself uses to pick the block type. The tests
-//! compare every length with zlib on adversarial and real inputs.
+//! **Why it is exact.** For inputs of at most [`MAX_INPUT`] = 16382 bytes the whole
+//! input sits in zlib's 64 KiB window (no slide, no distance above `MAX_DIST`) and
+//! produces fewer than `lit_bufsize - 1 = 16383` symbols, so there is exactly one
+//! block, emitted at `Z_FINISH`. The parse replays `deflate_slow` step by step with
+//! zlib's own hash chains: the same 15-bit hash (so the same collisions), positions
+//! inserted in the same order, the walk cut after `max_chain = 4096` entries (a quarter
+//! once the previous match reaches `good_length = 32`), colliding entries counted,
+//! position 0 acting as zlib's `NIL`, the first strictly longer candidate kept, the walk
+//! stopped at `nice_match = min(258, left)`, and `TOO_FAR` applied to the match start
+//! zlib holds. Which candidate wins never depends on bytes past the end (a match that
+//! reaches them is clamped and stops the walk). zlib's quick rejects skip only
+//! candidates that cannot win, and with a hash of at least 8 bits two positions with
+//! equal hashes and equal first two bytes share the third. The bit counts follow
+//! zlib's `build_tree` (same heap, same tie rule on node depth), `gen_bitlen` (same
+//! overflow repair), `scan_tree` and `build_bl_tree`, which is what zlib itself uses to
+//! pick the block type. The tests compare every length with zlib on adversarial and
+//! real inputs and fail if any of the constants above is changed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Longest input handled here; longer ones go to zlib.
-pub const MAX_INPUT: usize = 1024;
+pub const MAX_INPUT: usize = 16_382;
 
 const MIN_MATCH: usize = 3;
 const MAX_MATCH: usize = 258;
 const NICE: usize = 258;
 const LAZY: usize = 258;
-const HASH_BITS: u32 = 12;
+/// zlib's hash at `memLevel = 8`: 15 bits, shift 5 (Python's gzip settings).
+const HASH_BITS: u32 = 15;
 const HASH_SIZE: usize = 1 << HASH_BITS;
+/// Level 9's `max_chain` and `good_length` (the walk is cut to a quarter after a
+/// match of at least `good_length`), and `TOO_FAR`.
+const MAX_CHAIN: usize = 4096;
+const GOOD: usize = 32;
+const TOO_FAR: usize = 4096;
 /// Bytes of slack after the input so that word-wide comparisons never read past it.
 const PAD: usize = 16;
 const NIL: u16 = u16::MAX;
@@ -207,9 +215,12 @@ fn trigram(buf: &[u8], p: usize) -> u32 {
     u32::from(buf[p]) | u32::from(buf[p + 1]) << 8 | u32::from(buf[p + 2]) << 16
 }
 
+/// zlib's `UPDATE_HASH` over three bytes: `((c0 << 10) ^ (c1 << 5) ^ c2) & 0x7fff`.
+/// Chains must use zlib's own hash: its collisions count towards the chain limit.
 #[inline]
 fn key_of(tri: u32) -> usize {
-    (tri.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
+    let (c0, c1, c2) = (tri & 0xff, (tri >> 8) & 0xff, tri >> 16);
+    (((c0 << 10) ^ (c1 << 5) ^ c2) & (HASH_SIZE as u32 - 1)) as usize
 }
 
 #[inline]
@@ -241,8 +252,11 @@ struct Found {
     reached_limit: bool,
 }
 
-/// zlib's `longest_match` outcome (see the module docs): the newest candidate with the
-/// longest match, better than `best`, stopping at the first of length >= `nice`.
+/// zlib's `longest_match` (see the module docs): walk the chain of `s`'s hash newest
+/// first, at most `max_chain` entries (a quarter once `best >= good_length`), colliding
+/// entries included; keep the first candidate longer than `best`; stop at `nice`.
+/// `None` when zlib would not search (`hash_head == NIL`: no earlier position with
+/// this hash, position 0 being zlib's NIL).
 #[inline]
 fn search(
     buf: &[u8],
@@ -252,35 +266,45 @@ fn search(
     nice: usize,
     mut best: usize,
     exhaustive: bool,
-) -> Found {
+) -> Option<Found> {
     let tri = trigram(buf, s);
     let mut c = chains.head[key_of(tri)];
+    if c == NIL || c == 0 {
+        return None;
+    }
+    let mut chain = if best >= GOOD {
+        MAX_CHAIN >> 2
+    } else {
+        MAX_CHAIN
+    };
     let mut start = usize::MAX;
     let mut reached_limit = false;
-    while c != NIL {
+    loop {
         let p = c as usize;
-        c = chains.prev[p];
-        if p == 0 || trigram(buf, p) != tri {
-            continue;
-        }
-        if !exhaustive && best < limit && buf[p + best] != buf[s + best] {
-            continue;
-        }
-        let len = common_prefix(buf, p, s, limit);
-        reached_limit |= len == limit;
-        if len > best {
-            best = len;
-            start = p;
-            if len >= nice {
-                break;
+        // Equal hashes and equal first two bytes imply an equal third (15-bit hash).
+        if trigram(buf, p) == tri && (exhaustive || best >= limit || buf[p + best] == buf[s + best])
+        {
+            let len = common_prefix(buf, p, s, limit);
+            reached_limit |= len == limit;
+            if len > best {
+                best = len;
+                start = p;
+                if len >= nice {
+                    break;
+                }
             }
         }
+        c = chains.prev[p];
+        chain -= 1;
+        if c == NIL || c == 0 || chain == 0 {
+            break;
+        }
     }
-    Found {
+    Some(Found {
         len: best,
         start,
         reached_limit,
-    }
+    })
 }
 
 /// Runs `deflate_slow` over `buf[..total]` from `st`, with `chains` holding every
@@ -312,7 +336,7 @@ fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bo
         let searchable = lookahead >= MIN_MATCH;
         if searchable && prev_length < LAZY {
             let limit = MAX_MATCH.min(lookahead);
-            let f = search(
+            let found = search(
                 buf,
                 chains,
                 s,
@@ -321,14 +345,20 @@ fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bo
                 prev_length,
                 prefix,
             );
-            if prefix && f.reached_limit && limit < MAX_MATCH {
-                return false;
+            if let Some(f) = found {
+                if prefix && f.reached_limit && limit < MAX_MATCH {
+                    return false;
+                }
+                if f.len > prev_length {
+                    match_start = f.start;
+                }
+                match_length = f.len;
+                // zlib drops a 3-byte match that is too far away (with the start of
+                // the last match found, as zlib keeps it in `s->match_start`).
+                if match_length == MIN_MATCH && s - match_start > TOO_FAR {
+                    match_length = MIN_MATCH - 1;
+                }
             }
-            if f.len > prev_length {
-                match_start = f.start;
-            }
-            match_length = f.len;
-            // TOO_FAR (4096) cannot trigger: distances are below MAX_INPUT.
         }
         let emit = prev_length >= MIN_MATCH && match_length <= prev_length;
         // A prefix run cannot hash positions whose trigram reaches past `total`.
@@ -698,17 +728,9 @@ fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u
 
 /// Exact length of zlib's level-9 raw deflate stream of `data` (at most [`MAX_INPUT`]
 /// bytes; `None` for longer inputs).
+/// (Allocates its scratch; [`Pairs::single_len`] reuses one.)
 pub fn raw_len(data: &[u8]) -> Option<u64> {
-    if data.len() > MAX_INPUT {
-        return None;
-    }
-    let mut buf = Vec::with_capacity(data.len() + PAD);
-    buf.extend_from_slice(data);
-    buf.resize(data.len() + PAD, 0);
-    let mut st = Parse::new();
-    let mut chains = Chains::new();
-    run(&mut st, &mut chains, &buf, data.len(), false);
-    Some(block_bytes(&mut TreeScratch::new(), &st.freqs, data.len()))
+    Pairs::new().single_len(data)
 }
 
 /// A query's shared work: the parse of `query + separator` up to the first step that
@@ -781,6 +803,21 @@ impl Pairs {
         }
     }
 
+    /// Exact raw deflate length (zlib level 9) of `data`; `None` beyond [`MAX_INPUT`].
+    pub fn single_len(&mut self, data: &[u8]) -> Option<u64> {
+        if data.len() > MAX_INPUT {
+            return None;
+        }
+        self.loaded = 0;
+        self.chains.head.fill(NIL);
+        self.buf.clear();
+        self.buf.extend_from_slice(data);
+        self.buf.resize(data.len() + PAD, 0);
+        let mut st = Parse::new();
+        run(&mut st, &mut self.chains, &self.buf, data.len(), false);
+        Some(block_bytes(&mut self.trees, &st.freqs, data.len()))
+    }
+
     /// Exact raw deflate length (zlib level 9) of `prefix.text() + reference`;
     /// `None` when the joint text is longer than [`MAX_INPUT`] or `reference` is empty.
     pub fn raw_len(&mut self, prefix: &Prefix, reference: &[u8]) -> Option<u64> {
@@ -791,15 +828,22 @@ impl Pairs {
         }
         if self.loaded != prefix.id {
             self.chains.prev[..prefix.prev.len()].copy_from_slice(&prefix.prev);
+            self.chains.head.copy_from_slice(&prefix.head);
             self.loaded = prefix.id;
         }
         self.buf.clear();
         self.buf.extend_from_slice(&prefix.text);
         self.buf.extend_from_slice(reference);
         self.buf.resize(total + PAD, 0);
-        self.chains.head.copy_from_slice(&prefix.head);
         let mut st = prefix.st.clone();
         run(&mut st, &mut self.chains, &self.buf, total, false);
+        // Undo this pair's insertions (every position from the prefix's stop with a
+        // full trigram) so that `head` is the prefix's again.
+        let from = prefix.st.strstart;
+        for p in from..(total + 1).saturating_sub(MIN_MATCH).max(from) {
+            let key = key_of(trigram(&self.buf, p));
+            self.chains.head[key] = prefix.head[key];
+        }
         Some(block_bytes(&mut self.trees, &st.freqs, total))
     }
 }
@@ -832,7 +876,7 @@ mod tests {
         let words: [&[u8]; 8] = [
             b"the ", b"cat ", b"sat ", b"on ", b"mat ", b"a ", b"th", b"e",
         ];
-        match rng.below(6) {
+        match rng.below(7) {
             0 => {
                 let k = 2 + rng.below(3);
                 (0..len).map(|_| b'a' + rng.below(k) as u8).collect()
@@ -859,6 +903,8 @@ mod tests {
                 t
             }
             4 => vec![b'z'; len],
+            // Rare trigram matches, often more than TOO_FAR = 4096 bytes apart.
+            5 => (0..len).map(|_| b'!' + rng.below(48) as u8).collect(),
             _ => (0..len)
                 .map(|_| if rng.below(20) == 0 { 0x15 } else { 0x05 })
                 .collect(),
@@ -887,8 +933,11 @@ mod tests {
         for i in 0..6000 {
             let len = match i % 3 {
                 0 => 1 + rng.below(40) as usize,
-                1 => 1 + rng.below(MAX_INPUT as u64) as usize,
-                _ => MAX_INPUT - rng.below(8) as usize,
+                1 => 1 + rng.below(1100) as usize,
+                // Long inputs (fewer: debug builds run these tests too): zlib's chain
+                // cut-offs, hash collisions and TOO_FAR all matter here.
+                _ if i % 30 == 2 => MAX_INPUT - rng.below(2 * MAX_INPUT as u64 / 3) as usize,
+                _ => 1 + rng.below(1100) as usize,
             };
             let t = sample(&mut rng, len);
             assert_eq!(
@@ -906,11 +955,11 @@ mod tests {
         let mut rng = Rng(0x0fed_cba9_8765_4321);
         let mut pairs = Pairs::new();
         for q in 0..150 {
-            let qlen = 1 + rng.below(600) as usize;
+            let qlen = 1 + rng.below(if q % 15 == 0 { 9000 } else { 600 }) as usize;
             let query = sample(&mut rng, qlen);
             let prefix = Prefix::new(&query, b" ").unwrap();
             for r in 0..25 {
-                let rlen = 1 + rng.below(700) as usize;
+                let rlen = 1 + rng.below(if r == 7 { 9000 } else { 700 }) as usize;
                 // References that continue the query make the prefix stop early.
                 let reference = if r % 4 == 0 {
                     query.iter().copied().cycle().skip(r).take(rlen).collect()
