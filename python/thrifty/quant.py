@@ -190,6 +190,46 @@ def _rows_cols(fmt: str, shape: tuple[int, ...]) -> tuple[int, int]:
     return (n // cols if cols else 0), cols
 
 
+def _check_options(fmt: str, cols: int, group_size: Any, scale: Any, rounding: Any,
+                   seed: Any, saturate: Any, symmetric: Any
+                   ) -> tuple[int | None, str, float, int | None]:
+    """Validate the options of :func:`quantize` (shared with ``thrifty.cuda.quant``):
+    returns ``(group_size, scale_mode, scale_value, seed)`` with ``group_size=-1``
+    resolved to ``cols`` and a random seed drawn for unseeded stochastic rounding."""
+    gs: int | None = None
+    if group_size is not None:
+        gs = check_int(group_size, "group_size", low=-1)
+        if gs == 0:
+            raise InvalidInputError("group_size must be positive, -1 (per row) or None")
+        if fmt in ("ternary", "tq1_0", "tq2_0"):
+            raise InvalidInputError(f"{fmt} has a fixed layout; group_size must be None")
+        if gs == -1:
+            if fmt not in ("int8", "int4", "fp8_e4m3", "fp8_e5m2"):
+                raise InvalidInputError("group_size=-1 (per row) applies to int8, int4 and fp8 only")
+            gs = cols
+    mode, value = "default", 1.0
+    if isinstance(scale, str):
+        mode = check_choice(scale, "scale", ("absmean", "absmedian", "absmax"))
+    elif scale is not None:
+        if isinstance(scale, bool):
+            raise InvalidInputError(f"scale must be a string or a positive number, got {scale!r}")
+        try:
+            value = float(scale)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"scale must be a string or a positive number, got {scale!r}") from None
+        mode = "fixed"
+    check_choice(rounding, "rounding", ("nearest", "stochastic"))
+    if rounding == "stochastic":
+        seed = secrets.randbits(64) if seed is None else check_int(seed, "seed", low=0, high=2**64 - 1)
+    elif seed is not None:
+        raise InvalidInputError("seed applies to rounding='stochastic' only")
+    if not isinstance(saturate, (bool, np.bool_)):
+        raise InvalidInputError(f"saturate must be a bool, got {saturate!r}")
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise InvalidInputError(f"symmetric must be a bool, got {symmetric!r}")
+    return gs, mode, value, seed
+
+
 def quantize(
     x: Any,
     fmt: str,
@@ -259,37 +299,9 @@ def quantize(
     if a.ndim == 0:
         raise InvalidInputError("x must have at least one dimension, got a scalar")
     rows, cols = _rows_cols(fmt, a.shape)
-    gs: int | None = None
-    if group_size is not None:
-        gs = check_int(group_size, "group_size", low=-1)
-        if gs == 0:
-            raise InvalidInputError("group_size must be positive, -1 (per row) or None")
-        if fmt in ("ternary", "tq1_0", "tq2_0"):
-            raise InvalidInputError(f"{fmt} has a fixed layout; group_size must be None")
-        if gs == -1:
-            if fmt not in ("int8", "int4", "fp8_e4m3", "fp8_e5m2"):
-                raise InvalidInputError("group_size=-1 (per row) applies to int8, int4 and fp8 only")
-            gs = cols
-    mode, value = "default", 1.0
-    if isinstance(scale, str):
-        mode = check_choice(scale, "scale", ("absmean", "absmedian", "absmax"))
-    elif scale is not None:
-        if isinstance(scale, bool):
-            raise InvalidInputError(f"scale must be a string or a positive number, got {scale!r}")
-        try:
-            value = float(scale)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"scale must be a string or a positive number, got {scale!r}") from None
-        mode = "fixed"
-    check_choice(rounding, "rounding", ("nearest", "stochastic"))
-    if rounding == "stochastic":
-        seed = secrets.randbits(64) if seed is None else check_int(seed, "seed", low=0, high=2**64 - 1)
-    elif seed is not None:
-        raise InvalidInputError("seed applies to rounding='stochastic' only")
-    if not isinstance(saturate, (bool, np.bool_)):
-        raise InvalidInputError(f"saturate must be a bool, got {saturate!r}")
-    if not isinstance(symmetric, (bool, np.bool_)):
-        raise InvalidInputError(f"symmetric must be a bool, got {symmetric!r}")
+    gs, mode, value, seed = _check_options(
+        fmt, cols, group_size, scale, rounding, seed, saturate, symmetric
+    )
     data, scales, zps, tscale, g = _core.quant_quantize(
         a.reshape(-1), fmt, rows, cols, gs, mode, value, bool(symmetric),
         seed, bool(saturate),

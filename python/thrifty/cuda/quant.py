@@ -30,14 +30,13 @@ tensor([0.5437, 0.0000])
 from __future__ import annotations
 
 import math
-import secrets
 from typing import Any
 
 import numpy as np
 
 from .. import quant as _cpu
 from .._errors import FormatError, InvalidInputError
-from .._validation import check_choice, check_int
+from .._validation import check_choice
 from . import _runtime as _rt
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "fp8_encode", "fp8_decode",
@@ -123,39 +122,9 @@ def _plan(fmt: str, shape: tuple[int, ...], group_size: Any, scale: Any, roundin
     if n == 0:
         raise InvalidInputError(f"x is empty (shape {tuple(shape)}); nothing to quantize")
     rows, cols = _cpu._rows_cols(fmt, shape)
-    gs: int | None = None
-    if group_size is not None:
-        gs = check_int(group_size, "group_size", low=-1)
-        if gs == 0:
-            raise InvalidInputError("group_size must be positive, -1 (per row) or None")
-        if fmt in ("ternary", "tq1_0", "tq2_0"):
-            raise InvalidInputError(f"{fmt} has a fixed layout; group_size must be None")
-        if gs == -1:
-            if fmt not in ("int8", "int4", "fp8_e4m3", "fp8_e5m2"):
-                raise InvalidInputError("group_size=-1 (per row) applies to int8, int4 and fp8 only")
-            gs = cols
-    mode, value = "default", 1.0
-    if isinstance(scale, str):
-        mode = check_choice(scale, "scale", ("absmean", "absmedian", "absmax"))
-    elif scale is not None:
-        if isinstance(scale, bool):
-            raise InvalidInputError(f"scale must be a string or a positive number, got {scale!r}")
-        try:
-            value = float(scale)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"scale must be a string or a positive number, got {scale!r}") from None
-        mode = "fixed"
-    check_choice(rounding, "rounding", ("nearest", "stochastic"))
-    if rounding == "stochastic":
-        seed = secrets.randbits(64) if seed is None else check_int(seed, "seed", low=0, high=2**64 - 1)
-    elif seed is not None:
-        raise InvalidInputError("seed applies to rounding='stochastic' only")
-    else:
-        seed = None
-    if not isinstance(saturate, (bool, np.bool_)):
-        raise InvalidInputError(f"saturate must be a bool, got {saturate!r}")
-    if not isinstance(symmetric, (bool, np.bool_)):
-        raise InvalidInputError(f"symmetric must be a bool, got {symmetric!r}")
+    gs, mode, value, seed = _cpu._check_options(
+        fmt, cols, group_size, scale, rounding, seed, saturate, symmetric
+    )
     # --- rust/core/src/quant/mod.rs::quantize
     if seed is not None and fmt in ("tq1_0", "tq2_0", "nf4"):
         raise InvalidInputError(f'rounding="stochastic" is not defined for {fmt}; its reference '
