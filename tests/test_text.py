@@ -90,10 +90,9 @@ def test_reused_stream_ignores_stale_window_bytes():
 
 
 @pytest.mark.parametrize("level", [8, 9])
-def test_gzip_small_state_size_classes_equal_python_gzip(level):
-    # Short texts go through smaller zlib states (windowBits 9-11, memLevel 3-6) that
-    # must emit Python's exact bytes; probe every length around the class limits
-    # (251, 256, 763, 1024) with repetitive, colliding and far-repeat inputs.
+def test_gzip_adversarial_lengths_equal_python_gzip(level):
+    # Level 9 goes through the length-only deflate, level 8 through zlib: both must give
+    # Python's lengths on repetitive, hash-colliding and far-repeat inputs of many sizes.
     rng = random.Random(level)
     texts: list[bytes] = []
     for n in [*range(240, 270), *range(750, 780), *range(1015, 1035), 1, 2, 3, 500]:

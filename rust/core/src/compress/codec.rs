@@ -264,55 +264,15 @@ unsafe extern "C" fn zfree(_opaque: *mut c_void, ptr: *mut c_void) {
 const STD_WBITS: c_int = 15;
 const STD_MEM_LEVEL: c_int = 8;
 
-/// Smaller zlib configurations `(windowBits, memLevel)` that produce the *same bytes*
-/// as the standard one for short inputs, tried in order (see [`small_config_limit`]).
-const SMALL_CONFIGS: [(c_int, c_int); 3] = [(9, 3), (10, 5), (11, 6)];
-
-/// The longest input for which zlib at `level` with `(wbits, mem_level)` emits exactly
-/// the bytes of the standard `(15, 8)` stream; 0 when no such guarantee holds.
-///
-/// Why the output is identical (zlib 1.2.12 - 1.3.x, `deflate_slow`, levels 8-9):
-/// * Window: every match distance is `< len`, and zlib only refuses matches farther
-///   than `MAX_DIST = 2^wbits - 262`; with `len - 1 <= MAX_DIST` no match is refused
-///   and the whole input fits the `2 * 2^wbits` window, so it never slides.
-/// * Hash: a smaller table (`hash_bits = memLevel + 7`) only adds colliding entries
-///   to a chain; `longest_match` rejects them (their first three bytes differ, so their
-///   length is <= 2, never better than the current best) and visits the genuine
-///   candidates in the same newest-first order — provided the chain walk is never cut
-///   short. It is cut after `max_chain` entries, or `max_chain / 4` once the previous
-///   match reaches `good_length`; a chain holds at most `len - 1` positions, so
-///   `len <= max_chain / 4` (1024 at level 9, 256 at level 8) makes both walks complete.
-///   Matches running past the end of the input are clamped (`nice_match <= lookahead`),
-///   so bytes beyond the input never influence the choice.
-/// * Blocks: a block ends early when the symbol buffer fills at `lit_bufsize - 1 =
-///   2^(memLevel+6) - 1` symbols; with at most `len` symbols and
-///   `len <= 2^(memLevel+6) - 2` the only block is the final one, emitted at
-///   `Z_FINISH` exactly as in the standard configuration.
-///
-/// The test `small_configs_emit_identical_bytes` checks this byte for byte on
-/// adversarial inputs at each limit.
-fn small_config_limit(level: i32, wbits: c_int, mem_level: c_int) -> usize {
-    let chain_limit = match level {
-        9 => 4096 / 4,
-        8 => 1024 / 4,
-        _ => return 0,
-    };
-    let window_limit = (1usize << wbits) - 262 + 1;
-    let block_limit = (1usize << (mem_level + 6)) - 2;
-    chain_limit.min(window_limit).min(block_limit)
-}
-
-/// Raw-deflate lengths through the smallest zlib state that gives identical bytes:
-/// for short texts (the common case in compression kNN) resetting and walking a
-/// 1-4 KB state instead of zlib's 256 KB one is what makes the pairs cheap.
+/// Raw-deflate lengths: zlib level 9 up to `deflate9::MAX_INPUT` bytes through the
+/// length-only deflate, everything else through one reused zlib stream.
 struct GzipEngine {
     level: i32,
     /// Level 9: the last query's shared parse and the pair scratch.
     prefix: Option<deflate9::Prefix>,
     pairs: deflate9::Pairs,
-    standard: Option<Deflater>,
-    small: [Option<Deflater>; SMALL_CONFIGS.len()],
-    limits: [usize; SMALL_CONFIGS.len()],
+    /// Created on first use (short level-9 texts never need it).
+    zlib: Option<Deflater>,
 }
 
 impl GzipEngine {
@@ -321,9 +281,7 @@ impl GzipEngine {
             level,
             prefix: None,
             pairs: deflate9::Pairs::new(),
-            standard: None,
-            small: [None, None, None],
-            limits: SMALL_CONFIGS.map(|(w, m)| small_config_limit(level, w, m)),
+            zlib: None,
         })
     }
 
@@ -351,19 +309,9 @@ impl GzipEngine {
                 return Ok(n);
             }
         }
-        let slot = self.limits.iter().position(|&lim| data.len() <= lim);
-        let deflater = match slot {
-            Some(i) => {
-                let (w, m) = SMALL_CONFIGS[i];
-                match &mut self.small[i] {
-                    Some(d) => d,
-                    slot => slot.insert(Deflater::with_params(level, w, m)?),
-                }
-            }
-            None => match &mut self.standard {
-                Some(d) => d,
-                slot => slot.insert(Deflater::new(level)?),
-            },
+        let deflater = match &mut self.zlib {
+            Some(d) => d,
+            slot => slot.insert(Deflater::new(level)?),
         };
         deflater.raw_len(data, scratch)
     }
@@ -381,10 +329,6 @@ unsafe impl Send for Deflater {}
 impl Deflater {
     /// Python's gzip configuration.
     fn new(level: i32) -> Result<Self, TextError> {
-        Self::with_params(level, STD_WBITS, STD_MEM_LEVEL)
-    }
-
-    fn with_params(level: i32, wbits: c_int, mem_level: c_int) -> Result<Self, TextError> {
         let mut strm = Box::new(z::z_stream {
             next_in: std::ptr::null_mut(),
             avail_in: 0,
@@ -408,8 +352,8 @@ impl Deflater {
                 &mut *strm,
                 level as c_int,
                 z::Z_DEFLATED,
-                -wbits,
-                mem_level,
+                -STD_WBITS,
+                STD_MEM_LEVEL,
                 z::Z_DEFAULT_STRATEGY,
                 z::zlibVersion(),
                 std::mem::size_of::<z::z_stream>() as c_int,
@@ -506,116 +450,6 @@ mod tests {
                 let fresh = spec.engine().unwrap().compressed_len(t).unwrap();
                 assert_eq!(reused.compressed_len(t).unwrap(), fresh, "{c:?}");
             }
-        }
-    }
-
-    /// The raw deflate bytes of `data` from a deflater (output fits the scratch).
-    fn raw_bytes(d: &mut Deflater, data: &[u8]) -> Vec<u8> {
-        let mut scratch = vec![0u8; SCRATCH];
-        let n = d.raw_len(data, &mut scratch).unwrap() as usize;
-        scratch[..n].to_vec()
-    }
-
-    #[test]
-    fn small_configs_emit_identical_bytes() {
-        // Inputs that stress every argument of `small_config_limit`: long hash chains
-        // (tiny alphabets, runs), many hash collisions (random bytes), long matches
-        // (repeated phrases) and texts right at each size limit.
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let mut inputs: Vec<Vec<u8>> = Vec::new();
-        for level in [8, 9] {
-            for (w, m) in SMALL_CONFIGS {
-                let lim = small_config_limit(level, w, m);
-                for len in [1, 2, 3, 4, lim / 2, lim.saturating_sub(1), lim] {
-                    for alphabet in [1u64, 2, 3, 4, 16, 256] {
-                        inputs.push(
-                            (0..len)
-                                .map(|_| ((next() % alphabet) as u8).wrapping_add(b'a'))
-                                .collect(),
-                        );
-                    }
-                    let words = ["the ", "cat ", "sat ", "on ", "mat ", "a "];
-                    let mut t = Vec::new();
-                    while t.len() < len {
-                        t.extend_from_slice(words[(next() % 6) as usize].as_bytes());
-                    }
-                    t.truncate(len);
-                    inputs.push(t);
-                }
-            }
-        }
-        for _ in 0..300 {
-            let len = (next() % 1100) as usize;
-            let alphabet = [2u64, 5, 26, 256][(next() % 4) as usize];
-            inputs.push((0..len).map(|_| (next() % alphabet) as u8).collect());
-        }
-        for level in [8, 9] {
-            let mut standard = Deflater::new(level).unwrap();
-            for (w, m) in SMALL_CONFIGS {
-                let lim = small_config_limit(level, w, m);
-                let mut small = Deflater::with_params(level, w, m).unwrap();
-                for t in inputs.iter().filter(|t| t.len() <= lim) {
-                    assert_eq!(
-                        raw_bytes(&mut small, t),
-                        raw_bytes(&mut standard, t),
-                        "level {level}, config ({w}, {m}), len {}",
-                        t.len()
-                    );
-                }
-            }
-        }
-        // The limits are sharp: just beyond each one the three families below make the
-        // small configuration differ (so the identity above is not vacuous).
-        let differs = |w: c_int, m: c_int, make: &mut dyn FnMut(usize) -> Vec<u8>, hi: usize| {
-            let lo = small_config_limit(9, w, m) + 1;
-            let mut standard = Deflater::new(9).unwrap();
-            let mut small = Deflater::with_params(9, w, m).unwrap();
-            (lo..hi).any(|len| {
-                let t = make(len);
-                raw_bytes(&mut small, &t) != raw_bytes(&mut standard, &t)
-            })
-        };
-        let mut next2 = {
-            let mut seed = 0x2545_f491_4f6c_dd1du64;
-            move || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed
-            }
-        };
-        // Window: a phrase repeated farther back than MAX_DIST (compressible filler, so
-        // the block is not stored).
-        let mut far_repeat = |len: usize| {
-            let blk: Vec<u8> = (0..40).map(|_| next2() as u8).collect();
-            let mut t = blk.clone();
-            t.extend((0..len - 80).map(|_| b'a' + (next2() >> 8) as u8 % 16));
-            t.extend_from_slice(&blk);
-            t
-        };
-        assert!(differs(9, 3, &mut far_repeat, 400));
-        assert!(differs(10, 5, &mut far_repeat, 1000));
-        // Blocks: memLevel 1 holds 127 symbols per block.
-        assert!(differs(9, 1, &mut far_repeat, 251));
-        // Chains: trigrams that collide in the 13-bit hash only, > 1024 positions.
-        let mut colliding = |len: usize| {
-            (0..len)
-                .map(|_| if next2() % 20 == 0 { 0x15 } else { 0x05 })
-                .collect()
-        };
-        assert!(differs(11, 6, &mut colliding, 1787));
-
-        // Other levels never use a small configuration.
-        for level in 0..8 {
-            assert!(SMALL_CONFIGS
-                .iter()
-                .all(|&(w, m)| small_config_limit(level, w, m) == 0));
         }
     }
 
