@@ -429,6 +429,80 @@ def test_dequantize_rejects_corrupt_tensors():
     assert math.isfinite(q4.bits_per_value)
 
 
+# ------------------------------------------------------------------ dequantize(out=)
+
+@pytest.mark.parametrize("fmt", ALL)
+@pytest.mark.parametrize("shape", [(8, 256), (3, 512), (5, 2, 256)])
+def test_dequantize_into_buffer_matches_new_array(fmt, shape):
+    x = data(shape, seed=11)
+    q = quant.quantize(x, fmt)
+    ref = quant.dequantize(q)
+    buf = np.full(shape, np.nan, np.float32)  # stale contents must all be overwritten
+    assert quant.dequantize(q, out=buf) is buf
+    assert np.array_equal(buf.view(np.uint32), ref.view(np.uint32))
+    # reused for a second tensor of the same shape
+    q2 = quant.quantize(data(shape, seed=12), fmt)
+    quant.dequantize(q2, out=buf)
+    assert np.array_equal(buf, quant.dequantize(q2))
+
+
+def test_dequantize_into_ragged_blocks():
+    for fmt, shape in [("nf4", (3, 101)), ("mxfp4", (3, 33)), ("nvfp4", (5, 17)),
+                       ("mxfp8_e4m3", (7,)), ("ternary", (7, 5))]:
+        q = quant.quantize(data(shape, seed=3), fmt)
+        buf = np.full(shape, np.nan, np.float32)
+        quant.dequantize(q, out=buf)
+        assert np.array_equal(buf, quant.dequantize(q)), fmt
+
+
+def test_dequantize_into_torch_tensor():
+    torch = pytest.importorskip("torch")
+    x = data((4, 256))
+    q = quant.quantize(x, "nf4")
+    w = torch.nn.Parameter(torch.zeros(4, 256))
+    with pytest.raises(thrifty.InvalidInputError, match="requires grad"):
+        quant.dequantize(q, out=w)
+    assert quant.dequantize(q, out=w.detach()) is not None
+    assert np.array_equal(w.detach().numpy(), quant.dequantize(q))
+    with pytest.raises(thrifty.InvalidInputError, match="float32"):
+        quant.dequantize(q, out=torch.zeros(4, 256, dtype=torch.float64))
+    with pytest.raises(thrifty.InvalidInputError, match="contiguous"):
+        quant.dequantize(q, out=torch.zeros(256, 4).t())
+
+
+def test_dequantize_into_bad_buffers_leave_it_untouched():
+    q = quant.quantize(data((4, 256)), "tq2_0")
+    for bad, match in [
+        (np.zeros((4, 256), np.float64), "float32"),
+        (np.zeros((4, 256), ">f4"), "float32"),
+        (np.zeros((256, 4), np.float32), "shape"),
+        (np.zeros(1024, np.float32), "shape"),
+        (np.zeros((256, 4), np.float32).T, "C-contiguous"),
+        ([[0.0] * 256] * 4, "numpy array"),
+    ]:
+        with pytest.raises(thrifty.InvalidInputError, match=match):
+            quant.dequantize(q, out=bad)
+    ro = np.zeros((4, 256), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(thrifty.InvalidInputError, match="read-only"):
+        quant.dequantize(q, out=ro)
+    # out aliasing the packed bytes (or scales) is refused, never read while written
+    raw = np.zeros(4 * 256 * 4, np.uint8)
+    alias = raw.view(np.float32).reshape(4, 256)
+    raw[: q.data.size] = q.data.ravel()
+    aliased = quant.QuantizedTensor("tq2_0", q.shape, raw[: q.data.size].reshape(q.data.shape),
+                                    None, None, 256)
+    with pytest.raises(thrifty.InvalidInputError, match="overlaps"):
+        quant.dequantize(aliased, out=alias)
+    # a corrupt tensor: an error and the buffer as it was
+    d = q.data.copy()
+    d[3, 7] = 0xFF
+    buf = np.full((4, 256), 7.0, np.float32)
+    with pytest.raises(thrifty.FormatError, match="code 3"):
+        quant.dequantize(quant.QuantizedTensor("tq2_0", q.shape, d, None, None, 256), out=buf)
+    assert np.all(buf == 7.0)
+
+
 # ------------------------------------------------------------------ properties
 
 from hypothesis import given, settings  # noqa: E402

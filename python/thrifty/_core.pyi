@@ -138,7 +138,8 @@ def quant_dequantize(
     scales_u8: npt.NDArray[np.uint8] | None,
     zero_points: npt.NDArray[np.float32] | None,
     tensor_scale: float | None,
-) -> npt.NDArray[np.float32]: ...
+    out: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32] | None: ...
 
 # ---- data pipelines (thrifty.data)
 @final

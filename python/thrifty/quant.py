@@ -336,14 +336,34 @@ def _expected_sizes(fmt: str, shape: tuple[int, ...], g: int) -> tuple[int, int,
     return nb * per, nb, 0
 
 
-def dequantize(q: QuantizedTensor) -> np.ndarray:
+def dequantize(q: QuantizedTensor, *, out: Any = None) -> Any:
     """Unpack and rescale a :class:`QuantizedTensor` to float32 of its original shape.
+
+    Parameters
+    ----------
+    q : QuantizedTensor
+    out : numpy.ndarray or CPU torch.Tensor, optional
+        A C-contiguous, writeable float32 buffer of shape ``q.shape`` to write into
+        instead of a new array (no allocation: reusing one buffer for many tensors
+        also saves the page faults of fresh memory, which dominate a large
+        dequantization). It must not overlap the packed arrays. The packed tensor is
+        checked completely before the first value is written, so on an error ``out``
+        keeps its contents. torch tensors that require grad are refused (autograd
+        would not see the write); pass ``w.detach()`` to write into a parameter.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of shape ``q.shape`` (``out`` itself when given).
 
     Raises
     ------
     thrifty.FormatError
         Arrays whose sizes do not fit the format and shape, or codes out of range
         (ternary/TQ2_0 code 3).
+    thrifty.InvalidInputError
+        ``out`` of the wrong type, dtype, shape or layout, read-only, or overlapping
+        the packed arrays.
 
     Examples
     --------
@@ -352,6 +372,9 @@ def dequantize(q: QuantizedTensor) -> np.ndarray:
     >>> x = np.array([0.5, -1.0, 3.0, 2.0], dtype=np.float32)
     >>> quant.dequantize(quant.quantize(x, "fp8_e4m3", scale=1.0))
     array([ 0.5, -1. ,  3. ,  2. ], dtype=float32)
+    >>> buf = np.empty(4, np.float32)
+    >>> quant.dequantize(quant.quantize(x, "int8"), out=buf) is buf
+    True
     """
     if not isinstance(q, QuantizedTensor):
         raise InvalidInputError(f"expected a QuantizedTensor, got {type(q).__name__}")
@@ -375,8 +398,48 @@ def dequantize(q: QuantizedTensor) -> np.ndarray:
             sf = arr(q.scales, np.float32, "scales")
     if q.zero_points is not None:
         zp = arr(q.zero_points, np.float32, "zero_points")
-    y = _core.quant_dequantize(fmt, rows, cols, q.group_size, data, sf, su, zp, q.tensor_scale)
-    return y.reshape(q.shape)
+    if out is None:
+        y = _core.quant_dequantize(fmt, rows, cols, q.group_size, data, sf, su, zp,
+                                   q.tensor_scale)
+        return y.reshape(q.shape)
+    flat = _out_buffer(out, tuple(q.shape), [a for a in (data, sf, su, zp) if a is not None])
+    _core.quant_dequantize(fmt, rows, cols, q.group_size, data, sf, su, zp, q.tensor_scale,
+                           out=flat)
+    return out
+
+
+def _out_buffer(out: Any, shape: tuple, inputs: list) -> np.ndarray:
+    """The flat float32 view of a caller's ``out`` buffer, after checking it."""
+    if type(out).__module__.startswith("torch") and hasattr(out, "detach"):
+        if str(out.device) != "cpu":
+            raise InvalidInputError(f"out is a torch tensor on {out.device}; it must be on the CPU")
+        if out.requires_grad:
+            raise InvalidInputError(
+                "out requires grad: autograd would not see the write; pass out.detach() "
+                "(same memory) to write into a parameter"
+            )
+        if str(out.dtype) != "torch.float32":
+            raise InvalidInputError(f"out must be float32, got {out.dtype}")
+        if not out.is_contiguous():
+            raise InvalidInputError("out must be contiguous")
+        a = out.numpy()
+    elif isinstance(out, np.ndarray):
+        a = out
+    else:
+        raise InvalidInputError(
+            f"out must be a numpy array or a CPU torch tensor, got {type(out).__name__}"
+        )
+    if a.dtype != np.float32:
+        raise InvalidInputError(f"out must have dtype float32 (native byte order), got {a.dtype}")
+    if tuple(a.shape) != shape:
+        raise InvalidInputError(f"out has shape {tuple(a.shape)}, the tensor has shape {shape}")
+    if not a.flags.c_contiguous:
+        raise InvalidInputError("out must be C-contiguous")
+    if not a.flags.writeable:
+        raise InvalidInputError("out is read-only")
+    if any(np.may_share_memory(a, b) for b in inputs):
+        raise InvalidInputError("out overlaps the packed tensor's own arrays")
+    return a.reshape(-1)
 
 
 _FP8 = {"e4m3": "e4m3", "e4m3fn": "e4m3", "fp8_e4m3": "e4m3", "float8_e4m3fn": "e4m3",

@@ -1,6 +1,6 @@
 //! Bindings for `thrifty_core::quant`.
 
-use numpy::{PyArray1, PyReadonlyArray1};
+use numpy::{PyArray1, PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyAny;
 use thrifty_core::quant::{
@@ -115,7 +115,7 @@ fn quant_quantize<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (fmt, rows, cols, group_size, data, scales_f32, scales_u8, zero_points, tensor_scale))]
+#[pyo3(signature = (fmt, rows, cols, group_size, data, scales_f32, scales_u8, zero_points, tensor_scale, out=None))]
 #[allow(clippy::too_many_arguments)]
 fn quant_dequantize<'py>(
     py: Python<'py>,
@@ -128,7 +128,8 @@ fn quant_dequantize<'py>(
     scales_u8: Option<PyReadonlyArray1<'py, u8>>,
     zero_points: Option<PyReadonlyArray1<'py, f32>>,
     tensor_scale: Option<f32>,
-) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    out: Option<PyReadwriteArray1<'py, f32>>,
+) -> PyResult<Option<Bound<'py, PyArray1<f32>>>> {
     let format = core_format(py, fmt)?;
     let d = slice(py, &data, "data")?;
     let sf = match &scales_f32 {
@@ -154,8 +155,19 @@ fn quant_dequantize<'py>(
         tensor_scale,
         group_size,
     };
-    let out = run(py, None, |p| quant::dequantize(&r, p))?;
-    Ok(vec1(py, out))
+    match out {
+        Some(mut o) => {
+            let o = o
+                .as_slice_mut()
+                .map_err(|_| invalid_input(py, "out must be a contiguous 1-D array"))?;
+            run(py, None, |p| quant::dequantize_into(&r, o, p))?;
+            Ok(None)
+        }
+        None => {
+            let y = run(py, None, |p| quant::dequantize(&r, p))?;
+            Ok(Some(vec1(py, y)))
+        }
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

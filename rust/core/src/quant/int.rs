@@ -22,8 +22,8 @@
 
 use super::rng::Stream;
 use super::{
-    expect_len, invalid, pieces, quantize_groups, simd_dispatch, Format, GroupCodec, PackedRef,
-    QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+    expect_len, invalid, pieces, quantize_groups, simd_dispatch, Dst, Format, GroupCodec,
+    PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
@@ -260,9 +260,10 @@ fn write_codes(codes: &[u8], o: &mut [u8], off: usize, is4: bool) {
 
 pub(crate) fn dequantize_int(
     q: &PackedRef<'_>,
-    n: usize,
+    dst: Dst<'_>,
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
+    let n = dst.len();
     let f = q.format;
     let is4 = f == Format::Int4;
     let g = super::check_groups(q, n, is4)?;
@@ -277,7 +278,7 @@ pub(crate) fn dequantize_int(
     let per = CHUNK;
     let ic = if is4 { per / 2 } else { per };
     let (scales, zps) = (q.scales_f32, q.zero_points);
-    let y = super::par_map(q.data, ic, n, per, |ci, di, o| {
+    let y = super::par_map_dst(q.data, ic, dst, per, |ci, di, o| {
         let start = ci * per;
         simd_dispatch!(di: &[u8], o: &mut [f32], start: usize, g: usize, is4: bool,
                        scales: &[f32], zps: Option<&[f32]>; (); {
@@ -380,14 +381,15 @@ fn nf4_encode_block(b: &[f32], ob: &mut [u8], inv: f32, th: &[f32; 15]) {
 
 pub(crate) fn dequantize_nf4(
     q: &PackedRef<'_>,
-    n: usize,
+    dst: Dst<'_>,
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
+    let n = dst.len();
     let g = nf4_block_size(Some(q.group_size)).map_err(|e| QuantError::Format(e.to_string()))?;
     expect_len("data", q.data.len(), n.div_ceil(2), q.format)?;
     expect_len("scales", q.scales_f32.len(), n.div_ceil(g), q.format)?;
     let per = (CHUNK / g).max(1);
-    let y = super::par_map(q.data, per * g / 2, n, per * g, |ci, di, o| {
+    let y = super::par_map_dst(q.data, per * g / 2, dst, per * g, |ci, di, o| {
         for (k, (ob, bytes)) in o.chunks_mut(g).zip(di.chunks(g / 2)).enumerate() {
             let a = q.scales_f32[ci * per + k];
             super::simd::lut4_decode(bytes, ob, &NF4_CODE, a, false);

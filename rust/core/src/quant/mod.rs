@@ -305,20 +305,91 @@ pub fn quantize(
 
 /// Reconstruct the float32 values of a packed tensor (row-major `rows x cols`).
 pub fn dequantize(q: &PackedRef<'_>, p: &Progress) -> Result<Vec<f32>, QuantError> {
-    let n = q
-        .rows
+    let n = value_count(q)?;
+    dequantize_dst(q, Dst::New(n), p)
+}
+
+/// [`dequantize`] into the caller's buffer of `rows * cols` values (no allocation, and
+/// no page faults when the buffer is reused). The packed tensor is fully checked before
+/// the first value is written: on an error `out` is left as it was.
+pub fn dequantize_into(q: &PackedRef<'_>, out: &mut [f32], p: &Progress) -> Result<(), QuantError> {
+    let n = value_count(q)?;
+    if out.len() != n {
+        return Err(QuantError::Invalid(format!(
+            "out holds {} values, the tensor has {n} ({} x {})",
+            out.len(),
+            q.rows,
+            q.cols
+        )));
+    }
+    dequantize_dst(q, Dst::Into(out), p).map(|_| ())
+}
+
+fn value_count(q: &PackedRef<'_>) -> Result<usize, QuantError> {
+    q.rows
         .checked_mul(q.cols)
         .filter(|&n| n > 0)
-        .ok_or_else(|| QuantError::Format(format!("invalid shape {} x {}", q.rows, q.cols)))?;
+        .ok_or_else(|| QuantError::Format(format!("invalid shape {} x {}", q.rows, q.cols)))
+}
+
+fn dequantize_dst(q: &PackedRef<'_>, dst: Dst<'_>, p: &Progress) -> Result<Vec<f32>, QuantError> {
     match q.format {
-        Format::Ternary => ternary::dequantize_ternary(q, n, p),
-        Format::Tq1_0 | Format::Tq2_0 => ternary::dequantize_tq(q, n, p),
-        Format::Int8 | Format::Int4 => int::dequantize_int(q, n, p),
-        Format::Nf4 => int::dequantize_nf4(q, n, p),
-        Format::Fp8E4m3 | Format::Fp8E5m2 => mx::dequantize_fp8(q, n, p),
-        Format::Mxfp4 | Format::Mxfp8E4m3 | Format::Mxfp8E5m2 => mx::dequantize_mx(q, n, p),
-        Format::Nvfp4 => mx::dequantize_nvfp4(q, n, p),
+        Format::Ternary => ternary::dequantize_ternary(q, dst, p),
+        Format::Tq1_0 | Format::Tq2_0 => ternary::dequantize_tq(q, dst, p),
+        Format::Int8 | Format::Int4 => int::dequantize_int(q, dst, p),
+        Format::Nf4 => int::dequantize_nf4(q, dst, p),
+        Format::Fp8E4m3 | Format::Fp8E5m2 => mx::dequantize_fp8(q, dst, p),
+        Format::Mxfp4 | Format::Mxfp8E4m3 | Format::Mxfp8E5m2 => mx::dequantize_mx(q, dst, p),
+        Format::Nvfp4 => mx::dequantize_nvfp4(q, dst, p),
     }
+}
+
+/// Where a dequantization writes: a new buffer of `n` values, or the caller's.
+pub(crate) enum Dst<'a> {
+    New(usize),
+    Into(&'a mut [f32]),
+}
+
+impl Dst<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Dst::New(n) => *n,
+            Dst::Into(o) => o.len(),
+        }
+    }
+}
+
+/// [`par_out`] into a [`Dst`]: returns the new buffer, or an empty one after filling
+/// the caller's (same chunks either way).
+pub(crate) fn par_out_dst(
+    dst: Dst<'_>,
+    oc: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    match dst {
+        Dst::New(n) => par_out(n, oc, f),
+        Dst::Into(out) => {
+            out.par_chunks_mut(oc.max(1))
+                .enumerate()
+                .for_each(|(i, o)| f(i, o));
+            Vec::new()
+        }
+    }
+}
+
+/// [`par_map`] into a [`Dst`].
+pub(crate) fn par_map_dst<T: Sync>(
+    x: &[T],
+    xc: usize,
+    dst: Dst<'_>,
+    oc: usize,
+    f: impl Fn(usize, &[T], &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    debug_assert_eq!(x.len().div_ceil(xc), dst.len().div_ceil(oc));
+    par_out_dst(dst, oc, |i, o| {
+        let xi = &x[i * xc..((i + 1) * xc).min(x.len())];
+        f(i, xi, o)
+    })
 }
 
 /// The stochastic stream of a rounding mode (`None` for nearest).
@@ -1010,7 +1081,11 @@ mod tests {
             let q = quantize(x, rows, cols, o, &p).ok()?;
             let r = q.as_packed(o.format, rows, cols);
             let y = dequantize(&r, &p).expect("own output decodes");
-            let yb = y.iter().map(|v| v.to_bits()).collect();
+            let yb: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+            // the caller's buffer (stale NaNs in it) gets the same values
+            let mut into = vec![f32::NAN; y.len()];
+            dequantize_into(&r, &mut into, &p).expect("own output decodes");
+            assert!(into.iter().map(|v| v.to_bits()).eq(yb.iter().copied()));
             Some((q, yb))
         };
         [go(), scalar_only(go)]
@@ -1029,6 +1104,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn dequantize_into_checks_before_writing() {
+        let p = Progress::new();
+        let x: Vec<f32> = (0..512).map(|i| (i as f32 * 0.37).sin()).collect();
+        let q = quantize(&x, 2, 256, &QuantOptions::new(Format::Tq2_0), &p).unwrap();
+        let mut r = q.as_packed(Format::Tq2_0, 2, 256);
+        let mut short = vec![1.0f32; 511];
+        let e = dequantize_into(&r, &mut short, &p).unwrap_err();
+        assert!(matches!(e, QuantError::Invalid(_)), "{e}");
+        assert!(short.iter().all(|&v| v == 1.0));
+        // a corrupt code anywhere: an error, and the buffer as it was
+        let mut bad = q.data.clone();
+        bad[100] = 0xff;
+        r.data = &bad;
+        let mut out = vec![1.0f32; 512];
+        assert!(dequantize_into(&r, &mut out, &p).is_err());
+        assert!(out.iter().all(|&v| v == 1.0));
     }
 
     #[test]

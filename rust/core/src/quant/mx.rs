@@ -20,7 +20,7 @@ use super::float::{
 use super::int::resolve_group;
 use super::rng::{uniform_of, Stream};
 use super::{
-    expect_len, format_err, invalid, pieces, simd_dispatch, Format, PackedRef, QuantError,
+    expect_len, format_err, invalid, pieces, simd_dispatch, Dst, Format, PackedRef, QuantError,
     QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
@@ -274,15 +274,16 @@ fn encode_scaled(xs: &[f32], o: &mut [u8], s: f32, kind: FloatKind, saturate: bo
 
 pub(crate) fn dequantize_fp8(
     q: &PackedRef<'_>,
-    n: usize,
+    dst: Dst<'_>,
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
+    let n = dst.len();
     let g = super::check_groups(q, n, false)?;
     expect_len("data", q.data.len(), n, q.format)?;
     expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
     let table = table256(&elem_spec(q.format));
     let scales = q.scales_f32;
-    let y = super::par_map(q.data, CHUNK, n, CHUNK, |ci, di, o| {
+    let y = super::par_map_dst(q.data, CHUNK, dst, CHUNK, |ci, di, o| {
         let table = &table;
         simd_dispatch!(ci: usize, di: &[u8], o: &mut [f32], g: usize, scales: &[f32], table: &[f32; 256]; (); {
             for (off, len, grp) in pieces(ci * CHUNK, o.len(), g) {
@@ -520,7 +521,7 @@ pub(crate) fn quantize_mx(
 /// Decode packed blocks: `value(code) * block_scale`.
 fn dequantize_blocks(
     q: &PackedRef<'_>,
-    n: usize,
+    dst: Dst<'_>,
     block: usize,
     spec: &Spec,
     block_scale: impl Fn(usize) -> f32 + Sync,
@@ -529,10 +530,10 @@ fn dequantize_blocks(
     let bpb = if fp4 { block / 2 } else { block };
     let table = table256(spec);
     let t16: [f32; 16] = std::array::from_fn(|i| table[i]);
-    let nb = n.div_ceil(block);
     let per = CHUNK / block;
-    let mut y = super::par_map(q.data, per * bpb, nb * block, per * block, |ci, di, o| {
-        let ss: Vec<f32> = (0..o.len() / block)
+    // a ragged last block is simply shorter (the 4-bit decoder takes an odd tail)
+    super::par_map_dst(q.data, per * bpb, dst, per * block, |ci, di, o| {
+        let ss: Vec<f32> = (0..o.len().div_ceil(block))
             .map(|k| block_scale(ci * per + k))
             .collect();
         let (table, t16, ss) = (&table, &t16, &ss[..]);
@@ -548,16 +549,15 @@ fn dequantize_blocks(
                 }
             }
         })
-    });
-    y.truncate(n);
-    y
+    })
 }
 
 pub(crate) fn dequantize_mx(
     q: &PackedRef<'_>,
-    n: usize,
+    dst: Dst<'_>,
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
+    let n = dst.len();
     let spec = elem_spec(q.format);
     let nb = n.div_ceil(MX_BLOCK);
     let bpb = if spec.kind == FloatKind::E2M1 {
@@ -567,7 +567,7 @@ pub(crate) fn dequantize_mx(
     };
     expect_len("data", q.data.len(), nb * bpb, q.format)?;
     expect_len("scales", q.scales_u8.len(), nb, q.format)?;
-    Ok(dequantize_blocks(q, n, MX_BLOCK, &spec, |b| {
+    Ok(dequantize_blocks(q, dst, MX_BLOCK, &spec, |b| {
         e8m0_value(q.scales_u8[b])
     }))
 }
@@ -630,9 +630,10 @@ pub(crate) fn quantize_nvfp4(
 
 pub(crate) fn dequantize_nvfp4(
     q: &PackedRef<'_>,
-    n: usize,
+    dst: Dst<'_>,
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
+    let n = dst.len();
     let nb = n.div_ceil(NV_BLOCK);
     expect_len("data", q.data.len(), nb * NV_BLOCK / 2, q.format)?;
     expect_len("scales", q.scales_u8.len(), nb, q.format)?;
@@ -640,7 +641,7 @@ pub(crate) fn dequantize_nvfp4(
         return format_err("nvfp4 needs its per-tensor scale");
     };
     let lut = decode_table(&E4M3);
-    Ok(dequantize_blocks(q, n, NV_BLOCK, &E2M1, |b| {
+    Ok(dequantize_blocks(q, dst, NV_BLOCK, &E2M1, |b| {
         pt * lut[q.scales_u8[b] as usize]
     }))
 }

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 use super::float::{f16_to_f32, f32_to_f16};
 use super::rng::Stream;
 use super::{
-    expect_len, format_err, invalid, simd_dispatch, Format, PackedRef, QuantError, QuantOptions,
-    Quantized, Rounding, ScaleMode, Scales, CHUNK,
+    expect_len, format_err, invalid, simd_dispatch, Dst, Format, PackedRef, QuantError,
+    QuantOptions, Quantized, Rounding, ScaleMode, Scales, CHUNK,
 };
 use crate::Progress;
 
@@ -156,7 +156,7 @@ pub(crate) fn quantize_ternary(
 
 pub(crate) fn dequantize_ternary(
     q: &PackedRef<'_>,
-    n: usize,
+    dst: Dst<'_>,
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let (out_rows, inner) = (q.rows, q.cols);
@@ -174,7 +174,7 @@ pub(crate) fn dequantize_ternary(
     }
     let rows_per = (CHUNK / inner.max(1)).max(1);
     let (data, width) = (q.data, inner);
-    let y = super::par_out(n, rows_per * inner, |ci, out: &mut [f32]| {
+    let y = super::par_out_dst(dst, rows_per * inner, |ci, out: &mut [f32]| {
         simd_dispatch!(out: &mut [f32], data: &[u8], ci: usize, rows_per: usize, width: usize,
                        big_r: usize, scale: f32; (); {
             for (lr, orow) in out.chunks_mut(width).enumerate() {
@@ -316,9 +316,10 @@ fn untrit(byte: u8, n: usize) -> f32 {
 
 pub(crate) fn dequantize_tq(
     q: &PackedRef<'_>,
-    n: usize,
+    dst: Dst<'_>,
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
+    let n = dst.len();
     let f = q.format;
     if !n.is_multiple_of(QK) || !q.cols.is_multiple_of(QK) {
         return format_err(format!("{} needs rows that are multiples of 256", f.name()));
@@ -338,7 +339,7 @@ pub(crate) fn dequantize_tq(
         }
     }
     let per = CHUNK / QK;
-    let y = super::par_map(q.data, per * tb, n, per * QK, |_, bi, o| {
+    let y = super::par_map_dst(q.data, per * tb, dst, per * QK, |_, bi, o| {
         let tq2 = f == Format::Tq2_0;
         simd_dispatch!(bi: &[u8], o: &mut [f32], tq2: bool; (); tq_dequantize_blocks(bi, o, tq2))
     });
@@ -419,7 +420,7 @@ mod tests {
             tensor_scale: None,
             group_size: 15,
         };
-        let y = dequantize_ternary(&r, 15, &p).unwrap();
+        let y = dequantize_ternary(&r, Dst::New(15), &p).unwrap();
         for (a, b) in x.iter().zip(&y) {
             assert_eq!(*b, (a * s).round_ties_even().clamp(-1.0, 1.0) / s);
         }
@@ -448,7 +449,7 @@ mod tests {
                 tensor_scale: None,
                 group_size: 256,
             };
-            let y = dequantize_tq(&r, 512, &p).unwrap();
+            let y = dequantize_tq(&r, Dst::New(512), &p).unwrap();
             for (a, b) in x.iter().zip(&y) {
                 assert_eq!(*b, (a / 1.0).round());
             }
