@@ -83,9 +83,70 @@ unsafe fn lut4_decode_avx2(
     );
 }
 
+/// `out[j] = table[(bytes[j] >> shift) & 3]`: 2-bit codes, one per byte at bit `shift`
+/// (`out` and `bytes` of the same length).
+#[inline(always)]
+pub(crate) fn lut2_decode(bytes: &[u8], shift: u32, table: &[f32; 4], out: &mut [f32]) {
+    assert!(out.len() == bytes.len() && shift <= 6);
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above); lengths checked above.
+        unsafe { lut2_decode_avx2(bytes, shift, table, out) };
+        return;
+    }
+    lut2_decode_scalar(bytes, shift, table, out)
+}
+
+#[inline(always)]
+pub(crate) fn lut2_decode_scalar(bytes: &[u8], shift: u32, table: &[f32; 4], out: &mut [f32]) {
+    for (o, &b) in out.iter_mut().zip(bytes) {
+        *o = table[((b >> shift) & 3) as usize];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn lut2_decode_avx2(bytes: &[u8], shift: u32, table: &[f32; 4], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    // `vpermilps` picks within each 128-bit lane by the low 2 bits of each index: the
+    // 4-entry table in both lanes, and no mask needed after the shift.
+    let t4 = _mm_loadu_ps(table.as_ptr());
+    let tab = _mm256_set_m128(t4, t4);
+    let cnt = _mm_cvtsi32_si128(shift as i32);
+    let full = out.len() / 32;
+    let (bp, op) = (bytes.as_ptr(), out.as_mut_ptr());
+    for i in 0..full {
+        for k in 0..4 {
+            let at = 32 * i + 8 * k;
+            // SAFETY: 32 values per step: within `bytes` and `out` (same length).
+            let b = _mm_loadl_epi64(bp.add(at) as *const __m128i);
+            let idx = _mm256_srl_epi32(_mm256_cvtepu8_epi32(b), cnt);
+            _mm256_storeu_ps(op.add(at), _mm256_permutevar_ps(tab, idx));
+        }
+    }
+    lut2_decode_scalar(&bytes[32 * full..], shift, table, &mut out[32 * full..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lut2_matches_scalar() {
+        let table = [-0.37f32, -0.0, 1.5e-39, f32::NAN];
+        let bytes: Vec<u8> = (0..301u32).map(|i| (i * 97 + 13) as u8).collect();
+        for len in [0, 1, 7, 8, 31, 32, 33, 64, 95, 301] {
+            for shift in [0, 2, 4, 6] {
+                let mut a = vec![0f32; len];
+                let mut b = vec![1f32; len];
+                lut2_decode(&bytes[..len], shift, &table, &mut a);
+                lut2_decode_scalar(&bytes[..len], shift, &table, &mut b);
+                let ab: Vec<u32> = a.iter().map(|v| v.to_bits()).collect();
+                let bb: Vec<u32> = b.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(ab, bb, "len {len} shift {shift}");
+            }
+        }
+    }
 
     #[test]
     fn lut4_matches_scalar() {

@@ -174,19 +174,14 @@ pub(crate) fn dequantize_ternary(
     }
     let rows_per = (CHUNK / inner.max(1)).max(1);
     let (data, width) = (q.data, inner);
+    let table = ternary_table(scale);
     let y = super::par_out_dst(dst, rows_per * inner, |ci, out: &mut [f32]| {
-        simd_dispatch!(out: &mut [f32], data: &[u8], ci: usize, rows_per: usize, width: usize,
-                       big_r: usize, scale: f32; (); {
-            for (lr, orow) in out.chunks_mut(width).enumerate() {
-                let src = ci * rows_per + lr;
-                let (r, i) = (src % big_r, src / big_r);
-                let bytes = &data[r * width..(r + 1) * width];
-                let shift = 2 * i as u32;
-                for (o, &b) in orow.iter_mut().zip(bytes) {
-                    *o = (((b >> shift) & 3) as f32 - 1.0) * scale;
-                }
-            }
-        })
+        for (lr, orow) in out.chunks_mut(width).enumerate() {
+            let src = ci * rows_per + lr;
+            let (r, i) = (src % big_r, src / big_r);
+            let bytes = &data[r * width..(r + 1) * width];
+            super::simd::lut2_decode(bytes, 2 * i as u32, &table, orow);
+        }
     });
     Ok(y)
 }
@@ -308,12 +303,6 @@ pub(crate) fn quantize_tq(
 
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
-#[inline(always)]
-fn untrit(byte: u8, n: usize) -> f32 {
-    let q = byte.wrapping_mul(POW3[n]);
-    (((q as u16 * 3) >> 8) as f32) - 1.0
-}
-
 pub(crate) fn dequantize_tq(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
@@ -341,50 +330,93 @@ pub(crate) fn dequantize_tq(
     let per = CHUNK / QK;
     let y = super::par_map_dst(q.data, per * tb, dst, per * QK, |_, bi, o| {
         let tq2 = f == Format::Tq2_0;
-        simd_dispatch!(bi: &[u8], o: &mut [f32], tq2: bool; (); tq_dequantize_blocks(bi, o, tq2))
+        tq_dequantize_blocks(bi, o, tq2)
     });
     Ok(y)
 }
 
-/// Decode whole TQ1_0 / TQ2_0 blocks.
+/// The value of each 2-bit code `c` (code 3 only for the table's sake: callers reject
+/// it first): `(c - 1) * d`, the scalar expression of the references.
 #[inline(always)]
-fn tq_dequantize_blocks(bi: &[u8], o: &mut [f32], tq2: bool) {
-    let tb = if tq2 { 66 } else { 54 };
-    {
-        #[allow(clippy::needless_range_loop)]
-        for (b, ob) in bi.chunks(tb).zip(o.chunks_mut(QK)) {
-            let d = f16_to_f32(u16::from_le_bytes([b[tb - 2], b[tb - 1]]));
-            if tq2 {
-                for j in 0..2 {
-                    for nn in 0..4 {
-                        for m in 0..32 {
-                            let c = (b[32 * j + m] >> (2 * nn)) & 3;
-                            ob[128 * j + 32 * nn + m] = (c as f32 - 1.0) * d;
-                        }
-                    }
-                }
-            } else {
-                for nn in 0..5 {
-                    for m in 0..32 {
-                        ob[32 * nn + m] = untrit(b[m], nn) * d;
-                    }
-                    for m in 0..16 {
-                        ob[160 + 16 * nn + m] = untrit(b[32 + m], nn) * d;
-                    }
-                }
-                for nn in 0..4 {
-                    for j in 0..4 {
-                        ob[240 + 4 * nn + j] = untrit(b[48 + j], nn) * d;
-                    }
-                }
+fn ternary_table(d: f32) -> [f32; 4] {
+    std::array::from_fn(|c| (c as f32 - 1.0) * d)
+}
+
+/// The trits (0, 1, 2) of a TQ1_0 block in element order.
+#[inline(always)]
+fn tq1_trits(b: &[u8], t: &mut [u8; QK]) {
+    // q = byte * 3^n (mod 256); trit = (3 q) >> 8, i.e. [q > 85] + [q > 170]
+    #[inline(always)]
+    fn plane(src: &[u8], n: usize, dst: &mut [u8]) {
+        for (o, &c) in dst.iter_mut().zip(src) {
+            let q = c.wrapping_mul(POW3[n]);
+            *o = (q > 85) as u8 + (q > 170) as u8;
+        }
+    }
+    for n in 0..5 {
+        plane(&b[..32], n, &mut t[32 * n..32 * n + 32]);
+        plane(&b[32..48], n, &mut t[160 + 16 * n..176 + 16 * n]);
+    }
+    for n in 0..4 {
+        plane(&b[48..52], n, &mut t[240 + 4 * n..244 + 4 * n]);
+    }
+}
+
+/// The 2-bit codes of a TQ2_0 block in element order (byte `32j + m` holds element
+/// `128j + m + 32n` at bits `2n`).
+#[inline(always)]
+fn tq2_codes(b: &[u8], t: &mut [u8; QK]) {
+    for j in 0..2 {
+        for n in 0..4 {
+            let dst = &mut t[128 * j + 32 * n..128 * j + 32 * n + 32];
+            for (o, &c) in dst.iter_mut().zip(&b[32 * j..32 * j + 32]) {
+                *o = (c >> (2 * n)) & 3;
             }
         }
+    }
+}
+
+/// Decode whole TQ1_0 / TQ2_0 blocks.
+fn tq_dequantize_blocks(bi: &[u8], o: &mut [f32], tq2: bool) {
+    let tb = if tq2 { 66 } else { 54 };
+    let mut t = [0u8; QK];
+    for (b, ob) in bi.chunks(tb).zip(o.chunks_mut(QK)) {
+        let table = ternary_table(f16_to_f32(u16::from_le_bytes([b[tb - 2], b[tb - 1]])));
+        let tr = &mut t;
+        if tq2 {
+            simd_dispatch!(b: &[u8], tr: &mut [u8; QK]; (); tq2_codes(b, tr));
+        } else {
+            simd_dispatch!(b: &[u8], tr: &mut [u8; QK]; (); tq1_trits(b, tr));
+        }
+        super::simd::lut2_decode(&t, 0, &table, ob);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// llama.cpp's trit extraction, `((byte * 3^n mod 256) * 3) >> 8`, for every byte.
+    #[test]
+    fn trit_compare_rule_is_llama_cpp_formula() {
+        for byte in 0..=255u8 {
+            let mut b = [byte; 54];
+            b[52] = 0;
+            let mut t = [0u8; QK];
+            tq1_trits(&b, &mut t);
+            for (e, &got) in t.iter().enumerate() {
+                let n = if e < 160 {
+                    e / 32
+                } else if e < 240 {
+                    (e - 160) / 16
+                } else {
+                    (e - 240) / 4
+                };
+                let q = byte.wrapping_mul(POW3[n]);
+                assert_eq!(got as u16, (q as u16 * 3) >> 8, "byte {byte} element {e}");
+            }
+        }
+    }
 
     fn opts(mode: ScaleMode) -> QuantOptions {
         let mut o = QuantOptions::new(Format::Ternary);
