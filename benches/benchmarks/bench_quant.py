@@ -108,6 +108,59 @@ def np_mxfp4_de(p, md):
     return q.view(md.float4_e2m1fn).astype(np.float32).reshape(xs.shape[0], -1) * xs
 
 
+# ------------------------------------------- plain numpy, into a preallocated buffer
+
+def np_ternary_into(p, out):
+    packed, s = p
+    r = packed.shape[0]
+    table = (np.arange(3, dtype=np.float32) - 1) / s
+    for i in range(4):
+        np.take(table, (packed >> (2 * i)) & 3, out=out[i * r:(i + 1) * r])
+    return out
+
+
+def np_int8_into(p, out):
+    q, s = p
+    return np.multiply(q, s, out=out)
+
+
+def np_int4_into(p, out):
+    packed, s, zp = p
+    q = np.empty((packed.size * 2,), np.uint8)
+    q[0::2], q[1::2] = packed & 15, packed >> 4
+    o = out.reshape(s.shape[0], -1)
+    np.subtract(q.reshape(o.shape), np.float32(8), out=o)
+    o *= s
+    o += zp
+    return out
+
+
+def np_nf4_into(p, out):
+    packed, a = p
+    q = np.empty((packed.size * 2,), np.uint8)
+    q[0::2], q[1::2] = packed >> 4, packed & 15
+    np.take(NF4, q, out=out.reshape(-1))
+    out.reshape(a.shape[0], -1)[...] *= a
+    return out
+
+
+def np_fp8_into(p, out):
+    c, s = p
+    np.copyto(out, c)
+    out *= s
+    return out
+
+
+def np_mxfp4_into(p, out, md):
+    packed, _, xs = p
+    q = np.empty((packed.size * 2,), np.uint8)
+    q[0::2], q[1::2] = packed & 15, packed >> 4
+    o = out.reshape(xs.shape[0], -1)
+    np.copyto(o, q.view(md.float4_e2m1fn).reshape(o.shape))
+    o *= xs
+    return out
+
+
 # ---------------------------------------------------------------- benchmarks
 
 class _Quant:
@@ -124,6 +177,7 @@ class _Quant:
             self.enc = lambda: q.quantize(x, fmt, **kw)
             packed = self.enc()
             self.dec = lambda: q.dequantize(packed)
+            self.dec_into = lambda out: q.dequantize(packed, out=out)
         elif backend == "gguf":
             if fmt not in ("tq1_0", "tq2_0"):
                 raise SkipNotImplemented("gguf-py is the anchor for tq1_0/tq2_0 only")
@@ -132,27 +186,33 @@ class _Quant:
             self.enc = lambda: gq.quantize(x, t)
             packed = self.enc()
             self.dec = lambda: gq.dequantize(packed, t)
+            self.dec_into = None  # gguf-py has no output argument
         elif backend == "ml_dtypes":
             md = require("ml_dtypes")
             if fmt == "fp8_e4m3":
                 self.enc = lambda: np_fp8(x, md)
                 packed = self.enc()
                 self.dec = lambda: np_fp8_de(packed)
+                self.dec_into = lambda out: np_fp8_into(packed, out)
             elif fmt == "mxfp4":
                 self.enc = lambda: np_mxfp4(x, md)
                 packed = self.enc()
                 self.dec = lambda: np_mxfp4_de(packed, md)
+                self.dec_into = lambda out: np_mxfp4_into(packed, out, md)
             else:
                 raise SkipNotImplemented("ml_dtypes covers the float formats only")
         else:
-            funcs = {"ternary": (np_ternary, np_ternary_de), "int8": (np_int8, np_int8_de),
-                     "int4": (np_int4, np_int4_de), "nf4": (np_nf4, np_nf4_de)}
+            funcs = {"ternary": (np_ternary, np_ternary_de, np_ternary_into),
+                     "int8": (np_int8, np_int8_de, np_int8_into),
+                     "int4": (np_int4, np_int4_de, np_int4_into),
+                     "nf4": (np_nf4, np_nf4_de, np_nf4_into)}
             if fmt not in funcs:
                 raise SkipNotImplemented(f"no plain numpy version of {fmt} (see gguf / ml_dtypes)")
-            e, d = funcs[fmt]
+            e, d, di = funcs[fmt]
             self.enc = lambda: e(x)
             packed = self.enc()
             self.dec = lambda: d(packed)
+            self.dec_into = lambda out: di(packed, out)
 
 
 class QuantizePack(_Quant):
@@ -163,6 +223,23 @@ class QuantizePack(_Quant):
 class UnpackDequantize(_Quant):
     def time_dequantize(self, fmt, backend):
         self.dec()
+
+
+class DequantizeInto(_Quant):
+    """Dequantize into one reused float32 buffer (``dequantize(q, out=buf)``; numpy
+    versions with ``out=`` / in-place steps), which spares the page faults of 64 MB of
+    fresh memory. gguf-py has no output argument: its row allocates, as in
+    UnpackDequantize."""
+
+    def setup(self, fmt, backend):
+        super().setup(fmt, backend)
+        self.buf = np.ones(SHAPE, np.float32)  # touched: its pages exist
+
+    def time_dequantize_into(self, fmt, backend):
+        if self.dec_into is None:
+            self.dec()
+        else:
+            self.dec_into(self.buf)
 
 
 class Fp8Codec:
