@@ -401,6 +401,7 @@ def dequantize(q: QuantizedTensor, *, out: Any = None) -> Any:
     if out is None:
         y = _core.quant_dequantize(fmt, rows, cols, q.group_size, data, sf, su, zp,
                                    q.tensor_scale)
+        assert y is not None  # a new array whenever no out= is given
         return y.reshape(q.shape)
     flat = _out_buffer(out, tuple(q.shape), [a for a in (data, sf, su, zp) if a is not None])
     _core.quant_dequantize(fmt, rows, cols, q.group_size, data, sf, su, zp, q.tensor_scale,
@@ -515,7 +516,7 @@ def fp4_decode(codes: Any) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- files
 
-_DTYPES = {"U8": np.dtype("<u1"), "F32": np.dtype("<f4")}
+_DTYPES: dict[str, np.dtype] = {"U8": np.dtype("<u1"), "F32": np.dtype("<f4")}
 _META_KEY = "thrifty.quant"
 _MAX_HEADER = 100 * 1024 * 1024
 
@@ -666,13 +667,14 @@ def load(path: str | os.PathLike[str]) -> dict[str, QuantizedTensor]:
     if version != _LAYOUT_VERSION:
         raise _fail(path, f"layout version {version!r} is not supported (expected {_LAYOUT_VERSION})")
     out: dict[str, QuantizedTensor] = {}
-    for name, e in tensors.items():
+    for name, entry in tensors.items():
         try:
-            fmt, shape, g = e["format"], tuple(int(s) for s in e["shape"]), int(e["group_size"])
-            data = arrays[name].reshape(tuple(int(s) for s in e["data_shape"]))
-            scales = arrays[e["scales"]] if "scales" in e else None
-            zps = arrays[e["zero_points"]] if "zero_points" in e else None
-            ts = e.get("tensor_scale")
+            fmt, g = entry["format"], int(entry["group_size"])
+            shape = tuple(int(s) for s in entry["shape"])
+            data = arrays[name].reshape(tuple(int(s) for s in entry["data_shape"]))
+            scales = arrays[entry["scales"]] if "scales" in entry else None
+            zps = arrays[entry["zero_points"]] if "zero_points" in entry else None
+            ts = entry.get("tensor_scale")
             tscale = None if ts is None else struct.unpack("<f", struct.pack("<I", int(ts)))[0]
         except (KeyError, TypeError, ValueError, struct.error):
             raise _fail(path, f"bad description of tensor {name!r}") from None
