@@ -390,10 +390,8 @@ pub(crate) fn dequantize_nf4(
     expect_len("scales", q.scales_f32.len(), n.div_ceil(g), q.format)?;
     let per = (CHUNK / g).max(1);
     let y = super::par_map_dst(q.data, per * g / 2, dst, per * g, |ci, di, o| {
-        for (k, (ob, bytes)) in o.chunks_mut(g).zip(di.chunks(g / 2)).enumerate() {
-            let a = q.scales_f32[ci * per + k];
-            super::simd::lut4_decode(bytes, ob, &NF4_CODE, a, false);
-        }
+        let scales = &q.scales_f32[ci * per..];
+        super::simd::lut4_decode(di, o, &NF4_CODE, scales, g, false);
     });
     Ok(y)
 }

@@ -537,15 +537,14 @@ fn dequantize_blocks(
             .map(|k| block_scale(ci * per + k))
             .collect();
         let (table, t16, ss) = (&table, &t16, &ss[..]);
-        simd_dispatch!(di: &[u8], o: &mut [f32], ss: &[f32], table: &[f32; 256], t16: &[f32; 16],
-                       block: usize, bpb: usize, fp4: bool; (); {
-            for ((ob, bytes), &s) in o.chunks_mut(block).zip(di.chunks(bpb)).zip(ss) {
-                if fp4 {
-                    super::simd::lut4_decode(bytes, ob, t16, s, true);
-                } else {
-                    for (v, &c) in ob.iter_mut().zip(bytes) {
-                        *v = table[c as usize] * s;
-                    }
+        if fp4 {
+            return super::simd::lut4_decode(di, o, t16, ss, block, true);
+        }
+        simd_dispatch!(di: &[u8], o: &mut [f32], ss: &[f32], table: &[f32; 256],
+                       block: usize; (); {
+            for ((ob, bytes), &s) in o.chunks_mut(block).zip(di.chunks(block)).zip(ss) {
+                for (v, &c) in ob.iter_mut().zip(bytes) {
+                    *v = table[c as usize] * s;
                 }
             }
         })

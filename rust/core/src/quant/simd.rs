@@ -2,25 +2,32 @@
 //! its portable twin (the reference the tests compare it with, and what runs on CPUs
 //! without AVX2). Results are bit-identical between the two.
 
-/// `out[j] = table[code_j] * s` for the 4-bit codes of `bytes`: element `2i` is the
-/// LOW nibble of byte `i` when `low_first`, else the high one. `out` may be one value
-/// shorter than `2 * bytes.len()` (an odd tail).
+/// `out[j] = table[code_j] * scales[j / block]` for the 4-bit codes of `bytes`, in
+/// blocks of `block` values (an even count; `block / 2` bytes each): element `2i` is the
+/// LOW nibble of byte `i` when `low_first`, else the high one. `out` may end in a short
+/// block, and may be one value shorter than `2 * bytes.len()` (an odd tail).
 #[inline(always)]
 pub(crate) fn lut4_decode(
     bytes: &[u8],
     out: &mut [f32],
     table: &[f32; 16],
-    s: f32,
+    scales: &[f32],
+    block: usize,
     low_first: bool,
 ) {
-    assert!(out.len() <= 2 * bytes.len());
+    assert!(
+        out.len() <= 2 * bytes.len()
+            && block >= 2
+            && block.is_multiple_of(2)
+            && scales.len() >= out.len().div_ceil(block)
+    );
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above); lengths checked above.
-        unsafe { lut4_decode_avx2(bytes, out, table, s, low_first) };
+        unsafe { lut4_decode_avx2(bytes, out, table, scales, block, low_first) };
         return;
     }
-    lut4_decode_scalar(bytes, out, table, s, low_first)
+    lut4_decode_scalar(bytes, out, table, scales, block, low_first)
 }
 
 #[inline(always)]
@@ -28,9 +35,22 @@ pub(crate) fn lut4_decode_scalar(
     bytes: &[u8],
     out: &mut [f32],
     table: &[f32; 16],
-    s: f32,
+    scales: &[f32],
+    block: usize,
     low_first: bool,
 ) {
+    for ((ob, bb), &s) in out
+        .chunks_mut(block)
+        .zip(bytes.chunks(block / 2))
+        .zip(scales)
+    {
+        lut4_block_scalar(bb, ob, table, s, low_first);
+    }
+}
+
+/// One block of [`lut4_decode_scalar`] (also the tail of the AVX2 kernel).
+#[inline(always)]
+fn lut4_block_scalar(bytes: &[u8], out: &mut [f32], table: &[f32; 16], s: f32, low_first: bool) {
     let (first, second) = if low_first { (0, 4) } else { (4, 0) };
     let half = out.len() / 2;
     let mut it = out.chunks_exact_mut(2);
@@ -49,11 +69,11 @@ unsafe fn lut4_decode_avx2(
     bytes: &[u8],
     out: &mut [f32],
     table: &[f32; 16],
-    s: f32,
+    scales: &[f32],
+    block: usize,
     low_first: bool,
 ) {
     use std::arch::x86_64::*;
-    let full = out.len() / 8;
     let tlo = _mm256_loadu_ps(table.as_ptr());
     let thi = _mm256_loadu_ps(table.as_ptr().add(8));
     let shifts = if low_first {
@@ -61,26 +81,28 @@ unsafe fn lut4_decode_avx2(
     } else {
         _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24)
     };
-    let vs = _mm256_set1_ps(s);
     let m15 = _mm256_set1_epi32(15);
-    let (bp, op) = (bytes.as_ptr(), out.as_mut_ptr());
-    for i in 0..full {
-        // SAFETY: 8 values per step, 4 bytes each: within `out` and `bytes`.
-        let w = (bp.add(4 * i) as *const u32).read_unaligned();
-        let idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w as i32), shifts), m15);
-        let lo = _mm256_permutevar8x32_ps(tlo, idx);
-        let hi = _mm256_permutevar8x32_ps(thi, idx);
-        // bit 3 of the code moved to the sign bit selects the upper half of the table
-        let v = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
-        _mm256_storeu_ps(op.add(8 * i), _mm256_mul_ps(v, vs));
+    for ((ob, bb), &s) in out
+        .chunks_mut(block)
+        .zip(bytes.chunks(block / 2))
+        .zip(scales)
+    {
+        let vs = _mm256_set1_ps(s);
+        let full = ob.len() / 8;
+        let (bp, op) = (bb.as_ptr(), ob.as_mut_ptr());
+        for i in 0..full {
+            // SAFETY: 8 values per step, 4 bytes each: within this block of `out` and
+            // of `bytes` (`out.len() <= 2 * bytes.len()`, blocks of `block / 2` bytes).
+            let w = (bp.add(4 * i) as *const u32).read_unaligned();
+            let idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w as i32), shifts), m15);
+            let lo = _mm256_permutevar8x32_ps(tlo, idx);
+            let hi = _mm256_permutevar8x32_ps(thi, idx);
+            // bit 3 of the code moved to the sign bit selects the upper half of the table
+            let v = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+            _mm256_storeu_ps(op.add(8 * i), _mm256_mul_ps(v, vs));
+        }
+        lut4_block_scalar(&bb[4 * full..], &mut ob[8 * full..], table, s, low_first);
     }
-    lut4_decode_scalar(
-        &bytes[4 * full..],
-        &mut out[8 * full..],
-        table,
-        s,
-        low_first,
-    );
 }
 
 /// `out[j] = table[(bytes[j] >> shift) & 3]`: 2-bit codes, one per byte at bit `shift`
@@ -152,16 +174,27 @@ mod tests {
     fn lut4_matches_scalar() {
         let table: [f32; 16] = std::array::from_fn(|i| (i as f32 - 7.3) * 0.37);
         let bytes: Vec<u8> = (0..301u32).map(|i| (i * 97 + 13) as u8).collect();
+        let scales = [1.0f32, -0.5, 3.1e-3, f32::from_bits(1), 7.0, -0.0];
         for len in [0, 1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65, 601, 602] {
             for low in [false, true] {
-                for s in [1.0f32, -0.5, 3.1e-3, f32::from_bits(1)] {
+                for block in [2, 16, 32, 64, 602] {
+                    let nb = (len as usize).div_ceil(block);
+                    let sc: Vec<f32> = (0..nb).map(|k| scales[k % scales.len()]).collect();
                     let mut a = vec![0f32; len];
                     let mut b = vec![0f32; len];
-                    lut4_decode(&bytes, &mut a, &table, s, low);
-                    lut4_decode_scalar(&bytes, &mut b, &table, s, low);
+                    lut4_decode(&bytes, &mut a, &table, &sc, block, low);
+                    lut4_decode_scalar(&bytes, &mut b, &table, &sc, block, low);
                     let ab: Vec<u32> = a.iter().map(|v| v.to_bits()).collect();
                     let bb: Vec<u32> = b.iter().map(|v| v.to_bits()).collect();
-                    assert_eq!(ab, bb, "len {len} low {low} s {s}");
+                    assert_eq!(ab, bb, "len {len} low {low} block {block}");
+                    // the scalar twin against the formula itself
+                    for (j, v) in b.iter().enumerate() {
+                        let byte = bytes[j / 2];
+                        let first = j % 2 == 0;
+                        let code = if first == low { byte & 15 } else { byte >> 4 };
+                        let want = table[code as usize] * sc[j / block];
+                        assert_eq!(v.to_bits(), want.to_bits());
+                    }
                 }
             }
         }
