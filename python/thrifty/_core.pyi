@@ -24,9 +24,7 @@ __all__ = [
     "topk",
     "kmeans",
     "kmeans_assign",
-    "semdedup",
-    "ssp",
-    "dbp",
+    "prune",
     "class_sums",
     "nearest_mean_scores",
     "nearest_mean_predict",
@@ -239,34 +237,11 @@ _PruneOut = tuple[
     npt.NDArray[np.float64],
 ]
 
-def semdedup(
+def prune(
+    method_name: str,
     x: npt.NDArray[np.float32],
     labels: npt.NDArray[np.int64],
     centroids: npt.NDArray[np.float32],
-    eps: float,
-    order_name: str,
-    seed: int,
-    progress: Callable[[int, int], Any] | None = None,
-) -> _PruneOut: ...
-def ssp(
-    x: npt.NDArray[np.float32],
-    labels: npt.NDArray[np.int64],
-    centroids: npt.NDArray[np.float32],
-    keep_fraction: float,
-    keep: str,
-    seed: int,
-    progress: Callable[[int, int], Any] | None = None,
-) -> _PruneOut: ...
-def dbp(
-    x: npt.NDArray[np.float32],
-    labels: npt.NDArray[np.int64],
-    centroids: npt.NDArray[np.float32],
-    keep_fraction: float,
-    n_neighbors: int,
-    temperature: float,
-    balance: float,
-    keep: str,
-    dedup_eps: float | None,
-    seed: int,
+    params: dict[str, Any],
     progress: Callable[[int, int], Any] | None = None,
 ) -> _PruneOut: ...

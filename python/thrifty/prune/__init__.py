@@ -181,9 +181,32 @@ def _clustering(
     return km.labels_, km.cluster_centers_
 
 
-def _result(method: str, labels: np.ndarray, out: tuple, params: dict[str, Any]) -> PruneResult:
-    keep, dup, sim, score, kpc, cx = out
-    return PruneResult(method, keep, labels, dup, sim, score, kpc, cx, params)
+def _fraction(value: Any, name: str) -> float:
+    """A fraction in (0, 1]: ``keep_fraction``, ``eps``, ``dedup_eps``."""
+    return check_float(value, name, low=0.0, high=1.0, low_inclusive=False)
+
+
+def _run(
+    method: str,
+    x: np.ndarray,
+    n_clusters: int | None,
+    labels: Any,
+    centroids: Any,
+    seed: Any,
+    progress: ProgressArg,
+    params: dict[str, Any],
+) -> PruneResult:
+    """Check ``seed``, get the clustering, run ``method`` with ``params`` in one core call.
+
+    ``params`` (the method's validated options, plus ``seed`` and ``n_clusters``) is what
+    the core reads its options from and what the result records.
+    """
+    seed = check_int(seed, "seed", low=0, high=2**64 - 1)
+    lab, c = _clustering(x, n_clusters, labels, centroids, seed, progress)
+    params = {**params, "seed": seed, "n_clusters": int(c.shape[0])}
+    with progress_callback(progress, desc=method) as cb:
+        keep, dup, sim, score, kpc, cx = _core.prune(method, x, lab, c, params, cb)
+    return PruneResult(method, keep, lab, dup, sim, score, kpc, cx, params)
 
 
 def semdedup(
@@ -218,14 +241,10 @@ def semdedup(
     PruneResult
     """
     x = as_float_matrix(X, "X")
-    eps = check_float(eps, "eps", low=0.0, high=1.0, low_inclusive=False)
+    eps = _fraction(eps, "eps")
     order = check_choice(order, "order", _ORDERS)
-    seed = check_int(seed, "seed", low=0, high=2**64 - 1)
-    lab, c = _clustering(x, n_clusters, labels, centroids, seed, progress)
-    with progress_callback(progress, desc="semdedup") as cb:
-        out = _core.semdedup(x, lab, c, eps, order, seed, cb)
-    return _result("semdedup", lab, out, {"eps": eps, "order": order, "seed": seed,
-                                          "n_clusters": int(c.shape[0])})
+    return _run("semdedup", x, n_clusters, labels, centroids, seed, progress,
+                {"eps": eps, "order": order})
 
 
 def ssp(
@@ -258,14 +277,10 @@ def ssp(
     PruneResult
     """
     x = as_float_matrix(X, "X")
-    kf = check_float(keep_fraction, "keep_fraction", low=0.0, high=1.0, low_inclusive=False)
+    kf = _fraction(keep_fraction, "keep_fraction")
     keep = check_choice(keep, "keep", _ORDERS)
-    seed = check_int(seed, "seed", low=0, high=2**64 - 1)
-    lab, c = _clustering(x, n_clusters, labels, centroids, seed, progress)
-    with progress_callback(progress, desc="ssp") as cb:
-        out = _core.ssp(x, lab, c, kf, keep, seed, cb)
-    return _result("ssp", lab, out, {"keep_fraction": kf, "keep": keep, "seed": seed,
-                                     "n_clusters": int(c.shape[0])})
+    return _run("ssp", x, n_clusters, labels, centroids, seed, progress,
+                {"keep_fraction": kf, "keep": keep})
 
 
 def dbp(
@@ -309,27 +324,21 @@ def dbp(
     PruneResult
     """
     x = as_float_matrix(X, "X")
-    kf = check_float(keep_fraction, "keep_fraction", low=0.0, high=1.0, low_inclusive=False)
+    kf = _fraction(keep_fraction, "keep_fraction")
     nn = check_int(n_neighbors, "n_neighbors", low=1)
     t = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
     b = check_float(balance, "balance", low=0.0, high=1.0)
     keep = check_choice(keep, "keep", _ORDERS)
-    de = None if dedup_eps is None else check_float(dedup_eps, "dedup_eps", low=0.0, high=1.0,
-                                                     low_inclusive=False)
-    seed = check_int(seed, "seed", low=0, high=2**64 - 1)
-    lab, c = _clustering(x, n_clusters, labels, centroids, seed, progress)
-    with progress_callback(progress, desc="dbp") as cb:
-        out = _core.dbp(x, lab, c, kf, nn, t, b, keep, de, seed, cb)
-    return _result("dbp", lab, out, {"keep_fraction": kf, "n_neighbors": nn,
-                                     "temperature": t, "balance": b, "keep": keep,
-                                     "dedup_eps": de, "seed": seed,
-                                     "n_clusters": int(c.shape[0])})
+    de = None if dedup_eps is None else _fraction(dedup_eps, "dedup_eps")
+    return _run("dbp", x, n_clusters, labels, centroids, seed, progress,
+                {"keep_fraction": kf, "n_neighbors": nn, "temperature": t, "balance": b,
+                 "keep": keep, "dedup_eps": de})
 
 
 def random_subset(n: int, *, keep_fraction: float, seed: int = 0) -> PruneResult:
     """A seeded uniformly random subset of ``round(keep_fraction * n)`` of ``n`` samples."""
     n = check_int(n, "n", low=1)
-    kf = check_float(keep_fraction, "keep_fraction", low=0.0, high=1.0, low_inclusive=False)
+    kf = _fraction(keep_fraction, "keep_fraction")
     m = max(1, min(n, int(math.floor(kf * n + 0.5))))
     rng = np.random.default_rng(seed)
     keep = np.zeros(n, dtype=bool)

@@ -1,8 +1,10 @@
 //! Bindings for `thrifty_core::prune`.
 
 use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use thrifty_core::prune::{self, DbpOptions, Order, PruneOutput};
+use pyo3::types::PyDict;
+use thrifty_core::prune::{DbpOptions, Method, Order, PruneOutput};
 
 use crate::arrays::{mat, vec1};
 use crate::errors::core_err;
@@ -17,103 +19,77 @@ type Out<'py> = (
     Bound<'py, PyArray1<f64>>,
 );
 
-fn order(py: Python<'_>, s: &str) -> PyResult<Order> {
-    Order::parse(s).map_err(|e| core_err(py, &e))
+/// The option `key` of `params` (validated on the Python side).
+fn param<'py, T: FromPyObjectOwned<'py>>(params: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
+    let v = params
+        .get_item(key)?
+        .ok_or_else(|| PyKeyError::new_err(format!("pruning option {key:?} is missing")))?;
+    v.extract().map_err(Into::into)
 }
 
-fn out(py: Python<'_>, o: PruneOutput) -> Out<'_> {
-    (
+/// The method `name` with its options from `params`.
+fn method(py: Python<'_>, name: &str, params: &Bound<'_, PyDict>) -> PyResult<Method> {
+    let order = |key: &str| -> PyResult<Order> {
+        Order::parse(&param::<String>(params, key)?).map_err(|e| core_err(py, &e))
+    };
+    let seed = param(params, "seed")?;
+    Ok(match name {
+        "semdedup" => Method::SemDeDup {
+            eps: param(params, "eps")?,
+            order: order("order")?,
+            seed,
+        },
+        "ssp" => Method::Ssp {
+            keep_fraction: param(params, "keep_fraction")?,
+            keep: order("keep")?,
+            seed,
+        },
+        "dbp" => Method::Dbp(DbpOptions {
+            keep_fraction: param(params, "keep_fraction")?,
+            n_neighbors: param(params, "n_neighbors")?,
+            temperature: param(params, "temperature")?,
+            balance: param(params, "balance")?,
+            keep: order("keep")?,
+            dedup_eps: param(params, "dedup_eps")?,
+            seed,
+        }),
+        _ => {
+            return Err(PyKeyError::new_err(format!(
+                "unknown pruning method {name:?}"
+            )))
+        }
+    })
+}
+
+/// Run pruning `method` ("semdedup", "ssp" or "dbp") with the options in `params` (the
+/// dict `PruneResult.params` records): `(keep, duplicate_of, similarity, score,
+/// keep_per_cluster, complexity)`.
+#[pyfunction]
+#[pyo3(signature = (method_name, x, labels, centroids, params, progress=None))]
+fn prune<'py>(
+    py: Python<'py>,
+    method_name: &str,
+    x: PyReadonlyArray2<'py, f32>,
+    labels: PyReadonlyArray1<'py, i64>,
+    centroids: PyReadonlyArray2<'py, f32>,
+    params: &Bound<'py, PyDict>,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Out<'py>> {
+    let (xm, cm) = (mat(py, &x, "X")?, mat(py, &centroids, "centroids")?);
+    let l = labels.as_slice()?;
+    let m = method(py, method_name, params)?;
+    let o: PruneOutput = run(py, progress, |p| m.run(xm, l, cm, p))?;
+    Ok((
         vec1(py, o.keep),
         vec1(py, o.duplicate_of),
         vec1(py, o.similarity),
         vec1(py, o.score),
         vec1(py, o.keep_per_cluster),
         vec1(py, o.complexity),
-    )
-}
-
-/// SemDeDup: `(keep, duplicate_of, similarity, score, keep_per_cluster, complexity)`.
-#[pyfunction]
-#[pyo3(signature = (x, labels, centroids, eps, order_name, seed, progress=None))]
-#[allow(clippy::too_many_arguments)]
-fn semdedup<'py>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, f32>,
-    labels: PyReadonlyArray1<'py, i64>,
-    centroids: PyReadonlyArray2<'py, f32>,
-    eps: f64,
-    order_name: &str,
-    seed: u64,
-    progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Out<'py>> {
-    let (xm, cm) = (mat(py, &x, "X")?, mat(py, &centroids, "centroids")?);
-    let l = labels.as_slice()?;
-    let o = order(py, order_name)?;
-    let r = run(py, progress, |p| {
-        prune::semdedup(xm, l, cm, eps, o, seed, p)
-    })?;
-    Ok(out(py, r))
-}
-
-/// SSP; same outputs as `semdedup`.
-#[pyfunction]
-#[pyo3(signature = (x, labels, centroids, keep_fraction, keep, seed, progress=None))]
-#[allow(clippy::too_many_arguments)]
-fn ssp<'py>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, f32>,
-    labels: PyReadonlyArray1<'py, i64>,
-    centroids: PyReadonlyArray2<'py, f32>,
-    keep_fraction: f64,
-    keep: &str,
-    seed: u64,
-    progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Out<'py>> {
-    let (xm, cm) = (mat(py, &x, "X")?, mat(py, &centroids, "centroids")?);
-    let l = labels.as_slice()?;
-    let o = order(py, keep)?;
-    let r = run(py, progress, |p| {
-        prune::ssp(xm, l, cm, keep_fraction, o, seed, p)
-    })?;
-    Ok(out(py, r))
-}
-
-/// Density-based pruning; same outputs as `semdedup`.
-#[pyfunction]
-#[pyo3(signature = (x, labels, centroids, keep_fraction, n_neighbors, temperature, balance, keep, dedup_eps, seed, progress=None))]
-#[allow(clippy::too_many_arguments)]
-fn dbp<'py>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, f32>,
-    labels: PyReadonlyArray1<'py, i64>,
-    centroids: PyReadonlyArray2<'py, f32>,
-    keep_fraction: f64,
-    n_neighbors: usize,
-    temperature: f64,
-    balance: f64,
-    keep: &str,
-    dedup_eps: Option<f64>,
-    seed: u64,
-    progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Out<'py>> {
-    let (xm, cm) = (mat(py, &x, "X")?, mat(py, &centroids, "centroids")?);
-    let l = labels.as_slice()?;
-    let opts = DbpOptions {
-        keep_fraction,
-        n_neighbors,
-        temperature,
-        balance,
-        keep: order(py, keep)?,
-        dedup_eps,
-        seed,
-    };
-    let r = run(py, progress, |p| prune::dbp(xm, l, cm, &opts, p))?;
-    Ok(out(py, r))
+    ))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(semdedup, m)?)?;
-    m.add_function(wrap_pyfunction!(ssp, m)?)?;
-    m.add_function(wrap_pyfunction!(dbp, m)?)?;
+    m.add_function(wrap_pyfunction!(prune, m)?)?;
     Ok(())
 }

@@ -353,6 +353,44 @@ pub struct DbpOptions {
     pub seed: u64,
 }
 
+/// A pruning method and its options, for callers that pick the method at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method {
+    /// [`semdedup`] with threshold `eps`, member order and seed.
+    SemDeDup { eps: f64, order: Order, seed: u64 },
+    /// [`ssp`] with the fraction to keep, which end is kept, and seed.
+    Ssp {
+        keep_fraction: f64,
+        keep: Order,
+        seed: u64,
+    },
+    /// [`dbp`].
+    Dbp(DbpOptions),
+}
+
+impl Method {
+    /// Run the method on `x` clustered by `labels` / `centroids`.
+    pub fn run(
+        &self,
+        x: MatRef<'_>,
+        labels: &[i64],
+        centroids: MatRef<'_>,
+        progress: &Progress,
+    ) -> Result<PruneOutput, PruneError> {
+        match *self {
+            Method::SemDeDup { eps, order, seed } => {
+                semdedup(x, labels, centroids, eps, order, seed, progress)
+            }
+            Method::Ssp {
+                keep_fraction,
+                keep,
+                seed,
+            } => ssp(x, labels, centroids, keep_fraction, keep, seed, progress),
+            Method::Dbp(ref o) => dbp(x, labels, centroids, o, progress),
+        }
+    }
+}
+
 /// Integer keep counts: `x_j = clip(λ P_j, lb_j, n_j)` with `λ` found by bisection so
 /// that `Σ x ≤ total` as closely as `f64` allows, floors, then the remaining units to the
 /// largest fractional parts (ties to the lower cluster), then by `P` to clusters with
@@ -587,6 +625,61 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn method_run_matches_direct_calls() {
+        let x = [
+            1.0f32, 0.0, 1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9, -1.0, 0.2,
+        ];
+        let c = [1.0f32, 0.0, 0.0, 1.0];
+        let xm = MatRef::new(&x, 6, 2).unwrap();
+        let cm = MatRef::new(&c, 2, 2).unwrap();
+        let lab = [0i64, 0, 0, 1, 1, 1];
+        let pr = Progress::new();
+        let dbp_opts = DbpOptions {
+            keep_fraction: 0.5,
+            n_neighbors: 1,
+            temperature: 0.5,
+            balance: 0.5,
+            keep: Order::Easy,
+            dedup_eps: Some(0.01),
+            seed: 3,
+        };
+        let cases = [
+            (
+                Method::SemDeDup {
+                    eps: 0.01,
+                    order: Order::Random,
+                    seed: 1,
+                },
+                semdedup(xm, &lab, cm, 0.01, Order::Random, 1, &pr),
+            ),
+            (
+                Method::Ssp {
+                    keep_fraction: 0.5,
+                    keep: Order::Hard,
+                    seed: 2,
+                },
+                ssp(xm, &lab, cm, 0.5, Order::Hard, 2, &pr),
+            ),
+            (
+                Method::Dbp(dbp_opts.clone()),
+                dbp(xm, &lab, cm, &dbp_opts, &pr),
+            ),
+        ];
+        for (m, direct) in cases {
+            let via = m.run(xm, &lab, cm, &pr).unwrap();
+            let direct = direct.unwrap();
+            // NaN-aware comparison of the similarity column
+            assert_eq!(via.keep, direct.keep, "{m:?}");
+            assert_eq!(via.duplicate_of, direct.duplicate_of, "{m:?}");
+            assert_eq!(via.score, direct.score, "{m:?}");
+            assert_eq!(via.keep_per_cluster, direct.keep_per_cluster, "{m:?}");
+            assert_eq!(via.complexity, direct.complexity, "{m:?}");
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&via.similarity), bits(&direct.similarity), "{m:?}");
         }
     }
 
