@@ -24,8 +24,6 @@
 #define TH_BN 64
 #define TH_BK 64
 
-TH_DEV th_u64 th_tid() { return (th_u64)blockIdx.x * blockDim.x + threadIdx.x; }
-
 extern "C" __global__ void th_act_quant(const float* __restrict__ x, th_u64 M, th_u64 K, th_u64 Kp,
                                         signed char* __restrict__ xq, float* __restrict__ s_x) {
     __shared__ float red[256];
@@ -35,14 +33,10 @@ extern "C" __global__ void th_act_quant(const float* __restrict__ x, th_u64 M, t
     const float* row = x + m * K;
     float mx = 0.0f;
     for (th_u64 k = tid; k < K; k += 256) mx = th_max(mx, th_abs(row[k]));
-    red[tid] = mx;
-    __syncthreads();
-    for (int s = 128; s > 0; s >>= 1) {
-        if (tid < s) red[tid] = th_max(red[tid], red[tid + s]);
-        __syncthreads();
-    }
+    // block-cooperative (__syncthreads): the host test harness runs whole blocks
+    float amax = th_block_max256(mx, red);
     // torch evaluates `127 / t` as reciprocal(t) * 127: two roundings, reproduced here
-    float s = __fmul_rn(__fdiv_rn(1.0f, th_max(red[0], 1e-5f)), 127.0f);
+    float s = __fmul_rn(__fdiv_rn(1.0f, th_max(amax, 1e-5f)), 127.0f);
     for (th_u64 k = tid; k < Kp; k += 256) {
         signed char q = 0;
         if (k < K) q = (signed char)th_rne_i32(th_clamp(__fmul_rn(row[k], s), -128.0f, 127.0f));
@@ -86,6 +80,13 @@ extern "C" __global__ void th_act_dequant(const signed char* __restrict__ xq, th
     if (t >= M * K) return;
     th_u64 m = t / K, k = t % K;
     out[t] = __fdiv_rn((float)xq[m * Kp + k], s_x[m]);
+}
+
+// The epilogue of both products: y = acc / (s_x[m] s_w) (+ bias[n]); den = s_x[m] s_w.
+TH_DEV float th_bitlinear_out(int acc, float den, const float* __restrict__ bias, int has_bias, th_u64 n) {
+    float v = __fdiv_rn((float)acc, den);
+    if (has_bias) v = __fadd_rn(v, bias[n]);
+    return v;
 }
 
 // Four ternary codes (bits 2j of `bits`, j = 0..3) as four int8 lanes of one word.
@@ -148,9 +149,7 @@ extern "C" __global__ void th_bitlinear_gemm(const int* __restrict__ xq, const f
         for (int j = 0; j < 4; ++j) {
             th_u64 n = n0 + tx + 16 * j;
             if (n >= N) continue;
-            float v = __fdiv_rn((float)acc[i][j], den);
-            if (has_bias) v = __fadd_rn(v, bias[n]);
-            y[m * N + n] = v;
+            y[m * N + n] = th_bitlinear_out(acc[i][j], den, bias, has_bias, n);
         }
     }
 }
@@ -197,9 +196,7 @@ extern "C" __global__ void th_bitlinear_gemv(const int* __restrict__ xq, const f
         if ((th_u64)m < M && nn < N) {
             int s = 0;
             for (int l = 0; l < 32; ++l) s += part[wv][l][m];
-            float v = __fdiv_rn((float)s, __fmul_rn(s_x[m], s_w[0]));
-            if (has_bias) v = __fadd_rn(v, bias[nn]);
-            y[(th_u64)m * N + nn] = v;
+            y[(th_u64)m * N + nn] = th_bitlinear_out(s, __fmul_rn(s_x[m], s_w[0]), bias, has_bias, nn);
         }
     }
 }

@@ -73,10 +73,11 @@ __device__ __forceinline__ void normals4(unsigned long long block, unsigned int 
     }
 }
 
-// x[i] += scale * (eps * z[i]) for i < n.
-template <typename T>
-__device__ void perturb(T* x, long long n, unsigned int tensor_id, unsigned long long seed,
-                        unsigned long long step, float eps, float scale) {
+// f(i, z[i]) for every i < n: one thread per Philox block of four elements (grid-stride
+// loop), its lanes in order.
+template <typename F>
+__device__ __forceinline__ void for_each_normal(long long n, unsigned int tensor_id, unsigned long long seed,
+                                                unsigned long long step, F f) {
     long long nblocks = (n + 3) / 4;
     for (long long b = blockIdx.x * (long long)blockDim.x + threadIdx.x; b < nblocks;
          b += (long long)gridDim.x * blockDim.x) {
@@ -85,12 +86,19 @@ __device__ void perturb(T* x, long long n, unsigned int tensor_id, unsigned long
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             long long i = 4 * b + j;
-            if (i < n) {
-                float d = __fmul_rn(eps, z[j]);
-                th_store<T>(x, i, __fadd_rn(th_load<T>(x, i), __fmul_rn(scale, d)));
-            }
+            if (i < n) f(i, z[j]);
         }
     }
+}
+
+// x[i] += scale * (eps * z[i]) for i < n.
+template <typename T>
+__device__ void perturb(T* x, long long n, unsigned int tensor_id, unsigned long long seed,
+                        unsigned long long step, float eps, float scale) {
+    for_each_normal(n, tensor_id, seed, step, [&](long long i, float z) {
+        float d = __fmul_rn(eps, z);
+        th_store<T>(x, i, __fadd_rn(th_load<T>(x, i), __fmul_rn(scale, d)));
+    });
 }
 
 // Restore (x += eps z) and SGD step x -= lr (pg z + wd x); pg is read from device memory.
@@ -98,22 +106,12 @@ template <typename T>
 __device__ void update(T* x, long long n, unsigned int tensor_id, unsigned long long seed,
                        unsigned long long step, float eps, const float* pg_ptr, float lr, float wd) {
     const float pg = *pg_ptr;
-    long long nblocks = (n + 3) / 4;
-    for (long long b = blockIdx.x * (long long)blockDim.x + threadIdx.x; b < nblocks;
-         b += (long long)gridDim.x * blockDim.x) {
-        float z[4];
-        normals4((unsigned long long)b, tensor_id, seed, step, z);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            long long i = 4 * b + j;
-            if (i < n) {
-                float w = __fadd_rn(th_load<T>(x, i), __fmul_rn(eps, z[j]));
-                float g = __fmul_rn(pg, z[j]);
-                if (wd != 0.0f) g = __fadd_rn(g, __fmul_rn(wd, w));
-                th_store<T>(x, i, __fsub_rn(w, __fmul_rn(lr, g)));
-            }
-        }
-    }
+    for_each_normal(n, tensor_id, seed, step, [&](long long i, float z) {
+        float w = __fadd_rn(th_load<T>(x, i), __fmul_rn(eps, z));
+        float g = __fmul_rn(pg, z);
+        if (wd != 0.0f) g = __fadd_rn(g, __fmul_rn(wd, w));
+        th_store<T>(x, i, __fsub_rn(w, __fmul_rn(lr, g)));
+    });
 }
 
 }  // namespace thrifty_mezo
@@ -121,16 +119,7 @@ __device__ void update(T* x, long long n, unsigned int tensor_id, unsigned long 
 // z[i] for i < n (tests and benchmarks only; the optimizer never materialises z).
 extern "C" __global__ void mezo_normal(float* out, long long n, unsigned int tensor_id,
                             unsigned long long seed, unsigned long long step) {
-    long long nblocks = (n + 3) / 4;
-    for (long long b = blockIdx.x * (long long)blockDim.x + threadIdx.x; b < nblocks;
-         b += (long long)gridDim.x * blockDim.x) {
-        float z[4];
-        thrifty_mezo::normals4((unsigned long long)b, tensor_id, seed, step, z);
-        for (int j = 0; j < 4; ++j) {
-            long long i = 4 * b + j;
-            if (i < n) out[i] = z[j];
-        }
-    }
+    thrifty_mezo::for_each_normal(n, tensor_id, seed, step, [&](long long i, float z) { out[i] = z; });
 }
 
 // Raw Philox4x32-10 on (counter, key) words, for the known-answer test on the device.

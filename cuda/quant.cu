@@ -18,7 +18,6 @@
 
 #define TH_CHUNK 65536ULL
 
-TH_DEV th_u64 th_tid() { return (th_u64)blockIdx.x * blockDim.x + threadIdx.x; }
 
 // Order-preserving maps of float32 to uint32 (for atomicMin / atomicMax on floats).
 TH_DEV th_u32 th_ord(float v) {
@@ -162,13 +161,7 @@ extern "C" __global__ void th_tq_pack(const float* __restrict__ x, th_u64 nb, in
     if (blk >= nb) return;  // uniform per block
     const float* b = x + blk * 256;
     float v = b[e];
-    red[e] = th_abs(v);
-    __syncthreads();
-    for (int s = 128; s > 0; s >>= 1) {
-        if (e < s) red[e] = th_max(red[e], red[e + s]);
-        __syncthreads();
-    }
-    float d = red[0];
+    float d = th_block_max256(th_abs(v), red);
     float id = d == 0.0f ? 0.0f : __fdiv_rn(1.0f, d);
     t[e] = th_trit(__fmul_rn(v, id));
     __syncthreads();

@@ -177,3 +177,20 @@ TH_DEV int th_floor_log2(float x) {
 
 // bfloat16 / float16 storage -> float32 (for kernels reading torch tensors)
 TH_DEV float th_bf16_to_f32(th_u16 b) { return __uint_as_float((th_u32)b << 16); }
+
+// ---------------------------------------------------------------------------- block helpers
+// Global index of this thread in a 1-D launch.
+TH_DEV th_u64 th_tid() { return (th_u64)blockIdx.x * blockDim.x + threadIdx.x; }
+
+// Max of v over the 256 threads of the block, a tree in red[256] (shared memory). Every
+// thread of the block must call it (it synchronises the block); all get the result.
+TH_DEV float th_block_max256(float v, float* red) {
+    int tid = threadIdx.x;
+    red[tid] = v;
+    __syncthreads();
+    for (int s = 128; s > 0; s >>= 1) {
+        if (tid < s) red[tid] = th_max(red[tid], red[tid + s]);
+        __syncthreads();
+    }
+    return red[0];
+}

@@ -1,4 +1,6 @@
-"""Timing and peak-memory helpers of the #11 GPU benchmarks (CUDA events, median)."""
+"""Timing, peak-memory and output helpers shared by the GPU benchmarks in benches/gpu
+(CUDA events, median). The scripts run as ``python benches/gpu/<script>.py`` and import
+this module from their own folder."""
 
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ def device_line() -> str:
     return (f"{torch.cuda.get_device_name()} | torch {torch.__version__} CUDA {torch.version.cuda}")
 
 
-def dump(path: str | None, payload: dict[str, Any]) -> None:
+def dump(path: str | None, payload: dict[str, Any], indent: int = 2) -> None:
+    """Write ``payload`` as JSON to ``path`` (nothing when ``path`` is empty or None)."""
     if path:
         with open(path, "w") as f:
-            json.dump(payload, f, indent=2)
+            json.dump(payload, f, indent=indent)

@@ -11,26 +11,16 @@ device and CuPy; prints a table and optionally writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import os
 import sys
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _gpu_timing import dump, timed  # noqa: E402
 
-def timed(fn, repeats, warmup=3):
-    import torch
 
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+def timed_ms(fn, repeats):
+    """Median milliseconds of ``fn`` (three warm-up calls)."""
+    return timed(fn, repeats, warmup=3) * 1e3
 
 
 def main() -> int:
@@ -82,18 +72,18 @@ def main() -> int:
             finally:
                 tnn._fused_available = orig
 
-        res["linear_bf16_fwd_ms"] = timed(lambda: lin(x), repeats)
-        res["bitlinear_torch_fwd_ms"] = timed(lambda: fwd(bit, False), repeats)
-        res["bitlinear_fused_fwd_ms"] = timed(lambda: fwd(bit, True), repeats)
+        res["linear_bf16_fwd_ms"] = timed_ms(lambda: lin(x), repeats)
+        res["bitlinear_torch_fwd_ms"] = timed_ms(lambda: fwd(bit, False), repeats)
+        res["bitlinear_fused_fwd_ms"] = timed_ms(lambda: fwd(bit, True), repeats)
 
         def lin_train():
             xx = x.detach().requires_grad_(True)
             lin(xx).backward(gy)
             lin.weight.grad = None
 
-        res["linear_bf16_train_ms"] = timed(lin_train, repeats)
-        res["bitlinear_torch_train_ms"] = timed(lambda: train(bit, False), repeats)
-        res["bitlinear_fused_train_ms"] = timed(lambda: train(bit, True), repeats)
+        res["linear_bf16_train_ms"] = timed_ms(lin_train, repeats)
+        res["bitlinear_torch_train_ms"] = timed_ms(lambda: train(bit, False), repeats)
+        res["bitlinear_fused_train_ms"] = timed_ms(lambda: train(bit, True), repeats)
         packed = bit._fused_cache.packed
         res["weight_bytes_bf16"] = lin.weight.numel() * 2
         res["weight_bytes_packed"] = packed.nbytes
@@ -110,9 +100,7 @@ def main() -> int:
               f" | max |diff| {res['max_abs_diff_vs_torch_bitlinear']:.3g}")
         sys.stdout.flush()
     out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    dump(args.json, out, indent=1)
     return 0
 
 

@@ -11,26 +11,12 @@ before it is timed. Needs a CUDA device and CuPy.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import os
+import sys
 import time
 
-
-def timed(fn, repeats, warmup=2):
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(times)
+sys.path.insert(0, os.path.dirname(__file__))
+from _gpu_timing import dump, timed  # noqa: E402
 
 
 def anchors(x):
@@ -134,9 +120,7 @@ def main() -> int:
         print(line, flush=True)
     out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "mib": args.mib,
            "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    dump(args.json, out, indent=1)
     return 0
 
 

@@ -17,6 +17,13 @@ mkdir -p "$OUT"
 cd "$(dirname "$0")/../.."
 T0=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.txt"; }
+# bench LABEL SCRIPT TIMEOUT_S TAIL_LINES: benches/gpu/SCRIPT.py writes $OUT/SCRIPT.json and
+# $OUT/SCRIPT.txt (its output); the last TAIL_LINES lines are echoed.
+bench() {
+  step "bench: $1"
+  timeout "$3" python "benches/gpu/$2.py" --json "$OUT/$2.json" > "$OUT/$2.txt" 2>&1
+  tail -n "$4" "$OUT/$2.txt"
+}
 
 step "environment"
 {
@@ -56,31 +63,13 @@ timeout 300 python -m pytest -m gpu -q -ra -p no:cacheprovider -o addopts="" $GP
 echo "pytest exit $?" >> "$OUT/gpu-tests.txt"
 tail -n 5 "$OUT/gpu-tests.txt"
 
-step "bench: BitLinear"
-timeout 120 python benches/gpu/bench_bitlinear.py --json "$OUT/bench_bitlinear.json" \
-  > "$OUT/bench_bitlinear.txt" 2>&1
-tail -n 20 "$OUT/bench_bitlinear.txt"
-
-step "bench: quantize/dequantize"
-timeout 120 python benches/gpu/bench_quant_gpu.py --json "$OUT/bench_quant_gpu.json" \
-  > "$OUT/bench_quant_gpu.txt" 2>&1
-tail -n 30 "$OUT/bench_quant_gpu.txt"
+bench "BitLinear" bench_bitlinear 120 20
+bench "quantize/dequantize" bench_quant_gpu 120 30
 
 # ---- issue #11 (mezo / losses / optim) appends its section below this line ----
 # (#11's GPU tests ran above with the other tests/torch_api/test_cuda_*.py files.)
-step "bench: fused linear + loss (#11)"
-timeout 150 python benches/gpu/bench_fused_loss_gpu.py --json "$OUT/bench_fused_loss_gpu.json" \
-  > "$OUT/bench_fused_loss_gpu.txt" 2>&1
-tail -n 12 "$OUT/bench_fused_loss_gpu.txt"
-
-step "bench: MeZO step (#11)"
-timeout 90 python benches/gpu/bench_mezo_gpu.py --json "$OUT/bench_mezo_gpu.json" \
-  > "$OUT/bench_mezo_gpu.txt" 2>&1
-tail -n 6 "$OUT/bench_mezo_gpu.txt"
-
-step "bench: fused optimizer steps (#11)"
-timeout 90 python benches/gpu/bench_optim_gpu.py --json "$OUT/bench_optim_gpu.json" \
-  > "$OUT/bench_optim_gpu.txt" 2>&1
-tail -n 6 "$OUT/bench_optim_gpu.txt"
+bench "fused linear + loss (#11)" bench_fused_loss_gpu 150 12
+bench "MeZO step (#11)" bench_mezo_gpu 90 6
+bench "fused optimizer steps (#11)" bench_optim_gpu 90 6
 
 step "done"
