@@ -175,10 +175,10 @@ mod tests {
         let table: [f32; 16] = std::array::from_fn(|i| (i as f32 - 7.3) * 0.37);
         let bytes: Vec<u8> = (0..301u32).map(|i| (i * 97 + 13) as u8).collect();
         let scales = [1.0f32, -0.5, 3.1e-3, f32::from_bits(1), 7.0, -0.0];
-        for len in [0, 1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65, 601, 602] {
+        for len in [0usize, 1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65, 601, 602] {
             for low in [false, true] {
                 for block in [2, 16, 32, 64, 602] {
-                    let nb = (len as usize).div_ceil(block);
+                    let nb = len.div_ceil(block);
                     let sc: Vec<f32> = (0..nb).map(|k| scales[k % scales.len()]).collect();
                     let mut a = vec![0f32; len];
                     let mut b = vec![0f32; len];
