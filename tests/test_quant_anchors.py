@@ -1,0 +1,133 @@
+"""thrifty.quant against the reference libraries themselves (bytes, scales and decoded
+floats identical): bitsandbytes for NF4, torchao for int8 / int4 / MX / NVFP4.
+
+These libraries come with the ``quant-anchors`` extra (CI installs it); the tests
+skip when one is missing. The formula-level tests in test_quant_formats.py run always.
+"""
+
+import numpy as np
+import pytest
+
+from thrifty import quant
+
+torch = pytest.importorskip("torch")
+
+
+def data(shape, seed, spread=0.0):
+    """Normal values, rows scaled by up to e**spread either way, with zero rows,
+    constant runs and sparse zeros (ties, empty blocks, tiny and huge scales)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * np.exp(rng.uniform(-spread, spread, (shape[0], 1)))
+    x = x.astype(np.float32)
+    x[1] = 0
+    x[2, : shape[1] // 2] = 0.25
+    x[3, ::7] = 0
+    return x
+
+
+def nibbles(d, low_first=True):
+    d = np.asarray(d, np.uint8).ravel()
+    c = np.empty(d.size * 2, np.uint8)
+    c[0::2], c[1::2] = (d & 15, d >> 4) if low_first else (d >> 4, d & 15)
+    return c
+
+
+def same(a, b):
+    a = np.asarray(a, np.float32).ravel()
+    b = np.asarray(b, np.float32).ravel()
+    return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+# ------------------------------------------------------------------ bitsandbytes NF4
+
+@pytest.mark.parametrize("block", [32, 64, 256, 4096])
+@pytest.mark.parametrize("shape", [(16, 256), (7, 100)])
+def test_nf4_identical_to_bitsandbytes(block, shape):
+    bnb = pytest.importorskip("bitsandbytes.functional")
+    x = data(shape, seed=block, spread=6)
+    q, st = bnb.quantize_4bit(torch.from_numpy(x), blocksize=block, quant_type="nf4")
+    t = quant.quantize(x, "nf4", group_size=block)
+    assert np.array_equal(q.numpy().ravel(), t.data.ravel())
+    assert same(st.absmax.numpy(), t.scales)
+    assert same(bnb.dequantize_4bit(q, st).numpy(), quant.dequantize(t))
+
+
+# ------------------------------------------------------------------ torchao int8 / int4
+
+def _qp():
+    pytest.importorskip("torchao")
+    from torchao.quantization import quant_primitives as qp
+
+    return qp
+
+
+@pytest.mark.parametrize("spread", [0.0, 8.0])
+@pytest.mark.parametrize("group", [32, 128, 512])
+def test_int4_asymmetric_identical_to_torchao_tinygemm(group, spread):
+    qp = _qp()
+    x = data((64, 512), seed=group, spread=spread)
+    t = torch.from_numpy(x)
+    eps = torch.finfo(torch.float32).eps
+    args = ((1, group),)
+    s, zp = qp._choose_qparams_affine_tinygemm(t, qp.MappingType.ASYMMETRIC, *args, torch.int32,
+                                               0, 15, eps, torch.float32, torch.float32)
+    codes = qp._quantize_affine_tinygemm(t, *args, s, zp, torch.int32, 0, 15)
+    back = qp._dequantize_affine_tinygemm(codes, *args, s, zp, torch.int32, 0, 15,
+                                          output_dtype=torch.float32)
+    q = quant.quantize(x, "int4", group_size=group)
+    assert same(q.scales, s.numpy()) and same(q.zero_points, zp.numpy())
+    assert np.array_equal(nibbles(q.data), codes.numpy().ravel())
+    assert same(quant.dequantize(q), back.numpy())
+
+
+@pytest.mark.parametrize("fmt,qmin,qmax", [("int8", -128, 127), ("int4", -8, 7)])
+@pytest.mark.parametrize("group", [64, 512])
+def test_symmetric_int_identical_to_torchao(fmt, qmin, qmax, group):
+    qp = _qp()
+    x = data((64, 512), seed=qmax + group, spread=8)
+    t = torch.from_numpy(x)
+    eps = torch.finfo(torch.float32).eps
+    s, zp = qp.choose_qparams_affine(t, qp.MappingType.SYMMETRIC, (1, group), torch.int8,
+                                     qmin, qmax, eps, torch.float32)
+    codes = qp.quantize_affine(t, (1, group), s, zp, torch.int8, qmin, qmax)
+    back = qp.dequantize_affine(codes, (1, group), s, zp, torch.int8, qmin, qmax,
+                                output_dtype=torch.float32)
+    q = quant.quantize(x, fmt, group_size=group, **({"symmetric": True} if fmt == "int4" else {}))
+    mine = q.data.view(np.int8) if fmt == "int8" else nibbles(q.data).astype(np.int8) - 8
+    assert same(q.scales, s.numpy())
+    assert np.array_equal(mine.ravel(), codes.numpy().ravel())
+    assert same(quant.dequantize(q), back.numpy())
+
+
+# ------------------------------------------------------------------ torchao MX / NVFP4
+
+@pytest.mark.parametrize("fmt,elem", [("mxfp4", "float4_e2m1fn_x2"), ("mxfp8_e4m3", "float8_e4m3fn"),
+                                      ("mxfp8_e5m2", "float8_e5m2")])
+@pytest.mark.parametrize("spread", [0.0, 20.0])
+def test_mx_identical_to_torchao(fmt, elem, spread):
+    pytest.importorskip("torchao")
+    from torchao.prototype.mx_formats.mx_tensor import to_dtype, to_mx
+
+    x = data((64, 256), seed=len(fmt), spread=spread)
+    x[4, :32] = 1e-30  # a block whose scale is near the bottom of E8M0
+    dt = getattr(torch, elem)
+    s, d = to_mx(torch.from_numpy(x), dt, 32)
+    q = quant.quantize(x, fmt)
+    assert np.array_equal(s.view(torch.uint8).numpy().ravel(), q.scales.ravel())
+    assert np.array_equal(d.view(torch.uint8).numpy().ravel(), q.data.ravel())
+    assert same(to_dtype(d, s, dt, 32, torch.float32).numpy(), quant.dequantize(q))
+
+
+@pytest.mark.parametrize("spread", [0.0, 8.0])
+def test_nvfp4_identical_to_torchao(spread):
+    pytest.importorskip("torchao")
+    from torchao.prototype.mx_formats import nvfp4_tensor as nv
+
+    x = data((64, 256), seed=7, spread=spread)
+    t = torch.from_numpy(x)
+    pt = nv.per_tensor_amax_to_scale(t.abs().max())
+    s, d = nv.nvfp4_quantize(t, 16, pt)
+    q = quant.quantize(x, "nvfp4")
+    assert q.tensor_scale == pt.item()
+    assert np.array_equal(s.view(torch.uint8).numpy().ravel(), q.scales.ravel())
+    assert np.array_equal(d.view(torch.uint8).numpy().ravel(), q.data.ravel())
