@@ -131,3 +131,20 @@ def test_nvfp4_identical_to_torchao(spread):
     assert q.tensor_scale == pt.item()
     assert np.array_equal(s.view(torch.uint8).numpy().ravel(), q.scales.ravel())
     assert np.array_equal(d.view(torch.uint8).numpy().ravel(), q.data.ravel())
+
+
+# ------------------------------------------------------------------ HF transformers BitNet
+
+@pytest.mark.parametrize("shape", [(64, 48), (5, 3), (6, 2, 4), (10,)])
+def test_ternary_layout_identical_to_transformers(shape):
+    pytest.importorskip("transformers")
+    from transformers.integrations import bitnet
+
+    x = data((shape[0], int(np.prod(shape[1:], dtype=int))), seed=len(shape)).reshape(shape)
+    q = quant.quantize(x, "ternary")
+    s = np.float32(1) / q.scales.ravel()[0]  # q.scales holds 1/s
+    codes = torch.from_numpy(np.clip(np.rint(x * s), -1, 1).astype(np.int8))
+    assert np.array_equal(bitnet.pack_weights(codes.clone()).numpy(), q.data)
+    unpacked = bitnet.unpack_weights(torch.from_numpy(q.data), torch.float32)[: shape[0]]
+    assert np.array_equal(unpacked.numpy(), codes.numpy().astype(np.float32))
+    assert same(quant.dequantize(q), unpacked.numpy() * q.scales.ravel()[0])
