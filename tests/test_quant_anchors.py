@@ -1,5 +1,6 @@
 """thrifty.quant against the reference libraries themselves (bytes, scales and decoded
-floats identical): bitsandbytes for NF4, torchao for int8 / int4 / MX / NVFP4.
+floats identical): bitsandbytes for NF4, torchao for int8 / int4 / MX / NVFP4,
+transformers for the BitNet ternary packing.
 
 These libraries come with the ``quant-anchors`` extra (CI installs it); the tests
 skip when one is missing. The formula-level tests in test_quant_formats.py run always.
