@@ -325,7 +325,7 @@ pub(crate) fn quantize_nf4(
     let mut absmax = vec![0f32; nb];
     let per = (CHUNK / g).max(1);
     let th = nf4_thresholds();
-    let bad = std::sync::atomic::AtomicBool::new(false);
+    let bad = super::NonFiniteFlag::default();
     // One pass: each block's absmax while it is in cache, then its codes.
     let data = super::par_out_with(n.div_ceil(2), per * g / 2, &mut absmax, per, |ci, o, am| {
         let xi = &x[ci * per * g..((ci + 1) * per * g).min(n)];
@@ -342,13 +342,9 @@ pub(crate) fn quantize_nf4(
             }
             worst
         });
-        if worst >= super::NONFINITE {
-            bad.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        bad.note(worst);
     });
-    if bad.into_inner() {
-        return Err(super::nonfinite(x));
-    }
+    bad.check(x)?;
     Ok(Quantized {
         data,
         scales: Scales::F32(absmax),

@@ -527,6 +527,26 @@ pub(crate) fn min_max_bits_plain(x: &[f32]) -> (f32, f32, u32) {
 }
 
 /// The error [`check_finite`] gives for `x` (which holds a NaN or an infinity).
+/// Raised by any parallel chunk whose largest `bits(|v|)` says NaN or infinity; checked
+/// once after the pass ([`NonFiniteFlag::check`] names the first bad value).
+#[derive(Default)]
+pub(crate) struct NonFiniteFlag(std::sync::atomic::AtomicBool);
+
+impl NonFiniteFlag {
+    pub(crate) fn note(&self, worst_bits: u32) {
+        if worst_bits >= NONFINITE {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn check(self, x: &[f32]) -> Result<(), QuantError> {
+        if self.0.into_inner() {
+            return Err(nonfinite(x));
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn nonfinite(x: &[f32]) -> QuantError {
     match check_finite(x) {
         Err(e) => e,
@@ -879,7 +899,7 @@ pub(crate) fn quantize_groups<C: GroupCodec>(
     let n = x.len();
     let (num, den) = (C::NUM, C::DEN);
     debug_assert!(g > 0 && n.is_multiple_of(g) && (num * g).is_multiple_of(den));
-    let bad = std::sync::atomic::AtomicBool::new(false);
+    let bad = NonFiniteFlag::default();
     if g <= CHUNK {
         let per = CHUNK / g * g;
         let mut params = vec![C::Param::default(); n / g];
@@ -898,14 +918,10 @@ pub(crate) fn quantize_groups<C: GroupCodec>(
                     g,
                     first: ci * per,
                 };
-                if dispatch(k) >= NONFINITE {
-                    bad.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
+                bad.note(dispatch(k));
             },
         );
-        if bad.into_inner() {
-            return Err(nonfinite(x));
-        }
+        bad.check(x)?;
         return Ok((data, params));
     }
     let stats = group_reduce(x, g, |p| dispatch(ReducePiece(c, p)), C::combine);

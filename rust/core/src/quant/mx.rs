@@ -459,7 +459,7 @@ fn quantize_blocks<const B: usize>(
     let mut scales = vec![0u8; nb];
     let table = table256(spec);
     let per = CHUNK / B;
-    let bad = std::sync::atomic::AtomicBool::new(false);
+    let bad = super::NonFiniteFlag::default();
     let data = super::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
         let xi = &x[ci * per * B..((ci + 1) * per * B).min(n)];
         let sr = st.map(|st| (spec, &table, st, ci * per * B));
@@ -473,13 +473,9 @@ fn quantize_blocks<const B: usize>(
                 blocks_body::<16>(xi, o, sc, kind, rule, sr)
             }
         });
-        if worst >= super::NONFINITE {
-            bad.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        bad.note(worst);
     });
-    if bad.into_inner() {
-        return Err(super::nonfinite(x));
-    }
+    bad.check(x)?;
     Ok((data, scales))
 }
 

@@ -273,7 +273,7 @@ pub(crate) fn quantize_tq(
     let nb = x.len() / QK;
     let tb = tq_bytes(f);
     let per = CHUNK / QK;
-    let bad = std::sync::atomic::AtomicBool::new(false);
+    let bad = super::NonFiniteFlag::default();
     let data = super::par_map(x, per * QK, nb * tb, per * tb, |_, xi, o| {
         let tq1 = f == Format::Tq1_0;
         let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], tb: usize, tq1: bool; u32; {
@@ -285,13 +285,9 @@ pub(crate) fn quantize_tq(
             }
             worst
         });
-        if worst >= super::NONFINITE {
-            bad.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        bad.note(worst);
     });
-    if bad.into_inner() {
-        return Err(super::nonfinite(x));
-    }
+    bad.check(x)?;
     Ok(Quantized {
         data,
         scales: Scales::None,
