@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import _fused
-from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, check_number, closure_loss, compute_dtype, rollback_on_error
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
 
@@ -127,10 +127,7 @@ class DoG(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One DoG step; ``closure`` (optional) re-evaluates the loss with backward."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = group["params"]
             if not any(p.grad is not None for p in params):
