@@ -46,6 +46,14 @@ def _reps(group: dict[str, Any]) -> float:
     return 0.0 if group["init_eta"] is not None else float(group["reps_rel"])
 
 
+def _eta(group: dict[str, Any], st: dict[str, Any], first: bool) -> torch.Tensor:
+    """The step size from ``st``'s ``rbar`` and ``G``; ``init_eta`` on the first step."""
+    eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
+    if first and group["init_eta"] is not None:
+        eta = torch.full_like(eta, group["init_eta"])
+    return eta
+
+
 class DoG(torch.optim.Optimizer):
     """Distance over Gradients: SGD with a parameter-free step size.
 
@@ -182,10 +190,7 @@ class DoG(torch.optim.Optimizer):
                 else:  # in place: a captured CUDA graph keeps updating the same tensors
                     torch.maximum(st["rbar"], dist[i], out=st["rbar"])
                     st["G"].add_(g_sq[i])
-                eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
-                if first and group["init_eta"] is not None:
-                    eta = torch.full_like(eta, group["init_eta"])
-                etas.append(eta)
+                etas.append(_eta(group, st, first))
             fo.dog_update_(live, grads, eta=etas, weight_decay=wd)
             return
         st = self._group_state(group)
@@ -197,10 +202,7 @@ class DoG(torch.optim.Optimizer):
             x0s = [self.state[p]["x0"] for p in params]
             torch.maximum(st["rbar"], fo.multi_tensor_sum(params, x0s, c=-1.0, sqrt=True)[0], out=st["rbar"])
             st["G"].add_(g_sq)
-        eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
-        if first and group["init_eta"] is not None:
-            eta = torch.full_like(eta, group["init_eta"])
-        fo.dog_update_(live, grads, eta=eta, weight_decay=wd)
+        fo.dog_update_(live, grads, eta=_eta(group, st, first), weight_decay=wd)
 
     def _update(
         self,
@@ -219,10 +221,7 @@ class DoG(torch.optim.Optimizer):
             dist = torch.stack([torch.norm(x - x0) for x, x0 in zip(xs, x0s)]).norm()
             st["rbar"] = torch.maximum(st["rbar"], dist)
             st["G"] = st["G"] + g_sq
-        eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
-        if first and group["init_eta"] is not None:
-            eta = torch.full_like(eta, group["init_eta"])
-        return [eta] * len(xs)
+        return [_eta(group, st, first)] * len(xs)
 
 
 class LDoG(DoG):
@@ -265,10 +264,7 @@ class LDoG(DoG):
             else:
                 st["rbar"] = torch.maximum(st["rbar"], torch.norm(x - x0))
                 st["G"] = st["G"] + g_sq
-            eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
-            if first and group["init_eta"] is not None:
-                eta = torch.full_like(eta, group["init_eta"])
-            etas.append(eta)
+            etas.append(_eta(group, st, first))
         return etas
 
 
