@@ -88,6 +88,19 @@ def grad_pairs(param_groups: list[dict[str, Any]]) -> list[tuple[dict[str, Any],
     return [(g, p) for g in param_groups for p in g["params"] if p.grad is not None]
 
 
+def working_copy(p: torch.Tensor) -> torch.Tensor:
+    """``p`` detached, for in-place arithmetic: its own storage, or a float32 copy of a
+    half-precision parameter (store that with :func:`write_back`)."""
+    work = compute_dtype(p)
+    return p.detach() if work == p.dtype else p.detach().to(work)
+
+
+def write_back(p: torch.Tensor, x: torch.Tensor) -> None:
+    """Store ``x`` from :func:`working_copy` in ``p`` when it is a float32 copy."""
+    if x.dtype != p.dtype:
+        p.copy_(x)
+
+
 @contextmanager
 def rollback_on_error(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     """Undo ``add_param_group`` when the new group fails validation.

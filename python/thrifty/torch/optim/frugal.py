@@ -24,16 +24,8 @@ from typing import Any
 
 import torch
 
-from ._common import (
-    InvalidInputError,
-    check_betas,
-    check_int,
-    check_number,
-    closure_loss,
-    compute_dtype,
-    grad_pairs,
-    rollback_on_error,
-)
+from ._common import InvalidInputError, check_betas, check_int, check_number, closure_loss, compute_dtype
+from ._common import grad_pairs, rollback_on_error, working_copy, write_back
 from ._rng import step_generator
 from .galore import _side, galore_orthogonal, galore_project, galore_project_back
 
@@ -166,9 +158,8 @@ class FRUGAL(torch.optim.Optimizer):
         head["frugal_step"] = k + 1
         for grp, p in pairs:
             st = self.state[p]
-            work = compute_dtype(p)
-            G = p.grad.to(work)
-            w = p if p.dtype == work else p.to(work)
+            w = working_copy(p)
+            G = p.grad.to(w.dtype)
             if grp["weight_decay"] > 0:
                 w.mul_(1 - grp["lr"] * grp["weight_decay"])
             if self.projection == "blockwise" and not st.get("active", True):
@@ -180,8 +171,7 @@ class FRUGAL(torch.optim.Optimizer):
                 low = galore_project(G, P, side)
                 w.sub_(galore_project_back(self._adam(st, grp, low), P, side, 1.0))
                 w.sub_(self._free(grp, G - galore_project_back(low, P, side, 1.0)))
-            if w is not p:
-                p.copy_(w)
+            write_back(p, w)
         return loss
 
     def _free(self, grp: dict[str, Any], rest: torch.Tensor) -> torch.Tensor:

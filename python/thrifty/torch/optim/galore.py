@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_int, check_number, closure_loss, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, check_betas, check_int, check_number, closure_loss, compute_dtype
+from ._common import rollback_on_error, working_copy, write_back
 
 __all__ = [
     "GaLoreAdamW",
@@ -218,12 +219,11 @@ class GaLoreAdamW(torch.optim.Optimizer):
                 norm_grad = exp_avg / denom
                 if "rank" in group:
                     norm_grad = self._direction(state, group, side, full_grad, grad, norm_grad)
-                w = p if p.dtype == work else p.detach().to(work)
+                w = working_copy(p)
                 w.add_(norm_grad, alpha=-step_size)
                 if group["weight_decay"] > 0.0:
                     w.add_(w, alpha=-group["lr"] * group["weight_decay"])
-                if w is not p:
-                    p.copy_(w)
+                write_back(p, w)
         return loss
 
     @staticmethod

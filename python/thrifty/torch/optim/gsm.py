@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_int, check_number, closure_loss, compute_dtype, grad_pairs, rollback_on_error
+from ._common import InvalidInputError, check_int, check_number, closure_loss, compute_dtype, grad_pairs
+from ._common import rollback_on_error, working_copy, write_back
 from ._rng import StepGenerators
 
 __all__ = ["GlobalSparseMomentumSGD", "GradientNoise", "gsm_mask"]
@@ -95,19 +96,17 @@ class GlobalSparseMomentumSGD(torch.optim.Optimizer):
         masks = gsm_mask([p for _, p in pairs], [p.grad for _, p in pairs], self.density)
         for (grp, p), mask in zip(pairs, masks):
             st = self.state[p]
-            work = compute_dtype(p)
-            w = p.detach() if work == p.dtype else p.detach().to(work)
+            w = working_copy(p)
             if "momentum_buffer" not in st:
                 st["momentum_buffer"] = torch.zeros_like(w)
             z = st["momentum_buffer"]
-            grad = p.grad.to(work)
+            grad = p.grad.to(w.dtype)
             g = torch.where(mask, grad, torch.zeros_like(grad))
             if grp["weight_decay"] > 0:
                 g = g.add(w, alpha=grp["weight_decay"])
             z.mul_(grp["momentum"]).add_(g, alpha=grp["lr"])
             w.sub_(z)
-            if w.dtype != p.dtype:
-                p.copy_(w)
+            write_back(p, w)
         return loss
 
 

@@ -19,18 +19,9 @@ import torch
 
 from . import _fused
 from ._common import InvalidInputError, check_betas, check_number, compute_dtype, rollback_on_error
+from ._common import working_copy, write_back
 
 __all__ = ["MoMo", "MoMoAdam"]
-
-
-def _work(p: torch.Tensor) -> torch.Tensor:
-    """The parameter itself, or a float32 copy of a half-precision one."""
-    return p.detach() if compute_dtype(p) == p.dtype else p.detach().to(compute_dtype(p))
-
-
-def _store(p: torch.Tensor, x: torch.Tensor) -> None:
-    if x.dtype != p.dtype:
-        p.copy_(x)
 
 
 class _LossBased(torch.optim.Optimizer):
@@ -180,7 +171,7 @@ class MoMo(_LossBased):
             dot, gamma, norm = self._fused_moments(live, beta)
         for p in (live if not fused else []):
             st = self.state[p]
-            x, grad = _work(p), p.grad.to(compute_dtype(p))
+            x, grad = working_copy(p), p.grad.to(compute_dtype(p))
             if "grad_avg" not in st:
                 self._init_averages(st, x, grad)
             st["grad_avg"].mul_(beta).add_(grad, alpha=1 - beta)
@@ -201,11 +192,11 @@ class MoMo(_LossBased):
             for p in grp["params"]:
                 if p.grad is None:
                     continue
-                x = _work(p)
+                x = working_copy(p)
                 x.sub_(tau.to(x.dtype) * self.state[p]["grad_avg"])
                 if lam > 0:
                     x.div_(c)
-                _store(p, x)
+                write_back(p, x)
         return loss
 
     def _init_averages(self, st: dict[str, Any], x: torch.Tensor, grad: torch.Tensor) -> None:
@@ -225,7 +216,7 @@ class MoMo(_LossBased):
             st = self.state[p]
             if "grad_avg" not in st:
                 assert p.grad is not None
-                self._init_averages(st, _work(p), p.grad.to(compute_dtype(p)))
+                self._init_averages(st, working_copy(p), p.grad.to(compute_dtype(p)))
         sums = fo.momo_moments_(live, [p.grad for p in live], [self.state[p]["grad_avg"] for p in live], beta=beta)
         for i, p in enumerate(live):
             self.state[p]["grad_dot_w"].mul_(beta).add_(sums[0, i], alpha=1 - beta)
@@ -304,7 +295,7 @@ class MoMoAdam(_LossBased):
             for p in grp["params"]:
                 if p.grad is None:
                     continue
-                x, grad, st = _work(p), p.grad.to(compute_dtype(p)), self.state[p]
+                x, grad, st = working_copy(p), p.grad.to(compute_dtype(p)), self.state[p]
                 if "step" not in st:
                     st["step"] = 0
                     st["grad_avg"] = torch.zeros_like(x)
@@ -330,11 +321,11 @@ class MoMoAdam(_LossBased):
                     continue
                 st = self.state[p]
                 Dk = st["grad_avg_sq"].div(bc2).sqrt().add(eps)
-                x = _work(p)
+                x = working_copy(p)
                 if lam > 0 and not self.divide:
                     x.mul_(1 - lam * lr)
                 x.sub_(tau.to(x.dtype) * (st["grad_avg"] / Dk))
                 if lam > 0 and self.divide:
                     x.div_(c)
-                _store(p, x)
+                write_back(p, x)
         return loss
