@@ -83,8 +83,9 @@ def closure_loss(closure: Callable[[], Any] | None) -> Any:
         return closure()
 
 
-def grad_pairs(param_groups: list[dict[str, Any]]) -> list[tuple[dict[str, Any], torch.Tensor]]:
-    """``(group, parameter)`` for every parameter that has a gradient, in group order."""
+def grad_pairs(param_groups: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """``(group, parameter)`` for every parameter that has a gradient, in group order
+    (a parameter is ``Any``, as torch types ``group["params"]``)."""
     return [(g, p) for g in param_groups for p in g["params"] if p.grad is not None]
 
 
