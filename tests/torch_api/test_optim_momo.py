@@ -17,8 +17,11 @@ def batch_of(k):
     return torch.arange(k % 4, 16, 2)
 
 
-def reference_momo(problem, steps, *, lr, beta, lb, wd):
+def reference_momo(problem, steps, *, lr, beta, lb, wd, use_fstar=False, lbs=None):
+    """MoMo (no bias correction); ``use_fstar``: the online lower bound of the paper's
+    Algorithm 3, its value after each step appended to ``lbs``."""
     x = [t.clone() for t in problem.init[:2]]
+    lb0 = lb
     for k in range(steps):
         g, loss = problem.grads(x, batch_of(k))
         if k == 0:
@@ -29,13 +32,21 @@ def reference_momo(problem, steps, *, lr, beta, lb, wd):
         dot = sum(float((xi * di).sum()) for xi, di in zip(x, d))
         nrm = sum(float((di**2).sum()) for di in d)
         c = 1 + lr * wd
+        if use_fstar:
+            cap = c * float(fbar) + dot - c * gam
+            if cap < c * lb:
+                lb = max(cap / (2 * c), lb0)
         tau = min(lr, max(c * (float(fbar) - lb) + dot - c * gam, 0.0) / nrm)
+        if use_fstar:
+            lb = max(float(fbar) + dot - gam - 0.5 * tau * nrm, lb0)
+            lbs.append(lb)
         x = [(xi - tau * di) / c for xi, di in zip(x, d)]
     return x
 
 
-def reference_momo_adam(problem, steps, *, lr, betas, eps, lb, wd):
+def reference_momo_adam(problem, steps, *, lr, betas, eps, lb, wd, use_fstar=False, lbs=None):
     b1, b2 = betas
+    lb0 = lb
     x = [t.clone() for t in problem.init[:2]]
     d = [torch.zeros_like(t) for t in x]
     v = [torch.zeros_like(t) for t in x]
@@ -51,7 +62,14 @@ def reference_momo_adam(problem, steps, *, lr, betas, eps, lb, wd):
         nrm = sum(float((di * di / Di).sum()) for di, Di in zip(d, D))
         bc1 = 1 - b1**k
         c = 1 + lr * wd
+        if use_fstar:
+            cap = c * fbar + dot - c * gam
+            if cap < c * bc1 * lb:
+                lb = max(cap / (2 * c * bc1), lb0)
         tau = min(lr / bc1, max(c * (fbar - bc1 * lb) + dot - c * gam, 0.0) / nrm)
+        if use_fstar:
+            lb = max((fbar + dot - gam - 0.5 * tau * nrm) / bc1, lb0)
+            lbs.append(lb)
         x = [(xi - tau * di / Di) / c for xi, di, Di in zip(x, d, D)]
     return x
 
@@ -86,6 +104,28 @@ def test_momo_adam_matches_reference(problem, wd):
     ref = reference_momo_adam(problem, 10, lr=0.1, betas=(0.9, 0.999), eps=1e-8, lb=0.0, wd=wd)
     for p, r in zip(params, ref):
         torch.testing.assert_close(p.detach(), r, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+@pytest.mark.parametrize("cls", [MoMo, MoMoAdam])
+def test_momo_fstar_matches_reference(problem, cls, wd):
+    params = problem.params()
+    lb, lr = (-1.0, 1.0) if cls is MoMo else (-0.5, 0.1)
+    opt = cls(params, lr=lr, lb=lb, weight_decay=wd, use_fstar=True)
+    lbs, ref_lbs = [], []
+    for k in range(8):
+        run(problem, params, opt, 1, start=k, closure=cls is MoMoAdam)
+        lbs.append(opt.state[params[0]]["lb"])
+    if cls is MoMo:
+        ref = reference_momo(problem, 8, lr=lr, beta=0.9, lb=lb, wd=wd, use_fstar=True, lbs=ref_lbs)
+    else:
+        ref = reference_momo_adam(
+            problem, 8, lr=lr, betas=(0.9, 0.999), eps=1e-8, lb=lb, wd=wd, use_fstar=True, lbs=ref_lbs
+        )
+    for p, r in zip(params, ref):
+        torch.testing.assert_close(p.detach(), r, rtol=1e-11, atol=1e-12)
+    assert lbs == pytest.approx(ref_lbs, rel=1e-10, abs=1e-12)
+    assert any(v != lb for v in lbs)  # the bound moved
 
 
 @pytest.mark.parametrize("cls", [MoMo, MoMoAdam])

@@ -8,22 +8,14 @@ group's initial learning rate by a factor of the step; their ``state_dict()`` ro
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from .._errors import InvalidInputError
-from .optim._common import check_number
+from .optim._common import check_int, check_number
 
 __all__ = ["WSD", "InfiniteLR", "wsd", "infinite"]
-
-
-def _steps(name: str, value: Any, *, positive: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (1 if positive else 0):
-        kind = "positive" if positive else "non-negative"
-        raise InvalidInputError(f"{name} must be a {kind} int, got {value!r}")
-    return value
 
 
 class _FactorLR(LRScheduler):
@@ -48,8 +40,8 @@ class WSD(_FactorLR):
         cooldown: str = "linear",
         final_lr_ratio: float = 0.0,
     ) -> None:
-        self.warmup_steps = _steps("warmup_steps", warmup_steps)
-        self.total_steps = _steps("total_steps", total_steps, positive=True)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps)
+        self.total_steps = check_int("total_steps", total_steps, positive=True)
         frac = check_number("cooldown_fraction", cooldown_fraction, high=1.0)
         self.cooldown_steps = int(round(frac * total_steps))
         if self.warmup_steps + self.cooldown_steps > self.total_steps:
@@ -131,10 +123,10 @@ class InfiniteLR(_FactorLR):
         anneal_steps: int,
         final_lr_ratio: float = 0.0,
     ) -> None:
-        self.warmup_steps = _steps("warmup_steps", warmup_steps)
-        self.cooldown_steps = _steps("cooldown_steps", cooldown_steps)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps)
+        self.cooldown_steps = check_int("cooldown_steps", cooldown_steps)
         self.constant_ratio = check_number("constant_ratio", constant_ratio, low_open=True, high=1.0)
-        self.anneal_steps = _steps("anneal_steps", anneal_steps, positive=True)
+        self.anneal_steps = check_int("anneal_steps", anneal_steps, positive=True)
         self.final_lr_ratio = check_number("final_lr_ratio", final_lr_ratio, high=self.constant_ratio)
         self.anneal_start: int | None = None
         super().__init__(optimizer)

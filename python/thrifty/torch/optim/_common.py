@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,6 +42,20 @@ def check_number(
     return v
 
 
+def check_int(name: str, value: Any, *, positive: bool = False, below: int | None = None) -> int:
+    """Return ``value`` after checking it is an int (not a bool), >= 1 (``positive``) or
+    >= 0, and < ``below`` when given."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < (1 if positive else 0)
+        or (below is not None and value >= below)
+    ):
+        kind = "positive" if positive else "non-negative"
+        raise InvalidInputError(f"{name} must be a {kind} int, got {value!r}")
+    return value
+
+
 def check_betas(betas: Any) -> tuple[float, float]:
     """Validate an Adam ``betas`` pair, each in [0, 1)."""
     try:
@@ -59,6 +73,33 @@ def compute_dtype(t: torch.Tensor) -> torch.dtype:
     if t.dtype in (torch.float16, torch.bfloat16):
         return torch.float32
     return t.dtype
+
+
+def closure_loss(closure: Callable[[], Any] | None) -> Any:
+    """The loss from ``closure`` evaluated with gradients enabled, or None without one."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def grad_pairs(param_groups: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """``(group, parameter)`` for every parameter that has a gradient, in group order
+    (a parameter is ``Any``, as torch types ``group["params"]``)."""
+    return [(g, p) for g in param_groups for p in g["params"] if p.grad is not None]
+
+
+def working_copy(p: torch.Tensor) -> torch.Tensor:
+    """``p`` detached, for in-place arithmetic: its own storage, or a float32 copy of a
+    half-precision parameter (store that with :func:`write_back`)."""
+    work = compute_dtype(p)
+    return p.detach() if work == p.dtype else p.detach().to(work)
+
+
+def write_back(p: torch.Tensor, x: torch.Tensor) -> None:
+    """Store ``x`` from :func:`working_copy` in ``p`` when it is a float32 copy."""
+    if x.dtype != p.dtype:
+        p.copy_(x)
 
 
 @contextmanager

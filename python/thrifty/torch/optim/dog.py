@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import _fused
-from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, check_number, closure_loss, compute_dtype, rollback_on_error
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
 
@@ -44,6 +44,14 @@ def dog_step_size(rbar: torch.Tensor, g_sq_sum: torch.Tensor, *, lr: float = 1.0
 def _reps(group: dict[str, Any]) -> float:
     # With an explicit first step size the initial distance is 0, as in the reference.
     return 0.0 if group["init_eta"] is not None else float(group["reps_rel"])
+
+
+def _eta(group: dict[str, Any], st: dict[str, Any], first: bool) -> torch.Tensor:
+    """The step size from ``st``'s ``rbar`` and ``G``; ``init_eta`` on the first step."""
+    eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
+    if first and group["init_eta"] is not None:
+        eta = torch.full_like(eta, group["init_eta"])
+    return eta
 
 
 class DoG(torch.optim.Optimizer):
@@ -127,10 +135,7 @@ class DoG(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One DoG step; ``closure`` (optional) re-evaluates the loss with backward."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = group["params"]
             if not any(p.grad is not None for p in params):
@@ -185,10 +190,7 @@ class DoG(torch.optim.Optimizer):
                 else:  # in place: a captured CUDA graph keeps updating the same tensors
                     torch.maximum(st["rbar"], dist[i], out=st["rbar"])
                     st["G"].add_(g_sq[i])
-                eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
-                if first and group["init_eta"] is not None:
-                    eta = torch.full_like(eta, group["init_eta"])
-                etas.append(eta)
+                etas.append(_eta(group, st, first))
             fo.dog_update_(live, grads, eta=etas, weight_decay=wd)
             return
         st = self._group_state(group)
@@ -200,10 +202,7 @@ class DoG(torch.optim.Optimizer):
             x0s = [self.state[p]["x0"] for p in params]
             torch.maximum(st["rbar"], fo.multi_tensor_sum(params, x0s, c=-1.0, sqrt=True)[0], out=st["rbar"])
             st["G"].add_(g_sq)
-        eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
-        if first and group["init_eta"] is not None:
-            eta = torch.full_like(eta, group["init_eta"])
-        fo.dog_update_(live, grads, eta=eta, weight_decay=wd)
+        fo.dog_update_(live, grads, eta=_eta(group, st, first), weight_decay=wd)
 
     def _update(
         self,
@@ -222,10 +221,7 @@ class DoG(torch.optim.Optimizer):
             dist = torch.stack([torch.norm(x - x0) for x, x0 in zip(xs, x0s)]).norm()
             st["rbar"] = torch.maximum(st["rbar"], dist)
             st["G"] = st["G"] + g_sq
-        eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
-        if first and group["init_eta"] is not None:
-            eta = torch.full_like(eta, group["init_eta"])
-        return [eta] * len(xs)
+        return [_eta(group, st, first)] * len(xs)
 
 
 class LDoG(DoG):
@@ -268,10 +264,7 @@ class LDoG(DoG):
             else:
                 st["rbar"] = torch.maximum(st["rbar"], torch.norm(x - x0))
                 st["G"] = st["G"] + g_sq
-            eta = dog_step_size(st["rbar"], st["G"], lr=group["lr"])
-            if first and group["init_eta"] is not None:
-                eta = torch.full_like(eta, group["init_eta"])
-            etas.append(eta)
+            etas.append(_eta(group, st, first))
         return etas
 
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_number, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, check_betas, check_int, check_number, closure_loss, compute_dtype
+from ._common import grad_pairs, rollback_on_error, working_copy, write_back
 from ._rng import step_generator
 from .galore import _side, galore_orthogonal, galore_project, galore_project_back
 
@@ -89,10 +90,8 @@ class FRUGAL(torch.optim.Optimizer):
             raise InvalidInputError(f"projection must be 'random', 'svd' or 'blockwise', got {projection!r}")
         if residual not in ("signsgd", "sgd"):
             raise InvalidInputError(f"residual must be 'signsgd' or 'sgd', got {residual!r}")
-        if isinstance(update_gap, bool) or not isinstance(update_gap, int) or update_gap < 1:
-            raise InvalidInputError(f"update_gap must be a positive int, got {update_gap!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise InvalidInputError(f"seed must be a non-negative int, got {seed!r}")
+        check_int("update_gap", update_gap, positive=True)
+        check_int("seed", seed)
         self.projection, self.residual, self.update_gap, self.seed = projection, residual, update_gap, seed
         defaults = dict(
             lr=lr, density=density, betas=betas, eps=eps, weight_decay=weight_decay,
@@ -148,11 +147,8 @@ class FRUGAL(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One FRUGAL step (``closure`` optional, re-evaluates the loss with backward)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        pairs = [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        loss = closure_loss(closure)
+        pairs = grad_pairs(self.param_groups)
         if not pairs:
             return loss
         head = self.state[self.param_groups[0]["params"][0]]
@@ -162,9 +158,8 @@ class FRUGAL(torch.optim.Optimizer):
         head["frugal_step"] = k + 1
         for grp, p in pairs:
             st = self.state[p]
-            work = torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
-            G = p.grad.to(work)
-            w = p if p.dtype == work else p.to(work)
+            w = working_copy(p)
+            G = p.grad.to(w.dtype)
             if grp["weight_decay"] > 0:
                 w.mul_(1 - grp["lr"] * grp["weight_decay"])
             if self.projection == "blockwise" and not st.get("active", True):
@@ -176,8 +171,7 @@ class FRUGAL(torch.optim.Optimizer):
                 low = galore_project(G, P, side)
                 w.sub_(galore_project_back(self._adam(st, grp, low), P, side, 1.0))
                 w.sub_(self._free(grp, G - galore_project_back(low, P, side, 1.0)))
-            if w is not p:
-                p.copy_(w)
+            write_back(p, w)
         return loss
 
     def _free(self, grp: dict[str, Any], rest: torch.Tensor) -> torch.Tensor:

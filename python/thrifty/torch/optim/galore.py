@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_number, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, check_betas, check_int, check_number, closure_loss, compute_dtype
+from ._common import rollback_on_error, working_copy, write_back
 
 __all__ = [
     "GaLoreAdamW",
@@ -159,13 +160,8 @@ class GaLoreAdamW(torch.optim.Optimizer):
             group["scale"] = group["alpha"]
         if "rank" not in group:
             return
-        rank = group["rank"]
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise InvalidInputError(f"rank must be a positive int, got {rank!r}")
-        group.setdefault("update_proj_gap", 200)
-        gap = group["update_proj_gap"]
-        if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
-            raise InvalidInputError(f"update_proj_gap must be a positive int, got {gap!r}")
+        rank = check_int("rank", group["rank"], positive=True)
+        check_int("update_proj_gap", group.setdefault("update_proj_gap", 200), positive=True)
         group["scale"] = check_number("scale", group.setdefault("scale", 0.25))
         group.setdefault("proj_type", "std")
         if group["proj_type"] not in self._proj_types():
@@ -184,10 +180,7 @@ class GaLoreAdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One update; ``closure`` (optional) re-evaluates the loss with backward."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
@@ -226,12 +219,11 @@ class GaLoreAdamW(torch.optim.Optimizer):
                 norm_grad = exp_avg / denom
                 if "rank" in group:
                     norm_grad = self._direction(state, group, side, full_grad, grad, norm_grad)
-                w = p if p.dtype == work else p.detach().to(work)
+                w = working_copy(p)
                 w.add_(norm_grad, alpha=-step_size)
                 if group["weight_decay"] > 0.0:
                     w.add_(w, alpha=-group["lr"] * group["weight_decay"])
-                if w is not p:
-                    p.copy_(w)
+                write_back(p, w)
         return loss
 
     @staticmethod

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, check_int, check_number, closure_loss, compute_dtype, grad_pairs
+from ._common import rollback_on_error, working_copy, write_back
 from ._rng import StepGenerators
 
 __all__ = ["GlobalSparseMomentumSGD", "GradientNoise", "gsm_mask"]
@@ -88,29 +89,24 @@ class GlobalSparseMomentumSGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One GSM step (``closure`` optional, re-evaluates the loss with backward)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        pairs = [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        loss = closure_loss(closure)
+        pairs = grad_pairs(self.param_groups)
         if not pairs:
             return loss
         masks = gsm_mask([p for _, p in pairs], [p.grad for _, p in pairs], self.density)
         for (grp, p), mask in zip(pairs, masks):
             st = self.state[p]
-            work = compute_dtype(p)
-            w = p.detach() if work == p.dtype else p.detach().to(work)
+            w = working_copy(p)
             if "momentum_buffer" not in st:
                 st["momentum_buffer"] = torch.zeros_like(w)
             z = st["momentum_buffer"]
-            grad = p.grad.to(work)
+            grad = p.grad.to(w.dtype)
             g = torch.where(mask, grad, torch.zeros_like(grad))
             if grp["weight_decay"] > 0:
                 g = g.add(w, alpha=grp["weight_decay"])
             z.mul_(grp["momentum"]).add_(g, alpha=grp["lr"])
             w.sub_(z)
-            if w.dtype != p.dtype:
-                p.copy_(w)
+            write_back(p, w)
         return loss
 
 
@@ -144,8 +140,7 @@ class GradientNoise:
             raise InvalidInputError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         self.eta = check_number("eta", eta)
         self.gamma = check_number("gamma", gamma)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise InvalidInputError(f"seed must be a non-negative int, got {seed!r}")
+        check_int("seed", seed)
         self.optimizer = optimizer
         self.seed = seed
         self.t = 0
@@ -172,16 +167,13 @@ class GradientNoise:
             for p in grp["params"]:
                 if p.grad is None:
                     continue
-                dtype = torch.float32 if p.grad.dtype in (torch.float16, torch.bfloat16) else p.grad.dtype
+                dtype = compute_dtype(p.grad)
                 noise = torch.randn(p.grad.shape, generator=gens(p.grad.device), dtype=dtype, device=p.grad.device)
                 p.grad.copy_(p.grad.to(dtype) + sd * noise)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Evaluate ``closure`` (if any), add the noise, then step the wrapped optimizer."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         self.add_noise()
         self.t += 1
         self.optimizer.step()

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_number, rollback_on_error
+from ._common import InvalidInputError, check_int, check_number, compute_dtype, rollback_on_error
 from ._rng import StepGenerators
 
 __all__ = ["MeZO"]
@@ -73,8 +73,7 @@ class MeZO(torch.optim.Optimizer):
         seed: int = 0,
         rng: str = "auto",
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
-            raise InvalidInputError(f"seed must be a non-negative int, got {seed!r}")
+        check_int("seed", seed, below=1 << 63)
         if rng not in ("auto", "torch", "philox"):
             raise InvalidInputError(f"rng must be 'auto', 'torch' or 'philox', got {rng!r}")
         self.seed = seed
@@ -93,8 +92,7 @@ class MeZO(torch.optim.Optimizer):
         return [(g, p) for g in self.param_groups for p in g["params"] if p.requires_grad]
 
     def _z(self, gens: StepGenerators, p: torch.Tensor) -> torch.Tensor:
-        dtype = torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
-        return torch.randn(p.shape, generator=gens(p.device), dtype=dtype, device=p.device)
+        return torch.randn(p.shape, generator=gens(p.device), dtype=compute_dtype(p), device=p.device)
 
     def _perturb(self, step: int, scale: float) -> None:
         gen = StepGenerators(self.seed, step)

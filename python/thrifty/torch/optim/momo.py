@@ -19,22 +19,16 @@ import torch
 
 from . import _fused
 from ._common import InvalidInputError, check_betas, check_number, compute_dtype, rollback_on_error
+from ._common import working_copy, write_back
 
 __all__ = ["MoMo", "MoMoAdam"]
 
 
-def _work(p: torch.Tensor) -> torch.Tensor:
-    """The parameter itself, or a float32 copy of a half-precision one."""
-    return p.detach() if compute_dtype(p) == p.dtype else p.detach().to(compute_dtype(p))
-
-
-def _store(p: torch.Tensor, x: torch.Tensor) -> None:
-    if x.dtype != p.dtype:
-        p.copy_(x)
-
-
 class _LossBased(torch.optim.Optimizer):
     """Shared plumbing: the loss argument and the global scalars kept in ``state``."""
+
+    lb0: float
+    use_fstar: bool
 
     def _loss(self, closure: Callable[[], Any] | None, loss: Any) -> torch.Tensor:
         if closure is not None and loss is not None:
@@ -54,6 +48,37 @@ class _LossBased(torch.optim.Optimizer):
     def _globals(self) -> dict[str, Any]:
         # One loss for the whole model: its averages live in the first parameter's state.
         return self.state[self.param_groups[0]["params"][0]]
+
+    def _begin(self, closure: Callable[[], Any] | None, loss: Any) -> tuple[torch.Tensor, dict[str, Any], int]:
+        """The loss, the global state and the step count ``k`` (from 1) of a new step."""
+        loss = self._loss(closure, loss)
+        g = self._globals()
+        g["momo_step"] = k = g.get("momo_step", 0) + 1
+        if k == 1:
+            g["lb"], g["initial_lb"] = self.lb0, self.lb0
+        return loss, g, k
+
+    def _tau(
+        self,
+        g: dict[str, Any],
+        lr: float,
+        lam: float,
+        rho: float,
+        dot: torch.Tensor,
+        gamma: torch.Tensor,
+        norm: torch.Tensor,
+    ) -> tuple[float, torch.Tensor]:
+        """The proximal factor ``c = 1 + lr * lam`` and the step size ``tau`` of one group
+        (``rho``: the bias correction of the loss average), with the ``use_fstar`` updates
+        of the lower bound."""
+        c = 1 + lr * lam
+        if self.use_fstar:
+            self._reset_lb(g, c * g["loss_avg"] + dot - c * gamma, c * rho)
+        nom = c * (g["loss_avg"] - rho * g["lb"]) + dot - c * gamma
+        tau = torch.clamp(torch.clamp(nom, min=0.0) / norm, max=lr / rho)
+        if self.use_fstar:
+            self._update_lb(g, g["loss_avg"] + dot - gamma, tau, norm, rho)
+        return c, tau
 
     def _reset_lb(self, g: dict[str, Any], cap: torch.Tensor, factor: float) -> None:
         """The ``use_fstar`` reset of the lower bound when the model's cap falls below it."""
@@ -130,12 +155,9 @@ class MoMo(_LossBased):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:  # type: ignore[override]
         """One MoMo step; give the loss of the current batch (closure or ``loss=``)."""
-        loss = self._loss(closure, loss)
-        g = self._globals()
+        loss, g, k = self._begin(closure, loss)
         beta = self.beta
-        g["momo_step"] = k = g.get("momo_step", 0) + 1
         if k == 1:
-            g["lb"], g["initial_lb"] = self.lb0, self.lb0
             g["loss_avg"] = torch.zeros_like(loss) if self.bias_correction else loss.clone()
         live = [p for grp in self.param_groups for p in grp["params"] if p.grad is not None]
         fused = _fused.use_fused(live)
@@ -149,14 +171,9 @@ class MoMo(_LossBased):
             dot, gamma, norm = self._fused_moments(live, beta)
         for p in (live if not fused else []):
             st = self.state[p]
-            x, grad = _work(p), p.grad.to(compute_dtype(p))
+            x, grad = working_copy(p), p.grad.to(compute_dtype(p))
             if "grad_avg" not in st:
-                if self.bias_correction:
-                    st["grad_avg"] = torch.zeros_like(x)
-                    st["grad_dot_w"] = torch.zeros((), dtype=x.dtype, device=x.device)
-                else:
-                    st["grad_avg"] = grad.clone()
-                    st["grad_dot_w"] = torch.sum(x * grad)
+                self._init_averages(st, x, grad)
             st["grad_avg"].mul_(beta).add_(grad, alpha=1 - beta)
             st["grad_dot_w"].mul_(beta).add_(torch.sum(x * grad), alpha=1 - beta)
             dot = dot + torch.sum(x * st["grad_avg"])
@@ -164,13 +181,7 @@ class MoMo(_LossBased):
             norm = norm + torch.sum(st["grad_avg"] * st["grad_avg"])
         for grp in self.param_groups:
             lr, lam = grp["lr"], grp["weight_decay"]
-            c = 1 + lr * lam
-            if self.use_fstar:
-                self._reset_lb(g, c * g["loss_avg"] + dot - c * gamma, c * rho)
-            nom = c * (g["loss_avg"] - rho * g["lb"]) + dot - c * gamma
-            tau = torch.clamp(torch.clamp(nom, min=0.0) / norm, max=lr / rho)
-            if self.use_fstar:
-                self._update_lb(g, g["loss_avg"] + dot - gamma, tau, norm, rho)
+            c, tau = self._tau(g, lr, lam, rho, dot, gamma, norm)
             if fused:
                 from ...cuda import optim as fo
 
@@ -181,12 +192,21 @@ class MoMo(_LossBased):
             for p in grp["params"]:
                 if p.grad is None:
                     continue
-                x = _work(p)
+                x = working_copy(p)
                 x.sub_(tau.to(x.dtype) * self.state[p]["grad_avg"])
                 if lam > 0:
                     x.div_(c)
-                _store(p, x)
+                write_back(p, x)
         return loss
+
+    def _init_averages(self, st: dict[str, Any], x: torch.Tensor, grad: torch.Tensor) -> None:
+        """First-step averages of a parameter: zeros (``bias_correction``) or the first values."""
+        if self.bias_correction:
+            st["grad_avg"] = torch.zeros_like(x)
+            st["grad_dot_w"] = torch.zeros((), dtype=x.dtype, device=x.device)
+        else:
+            st["grad_avg"] = grad.clone()
+            st["grad_dot_w"] = torch.sum(x * grad)
 
     def _fused_moments(self, live: list[torch.Tensor], beta: float) -> tuple[torch.Tensor, ...]:
         """Averages and the global sums in one device pass per tensor (thrifty.cuda.optim)."""
@@ -196,13 +216,7 @@ class MoMo(_LossBased):
             st = self.state[p]
             if "grad_avg" not in st:
                 assert p.grad is not None
-                x, grad = _work(p), p.grad.to(compute_dtype(p))
-                if self.bias_correction:
-                    st["grad_avg"] = torch.zeros_like(x)
-                    st["grad_dot_w"] = torch.zeros((), dtype=x.dtype, device=x.device)
-                else:
-                    st["grad_avg"] = grad.clone()
-                    st["grad_dot_w"] = torch.sum(x * grad)
+                self._init_averages(st, working_copy(p), p.grad.to(compute_dtype(p)))
         sums = fo.momo_moments_(live, [p.grad for p in live], [self.state[p]["grad_avg"] for p in live], beta=beta)
         for i, p in enumerate(live):
             self.state[p]["grad_dot_w"].mul_(beta).add_(sums[0, i], alpha=1 - beta)
@@ -271,11 +285,8 @@ class MoMoAdam(_LossBased):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:  # type: ignore[override]
         """One MoMo-Adam step; give the loss of the current batch (closure or ``loss=``)."""
-        loss = self._loss(closure, loss)
-        g = self._globals()
-        g["momo_step"] = k = g.get("momo_step", 0) + 1
+        loss, g, k = self._begin(closure, loss)
         if k == 1:
-            g["lb"], g["initial_lb"] = self.lb0, self.lb0
             g["loss_avg"] = torch.zeros_like(loss)
         dot = gamma = norm = torch.zeros((), dtype=compute_dtype(loss))
         beta1 = self.param_groups[-1]["betas"][0]
@@ -284,7 +295,7 @@ class MoMoAdam(_LossBased):
             for p in grp["params"]:
                 if p.grad is None:
                     continue
-                x, grad, st = _work(p), p.grad.to(compute_dtype(p)), self.state[p]
+                x, grad, st = working_copy(p), p.grad.to(compute_dtype(p)), self.state[p]
                 if "step" not in st:
                     st["step"] = 0
                     st["grad_avg"] = torch.zeros_like(x)
@@ -304,23 +315,17 @@ class MoMoAdam(_LossBased):
             b1, b2 = grp["betas"]
             bc1 = 1 - b1**k
             bc2 = 1 - b2**k
-            c = 1 + lr * lam
-            if self.use_fstar:
-                self._reset_lb(g, c * g["loss_avg"] + dot - c * gamma, c * bc1)
-            nom = c * (g["loss_avg"] - bc1 * g["lb"]) + dot - c * gamma
-            tau = torch.clamp(torch.clamp(nom, min=0.0) / norm, max=lr / bc1)
-            if self.use_fstar:
-                self._update_lb(g, g["loss_avg"] + dot - gamma, tau, norm, bc1)
+            c, tau = self._tau(g, lr, lam, bc1, dot, gamma, norm)
             for p in grp["params"]:
                 if p.grad is None:
                     continue
                 st = self.state[p]
                 Dk = st["grad_avg_sq"].div(bc2).sqrt().add(eps)
-                x = _work(p)
+                x = working_copy(p)
                 if lam > 0 and not self.divide:
                     x.mul_(1 - lam * lr)
                 x.sub_(tau.to(x.dtype) * (st["grad_avg"] / Dk))
                 if lam > 0 and self.divide:
                     x.div_(c)
-                _store(p, x)
+                write_back(p, x)
         return loss

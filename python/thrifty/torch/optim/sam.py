@@ -69,21 +69,30 @@ def sam_perturbation(
     ws = [p.detach().to(compute_dtype(p)) for p in params]
     gs = [g.to(compute_dtype(p)) for p, g in zip(params, grads)]
     if grad_norm is None:
-        grad_norm = _norm_of(ws, gs, adaptive)
+        grad_norm = _norm_of(ws, gs, [adaptive] * len(ws))
+    if grad_norm is None:  # no tensors
+        grad_norm = torch.zeros(())
     scale = rho / (grad_norm + 1e-12)
     out = []
     for w, g in zip(ws, gs):
-        e = (w * w * g if adaptive else g) * scale.to(w)
+        e = _perturbation(w, g, adaptive, scale)
         out.append(e)
     return out
 
 
-def _norm_of(ws: list[torch.Tensor], gs: list[torch.Tensor], adaptive: bool) -> torch.Tensor:
-    norms = [((w.abs() * g) if adaptive else g).norm(p=2) for w, g in zip(ws, gs)]
+def _norm_of(ws: list[torch.Tensor], gs: list[torch.Tensor], adaptive: list[bool]) -> torch.Tensor | None:
+    """``|| T_w g ||`` over all tensors (``T_w = |w|`` where ``adaptive``, else 1), on the
+    device of the first; None for no tensors."""
+    norms = [((w.abs() * g) if a else g).norm(p=2) for w, g, a in zip(ws, gs, adaptive)]
     if not norms:
-        return torch.zeros(())
+        return None
     dev = norms[0].device
     return torch.stack([n.to(dev) for n in norms]).norm(p=2)
+
+
+def _perturbation(w: torch.Tensor, g: torch.Tensor, adaptive: bool, scale: torch.Tensor) -> torch.Tensor:
+    """``e = scale * T_w^2 g`` (``T_w = |w|`` for ASAM, else 1)."""
+    return (w * w * g if adaptive else g) * scale.to(w)
 
 
 class SAM(torch.optim.Optimizer):
@@ -190,13 +199,9 @@ class SAM(torch.optim.Optimizer):
         adaptive_flags = [
             group["adaptive"] for group in self.param_groups for p in group["params"] if p.grad is not None
         ]
-        norms = [
-            ((w.abs() * g) if a else g).norm(p=2) for w, g, a in zip(ws, gs, adaptive_flags)
-        ]
-        if not norms:
+        grad_norm = _norm_of(ws, gs, adaptive_flags)
+        if grad_norm is None:
             raise RuntimeError("SAM.first_step: no parameter has a gradient")
-        dev = norms[0].device
-        grad_norm = torch.stack([n.to(dev) for n in norms]).norm(p=2)
         for group in self.param_groups:
             scale = group["rho"] / (grad_norm + 1e-12)
             for p in group["params"]:
@@ -205,7 +210,7 @@ class SAM(torch.optim.Optimizer):
                 self._old[p] = p.detach().clone()
                 w = p.detach().to(compute_dtype(p))
                 g = p.grad.to(w.dtype)
-                e = (w * w * g if group["adaptive"] else g) * scale.to(w)
+                e = _perturbation(w, g, group["adaptive"], scale)
                 if w.dtype == p.dtype:
                     p.add_(e)
                 else:

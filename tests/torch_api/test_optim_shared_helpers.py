@@ -1,0 +1,83 @@
+"""The private helpers several optimizers share (thrifty.torch.optim._common and SAM's
+norm / perturbation), and SAM with mixed ASAM groups, which other tests do not pin down."""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import thrifty  # noqa: E402
+from thrifty.torch.optim import SAM, sam_perturbation  # noqa: E402
+from thrifty.torch.optim._common import check_int, closure_loss, grad_pairs  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "value, kw, kind",
+    [
+        (-1, {}, "non-negative"),
+        (True, {}, "non-negative"),
+        (2.0, {}, "non-negative"),
+        ("3", {}, "non-negative"),
+        (None, {}, "non-negative"),
+        (0, {"positive": True}, "positive"),
+        (False, {"positive": True}, "positive"),
+        (1 << 63, {"below": 1 << 63}, "non-negative"),
+    ],
+)
+def test_check_int_rejects(value, kw, kind):
+    with pytest.raises(thrifty.InvalidInputError) as info:
+        check_int("n", value, **kw)
+    assert str(info.value) == f"n must be a {kind} int, got {value!r}"
+
+
+@pytest.mark.parametrize("value, kw", [(0, {}), (7, {}), (1, {"positive": True}), ((1 << 63) - 1, {"below": 1 << 63})])
+def test_check_int_returns_value(value, kw):
+    out = check_int("n", value, **kw)
+    assert out == value and type(out) is int
+
+
+def test_closure_loss_runs_with_grad_enabled():
+    assert closure_loss(None) is None
+    seen = []
+
+    def closure():
+        seen.append(torch.is_grad_enabled())
+        return "loss"
+
+    with torch.no_grad():
+        assert closure_loss(closure) == "loss"
+    assert seen == [True]
+
+
+def test_grad_pairs_keeps_group_order_and_skips_missing_grads():
+    a, b, c = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    a.grad, c.grad = torch.ones(2), torch.ones(2)
+    groups = [{"params": [a, b], "k": 0}, {"params": [c], "k": 1}]
+    pairs = grad_pairs(groups)
+    assert [(g["k"], p is a, p is c) for g, p in pairs] == [(0, True, False), (1, False, True)]
+
+
+def test_sam_first_step_with_mixed_adaptive_groups():
+    g = torch.Generator().manual_seed(1)
+    W = torch.nn.Parameter(torch.randn(3, 2, generator=g, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.randn(3, generator=g, dtype=torch.float64))
+    W.grad = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    b.grad = torch.randn(3, generator=g, dtype=torch.float64)
+    w0, b0 = W.detach().clone(), b.detach().clone()
+    opt = SAM([{"params": [W], "adaptive": True, "rho": 0.5}, {"params": [b]}], torch.optim.SGD, rho=0.1, lr=0.1)
+    opt.first_step(zero_grad=False)
+    norm = math.sqrt(float(((w0.abs() * W.grad) ** 2).sum()) + float((b.grad**2).sum()))
+    torch.testing.assert_close(W.detach(), w0 + 0.5 * w0 * w0 * W.grad / norm, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(b.detach(), b0 + 0.1 * b.grad / norm, rtol=1e-12, atol=1e-14)
+    gW, gb = W.grad.clone(), b.grad.clone()
+    opt.second_step()  # restores w exactly, then SGD with the (unchanged) gradients
+    torch.testing.assert_close(W.detach(), w0 - 0.1 * gW, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(b.detach(), b0 - 0.1 * gb, rtol=1e-12, atol=1e-14)
+
+
+def test_sam_perturbation_without_tensors_and_with_given_norm():
+    assert sam_perturbation([], [], rho=0.1) == []
+    w, gr = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 4.0])
+    e = sam_perturbation([w], [gr], rho=0.5, adaptive=True, grad_norm=torch.tensor(10.0))[0]
+    torch.testing.assert_close(e, 0.5 * w * w * gr / 10.0)
