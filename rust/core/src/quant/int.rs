@@ -358,21 +358,77 @@ pub(crate) fn quantize_nf4(
 /// high nibble; an odd tail leaves the last low nibble 0.
 #[inline(always)]
 fn nf4_encode_block(b: &[f32], ob: &mut [u8], inv: f32, th: &[f32; 15]) {
-    let code = |v: f32| -> u8 {
-        let v = v * inv;
-        let mut c = 0u8;
-        for &t in th {
-            c += (v > t) as u8;
-        }
-        c
-    };
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        let full = unsafe { nf4_encode_avx2(b, ob, inv, th) };
+        return nf4_encode_scalar(&b[full..], &mut ob[full / 2..], inv, th);
+    }
+    nf4_encode_scalar(b, ob, inv, th)
+}
+
+/// The code of `v * inv`: how many midpoints lie strictly below it (ties go to the
+/// lower code, as bitsandbytes).
+#[inline(always)]
+fn nf4_code(v: f32, inv: f32, th: &[f32; 15]) -> u8 {
+    let v = v * inv;
+    th.iter().map(|&t| (v > t) as u8).sum()
+}
+
+#[inline(always)]
+fn nf4_encode_scalar(b: &[f32], ob: &mut [u8], inv: f32, th: &[f32; 15]) {
     let mut it = b.chunks_exact(2);
     for (o, pair) in ob.iter_mut().zip(&mut it) {
-        *o = (code(pair[0]) << 4) | code(pair[1]);
+        *o = (nf4_code(pair[0], inv, th) << 4) | nf4_code(pair[1], inv, th);
     }
     if let [last] = it.remainder() {
-        ob[b.len() / 2] = code(*last) << 4;
+        ob[b.len() / 2] = nf4_code(*last, inv, th) << 4;
     }
+}
+
+/// [`nf4_encode_scalar`] for the leading multiple of 32 values; returns how many
+/// values it encoded.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn nf4_encode_avx2(b: &[f32], ob: &mut [u8], inv: f32, th: &[f32; 15]) -> usize {
+    use std::arch::x86_64::*;
+    let full = b.len() / 32;
+    assert!(ob.len() >= 16 * full);
+    let vi = _mm256_set1_ps(inv);
+    let ts: [__m256; 15] = std::array::from_fn(|k| _mm256_set1_ps(th[k]));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let lo8 = _mm256_set1_epi16(0x00f0);
+    for i in 0..full {
+        let mut c = [_mm256_setzero_si256(); 4];
+        for (j, cj) in c.iter_mut().enumerate() {
+            // SAFETY: 32 values per step, within `b`.
+            let v = _mm256_mul_ps(_mm256_loadu_ps(b.as_ptr().add(32 * i + 8 * j)), vi);
+            for t in &ts {
+                // a true compare is all ones (-1): subtracting it counts
+                *cj =
+                    _mm256_sub_epi32(*cj, _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(v, *t)));
+            }
+        }
+        // 32 codes as bytes in order (the packs interleave 128-bit lanes; undo it)
+        let w = _mm256_packus_epi16(
+            _mm256_packs_epi32(c[0], c[1]),
+            _mm256_packs_epi32(c[2], c[3]),
+        );
+        let w = _mm256_permutevar8x32_epi32(w, order);
+        // byte pairs (c0, c1) as 16-bit lanes c0 | c1 << 8 -> c0 << 4 | c1
+        let p = _mm256_or_si256(
+            _mm256_and_si256(_mm256_slli_epi16(w, 4), lo8),
+            _mm256_srli_epi16(w, 8),
+        );
+        let bytes = _mm256_packus_epi16(p, p);
+        let bytes = _mm256_permute4x64_epi64::<0b1000>(bytes);
+        // SAFETY: 16 bytes per step, within `ob` (asserted above).
+        _mm_storeu_si128(
+            ob.as_mut_ptr().add(16 * i) as *mut __m128i,
+            _mm256_castsi256_si128(bytes),
+        );
+    }
+    32 * full
 }
 
 pub(crate) fn dequantize_nf4(
