@@ -526,7 +526,6 @@ pub(crate) fn min_max_bits_plain(x: &[f32]) -> (f32, f32, u32) {
     (a, b, m)
 }
 
-/// The error [`check_finite`] gives for `x` (which holds a NaN or an infinity).
 /// Raised by any parallel chunk whose largest `bits(|v|)` says NaN or infinity; checked
 /// once after the pass ([`NonFiniteFlag::check`] names the first bad value).
 #[derive(Default)]
@@ -547,6 +546,7 @@ impl NonFiniteFlag {
     }
 }
 
+/// The error [`check_finite`] gives for `x` (which holds a NaN or an infinity).
 pub(crate) fn nonfinite(x: &[f32]) -> QuantError {
     match check_finite(x) {
         Err(e) => e,
