@@ -165,11 +165,7 @@ pub(crate) fn dequantize_ternary(
     expect_len("scales", q.scales_f32.len(), 1, q.format)?;
     let scale = q.scales_f32[0];
     // Code 3 (w = 2) does not exist.
-    let bad = q
-        .data
-        .par_chunks(CHUNK)
-        .any(|c| c.iter().any(|&b| (b & (b >> 1) & 0x55) != 0));
-    if bad {
+    if has_code3(q.data, 1, 1) {
         return format_err("ternary data holds code 3, which is out of range (codes are 0, 1, 2)");
     }
     let rows_per = (CHUNK / inner.max(1)).max(1);
@@ -187,6 +183,26 @@ pub(crate) fn dequantize_ternary(
 }
 
 const QK: usize = 256;
+
+/// Whether packed 2-bit codes hold the non-existent code 3: `data` is made of blocks of
+/// `block` bytes whose first `code_bytes` hold codes (four per byte). One OR-fold per
+/// chunk (vectorised; no early exit), chunks in parallel.
+fn has_code3(data: &[u8], block: usize, code_bytes: usize) -> bool {
+    data.par_chunks(CHUNK / block * block).any(|c| {
+        #[inline(always)]
+        fn fold(bytes: &[u8]) -> u8 {
+            bytes.iter().fold(0u8, |a, &x| a | (x & (x >> 1)))
+        }
+        let acc = simd_dispatch!(c: &[u8], block: usize, code_bytes: usize; u8; {
+            if code_bytes == block {
+                fold(c)
+            } else {
+                c.chunks(block).fold(0u8, |a, b| a | fold(&b[..code_bytes.min(b.len())]))
+            }
+        });
+        acc & 0x55 != 0
+    })
+}
 
 fn tq_bytes(f: Format) -> usize {
     if f == Format::Tq1_0 {
@@ -312,16 +328,8 @@ pub(crate) fn dequantize_tq(
     let nb = n / QK;
     let tb = tq_bytes(f);
     expect_len("data", q.data.len(), nb * tb, f)?;
-    if f == Format::Tq2_0 {
-        let bad = q
-            .data
-            .par_chunks(tb)
-            .any(|b| b[..64].iter().any(|&c| c & (c >> 1) & 0x55 != 0));
-        if bad {
-            return format_err(
-                "tq2_0 data holds code 3, which is out of range (codes are 0, 1, 2)",
-            );
-        }
+    if f == Format::Tq2_0 && has_code3(q.data, tb, 64) {
+        return format_err("tq2_0 data holds code 3, which is out of range (codes are 0, 1, 2)");
     }
     let per = CHUNK / QK;
     let y = super::par_map_dst(q.data, per * tb, dst, per * QK, |_, bi, o| {
@@ -391,6 +399,24 @@ fn tq_dequantize_blocks(bi: &[u8], o: &mut [f32], tq2: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code3_found_anywhere_and_only_in_code_bytes() {
+        // every position of every code, in data spanning several parallel chunks
+        let n = 66 * (CHUNK / 66 * 2 + 3);
+        let base = vec![0b1001_0100u8; n]; // codes 0, 1, 1, 2
+        assert!(!has_code3(&base, 1, 1));
+        assert!(!has_code3(&base, 66, 64));
+        for pos in [0, 1, 63, 64, 65, 66, 130, n / 2, n - 3, n - 2, n - 1] {
+            for k in 0..4 {
+                let mut d = base.clone();
+                d[pos] |= 3 << (2 * k);
+                assert!(has_code3(&d, 1, 1), "{pos} {k}");
+                // TQ2_0: the last 2 bytes of each 66-byte block are the fp16 scale
+                assert_eq!(has_code3(&d, 66, 64), pos % 66 < 64, "{pos} {k}");
+            }
+        }
+    }
 
     /// llama.cpp's trit extraction, `((byte * 3^n mod 256) * 3) >> 8`, for every byte.
     #[test]
