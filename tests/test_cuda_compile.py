@@ -131,31 +131,10 @@ def test_launch_converts_arguments_and_uses_torch_stream(monkeypatch, cupy14):
     torch = pytest.importorskip("torch")
     import types
 
+    from _cuda_fakes import recorders
+
     events = []
-
-    class Ctx:
-        def __init__(self, what):
-            self.what = what
-            self.compute_capability = "90"
-
-        def __enter__(self):
-            events.append(("enter", self.what))
-            return self
-
-        def __exit__(self, *a):
-            events.append(("exit", self.what))
-
-    class Fn:
-        def __call__(self, grid, block, args, stream=None):
-            events.append(("launch", grid, block, args, stream))
-
-    class Module:
-        def load(self, binary):
-            events.append(("load", binary))
-
-        def get_function(self, name):
-            events.append(("get", name))
-            return Fn()
+    Ctx, _, Module = recorders(events)
 
     def compile_using_nvrtc(src, options, arch, filename):
         events.append(("compile", options, arch, filename))

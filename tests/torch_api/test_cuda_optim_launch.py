@@ -15,6 +15,7 @@ from thrifty.cuda import _launch, _runtime  # noqa: E402
 from thrifty.cuda import losses as fl  # noqa: E402
 from thrifty.cuda import mezo  # noqa: E402
 from thrifty.cuda import optim as fo  # noqa: E402
+from _cuda_fakes import recorders  # noqa: E402
 
 WIDTH = {"ptr": np.uint64, "u64": np.uint64, "i64": np.int64, "u32": np.uint32, "i32": np.int32,
          "f32": np.float32, "f64": np.float64}
@@ -62,26 +63,7 @@ def test_every_launch_matches_its_kernel_signature(calls, dtype):
 
 def test_run_launches_on_the_device_and_torch_stream(monkeypatch):
     events = []
-
-    class Ctx:
-        def __init__(self, what):
-            self.what = what
-
-        def __enter__(self):
-            events.append(("enter", self.what))
-            return self
-
-        def __exit__(self, *a):
-            events.append(("exit", self.what))
-
-    class Fn:
-        def __call__(self, grid, block, args, stream=None):
-            events.append(("launch", grid, block, args, stream.what))
-
-    class Module:
-        def get_function(self, name):
-            events.append(("get", name))
-            return Fn()
+    Ctx, _, Module = recorders(events)
 
     fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=lambda d: Ctx(("device", d))))
     monkeypatch.setitem(sys.modules, "cupy", fake)
