@@ -272,6 +272,18 @@ def test_gpu_dog_step_captures_in_a_cuda_graph():
 
 
 # ------------------------------------------------ optim.cu on the CPU (host C++ build)
+def _sam_dog_momo(xs, ys):
+    """A SAM perturbation, a DoG update and MoMo's moments and update, in place on
+    ``xs``; returns (SAM's saved values, MoMo's direction buffers, MoMo's sums)."""
+    olds = [torch.empty_like(x) for x in xs]
+    fo.sam_perturb_(xs, ys, olds, rho=0.05, adaptive=True, grad_norm=torch.tensor(3.0))
+    fo.dog_update_(xs, ys, eta=[torch.tensor(0.1)] * 3, weight_decay=0.01)
+    d = [torch.zeros(x.shape) for x in xs]
+    sums = fo.momo_moments_(xs, ys, d, beta=0.9)
+    fo.momo_update_(xs, d, tau=torch.tensor(0.2), c=1.01)
+    return olds, d, sums
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_host_kernels_match_fallback(monkeypatch, dtype):
     import _host_kernels
@@ -287,18 +299,8 @@ def test_host_kernels_match_fallback(monkeypatch, dtype):
             b = fo.multi_tensor_sum(xs, ys if kw else None, **kw)
             _host_kernels.patch(m)
             torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-5)
-        olds = [torch.empty_like(x) for x in kx]
-        fo.sam_perturb_(kx, ky, olds, rho=0.05, adaptive=True, grad_norm=torch.tensor(3.0))
-        fo.dog_update_(kx, ky, eta=[torch.tensor(0.1)] * 3, weight_decay=0.01)
-        dk = [torch.zeros(x.shape) for x in kx]
-        sk = fo.momo_moments_(kx, ky, dk, beta=0.9)
-        fo.momo_update_(kx, dk, tau=torch.tensor(0.2), c=1.01)
-    olds_c = [torch.empty_like(x) for x in xs]
-    fo.sam_perturb_(xs, ys, olds_c, rho=0.05, adaptive=True, grad_norm=torch.tensor(3.0))
-    fo.dog_update_(xs, ys, eta=[torch.tensor(0.1)] * 3, weight_decay=0.01)
-    dc = [torch.zeros(x.shape) for x in xs]
-    sc = fo.momo_moments_(xs, ys, dc, beta=0.9)
-    fo.momo_update_(xs, dc, tau=torch.tensor(0.2), c=1.01)
+        olds, dk, sk = _sam_dog_momo(kx, ky)
+    olds_c, dc, sc = _sam_dog_momo(xs, ys)
     torch.testing.assert_close(sk, sc, rtol=1e-5, atol=1e-5)
     for a, b in zip(kx + olds + dk, xs + olds_c + dc):
         tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
