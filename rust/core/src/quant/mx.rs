@@ -115,12 +115,11 @@ fn mag_value(m: u32, spec: &Spec) -> f32 {
 /// Branch-free (both candidate pairs are looked up, the answer is selected), so that
 /// loops of it vectorise.
 #[inline(always)]
-fn sr_encode(v: f32, spec: &Spec, table: &[f32; 256], u: f64) -> u8 {
+fn sr_encode(v: f32, spec: &Spec, u: f64) -> u8 {
     let sign = (1u32 << (spec.ebits + spec.mbits)) * (v.to_bits() >> 31);
     let c = encode_one(v, spec, true);
     let mag = c & !sign;
     let a = v.abs() as f64;
-    let _ = table;
     let val = |m: u32| mag_value(m, spec) as f64;
     let vm = val(mag);
     let below = vm > a;
@@ -137,19 +136,11 @@ fn sr_encode(v: f32, spec: &Spec, table: &[f32; 256], u: f64) -> u8 {
 /// `out[j] = sr_encode(x[j] * mul / div, ...)` with the random bits `bits[j]`, the
 /// element format constant-folded.
 #[inline(always)]
-fn sr_encode_into(
-    out: &mut [u8],
-    xs: &[f32],
-    bits: &[u32],
-    mul: f32,
-    div: f32,
-    kind: FloatKind,
-    table: &[f32; 256],
-) {
+fn sr_encode_into(out: &mut [u8], xs: &[f32], bits: &[u32], mul: f32, div: f32, kind: FloatKind) {
     macro_rules! go {
         ($spec:expr) => {
             for ((c, &v), &b) in out.iter_mut().zip(xs).zip(bits) {
-                *c = sr_encode(v * mul / div, &$spec, table, uniform_of(b));
+                *c = sr_encode(v * mul / div, &$spec, uniform_of(b));
             }
         };
     }
@@ -183,14 +174,12 @@ pub(crate) fn quantize_fp8(
         _ => None,
     };
     let max = spec.max_value();
-    let table = table256(&spec);
     let st = super::stream(opts.rounding);
     let saturate = opts.saturate;
     let codec = Fp8Codec {
         spec,
         fixed,
         max,
-        table,
         st,
         saturate,
     };
@@ -209,7 +198,6 @@ struct Fp8Codec {
     spec: Spec,
     fixed: Option<f32>,
     max: f32,
-    table: [f32; 256],
     st: Option<Stream>,
     saturate: bool,
 }
@@ -255,14 +243,14 @@ impl super::GroupCodec for Fp8Codec {
                 for (k, (xb, ob)) in (&mut xo).enumerate() {
                     let xb: &[f32; B] = xb.try_into().expect("a whole block");
                     st.fill_bits32((first + k * B) as u64, &mut bits);
-                    sr_encode_into(&mut codes, xb, &bits, 1.0, s, self.spec.kind, &self.table);
+                    sr_encode_into(&mut codes, xb, &bits, 1.0, s, self.spec.kind);
                     ob.copy_from_slice(&codes);
                 }
                 let done = xs.len() / B * B;
                 let (xr, or) = (&xs[done..], &mut o[done..]);
                 let bits = &mut bits[..xr.len()];
                 st.fill_bits32((first + done) as u64, bits);
-                sr_encode_into(or, xr, bits, 1.0, s, self.spec.kind, &self.table);
+                sr_encode_into(or, xr, bits, 1.0, s, self.spec.kind);
             }
         }
     }
@@ -392,9 +380,9 @@ fn encode_block_nearest<const B: usize>(
     }
 }
 
-/// Stochastic rounding parameters: element spec, its decode table, the stream and the
-/// flat index of the chunk's first value.
-type StochasticBlocks<'a> = (&'a Spec, &'a [f32; 256], &'a Stream, usize);
+/// Stochastic rounding parameters: element spec, the stream and the flat index of the
+/// chunk's first value.
+type StochasticBlocks<'a> = (&'a Spec, &'a Stream, usize);
 
 /// Scales and codes of a chunk of whole blocks (the last may be short and is
 /// zero-padded); returns the largest `bits(|v|)` seen (NaN / Inf detection).
@@ -456,10 +444,10 @@ fn blocks_body<const B: usize>(
         let (mul, div) = (muls[k], divs[k]);
         match sr {
             None => encode_block_nearest(b, &mut codes, kind, &rule, mul, div),
-            Some((spec, table, st, first)) => {
+            Some((spec, st, first)) => {
                 let mut bits = [0u32; B];
                 st.fill_bits32((first + k * B) as u64, &mut bits);
-                sr_encode_into(&mut codes, b, &bits, mul, div, spec.kind, table);
+                sr_encode_into(&mut codes, b, &bits, mul, div, spec.kind);
             }
         }
         write_block(&codes, ob, fp4);
@@ -480,12 +468,11 @@ fn quantize_blocks<const B: usize>(
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { B / 2 } else { B };
     let mut scales = vec![0u8; nb];
-    let table = table256(spec);
     let per = CHUNK / B;
     let bad = super::NonFiniteFlag::default();
     let data = super::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
         let xi = &x[ci * per * B..((ci + 1) * per * B).min(n)];
-        let sr = st.map(|st| (spec, &table, st, ci * per * B));
+        let sr = st.map(|st| (spec, st, ci * per * B));
         let kind = spec.kind;
         let b32 = B == 32;
         let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind,
@@ -713,11 +700,11 @@ mod tests {
         let table = table256(&E2M1);
         let n = 50_000;
         let m: f64 = (0..n)
-            .map(|i| table[sr_encode(2.6, &E2M1, &table, st.uniform(i)) as usize] as f64)
+            .map(|i| table[sr_encode(2.6, &E2M1, st.uniform(i)) as usize] as f64)
             .sum::<f64>()
             / n as f64;
         assert!((m - 2.6).abs() < 0.01, "{m}");
-        assert_eq!(sr_encode(7.0, &E2M1, &table, 0.0), 7);
-        assert_eq!(sr_encode(-3.0, &E2M1, &table, 0.5), 13);
+        assert_eq!(sr_encode(7.0, &E2M1, 0.0), 7);
+        assert_eq!(sr_encode(-3.0, &E2M1, 0.5), 13);
     }
 }
