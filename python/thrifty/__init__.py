@@ -17,6 +17,7 @@ from ._errors import (
     FormatError,
     InternalError,
     InvalidInputError,
+    OutOfMemoryError,
     ThriftyError,
     ThriftyIOError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidInputError",
     "FormatError",
     "ThriftyIOError",
+    "OutOfMemoryError",
     "CancelledError",
     "InternalError",
     "set_num_threads",

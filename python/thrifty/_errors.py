@@ -11,6 +11,7 @@ __all__ = [
     "InvalidInputError",
     "FormatError",
     "ThriftyIOError",
+    "OutOfMemoryError",
     "CancelledError",
     "InternalError",
 ]
@@ -30,6 +31,14 @@ class FormatError(ThriftyError, ValueError):
 
 class ThriftyIOError(ThriftyError, OSError):
     """Reading or writing a file failed."""
+
+
+class OutOfMemoryError(ThriftyError, MemoryError):
+    """A buffer whose size follows from the input could not be allocated.
+
+    Raised instead of aborting the process (Rust's default on a failed allocation), so a
+    too-large request under a memory limit is an ordinary, catchable ``MemoryError``.
+    """
 
 
 class CancelledError(ThriftyError):

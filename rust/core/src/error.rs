@@ -13,6 +13,8 @@ pub enum ErrorKind {
     Format,
     /// An I/O failure while reading or writing a file.
     Io,
+    /// A buffer whose size came from the input could not be allocated.
+    OutOfMemory,
     /// The work was cancelled through [`crate::Progress::cancel`] (e.g. Ctrl-C).
     Cancelled,
     /// A bug in thrifty: an invariant that should always hold did not.

@@ -10,6 +10,7 @@
 //! into chunks whose size is fixed in advance (not derived from the thread count) and
 //! combine the partial results in chunk order.
 
+pub mod alloc;
 pub mod cluster;
 pub mod compress;
 pub mod cpu;
@@ -23,6 +24,7 @@ pub mod progress;
 pub mod prune;
 pub mod quant;
 
+pub use alloc::AllocError;
 pub use error::{Classify, ErrorKind};
 pub use progress::Progress;
 

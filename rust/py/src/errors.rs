@@ -25,6 +25,7 @@ fn class_for(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidInput => "InvalidInputError",
         ErrorKind::Format => "FormatError",
         ErrorKind::Io => "ThriftyIOError",
+        ErrorKind::OutOfMemory => "OutOfMemoryError",
         ErrorKind::Cancelled => "CancelledError",
         ErrorKind::Internal => "InternalError",
     }
