@@ -72,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     prog = f"thrifty {args.command}"
     try:
-        return int(args.func(args))
+        rc = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe is reported here, not at interpreter exit
+        return rc
     except BrokenPipeError:
         _stdout_gone()
         return EXIT_SIGPIPE
