@@ -297,3 +297,24 @@ def test_racing_processes_exactly_one_wins(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "kept.npy"), ref.indices)
     assert json.loads((tmp_path / "rep.json").read_text())["n_kept"] == ref.indices.size
     assert _temps(tmp_path) == []
+
+
+def test_ctrl_c_stops_a_long_run_promptly_and_leaves_nothing(tmp_path):
+    import signal
+    import time
+
+    x = np.random.default_rng(0).normal(size=(100_000, 64)).astype(np.float32)
+    np.save(tmp_path / "big.npy", x)
+    p = subprocess.Popen([sys.executable, "-m", "thrifty", "prune", "big.npy", "--method", "dbp",
+                          "--keep", "0.5", "--eps", "0.01", "-o", "k.npy", "--report", "r.json"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    t0 = time.perf_counter()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    waited = time.perf_counter() - t0
+    if p.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert p.returncode == 130 and err == "thrifty prune: interrupted\n", err
+    assert waited < 2.0
+    assert sorted(os.listdir(tmp_path)) == ["big.npy"]
