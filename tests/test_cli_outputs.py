@@ -299,7 +299,19 @@ def test_racing_processes_exactly_one_wins(tmp_path):
     assert _temps(tmp_path) == []
 
 
-def test_ctrl_c_stops_a_long_run_promptly_and_leaves_nothing(tmp_path):
+def test_failed_write_names_the_output_and_leaves_nothing(emb, tmp_path, capsys, monkeypatch):
+    def full(f, arr):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(cli_prune.np, "save", full)
+    rc, _, e = _run(capsys, "prune", emb, *_ssp(tmp_path))
+    assert rc == 1
+    assert e == f"thrifty prune: error: can not write {tmp_path / 'k.npy'}: No space left on device\n"
+    assert sorted(os.listdir(tmp_path)) == ["emb.npy"]
+
+
+@pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"),
+                                             ("SIGTERM", 143, "terminated")])
+def test_ctrl_c_stops_a_long_run_promptly_and_leaves_nothing(tmp_path, sig, code, word):
     import signal
     import time
 
@@ -310,11 +322,11 @@ def test_ctrl_c_stops_a_long_run_promptly_and_leaves_nothing(tmp_path):
                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)
     t0 = time.perf_counter()
-    p.send_signal(signal.SIGINT)
+    p.send_signal(getattr(signal, sig))
     out, err = p.communicate(timeout=60)
     waited = time.perf_counter() - t0
     if p.returncode == 0:
         pytest.skip("the run finished before the signal arrived")
-    assert p.returncode == 130 and err == "thrifty prune: interrupted\n", err
+    assert p.returncode == code and err == f"thrifty prune: {word}\n", err
     assert waited < 2.0
     assert sorted(os.listdir(tmp_path)) == ["big.npy"]

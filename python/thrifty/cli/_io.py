@@ -399,10 +399,13 @@ class Outputs:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
                      0o644)
         self._staged.append((tmp, path))
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # name the output, not the temporary file
+            raise OSError(e.errno, f"can not write {path}: {e.strerror or e}") from None
 
     def publish(self) -> None:
         """Give every staged file its final name, all or none (see the module docs).
