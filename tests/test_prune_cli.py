@@ -28,18 +28,28 @@ def _run(capsys, *args):
     return rc, out, err
 
 
+_METHOD_ARGS = {
+    "semdedup": (["--clusters", 5, "--eps", 0.01],
+                 lambda x: prune.semdedup(x, eps=0.01, n_clusters=5, seed=0)),
+    "dbp": (["--keep", 0.4, "--clusters", 5, "--eps", 0.01],
+            lambda x: prune.dbp(x, keep_fraction=0.4, n_clusters=5, dedup_eps=0.01, seed=0)),
+    "ssp": (["--keep", 0.4, "--clusters", 5],
+            lambda x: prune.ssp(x, keep_fraction=0.4, n_clusters=5, seed=0)),
+    "random": (["--keep", 0.4], lambda x: prune.random_subset(len(x), keep_fraction=0.4, seed=0)),
+}
+
+
 @pytest.mark.parametrize("method", ["semdedup", "dbp", "ssp", "random"])
 def test_methods_write_indices_matching_the_api(tmp_path, capsys, method):
     p, x = _emb(tmp_path)
     out = tmp_path / "kept.npy"
-    rc, o, e = _run(capsys, "prune", p, "--method", method, "--keep", 0.4, "--clusters", 5,
-                    "--eps", 0.01, "-o", out, "--report", tmp_path / "r.json")
+    extra, api = _METHOD_ARGS[method]
+    rc, o, e = _run(capsys, "prune", p, "--method", method, *extra, "-o", out,
+                    "--report", tmp_path / "r.json")
     assert rc == 0, e
     idx = np.load(out)
     assert idx.dtype == np.int64 and np.all(np.diff(idx) > 0)
-    if method == "dbp":
-        ref = prune.dbp(x, keep_fraction=0.4, n_clusters=5, dedup_eps=0.01, seed=0)
-        np.testing.assert_array_equal(idx, ref.indices)
+    np.testing.assert_array_equal(idx, api(x).indices)
     if method == "semdedup":
         assert idx.size <= 160  # half the rows are near-copies
     rep = json.loads((tmp_path / "r.json").read_text())
@@ -71,8 +81,6 @@ def _bad_files(tmp_path):
     trunc.write_bytes(good.read_bytes()[:-100])
     ints = tmp_path / "ints.npy"
     np.save(ints, np.ones((10, 3), np.int32))
-    f64 = tmp_path / "f64.npy"
-    np.save(f64, np.ones((10, 3), np.float64))
     rank = tmp_path / "rank.npy"
     np.save(rank, np.ones(10, np.float32))
     nan = tmp_path / "nan.npy"
@@ -83,9 +91,8 @@ def _bad_files(tmp_path):
     junk.write_bytes(b"not numpy at all")
     return good, {"missing": (tmp_path / "nope.npy", [], "not found"),
                   "truncated": (trunc, [], "truncated"),
-                  "garbage": (junk, [], "not a readable"),
+                  "garbage": (junk, [], "not a .npy file"),
                   "int dtype": (ints, [], "dtype int32"),
-                  "float64": (f64, [], "dtype float64"),
                   "rank": (rank, [], "2-D"),
                   "nan row": (nan, [], "row 7"),
                   "keep 0": (good, ["--keep", "0"], "--keep"),
@@ -95,7 +102,7 @@ def _bad_files(tmp_path):
                   "bad method": (good, ["--method", "magic"], "invalid choice")}
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "garbage", "int dtype", "float64",
+@pytest.mark.parametrize("case", ["missing", "truncated", "garbage", "int dtype",
                                   "rank", "nan row", "keep 0", "keep > 1",
                                   "too many clusters", "eps", "bad method"])
 def test_bad_input_one_line_exit_2(tmp_path, capsys, case):
@@ -165,4 +172,4 @@ def test_parquet_input_with_ids(tmp_path, capsys):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 garbage")
     rc, _, e = _run(capsys, "prune", bad, "-o", tmp_path / "o2.npy")
-    assert rc == 2 and "not a readable parquet" in e
+    assert rc == 2 and "not a readable parquet" in e and len(e.strip().splitlines()) == 1

@@ -13,6 +13,8 @@ from ._errors import InvalidInputError
 __all__ = ["set_num_threads", "get_num_threads", "show_config", "config"]
 
 _ENV = "THRIFTY_NUM_THREADS"
+# Where the current thread count came from, as `thrifty info` words it.
+_source = "the default: all cores"
 
 
 def set_num_threads(n: int | None) -> None:
@@ -37,8 +39,10 @@ def set_num_threads(n: int | None) -> None:
     1
     >>> thrifty.set_num_threads(None)
     """
+    global _source
     if n is None:
         _core.set_num_threads(0)
+        _source = "the default: all cores"
         return
     if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
         raise InvalidInputError(f"n_threads must be a positive integer or None, got {n!r}")
@@ -46,6 +50,7 @@ def set_num_threads(n: int | None) -> None:
     if not 1 <= n <= 4096:
         raise InvalidInputError(f"n_threads must be between 1 and 4096, got {n}")
     _core.set_num_threads(n)
+    _source = "set by thrifty.set_num_threads"
 
 
 def get_num_threads() -> int:
@@ -61,6 +66,7 @@ def get_num_threads() -> int:
 
 
 def _init_from_env() -> None:
+    global _source
     raw = os.environ.get(_ENV)
     if raw is None or raw.strip() == "":
         return
@@ -69,6 +75,7 @@ def _init_from_env() -> None:
         if n < 1:
             raise ValueError
     except ValueError:
+        _source = f"the default: all cores; {_ENV}={raw!r} was ignored, not a positive integer"
         warnings.warn(
             f"ignoring {_ENV}={raw!r}: expected a positive integer; using all cores",
             RuntimeWarning,
@@ -76,6 +83,7 @@ def _init_from_env() -> None:
         )
         return
     set_num_threads(min(n, 4096))
+    _source = f"set by {_ENV}" + (f" (capped from {n})" if n > 4096 else "")
 
 
 def config() -> dict[str, Any]:
@@ -84,7 +92,7 @@ def config() -> dict[str, Any]:
 
     info = dict(_core.build_info())
     info["num_threads"] = get_num_threads()
-    info["num_threads_source"] = _ENV if os.environ.get(_ENV) else "all cores"
+    info["num_threads_source"] = _source
     info["python"] = sys.version.split()[0]
     info["numpy"] = numpy.__version__
     return info
@@ -107,7 +115,7 @@ def show_config(file: TextIO | None = None) -> None:
         f"  rust compiler:   {c['rustc']} ({c['profile']} build, {c['target']})",
         f"  cpu features:    {simd}",
         f"  threads:         {c['num_threads']} of {c['available_threads']} available"
-        f" (set by {c['num_threads_source']}; change with thrifty.set_num_threads)",
+        f" ({c['num_threads_source']}; change with thrifty.set_num_threads)",
         f"  python:          {c['python']}",
         f"  numpy:           {c['numpy']}",
     ]

@@ -83,6 +83,7 @@ def as_float_matrix(
     allow_empty: bool = False,
     finite: bool = True,
     n_features: int | None = None,
+    one_d_hint: str = "use x.reshape(1, -1) for a single sample",
 ) -> np.ndarray:
     """Return ``x`` as a 2-D C-contiguous float32 array, following the module rules.
 
@@ -97,6 +98,9 @@ def as_float_matrix(
         Reject NaN and infinity.
     n_features : int, optional
         Required number of columns (e.g. the width seen in ``fit``).
+    one_d_hint : str
+        Advice appended when ``x`` is 1-D. The default suits predict-style calls, where
+        one sample is meaningful; a whole-data-set call passes its own.
 
     Examples
     --------
@@ -109,7 +113,7 @@ def as_float_matrix(
     """
     x = _to_numpy(x, name)
     if x.ndim != 2:
-        hint = " (use x.reshape(1, -1) for a single sample)" if x.ndim == 1 else ""
+        hint = f" ({one_d_hint})" if x.ndim == 1 and one_d_hint else ""
         raise InvalidInputError(
             f"{name} must be 2-D (n_samples, n_features), got {x.ndim}-D shape {x.shape}{hint}"
         )

@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from ._runtime import available, kernel_names, kernel_source
@@ -31,7 +32,20 @@ __all__ = ["available", "kernel_names", "kernel_source", "quant", "bitlinear"]
 _SUBMODULES = ("quant", "bitlinear", "mezo", "losses", "optim")
 
 
+def _torch_installed() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # e.g. sys.modules["torch"] is None
+        return False
+
+
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
+        if not _torch_installed():
+            raise ModuleNotFoundError(
+                f"thrifty.cuda.{name} works on torch tensors, but PyTorch is not installed: "
+                "pip install torch (or install thrifty with its 'cuda' extra)",
+                name="torch",
+            )
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -181,6 +181,10 @@ def _clustering(
     return km.labels_, km.cluster_centers_
 
 
+# pruning needs a data set: a single sample (what reshape(1, -1) makes) is never useful
+_ONE_ROW_PER_SAMPLE = "pruning needs the whole data set, one embedding per row"
+
+
 def _fraction(value: Any, name: str) -> float:
     """A fraction in (0, 1]: ``keep_fraction``, ``eps``, ``dedup_eps``."""
     return check_float(value, name, low=0.0, high=1.0, low_inclusive=False)
@@ -240,7 +244,7 @@ def semdedup(
     -------
     PruneResult
     """
-    x = as_float_matrix(X, "X")
+    x = as_float_matrix(X, "X", one_d_hint=_ONE_ROW_PER_SAMPLE)
     eps = _fraction(eps, "eps")
     order = check_choice(order, "order", _ORDERS)
     return _run("semdedup", x, n_clusters, labels, centroids, seed, progress,
@@ -276,7 +280,7 @@ def ssp(
     -------
     PruneResult
     """
-    x = as_float_matrix(X, "X")
+    x = as_float_matrix(X, "X", one_d_hint=_ONE_ROW_PER_SAMPLE)
     kf = _fraction(keep_fraction, "keep_fraction")
     keep = check_choice(keep, "keep", _ORDERS)
     return _run("ssp", x, n_clusters, labels, centroids, seed, progress,
@@ -323,7 +327,7 @@ def dbp(
     -------
     PruneResult
     """
-    x = as_float_matrix(X, "X")
+    x = as_float_matrix(X, "X", one_d_hint=_ONE_ROW_PER_SAMPLE)
     kf = _fraction(keep_fraction, "keep_fraction")
     nn = check_int(n_neighbors, "n_neighbors", low=1)
     t = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
