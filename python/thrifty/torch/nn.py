@@ -13,8 +13,8 @@ integer activations, with straight-through gradients:
   ``w + lambda (W_q - w).detach()``: 0 is the plain float layer, 1 full quantization,
   values in between phase quantization in (the 16 -> 1.58-bit transition).
 
-On CUDA (``strength=1``, ``act_bits=8``, CuPy installed) the forward pass runs in
-integers (:mod:`thrifty.cuda.bitlinear`: int8 activations x ternary weights packed 16 per
+On CUDA (``strength=1``, ``act_bits=8``, when :func:`thrifty.torch.cuda_available`) the forward pass runs in
+integers (the CUDA backend's fused layer: int8 activations x ternary weights packed 16 per
 word, cached until the weight changes), with the same values up to the float layer's
 accumulation rounding and the same straight-through gradients.
 
@@ -32,17 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._errors import InvalidInputError
+from ._ternary import check_scale as _check_scale
+from ._ternary import weight_scale as _weight_scale
 
 __all__ = ["BitLinear", "to_bitlinear", "set_strength", "StrengthSchedule",
            "ternary_weight", "quantize_activations"]
 
-_SCALES = ("absmean", "absmedian")
-
-
-def _check_scale(scale: str) -> str:
-    if scale not in _SCALES:
-        raise InvalidInputError(f"scale must be one of {_SCALES}, got {scale!r}")
-    return scale
 
 
 def _check_strength(strength: Any) -> float:
@@ -87,16 +82,6 @@ def ternary_weight(weight: Tensor, scale: str = "absmean") -> tuple[Tensor, Tens
     return torch.round(w * s).clamp_(-1.0, 1.0), s
 
 
-def _weight_scale(w: Tensor, scale: str) -> Tensor:
-    """``s = 1 / max(gamma, 1e-5)`` of a float32 weight (shared with thrifty.cuda.bitlinear)."""
-    a = w.abs()
-    if scale == "absmean":
-        gamma = a.mean(dtype=torch.float64).float()
-    else:
-        gamma = a.flatten().median()  # the lower middle value, as thrifty.quant
-    return 1.0 / gamma.clamp(min=1e-5)
-
-
 def quantize_activations(x: Tensor, bits: int = 8) -> Tensor:
     """Per-token (last dimension) absmax fake quantization to ``bits``-bit integers.
 
@@ -115,7 +100,7 @@ def quantize_activations(x: Tensor, bits: int = 8) -> Tensor:
 
 
 def _fused_available() -> bool:
-    from ..cuda._runtime import available
+    from ._cuda._runtime import available
 
     return available()
 
@@ -191,9 +176,9 @@ class BitLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         lam = self.strength
         if x.is_cuda and lam == 1.0 and self.act_bits == 8 and _fused_available():
-            # same layer in integers on the GPU (thrifty.cuda.bitlinear): int8 x packed
+            # same layer in integers on the GPU (the CUDA backend): int8 x packed
             # ternary GEMM, packed weights cached until the weight changes
-            from ..cuda import bitlinear as fused
+            from ._cuda import bitlinear as fused
 
             cache = self.__dict__.setdefault("_fused_cache", fused.WeightCache())
             return fused.bitlinear(x, self.weight, self.bias, scale=self.scale, cache=cache)

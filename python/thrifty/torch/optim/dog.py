@@ -168,8 +168,8 @@ class DoG(torch.optim.Optimizer):
         return loss
 
     def _fused_group_step(self, group: dict[str, Any], first: bool) -> None:
-        """The step of one group with device-side norms (thrifty.cuda.optim), no host sync."""
-        from ...cuda import optim as fo
+        """The step of one group with device-side norms (the CUDA backend), no host sync."""
+        from .._cuda import optim as fo
 
         params = group["params"]
         live = [p for p in params if p.grad is not None]

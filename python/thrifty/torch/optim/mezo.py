@@ -9,15 +9,15 @@ No gradient, no parameter-sized buffer. Two noise sources (``rng``):
 
 - ``"torch"``: ``z`` is drawn tensor by tensor from a dedicated ``torch.Generator``
   (the global RNG is untouched);
-- ``"philox"``: ``z`` comes from the counter-based generator of
-  :mod:`thrifty.cuda.mezo`, keyed by (seed, step, tensor position, element index). On
-  CUDA parameters with CuPy installed each phase is one fused in-place kernel per
+- ``"philox"``: ``z`` comes from a counter-based generator (Philox4x32-10 and
+  Box-Muller), keyed by (seed, step, tensor position, element index). On CUDA
+  parameters, when :func:`thrifty.torch.cuda_available`, each phase is one fused in-place kernel per
   tensor (no noise tensor, the projected gradient never leaves the device, restore and
   update fused into one pass); elsewhere a chunked CPU implementation of the same
   arithmetic gives the same bits.
 
 ``rng="auto"`` (default) is ``"philox"`` when every parameter is a float32/float16/
-bfloat16 CUDA tensor and the :mod:`thrifty.cuda.mezo` kernels can run, else ``"torch"``. CPU and CUDA runs agree
+bfloat16 CUDA tensor and the CUDA kernels can run, else ``"torch"``. CPU and CUDA runs agree
 only when both use ``rng="philox"``. Put biases and norm weights in a group
 with ``weight_decay=0`` (MeZO does not decay them). Run the model in eval mode (no
 dropout) inside the closure.
@@ -140,15 +140,15 @@ class MeZO(torch.optim.Optimizer):
     def _use_philox(self, params: list[torch.Tensor]) -> bool:
         if self.rng != "auto":
             return self.rng == "philox"
-        from ...cuda import _launch
+        from .._cuda import _runtime
 
         half_or_single = (torch.float32, torch.float16, torch.bfloat16)
-        return all(p.dtype in half_or_single for p in params) and _launch.on_gpu(*params)
+        return all(p.dtype in half_or_single for p in params) and _runtime.use_kernels(*params)
 
     def _philox_step(
         self, closure: Callable[[], Any], pairs: list[tuple[dict[str, Any], torch.Tensor]], st: dict[str, Any], k: int
     ) -> Any:
-        from ...cuda import mezo as fused
+        from .._cuda import mezo as fused
 
         ps = [p for _, p in pairs]
         eps = [g["eps"] for g, _ in pairs]

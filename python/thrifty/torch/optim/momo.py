@@ -183,7 +183,7 @@ class MoMo(_LossBased):
             lr, lam = grp["lr"], grp["weight_decay"]
             c, tau = self._tau(g, lr, lam, rho, dot, gamma, norm)
             if fused:
-                from ...cuda import optim as fo
+                from .._cuda import optim as fo
 
                 ps = [p for p in grp["params"] if p.grad is not None]
                 if ps:
@@ -209,8 +209,8 @@ class MoMo(_LossBased):
             st["grad_dot_w"] = torch.sum(x * grad)
 
     def _fused_moments(self, live: list[torch.Tensor], beta: float) -> tuple[torch.Tensor, ...]:
-        """Averages and the global sums in one device pass per tensor (thrifty.cuda.optim)."""
-        from ...cuda import optim as fo
+        """Averages and the global sums in one device pass per tensor (the CUDA backend)."""
+        from .._cuda import optim as fo
 
         for p in live:
             st = self.state[p]

@@ -219,8 +219,8 @@ class SAM(torch.optim.Optimizer):
             self.zero_grad()
 
     def _fused_first_step(self) -> None:
-        """Device-only first step: norms and perturbation in thrifty.cuda.optim kernels."""
-        from ...cuda import optim as fo
+        """Device-only first step: norms and perturbation in the CUDA backend's kernels."""
+        from .._cuda import optim as fo
 
         groups = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
         groups = [(g, ps) for g, ps in groups if ps]
