@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._errors import InvalidInputError
+from .._validation import check_float, check_int
 from ._ternary import check_scale as _check_scale
 from ._ternary import weight_scale as _weight_scale
 
@@ -41,21 +41,11 @@ __all__ = ["BitLinear", "to_bitlinear", "set_strength", "StrengthSchedule",
 
 
 def _check_strength(strength: Any) -> float:
-    try:
-        v = float(strength)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"strength must be a number in [0, 1], got {strength!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise InvalidInputError(f"strength must be in [0, 1], got {strength!r}")
-    return v
+    return check_float(strength, "strength", low=0.0, high=1.0)
 
 
 def _check_act_bits(act_bits: Any) -> int | None:
-    if act_bits is None:
-        return None
-    if isinstance(act_bits, bool) or not isinstance(act_bits, int) or not 2 <= act_bits <= 16:
-        raise InvalidInputError(f"act_bits must be an int in [2, 16] or None, got {act_bits!r}")
-    return act_bits
+    return None if act_bits is None else check_int(act_bits, "act_bits", low=2, high=16)
 
 
 def ternary_weight(weight: Tensor, scale: str = "absmean") -> tuple[Tensor, Tensor]:
@@ -149,9 +139,8 @@ class BitLinear(nn.Linear):
         device: Any = None,
         dtype: Any = None,
     ) -> None:
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {v!r}")
+        check_int(in_features, "in_features", low=1)
+        check_int(out_features, "out_features", low=1)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.scale = _check_scale(scale)
         self.act_bits = _check_act_bits(act_bits)
@@ -265,9 +254,8 @@ class StrengthSchedule:
     """
 
     def __init__(self, model: nn.Module, ramp_steps: int, *, start_step: int = 0) -> None:
-        for name, v in (("ramp_steps", ramp_steps), ("start_step", start_step)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise InvalidInputError(f"{name} must be a non-negative integer, got {v!r}")
+        check_int(ramp_steps, "ramp_steps", low=0)
+        check_int(start_step, "start_step", low=0)
         self.model = model
         self.ramp_steps = ramp_steps
         self.start_step = start_step

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..._errors import InvalidInputError
+from ..._validation import check_int
 from . import _runtime as _rt
 
 __all__ = ["philox4x32_10", "normal", "perturb_", "update_"]
@@ -85,12 +86,9 @@ def philox4x32_10(counter: Sequence[Any], key: Sequence[Any]) -> tuple[np.ndarra
 
 
 def _check_key(seed: Any, step: Any, tensor_id: Any) -> tuple[int, int, int]:
-    out = []
-    for name, v, bits in (("seed", seed, 64), ("step", step, 64), ("tensor_id", tensor_id, 32)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < (1 << bits):
-            raise InvalidInputError(f"{name} must be an int in [0, 2**{bits}), got {v!r}")
-        out.append(int(v))
-    return out[0], out[1], out[2]
+    return (check_int(seed, "seed", low=0, high=(1 << 64) - 1),
+            check_int(step, "step", low=0, high=(1 << 64) - 1),
+            check_int(tensor_id, "tensor_id", low=0, high=(1 << 32) - 1))
 
 
 def _normal_blocks(b0: int, b1: int, tensor_id: int, seed: int, step: int) -> np.ndarray:

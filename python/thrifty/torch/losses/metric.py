@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..._errors import InvalidInputError
+from ..._validation import check_int
 from ._common import (
     _check_labels,
     _check_reduction,
@@ -124,9 +125,8 @@ class CenterLoss(nn.Module):
     ) -> None:
         super().__init__()
         _check_reduction(reduction)
-        for name, v in (("num_classes", num_classes), ("feat_dim", feat_dim)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {v!r}")
+        check_int(num_classes, "num_classes", low=1)
+        check_int(feat_dim, "feat_dim", low=1)
         self.alpha = None if alpha is None else _positive(alpha, "alpha")
         self.reduction = reduction
         self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))

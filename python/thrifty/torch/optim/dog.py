@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._validation import check_float
 from . import _fused
-from ._common import InvalidInputError, check_number, closure_loss, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, closure_loss, compute_dtype, rollback_on_error
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
 
@@ -116,12 +117,12 @@ class DoG(torch.optim.Optimizer):
 
     @staticmethod
     def _check(group: dict[str, Any]) -> None:
-        check_number("lr", group["lr"], low_open=True)
-        check_number("reps_rel", group["reps_rel"], low_open=group.get("init_eta") is None)
-        check_number("eps", group["eps"])
-        check_number("weight_decay", group["weight_decay"])
+        check_float(group["lr"], "lr", low=0.0, low_inclusive=False)
+        check_float(group["reps_rel"], "reps_rel", low=0.0, low_inclusive=group.get("init_eta") is not None)
+        check_float(group["eps"], "eps", low=0.0)
+        check_float(group["weight_decay"], "weight_decay", low=0.0)
         if group.get("init_eta") is not None:
-            check_number("init_eta", group["init_eta"], low_open=True)
+            check_float(group["init_eta"], "init_eta", low=0.0, low_inclusive=False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         with rollback_on_error(self):
@@ -286,7 +287,7 @@ class PolynomialDecayAverager:
     """
 
     def __init__(self, model: nn.Module, gamma: float = 8.0) -> None:
-        self.gamma = check_number("gamma", gamma)
+        self.gamma = check_float(gamma, "gamma", low=0.0)
         self.model = model
         self.av_model = copy.deepcopy(model)
         for p in self.av_model.parameters():

@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_int, check_number, compute_dtype, rollback_on_error
+from ..._validation import check_float, check_int
+from ._common import InvalidInputError, compute_dtype, rollback_on_error
 from ._rng import StepGenerators
 
 __all__ = ["MeZO"]
@@ -73,7 +74,7 @@ class MeZO(torch.optim.Optimizer):
         seed: int = 0,
         rng: str = "auto",
     ) -> None:
-        check_int("seed", seed, below=1 << 63)
+        check_int(seed, "seed", low=0, high=(1 << 63) - 1)
         if rng not in ("auto", "torch", "philox"):
             raise InvalidInputError(f"rng must be 'auto', 'torch' or 'philox', got {rng!r}")
         self.seed = seed
@@ -84,9 +85,9 @@ class MeZO(torch.optim.Optimizer):
         with rollback_on_error(self):
             super().add_param_group(param_group)
             grp = self.param_groups[-1]
-            check_number("lr", grp["lr"])
-            check_number("eps", grp["eps"], low_open=True)
-            check_number("weight_decay", grp["weight_decay"])
+            check_float(grp["lr"], "lr", low=0.0)
+            check_float(grp["eps"], "eps", low=0.0, low_inclusive=False)
+            check_float(grp["weight_decay"], "weight_decay", low=0.0)
 
     def _params(self) -> list[tuple[dict[str, Any], torch.Tensor]]:
         return [(g, p) for g in self.param_groups for p in g["params"] if p.requires_grad]
