@@ -8,33 +8,27 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import thrifty  # noqa: E402
-from thrifty.torch.optim import SAM, sam_perturbation  # noqa: E402
-from thrifty.torch.optim._common import check_int, closure_loss, grad_pairs  # noqa: E402
+from thrifty.torch.optim import FRUGAL, SAM, DoG, MeZO, MoMo, MoMoAdam, sam_perturbation  # noqa: E402
+from thrifty.torch.optim._common import closure_loss, grad_pairs  # noqa: E402
 
 
 @pytest.mark.parametrize(
-    "value, kw, kind",
+    "make, match",
     [
-        (-1, {}, "non-negative"),
-        (True, {}, "non-negative"),
-        (2.0, {}, "non-negative"),
-        ("3", {}, "non-negative"),
-        (None, {}, "non-negative"),
-        (0, {"positive": True}, "positive"),
-        (False, {"positive": True}, "positive"),
-        (1 << 63, {"below": 1 << 63}, "non-negative"),
+        (lambda p: MeZO(p, lr=0.1, seed=-1), "seed must be >= 0"),
+        (lambda p: MeZO(p, lr=0.1, seed=1 << 63), "seed must be <= "),
+        (lambda p: MeZO(p, lr=0.1, seed=True), "seed must be an integer"),
+        (lambda p: FRUGAL(p, lr=0.1, update_gap=0), "update_gap must be >= 1"),
+        (lambda p: FRUGAL(p, lr=0.1, update_gap=2.0), "update_gap must be an integer"),
+        (lambda p: SAM(p, torch.optim.SGD, rho=-0.1, lr=0.1), "rho must be >= 0.0"),
+        (lambda p: MoMo(p, beta=1.0), "beta must be < 1.0"),
+        (lambda p: DoG(p, lr=0.0), "lr must be > 0.0"),
+        (lambda p: MoMoAdam(p, betas=(0.9, float("nan"))), "betas.1. must be finite"),
     ],
 )
-def test_check_int_rejects(value, kw, kind):
-    with pytest.raises(thrifty.InvalidInputError) as info:
-        check_int("n", value, **kw)
-    assert str(info.value) == f"n must be a {kind} int, got {value!r}"
-
-
-@pytest.mark.parametrize("value, kw", [(0, {}), (7, {}), (1, {"positive": True}), ((1 << 63) - 1, {"below": 1 << 63})])
-def test_check_int_returns_value(value, kw):
-    out = check_int("n", value, **kw)
-    assert out == value and type(out) is int
+def test_optimizers_check_scalars_with_the_shared_validators(make, match):
+    with pytest.raises(thrifty.InvalidInputError, match=match):
+        make([torch.nn.Parameter(torch.zeros(2))])
 
 
 def test_closure_loss_runs_with_grad_enabled():

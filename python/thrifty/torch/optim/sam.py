@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._validation import check_float
 from . import _fused
-from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, compute_dtype, rollback_on_error
 
 __all__ = [
     "SAM",
@@ -152,7 +153,7 @@ class SAM(torch.optim.Optimizer):
         adaptive: bool = False,
         **base_kwargs: Any,
     ) -> None:
-        check_number("rho", rho)
+        check_float(rho, "rho", low=0.0)
         if isinstance(base_optimizer, torch.optim.Optimizer) or not callable(base_optimizer):
             raise InvalidInputError(
                 "base_optimizer must be an optimizer class (e.g. torch.optim.SGD), "
@@ -161,7 +162,7 @@ class SAM(torch.optim.Optimizer):
         defaults = dict(rho=rho, adaptive=bool(adaptive), **base_kwargs)
         super().__init__(params, defaults)
         for group in self.param_groups:
-            check_number("rho", group["rho"])
+            check_float(group["rho"], "rho", low=0.0)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
@@ -173,7 +174,7 @@ class SAM(torch.optim.Optimizer):
             if hasattr(self, "base_optimizer"):
                 param_group.setdefault("rho", self.defaults["rho"])
                 param_group.setdefault("adaptive", self.defaults["adaptive"])
-                check_number("rho", param_group["rho"])
+                check_float(param_group["rho"], "rho", low=0.0)
                 self.base_optimizer.add_param_group(param_group)
             else:
                 super().add_param_group(param_group)
@@ -219,8 +220,8 @@ class SAM(torch.optim.Optimizer):
             self.zero_grad()
 
     def _fused_first_step(self) -> None:
-        """Device-only first step: norms and perturbation in thrifty.cuda.optim kernels."""
-        from ...cuda import optim as fo
+        """Device-only first step: norms and perturbation in the CUDA backend's kernels."""
+        from .._cuda import optim as fo
 
         groups = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
         groups = [(g, ps) for g, ps in groups if ps]

@@ -1,4 +1,4 @@
-"""thrifty.cuda.mezo: Philox known answers, the normal stream spec, the in-place phases
+"""The CUDA backend's MeZO generator and phases (thrifty.torch._cuda.mezo): Philox known answers, the normal stream spec, the in-place phases
 (CPU fallback here; the kernels under ``-m gpu``) and MeZO(rng="philox")."""
 
 import math
@@ -9,8 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import thrifty  # noqa: E402
-from thrifty.cuda import mezo  # noqa: E402
+from thrifty.torch._cuda import mezo  # noqa: E402
 from thrifty.torch.optim import MeZO  # noqa: E402
+
+import cuda_host  # noqa: E402
 
 KATS = [  # Random123 kat_vectors, philox4x32 10 rounds
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
@@ -223,7 +225,7 @@ def test_mezo_auto_uses_torch_generator_on_cpu():
 
 # ----------------------------------------------------------------------------- GPU
 def _cuda():
-    from thrifty.cuda import _runtime
+    from thrifty.torch._cuda import _runtime
 
     if not torch.cuda.is_available() or not _runtime.available():
         pytest.skip("needs a CUDA device and CuPy")
@@ -242,17 +244,16 @@ def _ulp_mismatches(a, b):
 @pytest.mark.gpu
 def test_gpu_philox_known_answers_and_normals():
     dev = _cuda()
-    from thrifty.cuda import _launch
+    from thrifty.torch._cuda import _runtime as rt
 
     words = torch.tensor([list(c) + list(k) for c, k, _ in KATS], dtype=torch.int64).to(torch.int32).to(dev)
     out = torch.empty(len(KATS) * 4, dtype=torch.int32, device=dev)
-    _launch.launch("mezo.cu", "mezo_philox", len(KATS), (_launch.ptr(words), _launch.ptr(out), np.int32(len(KATS))), device=dev.index or 0)
+    rt.launch("mezo.cu", "mezo_philox", words, out, len(KATS), threads=len(KATS))
     got = out.cpu().numpy().view(np.uint32).reshape(-1, 4)
     assert [tuple(int(w) for w in r) for r in got] == [e for _, _, e in KATS]
     n = 1 << 22
     z = torch.empty(n, device=dev)
-    _launch.launch("mezo.cu", "mezo_normal", (n + 3) // 4,
-                   (_launch.ptr(z), np.int64(n), np.uint32(3), np.uint64(2**40 + 1), np.uint64(5)), device=dev.index or 0)
+    rt.launch("mezo.cu", "mezo_normal", z, n, 3, 2**40 + 1, 5, threads=(n + 3) // 4, max_blocks=65535)
     want = torch.from_numpy(mezo.normal(n, seed=2**40 + 1, step=5, tensor_id=3))
     assert _ulp_mismatches(z, want) <= 4
 
@@ -299,28 +300,22 @@ def test_gpu_mezo_optimizer_matches_cpu_philox():
 
 # ------------------------------------------------- mezo.cu on the CPU (host C++ build)
 def test_host_kernels_known_answers_and_normals(monkeypatch):
-    import _host_kernels
-
-    _host_kernels.patch(monkeypatch)
-    from thrifty.cuda import _launch
+    cuda_host.patch(monkeypatch)
+    from thrifty.torch._cuda import _runtime as rt
 
     words = torch.tensor([list(c) + list(k) for c, k, _ in KATS], dtype=torch.int64).to(torch.int32)
     out = torch.zeros(len(KATS) * 4, dtype=torch.int32)
-    _launch.launch("mezo.cu", "mezo_philox", len(KATS), (_launch.ptr(words), _launch.ptr(out), np.int32(len(KATS))),
-                   device=None)
+    rt.launch("mezo.cu", "mezo_philox", words, out, len(KATS), threads=len(KATS))
     got = out.numpy().view(np.uint32).reshape(-1, 4)
     assert [tuple(int(w) for w in r) for r in got] == [e for _, _, e in KATS]
     n = 4099
     z = torch.zeros(n)
-    _launch.launch("mezo.cu", "mezo_normal", (n + 3) // 4,
-                   (_launch.ptr(z), np.int64(n), np.uint32(3), np.uint64(2**40 + 1), np.uint64(2**33 + 5)), device=None)
+    rt.launch("mezo.cu", "mezo_normal", z, n, 3, 2**40 + 1, 2**33 + 5, threads=(n + 3) // 4, max_blocks=65535)
     assert _ulp_mismatches(z, torch.from_numpy(mezo.normal(n, seed=2**40 + 1, step=2**33 + 5, tensor_id=3))) <= 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_host_kernels_phases_match_fallback(monkeypatch, dtype):
-    import _host_kernels
-
     gen = torch.Generator().manual_seed(0)
     xs = [torch.randn(2051, generator=gen).to(dtype), torch.randn(7, 3, generator=gen).to(dtype)]
     ks = [x.clone() for x in xs]
@@ -328,7 +323,7 @@ def test_host_kernels_phases_match_fallback(monkeypatch, dtype):
         mezo.perturb_(xs, seed=9, step=3, eps=1e-2, scale=scale)
     mezo.update_(xs, seed=9, step=3, eps=1e-2, projected_grad=torch.tensor(0.7), lr=0.01, weight_decay=[0.1, 0.0])
     with monkeypatch.context() as m:
-        _host_kernels.patch(m)
+        cuda_host.patch(m)
         for scale in (1.0, -2.0):
             mezo.perturb_(ks, seed=9, step=3, eps=1e-2, scale=scale)
         mezo.update_(ks, seed=9, step=3, eps=1e-2, projected_grad=torch.tensor(0.7), lr=0.01,
@@ -338,8 +333,6 @@ def test_host_kernels_phases_match_fallback(monkeypatch, dtype):
 
 
 def test_host_kernels_mezo_optimizer(monkeypatch):
-    import _host_kernels
-
     gen = torch.Generator().manual_seed(0)
     init = [torch.randn(16, 8, generator=gen), torch.randn(8, generator=gen)]
     target = [torch.randn(16, 8, generator=gen), torch.randn(8, generator=gen)]
@@ -347,7 +340,7 @@ def test_host_kernels_mezo_optimizer(monkeypatch):
     for kernels in (False, True):
         with monkeypatch.context() as m:
             if kernels:
-                _host_kernels.patch(m)
+                cuda_host.patch(m)
             ps = [torch.nn.Parameter(t.clone()) for t in init]
             opt = MeZO(ps, lr=1e-3, eps=1e-3, seed=1, rng="philox")
             for _ in range(3):

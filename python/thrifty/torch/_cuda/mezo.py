@@ -21,7 +21,7 @@ CPU fallback and the kernel give the same parameters, bit for bit, step after st
 Examples
 --------
 >>> import torch
->>> from thrifty.cuda import mezo
+>>> from thrifty.torch._cuda import mezo
 >>> x = torch.zeros(6)
 >>> mezo.perturb_([x], seed=1, step=0, eps=1.0, scale=1.0)
 >>> torch.equal(x, torch.from_numpy(mezo.normal(6, seed=1, step=0)))
@@ -35,14 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import InvalidInputError
-from . import _launch
+from ..._errors import InvalidInputError
+from ..._validation import check_int
+from . import _runtime as _rt
 
 __all__ = ["philox4x32_10", "normal", "perturb_", "update_"]
 
-# Entry points of cuda/mezo.cu this module launches (checked by tests/test_cuda_compile.py).
-KERNELS = ("mezo_normal", "mezo_philox") + tuple(
-    f"mezo_{op}_{sfx}" for op in ("perturb", "update") for sfx in ("f32", "f16", "bf16")
+# Entry points of cuda/mezo.cu this module launches (checked by tests/cuda/test_cuda_compile.py).
+_KERNELS = ("mezo_normal", "mezo_philox") + tuple(
+    _rt.kernel_name(f"mezo_{op}", dt) for op in ("perturb", "update") for dt in ("float32", "float16", "bfloat16")
 )
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
@@ -50,6 +51,7 @@ _W0, _W1 = 0x9E3779B9, 0xBB67AE85
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 _CHUNK_BLOCKS = 1 << 18  # 2**20 elements per fallback chunk
+_MAX_GRID = 65535  # blocks of the grid-stride kernels
 _MAX_ELEMENTS = 1 << 34  # the block index is one 32-bit counter word
 
 
@@ -67,7 +69,7 @@ def philox4x32_10(counter: Sequence[Any], key: Sequence[Any]) -> tuple[np.ndarra
 
     Examples
     --------
-    >>> from thrifty.cuda.mezo import philox4x32_10
+    >>> from thrifty.torch._cuda.mezo import philox4x32_10
     >>> [hex(int(w)) for w in philox4x32_10((0, 0, 0, 0), (0, 0))]
     ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
     """
@@ -84,12 +86,9 @@ def philox4x32_10(counter: Sequence[Any], key: Sequence[Any]) -> tuple[np.ndarra
 
 
 def _check_key(seed: Any, step: Any, tensor_id: Any) -> tuple[int, int, int]:
-    out = []
-    for name, v, bits in (("seed", seed, 64), ("step", step, 64), ("tensor_id", tensor_id, 32)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < (1 << bits):
-            raise InvalidInputError(f"{name} must be an int in [0, 2**{bits}), got {v!r}")
-        out.append(int(v))
-    return out[0], out[1], out[2]
+    return (check_int(seed, "seed", low=0, high=(1 << 64) - 1),
+            check_int(step, "step", low=0, high=(1 << 64) - 1),
+            check_int(tensor_id, "tensor_id", low=0, high=(1 << 32) - 1))
 
 
 def _normal_blocks(b0: int, b1: int, tensor_id: int, seed: int, step: int) -> np.ndarray:
@@ -120,7 +119,7 @@ def normal(n: int, *, seed: int, step: int, tensor_id: int = 0) -> np.ndarray:
 
     Examples
     --------
-    >>> from thrifty.cuda.mezo import normal
+    >>> from thrifty.torch._cuda.mezo import normal
     >>> z = normal(100_000, seed=0, step=0)
     >>> abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
     True
@@ -201,10 +200,9 @@ def perturb_(
         _check_key(seed, step, tid)
         if p.numel() == 0:
             continue
-        if _launch.on_gpu(p) and p.is_contiguous():
-            _launch.launch("mezo.cu", f"mezo_perturb_{_launch.suffix(p.dtype)}", (p.numel() + 3) // 4,
-                           (_launch.ptr(p), np.int64(p.numel()), np.uint32(tid), np.uint64(seed),
-                            np.uint64(step), np.float32(e), np.float32(scale)), device=p.device.index)
+        if _rt.use_kernels(p) and p.is_contiguous():
+            _rt.launch("mezo.cu", "mezo_perturb", p, p.numel(), tid, seed, step, e, scale,
+                       threads=(p.numel() + 3) // 4, max_blocks=_MAX_GRID, dtype=p.dtype)
             continue
         e32, s32 = np.float32(e), np.float32(scale)
         for view, b0, b1 in _chunks(p):
@@ -237,13 +235,11 @@ def update_(
         _check_key(seed, step, tid)
         if p.numel() == 0:
             continue
-        if _launch.on_gpu(p) and p.is_contiguous():
+        if _rt.use_kernels(p) and p.is_contiguous():
             if p.device not in pg_dev:
                 pg_dev[p.device] = torch.as_tensor(projected_grad).to(device=p.device, dtype=torch.float32).reshape(())
-            _launch.launch("mezo.cu", f"mezo_update_{_launch.suffix(p.dtype)}", (p.numel() + 3) // 4,
-                           (_launch.ptr(p), np.int64(p.numel()), np.uint32(tid), np.uint64(seed),
-                            np.uint64(step), np.float32(e), _launch.ptr(pg_dev[p.device]),
-                            np.float32(lr_), np.float32(wd)), device=p.device.index)
+            _rt.launch("mezo.cu", "mezo_update", p, p.numel(), tid, seed, step, e, pg_dev[p.device], lr_, wd,
+                       threads=(p.numel() + 3) // 4, max_blocks=_MAX_GRID, dtype=p.dtype)
             continue
         if pg_host is None:
             pg_host = float(torch.as_tensor(projected_grad).float())

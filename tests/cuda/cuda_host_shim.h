@@ -1,8 +1,9 @@
 // Host shim: compiles thrifty's CUDA kernels as plain C++ so that the CPU test suite can
-// run every kernel thread by thread (tests/_cuda_host.py) and compare it bit for bit with
-// the Rust core. Only what the kernels use is provided; semantics follow the CUDA docs
+// run every kernel thread by thread (tests/cuda/cuda_host.py) and compare it bit for bit
+// with the Rust core and the torch references. Only what the kernels use is provided; semantics follow the CUDA docs
 // (IEEE round-to-nearest intrinsics, atomics). Compile with -ffp-contract=off.
 #pragma once
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -16,6 +17,9 @@
 #define __constant__
 #define __shared__ static
 #define __restrict__ __restrict
+
+using std::log;
+using std::sqrt;
 
 struct th_shim_dim3 { unsigned x, y, z; };
 static th_shim_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};

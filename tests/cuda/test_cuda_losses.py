@@ -1,4 +1,4 @@
-"""thrifty.cuda.losses.linear_cross_entropy against the unfused losses on materialised
+"""thrifty.torch.losses.linear_cross_entropy_loss against the unfused losses on materialised
 logits (CPU fallback here; the loss.cu kernels under ``-m gpu``)."""
 
 import pytest
@@ -9,8 +9,10 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import thrifty  # noqa: E402
-from thrifty.cuda.losses import LinearCrossEntropy, linear_cross_entropy  # noqa: E402
+from thrifty.torch.losses import LinearCrossEntropyLoss, linear_cross_entropy_loss  # noqa: E402
 from thrifty.torch import losses as L  # noqa: E402
+
+import cuda_host  # noqa: E402
 
 IGNORE = -100
 
@@ -23,7 +25,7 @@ def unfused(h, w, y, *, bias=None, loss="ce", reduction="mean", a=None, b=None):
     if loss == "ce":
         per = F.cross_entropy(o[keep], t[keep], reduction="none")
     elif loss == "squentropy":
-        per = L.squentropy(o[keep], t[keep], reduction="none")
+        per = L.squentropy_loss(o[keep], t[keep], reduction="none")
     else:
         ab = {k: v for k, v in (("a", a), ("b", b)) if v is not None}  # default: the loss's own
         per = L.spherical_z_loss(o[keep], t[keep], reduction="none", **ab)
@@ -54,7 +56,7 @@ def test_values_and_gradients_match_unfused(loss, reduction, use_bias):
     h, w, bias, y = data()
     bias = bias if use_bias else None
     kw = dict(bias=bias, loss=loss, reduction=reduction)
-    fused = linear_cross_entropy(h, w, y, chunk_size=37, token_chunk=8, **kw)  # ragged tiles
+    fused = linear_cross_entropy_loss(h, w, y, chunk_size=37, token_chunk=8, **kw)  # ragged tiles
     ref = unfused(h, w, y, **kw)
     torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
     inputs = (h, w) + ((bias,) if use_bias else ())
@@ -68,23 +70,23 @@ def test_values_and_gradients_match_unfused(loss, reduction, use_bias):
 @pytest.mark.parametrize("loss", ["ce", "squentropy", "z"])
 def test_gradcheck_float64(loss):
     h, w, bias, y = data(n=5, d=3, v=11, dtype=torch.float64, ignored=(2,))
-    fn = lambda h, w, b: linear_cross_entropy(h, w, y, bias=b, loss=loss, chunk_size=4, token_chunk=2,  # noqa: E731
+    fn = lambda h, w, b: linear_cross_entropy_loss(h, w, y, bias=b, loss=loss, chunk_size=4, token_chunk=2,  # noqa: E731
                                               a=0.5, b=1.0)
     assert torch.autograd.gradcheck(fn, (h, w, bias), fast_mode=True)
 
 
 def test_float64_tiles_do_not_change_the_result():
     h, w, bias, y = data(dtype=torch.float64)
-    ref = linear_cross_entropy(h, w, y, loss="z", chunk_size=10_000)
+    ref = linear_cross_entropy_loss(h, w, y, loss="z", chunk_size=10_000)
     for cs, tc in [(7, 3), (202, 28), (203, 29)]:
-        torch.testing.assert_close(linear_cross_entropy(h, w, y, loss="z", chunk_size=cs, token_chunk=tc), ref,
+        torch.testing.assert_close(linear_cross_entropy_loss(h, w, y, loss="z", chunk_size=cs, token_chunk=tc), ref,
                                    rtol=1e-12, atol=1e-12)
 
 
 def test_batched_hidden_and_module_form():
     h, w, bias, y = data(n=24)
     h3, y3 = h.detach().reshape(4, 6, -1), y.reshape(4, 6)
-    out = LinearCrossEntropy(loss="squentropy", reduction="none", chunk_size=50)(h3, w, y3, bias)
+    out = LinearCrossEntropyLoss(loss="squentropy", reduction="none", chunk_size=50)(h3, w, y3, bias)
     assert out.shape == (4, 6)
     torch.testing.assert_close(out, unfused(h3, w, y3, bias=bias, loss="squentropy", reduction="none"),
                                rtol=1e-5, atol=1e-5)
@@ -92,13 +94,13 @@ def test_batched_hidden_and_module_form():
 
 def test_check_target_can_be_skipped():
     h, w, _, y = data()
-    ref = linear_cross_entropy(h, w, y)
-    torch.testing.assert_close(linear_cross_entropy(h, w, y, check_target=False), ref, rtol=0, atol=0)
+    ref = linear_cross_entropy_loss(h, w, y)
+    torch.testing.assert_close(linear_cross_entropy_loss(h, w, y, check_target=False), ref, rtol=0, atol=0)
 
 
 def test_z_defaults_follow_spherical_z_loss():
     h, w, _, y = data(ignored=())
-    torch.testing.assert_close(linear_cross_entropy(h, w, y, loss="z"), L.spherical_z_loss(h @ w.T, y),
+    torch.testing.assert_close(linear_cross_entropy_loss(h, w, y, loss="z"), L.spherical_z_loss(h @ w.T, y),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -106,7 +108,7 @@ def test_z_defaults_follow_spherical_z_loss():
 def test_half_precision_matches_the_unfused_half_pipeline(dtype):
     h, w, bias, y = data(dtype=dtype)
     for loss in ("ce", "squentropy", "z"):
-        fused = linear_cross_entropy(h, w, y, bias=bias, loss=loss, chunk_size=64)
+        fused = linear_cross_entropy_loss(h, w, y, bias=bias, loss=loss, chunk_size=64)
         ref = unfused(h, w, y, bias=bias, loss=loss)
         assert fused.dtype == torch.float32
         # logits are rounded to the half dtype per tile as per full matrix: ~1 ulp apart
@@ -138,7 +140,7 @@ def test_never_materialises_the_logits(loss):
     n, d, v = 64, 16, 4096
     h, w, bias, y = data(n=n, d=d, v=v)
     with LargestTensor() as mode:
-        linear_cross_entropy(h, w, y, bias=bias, loss=loss, chunk_size=256, token_chunk=32).backward()
+        linear_cross_entropy_loss(h, w, y, bias=bias, loss=loss, chunk_size=256, token_chunk=32).backward()
     # the largest tensors are weight's gradient (V x D) and one 32 x 256 tile
     assert mode.largest <= max(v * d, 32 * 256)
     assert mode.largest < n * v // 2
@@ -150,32 +152,32 @@ def test_never_materialises_the_logits(loss):
 def test_bad_input_is_rejected():
     h, w, bias, y = data()
     with pytest.raises(thrifty.InvalidInputError, match="loss"):
-        linear_cross_entropy(h, w, y, loss="mse")
+        linear_cross_entropy_loss(h, w, y, loss="mse")
     with pytest.raises(thrifty.InvalidInputError, match="reduction"):
-        linear_cross_entropy(h, w, y, reduction="avg")
+        linear_cross_entropy_loss(h, w, y, reduction="avg")
     with pytest.raises(thrifty.InvalidInputError, match="outside"):
-        linear_cross_entropy(h, w, torch.full_like(y, 203))
+        linear_cross_entropy_loss(h, w, torch.full_like(y, 203))
     with pytest.raises(thrifty.InvalidInputError, match="shape"):
-        linear_cross_entropy(h, w, y[:-1])
+        linear_cross_entropy_loss(h, w, y[:-1])
     with pytest.raises(thrifty.InvalidInputError, match="last dimension"):
-        linear_cross_entropy(h[:, :-1], w, y)
+        linear_cross_entropy_loss(h[:, :-1], w, y)
     with pytest.raises(thrifty.InvalidInputError, match="dtype"):
-        linear_cross_entropy(h.double(), w, y)
+        linear_cross_entropy_loss(h.double(), w, y)
     with pytest.raises(thrifty.InvalidInputError, match="integer"):
-        linear_cross_entropy(h, w, y.float())
+        linear_cross_entropy_loss(h, w, y.float())
     with pytest.raises(thrifty.InvalidInputError, match="bias"):
-        linear_cross_entropy(h, w, y, bias=bias[:-1])
+        linear_cross_entropy_loss(h, w, y, bias=bias[:-1])
     with pytest.raises(thrifty.InvalidInputError, match="chunk_size"):
-        linear_cross_entropy(h, w, y, chunk_size=0)
-    with pytest.raises(thrifty.InvalidInputError, match="a > 0"):
-        linear_cross_entropy(h, w, y, loss="z", a=0.0)
+        linear_cross_entropy_loss(h, w, y, chunk_size=0)
+    with pytest.raises(thrifty.InvalidInputError, match="a must be > 0"):
+        linear_cross_entropy_loss(h, w, y, loss="z", a=0.0)
     with pytest.raises(thrifty.InvalidInputError, match="2 classes"):
-        linear_cross_entropy(h, w[:1], torch.zeros_like(y), loss="squentropy")
+        linear_cross_entropy_loss(h, w[:1], torch.zeros_like(y), loss="squentropy")
 
 
 # ----------------------------------------------------------------------------- GPU
 def _cuda():
-    from thrifty.cuda import _runtime
+    from thrifty.torch._cuda import _runtime
 
     if not torch.cuda.is_available() or not _runtime.available():
         pytest.skip("needs a CUDA device and CuPy")
@@ -190,8 +192,8 @@ def test_gpu_matches_cpu_fallback(loss, dtype):
     h, w, bias, y = data(n=300, d=64, v=5003, dtype=dtype)
     hg, wg, bg = (t.detach().to(dev).requires_grad_(True) for t in (h, w, bias))
     kw = dict(loss=loss, chunk_size=1000, token_chunk=128)
-    f_cpu = linear_cross_entropy(h, w, y, bias=bias, **kw)
-    f_gpu = linear_cross_entropy(hg, wg, y.to(dev), bias=bg, **kw)
+    f_cpu = linear_cross_entropy_loss(h, w, y, bias=bias, **kw)
+    f_gpu = linear_cross_entropy_loss(hg, wg, y.to(dev), bias=bg, **kw)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(f_gpu.cpu(), f_cpu, **tol)
     g_cpu = torch.autograd.grad(f_cpu, (h, w, bias))
@@ -214,7 +216,7 @@ def test_gpu_memory_stays_below_the_logits():
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    linear_cross_entropy(h, w, y, chunk_size=4096, token_chunk=1024).backward()
+    linear_cross_entropy_loss(h, w, y, chunk_size=4096, token_chunk=1024).backward()
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base
     logits_bytes = n * v * 2
@@ -224,16 +226,14 @@ def test_gpu_memory_stays_below_the_logits():
 # ------------------------------------------------- loss.cu on the CPU (host C++ build)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_host_kernels_match_fallback(monkeypatch, dtype):
-    import _host_kernels
-
     h, w, bias, y = data(n=11, d=8, v=301, dtype=dtype, ignored=(4,))
     for loss in ("ce", "squentropy", "z"):
         kw = dict(bias=bias, loss=loss, chunk_size=100, token_chunk=6)
-        ref = linear_cross_entropy(h, w, y, **kw)
+        ref = linear_cross_entropy_loss(h, w, y, **kw)
         g_ref = torch.autograd.grad(ref, (h, w, bias))
         with monkeypatch.context() as m:
-            _host_kernels.patch(m)
-            got = linear_cross_entropy(h, w, y, **kw)
+            cuda_host.patch(m)
+            got = linear_cross_entropy_loss(h, w, y, **kw)
             g_got = torch.autograd.grad(got, (h, w, bias))
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
         for a, b in zip(g_got, g_ref):

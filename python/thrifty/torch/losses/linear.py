@@ -1,6 +1,6 @@
 """Fused linear + loss for large vocabularies, without the ``N x V`` logits.
 
-:func:`linear_cross_entropy` computes ``loss(hidden @ weight.T + bias, target)`` for
+:func:`linear_cross_entropy_loss` computes ``loss(hidden @ weight.T + bias, target)`` for
 cross-entropy, squentropy and the spherical Z-loss (the same values as
 ``torch.nn.functional.cross_entropy`` and :mod:`thrifty.torch.losses` on materialised
 logits) one ``token_chunk x chunk_size`` logits tile at a time, forward and backward
@@ -17,17 +17,17 @@ Memory beyond inputs and gradients: one tile (plus a float32 accumulator of
 half-precision inputs) and a few numbers per row. Logit tiles are computed in the
 inputs' dtype like ``F.linear`` (so bfloat16 inputs give bfloat16 logits, as in the
 unfused pipeline); the statistics and gradient tiles are computed in float32 (float64
-for float64 inputs). On CUDA with CuPy the tile work runs in ``cuda/loss.cu`` and the
+for float64 inputs). On CUDA (when :func:`thrifty.torch.cuda_available`) the tile work runs in ``cuda/loss.cu`` and the
 matrix products in cuBLAS through torch; elsewhere the same loop runs with torch ops.
 
 Examples
 --------
 >>> import torch
->>> from thrifty.cuda.losses import linear_cross_entropy
+>>> from thrifty.torch.losses import linear_cross_entropy_loss
 >>> g = torch.Generator().manual_seed(0)
 >>> h, w = torch.randn(6, 4, generator=g), torch.randn(50, 4, generator=g)
 >>> y = torch.tensor([1, 7, 49, -100, 0, 3])
->>> fused = linear_cross_entropy(h, w, y, chunk_size=16)
+>>> fused = linear_cross_entropy_loss(h, w, y, chunk_size=16)
 >>> ref = torch.nn.functional.cross_entropy(h @ w.T, y)
 >>> bool(torch.allclose(fused, ref))
 True
@@ -39,31 +39,30 @@ import inspect
 import math
 from typing import Any
 
-import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from .._errors import InvalidInputError
-from . import _launch
+from ..._errors import InvalidInputError
+from ..._validation import check_choice, check_float, check_int
+from .._cuda import _runtime as _rt
+from .._cuda import loss as _kernels
+from ._common import _check_reduction
+from .classification import _Z_EPS, spherical_z_loss
 
-__all__ = ["linear_cross_entropy", "LinearCrossEntropy"]
-
-KERNELS = tuple(f"lce_{op}_{sfx}" for op in ("stats", "grad") for sfx in ("f32", "f16", "bf16"))
+__all__ = ["linear_cross_entropy_loss", "LinearCrossEntropyLoss"]
 
 _KINDS = {"ce": 0, "squentropy": 1, "z": 2}
-_Z_EPS = 1e-12  # as in thrifty.torch.losses.spherical_z_loss
 _TILE_ELEMENTS = {"cuda": 1 << 24, "cpu": 1 << 21}  # default tile size per device type
 
 
 def _z_defaults() -> tuple[float, float]:
-    """``a`` and ``b`` defaults of :func:`thrifty.torch.losses.spherical_z_loss`."""
-    from ..torch.losses import spherical_z_loss
-
+    """``a`` and ``b`` defaults of :func:`spherical_z_loss`."""
     prm = inspect.signature(spherical_z_loss).parameters
     return float(prm["a"].default), float(prm["b"].default)
 
 
 def _stat_dtype(dtype: Any) -> Any:
-    import torch
-
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -72,15 +71,12 @@ def _tiles(n: int, step: int) -> list[tuple[int, int]]:
 
 
 def _logits(h: Any, w: Any, b: Any) -> Any:
-    import torch.nn.functional as F
 
     return F.linear(h, w, b)
 
 
 def _mm_f32(a: Any, b: Any, acc_dtype: Any) -> Any:
     """``a @ b`` with the result in ``acc_dtype`` (float32 accumulation for half inputs)."""
-    import torch
-
     if a.dtype == acc_dtype:
         return a @ b
     try:
@@ -94,8 +90,6 @@ def _stats_torch(o: Any, v0: int, target: Any, state: Any, need_sq: bool) -> Non
     """Fold tile ``o`` (rows x cols) into ``state`` (rows x 6: m, s, mean, m2, sq, o_y).
 
     One tile-sized temporary (plus the float32 copy of a half-precision tile)."""
-    import torch
-
     x = o.to(state.dtype)
     cols = x.shape[1]
     local = target - v0
@@ -125,8 +119,6 @@ def _stats_torch(o: Any, v0: int, target: Any, state: Any, need_sq: bool) -> Non
 def _grad_torch(o: Any, v0: int, target: Any, rowp: Any, go: Any, kind: int, n_classes: int) -> Any:
     """``dLoss/do * go`` of tile ``o``, computed in the statistics dtype into one new
     tile-sized buffer."""
-    import torch
-
     x = o.to(rowp.dtype)
     cols = x.shape[1]
     local = target - v0
@@ -148,27 +140,8 @@ def _grad_torch(o: Any, v0: int, target: Any, rowp: Any, go: Any, kind: int, n_c
     return d.mul_(go[:, None])
 
 
-# ------------------------------------------------------------------------ tile work (GPU)
-def _stats_gpu(o: Any, v0: int, target: Any, state: Any) -> None:
-    rows, cols = o.shape
-    _launch.run("loss.cu", f"lce_stats_{_launch.suffix(o.dtype)}", o.device.index, rows,
-                (_launch.ptr(o), np.int64(o.stride(0)), np.int32(rows), np.int32(cols), np.int64(v0),
-                 _launch.ptr(target), _launch.ptr(state)))
-
-
-def _grad_gpu(o: Any, v0: int, target: Any, rowp: Any, go: Any, kind: int, n_classes: int) -> Any:
-    rows, cols = o.shape
-    _launch.run("loss.cu", f"lce_grad_{_launch.suffix(o.dtype)}", o.device.index, rows,
-                (_launch.ptr(o), np.int64(o.stride(0)), np.int32(rows), np.int32(cols), np.int64(v0),
-                 _launch.ptr(target), _launch.ptr(rowp), _launch.ptr(go), np.int32(kind),
-                 np.float32(n_classes)))
-    return o
-
-
 # ------------------------------------------------------------------------------ function
 def _init_state(n: int, dtype: Any, device: Any) -> Any:
-    import torch
-
     state = torch.zeros(n, 6, dtype=dtype, device=device)
     state[:, 0] = -math.inf
     return state
@@ -176,8 +149,6 @@ def _init_state(n: int, dtype: Any, device: Any) -> Any:
 
 def _row_losses(state: Any, kind: int, n_classes: int, a: float, b: float) -> tuple[Any, Any]:
     """Per-row loss and the per-row numbers the backward pass needs (rows x 4)."""
-    import torch
-    import torch.nn.functional as F
 
     m, s, mean, m2, sq, o_y = state.unbind(1)
     rowp = torch.zeros(state.shape[0], 4, dtype=state.dtype, device=state.device)
@@ -206,7 +177,7 @@ def _fused_forward(h: Any, w: Any, bias: Any, target: Any, kind: int, vchunk: in
         for v0, v1 in _tiles(v, vchunk):
             o = _logits(h[r0:r1], w[v0:v1], None if bias is None else bias[v0:v1])
             if gpu:
-                _stats_gpu(o, v0, tg, st)
+                _kernels.stats_(o, v0, tg, st)
             else:
                 _stats_torch(o, v0, tg, st, kind == 1)
     return state
@@ -258,7 +229,7 @@ class _LinearLossFn:
                     for r0, r1 in _tiles(n, tchunk):
                         o = _logits(h[r0:r1], wc, None if bias is None else bias[v0:v1])
                         if gpu:
-                            g = _grad_gpu(o, v0, target[r0:r1], gpu_rowp[r0:r1], go_k[r0:r1], kind, v)
+                            g = _kernels.grad_(o, v0, target[r0:r1], gpu_rowp[r0:r1], go_k[r0:r1], kind, v)
                         else:
                             g = _grad_torch(o, v0, target[r0:r1], rowp[r0:r1], go[r0:r1], kind, v).to(h.dtype)
                         if need_h:
@@ -279,8 +250,6 @@ class _LinearLossFn:
 
 
 def _check(hidden: Any, weight: Any, target: Any, bias: Any) -> None:
-    import torch
-
     for name, t in (("hidden", hidden), ("weight", weight)):
         if not isinstance(t, torch.Tensor):
             raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -306,13 +275,7 @@ def _check(hidden: Any, weight: Any, target: Any, bias: Any) -> None:
             raise InvalidInputError("bias must have weight's dtype and device")
 
 
-def _positive_int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise InvalidInputError(f"{name} must be a positive int, got {v!r}")
-    return int(v)
-
-
-def linear_cross_entropy(
+def linear_cross_entropy_loss(
     hidden: Any,
     weight: Any,
     target: Any,
@@ -339,8 +302,8 @@ def linear_cross_entropy(
         Class indices in ``[0, V)`` or ``ignore_index``.
     bias : Tensor of shape (V,), optional
     loss : {"ce", "squentropy", "z"}
-        Cross-entropy, squentropy (:func:`thrifty.torch.losses.squentropy`) or the
-        spherical Z-loss (:func:`thrifty.torch.losses.spherical_z_loss`).
+        Cross-entropy, squentropy (:func:`squentropy_loss`) or the
+        spherical Z-loss (:func:`spherical_z_loss`).
     a, b : float, optional
         The Z-loss parameters (default: those of ``spherical_z_loss``).
     ignore_index : int, default=-100
@@ -361,22 +324,17 @@ def linear_cross_entropy(
     Tensor
         float32 (float64 for float64 inputs): a scalar, or shape ``(*)`` for "none".
     """
-    import torch
-
     _check(hidden, weight, target, bias)
-    if loss not in _KINDS:
-        raise InvalidInputError(f"loss must be one of {tuple(_KINDS)}, got {loss!r}")
-    if reduction not in ("mean", "sum", "none"):
-        raise InvalidInputError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_choice(loss, "loss", tuple(_KINDS))
+    _check_reduction(reduction)
     kind = _KINDS[loss]
     v, d = weight.shape
     if kind > 0 and v < 2:
         raise InvalidInputError(f"{loss} needs at least 2 classes, got {v}")
     a0, b0 = _z_defaults()
-    a = a0 if a is None else float(a)
-    b = b0 if b is None else float(b)
-    if kind == 2 and not (math.isfinite(a) and a > 0 and math.isfinite(b)):
-        raise InvalidInputError(f"the Z-loss needs a finite a > 0 and a finite b, got a={a}, b={b}")
+    a = a0 if a is None else check_float(a, "a", low=0.0, low_inclusive=False)
+    b = b0 if b is None else check_float(b, "b")
+    ignore_index = check_int(ignore_index, "ignore_index")
     batch = tuple(hidden.shape[:-1])
     h = hidden.reshape(-1, d)
     t = target.reshape(-1).to(torch.long)
@@ -388,10 +346,10 @@ def linear_cross_entropy(
         raise InvalidInputError(f"target holds a class outside [0, {v}) that is not ignore_index={ignore_index}")
     t = t.to(h.device).contiguous()
     valid = valid.to(h.device)
-    tchunk = min(n, 8192) if token_chunk is None else _positive_int(token_chunk, "token_chunk")
+    tchunk = min(n, 8192) if token_chunk is None else check_int(token_chunk, "token_chunk", low=1)
     tile = _TILE_ELEMENTS["cuda" if h.is_cuda else "cpu"]
-    vchunk = max(128, tile // tchunk) if chunk_size is None else _positive_int(chunk_size, "chunk_size")
-    gpu = _launch.on_gpu(h) and h.dtype != torch.float64
+    vchunk = max(128, tile // tchunk) if chunk_size is None else check_int(chunk_size, "chunk_size", low=1)
+    gpu = _rt.use_kernels(h) and h.dtype != torch.float64
     if gpu:
         h = h.contiguous()
     w = weight.contiguous() if gpu else weight
@@ -404,21 +362,46 @@ def linear_cross_entropy(
     return total / valid.sum().to(total.dtype)
 
 
-class LinearCrossEntropy:
-    """Module-like callable form of :func:`linear_cross_entropy` (stores the options).
+class LinearCrossEntropyLoss(nn.Module):
+    """Module form of :func:`linear_cross_entropy_loss`: the options are stored, the
+    projection ``weight`` (and ``bias``) is passed to :meth:`forward` (it usually belongs
+    to the model's output layer, e.g. a tied embedding).
 
     Examples
     --------
     >>> import torch
-    >>> from thrifty.cuda.losses import LinearCrossEntropy
-    >>> crit = LinearCrossEntropy(loss="squentropy")
+    >>> from thrifty.torch.losses import LinearCrossEntropyLoss
+    >>> crit = LinearCrossEntropyLoss(loss="squentropy")
     >>> h, w = torch.randn(3, 4), torch.randn(10, 4)
     >>> crit(h, w, torch.tensor([0, 1, 2])).ndim
     0
     """
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    def __init__(
+        self,
+        *,
+        loss: str = "ce",
+        a: float | None = None,
+        b: float | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        chunk_size: int | None = None,
+        token_chunk: int | None = None,
+        check_target: bool = True,
+    ) -> None:
+        super().__init__()
+        self.loss = check_choice(loss, "loss", tuple(_KINDS))
+        _check_reduction(reduction)
+        self.a = None if a is None else check_float(a, "a", low=0.0, low_inclusive=False)
+        self.b = None if b is None else check_float(b, "b")
+        self.ignore_index = check_int(ignore_index, "ignore_index")
+        self.reduction = reduction
+        self.chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size", low=1)
+        self.token_chunk = None if token_chunk is None else check_int(token_chunk, "token_chunk", low=1)
+        self.check_target = bool(check_target)
 
-    def __call__(self, hidden: Any, weight: Any, target: Any, bias: Any = None) -> Any:
-        return linear_cross_entropy(hidden, weight, target, bias=bias, **self.options)
+    def forward(self, hidden: Tensor, weight: Tensor, target: Tensor, bias: Tensor | None = None) -> Tensor:
+        return linear_cross_entropy_loss(
+            hidden, weight, target, bias=bias, loss=self.loss, a=self.a, b=self.b,
+            ignore_index=self.ignore_index, reduction=self.reduction, chunk_size=self.chunk_size,
+            token_chunk=self.token_chunk, check_target=self.check_target)

@@ -1,9 +1,11 @@
-"""GPU encode/decode of every :mod:`thrifty.quant` format, byte-identical to the CPU.
+"""Every :mod:`thrifty.quant` format for torch tensors on any device, byte-identical to
+the CPU.
 
 :func:`quantize` and :func:`dequantize` take the options of :func:`thrifty.quant.quantize`
-and accept torch tensors on any device:
+and return / accept the same :class:`thrifty.quant.QuantizedTensor`, with torch tensors
+as its arrays:
 
-* CUDA tensors, when :func:`thrifty.cuda.available` is true, run the kernels of
+* CUDA tensors, when :func:`thrifty.torch.cuda_available` is true, run the kernels of
   ``quant.cu`` on torch's current stream; the packed bytes, scales and zero points stay
   on the GPU;
 * everything else runs :func:`thrifty.quant.quantize` (the Rust core) and returns its
@@ -12,13 +14,14 @@ and accept torch tensors on any device:
 Both paths produce the same bytes: each kernel is a port of the Rust loop it replaces,
 compiled without fused multiply-adds, with the same counter-based random stream for
 ``rounding="stochastic"`` (element ``i`` draws from ``(seed, i)``) and the same float64
-summation order for the ternary absmean scale. ``QuantizedTensor.numpy()`` gives the
-:class:`thrifty.quant.QuantizedTensor` for :func:`thrifty.quant.save`.
+summation order for the ternary absmean scale. :func:`to_numpy` copies the arrays to
+the host (what :func:`thrifty.quant.save` writes), :func:`to_torch` brings a loaded one
+to a device.
 
 Examples
 --------
 >>> import torch
->>> from thrifty.cuda import quant as gq
+>>> from thrifty.torch import quant as gq
 >>> w = torch.tensor([[0.9, -0.05], [-1.2, 0.3], [0.2, 0.0], [-0.7, 1.0]])
 >>> q = gq.quantize(w, "ternary")
 >>> q.data
@@ -37,13 +40,13 @@ import numpy as np
 from .. import quant as _cpu
 from .._errors import FormatError, InvalidInputError
 from .._validation import check_choice
-from . import _runtime as _rt
+from ._cuda import _runtime as _rt
 
-__all__ = ["QuantizedTensor", "quantize", "dequantize", "fp8_encode", "fp8_decode",
-           "fp4_encode", "fp4_decode", "KERNELS"]
+__all__ = ["QuantizedTensor", "quantize", "dequantize", "to_numpy", "to_torch", "fp8_encode",
+           "fp8_decode", "fp4_encode", "fp4_decode"]
 
 _FILE = "quant.cu"
-KERNELS: tuple[str, ...] = tuple(_rt.kernel_signatures(_FILE))
+_KERNELS: tuple[str, ...] = tuple(_rt.kernel_signatures(_FILE))
 
 _CHUNK = 65536
 _SEG = 256  # elements per thread of the group reductions
@@ -52,51 +55,54 @@ _FP8_MAX = {"e4m3": 448.0, "e5m2": 57344.0}
 _U8_SCALES = ("mxfp4", "mxfp8_e4m3", "mxfp8_e5m2", "nvfp4")
 
 
+QuantizedTensor = _cpu.QuantizedTensor
+
+
 def _launch(kernel: str, nthreads: int, *args: Any) -> None:
-    _rt.launch(_FILE, kernel, nthreads, *args)
+    _rt.launch(_FILE, kernel, *args, threads=nthreads)
 
 
-def _use_kernels(t: Any) -> bool:
-    return bool(getattr(t, "is_cuda", False)) and _rt.available()
+def to_numpy(q: QuantizedTensor) -> QuantizedTensor:
+    """The same quantized tensor with numpy arrays (copied to the host), e.g. for
+    :func:`thrifty.quant.save`; numpy arrays pass through unchanged.
 
-
-class QuantizedTensor(_cpu.QuantizedTensor):
-    """A :class:`thrifty.quant.QuantizedTensor` whose arrays are torch tensors (on the
-    device they were computed on). Same fields and layouts; ``tensor_scale`` is a float.
+    Examples
+    --------
+    >>> import torch
+    >>> from thrifty.torch import quant
+    >>> q = quant.to_numpy(quant.quantize(torch.ones(32), "int8"))
+    >>> type(q.data).__name__, q.data.dtype.name
+    ('ndarray', 'uint8')
     """
+    if not isinstance(q, _cpu.QuantizedTensor):
+        raise InvalidInputError(f"expected a QuantizedTensor, got {type(q).__name__}")
 
-    __slots__ = ()
+    def host(a: Any) -> np.ndarray | None:
+        if a is None or isinstance(a, np.ndarray):
+            return a
+        return a.detach().cpu().numpy()
 
-    @property
-    def device(self) -> Any:
-        return self.data.device
+    return _cpu.QuantizedTensor(q.fmt, q.shape, host(q.data), host(q.scales), host(q.zero_points),
+                                q.group_size, q.tensor_scale)
 
-    def numpy(self) -> _cpu.QuantizedTensor:
-        """The same tensor with numpy arrays (copied to the host)."""
-        def host(a: Any) -> np.ndarray | None:
-            return None if a is None else a.detach().cpu().numpy()
 
-        return _cpu.QuantizedTensor(self.fmt, self.shape, host(self.data), host(self.scales),
-                                    host(self.zero_points), self.group_size, self.tensor_scale)
+def to_torch(q: QuantizedTensor, device: Any = "cpu") -> QuantizedTensor:
+    """The same quantized tensor with its arrays as torch tensors on ``device`` (from
+    numpy arrays, e.g. read by :func:`thrifty.quant.load`, or from another device)."""
+    import torch
 
-    @classmethod
-    def from_numpy(cls, q: _cpu.QuantizedTensor, device: Any = "cpu") -> QuantizedTensor:
-        """Move a :class:`thrifty.quant.QuantizedTensor` to torch tensors on ``device``."""
-        import torch
+    if not isinstance(q, _cpu.QuantizedTensor):
+        raise InvalidInputError(f"expected a QuantizedTensor, got {type(q).__name__}")
 
-        def dev(a: Any) -> Any:
-            return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    def dev(a: Any) -> Any:
+        if a is None:
+            return None
+        if isinstance(a, np.ndarray):
+            a = torch.from_numpy(np.require(a, requirements=["C", "W"]))
+        return a.to(device)
 
-        return cls(q.fmt, q.shape, dev(q.data), dev(q.scales), dev(q.zero_points), q.group_size,
-                   q.tensor_scale)
-
-    def to(self, device: Any) -> QuantizedTensor:
-        """A copy with every array on ``device``."""
-        def mv(a: Any) -> Any:
-            return None if a is None else a.to(device)
-
-        return QuantizedTensor(self.fmt, self.shape, mv(self.data), mv(self.scales),
-                               mv(self.zero_points), self.group_size, self.tensor_scale)
+    return _cpu.QuantizedTensor(q.fmt, q.shape, dev(q.data), dev(q.scales), dev(q.zero_points),
+                                q.group_size, q.tensor_scale)
 
 
 # ----------------------------------------------------------------------------- options
@@ -202,7 +208,7 @@ def quantize(
 ) -> QuantizedTensor:
     """Quantize ``x`` to ``fmt``: :func:`thrifty.quant.quantize` for torch tensors.
 
-    CUDA tensors run the kernels (when :func:`thrifty.cuda.available`), everything else
+    CUDA tensors run the kernels (when :func:`thrifty.torch.cuda_available`), everything else
     the Rust core; the result's arrays live on ``x``'s device and hold the same bytes as
     ``thrifty.quant.quantize(x.cpu(), fmt, ...)``. Options and errors are those of
     :func:`thrifty.quant.quantize`.
@@ -210,14 +216,14 @@ def quantize(
     Examples
     --------
     >>> import torch
-    >>> from thrifty.cuda import quant as gq
+    >>> from thrifty.torch import quant as gq
     >>> q = gq.quantize(torch.linspace(-1, 1, 64), "int4", group_size=32, rounding="stochastic", seed=7)
     >>> q.data.dtype, tuple(q.data.shape), tuple(q.scales.shape)
     (torch.uint8, (32,), (2,))
     """
     import torch
 
-    if not (isinstance(x, torch.Tensor) and _use_kernels(x)):
+    if not (isinstance(x, torch.Tensor) and _rt.use_kernels(x)):
         return _quantize_fallback(x, fmt, group_size=group_size, scale=scale, rounding=rounding,
                                   seed=seed, saturate=saturate, symmetric=symmetric)
     plan = _plan(fmt, tuple(x.shape), group_size, scale, rounding, seed, saturate, symmetric)
@@ -236,7 +242,7 @@ def _quantize_fallback(x: Any, fmt: str, **kw: Any) -> QuantizedTensor:
     device = getattr(x, "device", "cpu")
     if hasattr(x, "detach"):
         x = x.detach().cpu()
-    return QuantizedTensor.from_numpy(_cpu.quantize(x, fmt, **kw), device)
+    return to_torch(_cpu.quantize(x, fmt, **kw), device)
 
 
 def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
@@ -404,26 +410,25 @@ def _check_packed(q: Any) -> tuple[str, int, int, int]:
 def dequantize(q: Any) -> Any:
     """Float32 torch tensor of ``q``'s original shape, on ``q``'s device.
 
-    ``q`` is a :class:`QuantizedTensor` (torch arrays) or a
-    :class:`thrifty.quant.QuantizedTensor` (numpy arrays, decoded on the CPU). CUDA
-    arrays run the kernels; errors are those of :func:`thrifty.quant.dequantize`.
+    ``q`` is a :class:`thrifty.quant.QuantizedTensor` with torch arrays (from
+    :func:`quantize`) or numpy arrays (decoded on the CPU). CUDA arrays run the kernels;
+    errors are those of :func:`thrifty.quant.dequantize`.
 
     Examples
     --------
     >>> import torch
-    >>> from thrifty.cuda import quant as gq
+    >>> from thrifty.torch import quant as gq
     >>> gq.dequantize(gq.quantize(torch.tensor([0.5, -1.0, 3.0, 2.0]), "fp8_e4m3", scale=1.0))
     tensor([ 0.5000, -1.0000,  3.0000,  2.0000])
     """
     import torch
 
-    if not isinstance(q, QuantizedTensor):
-        if isinstance(q, _cpu.QuantizedTensor):
-            return torch.from_numpy(_cpu.dequantize(q))
+    if not isinstance(q, _cpu.QuantizedTensor):
         raise InvalidInputError(f"expected a QuantizedTensor, got {type(q).__name__}")
-    if not _use_kernels(q.data):
-        device = q.data.device
-        return torch.from_numpy(_cpu.dequantize(q.numpy())).to(device)
+    if not isinstance(q.data, torch.Tensor):
+        return torch.from_numpy(_cpu.dequantize(q))
+    if not _rt.use_kernels(q.data):
+        return torch.from_numpy(_cpu.dequantize(to_numpy(q))).to(q.data.device)
     fmt, n, rows, cols = _check_packed(q)
     for a in (q.scales, q.zero_points):
         if a is not None and a.device != q.data.device:
@@ -476,7 +481,7 @@ def _encode(x: Any, kind: str, saturate: bool) -> Any:
 
     if not isinstance(saturate, (bool, np.bool_)):
         raise InvalidInputError(f"saturate must be a bool, got {saturate!r}")
-    if not (isinstance(x, torch.Tensor) and _use_kernels(x)):
+    if not (isinstance(x, torch.Tensor) and _rt.use_kernels(x)):
         device = getattr(x, "device", "cpu")
         xc = x.detach().cpu() if hasattr(x, "detach") else x
         return torch.from_numpy(_cpu._encode(xc, kind, bool(saturate))).to(device)
@@ -490,7 +495,7 @@ def _encode(x: Any, kind: str, saturate: bool) -> Any:
 def _decode(codes: Any, kind: str) -> Any:
     import torch
 
-    if not (isinstance(codes, torch.Tensor) and _use_kernels(codes)):
+    if not (isinstance(codes, torch.Tensor) and _rt.use_kernels(codes)):
         device = getattr(codes, "device", "cpu")
         c = codes.detach().cpu().numpy() if hasattr(codes, "detach") else codes
         return torch.from_numpy(_cpu._decode(c, kind)).to(device)

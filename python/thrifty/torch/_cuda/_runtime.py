@@ -5,7 +5,9 @@
   ``thrifty/kernels/`` (a dev checkout falls back to the repository's ``cuda/``).
 * :func:`get_module` — the kernels of a file, compiled with CuPy's NVRTC once per
   (device, file, options) and loaded as a ``cupy.cuda.function.Module``.
-* :func:`as_cupy` / :func:`as_torch` — zero-copy exchange through DLPack.
+* :func:`launch` — the one launcher: tensors by ``data_ptr()``, scalars at the widths of
+  the parsed kernel signature (:func:`kernel_signatures`), dtype-generic kernels by
+  :func:`kernel_name`; :func:`use_kernels` says when a call can take it.
 * :func:`stream` — a CuPy stream wrapping torch's current stream, so kernels launch in
   torch's order.
 * :func:`nvrtc_compile` — compile a kernel file to PTX with the NVRTC shared library of
@@ -32,7 +34,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .._errors import InvalidInputError, ThriftyError
+from ..._errors import InvalidInputError, ThriftyError
 
 __all__ = [
     "BASE_OPTIONS",
@@ -43,10 +45,12 @@ __all__ = [
     "kernels_dir",
     "cuda_include_dirs",
     "get_module",
-    "as_cupy",
-    "as_torch",
     "stream",
+    "float_types",
+    "kernel_name",
+    "kernel_entries",
     "kernel_signatures",
+    "use_kernels",
     "launch",
     "nvrtc_libraries",
     "nvrtc_version",
@@ -65,8 +69,8 @@ class KernelCompileError(ThriftyError, RuntimeError):
 # ----------------------------------------------------------------------------- sources
 
 def _repo_cuda_dir() -> Path:
-    # python/thrifty/cuda/_runtime.py -> repository root / cuda
-    return Path(__file__).resolve().parents[3] / "cuda"
+    # python/thrifty/torch/_cuda/_runtime.py -> repository root / cuda
+    return Path(__file__).resolve().parents[4] / "cuda"
 
 
 def _source_dirs() -> list[Path]:
@@ -88,7 +92,7 @@ def kernels_dir() -> Path:
 
     Examples
     --------
-    >>> from thrifty.cuda._runtime import kernels_dir
+    >>> from thrifty.torch._cuda._runtime import kernels_dir
     >>> (kernels_dir() / "thrifty_common.cuh").is_file()
     True
     """
@@ -224,20 +228,6 @@ def get_module(name: str, options: tuple[str, ...] | list[str] = (), device: int
     return mod
 
 
-def as_cupy(t: Any) -> Any:
-    """Zero-copy CuPy view of a CUDA torch tensor (DLPack)."""
-    import cupy
-
-    return cupy.from_dlpack(t.detach())
-
-
-def as_torch(a: Any) -> Any:
-    """Zero-copy torch view of a CuPy array (DLPack)."""
-    import torch
-
-    return torch.from_dlpack(a)
-
-
 class _TorchStream:
     """A torch stream seen through the CUDA stream protocol (``__cuda_stream__``)."""
 
@@ -265,36 +255,111 @@ def stream(device: int | None = None) -> Any:
     return cupy.cuda.ExternalStream(s.cuda_stream, s.device.index or 0)
 
 
-_SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
+_SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+?)(_##S)?\s*\(([^)]*)\)')
+_MACRO = re.compile(r"#define\s+(\w+)\(S,\s*T\)((?:[^\n]*\\\n)*[^\n]*)")
 _KINDS = {"th_u64": "u64", "unsigned long long": "u64", "int": "i32", "float": "f32",
           "double": "f64", "th_i64": "i64", "long long": "i64", "th_u32": "u32",
           "unsigned int": "u32"}
 
 
+@functools.lru_cache(maxsize=1)
+def float_types() -> dict[str, str]:
+    """Suffix -> C type of the dtype-generic kernels' entry points, as listed by
+    ``TH_FOR_FLOAT_TYPES`` in ``thrifty_common.cuh`` (``{"f32": "float", ...}``)."""
+    m = re.search(r"#define\s+TH_FOR_FLOAT_TYPES\(X\)([^\n]*)", kernel_source("thrifty_common.cuh"))
+    if m is None:
+        raise KernelCompileError("thrifty_common.cuh does not define TH_FOR_FLOAT_TYPES")
+    return dict(re.findall(r"X\((\w+),\s*(\w+)\)", m.group(1)))
+
+
+# torch dtype name -> entry point suffix: the one naming rule of dtype-generic kernels.
+SUFFIXES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+
+
+def kernel_name(kernel: str, dtype: Any = None) -> str:
+    """The entry point of ``kernel`` for tensors of ``dtype``: ``kernel`` itself when
+    ``dtype`` is None, else ``<kernel>_<suffix>`` (``f32``, ``f16``, ``bf16``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> kernel_name("dog_update", torch.bfloat16)
+    'dog_update_bf16'
+    """
+    if dtype is None:
+        return kernel
+    sfx = SUFFIXES.get(str(dtype).removeprefix("torch."))
+    if sfx is None:
+        raise TypeError(f"no CUDA kernel {kernel} for dtype {dtype}")
+    return f"{kernel}_{sfx}"
+
+
+def _parse_params(file: str, kname: str, params: str) -> tuple[tuple[str, str], ...]:
+    sig = []
+    for p in params.split(","):
+        p = " ".join(p.replace("__restrict__", " ").replace("const ", " ").split())
+        if not p:
+            continue
+        if "*" in p:
+            sig.append(("ptr", p.split("*")[-1].strip()))
+            continue
+        typ, _, pname = p.rpartition(" ")
+        if typ not in _KINDS:
+            raise KernelCompileError(f"{file}: {kname} has a parameter of unsupported type {typ!r}")
+        sig.append((_KINDS[typ], pname))
+    return tuple(sig)
+
+
 @functools.lru_cache(maxsize=None)
+def kernel_entries(name: str) -> dict[str, tuple[tuple[tuple[str, str], ...], str]]:
+    """Every ``extern "C" __global__`` entry point of file ``name``: its parameters and
+    its text (up to the next entry point).
+
+    Entry points are written out, or generated per dtype: a macro ``#define M(S, T)``
+    whose entry points are named ``<kernel>_##S`` with parameters in ``T``, instantiated
+    by ``TH_FOR_FLOAT_TYPES(M)``, gives ``<kernel>_<suffix>`` for every pair of
+    :func:`float_types`.
+    """
+    text = kernel_source(name)
+    out: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {}
+
+    def scan(src: str, subst: tuple[str, str] | None) -> None:
+        found = list(_SIG.finditer(src))
+        for i, m in enumerate(found):
+            kname, generic, params = m.group(1), m.group(2), m.group(3)
+            if bool(generic) != (subst is not None):
+                continue
+            body = src[m.start(): found[i + 1].start() if i + 1 < len(found) else len(src)]
+            if subst is not None:
+                sfx, ctype = subst
+                kname = f"{kname}_{sfx}"
+                params = re.sub(r"\bT\b", ctype, params)
+            out[kname] = (_parse_params(name, kname, params), body)
+
+    macros = {m.group(1): m.group(2).replace("\\\n", "\n") for m in _MACRO.finditer(text)}
+    plain = _MACRO.sub("", text)
+    scan(plain, None)
+    for used in re.findall(r"^\s*TH_FOR_FLOAT_TYPES\((\w+)\)", plain, re.M):
+        if used not in macros:
+            raise KernelCompileError(f"{name}: TH_FOR_FLOAT_TYPES({used}) names no #define {used}(S, T)")
+        for pair in float_types().items():
+            scan(macros[used], pair)
+    return out
+
+
 def kernel_signatures(name: str) -> dict[str, tuple[tuple[str, str], ...]]:
-    """Parameters of every ``extern "C" __global__`` kernel of file ``name``.
+    """Parameters of every entry point of file ``name`` (see :func:`kernel_entries`).
 
     Returns ``{kernel: ((kind, param), ...)}`` with kind ``"ptr"`` for pointers, else
-    one of ``"u64"``, ``"i64"``, ``"u32"``, ``"i32"``, ``"f32"``, ``"f64"``: the launchers
-    convert each argument to exactly that width.
+    one of ``"u64"``, ``"i64"``, ``"u32"``, ``"i32"``, ``"f32"``, ``"f64"``: the launcher
+    converts each argument to exactly that width.
+
+    Examples
+    --------
+    >>> kernel_signatures("optim.cu")["dog_update_bf16"]
+    (('ptr', 'w'), ('ptr', 'g'), ('i64', 'n'), ('ptr', 'eta'), ('f32', 'wd'))
     """
-    out: dict[str, tuple[tuple[str, str], ...]] = {}
-    for kname, params in _SIG.findall(kernel_source(name)):
-        sig = []
-        for p in params.split(","):
-            p = " ".join(p.replace("__restrict__", " ").replace("const ", " ").split())
-            if not p:
-                continue
-            if "*" in p:
-                sig.append(("ptr", p.split("*")[-1].strip()))
-                continue
-            typ, _, pname = p.rpartition(" ")
-            if typ not in _KINDS:
-                raise KernelCompileError(f"{name}: {kname} has a parameter of unsupported type {typ!r}")
-            sig.append((_KINDS[typ], pname))
-        out[kname] = tuple(sig)
-    return out
+    return {k: sig for k, (sig, _) in kernel_entries(name).items()}
 
 
 def _scalar(kind: str, v: Any) -> Any:
@@ -304,37 +369,68 @@ def _scalar(kind: str, v: Any) -> Any:
             "f32": np.float32, "f64": np.float64}[kind](v)
 
 
-def launch(file: str, kernel: str, nthreads: int, *args: Any, block: int = 256) -> None:
-    """Launch ``kernel`` of ``file`` on ``nthreads`` threads (1-D, ``block`` per block) on
-    torch's current stream. Tensor arguments must be contiguous CUDA tensors; scalars are
-    converted to the parameter's exact width (see :func:`kernel_signatures`)."""
-    nthreads = int(nthreads)
-    if nthreads <= 0:
-        return
-    sig = kernel_signatures(file)[kernel]
+def use_kernels(*tensors: Any) -> bool:
+    """Whether the kernels can run on ``tensors``: all of them CUDA tensors and
+    :func:`available` true (the tests' host build replaces this check)."""
+    return bool(tensors) and all(getattr(t, "is_cuda", False) for t in tensors) and available()
+
+
+def launch(file: str, kernel: str, *args: Any, threads: int | None = None, blocks: int | None = None,
+           block: int = 256, max_blocks: int | None = None, dtype: Any = None) -> None:
+    """Launch entry point ``kernel`` of ``file`` (``<kernel>_<suffix>`` of ``dtype`` for a
+    dtype-generic kernel, see :func:`kernel_name`) on torch's current stream of the
+    tensors' device.
+
+    Give the 1-D grid as ``threads`` (rounded up to whole blocks of ``block``, at most
+    ``max_blocks`` of them for grid-stride kernels; nothing runs for 0) or as ``blocks``. Pointer parameters take contiguous tensors, passed by
+    ``data_ptr()`` (so bfloat16 works though CuPy has no such dtype, and a view passes
+    its offset); scalars are converted to the parameter's exact width as parsed from
+    the source (see :func:`kernel_signatures`).
+    """
+    name = kernel_name(kernel, dtype)
+    sig = kernel_signatures(file).get(name)
+    if sig is None:
+        raise TypeError(f"{file} has no kernel {name}")
     if len(sig) != len(args):
-        raise TypeError(f"{kernel} takes {len(sig)} arguments, got {len(args)}")
+        raise TypeError(f"{name} takes {len(sig)} arguments, got {len(args)}")
+    if (threads is None) == (blocks is None):
+        raise TypeError("give exactly one of threads and blocks")
+    if blocks is None:
+        if int(threads) <= 0:  # type: ignore[arg-type]
+            return
+        grid = (int(threads) + block - 1) // block  # type: ignore[arg-type]
+        if max_blocks is not None:
+            grid = min(grid, int(max_blocks))
+    else:
+        grid = max(1, int(blocks))
+    device = None
+    conv = []
+    for (kind, pname), a in zip(sig, args):
+        if kind == "ptr":
+            if not hasattr(a, "data_ptr") or not a.is_contiguous():
+                raise TypeError(f"{name}: argument {pname} must be a contiguous tensor")
+            device = a.device if device is None else device
+            conv.append(_scalar("u64", a.data_ptr()))
+        else:
+            conv.append(_scalar(kind, a))
+    if device is None:
+        raise TypeError(f"{name}: no tensor among the arguments")
+    _submit(file, name, device, grid, block, tuple(conv))
+
+
+def _submit(file: str, name: str, device: Any, grid: int, block: int, args: tuple[Any, ...]) -> None:
+    """Run ``name`` on ``device`` (a torch device) with converted arguments: compile or
+    reuse the file's module and launch it inside the device and torch-stream contexts."""
     import cupy
 
-    dev = next((a.device.index for a in args if getattr(a, "is_cuda", False)), None)
-    if dev is None:
-        raise TypeError(f"{kernel}: no CUDA tensor among the arguments")
-    grid = (nthreads + block - 1) // block
-    # Everything on the tensors' device; conversions inside the stream context so that
-    # DLPack hands the tensors over on torch's own stream, with no cross-stream wait.
+    if getattr(device, "type", None) != "cuda":
+        raise TypeError(f"{name}: the kernels take CUDA tensors, got tensors on {device}")
+    dev = device.index if device.index is not None else 0
     with cupy.cuda.Device(dev):
         cs = stream(dev)
     with cupy.cuda.Device(dev), cs:
-        fn = get_module(file, device=dev).get_function(kernel)
-        conv = []
-        for (kind, pname), a in zip(sig, args):
-            if kind == "ptr":
-                if not (getattr(a, "is_cuda", False) and a.is_contiguous()):
-                    raise TypeError(f"{kernel}: argument {pname} must be a contiguous CUDA tensor")
-                conv.append(as_cupy(a))
-            else:
-                conv.append(_scalar(kind, a))
-        fn((grid,), (block,), tuple(conv), stream=cs)
+        fn = get_module(file, device=dev).get_function(name)
+        fn((grid,), (block,), args, stream=cs)
 
 
 # ----------------------------------------------------------------------------- NVRTC

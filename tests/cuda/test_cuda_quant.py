@@ -1,18 +1,15 @@
-"""thrifty.cuda.quant: the kernel path against the Rust core, byte for byte.
+"""thrifty.torch.quant: the kernel path against the Rust core, byte for byte.
 
 Three layers:
 * CPU fallback (torch CPU tensors -> thrifty.quant) and option validation identical to
   thrifty.quant's (runs everywhere);
-* the kernels of cuda/quant.cu compiled for the host with tests/cuda_host_shim.h and
-  run thread by thread (tests/_cuda_host.py) through the real orchestration code: the
+* the kernels of cuda/quant.cu compiled for the host with cuda_host_shim.h and run
+  thread by thread (cuda_host.py) through the real orchestration code: the
   kernels' arithmetic checked bit for bit on any machine with a C++ compiler;
 * @pytest.mark.gpu: the same comparisons on a CUDA device (``pytest -m gpu``).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +17,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from thrifty import FormatError, InvalidInputError, quant  # noqa: E402
-from thrifty.cuda import _runtime as rt  # noqa: E402
-from thrifty.cuda import quant as gq  # noqa: E402
+from thrifty.torch import quant as gq  # noqa: E402
+from thrifty.torch._cuda import _runtime as rt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _cuda_host  # noqa: E402
+import cuda_host  # noqa: E402
 
 FIELDS = ("data", "scales", "zero_points")
 NO_SR = ("tq1_0", "tq2_0", "nf4")
@@ -74,9 +70,10 @@ def _data(shape, seed=0, kind="normal"):
 
 
 def assert_same(a, b):
-    """Same bytes: a is a thrifty.quant.QuantizedTensor, b a thrifty.cuda.quant one."""
-    assert isinstance(b, gq.QuantizedTensor)
-    b = b.numpy()
+    """Same bytes: a from thrifty.quant (numpy arrays), b from thrifty.torch.quant (torch
+    arrays), both thrifty.quant.QuantizedTensor."""
+    assert type(b) is quant.QuantizedTensor and isinstance(b.data, torch.Tensor)
+    b = gq.to_numpy(b)
     assert (a.fmt, a.shape, a.group_size) == (b.fmt, b.shape, b.group_size)
     for f in FIELDS:
         x, y = getattr(a, f), getattr(b, f)
@@ -103,21 +100,35 @@ def test_cpu_fallback_equals_thrifty_quant(case):
     fmt, kw = case
     x = _data(_shape_for(fmt), 1)
     q = gq.quantize(torch.from_numpy(x), fmt, **kw)
-    assert q.device.type == "cpu" and isinstance(q.data, torch.Tensor)
+    assert q.data.device.type == "cpu" and isinstance(q.data, torch.Tensor)
     assert_same(quant.quantize(x, fmt, **kw), q)
     y = gq.dequantize(q)
-    assert isinstance(y, torch.Tensor) and bits_equal(quant.dequantize(q.numpy()), y)
+    assert isinstance(y, torch.Tensor) and bits_equal(quant.dequantize(gq.to_numpy(q)), y)
     # a numpy-backed QuantizedTensor is accepted too
-    assert bits_equal(gq.dequantize(q.numpy()), y)
+    assert bits_equal(gq.dequantize(gq.to_numpy(q)), y)
 
 
 def test_quantized_tensor_round_trips_numpy_and_device():
     x = torch.linspace(-1, 1, 96).reshape(3, 32)
     q = gq.quantize(x, "nvfp4")
-    assert q.nbytes == q.numpy().nbytes and q.bits_per_value == q.numpy().bits_per_value
-    r = gq.QuantizedTensor.from_numpy(q.numpy()).to("cpu")
+    assert q.nbytes == gq.to_numpy(q).nbytes and q.bits_per_value == gq.to_numpy(q).bits_per_value
+    r = gq.to_torch(gq.to_numpy(q), "cpu")
+    assert isinstance(r.data, torch.Tensor)
     assert bits_equal(gq.dequantize(r), gq.dequantize(q))
     assert "nvfp4" in repr(q)
+    with pytest.raises(InvalidInputError, match="QuantizedTensor"):
+        gq.to_numpy(x)
+    with pytest.raises(InvalidInputError, match="QuantizedTensor"):
+        gq.to_torch(x)
+
+
+def test_quantized_tensor_saves_and_loads_with_thrifty_quant(tmp_path):
+    x = torch.linspace(-1, 1, 128).reshape(4, 32)
+    q = gq.quantize(x, "int4", group_size=32)
+    quant.save(tmp_path / "w.safetensors", {"w": gq.to_numpy(q)})
+    r = quant.load(tmp_path / "w.safetensors")["w"]
+    assert_same(r, q)
+    assert bits_equal(gq.dequantize(gq.to_torch(r)), quant.dequantize(r))
 
 
 def test_codecs_fallback():
@@ -133,7 +144,7 @@ def test_codecs_fallback():
     assert bits_equal(gq.fp4_decode(c), quant.fp4_decode(c.numpy()))
 
 
-# The option grid: thrifty.cuda.quant's own validation (used on the GPU path) must
+# The option grid: thrifty.torch.quant's own validation (used on the GPU path) must
 # accept and reject exactly what thrifty.quant does, with the same error class.
 _OPTION_GRID = [
     ("ternary", (5, 6), {"group_size": 4}), ("ternary", (5, 6), {"scale": "absmax"}),
@@ -192,10 +203,9 @@ def test_bad_inputs():
 # ============================================================================ host-emulated kernels
 
 def _emulated(monkeypatch):
-    if _cuda_host.compiler() is None:
+    if cuda_host.compiler() is None:
         pytest.skip("no C++ compiler to build the host emulation of the kernels")
-    monkeypatch.setattr(gq, "_launch", _cuda_host.launcher("quant.cu"))
-    monkeypatch.setattr(gq, "_use_kernels", lambda t: True)
+    cuda_host.patch(monkeypatch)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
@@ -292,13 +302,13 @@ def test_kernels_reject_bad_packed_data(monkeypatch):
         with pytest.raises(FormatError, match="code 3"):
             gq.dequantize(q)
         with pytest.raises(FormatError):
-            quant.dequantize(q.numpy())
+            quant.dequantize(gq.to_numpy(q))
     q = gq.quantize(x, "int4")
     bad = gq.QuantizedTensor(q.fmt, q.shape, q.data[:-1], q.scales, q.zero_points, q.group_size)
     with pytest.raises(FormatError):
         gq.dequantize(bad)
     with pytest.raises(FormatError):
-        quant.dequantize(bad.numpy())
+        quant.dequantize(gq.to_numpy(bad))
     bad = gq.QuantizedTensor("nvfp4", (4,), torch.zeros(8, dtype=torch.uint8), torch.zeros(1, dtype=torch.uint8),
                              None, 16, None)
     with pytest.raises(FormatError, match="per-tensor"):
@@ -311,7 +321,7 @@ def test_kernels_reject_bad_packed_data(monkeypatch):
 
 def test_kernel_signatures_match_the_launch_calls():
     sigs = rt.kernel_signatures("quant.cu")
-    assert set(gq.KERNELS) == set(sigs)
+    assert set(gq._KERNELS) == set(sigs)
     assert sigs["th_ternary_pack"][-2] == ("u64", "seed")
 
 

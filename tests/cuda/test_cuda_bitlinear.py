@@ -1,28 +1,24 @@
-"""thrifty.cuda.bitlinear: the integer BitLinear path.
+"""The CUDA backend's integer BitLinear path (thrifty.torch._cuda.bitlinear).
 
 * the torch reference (CPU) reproduces the float BitLinear's quantized values exactly
   and its outputs/gradients within the float layer's accumulation rounding;
 * the kernels of cuda/bitlinear.cu, compiled for the host and run block by block
-  (tests/_cuda_host.py), equal the reference bit for bit;
+  (cuda_host.py), equal the reference bit for bit;
 * @pytest.mark.gpu: the same on a CUDA device, plus BitLinear's CUDA hook.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from thrifty import InvalidInputError  # noqa: E402
-from thrifty.cuda import _runtime as rt  # noqa: E402
-from thrifty.cuda import bitlinear as bl  # noqa: E402
+from thrifty.torch._cuda import _runtime as rt  # noqa: E402
+from thrifty.torch._cuda import bitlinear as bl  # noqa: E402
 from thrifty.torch.nn import BitLinear, quantize_activations  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _cuda_host  # noqa: E402
+import cuda_host  # noqa: E402
 
 EPS32 = 2.0 ** -24
 
@@ -163,10 +159,7 @@ def test_packed_weights_are_16x_smaller():
 # ============================================================================ host-emulated kernels
 
 def _emulated(monkeypatch):
-    if _cuda_host.compiler() is None:
-        pytest.skip("no C++ compiler to build the host emulation of the kernels")
-    monkeypatch.setattr(bl, "_launch", _cuda_host.launcher("bitlinear.cu"))
-    monkeypatch.setattr(bl, "_use_kernels", lambda t: True)
+    cuda_host.patch(monkeypatch)
 
 
 @pytest.mark.parametrize("m,k,n,bias", [(70, 100, 130, True), (3, 200, 5, False), (1, 1, 1, True),
@@ -196,7 +189,7 @@ def test_kernels_equal_reference_bit_for_bit(monkeypatch, m, k, n, bias):
 
 
 def test_kernel_signatures_match():
-    assert set(bl.KERNELS) == set(rt.kernel_signatures("bitlinear.cu"))
+    assert set(bl._KERNELS) == set(rt.kernel_signatures("bitlinear.cu"))
 
 
 # ============================================================================ GPU
@@ -222,7 +215,7 @@ def test_gpu_kernels_equal_reference(monkeypatch, m, k, n, bias):
 
     got = run()  # kernels
     with monkeypatch.context() as mp:  # the torch reference, on the same device
-        mp.setattr(bl, "_use_kernels", lambda t: False)
+        mp.setattr(rt, "use_kernels", lambda *ts: False)
         want = run()
     for i, (a, b) in enumerate(zip(got, want)):
         assert a.is_cuda and a.dtype == b.dtype and a.shape == b.shape, i

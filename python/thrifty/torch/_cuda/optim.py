@@ -12,7 +12,7 @@ float64 ones). Each function is a ``thrifty::`` torch custom op underneath, so
 Examples
 --------
 >>> import torch
->>> from thrifty.cuda.optim import multi_tensor_sum
+>>> from thrifty.torch._cuda.optim import multi_tensor_sum
 >>> xs = [torch.tensor([3.0, 4.0]), torch.tensor([12.0])]
 >>> multi_tensor_sum(xs, sqrt=True)
 tensor([13.])
@@ -28,19 +28,21 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import InvalidInputError
-from . import _launch
+from ..._errors import InvalidInputError
+from . import _runtime as _rt
 
 __all__ = ["multi_tensor_sum", "sam_perturb_", "dog_update_", "momo_moments_", "momo_update_"]
 
-KERNELS = ("mt_segment_sum",) + tuple(
-    f"{k}_{sfx}" for k in ("mt_partials", "sam_perturb", "dog_update", "momo_moments", "momo_update")
-    for sfx in ("f32", "f16", "bf16")
+_KERNELS = ("mt_segment_sum",) + tuple(
+    _rt.kernel_name(k, dt) for k in ("mt_partials", "sam_perturb", "dog_update", "momo_moments", "momo_update")
+    for dt in ("float32", "float16", "bfloat16")
 )
+_THREADS = 256
 
 _OPS = {"sumsq": 0, "dot": 1, "prodsq": 2}
 _OP_NAMES = {v: k for k, v in _OPS.items()}
-_MAX_BLOCKS = 1024
+_MAX_BLOCKS = 1024  # blocks of a reduction (partial sums per tensor)
+_MAX_GRID = 65535  # blocks of an elementwise grid-stride update
 _OFFSETS: dict[Any, Any] = {}
 
 
@@ -51,19 +53,19 @@ def _work_dtype(t: Any) -> Any:
 
 
 def _kernel_ok(*groups: Sequence[Any]) -> bool:
-    """All tensors CUDA, contiguous, float32/16/bf16, and the runtime usable."""
+    """All tensors contiguous float32/16/bf16 that the kernels can take (CUDA, runtime usable)."""
     import torch
 
     ts = [t for g in groups for t in g]
-    if not ts or not all(t.is_cuda and t.is_contiguous() for t in ts):
+    if not ts or not all(t.is_contiguous() for t in ts):
         return False
     if any(t.dtype not in (torch.float32, torch.float16, torch.bfloat16) for t in ts):
         return False
-    return _launch.on_gpu(ts[0])
+    return _rt.use_kernels(*ts)
 
 
 def _blocks(n: int) -> int:
-    return max(1, min(_MAX_BLOCKS, (n + _launch.THREADS - 1) // _launch.THREADS))
+    return max(1, min(_MAX_BLOCKS, (n + _THREADS - 1) // _THREADS))
 
 
 def _device_offsets(offsets: list[int], device: Any) -> Any:
@@ -130,15 +132,13 @@ def _mt_sum_impl(xs: list[Any], ys: list[Any], op: Any, c: float, segments: list
         partials = torch.empty(int(starts[-1]), dtype=torch.float32, device=dev)
         for x, y, s0 in zip(xs, ys, starts[:-1]):
             nb = _blocks(x.numel())
-            _launch.run("optim.cu", f"mt_partials_{_launch.suffix(x.dtype)}", dev.index, nb,
-                        (_launch.ptr(x), _launch.ptr(y), np.int64(x.numel()), np.int32(_OPS[op]), np.float32(c),
-                         np.uint64(partials.data_ptr() + 4 * int(s0))))
+            _rt.launch("optim.cu", "mt_partials", x, y, x.numel(), _OPS[op], c, partials[int(s0):],
+                       blocks=nb, dtype=x.dtype)
         tensor_bounds = np.concatenate([[0], np.cumsum(seg)]).astype(int)
         offsets = [int(starts[i]) for i in tensor_bounds]
         out = torch.empty(len(seg), dtype=torch.float32, device=dev)
-        _launch.run("optim.cu", "mt_segment_sum", dev.index, len(seg),
-                    (_launch.ptr(partials), _launch.ptr(_device_offsets(offsets, dev)), np.int32(len(seg)),
-                     _launch.ptr(out), np.int32(bool(sqrt))))
+        _rt.launch("optim.cu", "mt_segment_sum", partials, _device_offsets(offsets, dev), len(seg), out,
+                   bool(sqrt), blocks=len(seg))
         return out
     wd = _work_dtype(xs[0])
     vals = []
@@ -190,9 +190,8 @@ def _sam_perturb_impl(params: list[Any], grads: list[Any], olds: list[Any], rho:
     if _kernel_ok(params, grads, olds):
         norm = _scalar_f32(grad_norm, params[0].device)
         for p, g, o in zip(params, grads, olds):
-            _launch.launch("optim.cu", f"sam_perturb_{_launch.suffix(p.dtype)}", p.numel(),
-                           (_launch.ptr(p), _launch.ptr(g), _launch.ptr(o), np.int64(p.numel()),
-                            _launch.ptr(norm), np.float32(rho), np.int32(bool(adaptive))), device=p.device.index)
+            _rt.launch("optim.cu", "sam_perturb", p, g, o, p.numel(), norm, rho, bool(adaptive),
+                       threads=p.numel(), max_blocks=_MAX_GRID, dtype=p.dtype)
         return
     for p, g, o in zip(params, grads, olds):
         o.copy_(p)
@@ -225,9 +224,8 @@ def _dog_update_impl(params: list[Any], grads: list[Any], etas: list[Any], weigh
     if _kernel_ok(params, grads):
         for p, g, e in zip(params, grads, etas):
             e32 = _scalar_f32(e, p.device)
-            _launch.launch("optim.cu", f"dog_update_{_launch.suffix(p.dtype)}", p.numel(),
-                           (_launch.ptr(p), _launch.ptr(g), np.int64(p.numel()), _launch.ptr(e32),
-                            np.float32(weight_decay)), device=p.device.index)
+            _rt.launch("optim.cu", "dog_update", p, g, p.numel(), e32, weight_decay,
+                       threads=p.numel(), max_blocks=_MAX_GRID, dtype=p.dtype)
         return
     for p, g, e in zip(params, grads, etas):
         x = p.detach().to(_work_dtype(p))
@@ -266,14 +264,12 @@ def _momo_moments_impl(params: list[Any], grads: list[Any], grad_avgs: list[Any]
         total = int(starts[-1])
         partials = torch.empty(3 * total, dtype=torch.float32, device=dev)
         for p, g, d, nb, s0 in zip(params, grads, grad_avgs, nbs, starts):
-            _launch.run("optim.cu", f"momo_moments_{_launch.suffix(p.dtype)}", dev.index, nb,
-                        (_launch.ptr(p), _launch.ptr(g), _launch.ptr(d), np.int64(p.numel()), np.float32(beta),
-                         np.uint64(partials.data_ptr() + 4 * int(s0)), np.int32(total)))
+            _rt.launch("optim.cu", "momo_moments", p, g, d, p.numel(), beta, partials[int(s0):], total,
+                       blocks=nb, dtype=p.dtype)
         offsets = [k * total + int(starts[i]) for k in range(3) for i in range(n)] + [3 * total]
         out = torch.empty(3 * n, dtype=torch.float32, device=dev)
-        _launch.run("optim.cu", "mt_segment_sum", dev.index, 3 * n,
-                    (_launch.ptr(partials), _launch.ptr(_device_offsets(offsets, dev)), np.int32(3 * n),
-                     _launch.ptr(out), np.int32(0)))
+        _rt.launch("optim.cu", "mt_segment_sum", partials, _device_offsets(offsets, dev), 3 * n, out, 0,
+                   blocks=3 * n)
         return out.reshape(3, n)
     out = torch.zeros(3, n, dtype=grad_avgs[0].dtype if grad_avgs else torch.float32, device=dev)
     for i, (p, g, d) in enumerate(zip(params, grads, grad_avgs)):
@@ -298,8 +294,8 @@ def _momo_update_impl(params: list[Any], grad_avgs: list[Any], tau: Any, c: floa
     if _kernel_ok(params, grad_avgs) and all(d.dtype == torch.float32 for d in grad_avgs):
         t32 = _scalar_f32(tau, params[0].device)
         for p, d in zip(params, grad_avgs):
-            _launch.launch("optim.cu", f"momo_update_{_launch.suffix(p.dtype)}", p.numel(),
-                           (_launch.ptr(p), _launch.ptr(d), np.int64(p.numel()), _launch.ptr(t32), np.float32(c)), device=p.device.index)
+            _rt.launch("optim.cu", "momo_update", p, d, p.numel(), t32, c,
+                       threads=p.numel(), max_blocks=_MAX_GRID, dtype=p.dtype)
         return
     for p, d in zip(params, grad_avgs):
         x = p.detach().to(d.dtype)

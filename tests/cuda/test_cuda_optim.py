@@ -1,5 +1,5 @@
-"""thrifty.cuda.optim (device-side reductions and fused steps) and the fused paths of
-SAM, DoG/LDoG and MoMo: CPU fallbacks against written-out formulas, the optimizers'
+"""The CUDA backend's multi-tensor kernels (thrifty.torch._cuda.optim: device-side
+reductions and fused steps) and the fused paths of SAM, DoG/LDoG and MoMo: CPU fallbacks against written-out formulas, the optimizers'
 fused bookkeeping (forced onto CPU) against their plain path, kernels under ``-m gpu``."""
 
 import numpy as np
@@ -8,9 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import thrifty  # noqa: E402
-from thrifty.cuda import optim as fo  # noqa: E402
+from thrifty.torch._cuda import optim as fo  # noqa: E402
 from thrifty.torch.optim import SAM, DoG, LDoG, MoMo  # noqa: E402
 from thrifty.torch.optim import _fused  # noqa: E402
+
+import cuda_host  # noqa: E402
 
 
 def tensors(dtype=torch.float32, seed=0, shapes=((5, 3), (7,), (2, 2, 2))):
@@ -161,7 +163,7 @@ def test_fused_path_is_not_taken_on_cpu_by_default():
 
 # ----------------------------------------------------------------------------- GPU
 def _cuda():
-    from thrifty.cuda import _runtime
+    from thrifty.torch._cuda import _runtime
 
     if not torch.cuda.is_available() or not _runtime.available():
         pytest.skip("needs a CUDA device and CuPy")
@@ -286,18 +288,16 @@ def _sam_dog_momo(xs, ys):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_host_kernels_match_fallback(monkeypatch, dtype):
-    import _host_kernels
-
     shapes = ((300,), (7, 5), (3,))
     xs, ys = tensors(dtype, 1, shapes), tensors(dtype, 2, shapes)
     kx, ky = [x.clone() for x in xs], [y.clone() for y in ys]
     with monkeypatch.context() as m:
-        _host_kernels.patch(m)
+        cuda_host.patch(m)
         for kw in (dict(), dict(op="dot"), dict(op="prodsq"), dict(c=-1.0, segments=[1, 2], sqrt=True)):
             a = fo.multi_tensor_sum(xs, ys if kw else None, **kw)
             m.undo()
             b = fo.multi_tensor_sum(xs, ys if kw else None, **kw)
-            _host_kernels.patch(m)
+            cuda_host.patch(m)
             torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-5)
         olds, dk, sk = _sam_dog_momo(kx, ky)
     olds_c, dc, sc = _sam_dog_momo(xs, ys)
@@ -309,12 +309,10 @@ def test_host_kernels_match_fallback(monkeypatch, dtype):
 
 @pytest.mark.parametrize("name", ["sam", "ldog", "momo"])
 def test_host_kernels_in_the_optimizers(monkeypatch, name):
-    import _host_kernels
-
     make, kw = OPTIMIZERS[name]
     plain, _ = run(make, 4, False, **kw)
     with monkeypatch.context() as m:
-        _host_kernels.patch(m)
+        cuda_host.patch(m)
         fused, _ = run(make, 4, True, **kw)
     for a, b in zip(plain, fused):
         torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)

@@ -19,7 +19,7 @@ straight-through estimator of the float layer: ``grad_x = grad_y @ W_q`` and
 activations ``x_q = xq / s_x``; the int8 codes are what is kept for the backward pass
 (a quarter of float32 activations).
 
-CUDA tensors run the kernels of ``bitlinear.cu`` when :func:`thrifty.cuda.available`;
+CUDA tensors run the kernels of ``bitlinear.cu`` when :func:`thrifty.torch.cuda_available`;
 everything else runs the torch reference below, which has the same integer semantics
 (bit-identical results). Against the float ``BitLinear`` the results agree within the
 rounding of the float layer's accumulation (the integer products are exact).
@@ -27,7 +27,7 @@ rounding of the float layer's accumulation (the integer products are exact).
 Examples
 --------
 >>> import torch
->>> from thrifty.cuda.bitlinear import bitlinear
+>>> from thrifty.torch._cuda.bitlinear import bitlinear
 >>> from thrifty.torch.nn import BitLinear
 >>> _ = torch.manual_seed(0)
 >>> layer = BitLinear(64, 8)
@@ -41,25 +41,20 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .._errors import InvalidInputError
+from ..._errors import InvalidInputError
 from . import _runtime as _rt
 
 __all__ = ["PackedTernary", "WeightCache", "quantize_activations_int8", "pack_ternary",
-           "unpack_ternary", "dequantize_activations", "int8_ternary_linear", "bitlinear",
-           "KERNELS"]
+           "unpack_ternary", "dequantize_activations", "int8_ternary_linear", "bitlinear"]
 
 _FILE = "bitlinear.cu"
-KERNELS: tuple[str, ...] = tuple(_rt.kernel_signatures(_FILE))
+_KERNELS: tuple[str, ...] = tuple(_rt.kernel_signatures(_FILE))
 _KPAD = 64  # K is padded to the GEMM's k-tile
 _GEMV_MAX_M = 8  # rows up to which th_bitlinear_gemv replaces the tiled GEMM
 
 
 def _launch(kernel: str, nthreads: int, *args: Any) -> None:
-    _rt.launch(_FILE, kernel, nthreads, *args)
-
-
-def _use_kernels(t: Any) -> bool:
-    return bool(getattr(t, "is_cuda", False)) and _rt.available()
+    _rt.launch(_FILE, kernel, *args, threads=nthreads)
 
 
 def _kp(k: int) -> int:
@@ -98,7 +93,7 @@ def quantize_activations_int8(x: Any) -> tuple[Any, Any]:
     k = x.shape[-1]
     xf = x.detach().reshape(-1, k).to(torch.float32).contiguous()
     m, kp = xf.shape[0], _kp(k)
-    if _use_kernels(xf):
+    if _rt.use_kernels(xf):
         xq = torch.empty((m, kp), dtype=torch.int8, device=xf.device)
         s_x = torch.empty(m, dtype=torch.float32, device=xf.device)
         _launch("th_act_quant", m * 256, xf, m, k, kp, xq, s_x)
@@ -114,7 +109,7 @@ def dequantize_activations(xq: Any, s_x: Any, k: int) -> Any:
     """``xq[:, :k] / s_x[:, None]`` in float32 (the straight-through activations)."""
     import torch
 
-    if _use_kernels(xq):
+    if _rt.use_kernels(xq):
         m, kp = xq.shape
         out = torch.empty((m, k), dtype=torch.float32, device=xq.device)
         _launch("th_act_dequant", m * k, xq, m, k, kp, s_x, out)
@@ -125,9 +120,9 @@ def dequantize_activations(xq: Any, s_x: Any, k: int) -> Any:
 def _weight_scale(weight: Any, scale: str) -> Any:
     import torch
 
-    from ..torch.nn import _weight_scale as ws
+    from .._ternary import weight_scale
 
-    return ws(weight, scale).reshape(1).to(torch.float32).contiguous()
+    return weight_scale(weight, scale).reshape(1).to(torch.float32).contiguous()
 
 
 def pack_ternary(weight: Any, scale: str = "absmean") -> PackedTernary:
@@ -144,7 +139,7 @@ def pack_ternary(weight: Any, scale: str = "absmean") -> PackedTernary:
     kp = _kp(k)
     w = weight.detach().to(torch.float32).contiguous()
     s_w = _weight_scale(w, scale)
-    if _use_kernels(w):
+    if _rt.use_kernels(w):
         words = torch.empty((n, kp // 16), dtype=torch.int32, device=w.device)
         _launch("th_wpack", words.numel(), w, n, k, kp // 16, s_w, words)
         return PackedTernary(words, s_w, k)
@@ -170,7 +165,7 @@ def unpack_ternary(p: PackedTernary) -> Any:
     """The dequantised weight ``q / s_w`` (float32, (N, K))."""
     import torch
 
-    if _use_kernels(p.words):
+    if _rt.use_kernels(p.words):
         n, kw = p.words.shape
         out = torch.empty((n, p.in_features), dtype=torch.float32, device=p.words.device)
         _launch("th_wunpack", out.numel(), p.words, n, p.in_features, kw, p.s_w, out)
@@ -187,7 +182,7 @@ def int8_ternary_linear(xq: Any, s_x: Any, p: PackedTernary, bias: Any = None) -
     if kp != p.words.shape[1] * 16:
         raise InvalidInputError(f"activations padded to {kp} do not match weights padded to {p.words.shape[1] * 16}")
     b = None if bias is None else bias.detach().to(torch.float32).contiguous()
-    if _use_kernels(xq):
+    if _rt.use_kernels(xq):
         y = torch.empty((m, n), dtype=torch.float32, device=xq.device)
         args = (xq.view(torch.int32), s_x, p.words, p.s_w, b if b is not None else s_x,
                 int(b is not None), m, n, kp, y)
@@ -288,8 +283,9 @@ def bitlinear(x: Any, weight: Any, bias: Any = None, *, scale: str = "absmean",
     Tensor (..., out_features) of ``x``'s dtype.
     """
     global _FN
-    if scale not in ("absmean", "absmedian"):
-        raise InvalidInputError(f"scale must be 'absmean' or 'absmedian', got {scale!r}")
+    from .._ternary import check_scale
+
+    check_scale(scale)
     if x.shape[-1] != weight.shape[-1]:
         raise InvalidInputError(f"x has {x.shape[-1]} features, the weight expects {weight.shape[-1]}")
     packed = cache.get(weight, scale) if cache is not None else pack_ternary(weight, scale)
