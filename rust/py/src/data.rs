@@ -22,10 +22,7 @@ use thrifty_core::pipeline::PipelineError;
 
 use crate::arrays::vec1;
 use crate::errors::{core_err, invalid_input};
-use crate::runtime::{num_threads, run};
-
-/// How often a waiting `__next__` wakes to check for Ctrl-C.
-const POLL: Duration = Duration::from_millis(50);
+use crate::runtime::{num_threads, run, wait};
 
 /// A borrowed byte range of a numpy array kept alive by its owner.
 #[derive(Clone, Copy)]
@@ -198,9 +195,13 @@ impl BatchStream {
                 Ok((x, rows.len(), y))
             };
             // Small batches are copied on this thread: handing them to the pool
-            // would cost two thread wake-ups per batch.
+            // would cost two thread wake-ups per batch. Without a pool (the system
+            // refused its threads) large ones are copied here too.
             if rows.len() * width * elem_size >= PAR_BYTES {
-                parallel::install(threads, gather)
+                match parallel::try_pool(threads) {
+                    Ok(pool) => pool.install(gather),
+                    Err(_) => gather(),
+                }
             } else {
                 gather()
             }
@@ -219,19 +220,16 @@ impl BatchStream {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<PyBatch<'py>>> {
-        let got: PyResult<Option<Result<Batch, PipelineError>>> = py.detach(|| loop {
-            let guard = self.stream.lock().expect("loader lock poisoned");
-            let Some(stream) = guard.as_ref() else {
-                return Ok(None);
-            };
-            match stream.next_timeout(POLL) {
-                Next::Item(r) => return Ok(Some(r)),
-                Next::Done => return Ok(None),
-                Next::Pending => {
-                    drop(guard);
-                    Python::attach(|py| py.check_signals())?;
+        let got = py.detach(|| {
+            let next = |t: Duration| {
+                let guard = self.stream.lock().expect("loader lock poisoned");
+                match guard.as_ref().map(|s| s.next_timeout(t)) {
+                    None | Some(Next::Done) => Some(None),
+                    Some(Next::Item(r)) => Some(Some(r)),
+                    Some(Next::Pending) => None,
                 }
-            }
+            };
+            wait(next, |py| py.check_signals()).map_err(|(e, _)| e)
         });
         match got? {
             None => {

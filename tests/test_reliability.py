@@ -1,0 +1,147 @@
+"""Runtime guarantees: fork safety, bounded thread pools, no panics on thread limits,
+typed exceptions created once.
+
+Each hazard runs in a child process (fork, a resource limit, a different user), so a
+regression shows up as a failed test instead of a hung or crashed test run.
+"""
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import thrifty
+import thrifty.cluster
+import thrifty.neighbors
+from thrifty import _core, _errors
+
+
+def _child_calls_thrifty(conn) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    _, idx = thrifty.neighbors.topk(x, x, 1, metric="euclidean")
+    labels = thrifty.cluster.KMeans(3, seed=0).fit(x).labels_
+    conn.send((idx[:, 0].tolist(), labels.tolist()))
+    conn.close()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_forked_child_can_call_thrifty_after_the_parent_did(threads):
+    thrifty.set_num_threads(threads)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    # The parent builds its pool first: the child inherits it without threads.
+    _, want_idx = thrifty.neighbors.topk(x, x, 1, metric="euclidean")
+    want_labels = thrifty.cluster.KMeans(3, seed=0).fit(x).labels_
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_child_calls_thrifty, args=(child,))
+    p.start()
+    child.close()
+    try:
+        assert parent.poll(30), "forked child did not finish thrifty calls within 30 s"
+        got_idx, got_labels = parent.recv()
+    finally:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    assert p.exitcode == 0
+    assert got_idx == want_idx[:, 0].tolist() == list(range(300))
+    assert got_labels == want_labels.tolist()
+
+
+def _run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env.pop("THRIFTY_NUM_THREADS", None)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def test_thread_count_changes_do_not_accumulate_threads():
+    # Every distinct count used to keep its own pool forever (1 + 2 + ... + 48 threads).
+    r = _run_python(
+        """
+        import os, time
+        import numpy as np
+        import thrifty, thrifty.neighbors
+        from thrifty import _core
+        x = np.ones((64, 4), np.float32)
+        for n in range(1, 49):
+            thrifty.set_num_threads(n)
+            thrifty.neighbors.topk(x, x, 1)
+        cached = _core._cached_pools()
+        # Threads of evicted pools exit asynchronously.
+        for _ in range(100):
+            tasks = len(os.listdir("/proc/self/task"))
+            if tasks <= 1 + sum(cached) + 8:
+                break
+            time.sleep(0.05)
+        print(tasks, sum(cached), len(cached))
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    tasks, cached_threads, n_pools = map(int, r.stdout.split())
+    assert n_pools <= 4
+    assert cached_threads <= 45 + 46 + 47 + 48
+    # The main thread, the cached pools' workers, and a little slack for the runtime.
+    assert tasks <= 1 + cached_threads + 8, (tasks, cached_threads)
+
+
+def test_refused_threads_raise_oserror_not_panic():
+    # RLIMIT_NPROC does not bind root, so the child drops to `nobody` when it can.
+    r = _run_python(
+        """
+        import os, resource, sys
+        import numpy as np
+        import thrifty, thrifty.neighbors
+        if os.geteuid() == 0:
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            except OSError as e:
+                print("SKIP cannot drop root:", e)
+                sys.exit(0)
+        # The user already runs >= 1 process, so no new thread may start.
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+        thrifty.set_num_threads(4)
+        x = np.ones((64, 4), np.float32)
+        try:
+            thrifty.neighbors.topk(x, x, 1)
+        except OSError as e:
+            assert isinstance(e, thrifty.ThriftyError), type(e)
+            assert "worker threads" in str(e), str(e)
+            print("OSERROR", e)
+        except BaseException as e:
+            print("WRONG", type(e).__module__, type(e).__name__, e)
+        else:
+            print("NO ERROR")
+        """
+    )
+    if r.stdout.startswith("SKIP"):
+        pytest.skip(r.stdout.strip())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("OSERROR"), r.stdout + r.stderr
+    assert "PanicException" not in r.stderr
+
+
+def test_core_errors_are_the_python_classes():
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(thrifty.InvalidInputError) as e:
+        thrifty.neighbors.topk(x, x, 5)
+    assert type(e.value) is _errors.InvalidInputError
+    # Raised by the binding itself, not only by Python-side validation.
+    with pytest.raises(_errors.InvalidInputError):
+        _core.topk(x, x, 5, "cosine")
+    with pytest.raises(_errors.InvalidInputError):
+        _core.topk(x, x, 1, "nope")
