@@ -47,14 +47,14 @@ def test_release_profile_strips_the_extension():
     assert release["strip"] is True
 
 
-def test_cuda_without_torch_is_a_one_line_install_hint():
+def test_torch_submodules_without_torch_are_a_one_line_install_hint():
     code = (
         "import sys\n"
         "sys.modules['torch'] = None\n"  # as if torch were not installed
-        "import thrifty.cuda\n"
-        "assert thrifty.cuda.available() is False\n"
+        "import thrifty.torch\n"
+        "assert thrifty.torch.cuda_available() is False\n"
         "try:\n"
-        "    thrifty.cuda.quant\n"
+        "    thrifty.torch.quant\n"
         "except ModuleNotFoundError as e:\n"
         "    print(e.name, '|', e)\n"
     )

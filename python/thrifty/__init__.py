@@ -4,8 +4,8 @@ Fewer samples (dataset dedup and pruning), fewer bits (low-bit formats and packi
 no training at all (compression kNN, nearest-mean and kNN classifiers on embeddings)
 and leaner optimisation (PyTorch optimizers and losses), with a Rust core.
 
-``import thrifty`` never imports torch or CuPy; the ``thrifty.torch`` and
-``thrifty.cuda`` subpackages import them when they are used.
+``import thrifty`` never imports torch or CuPy; ``thrifty.torch`` imports them when it
+is used (its CUDA kernels are a private backend it picks by the tensors' device).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 __all__ = ["cuda_available", "data", "optim", "schedules", "averaging", "losses", "init", "nn", "quant"]
@@ -40,7 +41,20 @@ def cuda_available() -> bool:
     return available()
 
 
+def _torch_installed() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # e.g. sys.modules["torch"] is None
+        return False
+
+
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
+        if not _torch_installed():
+            raise ModuleNotFoundError(
+                f"thrifty.torch.{name} needs PyTorch, which is not installed: "
+                "pip install torch (or install thrifty with its 'torch' or 'cuda' extra)",
+                name="torch",
+            )
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
