@@ -145,3 +145,43 @@ def test_core_errors_are_the_python_classes():
         _core.topk(x, x, 5, "cosine")
     with pytest.raises(_errors.InvalidInputError):
         _core.topk(x, x, 1, "nope")
+
+
+def test_huge_results_raise_memory_error_under_a_memory_limit():
+    r = _run_python(
+        """
+        import resource
+        import numpy as np
+        import thrifty, thrifty.neighbors, thrifty.text
+        x = np.ones((100000, 8), np.float32)  # 3.2 MB
+        thrifty.neighbors.topk(x[:10], x[:10], 1)  # start the pool before the limit
+        vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1])
+        limit = vm * 1024 + (1 << 30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        cases = {
+            "topk k=n": lambda: thrifty.neighbors.topk(x, x, 100000),
+            "topk 4.8 GB": lambda: thrifty.neighbors.topk(x[:20000], x[:20000], 20000),
+            "ncd 40000^2": lambda: thrifty.text.ncd_matrix([b"ab"] * 40000, [b"ab"] * 40000),
+        }
+        for name, f in cases.items():
+            try:
+                f()
+                print(name, "NO ERROR")
+            except thrifty.OutOfMemoryError as e:
+                assert isinstance(e, MemoryError)
+                print(name, "MemoryError")
+        try:
+            thrifty.neighbors.topk(x[:10], x[:10], 11)
+        except thrifty.InvalidInputError:
+            print("k>n InvalidInputError")
+        """,
+        timeout=120,
+    )
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    assert lines == [
+        "topk k=n MemoryError",
+        "topk 4.8 GB MemoryError",
+        "ncd 40000^2 MemoryError",
+        "k>n InvalidInputError",
+    ], r.stdout + r.stderr

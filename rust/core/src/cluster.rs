@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use crate::alloc::AllocError;
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::gemm::{self, AlignedBuf, Isa};
 use crate::linalg::{LinalgError, MatRef};
@@ -72,6 +73,8 @@ pub enum ClusterError {
     ZeroVector(usize),
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 impl Classify for ClusterError {
@@ -79,6 +82,7 @@ impl Classify for ClusterError {
         match self {
             ClusterError::Cancelled(_) => ErrorKind::Cancelled,
             ClusterError::Matrix(e) => e.kind(),
+            ClusterError::Alloc(e) => e.kind(),
             _ => ErrorKind::InvalidInput,
         }
     }
@@ -89,6 +93,7 @@ impl From<NeighborsError> for ClusterError {
         match e {
             NeighborsError::Matrix(m) => ClusterError::Matrix(m),
             NeighborsError::Cancelled(c) => ClusterError::Cancelled(c),
+            NeighborsError::Alloc(a) => ClusterError::Alloc(a),
             other => ClusterError::Invalid(other.to_string()),
         }
     }
@@ -246,7 +251,7 @@ fn nearest(
             .collect()
     };
     let ldc = nb.div_ceil(nr) * nr;
-    let mut out = vec![0i64; n];
+    let mut out = crate::alloc::try_vec(0i64, n, "the cluster labels")?;
     out.par_chunks_mut(ASSIGN_ROWS).enumerate().try_for_each(
         |(qi, dst)| -> Result<(), ClusterError> {
             progress.check()?;

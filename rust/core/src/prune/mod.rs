@@ -17,6 +17,7 @@
 use rayon::prelude::*;
 
 use crate::cluster::{dot_f64, normalized, norms, ClusterError};
+use crate::alloc::AllocError;
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::gemm::{matmul_nt, Isa};
 use crate::linalg::{LinalgError, MatRef};
@@ -59,6 +60,8 @@ pub enum PruneError {
     Invalid(String),
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 impl Classify for PruneError {
@@ -68,6 +71,7 @@ impl Classify for PruneError {
             PruneError::Matrix(e) => e.kind(),
             PruneError::Cluster(e) => e.kind(),
             PruneError::Invalid(_) => ErrorKind::InvalidInput,
+            PruneError::Alloc(e) => e.kind(),
         }
     }
 }
@@ -240,7 +244,7 @@ fn dedup_clusters(
                 let j1 = (j0 + BLOCK).min(m);
                 let a = MatRef::new(&e[j0 * d..j1 * d], j1 - j0, d)?;
                 let b = MatRef::new(&e[..j1 * d], j1, d)?;
-                let s = matmul_nt(isa, a, None, b, None);
+                let s = matmul_nt(isa, a, None, b, None)?;
                 for (r, row) in s.chunks_exact(j1).enumerate() {
                     let j = j0 + r;
                     let mut best = 0usize;
@@ -500,7 +504,7 @@ pub fn dbp(
         .collect();
     let l = o.n_neighbors.min(k - 1);
     let cm = MatRef::new(&p.cn, k, d)?;
-    let cc = matmul_nt(Isa::detect(), cm, None, cm, None);
+    let cc = matmul_nt(Isa::detect(), cm, None, cm, None)?;
     let inter: Vec<f64> = (0..k)
         .into_par_iter()
         .map(|j| {
