@@ -147,6 +147,24 @@ def test_core_errors_are_the_python_classes():
         _core.topk(x, x, 1, "nope")
 
 
+# gzip level 0: stored blocks are cut where Python's output buffer fills up (32 KiB,
+# then 64 KiB, 256 KiB, ...), so every size around those boundaries is checked.
+@pytest.mark.parametrize(
+    "n",
+    [1, 5, 32758, 32763, 32764, 65531, 65535, 65536, 65540, 98294, 98299, 99701,
+     131070, 131071, 163835, 196605, 200000, 360443, 393210, 400000, 1_100_000],
+)
+def test_gzip_level_0_matches_python_gzip(n):
+    import gzip
+
+    import thrifty.text
+
+    rng = np.random.default_rng(n)
+    for data in (rng.integers(0, 256, n, dtype=np.uint8).tobytes(), b"a" * n):
+        got = thrifty.text.compressed_len([data], level=0)[0]
+        assert got == len(gzip.compress(data, 0)), n
+
+
 def test_huge_results_raise_memory_error_under_a_memory_limit():
     r = _run_python(
         """
