@@ -165,6 +165,81 @@ def test_gzip_level_0_matches_python_gzip(n):
         assert got == len(gzip.compress(data, 0)), n
 
 
+def _interrupt_delay(code: str, warmup: float) -> float:
+    """Run `code` (which prints 'ready' and then works until interrupted), send SIGINT
+    after `warmup` seconds, and return the seconds until KeyboardInterrupt arrived."""
+    import signal
+    import time
+
+    wrapper = textwrap.dedent(code) + textwrap.dedent(
+        """
+        import sys, time
+        print("ready", flush=True)
+        try:
+            while True:
+                work()
+        except KeyboardInterrupt:
+            print(f"interrupted {time.time():.6f}", flush=True)
+            sys.exit(0)
+        """
+    )
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    p = subprocess.Popen(
+        [sys.executable, "-c", wrapper], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(warmup)
+        sent = time.time()
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, out
+    assert out.startswith("interrupted"), out
+    return float(out.split()[1]) - sent
+
+
+# The target is 0.5 s; the bound leaves room for a loaded test machine while still
+# failing the old behaviour (checks only between clusters: tens of seconds).
+_MAX_DELAY = 1.5
+
+
+def test_ctrl_c_stops_semdedup_inside_one_big_cluster():
+    delay = _interrupt_delay(
+        """
+        import numpy as np
+        import thrifty.prune
+        x = np.random.default_rng(0).standard_normal((40000, 256)).astype(np.float32)
+        labels = np.zeros(40000, np.int64)
+        centroids = x[:1].copy()
+        def work():
+            thrifty.prune.semdedup(x, eps=0.01, labels=labels, centroids=centroids)
+        """,
+        warmup=1.5,
+    )
+    print(f"SIGINT delay {delay:.3f} s")
+    assert delay < _MAX_DELAY, delay
+
+
+def test_ctrl_c_stops_kmeans_final_assignment():
+    delay = _interrupt_delay(
+        """
+        import numpy as np
+        import thrifty.cluster
+        x = np.random.default_rng(0).standard_normal((300000, 128)).astype(np.float32)
+        km = thrifty.cluster.KMeans(1024, max_iter=1, max_points_per_centroid=2, seed=0)
+        def work():
+            km.fit(x)  # training on 2048 points; the time goes to assigning all rows
+        """,
+        warmup=1.5,
+    )
+    print(f"SIGINT delay {delay:.3f} s")
+    assert delay < _MAX_DELAY, delay
+
+
 def test_huge_results_raise_memory_error_under_a_memory_limit():
     r = _run_python(
         """

@@ -262,6 +262,8 @@ fn nearest(
             let mut tile = AlignedBuf::zeros(rows.len().div_ceil(mr) * mr * ldc);
             let mut best = vec![(f32::NEG_INFINITY, 0i64); dst.len()];
             for (bi, bp) in packed.iter().enumerate() {
+                // Many centroids make one task long: stay cancellable inside it.
+                progress.check()?;
                 let c0 = bi * nb;
                 let cols = (k - c0).min(nb);
                 gemm::compute_block(
@@ -475,12 +477,12 @@ pub fn kmeans(
     }
     progress.inc(1);
     let tol = opts.tol * mean_variance(train);
-    let quiet = Progress::new();
     let mut n_iter = 0;
     for _ in 0..opts.max_iter {
         progress.check()?;
         n_iter += 1;
-        let (labels, dist) = assign(train, MatRef::new(&cent, k, d)?, opts.spherical, &quiet)?;
+        // `assign` only checks `progress` for cancellation; it never counts.
+        let (labels, dist) = assign(train, MatRef::new(&cent, k, d)?, opts.spherical, progress)?;
         let mut sums = vec![0.0f64; k * d];
         let mut counts = vec![0usize; k];
         for (i, &l) in labels.iter().enumerate() {
@@ -540,7 +542,7 @@ pub fn kmeans(
         MatRef::new(&cent, k, d)?,
         opts.spherical,
         row_norms.as_deref(),
-        &quiet,
+        progress,
     )?;
     let inertia = crate::parallel::fixed_chunks(n, 4096)
         .into_par_iter()
