@@ -224,6 +224,46 @@ def test_ctrl_c_stops_semdedup_inside_one_big_cluster():
     assert delay < _MAX_DELAY, delay
 
 
+def test_semdedup_big_cluster_matches_numpy_and_ignores_threads():
+    # One cluster of 4500 rows: several row blocks and column chunks per block, the
+    # pieces SemDeDup now checks cancellation between.
+    import thrifty.prune
+
+    rng = np.random.default_rng(3)
+    n, d = 4500, 16
+    x = rng.normal(size=(n, d))
+    src = rng.integers(0, n - 900, 900)
+    x[n - 900:] = x[src] + rng.normal(size=(900, d)) * 1e-3
+    x = x.astype(np.float32)
+    lab = np.zeros(n, np.int64)
+    c = x.mean(0, keepdims=True)
+    got = []
+    for threads in (1, 3):
+        thrifty.set_num_threads(threads)
+        got.append(thrifty.prune.semdedup(x, eps=0.01, labels=lab, centroids=c))
+    np.testing.assert_array_equal(got[0].duplicate_of, got[1].duplicate_of)
+    assert got[0].similarity.tobytes() == got[1].similarity.tobytes()
+
+    xn = (x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)).astype(np.float32)
+    cn = c / np.linalg.norm(c)
+    score = 1.0 - (xn.astype(np.float64) @ cn[0].astype(np.float64))
+    mem = np.lexsort((np.arange(n), -score))  # hardest first, ties by index
+    e = xn[mem]
+    s_mat = e @ e.T
+    dup = np.full(n, -1)
+    sim = np.full(n, np.nan, np.float32)
+    for b in range(1, n):
+        row = s_mat[b, :b]
+        cand = np.flatnonzero(row == row.max())
+        best = cand[np.argmin(mem[cand])]
+        sim[mem[b]] = row[best]
+        if row[best] > 0.99:
+            dup[mem[b]] = mem[best]
+    np.testing.assert_array_equal(got[0].duplicate_of, dup)
+    np.testing.assert_allclose(got[0].similarity, sim, atol=2e-6)
+    assert (dup >= 0).sum() >= 850
+
+
 def test_ctrl_c_stops_kmeans_final_assignment():
     delay = _interrupt_delay(
         """
