@@ -17,6 +17,7 @@
 use rayon::prelude::*;
 
 use crate::cluster::{dot_f64, normalized, norms, ClusterError};
+use crate::alloc::AllocError;
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::gemm::{matmul_nt, Isa};
 use crate::linalg::{LinalgError, MatRef};
@@ -59,6 +60,8 @@ pub enum PruneError {
     Invalid(String),
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 impl Classify for PruneError {
@@ -68,6 +71,7 @@ impl Classify for PruneError {
             PruneError::Matrix(e) => e.kind(),
             PruneError::Cluster(e) => e.kind(),
             PruneError::Invalid(_) => ErrorKind::InvalidInput,
+            PruneError::Alloc(e) => e.kind(),
         }
     }
 }
@@ -196,8 +200,11 @@ pub fn keep_count(n: usize, fraction: f64) -> Result<usize, PruneError> {
     Ok(((fraction * n as f64 + 0.5).floor() as usize).clamp(1, n))
 }
 
-/// Rows of SemDeDup similarity computed per product (bounds memory to `BLOCK x m`).
+/// Rows of SemDeDup similarity computed per product.
 const BLOCK: usize = 512;
+/// Earlier rows compared per product: one `BLOCK x COLS` product (a few ms) is the
+/// longest stretch between two cancellation checks, and bounds its memory.
+const COLS: usize = 2048;
 
 /// SemDeDup over each cluster: `(duplicate_of, similarity)`.
 fn dedup_clusters(
@@ -235,32 +242,60 @@ fn dedup_clusters(
                 })
                 .collect();
             out.push((ord[0], -1, f32::NAN));
-            let mut j0 = 1;
-            while j0 < m {
-                let j1 = (j0 + BLOCK).min(m);
-                let a = MatRef::new(&e[j0 * d..j1 * d], j1 - j0, d)?;
-                let b = MatRef::new(&e[..j1 * d], j1, d)?;
-                let s = matmul_nt(isa, a, None, b, None);
-                for (r, row) in s.chunks_exact(j1).enumerate() {
-                    let j = j0 + r;
-                    let mut best = 0usize;
-                    for i in 1..j {
-                        let (v, bv) = (row[i], row[best]);
-                        if v > bv || (v == bv && ord[i] < ord[best]) {
-                            best = i;
+            progress.inc(1);
+            // Row blocks are independent (row j looks at rows 0..j only), so a big
+            // cluster is split over the pool too; columns come in chunks of `COLS`, so
+            // cancellation is noticed within one `BLOCK x COLS` product.
+            let blocks: Vec<(usize, usize)> = (1..m)
+                .step_by(BLOCK)
+                .map(|j0| (j0, (j0 + BLOCK).min(m)))
+                .collect();
+            let parts: Vec<Vec<(usize, i64, f32)>> = blocks
+                .par_iter()
+                .map(|&(j0, j1)| -> Result<_, PruneError> {
+                    let a = MatRef::new(&e[j0 * d..j1 * d], j1 - j0, d)?;
+                    // Per row: the best earlier row so far (position in `ord`, cosine).
+                    let mut best: Vec<Option<(usize, f32)>> = vec![None; j1 - j0];
+                    for c0 in (0..j1 - 1).step_by(COLS) {
+                        progress.check()?;
+                        let c1 = (c0 + COLS).min(j1 - 1);
+                        let b = MatRef::new(&e[c0 * d..c1 * d], c1 - c0, d)?;
+                        let s = matmul_nt(isa, a, None, b, None)?;
+                        for (r, row) in s.chunks_exact(c1 - c0).enumerate() {
+                            let hi = (j0 + r).min(c1);
+                            let bst = &mut best[r];
+                            for i in c0..hi {
+                                let v = row[i - c0];
+                                let better = match *bst {
+                                    None => true,
+                                    Some((bi, bv)) => v > bv || (v == bv && ord[i] < ord[bi]),
+                                };
+                                if better {
+                                    *bst = Some((i, v));
+                                }
+                            }
                         }
                     }
-                    let sim = row[best];
-                    let dup = if f64::from(sim) > thr {
-                        ord[best] as i64
-                    } else {
-                        -1
-                    };
-                    out.push((ord[j], dup, sim));
-                }
-                j0 = j1;
+                    let rows = best
+                        .into_iter()
+                        .enumerate()
+                        .map(|(r, b)| {
+                            let (bi, sim) = b.expect("every row after the first has a predecessor");
+                            let dup = if f64::from(sim) > thr {
+                                ord[bi] as i64
+                            } else {
+                                -1
+                            };
+                            (ord[j0 + r], dup, sim)
+                        })
+                        .collect();
+                    progress.inc((j1 - j0) as u64);
+                    Ok(rows)
+                })
+                .collect::<Result<_, _>>()?;
+            for p in parts {
+                out.extend(p);
             }
-            progress.inc(m as u64);
             Ok(out)
         })
         .collect::<Result<_, _>>()?;
@@ -500,7 +535,7 @@ pub fn dbp(
         .collect();
     let l = o.n_neighbors.min(k - 1);
     let cm = MatRef::new(&p.cn, k, d)?;
-    let cc = matmul_nt(Isa::detect(), cm, None, cm, None);
+    let cc = matmul_nt(Isa::detect(), cm, None, cm, None)?;
     let inter: Vec<f64> = (0..k)
         .into_par_iter()
         .map(|j| {
