@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in (info, prune):
         module.register(sub)
+    parser.set_defaults(_commands=sub.choices)
     return parser
 
 
@@ -69,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .._errors import FormatError, InvalidInputError, ThriftyError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser: "thrifty prune: error: ..."
+        parser = args._commands.get(getattr(args, "command", None), parser)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "func", None) is None:
         parser.print_usage(sys.stderr)
         print("thrifty: error: a command is required (see 'thrifty --help')", file=sys.stderr)
