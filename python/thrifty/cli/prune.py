@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
             "Prune a dataset by its embeddings. INPUT: .npy of shape (n, d), float32, "
             "float16 or float64, or .parquet with a list-of-floats column. OUT: kept row "
             "indices (int64 .npy, or .txt one per line). Default --clusters: round(sqrt(n)). "
-            "Exit codes: 0 done, 1 failure, 2 bad input or usage, 130 interrupted."
+            "Exit codes: 0 done, 1 failure, 2 bad input or usage, 130 interrupted, "
+            "143 terminated."
         ),
     )
     p.add_argument("input", nargs="?", metavar="INPUT",
