@@ -117,14 +117,15 @@ class _Terminated(BaseException):
 def _terminate_as_exception() -> Iterator[None]:
     """Turn SIGTERM into :class:`_Terminated` while a command runs (main thread only);
     long work in the Rust core notices it within 0.1 s, as it does Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
+    old = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or old in (None, signal.SIG_IGN):
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
         raise _Terminated
 
-    old = signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:

@@ -335,6 +335,9 @@ def _sigint_deferred() -> Iterator[list[bool]]:
         yield hit
         return
     old = signal.getsignal(signal.SIGINT)
+    if old is None or old == signal.SIG_IGN:  # ignored, or installed outside Python
+        yield hit
+        return
     signal.signal(signal.SIGINT, lambda *_: hit.append(True))
     try:
         yield hit
