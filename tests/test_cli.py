@@ -43,7 +43,10 @@ def test_info_json_honours_env():
     [
         ([], "a command is required"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
         (["info", "--bogus"], "unrecognized arguments: --bogus"),
+        (["prune", "x.npy", "--bogus", "-o", "k.npy"], "unrecognized arguments: --bogus"),
+        (["prune", "x.npy", "--keep", "abc"], "argument --keep: invalid float value: 'abc'"),
     ],
 )
 def test_bad_usage_is_one_line_exit_2(args, fragment):
@@ -51,7 +54,9 @@ def test_bad_usage_is_one_line_exit_2(args, fragment):
     assert r.returncode == 2
     assert fragment in r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("thrifty: error:") and fragment in last
+    prefix = "thrifty: error:" if not args or args[0] in ("frobnicate", "--bogus") else \
+        f"thrifty {args[0]}: error:"
+    assert last.startswith(prefix) and fragment in last
     assert "Traceback" not in r.stderr
 
 

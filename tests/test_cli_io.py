@@ -264,3 +264,33 @@ def test_parquet_byte_flipping_fuzz():
         assert emb.x.ndim == 2 and emb.x.size <= 4 * len(b) and np.isfinite(emb.x).all()
         seen["ok"] = seen.get("ok", 0) + 1
     assert seen.get("FormatError", 0) > 1000 and seen.get("ok", 0) > 10
+
+
+def test_npy_byte_flipping_fuzz_through_the_cli_reader(tmp_path):
+    """Mutated .npy files through the whole reader (header, dtype, shape, conversion):
+    each is read as a finite float matrix, or refused with a thrifty error."""
+    rng = random.Random(7)
+    seeds = []
+    for a in (np.ones((4, 3), np.float32), np.arange(6, dtype=">f8").reshape(3, 2),
+              np.ones((2, 5), np.float16)):
+        b = io.BytesIO()
+        np.save(b, a)
+        seeds.append(b.getvalue())
+    p = tmp_path / "fuzz.npy"
+    ok = 0
+    for _ in range(400):
+        b = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            del b[rng.randrange(len(b)):]
+        p.write_bytes(bytes(b))
+        try:
+            x = read_embeddings(str(p)).x
+        except (thrifty.FormatError, thrifty.InvalidInputError) as e:
+            assert "\n" not in str(e)
+            continue
+        ok += 1
+        assert x.ndim == 2 and x.size and x.dtype in (np.float32, np.float16)
+        assert np.isfinite(x).all()
+    assert ok > 20

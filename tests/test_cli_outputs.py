@@ -106,7 +106,7 @@ def test_report_symlinked_to_output_is_refused(emb, tmp_path, capsys, no_work):
 @pytest.mark.parametrize("out, extra, fragment", [
     ("kept.csv", [], "unsupported output format .csv"),
     ("kept", [], "unsupported output format (no extension)"),
-    ("kept.parquet", [], "use .npy (int64 indices) or .txt"),
+    ("kept.csv", [], "use .npy (int64 indices), .txt (one index or id per line) or .parquet"),
     ("kept.npy", ["--report", "rep.txt"], "give it a .json name"),
     ("kept.npy", ["--method", "semdedup", "--keep", "0.1"], "--keep is not used by --method semdedup"),
     ("kept.npy", ["--method", "ssp", "--eps", "0.1"], "--eps is not used by --method ssp"),
@@ -126,7 +126,10 @@ def test_id_column_with_npy_output_is_refused_before_any_work(tmp_path, capsys, 
     p = tmp_path / "e.parquet"
     p.write_bytes(b"PAR1")
     _refused(capsys, p, "--id-column", "id", "-o", tmp_path / "x.npy",
-             fragment="--id-column writes one id per line: name the output .txt")
+             fragment="--id-column writes ids, which a .npy of indices can not hold: "
+                      "name the output .txt or .parquet, not x.npy")
+    _refused(capsys, p, "--id-column", "index", "-o", tmp_path / "x.parquet",
+             fragment="--id-column 'index' would clash")
 
 
 def test_semdedup_keep_message_explains_the_alternative(emb, tmp_path, capsys, no_work):
@@ -330,3 +333,45 @@ def test_ctrl_c_stops_a_long_run_promptly_and_leaves_nothing(tmp_path, sig, code
     assert p.returncode == code and err == f"thrifty prune: {word}\n", err
     assert waited < 2.0
     assert sorted(os.listdir(tmp_path)) == ["big.npy"]
+
+
+def test_parquet_output_with_and_without_ids(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    x = np.random.default_rng(6).normal(size=(150, 4)).astype(np.float32)
+    ids = [f"doc-{i}" for i in range(150)]
+    src = tmp_path / "emb.parquet"
+    pq.write_table(pa.table({"embedding": pa.array(list(x), pa.list_(pa.float32())), "doc": ids}), src)
+    ref = prune.ssp(x, keep_fraction=0.4, n_clusters=3, seed=0).indices
+    common = ["prune", src, "--method", "ssp", "--keep", 0.4, "--clusters", 3]
+    rc, _, e = _run(capsys, *common, "-o", tmp_path / "a.parquet")
+    assert rc == 0, e
+    t = pq.read_table(tmp_path / "a.parquet")
+    assert t.column_names == ["index"] and t.schema.field("index").type == pa.int64()
+    np.testing.assert_array_equal(t.column("index").to_numpy(), ref)
+    rc, _, e = _run(capsys, *common, "--id-column", "doc", "-o", tmp_path / "b.parquet")
+    assert rc == 0, e
+    t = pq.read_table(tmp_path / "b.parquet")
+    assert t.column_names == ["index", "doc"]
+    np.testing.assert_array_equal(t.column("index").to_numpy(), ref)
+    assert t.column("doc").to_pylist() == [ids[i] for i in ref]
+    assert stat.S_IMODE(os.stat(tmp_path / "b.parquet").st_mode) == 0o644 & ~_umask()
+    assert _temps(tmp_path) == []
+
+
+def _umask():
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_parquet_output_without_pyarrow_is_refused_before_any_work(emb, tmp_path):
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "pyarrow").mkdir()
+    (tmp_path / "fake" / "pyarrow" / "__init__.py").write_text("raise ImportError('no pyarrow')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'fake'}:{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run([sys.executable, "-m", "thrifty", "prune", str(emb), "--method", "random",
+                        "-o", str(tmp_path / "k.parquet")], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert r.returncode == 2 and "parquet output needs pyarrow: pip install pyarrow" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "k.parquet").exists()

@@ -23,33 +23,26 @@ def test_doc_has_runnable_blocks():
     assert langs.count("python") >= 3 and langs.count("sh") >= 3
 
 
-def test_doc_blocks_run_in_order(tmp_path, monkeypatch):
+def test_doc_blocks_run(tmp_path, monkeypatch):
+    """As the docs harness runs a page: all python blocks in order in one interpreter,
+    then each sh block with ``set -euo pipefail``, in one fresh folder."""
     pytest.importorskip("pyarrow")
     monkeypatch.chdir(tmp_path)
     env = dict(os.environ)
     env.pop("THRIFTY_NUM_THREADS", None)
-    # `thrifty` as the console script would be, whether or not it is on PATH
-    prelude = f"set -eu\nthrifty() {{ '{sys.executable}' -m thrifty \"$@\"; }}\n" \
-              f"python() {{ '{sys.executable}' \"$@\"; }}\n"
-    for i, (lang, body) in enumerate(_blocks()):
-        if lang == "python":
-            r = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True,
-                               timeout=120, env=env)
-        else:
+    found = _blocks()
+    script = "\n\n".join(body for lang, body in found if lang == "python")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, f"python blocks failed:\n{r.stdout}\n{r.stderr}"
+    # `thrifty` and `python` as on an installed system, whether or not they are on PATH
+    prelude = (f"set -euo pipefail\nthrifty() {{ '{sys.executable}' -m thrifty \"$@\"; }}\n"
+               f"python() {{ '{sys.executable}' \"$@\"; }}\n")
+    for i, (lang, body) in enumerate(found):
+        if lang == "sh":
             r = subprocess.run(["bash", "-c", prelude + body], capture_output=True, text=True,
                                timeout=120, env=env)
-        assert r.returncode == 0, f"block {i} ({lang}) failed:\n{body}\n{r.stdout}\n{r.stderr}"
-
-
-def test_python_blocks_run_without_the_shell_blocks(tmp_path, monkeypatch):
-    """A harness that executes only the python blocks, in order, also succeeds."""
-    pytest.importorskip("pyarrow")
-    monkeypatch.chdir(tmp_path)
-    for i, (lang, body) in enumerate(_blocks()):
-        if lang == "python":
-            r = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True,
-                               timeout=120)
-            assert r.returncode == 0, f"block {i} failed:\n{body}\n{r.stderr}"
+            assert r.returncode == 0, f"sh block {i} failed:\n{body}\n{r.stdout}\n{r.stderr}"
 
 
 def test_doc_shows_the_real_messages(tmp_path, capsys, monkeypatch):

@@ -178,3 +178,16 @@ def test_byte_flipping_fuzz(tmp_path):
 ), st.integers(0, 64), st.sampled_from([1, 2, 3]))
 def test_arbitrary_headers_fuzz(tmp_path_factory, header, n_data, version):
     _check_one(_npy(header, b"\x00" * n_data, version), tmp_path_factory.getbasetemp() / "h.npy")
+
+
+@pytest.mark.parametrize("case", sorted(_BAD))
+def test_array_loader_header_reader_raises_format_error_too(tmp_path, case):
+    """thrifty.data.read_npy_header (ArrayLoader's reader) shares the strict parser."""
+    from thrifty.data import read_npy_header
+
+    blob, fragment = _BAD[case]
+    p = tmp_path / "bad.npy"
+    p.write_bytes(blob)
+    with pytest.raises(thrifty.FormatError) as e:
+        read_npy_header(p)
+    assert fragment in str(e.value)[len(str(p)):]

@@ -30,14 +30,13 @@ Sampling
 
 from __future__ import annotations
 
-import ast
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _npy
 from ._errors import FormatError, InvalidInputError
 from ._validation import check_float, check_int
 
@@ -51,7 +50,6 @@ __all__ = [
     "read_npy_header",
 ]
 
-_MAGIC = b"\x93NUMPY"
 _KINDS = {"b": "boolean", "i": "signed integer", "u": "unsigned integer", "f": "floating"}
 _MAX_SEED = 2**64 - 1
 # Files up to _MAP_BUDGET bytes are memory-mapped (later epochs read resident pages
@@ -74,7 +72,9 @@ def read_npy_header(path: str | os.PathLike[str]) -> tuple[np.dtype, tuple[int, 
     """Read the header of a ``.npy`` file without reading its data.
 
     Returns ``(dtype, shape, data_offset)``. Raises :class:`~thrifty.FormatError` if the
-    file is not a ``.npy`` file, is Fortran-ordered, or is shorter than its header says.
+    file is not a ``.npy`` file, its header is malformed (truncated, over-long, nested,
+    a negative, boolean or too large dimension, an object dtype), it is Fortran-ordered,
+    or it is shorter than its header says.
 
     Examples
     --------
@@ -87,45 +87,12 @@ def read_npy_header(path: str | os.PathLike[str]) -> tuple[np.dtype, tuple[int, 
     """
     path = os.fspath(path)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(12)
-            if len(head) < 10 or head[:6] != _MAGIC:
-                raise FormatError(f"{path} is not a .npy file (bad magic bytes)")
-            major = head[6]
-            if major == 1:
-                hlen = int.from_bytes(head[8:10], "little")
-                start = 10
-            elif major in (2, 3):
-                if len(head) < 12:
-                    raise FormatError(f"{path} is truncated inside its .npy header")
-                hlen = int.from_bytes(head[8:12], "little")
-                start = 12
-            else:
-                raise FormatError(f"{path} has unsupported .npy format version {major}")
-            f.seek(start)
-            raw = f.read(hlen)
+        h = _npy.read_header(path)  # strict: every malformed header is a FormatError
     except OSError as e:
-        raise InvalidInputError(f"cannot read {path}: {e}") from None
-    if len(raw) < hlen:
-        raise FormatError(f"{path} is truncated inside its .npy header")
-    try:
-        header = ast.literal_eval(raw.decode("latin1" if major < 3 else "utf8"))
-        descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
-        dtype = np.dtype(descr)
-        shape = tuple(int(s) for s in shape)
-    except (ValueError, SyntaxError, KeyError, TypeError) as e:
-        raise FormatError(f"{path} has a malformed .npy header: {e}") from None
-    if fortran and len(shape) > 1:
+        raise InvalidInputError(f"cannot read {path}: {e.strerror or e}") from None
+    if h.fortran_order and len(h.shape) > 1:
         raise FormatError(f"{path} is stored in Fortran order; only C order can be streamed")
-    offset = start + hlen
-    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if size < need:
-        raise FormatError(
-            f"{path} is truncated: its header declares shape {shape} of {dtype} "
-            f"({need} bytes with the header) but the file has {size} bytes"
-        )
-    return dtype, shape, offset
+    return h.dtype, h.shape, h.offset
 
 
 def _open_npy(path: str | os.PathLike[str]) -> np.ndarray:

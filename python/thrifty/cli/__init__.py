@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in (info, prune):
         module.register(sub)
+    parser.set_defaults(_commands=sub.choices)
     return parser
 
 
@@ -69,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .._errors import FormatError, InvalidInputError, ThriftyError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser: "thrifty prune: error: ..."
+        parser = args._commands.get(getattr(args, "command", None), parser)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "func", None) is None:
         parser.print_usage(sys.stderr)
         print("thrifty: error: a command is required (see 'thrifty --help')", file=sys.stderr)
@@ -113,14 +117,15 @@ class _Terminated(BaseException):
 def _terminate_as_exception() -> Iterator[None]:
     """Turn SIGTERM into :class:`_Terminated` while a command runs (main thread only);
     long work in the Rust core notices it within 0.1 s, as it does Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
+    old = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or old in (None, signal.SIG_IGN):
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
         raise _Terminated
 
-    old = signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:

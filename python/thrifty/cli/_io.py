@@ -26,7 +26,7 @@ from .._errors import FormatError, InvalidInputError
 from .._npy import open_npy
 
 __all__ = ["Embeddings", "read_embeddings", "OutputSpec", "check_outputs", "Outputs",
-           "output_kind", "TEMP_PREFIX"]
+           "output_kind", "write_parquet", "TEMP_PREFIX"]
 
 #: Temporary outputs are named ``.thrifty-<random>.tmp`` in the output's directory.
 TEMP_PREFIX = ".thrifty-"
@@ -228,17 +228,37 @@ def read_embeddings(path: str, *, column: str | None = None,
 
 # ----------------------------------------------------------------------------- outputs
 
-_OUT_KINDS = {".npy": "npy", ".txt": "txt"}
+_OUT_KINDS = {".npy": "npy", ".txt": "txt", ".parquet": "parquet"}
 
 
 def output_kind(path: str) -> str:
-    """``"npy"`` or ``"txt"`` from the output's extension; anything else is refused."""
+    """``"npy"``, ``"txt"`` or ``"parquet"`` from the output's extension; anything else is
+    refused, and so is ``.parquet`` without pyarrow."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in _OUT_KINDS:
         raise InvalidInputError(
             f"-o {path}: unsupported output format {ext or '(no extension)'}; use .npy "
-            "(int64 indices) or .txt (one index or id per line)")
+            "(int64 indices), .txt (one index or id per line) or .parquet")
+    if ext == ".parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise InvalidInputError("parquet output needs pyarrow: pip install pyarrow (or the "
+                                    "'parquet' extra of thrifty)") from None
     return _OUT_KINDS[ext]
+
+
+def write_parquet(f: BinaryIO, indices: np.ndarray, ids: list[Any] | None,
+                  id_column: str | None) -> None:
+    """Write the kept ``indices`` (column ``index``, int64) and, when given, their ids
+    (column ``id_column``) as a parquet table to the open file ``f``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols: dict[str, Any] = {"index": pa.array(indices, pa.int64())}
+    if ids is not None and id_column is not None:
+        cols[id_column] = pa.array([ids[i] for i in indices.tolist()])
+    pq.write_table(pa.table(cols), f)
 
 
 @dataclass
@@ -335,6 +355,9 @@ def _sigint_deferred() -> Iterator[list[bool]]:
         yield hit
         return
     old = signal.getsignal(signal.SIGINT)
+    if old is None or old == signal.SIG_IGN:  # ignored, or installed outside Python
+        yield hit
+        return
     signal.signal(signal.SIGINT, lambda *_: hit.append(True))
     try:
         yield hit

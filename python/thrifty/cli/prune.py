@@ -3,8 +3,9 @@
 INPUT is a ``.npy`` file of shape (n, d), float32 or float16 (read memory-mapped) or
 float64 (converted to float32, said on stderr), or a ``.parquet`` file with a column
 ``--column`` holding one equal-length list of floats per row (needs pyarrow). OUT holds
-the kept row indices in input order: int64 ``.npy``, or one index per line for a
-``.txt`` name; with ``--id-column`` (``.txt`` only) the kept ids, one per line.
+the kept row indices in input order: int64 ``.npy``, one index per line for a ``.txt``
+name, or a ``.parquet`` table with an int64 column ``index``; with ``--id-column`` the
+kept ids, one per line (``.txt``) or as a second column (``.parquet``).
 ``--clusters`` defaults to ``round(sqrt(n))`` (spherical k-means on a faiss-style
 subsample of 256 points per centroid, then every point assigned).
 
@@ -35,8 +36,10 @@ def register(sub: Any) -> None:
         description=(
             "Prune a dataset by its embeddings. INPUT: .npy of shape (n, d), float32, "
             "float16 or float64, or .parquet with a list-of-floats column. OUT: kept row "
-            "indices (int64 .npy, or .txt one per line). Default --clusters: round(sqrt(n)). "
-            "Exit codes: 0 done, 1 failure, 2 bad input or usage, 130 interrupted."
+            "indices (int64 .npy, .txt one per line, or .parquet). Default --clusters: "
+            "round(sqrt(n)). "
+            "Exit codes: 0 done, 1 failure, 2 bad input or usage, 130 interrupted, "
+            "143 terminated."
         ),
     )
     p.add_argument("input", nargs="?", metavar="INPUT",
@@ -53,10 +56,11 @@ def register(sub: Any) -> None:
     p.add_argument("--column", default=None, metavar="NAME",
                    help="parquet input: the embedding column (default 'embedding')")
     p.add_argument("--id-column", default=None, metavar="NAME",
-                   help="parquet input: write these ids (one per line, .txt OUT) instead of "
-                        "indices")
+                   help="parquet input: write these ids (one per line in a .txt OUT, or a "
+                        "column of a .parquet OUT)")
     p.add_argument("-o", "--output", metavar="OUT",
-                   help="output file: .npy (int64 indices) or .txt (one per line)")
+                   help="output file: .npy (int64 indices), .txt (one per line) or .parquet "
+                        "(column 'index', and the ids with --id-column)")
     p.add_argument("--report", metavar="REPORT.json",
                    help="write a JSON report of every removal (published together with OUT)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -136,9 +140,13 @@ def _plan(args: argparse.Namespace) -> str:
 
     _check_method_options(args)
     kind = output_kind(args.output)
-    if args.id_column is not None and kind != "txt":
-        raise InvalidInputError(f"--id-column writes one id per line: name the output .txt, "
-                                f"not {os.path.basename(args.output)}")
+    if args.id_column is not None and kind == "npy":
+        raise InvalidInputError(f"--id-column writes ids, which a .npy of indices can not "
+                                f"hold: name the output .txt or .parquet, not "
+                                f"{os.path.basename(args.output)}")
+    if kind == "parquet" and args.id_column == "index":
+        raise InvalidInputError("--id-column 'index' would clash with the output's column "
+                                "'index' (the kept row indices); write a .txt of ids instead")
     outs = [OutputSpec(args.output, "-o")]
     if args.report is not None:
         outs.append(OutputSpec(args.report, "--report"))
@@ -151,7 +159,7 @@ def _plan(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .._errors import InvalidInputError
-    from ._io import Outputs, read_embeddings
+    from ._io import Outputs, read_embeddings, write_parquet
 
     keep = _validate(args)
     if args.example:
@@ -173,7 +181,9 @@ def run(args: argparse.Namespace) -> int:
     r = _prune(x, args, keep, progress=show)
     idx = r.indices
     with Outputs(force=args.force) as outs:
-        if ids is not None:
+        if kind == "parquet":
+            outs.stage(args.output, lambda f: write_parquet(f, idx, ids, args.id_column))
+        elif ids is not None:
             outs.stage(args.output, lambda f: f.write("".join(f"{ids[i]}\n" for i in idx).encode()))
         elif kind == "txt":
             outs.stage(args.output, lambda f: f.write("".join(f"{i}\n" for i in idx.tolist()).encode()))
