@@ -232,6 +232,30 @@ def test_gpu_optimizers_match_cpu(name):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("cls", [DoG, LDoG])
+def test_gpu_bf16_dog_moves_and_matches_cpu(cls):
+    """bfloat16 parameters step a float32 master copy on the fused path too."""
+    dev = _cuda()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 8, generator=g), torch.randn(64, 1, generator=g)
+    results = []
+    for device in ("cpu", dev):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 1).to(device=device, dtype=torch.bfloat16)
+        before = [p.detach().clone() for p in model.parameters()]
+        opt = cls(model.parameters())
+        xd, yd = x.to(device, torch.bfloat16), y.to(device)
+        for _ in range(200):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(xd).float(), yd).backward()
+            opt.step()
+        assert all(bool((p != b).all()) for p, b in zip(model.parameters(), before))
+        results.append([p.detach().float().cpu() for p in model.parameters()])
+    for c, d in zip(*results):
+        torch.testing.assert_close(d, c, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
 def test_gpu_dog_step_captures_in_a_cuda_graph():
     dev = _cuda()
     torch.manual_seed(0)

@@ -32,6 +32,7 @@ tensor([0.5437, 0.0000])
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -107,15 +108,21 @@ def to_torch(q: QuantizedTensor, device: Any = "cpu") -> QuantizedTensor:
 
 # ----------------------------------------------------------------------------- options
 
+@dataclasses.dataclass(frozen=True)
 class _Plan:
     """The checked options of one quantize call (the rules of thrifty.quant + Rust core)."""
 
-    __slots__ = ("fmt", "shape", "n", "rows", "cols", "g", "mode", "value", "seed",
-                 "saturate", "symmetric")
-
-    def __init__(self, **kw: Any) -> None:
-        for k, v in kw.items():
-            setattr(self, k, v)
+    fmt: str
+    shape: tuple[int, ...]
+    n: int
+    rows: int
+    cols: int
+    g: int
+    mode: str
+    value: Any
+    seed: int | None
+    saturate: bool
+    symmetric: bool
 
 
 def _plan(fmt: str, shape: tuple[int, ...], group_size: Any, scale: Any, rounding: Any,
@@ -339,7 +346,7 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
         _launch("th_block_encode", nb * 16, x, n, 16, 1, _KIND["e2m1"], 0, ptbuf, stoch, seed,
                 data, scales)
         tscale = float(ptbuf.item())
-    return QuantizedTensor(fmt, p.shape, data, scales, zps, p.g, tscale)
+    return QuantizedTensor(fmt, p.shape, data, scales, zps, p.g, tscale)  # torch arrays
 
 
 # ----------------------------------------------------------------------------- dequantize
@@ -440,7 +447,7 @@ def _code3(d: Any) -> bool:
     return bool(((d & (d >> 1) & 0x55) != 0).any())
 
 
-def _dequantize_kernels(q: QuantizedTensor, fmt: str, n: int, rows: int, cols: int) -> Any:
+def _dequantize_kernels(q: Any, fmt: str, n: int, rows: int, cols: int) -> Any:
     import torch
 
     dev = q.data.device
