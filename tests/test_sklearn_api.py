@@ -4,6 +4,9 @@ import warnings
 
 import numpy as np
 import pytest
+
+pytest.importorskip("sklearn", minversion="1.6")  # expected_failed_checks, estimator tags
+
 from sklearn.base import clone, is_classifier, is_clusterer
 from sklearn.exceptions import DataConversionWarning, NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -101,6 +104,7 @@ def _datasets():
         yield load.__name__, train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
 
 
+@pytest.mark.filterwarnings("ignore:self.within_class_std_dev_")
 def test_nmc_equals_nearest_centroid_on_iris_wine_digits():
     from sklearn.neighbors import NearestCentroid
 
