@@ -9,7 +9,7 @@ import warnings
 from typing import Any, TextIO
 
 from . import _core
-from ._errors import InvalidInputError
+from ._validation import check_int
 
 __all__ = ["set_num_threads", "get_num_threads", "threads", "show_config", "config"]
 
@@ -18,14 +18,7 @@ _ENV = "THRIFTY_NUM_THREADS"
 
 def _thread_count(n: Any) -> int:
     """A validated thread count: a positive integer up to 4096 (``None``: 0, all cores)."""
-    if n is None:
-        return 0
-    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
-        raise InvalidInputError(f"n_threads must be a positive integer or None, got {n!r}")
-    n = int(n.__index__())
-    if not 1 <= n <= 4096:
-        raise InvalidInputError(f"n_threads must be between 1 and 4096, got {n}")
-    return n
+    return 0 if n is None else check_int(n, "n_threads", low=1, high=4096)
 
 
 def set_num_threads(n: int | None) -> None:
