@@ -11,7 +11,7 @@ is used (its CUDA kernels are a private backend it picks by the tensors' device)
 from __future__ import annotations
 
 from . import _core
-from ._config import config, get_num_threads, set_num_threads, show_config
+from ._config import config, get_num_threads, set_num_threads, show_config, threads
 from ._errors import (
     CancelledError,
     FormatError,
@@ -35,6 +35,7 @@ __all__ = [
     "InternalError",
     "set_num_threads",
     "get_num_threads",
+    "threads",
     "show_config",
     "config",
 ]

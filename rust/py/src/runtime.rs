@@ -10,7 +10,12 @@
 //! The pool comes from `thrifty_core::parallel`'s per-process cache, so a forked child
 //! gets fresh threads; when the operating system refuses to start them the call raises
 //! `thrifty.ThriftyIOError` (an `OSError`) instead of panicking.
+//!
+//! The thread count comes from the calling thread's override (set by the
+//! `thrifty.threads(n)` context manager, so concurrent Python threads never race on a
+//! shared setting), else from the global `set_num_threads`.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -28,12 +33,34 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// Thread count for the next call; 0 means all cores.
 static NUM_THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// The thread count calls will use now.
+thread_local! {
+    /// This OS thread's override of [`NUM_THREADS`] (0 = none); one per Python thread.
+    static LOCAL_THREADS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The thread count calls made from this thread will use now.
 pub fn num_threads() -> usize {
+    let local = LOCAL_THREADS.with(Cell::get);
+    if local != 0 {
+        return local;
+    }
     match NUM_THREADS.load(Ordering::Relaxed) {
         0 => parallel::available_threads(),
         n => n,
     }
+}
+
+/// Set the calling thread's thread-count override (0 removes it) and return the
+/// previous one (0 = none). Other threads and the global setting are not affected.
+#[pyfunction]
+fn _set_local_threads(py: Python<'_>, n: usize) -> PyResult<usize> {
+    if n > 4096 {
+        return Err(invalid_input(
+            py,
+            format!("n_threads must be between 1 and 4096, got {n}"),
+        ));
+    }
+    Ok(LOCAL_THREADS.with(|c| c.replace(n)))
 }
 
 /// Set the number of threads used by subsequent calls (0 = all cores).
@@ -82,7 +109,8 @@ where
     }
 }
 
-/// Run `work` without the GIL on thrifty's pool; see the module docs.
+/// Run `work` without the GIL on a pool of [`num_threads`] threads; see the module
+/// docs.
 ///
 /// `callback`, if given, is a Python callable taking `(done, total)`; it runs on the
 /// calling thread, with the GIL held. If it raises, the work is cancelled and its
@@ -93,33 +121,7 @@ where
     E: Classify,
     F: FnOnce(&Progress) -> Result<T, E> + Send,
 {
-    run_with_threads(py, callback, None, work)
-}
-
-/// [`run`] with an explicit thread count for this call only (`None`: the global
-/// setting, `Some(0)`: all cores), so callers never have to change the global one.
-pub fn run_with_threads<T, E, F>(
-    py: Python<'_>,
-    callback: Option<&Bound<'_, PyAny>>,
-    threads: Option<usize>,
-    work: F,
-) -> PyResult<T>
-where
-    T: Send,
-    E: Classify,
-    F: FnOnce(&Progress) -> Result<T, E> + Send,
-{
-    let threads = match threads {
-        None => num_threads(),
-        Some(0) => parallel::available_threads(),
-        Some(n) if n > 4096 => {
-            return Err(invalid_input(
-                py,
-                format!("n_threads must be between 1 and 4096, got {n}"),
-            ))
-        }
-        Some(n) => n,
-    };
+    let threads = num_threads();
     let progress = Progress::new();
     let pool = parallel::try_pool(threads).map_err(|e| core_err(py, &e))?;
     let callback: Option<Py<PyAny>> = callback.map(|c| c.clone().unbind());
@@ -197,5 +199,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_cached_pools, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_local_threads, m)?)?;
     Ok(())
 }
