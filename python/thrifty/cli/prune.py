@@ -6,9 +6,7 @@ holds the kept row indices in input order: int64 ``.npy``, or one index per line
 ``.txt`` name; with ``--id-column`` the kept ids, one per line. ``--clusters`` defaults to ``round(sqrt(n))`` (spherical k-means on a
 faiss-style subsample of 256 points per centroid, then every point assigned). Outputs
 are written atomically (a temporary file, then a rename) and never overwrite an existing
-file without ``--force``. ``--prefer`` picks which samples dbp/ssp keep (default
-``hard``). ``--example`` shows where pruning pays on scikit-learn's bundled digits
-(:mod:`thrifty.cli.example`).
+file without ``--force``. ``--example`` runs the pipeline on scikit-learn's bundled digits.
 """
 
 from __future__ import annotations
