@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -135,22 +133,39 @@ def test_missing_output_argument(tmp_path, capsys):
     assert rc == 2 and "-o OUT" in e
 
 
-def test_example_runs_and_compares():
-    r = subprocess.run([sys.executable, "-m", "thrifty.cli", "prune", "--example"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "near-duplicates" in r.stdout and "random subset" in r.stdout
+@pytest.mark.parametrize("method, prefer", [("ssp", "easy"), ("dbp", "auto"),
+                                            ("semdedup", "random")])
+def test_prefer_reaches_the_api(tmp_path, capsys, method, prefer):
+    p, x = _emb(tmp_path)
+    out = tmp_path / "kept.npy"
+    extra = ["--keep", 0.4] if method != "semdedup" else ["--eps", 0.01]
+    rc, _, e = _run(capsys, "prune", p, "--method", method, *extra, "--clusters", 5,
+                    "--prefer", prefer, "-o", out, "--report", tmp_path / "r.json")
+    assert rc == 0, e
+    if method == "semdedup":
+        ref = prune.semdedup(x, eps=0.01, n_clusters=5, prefer=prefer)
+    else:
+        ref = getattr(prune, method)(x, keep_fraction=0.4, n_clusters=5, prefer=prefer)
+    np.testing.assert_array_equal(np.load(out), ref.indices)
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["params"]["prefer"] == prefer and rep["prefer"] == ref.prefer
+    if prefer == "auto":  # 120 kept from 5 clusters: 24 per cluster < 32
+        assert rep["prefer"] == "easy"
 
 
-def test_example_without_sklearn_says_how_to_install(tmp_path):
-    (tmp_path / "sklearn").mkdir()
-    (tmp_path / "sklearn" / "__init__.py").write_text("raise ImportError('no sklearn')\n")
-    r = subprocess.run([sys.executable, "-m", "thrifty.cli", "prune", "--example"],
-                       capture_output=True, text=True, timeout=120,
-                       env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
-    assert r.returncode == 2
-    assert "pip install 'thrifty[examples]'" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize("args, frag", [
+    (["--method", "random", "--prefer", "hard"], "--prefer is not used by --method random"),
+    (["--method", "semdedup", "--prefer", "auto"], "--prefer auto does not apply"),
+])
+def test_prefer_refused_where_it_does_not_apply(tmp_path, capsys, args, frag):
+    p, _ = _emb(tmp_path)
+    out = tmp_path / "kept.npy"
+    rc, _, e = _run(capsys, "prune", p, *args, "-o", out)
+    assert rc == 2 and frag in e and len(e.strip().splitlines()) == 1, e
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        main(["prune", str(p), "--prefer", "hardest", "-o", str(out)])
+    assert "invalid choice" in capsys.readouterr().err
 
 
 def test_parquet_input_with_ids(tmp_path, capsys):

@@ -236,6 +236,7 @@ _PruneOut = tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.int64],
     npt.NDArray[np.float64],
+    str,
 ]
 
 def prune(

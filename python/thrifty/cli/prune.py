@@ -26,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from . import example
+
 METHODS = ("semdedup", "dbp", "ssp", "random")
+PREFER = ("hard", "easy", "random", "auto")
 
 
 def register(sub: Any) -> None:
@@ -52,6 +55,10 @@ def register(sub: Any) -> None:
                         "for dbp, runs SemDeDup first)")
     p.add_argument("--clusters", type=int, default=None, metavar="K",
                    help="k-means clusters (default round(sqrt(n)))")
+    p.add_argument("--prefer", choices=PREFER, default=None,
+                   help="which samples dbp/ssp keep (semdedup: which of a pair): hard, easy, "
+                        "random, or auto = hard from 32 kept per class (here: per cluster) "
+                        "on, easy below (default hard; --example: auto)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--column", default=None, metavar="NAME",
                    help="parquet input: the embedding column (default 'embedding')")
@@ -64,8 +71,7 @@ def register(sub: Any) -> None:
     p.add_argument("--report", metavar="REPORT.json",
                    help="write a JSON report of every removal (published together with OUT)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument("--example", action="store_true",
-                   help="run the pipeline on scikit-learn's digits and compare classifiers")
+    example.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -77,17 +83,18 @@ def _fail(msg: str) -> int:
 def _prune(x: np.ndarray, args: argparse.Namespace, keep: float, progress: Any = None) -> Any:
     from .. import prune
 
+    prefer = "hard" if args.prefer is None else args.prefer
     if args.method == "random":
         return prune.random_subset(x.shape[0], keep_fraction=keep, seed=args.seed)
     if args.method == "semdedup":
         eps = 0.05 if args.eps is None else args.eps
-        return prune.semdedup(x, eps=eps, n_clusters=args.clusters, seed=args.seed,
-                              progress=progress)
+        return prune.semdedup(x, eps=eps, n_clusters=args.clusters, prefer=prefer,
+                              seed=args.seed, progress=progress)
     if args.method == "ssp":
-        return prune.ssp(x, keep_fraction=keep, n_clusters=args.clusters, seed=args.seed,
-                         progress=progress)
+        return prune.ssp(x, keep_fraction=keep, n_clusters=args.clusters, prefer=prefer,
+                         seed=args.seed, progress=progress)
     return prune.dbp(x, keep_fraction=keep, n_clusters=args.clusters, dedup_eps=args.eps,
-                     seed=args.seed, progress=progress)
+                     prefer=prefer, seed=args.seed, progress=progress)
 
 
 def _validate(args: argparse.Namespace) -> float:
@@ -102,6 +109,12 @@ def _validate(args: argparse.Namespace) -> float:
         raise InvalidInputError(f"--clusters must be at least 1, got {args.clusters}")
     if args.seed < 0:
         raise InvalidInputError(f"--seed must be non-negative, got {args.seed}")
+    if not args.example and args.prefer is not None and args.method == "random":
+        raise InvalidInputError("--prefer is not used by --method random: it draws a uniform "
+                                "random subset")
+    if not args.example and args.prefer == "auto" and args.method == "semdedup":
+        raise InvalidInputError("--prefer auto does not apply to --method semdedup: it chooses "
+                                "from the kept count, which SemDeDup does not fix in advance")
     return keep
 
 
@@ -163,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
 
     keep = _validate(args)
     if args.example:
-        return _example(args, keep if args.keep is not None else 0.3)
+        return example.run(args)
+    if args.plot is not None:
+        return _fail("--plot draws the --example sweep; pass --example")
     if args.input is None:
         return _fail("INPUT is required (or pass --example)")
     if args.output is None:
@@ -199,53 +214,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.method}: kept {idx.size} of {n} ({idx.size / n:.1%}); removed "
           f"{n - idx.size} ({dups} as near-duplicates) in {time.perf_counter() - t0:.1f} s "
           f"-> {args.output}" + (f" (report: {args.report})" if args.report else ""))
-    return 0
-
-
-def _example(args: argparse.Namespace, keep: float) -> int:
-    try:
-        from sklearn.datasets import load_digits  # type: ignore[import-untyped]
-    except ImportError:
-        return _fail("--example needs scikit-learn: pip install 'thrifty[examples]'")
-    from .. import prune
-    from ..neighbors import KNNClassifier, NearestMeanClassifier
-
-    t0 = time.perf_counter()
-    d = load_digits()
-    x, y = d.data.astype(np.float32), d.target
-    rng = np.random.default_rng(args.seed)
-    perm = rng.permutation(len(y))
-    tr, te = perm[:1200], perm[1200:]
-    # plant near-duplicates so that SemDeDup has something to find
-    dup_src = rng.choice(tr, 150, replace=False)
-    xt = np.concatenate([x[tr], x[dup_src] + rng.normal(0, 0.05, (150, 64)).astype(np.float32)])
-    yt = np.concatenate([y[tr], y[dup_src]])
-    n = len(yt)
-    eps = 0.01 if args.eps is None else args.eps
-    k = 10 if args.clusters is None else args.clusters
-    print(f"digits: {n} training images (1200 + 150 planted near-copies), {len(te)} test, "
-          f"64 features")
-    print(f"thrifty prune --method dbp --keep {keep} --eps {eps} --clusters {k}")
-    r = prune.dbp(xt, keep_fraction=keep, n_clusters=k, dedup_eps=eps, seed=args.seed)
-    rep = r.report()
-    print(f"  removed {rep['n_removed']} of {n}: {rep['n_duplicates']} near-duplicates "
-          f"(the 150 planted pairs, one of each) and {rep['n_removed'] - rep['n_duplicates']} "
-          f"easy samples from dense clusters")
-    print("  per cluster kept/size (complexity):  " + "  ".join(
-        f"{c['kept']}/{c['size']} ({c['complexity']:.3f})" for c in rep["clusters"]))
-    rnd = prune.random_subset(n, keep_fraction=keep, seed=args.seed)
-    print(f"  accuracy on {len(te)} held-out digits, trained on {r.indices.size} samples:")
-    print(f"    {'classifier':<26}{'dbp subset':>12}{'random subset':>15}{'all data':>10}")
-    for name, make in (("nearest mean (euclidean)", lambda: NearestMeanClassifier(metric="euclidean")),
-                       ("kNN k=5 (cosine)", lambda: KNNClassifier(5))):
-        accs = [make().fit(xt[s], yt[s]).score(x[te], y[te])
-                for s in (r.indices, rnd.indices, np.arange(n))]
-        print(f"    {name:<26}{accs[0]:>12.3f}{accs[1]:>15.3f}{accs[2]:>10.3f}")
-    print("  (hard-sample pruning pays off on abundant data; on 1,350 samples a random subset "
-          "is a strong baseline — Sorscher et al. 2022)")
-    ex = next((e for e in rep["removed"] if e["reason"] == "duplicate"), None)
-    if ex:
-        print(f"  e.g. sample {ex['index']} was dropped as a copy of {ex['duplicate_of']} "
-              f"(cosine {ex['similarity']:.4f}); see --report for every removal")
-    print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -4,7 +4,7 @@ use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use thrifty_core::prune::{DbpOptions, Method, Order, PruneOutput};
+use thrifty_core::prune::{DbpOptions, Method, Prefer, PruneOutput, SspOptions};
 
 use crate::arrays::{mat, vec1};
 use crate::errors::core_err;
@@ -17,6 +17,7 @@ type Out<'py> = (
     Bound<'py, PyArray1<f64>>,
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<f64>>,
+    &'static str,
 );
 
 /// The option `key` of `params` (validated on the Python side).
@@ -29,27 +30,28 @@ fn param<'py, T: FromPyObjectOwned<'py>>(params: &Bound<'py, PyDict>, key: &str)
 
 /// The method `name` with its options from `params`.
 fn method(py: Python<'_>, name: &str, params: &Bound<'_, PyDict>) -> PyResult<Method> {
-    let order = |key: &str| -> PyResult<Order> {
-        Order::parse(&param::<String>(params, key)?).map_err(|e| core_err(py, &e))
-    };
+    let prefer =
+        Prefer::parse(&param::<String>(params, "prefer")?).map_err(|e| core_err(py, &e))?;
     let seed = param(params, "seed")?;
     Ok(match name {
         "semdedup" => Method::SemDeDup {
             eps: param(params, "eps")?,
-            order: order("order")?,
+            prefer,
             seed,
         },
-        "ssp" => Method::Ssp {
+        "ssp" => Method::Ssp(SspOptions {
             keep_fraction: param(params, "keep_fraction")?,
-            keep: order("keep")?,
+            prefer,
+            n_classes: param(params, "n_classes")?,
             seed,
-        },
+        }),
         "dbp" => Method::Dbp(DbpOptions {
             keep_fraction: param(params, "keep_fraction")?,
             n_neighbors: param(params, "n_neighbors")?,
             temperature: param(params, "temperature")?,
             balance: param(params, "balance")?,
-            keep: order("keep")?,
+            prefer,
+            n_classes: param(params, "n_classes")?,
             dedup_eps: param(params, "dedup_eps")?,
             seed,
         }),
@@ -63,7 +65,7 @@ fn method(py: Python<'_>, name: &str, params: &Bound<'_, PyDict>) -> PyResult<Me
 
 /// Run pruning `method` ("semdedup", "ssp" or "dbp") with the options in `params` (the
 /// dict `PruneResult.params` records): `(keep, duplicate_of, similarity, score,
-/// keep_per_cluster, complexity)`.
+/// keep_per_cluster, complexity, prefer)`, `prefer` being the order used ("auto" resolved).
 #[pyfunction]
 #[pyo3(signature = (method_name, x, labels, centroids, params, progress=None))]
 fn prune<'py>(
@@ -86,6 +88,7 @@ fn prune<'py>(
         vec1(py, o.score),
         vec1(py, o.keep_per_cluster),
         vec1(py, o.complexity),
+        o.prefer.name(),
     ))
 }
 

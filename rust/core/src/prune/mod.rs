@@ -4,11 +4,17 @@
 //!   by default), `M_j = max_{i<j} cos(x_i, x_j)`, remove `j` when `M_j > 1 − ε`
 //!   (pairwise: `j` goes even when the item it matched was itself removed).
 //! * [`ssp`] — self-supervised prototype pruning (Sorscher et al. 2022): rank every
-//!   sample globally by cosine distance to its own centroid, keep the hardest.
+//!   sample globally by cosine distance to its own centroid, keep the hardest (or the
+//!   easiest, or a random choice: [`Prefer`]).
 //! * [`dbp`] — density-based pruning (Abbas et al. 2024): optional SemDeDup, cluster
 //!   complexity `d_inter · d_intra`, softmax with temperature, keep counts by
 //!   water-filling onto a capped simplex (rounded to sum exactly to `N`), keep the
 //!   hardest within each cluster.
+//!
+//! [`Prefer::Auto`] applies the strategy switch of Sorscher et al. 2022 to SSP and DBP:
+//! hard samples when the kept count per class (or per non-empty cluster) is at least
+//! [`AUTO_HARD_MIN_PER_GROUP`], easy ones below. SemDeDup refuses it: it does not fix a
+//! kept count in advance.
 //!
 //! Within-cluster similarities are `f32` products from [`crate::gemm`] (never `f16`).
 //! Everything is deterministic for a given seed and independent of the thread count;
@@ -24,7 +30,7 @@ use crate::linalg::{LinalgError, MatRef};
 use crate::progress::Progress;
 use crate::quant::rng::Stream;
 
-/// Which members are preferred (kept, or put first in the SemDeDup order).
+/// A resolved member order: which members are kept, or put first in the SemDeDup order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
     /// Farthest from the centroid first.
@@ -36,16 +42,72 @@ pub enum Order {
 }
 
 impl Order {
-    /// Parse `"hard"`, `"easy"` or `"random"`.
-    pub fn parse(s: &str) -> Result<Order, PruneError> {
+    /// The option value naming this order: `"hard"`, `"easy"` or `"random"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Hard => "hard",
+            Order::Easy => "easy",
+            Order::Random => "random",
+        }
+    }
+}
+
+/// Kept samples per group at or above which [`Prefer::Auto`] keeps hard samples.
+///
+/// The "Beyond neural scaling laws" switch (Sorscher et al. 2022): keep easy samples when
+/// data is scarce, hard ones when it is abundant. The paper gives no universal crossover;
+/// 32 per class lies between the 24-36 kept digits per class where, on scikit-learn's
+/// digits with a 5-NN classifier, hard-first SSP/DBP overtook easy-first.
+pub const AUTO_HARD_MIN_PER_GROUP: usize = 32;
+
+/// The `prefer` option: which members a method keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefer {
+    /// Farthest from the centroid (abundant data).
+    Hard,
+    /// Nearest to the centroid (scarce data).
+    Easy,
+    /// Seeded random choice.
+    Random,
+    /// Hard or easy from the kept count per group, see [`Prefer::resolve`].
+    Auto,
+}
+
+impl Prefer {
+    /// Parse `"hard"`, `"easy"`, `"random"` or `"auto"`.
+    pub fn parse(s: &str) -> Result<Prefer, PruneError> {
         match s {
-            "hard" => Ok(Order::Hard),
-            "easy" => Ok(Order::Easy),
-            "random" => Ok(Order::Random),
+            "hard" => Ok(Prefer::Hard),
+            "easy" => Ok(Prefer::Easy),
+            "random" => Ok(Prefer::Random),
+            "auto" => Ok(Prefer::Auto),
             o => Err(PruneError::Invalid(format!(
-                "unknown order {o:?}; expected \"hard\", \"easy\" or \"random\""
+                "unknown prefer {o:?}; expected \"hard\", \"easy\", \"random\" or \"auto\""
             ))),
         }
+    }
+
+    /// The order itself, `None` for `Auto`.
+    pub fn fixed(self) -> Option<Order> {
+        match self {
+            Prefer::Hard => Some(Order::Hard),
+            Prefer::Easy => Some(Order::Easy),
+            Prefer::Random => Some(Order::Random),
+            Prefer::Auto => None,
+        }
+    }
+
+    /// The order to use when `kept` samples are kept from `groups` groups (classes, or
+    /// non-empty clusters): `Auto` is `Hard` when `kept >= AUTO_HARD_MIN_PER_GROUP *
+    /// groups` (`kept / groups >= AUTO_HARD_MIN_PER_GROUP` in integers), else `Easy`; the
+    /// others are themselves.
+    pub fn resolve(self, kept: usize, groups: usize) -> Order {
+        self.fixed()
+            .unwrap_or(if kept / groups.max(1) >= AUTO_HARD_MIN_PER_GROUP {
+                Order::Hard
+            } else {
+                Order::Easy
+            })
     }
 }
 
@@ -92,6 +154,8 @@ pub struct PruneOutput {
     pub keep_per_cluster: Vec<i64>,
     /// DBP cluster complexity `d_inter · d_intra` (empty for the other methods).
     pub complexity: Vec<f64>,
+    /// The member order used (`Prefer::Auto` resolved).
+    pub prefer: Order,
 }
 
 /// Validated clustering with normalised points and centroids.
@@ -326,13 +390,13 @@ pub fn semdedup(
     labels: &[i64],
     centroids: MatRef<'_>,
     eps: f64,
-    order: Order,
+    prefer: Order,
     seed: u64,
     progress: &Progress,
 ) -> Result<PruneOutput, PruneError> {
     let p = prepare(x, labels, centroids)?;
     progress.set_total(p.n as u64);
-    let (dup, sim) = dedup_clusters(&p, eps, order, seed, progress)?;
+    let (dup, sim) = dedup_clusters(&p, eps, prefer, seed, progress)?;
     let keep: Vec<bool> = dup.iter().map(|&d| d < 0).collect();
     let kpc = per_cluster_counts(&p, &keep);
     Ok(PruneOutput {
@@ -342,24 +406,46 @@ pub fn semdedup(
         score: p.score,
         keep_per_cluster: kpc,
         complexity: Vec::new(),
+        prefer,
     })
 }
 
+/// The groups [`Prefer::Auto`] counts: `n_classes` when given (at least 1), else the
+/// non-empty clusters.
+fn auto_groups(p: &Prep, n_classes: Option<usize>) -> Result<usize, PruneError> {
+    match n_classes {
+        Some(0) => Err(PruneError::Invalid(
+            "n_classes must be at least 1".to_string(),
+        )),
+        Some(c) => Ok(c),
+        None => Ok(p.members.iter().filter(|m| !m.is_empty()).count()),
+    }
+}
+
+/// Options of [`ssp`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SspOptions {
+    pub keep_fraction: f64,
+    pub prefer: Prefer,
+    /// Classes counted by [`Prefer::Auto`]; `None`: the non-empty clusters.
+    pub n_classes: Option<usize>,
+    pub seed: u64,
+}
+
 /// SSP given a clustering: keep `round(keep_fraction · n)` items ranked globally by
-/// cosine distance to their own centroid (`keep` = which end is kept).
+/// cosine distance to their own centroid (`prefer` = which end is kept).
 pub fn ssp(
     x: MatRef<'_>,
     labels: &[i64],
     centroids: MatRef<'_>,
-    keep_fraction: f64,
-    keep: Order,
-    seed: u64,
+    o: &SspOptions,
     progress: &Progress,
 ) -> Result<PruneOutput, PruneError> {
     let p = prepare(x, labels, centroids)?;
-    let nk = keep_count(p.n, keep_fraction)?;
+    let nk = keep_count(p.n, o.keep_fraction)?;
+    let prefer = o.prefer.resolve(nk, auto_groups(&p, o.n_classes)?);
     let mut idx: Vec<usize> = (0..p.n).collect();
-    order_items(&mut idx, &p.score, keep, seed);
+    order_items(&mut idx, &p.score, prefer, o.seed);
     let mut mask = vec![false; p.n];
     for &i in &idx[..nk] {
         mask[i] = true;
@@ -373,6 +459,7 @@ pub fn ssp(
         score: p.score,
         keep_per_cluster: kpc,
         complexity: Vec::new(),
+        prefer,
     })
 }
 
@@ -383,7 +470,9 @@ pub struct DbpOptions {
     pub n_neighbors: usize,
     pub temperature: f64,
     pub balance: f64,
-    pub keep: Order,
+    pub prefer: Prefer,
+    /// Classes counted by [`Prefer::Auto`]; `None`: the non-empty clusters.
+    pub n_classes: Option<usize>,
     pub dedup_eps: Option<f64>,
     pub seed: u64,
 }
@@ -391,14 +480,11 @@ pub struct DbpOptions {
 /// A pruning method and its options, for callers that pick the method at run time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Method {
-    /// [`semdedup`] with threshold `eps`, member order and seed.
-    SemDeDup { eps: f64, order: Order, seed: u64 },
-    /// [`ssp`] with the fraction to keep, which end is kept, and seed.
-    Ssp {
-        keep_fraction: f64,
-        keep: Order,
-        seed: u64,
-    },
+    /// [`semdedup`] with threshold `eps`, member order and seed (`Prefer::Auto` is
+    /// refused: SemDeDup fixes no kept count in advance).
+    SemDeDup { eps: f64, prefer: Prefer, seed: u64 },
+    /// [`ssp`].
+    Ssp(SspOptions),
     /// [`dbp`].
     Dbp(DbpOptions),
 }
@@ -413,14 +499,18 @@ impl Method {
         progress: &Progress,
     ) -> Result<PruneOutput, PruneError> {
         match *self {
-            Method::SemDeDup { eps, order, seed } => {
+            Method::SemDeDup { eps, prefer, seed } => {
+                let order = prefer.fixed().ok_or_else(|| {
+                    PruneError::Invalid(
+                        "prefer=\"auto\" does not apply to semdedup: it chooses from the kept \
+                         count, which SemDeDup does not fix in advance; pass \"hard\", \"easy\" \
+                         or \"random\""
+                            .to_string(),
+                    )
+                })?;
                 semdedup(x, labels, centroids, eps, order, seed, progress)
             }
-            Method::Ssp {
-                keep_fraction,
-                keep,
-                seed,
-            } => ssp(x, labels, centroids, keep_fraction, keep, seed, progress),
+            Method::Ssp(ref o) => ssp(x, labels, centroids, o, progress),
             Method::Dbp(ref o) => dbp(x, labels, centroids, o, progress),
         }
     }
@@ -579,10 +669,12 @@ pub fn dbp(
             .collect();
         capped_simplex_counts(&prob, &lb, &sizes, total)
     };
+    let kept = counts.iter().sum();
+    let prefer = o.prefer.resolve(kept, auto_groups(&p, o.n_classes)?);
     let mut keep = vec![false; p.n];
     for (j, mem) in alive.iter().enumerate() {
         let mut m = mem.clone();
-        order_items(&mut m, &p.score, o.keep, o.seed);
+        order_items(&mut m, &p.score, prefer, o.seed);
         for &i in &m[..counts[j]] {
             keep[i] = true;
         }
@@ -595,6 +687,7 @@ pub fn dbp(
         score: p.score,
         keep_per_cluster: counts.iter().map(|&c| c as i64).collect(),
         complexity: cx,
+        prefer,
     })
 }
 
@@ -678,26 +771,29 @@ mod tests {
             n_neighbors: 1,
             temperature: 0.5,
             balance: 0.5,
-            keep: Order::Easy,
+            prefer: Prefer::Easy,
+            n_classes: None,
             dedup_eps: Some(0.01),
             seed: 3,
+        };
+        let ssp_opts = SspOptions {
+            keep_fraction: 0.5,
+            prefer: Prefer::Hard,
+            n_classes: Some(2),
+            seed: 2,
         };
         let cases = [
             (
                 Method::SemDeDup {
                     eps: 0.01,
-                    order: Order::Random,
+                    prefer: Prefer::Random,
                     seed: 1,
                 },
                 semdedup(xm, &lab, cm, 0.01, Order::Random, 1, &pr),
             ),
             (
-                Method::Ssp {
-                    keep_fraction: 0.5,
-                    keep: Order::Hard,
-                    seed: 2,
-                },
-                ssp(xm, &lab, cm, 0.5, Order::Hard, 2, &pr),
+                Method::Ssp(ssp_opts.clone()),
+                ssp(xm, &lab, cm, &ssp_opts, &pr),
             ),
             (
                 Method::Dbp(dbp_opts.clone()),
@@ -713,9 +809,77 @@ mod tests {
             assert_eq!(via.score, direct.score, "{m:?}");
             assert_eq!(via.keep_per_cluster, direct.keep_per_cluster, "{m:?}");
             assert_eq!(via.complexity, direct.complexity, "{m:?}");
+            assert_eq!(via.prefer, direct.prefer, "{m:?}");
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&via.similarity), bits(&direct.similarity), "{m:?}");
         }
+    }
+
+    #[test]
+    fn auto_switches_at_the_per_group_threshold() {
+        let t = AUTO_HARD_MIN_PER_GROUP;
+        assert_eq!(Prefer::Auto.resolve(t * 10, 10), Order::Hard);
+        assert_eq!(Prefer::Auto.resolve(t * 10 - 1, 10), Order::Easy);
+        assert_eq!(Prefer::Auto.resolve(t, 1), Order::Hard);
+        assert_eq!(Prefer::Auto.resolve(0, 1), Order::Easy);
+        assert_eq!(Prefer::Auto.resolve(usize::MAX, usize::MAX), Order::Easy);
+        for (p, o) in [
+            (Prefer::Hard, Order::Hard),
+            (Prefer::Easy, Order::Easy),
+            (Prefer::Random, Order::Random),
+        ] {
+            assert_eq!(p.resolve(0, 5), o);
+            assert_eq!(p.resolve(1 << 20, 1), o);
+            assert_eq!(Prefer::parse(o.name()).unwrap(), p);
+        }
+        assert_eq!(Prefer::parse("auto").unwrap(), Prefer::Auto);
+        assert!(Prefer::parse("Hard").is_err());
+    }
+
+    #[test]
+    fn auto_counts_classes_or_non_empty_clusters() {
+        // 70 points in clusters 0 and 1 of 3 (cluster 2 is empty): 35 per non-empty
+        // cluster, 23 per class for 3 classes
+        let n = 70;
+        let x: Vec<f32> = (0..n)
+            .flat_map(|i| [1.0f32, (i % 7) as f32 * 0.1, (i % 2) as f32, 0.5])
+            .collect();
+        let c = [
+            1.0f32, 0.0, 0.0, 0.0, 1.0, 0.5, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+        ];
+        let xm = MatRef::new(&x, n, 4).unwrap();
+        let cm = MatRef::new(&c, 3, 4).unwrap();
+        let lab: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
+        let pr = Progress::new();
+        let run = |keep_fraction, prefer, n_classes| {
+            let o = SspOptions {
+                keep_fraction,
+                prefer,
+                n_classes,
+                seed: 0,
+            };
+            ssp(xm, &lab, cm, &o, &pr)
+        };
+        let used = |f, p, c| run(f, p, c).unwrap().prefer;
+        assert_eq!(used(1.0, Prefer::Auto, None), Order::Hard);
+        assert_eq!(used(1.0, Prefer::Auto, Some(2)), Order::Hard);
+        assert_eq!(used(1.0, Prefer::Auto, Some(3)), Order::Easy);
+        // 64 kept of 70 is the last count that is still 32 per cluster
+        assert_eq!(used(64.0 / 70.0, Prefer::Auto, None), Order::Hard);
+        assert_eq!(used(63.0 / 70.0, Prefer::Auto, None), Order::Easy);
+        assert_eq!(used(0.5, Prefer::Random, Some(1)), Order::Random);
+        // auto keeps exactly what the resolved order keeps
+        let auto = run(0.5, Prefer::Auto, None).unwrap();
+        assert_eq!(auto.keep, run(0.5, Prefer::Easy, None).unwrap().keep);
+        assert!(run(1.0, Prefer::Auto, Some(0)).is_err());
+        let m = Method::SemDeDup {
+            eps: 0.1,
+            prefer: Prefer::Auto,
+            seed: 0,
+        };
+        let e = m.run(xm, &lab, cm, &pr).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("semdedup"), "{e}");
     }
 
     #[test]
