@@ -107,6 +107,7 @@ def test_progress_reports():
     ({"n_clusters": 2, "init": np.ones((3, 2))}, np.ones((3, 2), np.float32), "init has 3 rows"),
     ({"n_clusters": 2, "spherical": True}, np.zeros((3, 2), np.float32), "zero"),
     ({"n_clusters": 2}, np.ones((3, 2), bool), "boolean"),
+    ({"n_clusters": 2, "spherical": "yes"}, np.ones((3, 2), np.float32), "spherical must be True or False"),
     ({"n_clusters": 2}, np.ones((3, 1), np.complex64), "Complex data not supported"),
 ])
 def test_bad_input(kwargs, X, match):

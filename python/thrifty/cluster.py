@@ -22,7 +22,7 @@ from . import _core
 from ._base import Estimator, check_fitted, validate_X
 from ._errors import InvalidInputError
 from ._progress import ProgressArg, progress_callback
-from ._validation import as_float_matrix, check_float, check_int
+from ._validation import as_float_matrix, check_bool, check_float, check_int
 
 __all__ = ["KMeans"]
 
@@ -106,6 +106,7 @@ class KMeans(ClusterMixin, Estimator):
             raise InvalidInputError(
                 f"n_clusters ({k}) is larger than the number of points ({x.shape[0]})"
             )
+        spherical = check_bool(self.spherical, "spherical")
         max_iter = check_int(self.max_iter, "max_iter", low=1)
         tol = check_float(self.tol, "tol", low=0.0)
         seed = check_int(self.seed, "seed", low=0, high=2**64 - 1)
@@ -128,7 +129,7 @@ class KMeans(ClusterMixin, Estimator):
             init = "array"
         with progress_callback(self.progress, desc="k-means") as cb:
             c, labels, inertia, n_iter = _core.kmeans(
-                x, k, bool(self.spherical), max_iter, tol, init, init_arr, mppc, seed, cb
+                x, k, spherical, max_iter, tol, init, init_arr, mppc, seed, cb
             )
         self.cluster_centers_ = c
         self.labels_ = labels
@@ -146,5 +147,7 @@ class KMeans(ClusterMixin, Estimator):
         check_fitted(self, "cluster_centers_")
         x = validate_X(self, X, reset=False)
         with progress_callback(self.progress, desc="k-means assign") as cb:
-            labels, _ = _core.kmeans_assign(x, self.cluster_centers_, bool(self.spherical), cb)
+            labels, _ = _core.kmeans_assign(
+                x, self.cluster_centers_, check_bool(self.spherical, "spherical"), cb
+            )
         return labels

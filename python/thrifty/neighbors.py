@@ -587,7 +587,7 @@ class KNNClassifier(_Classifier):
         flat = (np.arange(s.shape[0])[:, None] * n_cls + votes).ravel()
         proba = np.bincount(flat, weights=w.ravel(), minlength=s.shape[0] * n_cls)
         proba = proba.reshape(s.shape[0], n_cls)
-        proba /= proba.sum(axis=1, keepdims=True)
+        proba = proba / proba.sum(axis=1, keepdims=True)
         return proba
 
     def predict(self, X: Any) -> np.ndarray:
