@@ -24,7 +24,7 @@ from torch import nn
 
 from ..._validation import check_float
 from . import _fused
-from ._common import InvalidInputError, closure_loss, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, Optimizer, closure_loss, compute_dtype, rollback_on_error
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
 
@@ -42,9 +42,6 @@ def dog_step_size(rbar: torch.Tensor, g_sq_sum: torch.Tensor, *, lr: float = 1.0
     return lr * rbar / torch.sqrt(g_sq_sum)
 
 
-_FLOAT32_STATE = ("x0", "x32", "rbar", "G")  # kept in the compute dtype, whatever the parameter's
-
-
 def _reps(group: dict[str, Any]) -> float:
     # With an explicit first step size the initial distance is 0, as in the reference.
     return 0.0 if group["init_eta"] is not None else float(group["reps_rel"])
@@ -58,7 +55,7 @@ def _eta(group: dict[str, Any], st: dict[str, Any], first: bool) -> torch.Tensor
     return eta
 
 
-class DoG(torch.optim.Optimizer):
+class DoG(Optimizer):
     """Distance over Gradients: SGD with a parameter-free step size.
 
     Parameters
@@ -176,20 +173,6 @@ class DoG(torch.optim.Optimizer):
                 if x.dtype != p.dtype:
                     p.copy_(x)
         return loss
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`. torch casts floating state to each parameter's
-        dtype; DoG's state of half-precision parameters (``x0``, ``x32``, ``rbar``, ``G``)
-        stays float32."""
-        super().load_state_dict(state_dict)
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for i, p in zip(saved_ids, params):
-            saved = state_dict["state"].get(i, {})
-            for key in _FLOAT32_STATE:
-                v = saved.get(key)
-                if isinstance(v, torch.Tensor) and v.dtype != self.state[p][key].dtype:
-                    self.state[p][key] = v.to(device=p.device, copy=True)
 
     def _init_point(self, p: torch.Tensor) -> None:
         """The initial point ``x0`` in the compute dtype, and for a half-precision
