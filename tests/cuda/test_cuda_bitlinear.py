@@ -188,6 +188,29 @@ def test_kernels_equal_reference_bit_for_bit(monkeypatch, m, k, n, bias):
         assert torch.equal(a.view(torch.uint8) if a.dtype != torch.int8 else a, b.view(torch.uint8) if b.dtype != torch.int8 else b), name
 
 
+def test_bitlinear_module_picks_the_kernels_itself(monkeypatch):
+    """BitLinear dispatches to the fused integer path when the kernels can take the
+    input (here the host build stands in for the device): same values as the float
+    layer within its rounding, straight-through gradients, weights packed once."""
+    layer = _layer(96, 40, bias=True, seed=5)
+    x = torch.randn(2, 3, 96, requires_grad=True)
+    want = _float_forward(layer, x)
+    _emulated(monkeypatch)
+    y = layer(x)
+    assert layer._fused_cache.packs == 1
+    assert ((y - want).abs() <= _tolerance(layer, x)).all()
+    gy = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, layer.weight), gy)
+    rx, rw = torch.autograd.grad(want, (x, layer.weight), gy)
+    torch.testing.assert_close(gx, rx, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gw, rw, rtol=1e-4, atol=1e-4)
+    layer(x)
+    assert layer._fused_cache.packs == 1
+    layer.strength = 0.5  # phasing in: the float path
+    layer(x)
+    assert layer._fused_cache.packs == 1
+
+
 def test_kernel_signatures_match():
     assert set(bl._KERNELS) == set(rt.kernel_signatures("bitlinear.cu"))
 

@@ -233,3 +233,35 @@ def test_matches_the_dog_optimizer_reference_when_installed():
         runs.append([p.detach() for p in model.parameters()])
     for a, b in zip(*runs):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [DoG, LDoG])
+def test_half_precision_state_dict_roundtrip_keeps_float32_state(cls, tmp_path):
+    g = torch.Generator().manual_seed(3)
+    X, Y = torch.randn(32, 4, generator=g), torch.randn(32, 1, generator=g)
+
+    def run(model, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(X.bfloat16()).float(), Y).backward()
+            opt.step()
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 1).to(torch.bfloat16)
+    b = torch.nn.Linear(4, 1).to(torch.bfloat16)
+    b.load_state_dict(a.state_dict())
+    opt_a = cls(a.parameters())
+    run(a, opt_a, 30)
+    sd = roundtrip(opt_a, tmp_path)
+    opt_b = cls(b.parameters())
+    b.load_state_dict(a.state_dict())
+    opt_b.load_state_dict(sd)
+    for p in b.parameters():
+        st = opt_b.state[p]
+        assert st["x0"].dtype == torch.float32 and st["x32"].dtype == torch.float32
+        if "rbar" in st:
+            assert st["rbar"].dtype == torch.float32 and st["G"].dtype == torch.float32
+    run(a, opt_a, 30)
+    run(b, opt_b, 30)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)

@@ -8,7 +8,19 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import thrifty  # noqa: E402
-from thrifty.torch.optim import FRUGAL, SAM, DoG, MeZO, MoMo, MoMoAdam, sam_perturbation  # noqa: E402
+from thrifty.torch.optim import (  # noqa: E402
+    FRUGAL,
+    SAM,
+    DoG,
+    FiraAdamW,
+    GaLoreAdamW,
+    GlobalSparseMomentumSGD,
+    LDoG,
+    MeZO,
+    MoMo,
+    MoMoAdam,
+    sam_perturbation,
+)
 from thrifty.torch.optim._common import closure_loss, grad_pairs  # noqa: E402
 
 
@@ -75,3 +87,48 @@ def test_sam_perturbation_without_tensors_and_with_given_norm():
     w, gr = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 4.0])
     e = sam_perturbation([w], [gr], rho=0.5, adaptive=True, grad_norm=torch.tensor(10.0))[0]
     torch.testing.assert_close(e, 0.5 * w * w * gr / 10.0)
+
+
+HALF_STATE_OPTIMIZERS = {
+    "DoG": lambda ps: DoG(ps),
+    "LDoG": lambda ps: LDoG(ps),
+    "MoMo": lambda ps: MoMo(ps, lr=0.1),
+    "MoMoAdam": lambda ps: MoMoAdam(ps, lr=0.01),
+    "GaLoreAdamW": lambda ps: GaLoreAdamW([{"params": ps, "rank": 2, "update_proj_gap": 2}], lr=0.01),
+    "FiraAdamW": lambda ps: FiraAdamW([{"params": ps, "rank": 2, "update_proj_gap": 2}], lr=0.01),
+    "FRUGAL": lambda ps: FRUGAL(ps, lr=0.01, update_gap=2),
+    "GlobalSparseMomentumSGD": lambda ps: GlobalSparseMomentumSGD(ps, lr=0.01, momentum=0.9, density=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HALF_STATE_OPTIMIZERS))
+def test_state_dict_keeps_float32_state_of_bf16_parameters(name, tmp_path):
+    """torch casts loaded state to the parameter dtype; thrifty's optimizers keep the
+    saved dtypes, so a resumed bf16 run equals the uninterrupted one."""
+    make = HALF_STATE_OPTIMIZERS[name]
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(6, 4, generator=g)
+    a = torch.nn.Parameter(torch.randn(6, 4, generator=g).bfloat16())
+    b = torch.nn.Parameter(a.detach().clone())
+
+    def run(w, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = ((w.float() - target) ** 2).sum()
+            loss.backward()
+            opt.step(loss=loss) if name.startswith("MoMo") else opt.step()
+
+    opt_a = make([a])
+    run(a, opt_a, 3)
+    saved = {k: v.dtype for k, v in opt_a.state[a].items() if isinstance(v, torch.Tensor)}
+    assert torch.float32 in saved.values()
+    path = tmp_path / "opt.pt"
+    torch.save(opt_a.state_dict(), path)
+    opt_b = make([b])
+    with torch.no_grad():
+        b.copy_(a)
+    opt_b.load_state_dict(torch.load(path, weights_only=True))
+    assert {k: v.dtype for k, v in opt_b.state[b].items() if isinstance(v, torch.Tensor)} == saved
+    run(a, opt_a, 3)
+    run(b, opt_b, 3)
+    assert torch.equal(a, b)

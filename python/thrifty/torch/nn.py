@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_float, check_int
+from ._cuda import _runtime as _rt
 from ._ternary import check_scale as _check_scale
 from ._ternary import weight_scale as _weight_scale
 
@@ -87,12 +88,6 @@ def quantize_activations(x: Tensor, bits: int = 8) -> Tensor:
     xf = x.float()
     s = qmax / xf.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
     return (torch.round(xf * s).clamp_(-qmax - 1, qmax) / s).to(x.dtype)
-
-
-def _fused_available() -> bool:
-    from ._cuda._runtime import available
-
-    return available()
 
 
 class BitLinear(nn.Linear):
@@ -164,7 +159,7 @@ class BitLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         lam = self.strength
-        if x.is_cuda and lam == 1.0 and self.act_bits == 8 and _fused_available():
+        if lam == 1.0 and self.act_bits == 8 and _rt.use_kernels(x):
             # same layer in integers on the GPU (the CUDA backend): int8 x packed
             # ternary GEMM, packed weights cached until the weight changes
             from ._cuda import bitlinear as fused

@@ -12,7 +12,27 @@ import torch
 from ..._errors import InvalidInputError
 from ..._validation import check_float
 
-__all__ = ["check_betas", "compute_dtype", "InvalidInputError"]
+__all__ = ["Optimizer", "check_betas", "compute_dtype", "InvalidInputError"]
+
+
+class Optimizer(torch.optim.Optimizer):
+    """``torch.optim.Optimizer`` whose ``load_state_dict`` keeps the saved dtype of
+    every state tensor.
+
+    torch casts floating state to each parameter's dtype on load; thrifty's optimizers
+    keep the state of float16/bfloat16 parameters (moments, master copies, projections)
+    in float32, and a resumed run must continue from exactly that state.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(saved_ids, params):
+            for key, v in state_dict["state"].get(i, {}).items():
+                cur = self.state[p].get(key)
+                if isinstance(v, torch.Tensor) and isinstance(cur, torch.Tensor) and v.dtype != cur.dtype:
+                    self.state[p][key] = v.to(device=cur.device, copy=True)
 
 
 def check_betas(betas: Any) -> tuple[float, float]:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..._validation import check_float
 from . import _fused
-from ._common import InvalidInputError, closure_loss, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, Optimizer, closure_loss, compute_dtype, rollback_on_error
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
 
@@ -55,7 +55,7 @@ def _eta(group: dict[str, Any], st: dict[str, Any], first: bool) -> torch.Tensor
     return eta
 
 
-class DoG(torch.optim.Optimizer):
+class DoG(Optimizer):
     """Distance over Gradients: SGD with a parameter-free step size.
 
     Parameters

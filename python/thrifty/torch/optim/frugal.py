@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..._validation import check_float, check_int
-from ._common import InvalidInputError, check_betas, closure_loss, compute_dtype
+from ._common import InvalidInputError, Optimizer, check_betas, closure_loss, compute_dtype
 from ._common import grad_pairs, rollback_on_error, working_copy, write_back
 from ._rng import step_generator
 from .galore import _side, galore_orthogonal, galore_project, galore_project_back
@@ -33,7 +33,7 @@ from .galore import _side, galore_orthogonal, galore_project, galore_project_bac
 __all__ = ["FRUGAL"]
 
 
-class FRUGAL(torch.optim.Optimizer):
+class FRUGAL(Optimizer):
     """FRUGAL optimizer (Adam on a subspace, signSGD or SGD on the rest).
 
     Parameters

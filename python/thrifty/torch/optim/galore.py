@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..._validation import check_float, check_int
-from ._common import InvalidInputError, check_betas, closure_loss, compute_dtype
+from ._common import InvalidInputError, Optimizer, check_betas, closure_loss, compute_dtype
 from ._common import rollback_on_error, working_copy, write_back
 
 __all__ = [
@@ -90,7 +90,7 @@ def galore_project_back(low: torch.Tensor, ortho: list[torch.Tensor], side: str,
     return full * scale
 
 
-class GaLoreAdamW(torch.optim.Optimizer):
+class GaLoreAdamW(Optimizer):
     """AdamW with GaLore gradient projection for the param groups that set ``rank``.
 
     Parameters

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..._validation import check_float, check_int
-from ._common import InvalidInputError, closure_loss, compute_dtype, grad_pairs
+from ._common import InvalidInputError, Optimizer, closure_loss, compute_dtype, grad_pairs
 from ._common import rollback_on_error, working_copy, write_back
 from ._rng import StepGenerators
 
@@ -40,7 +40,7 @@ def gsm_mask(params: list[torch.Tensor], grads: list[torch.Tensor], density: flo
     return out
 
 
-class GlobalSparseMomentumSGD(torch.optim.Optimizer):
+class GlobalSparseMomentumSGD(Optimizer):
     """GSM: momentum SGD where only the globally top-``density`` entries by ``|w g|`` get
     the loss gradient; weight decay applies to all (the rest decays towards 0).
 

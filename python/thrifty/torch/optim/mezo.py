@@ -31,13 +31,13 @@ from typing import Any
 import torch
 
 from ..._validation import check_float, check_int
-from ._common import InvalidInputError, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, Optimizer, compute_dtype, rollback_on_error
 from ._rng import StepGenerators
 
 __all__ = ["MeZO"]
 
 
-class MeZO(torch.optim.Optimizer):
+class MeZO(Optimizer):
     """Zeroth-order SGD with in-place seeded perturbations.
 
     Parameters

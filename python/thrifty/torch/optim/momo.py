@@ -19,13 +19,13 @@ import torch
 
 from ..._validation import check_float
 from . import _fused
-from ._common import InvalidInputError, check_betas, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, Optimizer, check_betas, compute_dtype, rollback_on_error
 from ._common import working_copy, write_back
 
 __all__ = ["MoMo", "MoMoAdam"]
 
 
-class _LossBased(torch.optim.Optimizer):
+class _LossBased(Optimizer):
     """Shared plumbing: the loss argument and the global scalars kept in ``state``."""
 
     lb0: float
