@@ -1,5 +1,8 @@
 """Runtime guarantees: fork safety, bounded thread pools, no panics on thread limits,
-typed exceptions created once.
+typed exceptions, MemoryError instead of aborts, exact gzip level 0, prompt Ctrl-C.
+
+Python 3.12+ warns that fork() in a multi-threaded process may deadlock; making that
+safe for thrifty's own threads is what the fork tests check.
 
 Each hazard runs in a child process (fork, a resource limit, a different user), so a
 regression shows up as a failed test instead of a hung or crashed test run.
@@ -29,6 +32,7 @@ def _child_calls_thrifty(conn) -> None:
     conn.close()
 
 
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 @pytest.mark.parametrize("threads", [1, 3])
 def test_forked_child_can_call_thrifty_after_the_parent_did(threads):
     thrifty.set_num_threads(threads)
@@ -53,6 +57,42 @@ def test_forked_child_can_call_thrifty_after_the_parent_did(threads):
     assert p.exitcode == 0
     assert got_idx == want_idx[:, 0].tolist() == list(range(300))
     assert got_labels == want_labels.tolist()
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_fork_while_another_thread_is_inside_thrifty():
+    import threading
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            thrifty.neighbors.topk(x, x, 5)
+            thrifty.set_num_threads(2 if thrifty.get_num_threads() != 2 else 3)
+
+    t = threading.Thread(target=busy)
+    t.start()
+    try:
+        ctx = mp.get_context("fork")
+        for _ in range(5):
+            parent, child = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_child_calls_thrifty, args=(child,))
+            p.start()
+            child.close()
+            try:
+                assert parent.poll(30), "forked child hung"
+                assert parent.recv()[0] == list(range(300))
+            finally:
+                p.join(5)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+            assert p.exitcode == 0
+    finally:
+        stop.set()
+        t.join()
 
 
 def _run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
