@@ -181,7 +181,8 @@ def test_abandoned_iterator_stops_thread_promptly():
     del it
     gc.collect()
     assert _core.data_active_loaders() == base
-    assert time.perf_counter() - t < 1.0
+    # a hang would take forever; 3 s leaves room for a loaded CI machine
+    assert time.perf_counter() - t < 3.0
     # breaking out of a for-loop too
     for _ in loader:
         break

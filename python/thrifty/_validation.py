@@ -133,7 +133,7 @@ def as_float_matrix(
     allow_empty: bool = False,
     finite: bool = True,
     n_features: int | None = None,
-    one_d_hint: str = "reshape your data with x.reshape(1, -1) for a single sample",
+    one_d_hint: str = "Reshape your data with x.reshape(1, -1) for a single sample",
     convert: bool = False,
 ) -> np.ndarray:
     """Return ``x`` as a 2-D C-contiguous float32 array, following the module rules.
