@@ -103,7 +103,7 @@ where
         if let Some(r) = next(POLL) {
             return Ok(r);
         }
-        if let Err(e) = Python::attach(|py| tick(py)) {
+        if let Err(e) = Python::attach(&mut tick) {
             return Err((e, next));
         }
     }

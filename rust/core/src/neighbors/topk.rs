@@ -579,4 +579,17 @@ mod tests {
             Err(NeighborsError::Cancelled(_))
         ));
     }
+
+    #[test]
+    fn impossible_result_sizes_are_alloc_errors_before_any_work() {
+        use crate::error::{Classify, ErrorKind};
+        let n = 1_000_000;
+        let x = vec![1.0f32; n];
+        let m = MatRef::new(&x, n, 1).unwrap();
+        // 10^6 x 10^6 neighbours: 20 TB of results and candidates.
+        let e = topk(m, m, n, Metric::Dot, &Progress::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfMemory, "{e}");
+        let e = topk(m, m, n + 1, Metric::Dot, &Progress::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
 }
