@@ -127,6 +127,45 @@ pub fn encode_one(x: f32, spec: &Spec, saturate: bool) -> u32 {
     }
 }
 
+/// Encode one float64 (round to nearest even, directly from float64 as `ml_dtypes`'
+/// float64 casts do); specials and saturation as [`encode_one`].
+#[inline(always)]
+pub fn encode_one_f64(x: f64, spec: &Spec, saturate: bool) -> u32 {
+    const INF: u64 = 0x7ff0_0000_0000_0000;
+    let bits = x.to_bits();
+    let abs = bits & !(1u64 << 63);
+    let neg = (bits >> 63) as u32;
+    let sign = neg * spec.sign_bit();
+    let (bias, mbits) = (spec.bias as u64, spec.mbits as u64);
+    let min_normal = (1023 - bias + 1) << 52;
+    // subnormal results: adding 2^(52 + 1 - bias - mbits) rounds to the quantum
+    let magic = f64::from_bits((1023 + 52 + 1 - bias - mbits) << 52);
+    let sub = (f64::from_bits(abs) + magic)
+        .to_bits()
+        .wrapping_sub(magic.to_bits());
+    // normal results: round the float64 mantissa half to even, then re-bias
+    let shift = 52 - mbits;
+    let rounded = abs + ((1 << (shift - 1)) - 1) + ((abs >> shift) & 1);
+    let norm = (rounded >> shift).wrapping_sub((1023 - bias) << mbits);
+    let mag = if abs < min_normal { sub } else { norm };
+    let (nan, inf, over) = match spec.kind {
+        FloatKind::E4M3 => (0x7F | sign, 0x7F | sign, 0x7F | sign),
+        FloatKind::E5M2 => (0x7E | sign, 0x7C | sign, 0x7C | sign),
+        FloatKind::E2M1 => ((1 - neg) << 3, 0x7 | sign, 0x7 | sign),
+        FloatKind::F16 => (0x7E00 | sign, 0x7C00 | sign, 0x7C00 | sign),
+    };
+    let over = if saturate { spec.max_code | sign } else { over };
+    if abs > INF {
+        nan
+    } else if abs == INF {
+        inf
+    } else if mag > spec.max_code as u64 {
+        over
+    } else {
+        mag as u32 | sign
+    }
+}
+
 /// Decode one code (any bits above the format's width are ignored).
 pub fn decode_one(code: u32, spec: &Spec) -> f32 {
     let nbits = spec.ebits + spec.mbits;
