@@ -358,6 +358,68 @@ mod tests {
         best.1
     }
 
+    /// Brute-force nearest code of a float64 (ties to the even code).
+    fn nearest_f64(x: f64, spec: &Spec) -> u32 {
+        let mut best = (f64::INFINITY, 0u32);
+        for c in 0..1u32 << spec.bits() {
+            let v = decode_one(c, spec) as f64;
+            if !v.is_finite() || (v == 0.0 && v.is_sign_negative() != x.is_sign_negative()) {
+                continue;
+            }
+            let d = (v - x).abs();
+            if d < best.0 || (d == best.0 && c % 2 == 0) {
+                best = (d, c);
+            }
+        }
+        best.1
+    }
+
+    #[test]
+    fn f64_encode_agrees_with_f32_on_f32_values_and_specials() {
+        for spec in [E4M3, E5M2, E2M1] {
+            for bits in (0..0x7f80_0000u32)
+                .step_by(4099)
+                .chain([0x7f80_0000, 0x7fc0_0000])
+            {
+                for sign in [0, 0x8000_0000] {
+                    let x = f32::from_bits(bits | sign);
+                    for sat in [false, true] {
+                        assert_eq!(
+                            encode_one_f64(x as f64, &spec, sat),
+                            encode_one(x, &spec, sat),
+                            "{:?} {x} {sat}",
+                            spec.kind
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn f64_encode_is_nearest_code(bits in 0u64..0x7ff0_0000_0000_0000, neg: bool) {
+            let x = f64::from_bits(bits | if neg { 1 << 63 } else { 0 });
+            for spec in [E4M3, E5M2, E2M1] {
+                let max = spec.max_value() as f64;
+                let want = nearest_f64(x.clamp(-max, max), &spec);
+                proptest::prop_assert_eq!(encode_one_f64(x, &spec, true), want, "{:?} {}", spec.kind, x);
+            }
+        }
+
+        #[test]
+        fn f64_encode_near_midpoints(c in 0u32..0x7e, below: bool, k in 1u64..4) {
+            // one to three float64 ulps beside each midpoint between neighbouring codes
+            for spec in [E4M3, E5M2, E2M1] {
+                if c >= spec.max_code { continue; }
+                let m = (decode_one(c, &spec) as f64 + decode_one(c + 1, &spec) as f64) / 2.0;
+                let x = f64::from_bits(if below { m.to_bits() - k } else { m.to_bits() + k });
+                let want = if below { c } else { c + 1 };
+                proptest::prop_assert_eq!(encode_one_f64(x, &spec, true), want);
+            }
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn encode_is_nearest_code(bits in 0u32..0x7f80_0000, neg: bool) {

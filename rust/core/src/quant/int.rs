@@ -142,7 +142,11 @@ pub(crate) fn quantize_int(
              float32's max (3.4e38){}: their dequantized values would overflow to \
              infinity; rescale the tensor{}",
             f.name(),
-            if asym { " or span more than its range" } else { "" },
+            if asym {
+                " or span more than its range"
+            } else {
+                ""
+            },
             if asym { " or use symmetric=True" } else { "" }
         ));
     }

@@ -1021,6 +1021,70 @@ mod tests {
     }
 
     #[test]
+    fn impossible_buffers_are_errors() {
+        let e = try_zeroed::<f32>(usize::MAX / 2).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfMemory);
+        assert!(par_out::<u8>(usize::MAX / 2, CHUNK, |_, _| {}).is_err());
+        let q = QuantError::from(e);
+        assert_eq!(q.kind(), ErrorKind::OutOfMemory);
+        assert!(q.to_string().contains("cannot allocate"), "{q}");
+        // a zeroed large buffer really is zero
+        let v = try_zeroed::<f32>(LARGE / 4 + 3).unwrap();
+        assert!(v.iter().all(|&x| x == 0.0) && v.len() == LARGE / 4 + 3);
+    }
+
+    #[test]
+    fn fixed_fp8_scale_saturates_overflowing_quotients() {
+        let p = Progress::new();
+        for (f, max) in [(Format::Fp8E4m3, 448.0f32), (Format::Fp8E5m2, 57344.0)] {
+            for rounding in [Rounding::Nearest, Rounding::Stochastic(3)] {
+                let mut o = QuantOptions::new(f);
+                o.scale = ScaleMode::Fixed(0.5);
+                o.rounding = rounding;
+                let x = [3e38f32, -3e38, f32::MAX, 1.0];
+                let q = quantize(&x, 1, 4, &o, &p).unwrap();
+                let y = dequantize(&q.as_packed(f, 1, 4), &p).unwrap();
+                assert_eq!(y, vec![max * 0.5, -max * 0.5, max * 0.5, 1.0], "{f:?}");
+            }
+            let mut o = QuantOptions::new(f);
+            o.scale = ScaleMode::Fixed(1e36);
+            assert!(matches!(
+                quantize(&[1.0], 1, 1, &o, &p),
+                Err(QuantError::Invalid(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn unrepresentable_ranges_are_refused() {
+        let p = Progress::new();
+        let mut x = vec![0f32; 512];
+        x[300] = 65520.0;
+        for f in [Format::Tq1_0, Format::Tq2_0] {
+            let e = quantize(&x, 2, 256, &QuantOptions::new(f), &p).unwrap_err();
+            assert!(e.to_string().contains("flat index 300"), "{e}");
+        }
+        x[300] = 65519.0;
+        assert!(quantize(&x, 2, 256, &QuantOptions::new(Format::Tq1_0), &p).is_ok());
+        x[0] = -3e38;
+        x[1] = 3e38;
+        let e = quantize(&x, 2, 256, &QuantOptions::new(Format::Int4), &p).unwrap_err();
+        assert!(e.to_string().contains("group 0"), "{e}");
+        x[1] = f32::MAX;
+        // nvfp4 and fp8 (absmax) stay finite even at float32's max: accepted
+        for f in [Format::Nvfp4, Format::Fp8E4m3, Format::Fp8E5m2] {
+            let q = quantize(&x, 2, 256, &QuantOptions::new(f), &p).unwrap();
+            let y = dequantize(&q.as_packed(f, 2, 256), &p).unwrap();
+            assert!(y.iter().all(|v| v.is_finite()), "{f:?}");
+        }
+        // -128 * (amax / 127.5) overflows
+        assert!(quantize(&x, 2, 256, &QuantOptions::new(Format::Int8), &p).is_err());
+        let mut o = QuantOptions::new(Format::Int8);
+        o.scale = ScaleMode::Fixed(1e-39);
+        assert!(quantize(&[0.0, 1.0], 1, 2, &o, &p).is_err());
+    }
+
+    #[test]
     fn pieces_cover_groups() {
         let mut seen = vec![];
         seen.extend(pieces(5, 10, 4));

@@ -23,7 +23,8 @@
 use rayon::prelude::*;
 
 use super::float::{
-    decode_table, e8m0_value, encode_one, encode_one_f64, floor_log2, FloatKind, Spec, E2M1, E4M3, E5M2,
+    decode_table, e8m0_value, encode_one, encode_one_f64, floor_log2, FloatKind, Spec, E2M1, E4M3,
+    E5M2,
 };
 use super::int::resolve_group;
 use super::rng::{uniform_of, Stream};
@@ -50,11 +51,7 @@ pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Result<Vec<u8
 
 /// [`encode_slice`] for float64 values, rounded directly from float64 (a detour
 /// through float32 would round twice and differ next to midpoints).
-pub fn encode_slice_f64(
-    x: &[f64],
-    kind: FloatKind,
-    saturate: bool,
-) -> Result<Vec<u8>, AllocError> {
+pub fn encode_slice_f64(x: &[f64], kind: FloatKind, saturate: bool) -> Result<Vec<u8>, AllocError> {
     let spec = Spec::of(kind);
     super::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
         for (c, &v) in o.iter_mut().zip(xi) {
