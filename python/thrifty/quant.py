@@ -325,8 +325,9 @@ def quantize(
     seed : int, optional
         Seed of the stochastic stream (0 <= seed < 2**64); drawn at random if omitted.
     saturate : bool
-        ``fp8_*`` with a fixed scale: clamp values beyond the format's max (default) or
-        map them to NaN (E4M3) / Inf (E5M2) as ``ml_dtypes`` does.
+        ``fp8_*`` with a fixed scale: clamp values beyond the format's max (default;
+        also when ``x / scale`` overflows float32) or map them to NaN (E4M3) / Inf
+        (E5M2) as ``ml_dtypes`` does. Stochastic rounding always saturates.
     symmetric : bool
         ``int4`` only: symmetric scaling instead of torchao's asymmetric zero points.
 
@@ -338,7 +339,11 @@ def quantize(
     ------
     thrifty.InvalidInputError
         NaN/inf, empty input, unsupported dtype or format, a group size that does not
-        divide the last dimension, an option that does not apply to ``fmt``.
+        divide the last dimension, an option that does not apply to ``fmt``, values
+        whose quantized form float32/float16 cannot hold (see "Saturation and
+        overflow" in the module docstring).
+    thrifty.OutOfMemoryError
+        The packed arrays (or the float32 copy of the input) cannot be allocated.
 
     Examples
     --------
@@ -642,7 +647,7 @@ def _numpy_dtype(code: str) -> np.dtype:
 
 def _code_of(a: np.ndarray) -> tuple[str, tuple[int, ...]]:
     """(safetensors dtype, safetensors shape) of a plain array, or InvalidInputError."""
-    md = a.dtype.metadata or {}
+    md: Mapping[str, Any] = a.dtype.metadata or {}
     code = md.get(_TAG)
     if code is not None:
         if code not in _ST_DTYPES:
