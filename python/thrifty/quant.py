@@ -42,7 +42,10 @@ Layouts, in detail:
 * ``fp8_*``: one code per byte, ``scale = amax / max`` (448 or 57344) per group (1.0
   for an all-zero group; the smallest subnormal if the quotient underflows).
 * ``mx*``: element ``2i`` in the LOW nibble for MXFP4; ``scales`` are E8M0 bytes.
-* ``nvfp4``: element ``2i`` in the LOW nibble; ``scales`` are E4M3 bytes and
+* ``nvfp4``: elements are ``x * ((1 / tensor_scale) / block_scale)`` rounded to E2M1,
+  in float32 and in that order (torchao's ``nvfp4_quantize``; a division by
+  ``tensor_scale * block_scale`` differs next to ties, e.g. on bf16-valued weights),
+  element ``2i`` in the LOW nibble; ``scales`` are E4M3 bytes and
   ``tensor_scale`` is the float32 per-tensor scale ``amax / 2688`` (torchao), floored
   at 2**-126 so that tensors with a tiny amax cannot produce NaN (1.0 if all zero).
 
