@@ -70,11 +70,13 @@ float32, to ``±max * scale``; ``saturate=False`` maps them to NaN (E4M3) / Inf 
 ``ml_dtypes`` does, on purpose. Stochastic rounding always saturates. Other formats
 never produce codes past their max. What float32 cannot hold is refused
 (``InvalidInputError``) instead of silently becoming inf/NaN: ``tq1_0`` / ``tq2_0``
-with a block max ``|x| >= 65520`` (its float16 scale would be infinite); ``int8``,
-``int4``, ``fp8_*`` and ``nvfp4`` groups whose dequantized range would overflow float32
-(values within a few percent of 3.4e38, or an ``int4`` group whose ``max - min``
-exceeds float32); a fixed scale whose reciprocal (``int8``) or ``max * scale``
-overflows.
+with a block max ``|x| >= 65520`` (its float16 scale would be infinite); ``int8`` /
+``int4`` groups whose dequantized range would overflow float32 (``|x|`` above about
+3.39e38 for ``int8``, 3.19e38 for symmetric ``int4``, since code ``-128`` / ``-8`` decodes
+to ``-1.004`` / ``-1.067`` times the group's max, or an asymmetric ``int4`` group whose
+``max - min`` exceeds float32); a fixed scale whose reciprocal (``int8``) or
+``max * scale`` overflows. (``fp8_*`` and ``nvfp4`` groups are checked the same way and
+stay finite up to float32's max.)
 
 Element codecs and float64: ``fp8_encode`` / ``fp4_encode`` round float64 input
 directly (as ``ml_dtypes``' float64 casts), never through float32; ``quantize``
@@ -86,7 +88,9 @@ scale code clamps to 0 (scale ``2**-127``, a float32 subnormal), i.e. blocks wit
 (MXFP8 E5M2). thrifty follows OCP MX v1.0 there: the elements are ``x / 2**-127``
 rounded and clamped, so the stored code 0 and the elements agree. torchao stores code 0
 but scales the elements by ``2**-126`` (the smallest normal float32), so its elements
-are one binade smaller than its own scale says and decode to half the input. Stochastic rounding (``rounding="stochastic"``) draws one uniform
+are one binade smaller than its own scale says and decode to half the input.
+
+Stochastic rounding (``rounding="stochastic"``) draws one uniform
 variate per element from a counter-based stream keyed by ``(seed, flat index)``
 (SplitMix64, see ``rust/core/src/quant/rng.rs``), so it is reproducible and
 independent of the thread count; it is available for every format except ``tq1_0``,
