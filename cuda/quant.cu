@@ -484,6 +484,8 @@ extern "C" __global__ void th_fp8_encode(const float* __restrict__ x, th_u64 n, 
     if (t >= n) return;
     th_spec spec = th_spec_of((th_kind)kind);
     float v = __fdiv_rn(x[t], scales[t / g]);
+    // saturating encoders clamp a quotient that overflowed (a small fixed scale)
+    if (saturate || stochastic) v = th_clamp(v, -3.40282347e+38f, 3.40282347e+38f);
     th_u32 c = stochastic ? th_sr_encode(v, spec, th_uniform(th_stream_key(seed), t))
                           : th_encode(v, spec, saturate != 0);
     out[t] = (th_u8)c;
@@ -517,7 +519,7 @@ extern "C" __global__ void th_fp_decode(const th_u8* __restrict__ codes, float* 
 // mode 0: MX, E8M0 scale code floor(log2(amax)) - emax + 127 clamped to [0, 254],
 //         elements v * 2^(127 - code); bsize 32.
 // mode 1: NVFP4, E4M3 scale code of clamp((amax / 6) / pt, 2^-6, 448), elements
-//         v / (pt * scale); bsize 16; ptbuf[0] = pt.
+//         v * ((1 / pt) / scale); bsize 16; ptbuf[0] = pt.
 extern "C" __global__ void th_block_encode(const float* __restrict__ x, th_u64 n, int bsize,
                                            int mode, int kind, int emax,
                                            const float* __restrict__ ptbuf, int stochastic,
@@ -554,7 +556,7 @@ extern "C" __global__ void th_block_encode(const float* __restrict__ x, th_u64 n
         float bs = th_clamp(__fdiv_rn(__fdiv_rn(a, 6.0f), pt), 0.015625f, 448.0f);
         th_spec e4 = th_spec_of(TH_E4M3);
         code = th_encode(bs, e4, true);
-        div = __fmul_rn(pt, th_decode(code, e4));
+        mul = __fdiv_rn(__fdiv_rn(1.0f, pt), th_decode(code, e4));  // torchao's order
     }
     if (live && lane == 0) scales[blk] = (th_u8)code;
     float w = __fdiv_rn(__fmul_rn(v, mul), div);

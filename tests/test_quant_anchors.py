@@ -149,3 +149,82 @@ def test_ternary_layout_identical_to_transformers(shape):
     unpacked = bitnet.unpack_weights(torch.from_numpy(q.data), torch.float32)[: shape[0]]
     assert np.array_equal(unpacked.numpy(), codes.numpy().astype(np.float32))
     assert same(quant.dequantize(q), unpacked.numpy() * q.scales.ravel()[0])
+
+
+def nvfp4_bytes_divided(x):
+    """NVFP4 codes computed with a division by ``pt * block_scale`` (what thrifty did
+    before): used to show that the inputs below tell the two orders apart."""
+    md = pytest.importorskip("ml_dtypes")
+    b = x.reshape(-1, 16).astype(np.float32)
+    pt = np.float32(np.abs(b).max() / np.float32(2688.0))
+    bs = np.clip((np.abs(b).max(axis=1) / np.float32(6.0)) / pt, np.float32(2.0 ** -6),
+                 np.float32(448)).astype(md.float8_e4m3fn).astype(np.float32)
+    return np.clip(b / (pt * bs)[:, None], -6, 6).astype(md.float4_e2m1fn).view(np.uint8)
+
+
+def tie_grid():
+    """2048 values on a uniform grid of 0.125 steps in [-6, 6]: after scaling, many fall
+    exactly on (or one rounding away from) E2M1 midpoints."""
+    return ((np.arange(2048) % 97 - 48) * 0.125).astype(np.float32).reshape(16, 128)
+
+
+@pytest.mark.parametrize("case", ["randn_bf16", "tie_grid", "tie_grid_bf16"])
+def test_nvfp4_identical_to_torchao_on_bf16_weights_and_ties(case):
+    pytest.importorskip("torchao")
+    from torchao.prototype.mx_formats import nvfp4_tensor as nv
+
+    if case == "randn_bf16":
+        torch.manual_seed(0)
+        t = torch.randn(512, 1024).to(torch.bfloat16)
+    else:
+        t = torch.from_numpy(tie_grid())
+        if case == "tie_grid_bf16":
+            t = t.to(torch.bfloat16)
+    x = t.float().numpy()
+    pt = nv.per_tensor_amax_to_scale(t.float().abs().max())
+    s, d = nv.nvfp4_quantize(t, 16, pt)
+    for q in (quant.quantize(t, "nvfp4"), quant.quantize(x, "nvfp4")):
+        assert q.tensor_scale == pt.item()
+        assert np.array_equal(s.view(torch.uint8).numpy().ravel(), q.scales.ravel())
+        assert np.array_equal(d.view(torch.uint8).numpy().ravel(), q.data.ravel())
+    # the inputs do discriminate: dividing by pt * block_scale changes some codes
+    codes = nibbles(d.view(torch.uint8).numpy())
+    assert (nvfp4_bytes_divided(x).ravel() != codes).sum() > 0
+
+
+@pytest.mark.parametrize("fmt,elem,emax", [("mxfp4", "float4_e2m1fn_x2", 2),
+                                           ("mxfp8_e4m3", "float8_e4m3fn", 8),
+                                           ("mxfp8_e5m2", "float8_e5m2", 15)])
+def test_mx_scale_code_zero_follows_ocp_not_torchao(fmt, elem, emax):
+    """The one documented difference from torchao: blocks whose E8M0 scale code clamps
+    to 0 (amax < 2**(emax - 126)). Both store code 0; thrifty's elements are
+    x / 2**-127 as OCP MX specifies, torchao's are x / 2**-126."""
+    pytest.importorskip("torchao")
+    from torchao.prototype.mx_formats.mx_tensor import to_mx
+
+    md = pytest.importorskip("ml_dtypes")
+    elem_md = {"mxfp4": md.float4_e2m1fn, "mxfp8_e4m3": md.float8_e4m3fn,
+               "mxfp8_e5m2": md.float8_e5m2}[fmt]
+    rng = np.random.default_rng(3)
+    x = (rng.uniform(-1, 1, (4, 32)) * 2.0 ** (emax - 128)).astype(np.float32)
+    x[:, 0] = 2.0 ** (emax - 127)  # amax just under the limit: code 0
+    x[3] = rng.standard_normal(32).astype(np.float32)  # an ordinary block
+    s, d = to_mx(torch.from_numpy(x.ravel()), getattr(torch, elem), 32)
+    q = quant.quantize(x, fmt)
+    assert list(q.scales) == [0, 0, 0, q.scales[3]] and q.scales[3] > 0
+    assert np.array_equal(s.view(torch.uint8).numpy().ravel(), q.scales)
+
+    def elements(raw):
+        raw = np.asarray(raw, np.uint8).ravel()
+        return nibbles(raw) if fmt == "mxfp4" else raw
+
+    ours, theirs = elements(q.data), elements(d.view(torch.uint8).numpy())
+    for scale, codes in ((2.0 ** -127, ours), (2.0 ** -126, theirs)):
+        want = np.clip(x[:3].astype(np.float64) / scale, -float(md.finfo(elem_md).max),
+                       float(md.finfo(elem_md).max)).astype(elem_md).view(np.uint8).ravel()
+        assert np.array_equal(codes[:96], want)
+    assert np.array_equal(ours[96:], theirs[96:])  # the ordinary block is identical
+    # read with the stored scale 2**-127, thrifty's elements are the closer ones
+    y = quant.dequantize(q)[:3].astype(np.float64)
+    y_torchao = theirs[:96].view(elem_md).astype(np.float64).reshape(3, 32) * 2.0 ** -127
+    assert np.abs(y - x[:3]).sum() < np.abs(y_torchao - x[:3]).sum()

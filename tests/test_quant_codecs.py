@@ -131,3 +131,41 @@ def test_torch_cpu_tensor_without_copy():
     assert np.array_equal(quant.fp8_encode(t, "e4m3"), quant.fp8_encode(t.numpy(), "e4m3"))
     want = t.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
     assert np.array_equal(quant.fp8_encode(t.clamp(-448, 448), "e4m3"), want)
+
+
+def midpoints64(mdt, ncodes):
+    """float64 values within 1e-12 (relative) of every midpoint between neighbouring
+    finite codes, on both sides, plus the midpoints themselves and float64 edge values."""
+    codes = np.arange(ncodes, dtype=np.uint8)
+    v = np.unique(codes.view(mdt).astype(np.float64))
+    v = v[np.isfinite(v)]
+    mids = (v[:-1] + v[1:]) / 2
+    eps = np.maximum(np.abs(mids), 2.0 ** -30) * 1e-12
+    near = np.concatenate([mids, mids - eps, mids + eps, np.nextafter(mids, np.inf),
+                           np.nextafter(mids, -np.inf)])
+    edges = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e300, -1e300, 5e-324, 1e-310,
+                      3.5e38, 448.0 + 16 - 1e-9, 57344.0 + 4096 + 1e-9])
+    rng = np.random.default_rng(1)
+    rand = rng.standard_normal(10_000) * np.exp(rng.uniform(-30, 30, 10_000))
+    return np.concatenate([near, -near, edges, rand])
+
+
+@pytest.mark.parametrize("name,mdt,fmax,ncodes", CODECS)
+def test_float64_rounds_directly_like_ml_dtypes(name, mdt, fmax, ncodes):
+    x = midpoints64(mdt, ncodes)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = x.astype(mdt).view(np.uint8)
+        # the old path (float64 -> float32 -> code) really differs on these values
+        twice = x.astype(np.float32).astype(mdt).view(np.uint8)
+    assert (twice != want).sum() > 0
+    got = enc(x, name, False)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, (name, x[bad[:5]], got[bad[:5]], want[bad[:5]])
+    # saturating: the same as clamping in float64, then casting
+    fin = np.isfinite(x)
+    with np.errstate(invalid="ignore"):
+        want_sat = np.where(fin, np.clip(x, -fmax, fmax), x).astype(mdt).view(np.uint8)
+    assert np.array_equal(enc(x, name, True), want_sat)
+    # float64 lists and non-contiguous views take the same path
+    assert np.array_equal(enc(list(x[:50]), name, False), want[:50])
+    assert np.array_equal(enc(x[::2], name, False), want[::2])

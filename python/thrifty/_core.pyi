@@ -31,6 +31,7 @@ __all__ = [
     "nearest_mean_scores",
     "nearest_mean_predict",
     "quant_fp_encode",
+    "quant_fp_encode_f64",
     "quant_fp_decode",
     "quant_quantize",
     "quant_dequantize",
@@ -108,6 +109,7 @@ def nearest_mean_predict(
     progress: _Progress = None,
 ) -> npt.NDArray[np.uint32]: ...
 def quant_fp_encode(x: npt.NDArray[np.float32], fmt: str, saturate: bool) -> npt.NDArray[np.uint8]: ...
+def quant_fp_encode_f64(x: npt.NDArray[np.float64], fmt: str, saturate: bool) -> npt.NDArray[np.uint8]: ...
 def quant_fp_decode(codes: npt.NDArray[np.uint8], fmt: str) -> npt.NDArray[np.float32]: ...
 def quant_quantize(
     x: npt.NDArray[np.float32],

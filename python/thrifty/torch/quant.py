@@ -156,6 +156,13 @@ def _plan(fmt: str, shape: tuple[int, ...], group_size: Any, scale: Any, roundin
             "int8/int4/fp8: absmax, and a fixed number for per-tensor int8/fp8; others: default)")
     if symmetric and fmt != "int4":
         raise InvalidInputError("symmetric applies to int4 only")
+    if mode == "fixed":  # int.rs / mx.rs: the dequantized range must fit float32
+        with np.errstate(over="ignore", divide="ignore"):
+            bad = (not (np.isfinite(np.float32(1) / value32) and np.isfinite(np.float32(-128) * value32))
+                   if fmt == "int8" else not np.isfinite(np.float32(_FP8_MAX[fmt[4:]]) * value32))
+        if bad:
+            raise InvalidInputError(f"a fixed {fmt} scale {value} would overflow float32 (its "
+                                    "reciprocal or the dequantized range)")
     # --- format rules (ternary.rs, int.rs, mx.rs)
     g = n
     if fmt in ("tq1_0", "tq2_0"):
@@ -288,6 +295,14 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
         tb = 54 if fmt == "tq1_0" else 66
         data = torch.empty(nb * tb, **u8)
         _launch("th_tq_pack", nb * 256, x, nb, int(fmt == "tq1_0"), data)
+        # ternary.rs: a float16 block scale that rounded to infinity is refused
+        half = data.reshape(nb, tb)[:, tb - 2:].contiguous().view(torch.int16)
+        if bool(((half & 0x7C00) == 0x7C00).any()):
+            i = int((x.abs() >= 65520).nonzero()[0, 0])
+            raise InvalidInputError(
+                f"{fmt} stores each block's largest |x| as float16, which ends at 65504: x = "
+                f"{float(x[i])} at flat index {i} would give an infinite scale; rescale the "
+                "tensor or use another format")
         data = data.reshape(p.shape[:-1] + (-1,))
     elif fmt in ("int8", "int4", "fp8_e4m3", "fp8_e5m2"):
         g = p.g
@@ -311,6 +326,17 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
                 _launch("th_fp8_scales", ng, amax, ng, _FP8_MAX[fmt[4:]], scales)
             else:
                 _launch("th_int_scales", ng, amax, ng, 7.5 if is4 else 127.5, scales)
+        # int.rs / mx.rs: every group's dequantized range must fit float32
+        if asym:
+            fits = torch.isfinite(-8.0 * scales + zps) & torch.isfinite(7.0 * scales + zps)
+        else:
+            fits = torch.isfinite(scales * (_FP8_MAX[fmt[4:]] if fmt.startswith("fp8")
+                                            else (-8.0 if is4 else -128.0)))
+        if not bool(fits.all()):
+            k = int((~fits).nonzero()[0, 0])
+            raise InvalidInputError(
+                f"{fmt}: the values of group {k} come too close to float32's max (3.4e38): "
+                "their dequantized values would overflow to infinity; rescale the tensor")
         if fmt.startswith("fp8"):
             data = torch.empty(n, **u8)
             _launch("th_fp8_encode", n, x, n, g, scales, _KIND[fmt[4:]], int(p.saturate), stoch,
@@ -346,6 +372,9 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
         _launch("th_block_encode", nb * 16, x, n, 16, 1, _KIND["e2m1"], 0, ptbuf, stoch, seed,
                 data, scales)
         tscale = float(ptbuf.item())
+        if not np.isfinite(np.float32(6) * (np.float32(tscale) * np.float32(448))):
+            raise InvalidInputError("nvfp4: the largest |x| comes too close to float32's max "
+                                    "(3.4e38): the dequantized values would overflow to infinity")
     return QuantizedTensor(fmt, p.shape, data, scales, zps, p.g, tscale)  # torch arrays
 
 

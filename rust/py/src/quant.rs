@@ -42,9 +42,21 @@ fn quant_fp_encode<'py>(
 ) -> PyResult<Bound<'py, PyArray1<u8>>> {
     let k = kind(py, fmt)?;
     let xs = slice(py, &x, "x")?;
-    let out = run(py, None, |_| {
-        Ok::<_, std::convert::Infallible>(quant::mx::encode_slice(xs, k, saturate))
-    })?;
+    let out = run(py, None, |_| quant::mx::encode_slice(xs, k, saturate))?;
+    Ok(vec1(py, out))
+}
+
+/// `quant_fp_encode` for float64 input, rounded directly from float64.
+#[pyfunction]
+fn quant_fp_encode_f64<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray1<'py, f64>,
+    fmt: &str,
+    saturate: bool,
+) -> PyResult<Bound<'py, PyArray1<u8>>> {
+    let k = kind(py, fmt)?;
+    let xs = slice(py, &x, "x")?;
+    let out = run(py, None, |_| quant::mx::encode_slice_f64(xs, k, saturate))?;
     Ok(vec1(py, out))
 }
 
@@ -172,6 +184,7 @@ fn quant_dequantize<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(quant_fp_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(quant_fp_encode_f64, m)?)?;
     m.add_function(wrap_pyfunction!(quant_fp_decode, m)?)?;
     m.add_function(wrap_pyfunction!(quant_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(quant_dequantize, m)?)?;

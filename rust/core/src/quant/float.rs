@@ -127,6 +127,45 @@ pub fn encode_one(x: f32, spec: &Spec, saturate: bool) -> u32 {
     }
 }
 
+/// Encode one float64 (round to nearest even, directly from float64 as `ml_dtypes`'
+/// float64 casts do); specials and saturation as [`encode_one`].
+#[inline(always)]
+pub fn encode_one_f64(x: f64, spec: &Spec, saturate: bool) -> u32 {
+    const INF: u64 = 0x7ff0_0000_0000_0000;
+    let bits = x.to_bits();
+    let abs = bits & !(1u64 << 63);
+    let neg = (bits >> 63) as u32;
+    let sign = neg * spec.sign_bit();
+    let (bias, mbits) = (spec.bias as u64, spec.mbits as u64);
+    let min_normal = (1023 - bias + 1) << 52;
+    // subnormal results: adding 2^(52 + 1 - bias - mbits) rounds to the quantum
+    let magic = f64::from_bits((1023 + 52 + 1 - bias - mbits) << 52);
+    let sub = (f64::from_bits(abs) + magic)
+        .to_bits()
+        .wrapping_sub(magic.to_bits());
+    // normal results: round the float64 mantissa half to even, then re-bias
+    let shift = 52 - mbits;
+    let rounded = abs + ((1 << (shift - 1)) - 1) + ((abs >> shift) & 1);
+    let norm = (rounded >> shift).wrapping_sub((1023 - bias) << mbits);
+    let mag = if abs < min_normal { sub } else { norm };
+    let (nan, inf, over) = match spec.kind {
+        FloatKind::E4M3 => (0x7F | sign, 0x7F | sign, 0x7F | sign),
+        FloatKind::E5M2 => (0x7E | sign, 0x7C | sign, 0x7C | sign),
+        FloatKind::E2M1 => ((1 - neg) << 3, 0x7 | sign, 0x7 | sign),
+        FloatKind::F16 => (0x7E00 | sign, 0x7C00 | sign, 0x7C00 | sign),
+    };
+    let over = if saturate { spec.max_code | sign } else { over };
+    if abs > INF {
+        nan
+    } else if abs == INF {
+        inf
+    } else if mag > spec.max_code as u64 {
+        over
+    } else {
+        mag as u32 | sign
+    }
+}
+
 /// Decode one code (any bits above the format's width are ignored).
 pub fn decode_one(code: u32, spec: &Spec) -> f32 {
     let nbits = spec.ebits + spec.mbits;
@@ -317,6 +356,68 @@ mod tests {
             }
         }
         best.1
+    }
+
+    /// Brute-force nearest code of a float64 (ties to the even code).
+    fn nearest_f64(x: f64, spec: &Spec) -> u32 {
+        let mut best = (f64::INFINITY, 0u32);
+        for c in 0..1u32 << spec.bits() {
+            let v = decode_one(c, spec) as f64;
+            if !v.is_finite() || (v == 0.0 && v.is_sign_negative() != x.is_sign_negative()) {
+                continue;
+            }
+            let d = (v - x).abs();
+            if d < best.0 || (d == best.0 && c % 2 == 0) {
+                best = (d, c);
+            }
+        }
+        best.1
+    }
+
+    #[test]
+    fn f64_encode_agrees_with_f32_on_f32_values_and_specials() {
+        for spec in [E4M3, E5M2, E2M1] {
+            for bits in (0..0x7f80_0000u32)
+                .step_by(4099)
+                .chain([0x7f80_0000, 0x7fc0_0000])
+            {
+                for sign in [0, 0x8000_0000] {
+                    let x = f32::from_bits(bits | sign);
+                    for sat in [false, true] {
+                        assert_eq!(
+                            encode_one_f64(x as f64, &spec, sat),
+                            encode_one(x, &spec, sat),
+                            "{:?} {x} {sat}",
+                            spec.kind
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn f64_encode_is_nearest_code(bits in 0u64..0x7ff0_0000_0000_0000, neg: bool) {
+            let x = f64::from_bits(bits | if neg { 1 << 63 } else { 0 });
+            for spec in [E4M3, E5M2, E2M1] {
+                let max = spec.max_value() as f64;
+                let want = nearest_f64(x.clamp(-max, max), &spec);
+                proptest::prop_assert_eq!(encode_one_f64(x, &spec, true), want, "{:?} {}", spec.kind, x);
+            }
+        }
+
+        #[test]
+        fn f64_encode_near_midpoints(c in 0u32..0x7e, below: bool, k in 1u64..4) {
+            // one to three float64 ulps beside each midpoint between neighbouring codes
+            for spec in [E4M3, E5M2, E2M1] {
+                if c >= spec.max_code { continue; }
+                let m = (decode_one(c, &spec) as f64 + decode_one(c + 1, &spec) as f64) / 2.0;
+                let x = f64::from_bits(if below { m.to_bits() - k } else { m.to_bits() + k });
+                let want = if below { c } else { c + 1 };
+                proptest::prop_assert_eq!(encode_one_f64(x, &spec, true), want);
+            }
+        }
     }
 
     proptest::proptest! {

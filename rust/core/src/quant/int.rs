@@ -25,6 +25,7 @@ use super::{
     expect_len, invalid, pieces, quantize_groups, simd_dispatch, Dst, Format, GroupCodec,
     PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
+use crate::alloc::{try_vec, try_with_capacity};
 use crate::Progress;
 
 /// bitsandbytes' NF4 code book (the published decimals, rounded to float32).
@@ -105,6 +106,17 @@ pub(crate) fn quantize_int(
         ScaleMode::Fixed(s) => Some(s),
         _ => None,
     };
+    if let Some(s) = fixed {
+        // `x * (1 / scale)` must not turn 0 into NaN, and `qmin * scale` must be finite
+        if !(1.0 / s).is_finite() || !(qmin * s).is_finite() {
+            return invalid(format!(
+                "a fixed {} scale must lie between 1/3.4e38 and 3.4e38/{}, got {s} (its \
+                 reciprocal or the dequantized range would overflow float32)",
+                f.name(),
+                -qmin
+            ));
+        }
+    }
     let half = (qmax - qmin) / 2.0;
     // (scale, zero point) per group
     let (data, params) = match (is4, asym) {
@@ -112,8 +124,41 @@ pub(crate) fn quantize_int(
         (true, false) => quantize_groups(x, g, &IntCodec::<true, false> { fixed, half, st })?,
         _ => quantize_groups(x, g, &IntCodec::<false, false> { fixed, half, st })?,
     };
-    let scales = params.iter().map(|p| p.0).collect();
-    let zps = asym.then(|| params.iter().map(|p| p.1).collect());
+    // The dequantized values of every group, `(q - 8) * scale + zero_point` (asymmetric)
+    // or `q * scale`, must be finite at both ends of the code range; only groups whose
+    // values come within a few percent of float32's max (or span more than its range)
+    // fail this.
+    let overflows = |&(sc, zp): &(f32, f32)| {
+        if asym {
+            !((-8.0 * sc + zp).is_finite() && (7.0 * sc + zp).is_finite())
+        } else {
+            !(qmin * sc).is_finite()
+        }
+    };
+    if let Some(k) = params.iter().position(overflows) {
+        let (lo, hi) = (k * g, (k + 1) * g);
+        return invalid(format!(
+            "{}: the values of group {k} (flat indices {lo}..{hi}) come too close to \
+             float32's max (3.4e38){}: their dequantized values would overflow to \
+             infinity; rescale the tensor{}",
+            f.name(),
+            if asym {
+                " or span more than its range"
+            } else {
+                ""
+            },
+            if asym { " or use symmetric=True" } else { "" }
+        ));
+    }
+    let mut scales = try_with_capacity(params.len(), "group scales")?;
+    scales.extend(params.iter().map(|p| p.0));
+    let zps = if asym {
+        let mut z = try_with_capacity(params.len(), "zero points")?;
+        z.extend(params.iter().map(|p| p.1));
+        Some(z)
+    } else {
+        None
+    };
     Ok(Quantized {
         data,
         scales: Scales::F32(scales),
@@ -301,7 +346,7 @@ pub(crate) fn dequantize_int(
             }
         })
     });
-    Ok(y)
+    Ok(y?)
 }
 
 pub(crate) fn nf4_block_size(g: Option<usize>) -> Result<usize, QuantError> {
@@ -322,7 +367,7 @@ pub(crate) fn quantize_nf4(
     let g = nf4_block_size(opts.group_size)?;
     let n = x.len();
     let nb = n.div_ceil(g);
-    let mut absmax = vec![0f32; nb];
+    let mut absmax = try_vec(0f32, nb, "block scales")?;
     let per = (CHUNK / g).max(1);
     let th = nf4_thresholds();
     let bad = super::NonFiniteFlag::default();
@@ -343,7 +388,7 @@ pub(crate) fn quantize_nf4(
             worst
         });
         bad.note(worst);
-    });
+    })?;
     bad.check(x)?;
     Ok(Quantized {
         data,
@@ -445,7 +490,7 @@ pub(crate) fn dequantize_nf4(
         let scales = &q.scales_f32[ci * per..];
         super::simd::lut4_decode(di, o, &NF4_CODE, scales, g, false);
     });
-    Ok(y)
+    Ok(y?)
 }
 
 #[cfg(test)]

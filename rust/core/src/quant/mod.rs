@@ -23,6 +23,7 @@ pub mod ternary;
 
 use rayon::prelude::*;
 
+use crate::alloc::{try_vec, try_with_capacity, AllocError};
 use crate::error::{Classify, ErrorKind};
 use crate::Progress;
 
@@ -38,6 +39,9 @@ pub enum QuantError {
     /// Packed data that does not follow its format (wrong size, code out of range).
     #[error("{0}")]
     Format(String),
+    /// A buffer (output, scales) could not be allocated.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 impl Classify for QuantError {
@@ -45,6 +49,7 @@ impl Classify for QuantError {
         match self {
             QuantError::Invalid(_) => ErrorKind::InvalidInput,
             QuantError::Format(_) => ErrorKind::Format,
+            QuantError::Alloc(e) => e.kind(),
         }
     }
 }
@@ -365,14 +370,14 @@ pub(crate) fn par_out_dst(
     dst: Dst<'_>,
     oc: usize,
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, AllocError> {
     match dst {
         Dst::New(n) => par_out(n, oc, f),
         Dst::Into(out) => {
             out.par_chunks_mut(oc.max(1))
                 .enumerate()
                 .for_each(|(i, o)| f(i, o));
-            Vec::new()
+            Ok(Vec::new())
         }
     }
 }
@@ -384,7 +389,7 @@ pub(crate) fn par_map_dst<T: Sync>(
     dst: Dst<'_>,
     oc: usize,
     f: impl Fn(usize, &[T], &mut [f32]) + Sync + Send,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, AllocError> {
     debug_assert_eq!(x.len().div_ceil(xc), dst.len().div_ceil(oc));
     par_out_dst(dst, oc, |i, o| {
         let xi = &x[i * xc..((i + 1) * xc).min(x.len())];
@@ -623,17 +628,16 @@ pub(crate) fn group_reduce<T: Send + Copy>(
     g: usize,
     f: impl Fn(&[f32]) -> T + Sync,
     combine: impl Fn(T, T) -> T + Sync,
-) -> Vec<T> {
+) -> Result<Vec<T>, AllocError> {
+    let mut out = try_with_capacity(x.len().div_ceil(g), "group statistics")?;
     if g >= CHUNK {
-        x.chunks(g)
-            .map(|grp| {
-                let parts: Vec<T> = grp.par_chunks(CHUNK).map(&f).collect();
-                parts.into_iter().reduce(&combine).expect("non-empty group")
-            })
-            .collect()
+        // at most one entry per CHUNK input values: the partial results are small
+        out.extend(x.chunks(g).map(|grp| {
+            let parts: Vec<T> = grp.par_chunks(CHUNK).map(&f).collect();
+            parts.into_iter().reduce(&combine).expect("non-empty group")
+        }));
     } else {
         let per = (CHUNK / g).max(1) * g;
-        let mut out = Vec::with_capacity(x.len() / g);
         let parts: Vec<Vec<T>> = x
             .par_chunks(per)
             .map(|c| c.chunks(g).map(&f).collect())
@@ -641,8 +645,8 @@ pub(crate) fn group_reduce<T: Send + Copy>(
         for p in parts {
             out.extend(p);
         }
-        out
     }
+    Ok(out)
 }
 
 /// Round half to even to an integer, for |v| <= 2^22 (callers clamp first): the low
@@ -718,6 +722,41 @@ fn advise_huge(start: usize, bytes: usize) {
 /// allocations above its largest mmap threshold, 32 MiB on 64-bit).
 const LARGE: usize = 32 << 20;
 
+/// Element types of the buffers made by [`par_out_with`].
+///
+/// # Safety
+/// The all-zero bit pattern must be a valid value equal to `Self::default()`.
+pub(crate) unsafe trait ZeroBits: Copy + Default + Send + Sync {}
+// SAFETY: zero bits are 0 / 0.0 for these types.
+unsafe impl ZeroBits for u8 {}
+// SAFETY: as above.
+unsafe impl ZeroBits for f32 {}
+
+/// What an output buffer is called in an allocation error.
+const OUT_BUFFER: &str = "the output buffer";
+
+/// A zero-filled buffer of `n` values from `alloc_zeroed` (for large sizes glibc's
+/// `calloc` maps fresh zero pages without a `memset`), or an [`AllocError`] instead of
+/// the abort of `vec![0; n]`.
+fn try_zeroed<T: ZeroBits>(n: usize) -> Result<Vec<T>, AllocError> {
+    let err = AllocError {
+        what: OUT_BUFFER,
+        bytes: n.saturating_mul(std::mem::size_of::<T>()),
+    };
+    let layout = std::alloc::Layout::array::<T>(n).map_err(|_| err)?;
+    if layout.size() == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
+    if p.is_null() {
+        return Err(err);
+    }
+    // SAFETY: `p` comes from the global allocator with the layout of `[T; n]`, and its
+    // `n` values are zero bits, a valid `T` (`ZeroBits`).
+    Ok(unsafe { Vec::from_raw_parts(p, n, n) })
+}
+
 /// A new buffer of `n` values written in parallel chunks of `oc` values by
 /// `f(chunk_index, chunk)`, zipped with chunks of `sc` entries of `side` (per-chunk
 /// scales; pass `&mut []` and any `sc` when there are none).
@@ -733,9 +772,9 @@ pub(crate) fn par_out_with<T, S>(
     side: &mut [S],
     sc: usize,
     f: impl Fn(usize, &mut [T], &mut [S]) + Sync + Send,
-) -> Vec<T>
+) -> Result<Vec<T>, AllocError>
 where
-    T: Copy + Default + Send + Sync,
+    T: ZeroBits,
     S: Send,
 {
     let oc = oc.max(1);
@@ -744,7 +783,7 @@ where
     if n * std::mem::size_of::<T>() >= LARGE {
         // A fresh mapping from the allocator: its pages are zero already, and touching
         // them twice would cost a pass over memory.
-        let mut v = vec![T::default(); n];
+        let mut v = try_zeroed::<T>(n)?;
         advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
         if side.is_empty() {
             v.par_chunks_mut(oc)
@@ -756,9 +795,9 @@ where
                 .enumerate()
                 .for_each(|(i, (c, s))| f(i, c, s));
         }
-        return v;
+        return Ok(v);
     }
-    let mut v: Vec<std::mem::MaybeUninit<T>> = Vec::with_capacity(n);
+    let mut v: Vec<std::mem::MaybeUninit<T>> = try_with_capacity(n, OUT_BUFFER)?;
     advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
     // SAFETY: the capacity is `n` and `MaybeUninit` values need no initialisation.
     unsafe { v.set_len(n) };
@@ -784,15 +823,15 @@ where
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: all `n` values were initialised by the chunks above (they cover `0..n`);
     // pointer, length and capacity come from a `Vec` of a type with the same layout.
-    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+    Ok(unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) })
 }
 
 /// [`par_out_with`] without side outputs.
-pub(crate) fn par_out<T: Copy + Default + Send + Sync>(
+pub(crate) fn par_out<T: ZeroBits>(
     n: usize,
     oc: usize,
     f: impl Fn(usize, &mut [T]) + Sync + Send,
-) -> Vec<T> {
+) -> Result<Vec<T>, AllocError> {
     par_out_with::<T, u8>(n, oc, &mut [], 1, |i, c, _| f(i, c))
 }
 
@@ -902,7 +941,7 @@ pub(crate) fn quantize_groups<C: GroupCodec>(
     let bad = NonFiniteFlag::default();
     if g <= CHUNK {
         let per = CHUNK / g * g;
-        let mut params = vec![C::Param::default(); n / g];
+        let mut params = try_vec(C::Param::default(), n / g, "group scales")?;
         let data = par_out_with(
             n * num / den,
             per * num / den,
@@ -920,11 +959,11 @@ pub(crate) fn quantize_groups<C: GroupCodec>(
                 };
                 bad.note(dispatch(k));
             },
-        );
+        )?;
         bad.check(x)?;
         return Ok((data, params));
     }
-    let stats = group_reduce(x, g, |p| dispatch(ReducePiece(c, p)), C::combine);
+    let stats = group_reduce(x, g, |p| dispatch(ReducePiece(c, p)), C::combine)?;
     if stats.iter().any(|r| C::bits(r) >= NONFINITE) {
         return Err(nonfinite(x));
     }
@@ -940,20 +979,20 @@ pub(crate) fn quantize_groups<C: GroupCodec>(
             g,
             start,
         })
-    });
+    })?;
     Ok((data, params))
 }
 
 /// A new buffer of `n` values made in parallel from chunks of `xc` input items:
 /// `f(chunk_index, input_chunk, output_chunk)` fills output chunks of `oc` values
 /// (see [`par_out_with`]; the chunk counts must match).
-pub(crate) fn par_map<T: Sync, U: Copy + Default + Send + Sync>(
+pub(crate) fn par_map<T: Sync, U: ZeroBits>(
     x: &[T],
     xc: usize,
     n: usize,
     oc: usize,
     f: impl Fn(usize, &[T], &mut [U]) + Sync + Send,
-) -> Vec<U> {
+) -> Result<Vec<U>, AllocError> {
     debug_assert_eq!(x.len().div_ceil(xc), n.div_ceil(oc));
     par_out(n, oc, |i, o| {
         let xi = &x[i * xc..((i + 1) * xc).min(x.len())];
@@ -979,6 +1018,70 @@ mod tests {
             let v = i as f32 * 0.25 + 0.0001 * (i % 3) as f32;
             assert_eq!(rne_i32(v) as f32, v.round_ties_even(), "{v}");
         }
+    }
+
+    #[test]
+    fn impossible_buffers_are_errors() {
+        let e = try_zeroed::<f32>(usize::MAX / 2).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfMemory);
+        assert!(par_out::<u8>(usize::MAX / 2, CHUNK, |_, _| {}).is_err());
+        let q = QuantError::from(e);
+        assert_eq!(q.kind(), ErrorKind::OutOfMemory);
+        assert!(q.to_string().contains("cannot allocate"), "{q}");
+        // a zeroed large buffer really is zero
+        let v = try_zeroed::<f32>(LARGE / 4 + 3).unwrap();
+        assert!(v.iter().all(|&x| x == 0.0) && v.len() == LARGE / 4 + 3);
+    }
+
+    #[test]
+    fn fixed_fp8_scale_saturates_overflowing_quotients() {
+        let p = Progress::new();
+        for (f, max) in [(Format::Fp8E4m3, 448.0f32), (Format::Fp8E5m2, 57344.0)] {
+            for rounding in [Rounding::Nearest, Rounding::Stochastic(3)] {
+                let mut o = QuantOptions::new(f);
+                o.scale = ScaleMode::Fixed(0.5);
+                o.rounding = rounding;
+                let x = [3e38f32, -3e38, f32::MAX, 1.0];
+                let q = quantize(&x, 1, 4, &o, &p).unwrap();
+                let y = dequantize(&q.as_packed(f, 1, 4), &p).unwrap();
+                assert_eq!(y, vec![max * 0.5, -max * 0.5, max * 0.5, 1.0], "{f:?}");
+            }
+            let mut o = QuantOptions::new(f);
+            o.scale = ScaleMode::Fixed(1e36);
+            assert!(matches!(
+                quantize(&[1.0], 1, 1, &o, &p),
+                Err(QuantError::Invalid(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn unrepresentable_ranges_are_refused() {
+        let p = Progress::new();
+        let mut x = vec![0f32; 512];
+        x[300] = 65520.0;
+        for f in [Format::Tq1_0, Format::Tq2_0] {
+            let e = quantize(&x, 2, 256, &QuantOptions::new(f), &p).unwrap_err();
+            assert!(e.to_string().contains("flat index 300"), "{e}");
+        }
+        x[300] = 65519.0;
+        assert!(quantize(&x, 2, 256, &QuantOptions::new(Format::Tq1_0), &p).is_ok());
+        x[0] = -3e38;
+        x[1] = 3e38;
+        let e = quantize(&x, 2, 256, &QuantOptions::new(Format::Int4), &p).unwrap_err();
+        assert!(e.to_string().contains("group 0"), "{e}");
+        x[1] = f32::MAX;
+        // nvfp4 and fp8 (absmax) stay finite even at float32's max: accepted
+        for f in [Format::Nvfp4, Format::Fp8E4m3, Format::Fp8E5m2] {
+            let q = quantize(&x, 2, 256, &QuantOptions::new(f), &p).unwrap();
+            let y = dequantize(&q.as_packed(f, 2, 256), &p).unwrap();
+            assert!(y.iter().all(|v| v.is_finite()), "{f:?}");
+        }
+        // -128 * (amax / 127.5) overflows
+        assert!(quantize(&x, 2, 256, &QuantOptions::new(Format::Int8), &p).is_err());
+        let mut o = QuantOptions::new(Format::Int8);
+        o.scale = ScaleMode::Fixed(1e-39);
+        assert!(quantize(&[0.0, 1.0], 1, 2, &o, &p).is_err());
     }
 
     #[test]

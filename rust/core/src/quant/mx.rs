@@ -9,13 +9,22 @@
 //!   A ragged tail is padded with zeros to a whole block (the shape is remembered).
 //! * `nvfp4` (torchao): `per_tensor = amax / (448 * 6)` (1.0 for an all-zero tensor);
 //!   per 16-block `s = clamp((block_amax / 6) / per_tensor, 2^-6, 448)` cast to E4M3;
-//!   elements `clamp(x / (per_tensor * s), -6, 6)` rounded to E2M1, element `2i` in
+//!   elements `clamp(x * ((1 / per_tensor) / s), -6, 6)` rounded to E2M1 (torchao's
+//!   float32 arithmetic in that order: one multiplication by a reciprocal, not a
+//!   division, so the codes are byte-identical to `nvfp4_quantize`), element `2i` in
 //!   the LOW nibble; tail padded to 16.
+//!
+//! Overflow: with a fixed scale `x / scale` may exceed float32; saturating encoders
+//! (the default, and stochastic rounding always) clamp it to the element max like any
+//! other out-of-range value. A fixed fp8 scale whose `max * scale` overflows float32,
+//! and (absmax scaling) groups whose dequantized range would round to infinity, are
+//! rejected, so a quantized tensor always dequantizes to finite values.
 
 use rayon::prelude::*;
 
 use super::float::{
-    decode_table, e8m0_value, encode_one, floor_log2, FloatKind, Spec, E2M1, E4M3, E5M2,
+    decode_table, e8m0_value, encode_one, encode_one_f64, floor_log2, FloatKind, Spec, E2M1, E4M3,
+    E5M2,
 };
 use super::int::resolve_group;
 use super::rng::{uniform_of, Stream};
@@ -23,6 +32,7 @@ use super::{
     expect_len, format_err, invalid, pieces, simd_dispatch, Dst, Format, PackedRef, QuantError,
     QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
+use crate::alloc::{try_vec, AllocError};
 use crate::Progress;
 
 /// Spec of a codec name: `e4m3`, `e5m2` or `e2m1`.
@@ -30,11 +40,23 @@ pub fn codec_spec(kind: FloatKind) -> Spec {
     Spec::of(kind)
 }
 
-/// Encode float32 values to one code per byte (round half to even; never fails).
-pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Vec<u8> {
+/// Encode float32 values to one code per byte (round half to even; fails only when
+/// the output cannot be allocated).
+pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Result<Vec<u8>, AllocError> {
     let spec = Spec::of(kind);
     super::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
         encode_into(xi, o, spec, saturate);
+    })
+}
+
+/// [`encode_slice`] for float64 values, rounded directly from float64 (a detour
+/// through float32 would round twice and differ next to midpoints).
+pub fn encode_slice_f64(x: &[f64], kind: FloatKind, saturate: bool) -> Result<Vec<u8>, AllocError> {
+    let spec = Spec::of(kind);
+    super::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
+        for (c, &v) in o.iter_mut().zip(xi) {
+            *c = encode_one_f64(v, &spec, saturate) as u8;
+        }
     })
 }
 
@@ -81,7 +103,7 @@ pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantErro
                 *y = table[c as usize];
             }
         })
-    });
+    })?;
     Ok(out)
 }
 
@@ -140,7 +162,9 @@ fn sr_encode_into(out: &mut [u8], xs: &[f32], bits: &[u32], mul: f32, div: f32, 
     macro_rules! go {
         ($spec:expr) => {
             for ((c, &v), &b) in out.iter_mut().zip(xs).zip(bits) {
-                *c = sr_encode(v * mul / div, &$spec, uniform_of(b));
+                // a quotient that overflowed float32 saturates like any value past max
+                let w = (v * mul / div).clamp(-f32::MAX, f32::MAX);
+                *c = sr_encode(w, &$spec, uniform_of(b));
             }
         };
     }
@@ -174,6 +198,15 @@ pub(crate) fn quantize_fp8(
         _ => None,
     };
     let max = spec.max_value();
+    if let Some(s) = fixed {
+        if !(max * s).is_finite() {
+            return invalid(format!(
+                "a fixed {} scale must be at most 3.4e38/{max}, got {s} (the dequantized \
+                 range, max * scale, would overflow float32)",
+                f.name()
+            ));
+        }
+    }
     let st = super::stream(opts.rounding);
     let saturate = opts.saturate;
     let codec = Fp8Codec {
@@ -184,6 +217,14 @@ pub(crate) fn quantize_fp8(
         saturate,
     };
     let (data, scales) = super::quantize_groups(x, g, &codec)?;
+    // amax / max rounded up, times max, can pass float32's max for |x| near it
+    if let Some(k) = scales.iter().position(|&s| !(max * s).is_finite()) {
+        return invalid(format!(
+            "{}: the values of group {k} come too close to float32's max (3.4e38): their \
+             dequantized values would overflow to infinity; rescale the tensor",
+            f.name()
+        ));
+    }
     Ok(Quantized {
         data,
         scales: Scales::F32(scales),
@@ -257,12 +298,15 @@ impl super::GroupCodec for Fp8Codec {
 }
 
 /// `encode(v / s)` with the format constant-folded so that the loops vectorise.
+/// Saturating: a quotient that overflows float32 (a small fixed scale) is clamped
+/// first, so it saturates instead of becoming Inf (E4M3: NaN).
 #[inline(always)]
 fn encode_scaled(xs: &[f32], o: &mut [u8], s: f32, kind: FloatKind, saturate: bool) {
+    const M: f32 = f32::MAX;
     match (kind, saturate) {
         (FloatKind::E4M3, true) => {
             for (c, &v) in o.iter_mut().zip(xs) {
-                *c = encode_one(v / s, &E4M3, true) as u8;
+                *c = encode_one((v / s).clamp(-M, M), &E4M3, true) as u8;
             }
         }
         (FloatKind::E4M3, false) => {
@@ -272,7 +316,7 @@ fn encode_scaled(xs: &[f32], o: &mut [u8], s: f32, kind: FloatKind, saturate: bo
         }
         (FloatKind::E5M2, true) => {
             for (c, &v) in o.iter_mut().zip(xs) {
-                *c = encode_one(v / s, &E5M2, true) as u8;
+                *c = encode_one((v / s).clamp(-M, M), &E5M2, true) as u8;
             }
         }
         _ => {
@@ -304,7 +348,7 @@ pub(crate) fn dequantize_fp8(
                 }
             }
         })
-    });
+    })?;
     Ok(y)
 }
 
@@ -339,8 +383,12 @@ fn e8m0_inverse(code: u8) -> f32 {
 enum BlockRule {
     /// OCP MX: E8M0 code of `floor(log2(amax)) - emax`.
     Mx { emax: i32 },
-    /// NVFP4: E4M3 code of `clamp((amax / 6) / pt, 2^-6, 448)`.
-    Nv { pt: f32, lut: &'static [f32; 256] },
+    /// NVFP4: E4M3 code of `clamp((amax / 6) / pt, 2^-6, 448)`; `inv_pt = 1 / pt`.
+    Nv {
+        pt: f32,
+        inv_pt: f32,
+        lut: &'static [f32; 256],
+    },
 }
 
 const NV_MIN_SCALE: f32 = 0.015625; // 2^-6, the smallest normal E4M3
@@ -353,30 +401,26 @@ fn block_at<const B: usize>(xi: &[f32], k: usize, padded: &mut [f32; B]) {
     padded[b.len()..].fill(0.0);
 }
 
-/// Nearest codes of a block: MX multiplies by the exact reciprocal of its power-of-two
-/// scale, NVFP4 divides by its scale (`v * 1.0` and `v / 1.0` are exact, so this is the
-/// reference's `v * mul / div`).
+/// Nearest codes of a block, `encode(v * mul)`: MX multiplies by the exact reciprocal
+/// of its power-of-two scale, NVFP4 by torchao's `(1 / per_tensor) / block_scale`.
 #[inline(always)]
 fn encode_block_nearest<const B: usize>(
     b: &[f32; B],
     codes: &mut [u8; B],
     kind: FloatKind,
-    rule: &BlockRule,
     mul: f32,
-    div: f32,
 ) {
     macro_rules! enc {
-        ($spec:expr, $op:tt, $by:expr) => {
+        ($spec:expr) => {
             for (c, &v) in codes.iter_mut().zip(b) {
-                *c = encode_one(v $op $by, &$spec, true) as u8;
+                *c = encode_one(v * mul, &$spec, true) as u8;
             }
         };
     }
-    match (rule, kind) {
-        (BlockRule::Nv { .. }, _) => enc!(E2M1, /, div),
-        (_, FloatKind::E2M1) => enc!(E2M1, *, mul),
-        (_, FloatKind::E5M2) => enc!(E5M2, *, mul),
-        _ => enc!(E4M3, *, mul),
+    match kind {
+        FloatKind::E2M1 => enc!(E2M1),
+        FloatKind::E5M2 => enc!(E5M2),
+        _ => enc!(E4M3),
     }
 }
 
@@ -401,7 +445,8 @@ fn blocks_body<const B: usize>(
     let mut codes = [0u8; B];
     let nbk = sc.len();
     // 1. largest |v| (as bits) of every block of the chunk
-    let mut am = vec![0u32; nbk];
+    let mut am = [0u32; CHUNK / NV_BLOCK];
+    let am = &mut am[..nbk];
     for (k, a) in am.iter_mut().enumerate() {
         *a = match xi.get(k * B..(k + 1) * B) {
             Some(full) => super::amax_bits_plain(full),
@@ -413,22 +458,22 @@ fn blocks_body<const B: usize>(
     }
     let worst = am.iter().fold(0, |w, &a| w.max(a));
     // 2. all scales at once (a loop without per-block dependencies vectorises)
-    let mut muls = vec![1f32; nbk];
-    let mut divs = vec![1f32; nbk];
+    let mut muls = [1f32; CHUNK / NV_BLOCK];
+    let muls = &mut muls[..nbk];
     match rule {
         BlockRule::Mx { emax } => {
-            for ((s, m), &a) in sc.iter_mut().zip(muls.iter_mut()).zip(&am) {
+            for ((s, m), &a) in sc.iter_mut().zip(muls.iter_mut()).zip(am.iter()) {
                 let code = mx_scale_code(f32::from_bits(a), emax);
                 *s = code;
                 *m = e8m0_inverse(code);
             }
         }
-        BlockRule::Nv { pt, lut } => {
-            for ((s, d), &a) in sc.iter_mut().zip(divs.iter_mut()).zip(&am) {
+        BlockRule::Nv { pt, inv_pt, lut } => {
+            for ((s, m), &a) in sc.iter_mut().zip(muls.iter_mut()).zip(am.iter()) {
                 let bs = ((f32::from_bits(a) / 6.0) / pt).clamp(NV_MIN_SCALE, 448.0);
                 let code = encode_one(bs, &E4M3, true) as u8;
                 *s = code;
-                *d = pt * lut[code as usize];
+                *m = inv_pt / lut[code as usize];
             }
         }
     }
@@ -441,13 +486,13 @@ fn blocks_body<const B: usize>(
                 &padded
             }
         };
-        let (mul, div) = (muls[k], divs[k]);
+        let mul = muls[k];
         match sr {
-            None => encode_block_nearest(b, &mut codes, kind, &rule, mul, div),
+            None => encode_block_nearest(b, &mut codes, kind, mul),
             Some((spec, st, first)) => {
                 let mut bits = [0u32; B];
                 st.fill_bits32((first + k * B) as u64, &mut bits);
-                sr_encode_into(&mut codes, b, &bits, mul, div, spec.kind);
+                sr_encode_into(&mut codes, b, &bits, mul, 1.0, spec.kind);
             }
         }
         write_block(&codes, ob, fp4);
@@ -467,7 +512,7 @@ fn quantize_blocks<const B: usize>(
     let nb = n.div_ceil(B);
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { B / 2 } else { B };
-    let mut scales = vec![0u8; nb];
+    let mut scales = try_vec(0u8, nb, "block scales")?;
     let per = CHUNK / B;
     let bad = super::NonFiniteFlag::default();
     let data = super::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
@@ -484,7 +529,7 @@ fn quantize_blocks<const B: usize>(
             }
         });
         bad.note(worst);
-    });
+    })?;
     bad.check(x)?;
     Ok((data, scales))
 }
@@ -531,7 +576,7 @@ fn dequantize_blocks(
     block: usize,
     spec: &Spec,
     block_scale: impl Fn(usize) -> f32 + Sync,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, AllocError> {
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { block / 2 } else { block };
     let table = table256(spec);
@@ -574,7 +619,7 @@ pub(crate) fn dequantize_mx(
     expect_len("scales", q.scales_u8.len(), nb, q.format)?;
     Ok(dequantize_blocks(q, dst, MX_BLOCK, &spec, |b| {
         e8m0_value(q.scales_u8[b])
-    }))
+    })?)
 }
 
 /// Scaled-FP8 scale `amax / max`: 1.0 for an all-zero group, and never 0 (a tiny amax
@@ -618,9 +663,19 @@ pub(crate) fn quantize_nvfp4(
         return Err(super::nonfinite(x));
     }
     let pt = nvfp4_tensor_scale(f32::from_bits(m));
+    // the block holding the largest |x| gets the block scale 448: 6 * (pt * 448) is
+    // the largest dequantized magnitude
+    if !(6.0 * (pt * 448.0)).is_finite() {
+        return invalid(format!(
+            "nvfp4: the largest |x| ({}) comes too close to float32's max (3.4e38): the \
+             dequantized values would overflow to infinity; rescale the tensor",
+            f32::from_bits(m)
+        ));
+    }
     let st = super::stream(opts.rounding);
     let rule = BlockRule::Nv {
         pt,
+        inv_pt: 1.0 / pt,
         lut: super::float::e4m3_table(),
     };
     let (data, scales) = quantize_blocks::<NV_BLOCK>(x, &E2M1, rule, st.as_ref())?;
@@ -648,7 +703,7 @@ pub(crate) fn dequantize_nvfp4(
     let lut = decode_table(&E4M3);
     Ok(dequantize_blocks(q, dst, NV_BLOCK, &E2M1, |b| {
         pt * lut[q.scales_u8[b] as usize]
-    }))
+    })?)
 }
 
 #[cfg(test)]
@@ -661,7 +716,7 @@ mod tests {
             let spec = Spec::of(kind);
             let codes: Vec<u8> = (0..1u32 << spec.bits()).map(|c| c as u8).collect();
             let v = decode_slice(&codes, kind).unwrap();
-            let back = encode_slice(&v, kind, false);
+            let back = encode_slice(&v, kind, false).unwrap();
             for (c, (b, x)) in codes.iter().zip(back.iter().zip(&v)) {
                 if !x.is_nan() {
                     assert_eq!(c, b);

@@ -19,22 +19,24 @@ use super::{
     expect_len, format_err, invalid, simd_dispatch, Dst, Format, PackedRef, QuantError,
     QuantOptions, Quantized, Rounding, ScaleMode, Scales, CHUNK,
 };
+use crate::alloc::{try_with_capacity, AllocError};
 use crate::Progress;
 
 /// BitNet scale `gamma` before clamping: absmean or lower absmedian (finite input).
-pub fn ternary_gamma(x: &[f32], mode: ScaleMode) -> f32 {
-    gamma_checked(x, mode).0
+pub fn ternary_gamma(x: &[f32], mode: ScaleMode) -> Result<f32, AllocError> {
+    Ok(gamma_checked(x, mode)?.0)
 }
 
 /// `gamma` and the largest `bits(|v|)` of `x` (`>= NONFINITE` when `x` holds NaN or
 /// infinity; absmedian does not look and returns 0).
-fn gamma_checked(x: &[f32], mode: ScaleMode) -> (f32, u32) {
+fn gamma_checked(x: &[f32], mode: ScaleMode) -> Result<(f32, u32), AllocError> {
     match mode {
         ScaleMode::AbsMedian => {
-            let mut a: Vec<f32> = x.par_iter().map(|v| v.abs()).collect();
+            let mut a: Vec<f32> = try_with_capacity(x.len(), "the |W| copy of absmedian")?;
+            a.par_extend(x.par_iter().map(|v| v.abs()));
             let k = (a.len() - 1) / 2;
             let (_, m, _) = a.select_nth_unstable_by(k, |p, q| p.total_cmp(q));
-            (*m, 0)
+            Ok((*m, 0))
         }
         _ => {
             let parts: Vec<(f64, u32)> = x
@@ -63,7 +65,7 @@ fn gamma_checked(x: &[f32], mode: ScaleMode) -> (f32, u32) {
                 .collect();
             let sum = parts.iter().map(|p| p.0).sum::<f64>();
             let m = parts.iter().fold(0, |m, p| m.max(p.1));
-            ((sum / x.len() as f64) as f32, m)
+            Ok(((sum / x.len() as f64) as f32, m))
         }
     }
 }
@@ -78,7 +80,7 @@ pub(crate) fn quantize_ternary(
     if opts.scale == ScaleMode::AbsMedian {
         super::check_finite(x)?;
     }
-    let (gamma, m) = gamma_checked(x, opts.scale);
+    let (gamma, m) = gamma_checked(x, opts.scale)?;
     if m >= super::NONFINITE {
         return Err(super::nonfinite(x));
     }
@@ -144,7 +146,7 @@ pub(crate) fn quantize_ternary(
                 }
             }
         }
-    });
+    })?;
     Ok(Quantized {
         data,
         scales: Scales::F32(vec![1.0 / s]),
@@ -179,10 +181,13 @@ pub(crate) fn dequantize_ternary(
             super::simd::lut2_decode(bytes, 2 * i as u32, &table, orow);
         }
     });
-    Ok(y)
+    Ok(y?)
 }
 
 const QK: usize = 256;
+
+/// The smallest magnitude that rounds to infinity in float16 (65504 + half a step).
+const F16_OVERFLOW: f32 = 65520.0;
 
 /// Whether packed 2-bit codes hold the non-existent code 3: `data` is made of blocks of
 /// `block` bytes whose first `code_bytes` hold codes (four per byte). One OR-fold per
@@ -290,6 +295,7 @@ pub(crate) fn quantize_tq(
     let tb = tq_bytes(f);
     let per = CHUNK / QK;
     let bad = super::NonFiniteFlag::default();
+    let big = std::sync::atomic::AtomicU32::new(0);
     let data = super::par_map(x, per * QK, nb * tb, per * tb, |_, xi, o| {
         let tq1 = f == Format::Tq1_0;
         let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], tb: usize, tq1: bool; u32; {
@@ -302,8 +308,21 @@ pub(crate) fn quantize_tq(
             worst
         });
         bad.note(worst);
-    });
+        big.fetch_max(worst, std::sync::atomic::Ordering::Relaxed);
+    })?;
     bad.check(x)?;
+    // The block scale is stored as float16: a block whose largest |x| rounds to
+    // float16 infinity (65520 and above) cannot be represented.
+    if f32::from_bits(big.into_inner()) >= F16_OVERFLOW {
+        let i = x.iter().position(|v| v.abs() >= F16_OVERFLOW).unwrap_or(0);
+        return invalid(format!(
+            "{} stores each block's largest |x| as float16, which ends at 65504: x = {} at \
+             flat index {i} would give an infinite scale; rescale the tensor or use \
+             another format",
+            f.name(),
+            x[i]
+        ));
+    }
     Ok(Quantized {
         data,
         scales: Scales::None,
@@ -336,7 +355,7 @@ pub(crate) fn dequantize_tq(
         let tq2 = f == Format::Tq2_0;
         tq_dequantize_blocks(bi, o, tq2)
     });
-    Ok(y)
+    Ok(y?)
 }
 
 /// The value of each 2-bit code `c` (code 3 only for the table's sake: callers reject
@@ -483,7 +502,7 @@ mod tests {
     #[test]
     fn absmedian_is_lower_median() {
         let x = [4.0f32, -1.0, 3.0, 2.0];
-        assert_eq!(ternary_gamma(&x, ScaleMode::AbsMedian), 2.0);
+        assert_eq!(ternary_gamma(&x, ScaleMode::AbsMedian).unwrap(), 2.0);
     }
 
     #[test]
