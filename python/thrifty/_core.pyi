@@ -24,7 +24,9 @@ __all__ = [
     "topk",
     "kmeans",
     "kmeans_assign",
+    "kmeans_training_sample",
     "prune",
+    "prune_dbp_counts",
     "class_sums",
     "nearest_mean_scores",
     "nearest_mean_predict",
@@ -226,7 +228,11 @@ def kmeans_assign(
     centroids: npt.NDArray[np.float32],
     spherical: bool,
     progress: Callable[[int, int], Any] | None = None,
+    unit_rows: bool = False,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+def kmeans_training_sample(
+    n: int, n_clusters: int, max_points_per_centroid: int | None, seed: int
+) -> npt.NDArray[np.int64] | None: ...
 
 _PruneOut = tuple[
     npt.NDArray[np.bool_],
@@ -244,4 +250,12 @@ def prune(
     centroids: npt.NDArray[np.float32],
     params: dict[str, Any],
     progress: Callable[[int, int], Any] | None = None,
+    ids: npt.NDArray[np.int64] | None = None,
 ) -> _PruneOut: ...
+def prune_dbp_counts(
+    centroids: npt.NDArray[np.float32],
+    intra: npt.NDArray[np.float64],
+    sizes: npt.NDArray[np.int64],
+    n_input: int,
+    params: dict[str, Any],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
