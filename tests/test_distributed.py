@@ -88,8 +88,9 @@ def test_semdedup_equals_single_process(cluster, data, sharding):
 
 def test_semdedup_random_order_uses_global_ids(cluster, data):
     x, shards = data
+    # one task at a time with 2 thrifty threads inside it: same result
     r = td.semdedup(shards["uneven"], eps=0.3, n_clusters=5, order="random", seed=4,
-                    partition_rows=8192)
+                    partition_rows=8192, num_cpus=2)
     _same(r, tp.semdedup(x, eps=0.3, n_clusters=5, order="random", seed=4))
 
 
@@ -155,8 +156,11 @@ def test_topk_equals_single_process(cluster, data, metric):
     q[5] = x[7]  # an exact match
     keys = np.concatenate([x, x[:50]])  # exact ties: lower global index first
     paths = shards["uneven"] + [_shard(x[:50], [], os.path.dirname(shards["uneven"][0]) + "-tail")[0]]
-    s, i = td.topk(q, paths, 12, metric=metric, partition_rows=4096)
+    seen = []
+    s, i = td.topk(q, paths, 12, metric=metric, partition_rows=4096,
+                   progress=lambda done, total: seen.append((done, total)))
     s0, i0 = local_topk(q, keys, 12, metric=metric)
+    assert seen[0] == (0, 3) and seen[-1] == (3, 3)  # tasks done / total on the driver
     np.testing.assert_array_equal(i, i0)
     np.testing.assert_array_equal(s, s0)
 

@@ -167,7 +167,7 @@ class KMeans(_LocalKMeans):
         self.resume, self.partition_rows, self.num_cpus = resume, partition_rows, num_cpus
         self.max_retries, self.ray = max_retries, ray
 
-    _param_names = _LocalKMeans._param_names + (
+    _param_names = _LocalKMeans._param_names + (  # type: ignore[assignment]
         "column", "id_column", "work_dir", "resume", "partition_rows", "num_cpus",
         "max_retries", "ray")
 
@@ -325,9 +325,10 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
         st_s, sel = run.stage("select", {**key, "params": params, "buckets": nb})
         if sel is None:
             c_ref, n_ref = run.ex.put(c), run.ex.put(counts)
-            args = [(st_a.dir, b, os.path.join(st_c.dir, f"bucket-{b:05d}.npz"), c_ref, n_ref,
-                     params["keep"], seed, st_s.path(f"keep-{b:05d}.npy")) for b in range(nb)]
-            run.ex.map(_stages.select_task, args, desc="dbp select")
+            sel_args = [(st_a.dir, b, os.path.join(st_c.dir, f"bucket-{b:05d}.npz"), c_ref,
+                         n_ref, params["keep"], seed, st_s.path(f"keep-{b:05d}.npy"))
+                        for b in range(nb)]
+            run.ex.map(_stages.select_task, sel_args, desc="dbp select")
             st_s.finish({})
         keep = np.zeros(n, bool)
         for b in range(nb):
@@ -550,7 +551,7 @@ def prune_command(inputs: Any, method: str = "dbp", *, output: str, report: str 
     _check_out(output, force)
     _check_out(report, force)
     wd = work_dir or f"{output}.work"
-    common = dict(n_clusters=clusters, seed=seed, column=column, id_column=id_column,
+    common: dict[str, Any] = dict(n_clusters=clusters, seed=seed, column=column, id_column=id_column,
                   work_dir=wd, resume=resume, partition_rows=partition_rows, ray=ray,
                   progress=progress)
     t0 = time.perf_counter()

@@ -134,7 +134,7 @@ def _npy_map(s: Shard) -> np.ndarray:
 
 
 def _parquet_table(s: Shard, a: int, b: int, column: str | None) -> Any:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     try:
         pf = pq.ParquetFile(s.path)
@@ -147,7 +147,7 @@ def _parquet_table(s: Shard, a: int, b: int, column: str | None) -> Any:
             base += m
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise FormatError(f"{s.path}: not a readable parquet file: {e}") from None
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     return pa.concat_tables(out)
 
@@ -206,8 +206,8 @@ def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, bool]:
 
 def _parquet_shape(path: str, column: str, id_column: str | None) -> tuple[int, int, str]:
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
     except ImportError:
         raise InvalidInputError("parquet input needs pyarrow: pip install 'thrifty[parquet]'") from None
     if not os.path.exists(path):
@@ -354,7 +354,7 @@ def write_npz_atomic(path: str, **arrays: np.ndarray) -> None:
     tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
