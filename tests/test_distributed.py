@@ -243,6 +243,40 @@ def test_killed_worker_is_retried_and_result_unchanged(cluster, data, tmp_path):
                for s in ("kmeans", "assign", "clusters", "select"))
 
 
+def test_ctrl_c_cancels_the_running_tasks(cluster, data):
+    _, shards = data
+    hold = cluster / "hold-topk"
+    hold.write_text("")
+    pids = []
+
+    def interrupt(done, total):
+        deadline = time.monotonic() + 60
+        while not pids and time.monotonic() < deadline:
+            pids.extend(p for p in glob.glob(str(cluster / "pid-topk-*")) if not p.endswith(".tmp"))
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    q = np.ones((2, 16), np.float32)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            td.topk(q, shards["uneven"], 3, partition_rows=4096, progress=interrupt)
+        assert pids, "no topk task started"
+        pid = int(open(pids[0]).read())
+        deadline = time.monotonic() + 30
+        alive = True
+        while alive and time.monotonic() < deadline:  # cancelled: its worker is gone
+            try:
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            except ProcessLookupError:
+                alive = False
+        assert not alive, "the held task was not cancelled"
+    finally:
+        hold.unlink()
+        for p in glob.glob(str(cluster / "pid-*")):
+            os.unlink(p)
+
+
 def test_resume_skips_finished_stages(cluster, data, tmp_path):
     x, shards = data
     wd = str(tmp_path / "work")

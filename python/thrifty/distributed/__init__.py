@@ -231,9 +231,11 @@ def _digest(a: np.ndarray) -> str:
 
 class DistributedPruneResult(PruneResult):
     """:class:`thrifty.prune.PruneResult` keyed by global row index; ``ids`` holds the
-    ``id_column`` value of every row when one was given (else None)."""
+    ``id_column`` value of every row when one was given (else None); ``seconds`` the
+    wall time of every stage."""
 
     ids: list[Any] | None = None
+    seconds: dict[str, float] | None = None
 
 
 def _fraction(value: Any, name: str) -> float:
@@ -269,6 +271,7 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
         if lab.dtype.kind not in "iu":
             raise InvalidInputError(f"labels must be integers, got dtype {lab.dtype}")
         lab = np.ascontiguousarray(lab, dtype=np.int64)
+        train_s = 0.0
         if lab.min() < 0 or lab.max() >= c.shape[0]:
             bad = int(np.flatnonzero((lab < 0) | (lab >= c.shape[0]))[0])
             raise InvalidInputError(f"labels[{bad}] = {lab[bad]} is not a centroid index "
@@ -281,13 +284,17 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
             raise InvalidInputError(f"n_clusters ({k}) is larger than the number of points ({n})")
         kp = {"n_clusters": k, "spherical": True, "max_iter": 10, "tol": 1e-4, "init": "random",
               "max_points_per_centroid": 256, "seed": seed}
+        t_train = time.perf_counter()
         c, _, unit_rows = _fit_centroids(run, kp)
+        train_s = time.perf_counter() - t_train - run.ex.seconds.get("k-means sample", 0.0)
         lab = None
     k = int(c.shape[0])
     params = {**params, "seed": seed, "n_clusters": k}
-    nb = min(k, max(1, len(run.parts))) if buckets is None else check_int(buckets, "buckets",
-                                                                          low=1)
+    # about 64k rows per bucket task (files: partitions x buckets)
+    nb = (min(k, max(len(run.parts), math.ceil(n / 65536))) if buckets is None
+          else check_int(buckets, "buckets", low=1))
     key = {"centroids": _digest(c), "labels": None if lab is None else _digest(lab)}
+    t0 = time.perf_counter()
     st_a, _ = _assign(run, c, True, unit_rows, lab, nb, "assign", key)
     cluster = run.labels(st_a.dir)
     # per-cluster pass, one task per bucket
@@ -335,6 +342,10 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
             keep[np.load(os.path.join(st_s.dir, f"keep-{b:05d}.npy"))] = True
     kpc = np.bincount(cluster[keep], minlength=k).astype(np.int64)
     r = DistributedPruneResult(method, keep, cluster, dup, sim, score, kpc, complexity, params)
+    r.seconds = {**run.ex.seconds, "k-means train": train_s,
+                 "driver (gather results, allocation)":
+                     time.perf_counter() - t0 - sum(run.ex.seconds.get(s, 0.0) for s in (
+                         "assign", f"{method} clusters", "dbp select"))}
     if src.id_column is not None:
         r.ids = [v for a, b in run.parts for v in src.read_ids(a, b)]
     return r
@@ -352,7 +363,8 @@ _RUN_DOC = """
     partition_rows : int, optional
         Rows per task (a multiple of 4096; default: about 4 tasks per CPU).
     buckets : int, optional
-        Shuffle buckets (cluster ``j`` goes to bucket ``j % buckets``).
+        Shuffle buckets (cluster ``j`` goes to bucket ``j % buckets``); default about
+        65536 rows per bucket, at least one per partition, at most ``n_clusters``.
     num_cpus : int
         CPUs (and thrifty threads) per task.
     max_retries : int

@@ -115,6 +115,8 @@ class RayExecutor:
         self.max_retries = int(max_retries)
         self.progress = progress
         self._remote = self.ray.remote(_run_task)
+        #: wall seconds per stage (``desc``), for cost models
+        self.seconds: dict[str, float] = {}
 
     def put(self, value: Any) -> Any:
         """Broadcast: store ``value`` once in the object store; pass the ref to tasks."""
@@ -132,6 +134,7 @@ class RayExecutor:
         opts = self._remote.options(num_cpus=cpus, max_retries=self.max_retries,
                                     retry_exceptions=False)
         # arguments are top-level, so broadcast refs (``put``) arrive as their values
+        t0 = time.perf_counter()
         refs = [opts.remote(fn, cpus, *a) for a in args]
         index = {r: i for i, r in enumerate(refs)}
         out: list[Any] = [None] * len(refs)
@@ -150,6 +153,7 @@ class RayExecutor:
             for r in pending:
                 ray.cancel(r, force=True)
             raise
+        self.seconds[desc] = self.seconds.get(desc, 0.0) + time.perf_counter() - t0
         return out
 
     def _get(self, ref: Any) -> Any:
