@@ -364,6 +364,16 @@ def test_prune_command_writes_outputs_atomically(cluster, data, tmp_path, capsys
     assert r.keep.sum() == s.keep.sum()
 
 
+def test_mixed_cpu_kernels_are_reported():
+    from thrifty.distributed._executor import mixed_kernels
+    from thrifty.distributed._stages import kernel_family
+
+    me = kernel_family()
+    assert mixed_kernels([me, dict(me, node="other")]) is None
+    msg = mixed_kernels([me, {"node": "old-box", "kernels": "x86_64:SSE4.2"}])
+    assert "old-box" in msg and "different float32 kernels" in msg
+
+
 def test_import_thrifty_imports_no_ray():
     code = ("import sys, thrifty, thrifty.prune, thrifty.cluster, thrifty.distributed; "
             "assert 'ray' not in sys.modules, 'ray imported'")

@@ -64,6 +64,7 @@ class _Run:
             self.source = open_source(inputs, column=column, id_column=id_column,
                                       work_dir=self.work.root)
             self.ex = RayExecutor(num_cpus=num_cpus, max_retries=max_retries, progress=progress)
+            self.ex.check_kernels()
             self.parts = partitions(self.source.n, _partition_rows(self.source.n, partition_rows,
                                                                    self.ex))
         except BaseException:
@@ -463,6 +464,7 @@ def topk(queries: Any, refs: Any, k: int, *, metric: str = "cosine",
     if k > src.n:
         raise InvalidInputError(f"k must be between 1 and the number of keys ({src.n}), got {k}")
     ex = RayExecutor(num_cpus=num_cpus, max_retries=max_retries, progress=progress)
+    ex.check_kernels()
     parts = partitions(src.n, _partition_rows(src.n, partition_rows, ex))
     q_ref = ex.put(q)
     res = ex.map(_stages.topk_task, [(src, a, b, q_ref, k, metric) for a, b in parts],
@@ -499,6 +501,7 @@ def text_kneighbors(clf: Any, texts: Any, n_neighbors: int | None = None, *,
     size = check_int(partition_size, "partition_size", low=1)
     connect(ray)
     ex = RayExecutor(num_cpus=num_cpus, max_retries=max_retries, progress=progress)
+    ex.check_kernels()
     q_ref = ex.put(q.blobs)
     refs, lens = clf._refs.blobs, clf.compressed_lens_
     args = [(q_ref, refs[a:a + size], lens[a:a + size], a, nn, clf.compressor, clf._level,

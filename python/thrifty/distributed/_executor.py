@@ -118,6 +118,28 @@ class RayExecutor:
         #: wall seconds per stage (``desc``), for cost models
         self.seconds: dict[str, float] = {}
 
+    def check_kernels(self) -> None:
+        """Warn (once per connection) when the nodes' float32 kernels differ from the
+        driver's: exact equality with one process needs one kernel family."""
+        import warnings
+
+        from ._stages import kernel_family
+
+        key = self.ray.get_runtime_context().get_job_id()
+        if RayExecutor._checked == key:
+            return
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        refs = [self._remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    node["NodeID"], soft=False)).remote(kernel_family, 1)
+                for node in self.ray.nodes() if node.get("Alive")]
+        msg = mixed_kernels([kernel_family(), *self.ray.get(refs)])
+        RayExecutor._checked = key
+        if msg:
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    _checked: str | None = None
+
     def put(self, value: Any) -> Any:
         """Broadcast: store ``value`` once in the object store; pass the ref to tasks."""
         return self.ray.put(value)
@@ -165,6 +187,19 @@ class RayExecutor:
             if isinstance(cause, ThriftyError):
                 raise cause from None
             raise
+
+
+def mixed_kernels(reports: list[dict[str, str]]) -> str | None:
+    """A warning text when the processes in ``reports`` (see ``kernel_family``) do not
+    all use the same float32 kernel family, else None."""
+    fams: dict[str, list[str]] = {}
+    for r in reports:
+        fams.setdefault(r["kernels"], []).append(r["node"])
+    if len(fams) <= 1:
+        return None
+    parts = "; ".join(f"{k} on {', '.join(sorted(set(v)))}" for k, v in sorted(fams.items()))
+    return ("the driver and Ray nodes use different float32 kernels (" + parts + "): results "
+            "may differ from a single-process run in near ties; use one CPU type for exactness")
 
 
 class Stage:

@@ -20,6 +20,26 @@ from ._executor import fault_point
 from ._source import BLOCK_ROWS, Source, write_npy_atomic, write_npz_atomic
 
 
+def aligned(a: np.ndarray) -> np.ndarray:
+    """``a`` C-contiguous and aligned: arrays from the object store may arrive unaligned,
+    which the core's zero-copy intake rejects."""
+    return np.require(a, requirements=["C", "A"])
+
+
+def kernel_family() -> dict[str, str]:
+    """This process's float32 kernel family: AVX2 and AVX-512 give the same products;
+    the scalar fallback (or another architecture) may differ in the last bit."""
+    import platform
+
+    from .._config import config
+
+    c = config()
+    simd = set(c.get("simd", []))
+    arch = str(c.get("arch", platform.machine()))
+    fam = "fma-simd" if {"AVX2", "FMA"} <= simd else ",".join(sorted(simd)) or "scalar"
+    return {"node": platform.node(), "kernels": f"{arch}:{fam}"}
+
+
 def chunk_sums(v: np.ndarray) -> list[float]:
     """Sequential float64 sum of every 4096-row chunk (the core's fixed inertia chunks)."""
     return [float(np.add.accumulate(v[c:c + BLOCK_ROWS])[-1]) for c in range(0, v.size, BLOCK_ROWS)]
@@ -57,7 +77,7 @@ def assign_task(source: Source, part: int, start: int, stop: int, centroids: np.
     if spherical:
         _check_nonzero(x, source, start)
     if labels is None:
-        lab, dist = _core.kmeans_assign(x, centroids, spherical, None, unit_rows)
+        lab, dist = _core.kmeans_assign(x, aligned(centroids), spherical, None, unit_rows)
         sums = chunk_sums(dist)
     else:
         lab, sums = np.ascontiguousarray(labels[start:stop], dtype=np.int64), []
@@ -110,6 +130,7 @@ def cluster_task(assign_dir: str, bucket: int, centroids: np.ndarray, method: st
     and mean scores (summed in id order) for the DBP allocation."""
     fault_point("clusters")
     ids, lab, x = _load_bucket(assign_dir, bucket)
+    centroids = aligned(centroids)
     dup = np.full(ids.size, -1, np.int64)
     sim = np.full(ids.size, np.nan, np.float32)
     score = np.zeros(ids.size, np.float64)
@@ -146,6 +167,7 @@ def select_task(assign_dir: str, bucket: int, cluster_file: str, centroids: np.n
     (ties and seeded draws by global id). Writes the kept global ids to ``out_path``."""
     fault_point("select")
     ids, lab, x = _load_bucket(assign_dir, bucket)
+    centroids, counts = aligned(centroids), aligned(counts)
     with np.load(cluster_file) as z:
         if not np.array_equal(z["ids"], ids):
             raise InvalidInputError(f"{cluster_file} does not match its bucket; rerun "
@@ -173,7 +195,7 @@ def topk_task(source: Source, start: int, stop: int, queries: np.ndarray, k: int
     """Top-k of every query among rows ``start:stop`` (global indices)."""
     fault_point("topk")
     x = source.read(start, stop, check_finite=False)
-    s, i = _core.topk(queries, x, min(k, stop - start), metric, None)
+    s, i = _core.topk(aligned(queries), x, min(k, stop - start), metric, None)
     return s, i + start
 
 
@@ -183,6 +205,6 @@ def text_knn_task(queries: list[bytes], refs: list[bytes], lens: np.ndarray, sta
     """Compression-distance top-k of every query among reference texts ``refs`` (global
     indices from ``start``)."""
     fault_point("text_knn")
-    ind, dist = _core.text_kneighbors(queries, refs, lens, min(k, len(refs)), compressor,
+    ind, dist = _core.text_kneighbors(queries, refs, aligned(lens), min(k, len(refs)), compressor,
                                       level, distance, None, None)
     return dist, ind + start
