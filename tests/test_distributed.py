@@ -181,6 +181,35 @@ def test_compression_knn_equals_single_process(cluster):
     np.testing.assert_array_equal(td.text_predict(clf, test, partition_size=11), clf.predict(test))
 
 
+def test_compression_knn_over_text_shards(cluster, tmp_path):
+    from thrifty.text import CompressionKNNClassifier
+
+    rng = np.random.default_rng(1)
+    words = ["goal", "match", "bank", "rates", "team", "market", "score", "shares"]
+    train = [" ".join(rng.choice(words, 6)) for _ in range(40)] + ["goal match team"] * 3
+    y = [["sport", "finance", "other"][i % 3] for i in range(len(train))]
+    test = [" ".join(rng.choice(words, 5)) for _ in range(12)]
+    ref = CompressionKNNClassifier(k=3).fit(train, y)
+    cuts = [0, 1, 20, len(train)]
+    for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+        with open(tmp_path / f"t{i}.jsonl", "w") as f:
+            f.writelines(json.dumps({"text": t, "label": lab}) + "\n"
+                         for t, lab in zip(train[a:b], y[a:b]))
+        (tmp_path / f"p{i}.txt").write_text("".join(t + "\n" for t in train[a:b]))
+    for shards, labels in [(str(tmp_path / "*.jsonl"), None), (str(tmp_path / "p*.txt"), y)]:
+        clf = td.CompressionKNN(k=3).fit(shards, labels)
+        d, i = clf.kneighbors(test, 5)
+        d0, i0 = ref.kneighbors(test, 5)
+        np.testing.assert_array_equal(i, i0)
+        np.testing.assert_array_equal(d, d0)
+        np.testing.assert_array_equal(clf.predict(test), ref.predict(test))
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
+    with pytest.raises(thrifty.FormatError, match=r"bad\.jsonl: line 2"):
+        td.CompressionKNN(k=1).fit([str(tmp_path / "bad.jsonl")], ["a", "b"])
+    with pytest.raises(thrifty.ThriftyIOError, match="missing.txt"):
+        td.CompressionKNN(k=1).fit([str(tmp_path / "missing.txt")], ["a"])
+
+
 def test_parquet_shards_with_ids(cluster, data, tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")

@@ -38,8 +38,8 @@ from . import _stages
 from ._executor import RayExecutor, WorkDir, connect
 from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
 
-__all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "text_kneighbors", "text_predict",
-           "prune_command", "DistributedPruneResult", "open_source", "connect"]
+__all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNN", "text_kneighbors",
+           "text_predict", "prune_command", "DistributedPruneResult", "open_source", "connect"]
 
 _ORDERS = ("hard", "easy", "random")
 
@@ -518,6 +518,9 @@ def text_predict(clf: Any, texts: Any, **kwargs: Any) -> np.ndarray:
     flat = (np.arange(n, dtype=np.int64)[:, None] * c + lab).ravel()
     counts = np.bincount(flat, minlength=n * c).reshape(n, c)
     return clf.classes_[clf._decide(counts, lab)]
+
+
+from ._text import CompressionKNN  # noqa: E402  (uses _merge above)
 
 
 def _check_out(path: str | None, force: bool) -> None:
