@@ -229,6 +229,10 @@ def test_ray_dataset_input(cluster, data, tmp_path):
     ds = ray.data.from_numpy(x[:3000])
     r = td.ssp(ds, keep_fraction=0.5, n_clusters=6, seed=0, work_dir=str(tmp_path))
     _same(r, tp.ssp(x[:3000], keep_fraction=0.5, n_clusters=6, seed=0))
+    # the same work_dir without resume: the new Dataset is read, not the old copy
+    r = td.ssp(ray.data.from_numpy(x[3000:5000]), keep_fraction=0.5, n_clusters=6, seed=0,
+               work_dir=str(tmp_path))
+    _same(r, tp.ssp(x[3000:5000], keep_fraction=0.5, n_clusters=6, seed=0))
 
 
 def _no_partial_files(root):

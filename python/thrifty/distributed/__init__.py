@@ -62,7 +62,7 @@ class _Run:
         self.work = WorkDir(work_dir, resume=resume)
         try:
             self.source = open_source(inputs, column=column, id_column=id_column,
-                                      work_dir=self.work.root)
+                                      work_dir=self.work.root, resume=resume)
             self.ex = RayExecutor(num_cpus=num_cpus, max_retries=max_retries, progress=progress)
             self.ex.check_kernels()
             self.parts = partitions(self.source.n, _partition_rows(self.source.n, partition_rows,

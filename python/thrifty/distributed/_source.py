@@ -239,7 +239,7 @@ def _parquet_shape(path: str, column: str, id_column: str | None) -> tuple[int, 
 
 
 def open_source(inputs: Any, *, column: str | None = None, id_column: str | None = None,
-                work_dir: str | None = None) -> Source:
+                work_dir: str | None = None, resume: bool = False) -> Source:
     """Describe ``inputs`` (path, directory, glob, list of those, or a Ray Dataset).
 
     Directories and globs expand to their sorted file names; a list keeps its order.
@@ -251,7 +251,7 @@ def open_source(inputs: Any, *, column: str | None = None, id_column: str | None
     if type(inputs).__name__ in ("Dataset", "MaterializedDataset") and hasattr(inputs, "iter_batches"):
         if work_dir is None:
             raise InvalidInputError("a ray.data.Dataset input needs a work_dir")
-        return _from_dataset(inputs, column or "data", work_dir)
+        return _from_dataset(inputs, column or "data", work_dir, resume)
     if isinstance(inputs, (str, os.PathLike)):
         items = [os.fspath(inputs)]
     else:
@@ -305,12 +305,17 @@ def open_source(inputs: Any, *, column: str | None = None, id_column: str | None
                   id_column=id_column)
 
 
-def _from_dataset(ds: Any, column: str, work_dir: str) -> Source:
-    """Stream a Ray Dataset (in order) into `.npy` shards under ``work_dir/input``."""
+def _from_dataset(ds: Any, column: str, work_dir: str, resume: bool) -> Source:
+    """Stream a Ray Dataset (in order) into `.npy` shards under ``work_dir/input``
+    (reused with ``resume`` when complete)."""
+    import shutil
+
     import ray.data
 
     out = os.path.join(work_dir, "input")
     manifest = os.path.join(out, "_manifest")
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
     if not os.path.exists(manifest):
         os.makedirs(out, exist_ok=True)
         ctx = ray.data.DataContext.get_current()
