@@ -115,7 +115,7 @@ def _fit_centroids(run: _Run, params: dict[str, Any]) -> tuple[np.ndarray, int, 
             shard, r = src.shard_of(int(rows[np.flatnonzero(z)[0]]))
             raise InvalidInputError(f"{shard.path}: row {r} is an all-zero vector, which has "
                                     "no direction for cosine clustering")
-    km = _LocalKMeans(**local, progress=False).fit(train)
+    km = _LocalKMeans(**local, progress=run.ex.progress).fit(train)
     write_npy_atomic(st.path("centroids.npy"), km.cluster_centers_)
     st.finish({"n_iter": km.n_iter_})
     return km.cluster_centers_, km.n_iter_, sample is not None
