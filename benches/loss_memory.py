@@ -41,9 +41,9 @@ def _with_ignored(fn):
     return wrapped
 
 
-LOSSES = {"ce": F.cross_entropy, "squentropy": L.squentropy, "naive_squentropy": naive_squentropy,
+LOSSES = {"ce": F.cross_entropy, "squentropy": L.squentropy_loss, "naive_squentropy": naive_squentropy,
           "zloss": L.spherical_z_loss, "naive_zloss": naive_zloss,
-          "ce_ignore": _with_ignored(F.cross_entropy), "squentropy_ignore": _with_ignored(L.squentropy),
+          "ce_ignore": _with_ignored(F.cross_entropy), "squentropy_ignore": _with_ignored(L.squentropy_loss),
           "zloss_ignore": _with_ignored(L.spherical_z_loss)}
 
 

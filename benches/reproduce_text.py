@@ -121,7 +121,7 @@ def scores(tr, ytr, te, yte, *, compressor: str = "gzip", seed: int = 0) -> dict
     against plain Python); computing them from one ``kneighbors`` call saves three
     searches per configuration.
     """
-    clf = CompressionKNNClassifier(k=2, compressor=compressor, progress=False).fit(tr, ytr)
+    clf = CompressionKNNClassifier(n_neighbors=2, compressor=compressor, progress=False).fit(tr, ytr)
     ind = clf.kneighbors(te, return_distance=False)
     rng = random.Random(seed)
     paper = nearest = rand = k1 = 0

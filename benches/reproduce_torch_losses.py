@@ -74,9 +74,9 @@ def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
 
 CRITERIA = {
     "cross-entropy": nn.CrossEntropyLoss,
-    "squentropy": L.Squentropy,
-    "Z-loss (a=1, b=0)": L.ZLoss,
-    "Z-loss (a=0.1, b=10)": lambda: L.ZLoss(0.1, 10.0),
+    "squentropy": L.SquentropyLoss,
+    "Z-loss (a=1, b=0)": L.SphericalZLoss,
+    "Z-loss (a=0.1, b=10)": lambda: L.SphericalZLoss(0.1, 10.0),
 }
 
 

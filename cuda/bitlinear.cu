@@ -8,7 +8,7 @@
 //     q = clamp(round_half_even(w * s_w), -1, 1)                  (ternary)
 //   y[m, n] = (sum_k xq[m, k] q[n, k]) / (s_x[m] s_w) (+ bias[n]), the sum in int32.
 //
-// Layouts (internal to thrifty.cuda.bitlinear; thrifty.quant's "ternary" is the export
+// Layouts (internal to thrifty.torch._cuda.bitlinear; thrifty.quant's "ternary" is the export
 // format):
 //   xq: int8 (M, Kp), Kp = K rounded up to 64, zero padded;
 //   packed weights: uint32 (N, Kp / 16); word w of row n holds k = 16 w + j at bits

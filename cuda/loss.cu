@@ -1,14 +1,14 @@
 // Chunk-level work of the fused linear + loss for large vocabularies
-// (thrifty.cuda.losses.linear_cross_entropy). torch computes one logits tile
+// (thrifty.torch.losses.linear_cross_entropy_loss). torch computes one logits tile
 // o = h[rows] @ W[v0:v0+cols]^T (+ b) with cuBLAS; these kernels
 //   lce_stats_*: fold the tile into running per-row statistics (online logsumexp:
 //                running max m and sum s of exp(o - m); Welford mean / M2 over the
 //                classes seen so far; sum of o_j^2 over j != target; o_target);
 //   lce_grad_*:  overwrite the tile, in place, with dLoss/do (the gradient tile), which
 //                torch then multiplies back into dH and dW.
-// The CPU fallback in python/thrifty/cuda/losses.py does the same per tile with torch.
+// The CPU fallback in python/thrifty/torch/losses/linear.py does the same per tile with torch.
 // All arithmetic in float32; tiles may be float32, float16 or bfloat16.
-#include "thrifty_lean.cuh"
+#include "thrifty_common.cuh"
 
 namespace thrifty_loss {
 
@@ -124,38 +124,17 @@ __device__ void grad(T* o, long long ldo, int rows, int cols, long long v0, cons
 
 }  // namespace thrifty_loss
 
-extern "C" __global__ void lce_stats_f32(const float* o, long long ldo, int rows, int cols, long long v0,
-                                          const long long* target, float* state) {
-    // block-cooperative (__syncthreads): one block of 256 threads per row
-    thrifty_loss::stats<float>(o, ldo, rows, cols, v0, target, state);
-}
+// Entry points <kernel>_f32 / _f16 / _bf16 (thrifty_common.cuh: TH_FOR_FLOAT_TYPES).
+#define TH_LOSS_KERNELS(S, T)                                                                       \
+    extern "C" __global__ void lce_stats_##S(const T* o, long long ldo, int rows, int cols, long long v0, \
+                                             const long long* target, float* state) {              \
+        /* block-cooperative (__syncthreads): one block of 256 threads per row */                   \
+        thrifty_loss::stats<T>(o, ldo, rows, cols, v0, target, state);                             \
+    }                                                                                              \
+    extern "C" __global__ void lce_grad_##S(T* o, long long ldo, int rows, int cols, long long v0,  \
+                                            const long long* target, const float* rowp,            \
+                                            const float* go, int kind, float n_classes) {          \
+        thrifty_loss::grad<T>(o, ldo, rows, cols, v0, target, rowp, go, kind, n_classes);          \
+    }
 
-extern "C" __global__ void lce_grad_f32(float* o, long long ldo, int rows, int cols, long long v0,
-                                         const long long* target, const float* rowp, const float* go, int kind,
-                                         float n_classes) {
-    thrifty_loss::grad<float>(o, ldo, rows, cols, v0, target, rowp, go, kind, n_classes);
-}
-
-extern "C" __global__ void lce_stats_f16(const th_f16* o, long long ldo, int rows, int cols, long long v0,
-                                          const long long* target, float* state) {
-    // block-cooperative (__syncthreads): one block of 256 threads per row
-    thrifty_loss::stats<th_f16>(o, ldo, rows, cols, v0, target, state);
-}
-
-extern "C" __global__ void lce_grad_f16(th_f16* o, long long ldo, int rows, int cols, long long v0,
-                                         const long long* target, const float* rowp, const float* go, int kind,
-                                         float n_classes) {
-    thrifty_loss::grad<th_f16>(o, ldo, rows, cols, v0, target, rowp, go, kind, n_classes);
-}
-
-extern "C" __global__ void lce_stats_bf16(const th_bf16* o, long long ldo, int rows, int cols, long long v0,
-                                          const long long* target, float* state) {
-    // block-cooperative (__syncthreads): one block of 256 threads per row
-    thrifty_loss::stats<th_bf16>(o, ldo, rows, cols, v0, target, state);
-}
-
-extern "C" __global__ void lce_grad_bf16(th_bf16* o, long long ldo, int rows, int cols, long long v0,
-                                         const long long* target, const float* rowp, const float* go, int kind,
-                                         float n_classes) {
-    thrifty_loss::grad<th_bf16>(o, ldo, rows, cols, v0, target, rowp, go, kind, n_classes);
-}
+TH_FOR_FLOAT_TYPES(TH_LOSS_KERNELS)

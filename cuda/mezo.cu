@@ -1,7 +1,7 @@
 // MeZO (memory-efficient zeroth-order SGD) perturbation and update, in place, with no
 // noise tensor: z is regenerated from a counter-based generator every time it is needed.
 //
-// Generator (the CPU fallback thrifty.cuda.mezo implements exactly the same thing):
+// Generator (the CPU fallback in thrifty.torch._cuda.mezo implements exactly the same thing):
 //   Philox4x32-10 (Salmon et al., SC'11), written out below.
 //   key     = (seed mod 2^32, seed >> 32)
 //   counter = (block mod 2^32, tensor_id, step mod 2^32, step >> 32)
@@ -17,7 +17,7 @@
 // Update (restore fused with the SGD step, one pass):
 //   x = x + d;  g = pg * z (+ wd * x);  x = x - lr * g
 // Half-precision parameters are widened to float32, updated, rounded back once.
-#include "thrifty_lean.cuh"
+#include "thrifty_common.cuh"
 
 namespace thrifty_mezo {
 
@@ -135,35 +135,17 @@ extern "C" __global__ void mezo_philox(const unsigned int* ctr_key, unsigned int
     out[4 * t + 3] = r.x3;
 }
 
-extern "C" __global__ void mezo_perturb_f32(float* x, long long n, unsigned int tensor_id, unsigned long long seed,
-                                    unsigned long long step, float eps, float scale) {
-    thrifty_mezo::perturb<float>(x, n, tensor_id, seed, step, eps, scale);
-}
+// Entry points <kernel>_f32 / _f16 / _bf16 (thrifty_common.cuh: TH_FOR_FLOAT_TYPES).
+#define TH_MEZO_KERNELS(S, T)                                                                       \
+    extern "C" __global__ void mezo_perturb_##S(T* x, long long n, unsigned int tensor_id,         \
+                                                unsigned long long seed, unsigned long long step,  \
+                                                float eps, float scale) {                          \
+        thrifty_mezo::perturb<T>(x, n, tensor_id, seed, step, eps, scale);                         \
+    }                                                                                              \
+    extern "C" __global__ void mezo_update_##S(T* x, long long n, unsigned int tensor_id,          \
+                                               unsigned long long seed, unsigned long long step,   \
+                                               float eps, const float* pg, float lr, float wd) {   \
+        thrifty_mezo::update<T>(x, n, tensor_id, seed, step, eps, pg, lr, wd);                     \
+    }
 
-extern "C" __global__ void mezo_update_f32(float* x, long long n, unsigned int tensor_id,
-                                              unsigned long long seed, unsigned long long step, float eps,
-                                              const float* pg, float lr, float wd) {
-    thrifty_mezo::update<float>(x, n, tensor_id, seed, step, eps, pg, lr, wd);
-}
-
-extern "C" __global__ void mezo_perturb_f16(th_f16* x, long long n, unsigned int tensor_id, unsigned long long seed,
-                                    unsigned long long step, float eps, float scale) {
-    thrifty_mezo::perturb<th_f16>(x, n, tensor_id, seed, step, eps, scale);
-}
-
-extern "C" __global__ void mezo_update_f16(th_f16* x, long long n, unsigned int tensor_id,
-                                              unsigned long long seed, unsigned long long step, float eps,
-                                              const float* pg, float lr, float wd) {
-    thrifty_mezo::update<th_f16>(x, n, tensor_id, seed, step, eps, pg, lr, wd);
-}
-
-extern "C" __global__ void mezo_perturb_bf16(th_bf16* x, long long n, unsigned int tensor_id, unsigned long long seed,
-                                    unsigned long long step, float eps, float scale) {
-    thrifty_mezo::perturb<th_bf16>(x, n, tensor_id, seed, step, eps, scale);
-}
-
-extern "C" __global__ void mezo_update_bf16(th_bf16* x, long long n, unsigned int tensor_id,
-                                              unsigned long long seed, unsigned long long step, float eps,
-                                              const float* pg, float lr, float wd) {
-    thrifty_mezo::update<th_bf16>(x, n, tensor_id, seed, step, eps, pg, lr, wd);
-}
+TH_FOR_FLOAT_TYPES(TH_MEZO_KERNELS)

@@ -10,8 +10,8 @@
 //   momo_update_*  w = (w - tau d) / c, tau read from device memory.
 // Parameters may be float32, float16 or bfloat16 (arithmetic in float32, one rounding
 // when stored); MoMo's averages are float32. The CPU fallback in
-// python/thrifty/cuda/optim.py computes the same formulas with torch.
-#include "thrifty_lean.cuh"
+// python/thrifty/torch/_cuda/optim.py computes the same formulas with torch.
+#include "thrifty_common.cuh"
 
 #define THRIFTY_OPT_THREADS 256
 
@@ -118,77 +118,27 @@ extern "C" __global__ void mt_segment_sum(const float* partials, const long long
 }
 
 
-extern "C" __global__ void mt_partials_f32(const float* x, const float* y, long long n, int op, float c,
-                                            float* out) {
-    // block-cooperative (__syncthreads)
-    thrifty_opt::partials<float>(x, y, n, op, c, out);
-}
+// Entry points <kernel>_f32 / _f16 / _bf16 (thrifty_common.cuh: TH_FOR_FLOAT_TYPES).
+#define TH_OPTIM_KERNELS(S, T)                                                                     \
+    extern "C" __global__ void mt_partials_##S(const T* x, const T* y, long long n, int op, float c, \
+                                               float* out) {                                       \
+        /* block-cooperative (__syncthreads) */                                                     \
+        thrifty_opt::partials<T>(x, y, n, op, c, out);                                             \
+    }                                                                                              \
+    extern "C" __global__ void sam_perturb_##S(T* w, const T* g, T* old, long long n, const float* norm, \
+                                               float rho, int adaptive) {                          \
+        thrifty_opt::sam_perturb<T>(w, g, old, n, norm, rho, adaptive);                            \
+    }                                                                                              \
+    extern "C" __global__ void dog_update_##S(T* w, const T* g, long long n, const float* eta, float wd) { \
+        thrifty_opt::dog_update<T>(w, g, n, eta, wd);                                              \
+    }                                                                                              \
+    extern "C" __global__ void momo_moments_##S(const T* w, const T* g, float* d, long long n, float beta, \
+                                                float* out3, int nblocks_total) {                  \
+        /* block-cooperative (__syncthreads) */                                                     \
+        thrifty_opt::momo_moments<T>(w, g, d, n, beta, out3, nblocks_total);                       \
+    }                                                                                              \
+    extern "C" __global__ void momo_update_##S(T* w, const float* d, long long n, const float* tau, float c) { \
+        thrifty_opt::momo_update<T>(w, d, n, tau, c);                                              \
+    }
 
-extern "C" __global__ void sam_perturb_f32(float* w, const float* g, float* old, long long n, const float* norm,
-                                            float rho, int adaptive) {
-    thrifty_opt::sam_perturb<float>(w, g, old, n, norm, rho, adaptive);
-}
-
-extern "C" __global__ void dog_update_f32(float* w, const float* g, long long n, const float* eta, float wd) {
-    thrifty_opt::dog_update<float>(w, g, n, eta, wd);
-}
-
-extern "C" __global__ void momo_moments_f32(const float* w, const float* g, float* d, long long n, float beta,
-                                             float* out3, int nblocks_total) {
-    // block-cooperative (__syncthreads)
-    thrifty_opt::momo_moments<float>(w, g, d, n, beta, out3, nblocks_total);
-}
-
-extern "C" __global__ void momo_update_f32(float* w, const float* d, long long n, const float* tau, float c) {
-    thrifty_opt::momo_update<float>(w, d, n, tau, c);
-}
-
-extern "C" __global__ void mt_partials_f16(const th_f16* x, const th_f16* y, long long n, int op, float c,
-                                            float* out) {
-    // block-cooperative (__syncthreads)
-    thrifty_opt::partials<th_f16>(x, y, n, op, c, out);
-}
-
-extern "C" __global__ void sam_perturb_f16(th_f16* w, const th_f16* g, th_f16* old, long long n, const float* norm,
-                                            float rho, int adaptive) {
-    thrifty_opt::sam_perturb<th_f16>(w, g, old, n, norm, rho, adaptive);
-}
-
-extern "C" __global__ void dog_update_f16(th_f16* w, const th_f16* g, long long n, const float* eta, float wd) {
-    thrifty_opt::dog_update<th_f16>(w, g, n, eta, wd);
-}
-
-extern "C" __global__ void momo_moments_f16(const th_f16* w, const th_f16* g, float* d, long long n, float beta,
-                                             float* out3, int nblocks_total) {
-    // block-cooperative (__syncthreads)
-    thrifty_opt::momo_moments<th_f16>(w, g, d, n, beta, out3, nblocks_total);
-}
-
-extern "C" __global__ void momo_update_f16(th_f16* w, const float* d, long long n, const float* tau, float c) {
-    thrifty_opt::momo_update<th_f16>(w, d, n, tau, c);
-}
-
-extern "C" __global__ void mt_partials_bf16(const th_bf16* x, const th_bf16* y, long long n, int op, float c,
-                                            float* out) {
-    // block-cooperative (__syncthreads)
-    thrifty_opt::partials<th_bf16>(x, y, n, op, c, out);
-}
-
-extern "C" __global__ void sam_perturb_bf16(th_bf16* w, const th_bf16* g, th_bf16* old, long long n, const float* norm,
-                                            float rho, int adaptive) {
-    thrifty_opt::sam_perturb<th_bf16>(w, g, old, n, norm, rho, adaptive);
-}
-
-extern "C" __global__ void dog_update_bf16(th_bf16* w, const th_bf16* g, long long n, const float* eta, float wd) {
-    thrifty_opt::dog_update<th_bf16>(w, g, n, eta, wd);
-}
-
-extern "C" __global__ void momo_moments_bf16(const th_bf16* w, const th_bf16* g, float* d, long long n, float beta,
-                                             float* out3, int nblocks_total) {
-    // block-cooperative (__syncthreads)
-    thrifty_opt::momo_moments<th_bf16>(w, g, d, n, beta, out3, nblocks_total);
-}
-
-extern "C" __global__ void momo_update_bf16(th_bf16* w, const float* d, long long n, const float* tau, float c) {
-    thrifty_opt::momo_update<th_bf16>(w, d, n, tau, c);
-}
+TH_FOR_FLOAT_TYPES(TH_OPTIM_KERNELS)

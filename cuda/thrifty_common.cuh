@@ -178,6 +178,52 @@ TH_DEV int th_floor_log2(float x) {
 // bfloat16 / float16 storage -> float32 (for kernels reading torch tensors)
 TH_DEV float th_bf16_to_f32(th_u16 b) { return __uint_as_float((th_u32)b << 16); }
 
+// ---------------------------------------------------------------------------- torch tensors
+// Half-precision tensors are read and written through their 16-bit patterns (no
+// cuda_fp16.h / cuda_bf16.h), so the kernels also compile as plain C++ for the host
+// test harness. float32 <- bfloat16/float16 is exact; float32 -> bfloat16/float16
+// rounds to nearest even, NaN stays NaN, overflow gives inf (what torch's .to() does).
+
+struct th_bf16 { th_u16 bits; };
+struct th_f16 { th_u16 bits; };
+
+TH_DEV th_u16 th_f32_to_bf16_bits(float f) {
+    th_u32 b = __float_as_uint(f);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (th_u16)((b >> 16) | 0x40u);
+    return (th_u16)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+template <typename T> TH_DEV float th_load(const T* p, th_i64 i);
+template <> TH_DEV float th_load<float>(const float* p, th_i64 i) { return p[i]; }
+template <> TH_DEV float th_load<th_bf16>(const th_bf16* p, th_i64 i) { return th_bf16_to_f32(p[i].bits); }
+template <> TH_DEV float th_load<th_f16>(const th_f16* p, th_i64 i) { return th_f16_to_f32(p[i].bits); }
+
+template <typename T> TH_DEV void th_store(T* p, th_i64 i, float v);
+template <> TH_DEV void th_store<float>(float* p, th_i64 i, float v) { p[i] = v; }
+template <> TH_DEV void th_store<th_bf16>(th_bf16* p, th_i64 i, float v) { p[i].bits = th_f32_to_bf16_bits(v); }
+template <> TH_DEV void th_store<th_f16>(th_f16* p, th_i64 i, float v) { p[i].bits = th_f32_to_f16(v); }
+
+// Block-wide sum in a fixed tree order (blockDim.x a power of two <= 256); every thread
+// of the block must call it; all threads get the result.
+TH_DEV float th_block_sum(float v, float* sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) sh[threadIdx.x] = __fadd_rn(sh[threadIdx.x], sh[threadIdx.x + w]);
+        __syncthreads();
+    }
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+// Dtype-generic kernels: a template body plus one extern "C" entry point per parameter
+// dtype, named <kernel>_<suffix>. A file defines its entry points once, in a macro of
+// (S, T) that names each one <kernel>_##S with parameters in T, and instantiates them
+// with TH_FOR_FLOAT_TYPES(MACRO); the launcher (thrifty.torch._cuda._runtime) reads the
+// same two macros to find the entry point of a tensor's dtype.
+#define TH_FOR_FLOAT_TYPES(X) X(f32, float) X(f16, th_f16) X(bf16, th_bf16)
+
 // ---------------------------------------------------------------------------- block helpers
 // Global index of this thread in a 1-D launch.
 TH_DEV th_u64 th_tid() { return (th_u64)blockIdx.x * blockDim.x + threadIdx.x; }

@@ -106,7 +106,9 @@ def test_progress_reports():
     ({"n_clusters": 2, "init": "bogus"}, np.ones((3, 2), np.float32), "init"),
     ({"n_clusters": 2, "init": np.ones((3, 2))}, np.ones((3, 2), np.float32), "init has 3 rows"),
     ({"n_clusters": 2, "spherical": True}, np.zeros((3, 2), np.float32), "zero"),
-    ({"n_clusters": 2}, np.ones((3, 2), np.int64), "floating-point"),
+    ({"n_clusters": 2}, np.ones((3, 2), bool), "boolean"),
+    ({"n_clusters": 2, "spherical": "yes"}, np.ones((3, 2), np.float32), "spherical must be True or False"),
+    ({"n_clusters": 2}, np.ones((3, 1), np.complex64), "Complex data not supported"),
 ])
 def test_bad_input(kwargs, X, match):
     with pytest.raises(thrifty.InvalidInputError, match=match):
@@ -140,6 +142,7 @@ def test_kmeans_follows_the_scikit_learn_parameter_protocol():
     c = clone(km)
     assert c is not km and c.get_params() == km.get_params()
     assert km.set_params(max_iter=7) is km and km.max_iter == 7
-    assert repr(km).startswith("KMeans(n_clusters=4, spherical=True")
+    assert repr(km).startswith("KMeans(") and "n_clusters=4" in repr(km)
+    assert "spherical=True" in repr(km)
     with pytest.raises(InvalidInputError, match="unknown parameter"):
         km.set_params(bogus=1)

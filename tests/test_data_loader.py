@@ -68,19 +68,27 @@ def test_every_kept_row_once_across_ranks(world_size, drop_last):
     X = ids_matrix(n)
     rng = np.random.default_rng(0)
     keep = rng.random(n) < 0.7
-    seen = []
+    kept = np.flatnonzero(keep)
+    seen, counts = [], []
     for r in range(world_size):
         loader = ArrayLoader(X, batch_size=16, keep=keep, rank=r, world_size=world_size,
                              seed=3, drop_last=drop_last)
         rows = collect_rows(loader)
         assert len(rows) == len(loader) * 16 or not drop_last
         seen.append(rows)
+        counts.append(len(loader))
+    assert len(set(counts)) == 1  # every rank runs the same number of steps
     allrows = np.concatenate(seen)
-    assert np.unique(allrows).size == allrows.size  # no overlap, no repeats
+    per_rank = len(kept) // world_size if drop_last else -(-len(kept) // world_size)
     if not drop_last:
-        assert sorted(allrows.tolist()) == np.flatnonzero(keep).tolist()
+        # padded by wrapping: every kept row at least once, (W * per_rank - n) twice
+        values, mult = np.unique(allrows, return_counts=True)
+        assert values.tolist() == kept.tolist()
+        assert (mult == 2).sum() == world_size * per_rank - len(kept) and mult.max() <= 2
     else:
-        assert set(allrows.tolist()) <= set(np.flatnonzero(keep).tolist())
+        assert np.unique(allrows).size == allrows.size  # no overlap, no repeats
+        assert set(allrows.tolist()) <= set(kept.tolist())
+        assert all(len(s) == per_rank // 16 * 16 for s in seen)
 
 
 def test_batches_match_numpy_fancy_index_bit_exact():
@@ -192,7 +200,9 @@ def test_len():
     X = ids_matrix(10)
     assert len(ArrayLoader(X, batch_size=3)) == 4
     assert len(ArrayLoader(X, batch_size=3, drop_last=True)) == 3
-    assert len(ArrayLoader(X, batch_size=3, rank=2, world_size=3)) == 1
+    # ceil(10 / 3) = 4 rows on every rank (padded), floor(10 / 3) = 3 with drop_last
+    assert len(ArrayLoader(X, batch_size=3, rank=2, world_size=3)) == 2
+    assert len(ArrayLoader(X, batch_size=3, rank=2, world_size=3, drop_last=True)) == 1
     assert len(ArrayLoader(X, batch_size=3, keep=[0, 4, 9])) == 1
     it = iter(ArrayLoader(X, batch_size=3))
     assert len(it) == 4
@@ -208,7 +218,8 @@ def test_npy_path_is_memory_mapped_and_matches_array(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, X)
     loader = ArrayLoader(path, batch_size=50, seed=1)
-    assert isinstance(loader._x, np.memmap)
+    assert isinstance(loader._x, np.memmap) and loader._file == (str(path), 128)
+    assert ArrayLoader(path, batch_size=50, read="pread")._x is None
     ref = ArrayLoader(X, batch_size=50, seed=1)
     for a, b in zip(loader, ref):
         np.testing.assert_array_equal(a, b)
@@ -285,6 +296,8 @@ def test_bad_loader_arguments():
         ArrayLoader(np.zeros((3, 3), dtype=object), batch_size=2)
     with pytest.raises(bad, match="prefetch"):
         ArrayLoader(X, batch_size=2, prefetch=0)
+    with pytest.raises(bad, match="read must be one of"):
+        ArrayLoader(X, batch_size=2, read="mapped")
     loader = ArrayLoader(X, batch_size=2)
     with pytest.raises(bad, match="state"):
         loader.load_state_dict({"epoch": 0})
@@ -327,11 +340,18 @@ def test_token_windows_match_reference(tmp_path):
 def test_token_windows_once_across_ranks(tmp_path):
     path = tmp_path / "t.bin"
     np.arange(4 * 1000 + 1, dtype=np.uint32).tofile(path)
-    starts = []
-    for r in range(3):
-        loader = TokenLoader(path, dtype="uint32", seq_len=4, batch_size=1, rank=r, world_size=3)
-        starts += [int(xb[0, 0]) // 4 for xb in loader]
-    assert sorted(starts) == list(range(1000))
+    for drop_last in (True, False):
+        starts, lens = [], []
+        for r in range(3):
+            loader = TokenLoader(path, dtype="uint32", seq_len=4, batch_size=1, rank=r,
+                                 world_size=3, drop_last=drop_last)
+            starts += [int(xb[0, 0]) // 4 for xb in loader]
+            lens.append(len(loader))
+        assert lens == [334 if not drop_last else 333] * 3
+        if drop_last:  # 999 distinct windows: the last one of the order is cut
+            assert len(set(starts)) == len(starts) == 999
+        else:  # all 1000, two of them twice (padding by wrapping)
+            assert sorted(set(starts)) == list(range(1000)) and len(starts) == 1002
 
 
 def test_token_loader_resume(tmp_path):
@@ -383,10 +403,7 @@ def _rss_mb():
     return np.array([out["RssFile"], out["RssAnon"]])
 
 
-def test_streaming_a_large_memmap_keeps_rss_bounded(tmp_path, monkeypatch):
-    import thrifty.data as data
-
-    monkeypatch.setattr(data, "_MAP_BUDGET", 64 << 20)  # as if the file were > 1 GiB
+def test_streaming_a_large_npy_keeps_rss_bounded(tmp_path):
     path = tmp_path / "big.npy"
     n, d = 131_072, 512  # 256 MiB
     X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
@@ -394,8 +411,8 @@ def test_streaming_a_large_memmap_keeps_rss_bounded(tmp_path, monkeypatch):
         X[s:s + 16384] = 1.0
     X.flush()
     del X
-    loader = ArrayLoader(path, batch_size=1024)
-    assert loader._file is not None  # read with pread, not through the map
+    loader = ArrayLoader(path, batch_size=1024, read="pread")
+    assert loader._x is None  # read with pread, not through a map
     before = _rss_mb()
     peak = before
     for i, xb in enumerate(loader):
@@ -406,24 +423,29 @@ def test_streaming_a_large_memmap_keeps_rss_bounded(tmp_path, monkeypatch):
     assert grown_anon < 96, f"anonymous memory grew by {grown_anon:.0f} MiB"
 
 
-def test_large_files_read_with_pread_match_memory_map(tmp_path, monkeypatch):
-    import thrifty.data as data
-
+def test_files_read_with_pread_match_numpy(tmp_path):
     X = np.random.default_rng(0).standard_normal((700, 9)).astype(np.float64)
     path = tmp_path / "x.npy"
     np.save(path, X)
+    keep = np.arange(0, 700, 3)
+    for shuffle in (True, False):  # random rows, and runs of consecutive rows
+        ref = list(ArrayLoader(np.load(path), batch_size=64, seed=2, keep=keep, shuffle=shuffle))
+        for how in ("pread", "mmap", "auto"):
+            got = list(ArrayLoader(path, batch_size=64, seed=2, keep=keep, shuffle=shuffle,
+                                   read=how))
+            assert len(got) == len(ref) == 4
+            for a, b in zip(got, ref):
+                np.testing.assert_array_equal(a, b)
     tok = tmp_path / "t.bin"
-    np.random.default_rng(1).integers(0, 2**32, 5001, dtype=np.uint32).tofile(tok)
-    mapped = list(ArrayLoader(path, batch_size=64, seed=2, keep=np.arange(0, 700, 3)))
-    tmapped = list(TokenLoader(tok, dtype="uint32", seq_len=50, batch_size=7, seed=2))
-    monkeypatch.setattr(data, "_MAP_BUDGET", 0)
-    loader = ArrayLoader(path, batch_size=64, seed=2, keep=np.arange(0, 700, 3))
-    assert loader._file is not None
-    read = list(loader)
-    tread = list(TokenLoader(tok, dtype="uint32", seq_len=50, batch_size=7, seed=2))
-    assert len(read) == len(mapped) and len(tread) == len(tmapped)
-    for a, b in zip(read + tread, mapped + tmapped):
-        np.testing.assert_array_equal(a, b)
+    tokens = np.random.default_rng(1).integers(0, 2**32, 5001, dtype=np.uint32)
+    tokens.tofile(tok)
+    loader = TokenLoader(tok, dtype="uint32", seq_len=50, batch_size=7, seed=2, shuffle=False,
+                         read="pread")
+    assert loader._tokens is None
+    for b, xb in enumerate(loader):
+        for r in range(7):
+            w = b * 7 + r
+            np.testing.assert_array_equal(xb[r], tokens[w * 50:w * 50 + 51])
 
 
 def test_import_thrifty_never_imports_torch():
@@ -432,16 +454,14 @@ def test_import_thrifty_never_imports_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_ctrl_c_while_waiting_for_a_batch(tmp_path, monkeypatch):
+def test_ctrl_c_while_waiting_for_a_batch(tmp_path):
     import _thread
     import threading
 
-    import thrifty.data as data
-
     path = tmp_path / "slow.npy"
     np.save(path, np.zeros((2_000_000, 1), dtype=np.uint8))
-    monkeypatch.setattr(data, "_MAP_BUDGET", 0)  # pread: one system call per row, slow
-    loader = ArrayLoader(path, batch_size=2_000_000)
+    # shuffled rows of a file: one system call per row, slow
+    loader = ArrayLoader(path, batch_size=2_000_000, read="pread")
     it = iter(loader)
     timer = threading.Timer(0.05, _thread.interrupt_main)
     timer.start()

@@ -65,6 +65,7 @@ def _same(r, s, fields=("keep", "cluster", "duplicate_of", "score", "keep_per_cl
     for f in fields:
         np.testing.assert_array_equal(getattr(r, f), getattr(s, f), err_msg=f)
     np.testing.assert_array_equal(r.similarity, s.similarity)  # NaN-aware
+    assert r.prefer == s.prefer
     assert r.params == s.params
     assert r.report() == s.report()
 
@@ -89,27 +90,47 @@ def test_semdedup_equals_single_process(cluster, data, sharding):
 def test_semdedup_random_order_uses_global_ids(cluster, data):
     x, shards = data
     # one task at a time with 2 thrifty threads inside it: same result
-    r = td.semdedup(shards["uneven"], eps=0.3, n_clusters=5, order="random", seed=4,
+    r = td.semdedup(shards["uneven"], eps=0.3, n_clusters=5, prefer="random", seed=4,
                     partition_rows=8192, num_cpus=2)
-    _same(r, tp.semdedup(x, eps=0.3, n_clusters=5, order="random", seed=4))
+    _same(r, tp.semdedup(x, eps=0.3, n_clusters=5, prefer="random", seed=4))
 
 
-@pytest.mark.parametrize("keep", ["hard", "easy", "random"])
-def test_dbp_equals_single_process(cluster, data, keep):
+@pytest.mark.parametrize("prefer", ["hard", "easy", "random"])
+def test_dbp_equals_single_process(cluster, data, prefer):
     x, shards = data
-    r = td.dbp(shards["one-row"], keep_fraction=0.4, n_clusters=20, dedup_eps=0.01, keep=keep,
-               seed=2, partition_rows=4096, buckets=7)
-    _same(r, tp.dbp(x, keep_fraction=0.4, n_clusters=20, dedup_eps=0.01, keep=keep, seed=2))
+    r = td.dbp(shards["one-row"], keep_fraction=0.4, n_clusters=20, dedup_eps=0.01,
+               prefer=prefer, seed=2, partition_rows=4096, buckets=7)
+    _same(r, tp.dbp(x, keep_fraction=0.4, n_clusters=20, dedup_eps=0.01, prefer=prefer,
+                    seed=2))
+
+
+def test_prefer_auto_resolves_over_the_whole_input(cluster, data):
+    # "auto" depends on the kept count and the classes (or non-empty clusters) of the
+    # whole input; every shard and bucket must use the order one process chooses
+    x, shards = data
+    y = np.arange(x.shape[0]) % 100
+    used = set()
+    for kf, k, labels in [(0.3, 9, None), (0.05, 20, None), (0.3, 9, y)]:
+        for method in (td.ssp, td.dbp):
+            extra = {"dedup_eps": 0.01} if method is td.dbp else {}
+            r = method(shards["uneven"], keep_fraction=kf, n_clusters=k, prefer="auto", y=labels,
+                       seed=6, partition_rows=4096, buckets=4, **extra)
+            local = getattr(tp, method.__name__)
+            s = local(x, keep_fraction=kf, n_clusters=k, prefer="auto", y=labels, seed=6, **extra)
+            assert r.prefer == s.prefer
+            _same(r, s)
+            used.add(s.prefer)
+    assert used == {"hard", "easy"}
 
 
 def test_dbp_without_dedup_and_ssp_equal_single_process(cluster, data):
     x, shards = data
     _same(td.dbp(shards["uneven"], keep_fraction=0.3, n_clusters=9, seed=5, n_neighbors=3),
           tp.dbp(x, keep_fraction=0.3, n_clusters=9, seed=5, n_neighbors=3))
-    for keep in ("hard", "easy"):
-        _same(td.ssp(shards["uneven"], keep_fraction=0.3, n_clusters=9, keep=keep, seed=5,
+    for prefer in ("hard", "easy"):
+        _same(td.ssp(shards["uneven"], keep_fraction=0.3, n_clusters=9, prefer=prefer, seed=5,
                      partition_rows=4096),
-              tp.ssp(x, keep_fraction=0.3, n_clusters=9, keep=keep, seed=5))
+              tp.ssp(x, keep_fraction=0.3, n_clusters=9, prefer=prefer, seed=5))
 
 
 def test_given_clustering_and_float16_shards(cluster, data, tmp_path):
@@ -173,7 +194,7 @@ def test_compression_knn_equals_single_process(cluster):
     train = [" ".join(rng.choice(words, 6)) for _ in range(60)] + ["goal match team"] * 3
     y = [i % 3 for i in range(len(train))]
     test = [" ".join(rng.choice(words, 5)) for _ in range(15)]
-    clf = CompressionKNNClassifier(k=3).fit(train, y)
+    clf = CompressionKNNClassifier(n_neighbors=3).fit(train, y)
     d, i = td.text_kneighbors(clf, test, 5, partition_size=7)
     d0, i0 = clf.kneighbors(test, 5)
     np.testing.assert_array_equal(i, i0)
@@ -189,7 +210,7 @@ def test_compression_knn_over_text_shards(cluster, tmp_path):
     train = [" ".join(rng.choice(words, 6)) for _ in range(40)] + ["goal match team"] * 3
     y = [["sport", "finance", "other"][i % 3] for i in range(len(train))]
     test = [" ".join(rng.choice(words, 5)) for _ in range(12)]
-    ref = CompressionKNNClassifier(k=3).fit(train, y)
+    ref = CompressionKNNClassifier(n_neighbors=3).fit(train, y)
     cuts = [0, 1, 20, len(train)]
     for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
         with open(tmp_path / f"t{i}.jsonl", "w") as f:
@@ -197,7 +218,7 @@ def test_compression_knn_over_text_shards(cluster, tmp_path):
                          for t, lab in zip(train[a:b], y[a:b]))
         (tmp_path / f"p{i}.txt").write_text("".join(t + "\n" for t in train[a:b]))
     for shards, labels in [(str(tmp_path / "*.jsonl"), None), (str(tmp_path / "p*.txt"), y)]:
-        clf = td.CompressionKNN(k=3).fit(shards, labels)
+        clf = td.CompressionKNN(n_neighbors=3).fit(shards, labels)
         d, i = clf.kneighbors(test, 5)
         d0, i0 = ref.kneighbors(test, 5)
         np.testing.assert_array_equal(i, i0)
@@ -205,9 +226,9 @@ def test_compression_knn_over_text_shards(cluster, tmp_path):
         np.testing.assert_array_equal(clf.predict(test), ref.predict(test))
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
     with pytest.raises(thrifty.FormatError, match=r"bad\.jsonl: line 2"):
-        td.CompressionKNN(k=1).fit([str(tmp_path / "bad.jsonl")], ["a", "b"])
+        td.CompressionKNN(n_neighbors=1).fit([str(tmp_path / "bad.jsonl")], ["a", "b"])
     with pytest.raises(thrifty.ThriftyIOError, match="missing.txt"):
-        td.CompressionKNN(k=1).fit([str(tmp_path / "missing.txt")], ["a"])
+        td.CompressionKNN(n_neighbors=1).fit([str(tmp_path / "missing.txt")], ["a"])
 
 
 def test_parquet_shards_with_ids(cluster, data, tmp_path):
@@ -377,7 +398,11 @@ def test_bad_parameters(cluster, data):
     with pytest.raises(thrifty.InvalidInputError, match="multiple of 4096"):
         td.semdedup(shards["one"], eps=0.1, partition_rows=5000)
     with pytest.raises(thrifty.InvalidInputError, match="random"):
-        td.ssp(shards["one"], keep_fraction=0.5, keep="random")
+        td.ssp(shards["one"], keep_fraction=0.5, prefer="random")
+    with pytest.raises(thrifty.InvalidInputError, match="auto"):
+        td.semdedup(shards["one"], eps=0.1, prefer="auto")
+    with pytest.raises(thrifty.InvalidInputError, match="y must have shape"):
+        td.dbp(shards["one"], keep_fraction=0.5, prefer="auto", y=[0, 1])
     with pytest.raises(thrifty.InvalidInputError, match="not fitted"):
         td.KMeans(2).predict(shards["one"])
 

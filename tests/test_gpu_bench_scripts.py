@@ -17,15 +17,18 @@ GPU_BENCHES = Path(__file__).resolve().parents[1] / "benches" / "gpu"
 SCRIPTS = sorted(p.name for p in GPU_BENCHES.glob("bench_*.py"))
 
 
-def _load(name: str):
-    sys.path.insert(0, str(GPU_BENCHES))
-    try:
+@pytest.fixture
+def load(monkeypatch):
+    """Import a script of benches/gpu (which imports its sibling ``_gpu_timing``)."""
+    monkeypatch.syspath_prepend(str(GPU_BENCHES))
+
+    def _load(name: str):
         spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), GPU_BENCHES / name)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(GPU_BENCHES))
-    return mod
+        return mod
+
+    return _load
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -60,23 +63,23 @@ def fake_cuda(monkeypatch):
     return calls
 
 
-def test_timed_is_the_median_in_seconds_after_warmup(fake_cuda):
-    timing = _load("_gpu_timing.py")
+def test_timed_is_the_median_in_seconds_after_warmup(fake_cuda, load):
+    timing = load("_gpu_timing.py")
     n = []
     t = timing.timed(lambda: n.append(1), repeats=5, warmup=2)
     assert t == 30.0 / 1e3
     assert len(n) == 7 and fake_cuda[0] == "sync" and fake_cuda.count("record") == 10
 
 
-def test_bitlinear_times_in_milliseconds(fake_cuda):
-    bench = _load("bench_bitlinear.py")
+def test_bitlinear_times_in_milliseconds(fake_cuda, load):
+    bench = load("bench_bitlinear.py")
     n = []
     assert bench.timed_ms(lambda: n.append(1), 3) == pytest.approx(30.0)  # median of 40, 10, 30 ms
     assert len(n) == 6  # three warm-up calls
 
 
-def test_dump(tmp_path):
-    timing = _load("_gpu_timing.py")
+def test_dump(tmp_path, load):
+    timing = load("_gpu_timing.py")
     timing.dump(None, {"a": 1})
     timing.dump("", {"a": 1})
     p = tmp_path / "out.json"

@@ -133,8 +133,8 @@ def test_topk_progress_callback(rng):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda q, x: topk(q, x, 0), "k must be"),
-        (lambda q, x: topk(q, x, 11), "k must be"),
+        (lambda q, x: topk(q, x, 0), "n_neighbors must be"),
+        (lambda q, x: topk(q, x, 11), "n_neighbors must be"),
         (lambda q, x: topk(q, x[:, :3], 1), "features"),
         (lambda q, x: topk(q[:0], x, 1), "empty"),
         (lambda q, x: topk(q, x, 1, metric="manhattan"), "metric"),
@@ -219,18 +219,41 @@ def test_nmc_thread_count_independent(digits):
             np.testing.assert_array_equal(a, b)
 
 
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
 def test_nmc_predict_proba_and_decision(digits):
     X, y = digits
     clf = NearestMeanClassifier().fit(X, y)
     d = ((X[:, None, :] - clf.means_[None]) ** 2).sum(-1)
     np.testing.assert_allclose(clf.decision_function(X), -d, rtol=1e-4, atol=1e-2)
-    for t in (1.0, 50.0):
-        p = clf.predict_proba(X[:20], temperature=t)
-        z = -d[:20] / t
-        e = np.exp(z - z.max(1, keepdims=True))
-        np.testing.assert_allclose(p, e / e.sum(1, keepdims=True), atol=1e-4)
+    # reference: isotropic Gaussian classes with the pooled within-class variance
+    means = np.stack([X[y == c].mean(0) for c in range(10)])
+    v = ((X - means[y]) ** 2).sum() / ((X.shape[0] - 10) * X.shape[1])
+    assert clf.within_class_variance_ == pytest.approx(v, rel=1e-9)
+    for t in (1.0, 5.0):
+        p = clf.predict_proba(X[:200], temperature=t)
+        np.testing.assert_allclose(p, _softmax(-d[:200] / (2 * v * t)), atol=1e-4)
     with pytest.raises(InvalidInputError, match="temperature"):
         clf.predict_proba(X, temperature=0)
+
+
+def test_nmc_predict_proba_does_not_saturate_on_unscaled_data_and_is_scale_free(digits):
+    X, y = digits  # raw pixel values 0..16: squared distances in the hundreds
+    clf = NearestMeanClassifier().fit(X, y)
+    d = ((X[:300, None, :] - clf.means_[None]) ** 2).sum(-1)
+    raw = _softmax(-d)  # softmax of the raw negative squared distances
+    # what a temperature of 1 alone gives: mostly exact 0/1 probabilities
+    assert (raw.max(1) == 1.0).mean() > 0.9 and (raw == 0.0).mean() > 0.5
+    p = clf.predict_proba(X[:300])
+    assert (p == 0.0).sum() == 0 and (p.max(1) == 1.0).mean() < 0.5
+    assert (p.max(1) < 0.99).mean() > 0.05
+    assert np.array_equal(clf.classes_[p.argmax(1)], clf.predict(X[:300]))
+    big = NearestMeanClassifier().fit(X * 1000.0, y)
+    np.testing.assert_allclose(big.predict_proba(X[:300] * 1000.0), p, atol=1e-3)  # float32 scores
+    assert big.within_class_variance_ == pytest.approx(clf.within_class_variance_ * 1e6, rel=1e-9)
 
 
 def test_nmc_string_labels_and_ties():
@@ -269,7 +292,7 @@ def test_knn_equals_sklearn_brute(digits, metric):
     X, y = digits
     Xtr, ytr, Xte = X[::2], y[::2], X[1::2]
     for weights in ("uniform", "distance"):
-        ours = KNNClassifier(k=7, metric=metric, weights=weights).fit(Xtr, ytr)
+        ours = KNNClassifier(n_neighbors=7, metric=metric, weights=weights).fit(Xtr, ytr)
         ref = KNeighborsClassifier(7, algorithm="brute", metric=metric, weights=weights).fit(Xtr, ytr)
         # digits are small integers: exact distance ties at the k-th neighbour happen, and
         # scikit-learn breaks them arbitrarily; compare on the rows without such a tie.
@@ -291,7 +314,7 @@ def test_knn_proba_equals_numpy_reference(rng, weights):
     ytr = rng.integers(0, 5, 600) * 10
     Xte = rng.standard_normal((50, 20), dtype=np.float32)
     for metric in ("cosine", "euclidean"):
-        clf = KNNClassifier(k=9, metric=metric, weights=weights, temperature=0.1).fit(Xtr, ytr)
+        clf = KNNClassifier(n_neighbors=9, metric=metric, weights=weights, temperature=0.1).fit(Xtr, ytr)
         want = ref_knn_proba(Xtr, ytr, Xte, 9, metric, weights, 0.1, np.unique(ytr))
         np.testing.assert_allclose(clf.predict_proba(Xte), want, rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(clf.predict(Xte), np.unique(ytr)[want.argmax(1)])
@@ -299,28 +322,28 @@ def test_knn_proba_equals_numpy_reference(rng, weights):
 
 def test_knn_vote_ties_go_to_smallest_label():
     X = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0]], dtype=np.float32)
-    clf = KNNClassifier(k=4, metric="euclidean").fit(X, [5, 5, 2, 2])
+    clf = KNNClassifier(n_neighbors=4, metric="euclidean").fit(X, [5, 5, 2, 2])
     assert clf.predict([[0.5, 0.5]]).tolist() == [2]
 
 
 def test_knn_partial_fit_equals_fit_and_new_classes(rng):
     X = rng.standard_normal((300, 8), dtype=np.float32)
     y = np.repeat(["c", "a", "b"], 100)
-    full = KNNClassifier(k=5).fit(X, y)
-    part = KNNClassifier(k=5)
+    full = KNNClassifier(n_neighbors=5).fit(X, y)
+    part = KNNClassifier(n_neighbors=5)
     for sl in (slice(0, 100), slice(100, 150), slice(150, 300)):
         part.partial_fit(X[sl], y[sl])
     q = rng.standard_normal((40, 8), dtype=np.float32)
     np.testing.assert_array_equal(part.predict(q), full.predict(q))
     np.testing.assert_array_equal(part.predict_proba(q), full.predict_proba(q))
     assert part.classes_.tolist() == ["a", "b", "c"] and part.n_samples_fit_ == 300
-    s, i = part.kneighbors(q, k=3)
+    s, i = part.kneighbors(q, n_neighbors=3)
     np.testing.assert_array_equal(i, topk(q, X, 3, metric="cosine")[1])
 
 
 def test_knn_distance_weights_zero_distance():
     X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 0.1]], dtype=np.float32)
-    clf = KNNClassifier(k=3, metric="euclidean", weights="distance").fit(X, [0, 1, 1])
+    clf = KNNClassifier(n_neighbors=3, metric="euclidean", weights="distance").fit(X, [0, 1, 1])
     np.testing.assert_array_equal(clf.predict_proba([[0.0, 1.0]]), [[1.0, 0.0]])
 
 
@@ -353,12 +376,12 @@ def test_estimator_bad_input(cls, rng):
         cls().fit(X[:0], y[:0])
     Xn = X.copy()
     Xn[3, 1] = np.nan
-    with pytest.raises(InvalidInputError, match="non-finite"):
+    with pytest.raises(InvalidInputError, match="contains NaN"):
         cls().fit(Xn, y)
-    clf = cls().fit(X, y) if cls is NearestMeanClassifier else cls(k=3).fit(X, y)
+    clf = cls().fit(X, y) if cls is NearestMeanClassifier else cls(n_neighbors=3).fit(X, y)
     with pytest.raises(InvalidInputError, match="features"):
         clf.predict(X[:, :3])
-    with pytest.raises(InvalidInputError, match="non-finite"):
+    with pytest.raises(InvalidInputError, match="contains NaN"):
         clf.predict(Xn)
     with pytest.raises(InvalidInputError, match="mixed types"):
         clf.partial_fit(X[:2], ["a", "b"])
@@ -371,8 +394,8 @@ def test_cosine_zero_vectors_rejected(rng):
     y = np.arange(10) % 2
     Z = np.zeros((1, 4), dtype=np.float32)
     with pytest.raises(InvalidInputError, match="zero vector"):
-        KNNClassifier(k=3).fit(np.concatenate([X, Z]), np.append(y, 0)).predict(X)
-    knn = KNNClassifier(k=3).fit(X, y)
+        KNNClassifier(n_neighbors=3).fit(np.concatenate([X, Z]), np.append(y, 0)).predict(X)
+    knn = KNNClassifier(n_neighbors=3).fit(X, y)
     with pytest.raises(InvalidInputError, match="zero vector"):
         knn.predict(Z)
     nmc = NearestMeanClassifier(metric="cosine").fit(X, y)
@@ -385,11 +408,11 @@ def test_cosine_zero_vectors_rejected(rng):
 
 def test_knn_k_larger_than_stored(rng):
     X = rng.standard_normal((5, 3), dtype=np.float32)
-    knn = KNNClassifier(k=6).fit(X, [0, 1, 0, 1, 0])
+    knn = KNNClassifier(n_neighbors=6).fit(X, [0, 1, 0, 1, 0])
     with pytest.raises(InvalidInputError, match="number of stored samples"):
         knn.predict(X)
     with pytest.raises(InvalidInputError, match="distance"):
-        KNNClassifier(k=2, metric="dot", weights="distance").fit(X, [0, 1, 0, 1, 0])
+        KNNClassifier(n_neighbors=2, metric="dot", weights="distance").fit(X, [0, 1, 0, 1, 0])
 
 
 def test_nmc_memmap_and_partial_fit_chunks(rng, tmp_path):
@@ -408,6 +431,7 @@ def test_nmc_memmap_and_partial_fit_chunks(rng, tmp_path):
 
 def test_estimator_params_roundtrip():
     knn = KNNClassifier(3, metric="euclidean", weights="softmax", temperature=0.5)
-    assert knn.get_params() == {"k": 3, "metric": "euclidean", "weights": "softmax", "temperature": 0.5}
-    assert "KNNClassifier(k=3" in repr(knn)
+    assert knn.get_params() == {"n_neighbors": 3, "metric": "euclidean", "weights": "softmax",
+                                "temperature": 0.5, "progress": None}
+    assert "n_neighbors=3" in repr(knn)
     assert NearestMeanClassifier().set_params(metric="cosine").metric == "cosine"

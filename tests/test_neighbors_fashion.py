@@ -77,7 +77,7 @@ def test_knn_fashion_mnist_subset_class_incremental(fashion):
     te = np.concatenate([rng.choice(np.flatnonzero(yte == c), 200, replace=False) for c in range(10)])
     tr.sort()
     te.sort()
-    knn = KNNClassifier(k=10, metric="cosine", weights="softmax")
+    knn = KNNClassifier(n_neighbors=10, metric="cosine", weights="softmax")
     R = run_tasks(knn, Xtr[tr], ytr[tr], Xte[te], yte[te])
     assert np.diag(R.R).min() > 0.7
     assert R.average_accuracy() > 0.75  # kNN beats NMC (~0.68) on raw pixels

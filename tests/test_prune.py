@@ -37,14 +37,14 @@ def _score(x, lab, c):
     return 1.0 - (xn * cn[lab]).sum(1)
 
 
-def ref_semdedup(x, lab, c, eps, order="hard"):
+def ref_semdedup(x, lab, c, eps, prefer="hard"):
     n = len(x)
     xn, s = _unit(x), _score(x, lab, c)
     dup = np.full(n, -1)
     sim = np.full(n, np.nan, np.float32)
     for j in np.unique(lab):
         mem = np.flatnonzero(lab == j)
-        key = -s[mem] if order == "hard" else s[mem]
+        key = -s[mem] if prefer == "hard" else s[mem]
         mem = mem[np.lexsort((mem, key))]
         e = xn[mem]
         S = e @ e.T  # float32
@@ -61,16 +61,16 @@ def _n_keep(n, f):
     return max(1, min(n, math.floor(f * n + 0.5)))
 
 
-def ref_ssp(x, lab, c, f, keep="hard"):
+def ref_ssp(x, lab, c, f, prefer="hard"):
     s = _score(x, lab, c)
     idx = np.arange(len(x))
-    o = np.lexsort((idx, -s if keep == "hard" else s))
+    o = np.lexsort((idx, -s if prefer == "hard" else s))
     out = np.zeros(len(x), bool)
     out[o[:_n_keep(len(x), f)]] = True
     return out
 
 
-def ref_dbp(x, lab, c, f, l=20, tau=0.5, balance=0.5):
+def ref_dbp(x, lab, c, f, l=20, tau=0.5, balance=0.5, prefer="hard"):
     n, k = len(x), len(c)
     s = _score(x, lab, c)
     cn = _unit(c)
@@ -109,17 +109,18 @@ def ref_dbp(x, lab, c, f, l=20, tau=0.5, balance=0.5):
     keep = np.zeros(n, bool)
     for j in range(k):
         mem = np.flatnonzero(lab == j)
-        mem = mem[np.lexsort((mem, -s[mem]))]
+        mem = mem[np.lexsort((mem, -s[mem] if prefer == "hard" else s[mem]))]
         keep[mem[:cnt[j]]] = True
     return keep, cnt, C
 
 
-@pytest.mark.parametrize("order", ["hard", "easy"])
+@pytest.mark.parametrize("prefer", ["hard", "easy"])
 @pytest.mark.parametrize("eps", [0.001, 0.05])
-def test_semdedup_matches_numpy(order, eps):
+def test_semdedup_matches_numpy(prefer, eps):
     x, lab, c = _data()
-    r = prune.semdedup(x, eps=eps, labels=lab, centroids=c, order=order)
-    dup, sim = ref_semdedup(x, lab, c, eps, order)
+    r = prune.semdedup(x, eps=eps, labels=lab, centroids=c, prefer=prefer)
+    dup, sim = ref_semdedup(x, lab, c, eps, prefer)
+    assert r.prefer == prefer and r.params["prefer"] == prefer
     np.testing.assert_array_equal(r.duplicate_of, dup)
     np.testing.assert_array_equal(r.keep, dup < 0)
     np.testing.assert_allclose(r.similarity, sim, atol=2e-6)
@@ -133,18 +134,19 @@ def test_semdedup_is_pairwise():
     x = np.array([[1, 0, 0], [1, 0.02, 0], [1, 0.04, 0], [0, 0, 1]], np.float32)
     lab = np.zeros(4, np.int64)
     c = np.array([[0, 0, 1]], np.float32)
-    r = prune.semdedup(x, eps=1e-3, labels=lab, centroids=c, order="easy")
+    r = prune.semdedup(x, eps=1e-3, labels=lab, centroids=c, prefer="easy")
     dup, _ = ref_semdedup(x, lab, c, 1e-3, "easy")
     np.testing.assert_array_equal(r.duplicate_of, dup)
     assert (r.duplicate_of >= 0).sum() == 2
 
 
-@pytest.mark.parametrize("keep", ["hard", "easy"])
+@pytest.mark.parametrize("prefer", ["hard", "easy"])
 @pytest.mark.parametrize("f", [0.1, 0.5, 1.0])
-def test_ssp_matches_numpy(keep, f):
+def test_ssp_matches_numpy(prefer, f):
     x, lab, c = _data(seed=1)
-    r = prune.ssp(x, keep_fraction=f, labels=lab, centroids=c, keep=keep)
-    np.testing.assert_array_equal(r.keep, ref_ssp(x, lab, c, f, keep))
+    r = prune.ssp(x, keep_fraction=f, labels=lab, centroids=c, prefer=prefer)
+    np.testing.assert_array_equal(r.keep, ref_ssp(x, lab, c, f, prefer))
+    assert r.prefer == prefer
 
 
 @pytest.mark.parametrize("f, tau, balance, l", [(0.3, 0.5, 0.5, 20), (0.6, 0.1, 0.0, 3),
@@ -158,6 +160,69 @@ def test_dbp_matches_numpy(f, tau, balance, l):
     np.testing.assert_array_equal(r.keep_per_cluster, cnt)
     np.testing.assert_array_equal(r.keep, keep)
     assert r.keep.sum() == _n_keep(900, f)
+
+
+def test_dbp_easy_matches_numpy():
+    x, lab, c = _data(n=900, k=12, seed=2)
+    r = prune.dbp(x, keep_fraction=0.3, labels=lab, centroids=c, prefer="easy")
+    keep, cnt, _ = ref_dbp(x, lab, c, 0.3, prefer="easy")
+    np.testing.assert_array_equal(r.keep_per_cluster, cnt)
+    np.testing.assert_array_equal(r.keep, keep)
+    assert r.prefer == "easy"
+
+
+def _auto(kept, groups):
+    """The documented rule of prefer="auto"."""
+    return "hard" if kept // groups >= 32 else "easy"
+
+
+@pytest.mark.parametrize("kept", [127, 128, 300])
+def test_ssp_auto_switches_at_32_kept_per_class(kept):
+    x, lab, c = _data(n=600, seed=11)
+    y = np.array(["cat", "dog", "eel", "fox"])[np.arange(600) % 4]  # 4 classes
+    f = kept / 600
+    r = prune.ssp(x, keep_fraction=f, labels=lab, centroids=c, prefer="auto", y=y)
+    want = _auto(kept, 4)
+    assert r.keep.sum() == kept and r.prefer == want and r.params["prefer"] == "auto"
+    assert r.params["n_classes"] == 4 and r.report()["prefer"] == want
+    np.testing.assert_array_equal(r.keep, ref_ssp(x, lab, c, f, want))
+
+
+@pytest.mark.parametrize("kept", [223, 224])
+def test_ssp_auto_counts_non_empty_clusters_without_y(kept):
+    x, lab, c = _data(n=600, k=8, seed=12)
+    lab[lab == 3] = 0  # cluster 3 is empty: 7 groups, the switch at 7 * 32 = 224
+    assert np.unique(lab).size == 7
+    f = kept / 600
+    r = prune.ssp(x, keep_fraction=f, labels=lab, centroids=c, prefer="auto")
+    assert r.prefer == _auto(kept, 7) == ("hard" if kept == 224 else "easy")
+    np.testing.assert_array_equal(r.keep, ref_ssp(x, lab, c, f, r.prefer))
+
+
+@pytest.mark.parametrize("f", [0.1, 0.3, 0.7, 1.0])
+def test_dbp_auto_uses_the_kept_count_after_dedup(f):
+    x, lab, c = _data(n=900, k=12, seed=13, dup_frac=0.3)
+    y = np.arange(900) % 5
+    r = prune.dbp(x, keep_fraction=f, labels=lab, centroids=c, dedup_eps=0.01,
+                  prefer="auto", y=y)
+    dup, _ = ref_semdedup(x, lab, c, 0.01)
+    kept = min(_n_keep(900, f), int((dup < 0).sum()))  # duplicates count toward f
+    assert r.keep.sum() == kept and r.prefer == _auto(kept, 5)
+    same = prune.dbp(x, keep_fraction=f, labels=lab, centroids=c, dedup_eps=0.01,
+                     prefer=_auto(kept, 5))
+    np.testing.assert_array_equal(r.keep, same.keep)
+    if f == 0.1:
+        assert r.prefer == "easy"  # 90 // 5 = 18 kept per class
+    if f == 0.7:
+        assert r.prefer == "hard"
+
+
+def test_y_is_read_only_by_auto():
+    x, lab, c = _data(n=300, seed=14)
+    a = prune.dbp(x, keep_fraction=0.4, labels=lab, centroids=c, prefer="easy",
+                  y=np.arange(300) % 2)
+    b = prune.dbp(x, keep_fraction=0.4, labels=lab, centroids=c, prefer="easy")
+    np.testing.assert_array_equal(a.keep, b.keep)
 
 
 def test_dbp_dedup_counts_toward_fraction():
@@ -186,8 +251,8 @@ def test_clusters_itself_and_is_deterministic_thread_independent():
 
 def test_random_order_is_seeded():
     x, lab, c = _data(seed=5)
-    a = prune.semdedup(x, eps=0.01, labels=lab, centroids=c, order="random", seed=1)
-    b = prune.semdedup(x, eps=0.01, labels=lab, centroids=c, order="random", seed=1)
+    a = prune.semdedup(x, eps=0.01, labels=lab, centroids=c, prefer="random", seed=1)
+    b = prune.semdedup(x, eps=0.01, labels=lab, centroids=c, prefer="random", seed=1)
     np.testing.assert_array_equal(a.duplicate_of, b.duplicate_of)
     assert a.keep.sum() == prune.semdedup(x, eps=0.01, labels=lab, centroids=c).keep.sum()
 
@@ -218,7 +283,19 @@ def test_report_schema():
     (lambda x, l, c: prune.dbp(x, keep_fraction=0.5, n_clusters=10_000), "larger than"),
     (lambda x, l, c: prune.dbp(x, keep_fraction=0.5, labels=l, centroids=c, temperature=0),
      "temperature"),
-    (lambda x, l, c: prune.semdedup(x, eps=0.1, labels=l, centroids=c, order="x"), "order"),
+    (lambda x, l, c: prune.semdedup(x, eps=0.1, labels=l, centroids=c, prefer="x"), "prefer"),
+    (lambda x, l, c: prune.ssp(x, keep_fraction=0.5, labels=l, centroids=c, prefer="Hard"),
+     "prefer"),
+    (lambda x, l, c: prune.dbp(x, keep_fraction=0.5, labels=l, centroids=c, prefer=None),
+     "prefer"),
+    (lambda x, l, c: prune.semdedup(x, eps=0.1, labels=l, centroids=c, prefer="auto"),
+     "does not apply to semdedup"),
+    (lambda x, l, c: prune.ssp(x, keep_fraction=0.5, labels=l, centroids=c, prefer="auto",
+                               y=l[:50]), r"y must have shape \(100,\)"),
+    (lambda x, l, c: prune.dbp(x, keep_fraction=0.5, labels=l, centroids=c, prefer="auto",
+                               y=np.where(l == 0, np.nan, 1.0)), "y contains NaN"),
+    (lambda x, l, c: prune.ssp(x, keep_fraction=0.5, labels=l, centroids=c, prefer="auto",
+                               y=np.array([1, "a"] * 50, dtype=object)), "can not be compared"),
 ])
 def test_bad_input(call, match):
     x, lab, c = _data(n=100, seed=7)

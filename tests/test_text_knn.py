@@ -72,7 +72,7 @@ def data():
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_kneighbors_and_predict_match_reference(data, k):
     train_x, train_y, test_x, test_y, d = data
-    clf = CompressionKNNClassifier(k=k).fit(train_x, train_y)
+    clf = CompressionKNNClassifier(n_neighbors=k).fit(train_x, train_y)
     dist, ind = clf.kneighbors(test_x)
     ref = ref_knn(d, train_y, k)
     assert ind.tolist() == [r[0] for r in ref]
@@ -90,7 +90,7 @@ def test_kneighbors_and_predict_match_reference(data, k):
 
 def test_paper_score_is_top2_for_k2(data):
     train_x, train_y, test_x, test_y, _ = data
-    clf = CompressionKNNClassifier(k=2).fit(train_x, train_y)
+    clf = CompressionKNNClassifier(n_neighbors=2).fit(train_x, train_y)
     _, ind = clf.kneighbors(test_x)
     top2 = np.mean([t in {train_y[i] for i in row} for t, row in zip(test_y, ind)])
     assert clf.score(test_x, test_y, protocol="paper") == top2
@@ -100,7 +100,7 @@ def test_paper_score_is_top2_for_k2(data):
 def test_k1_agrees_with_sklearn_precomputed(data):
     neighbors = pytest.importorskip("sklearn.neighbors")
     train_x, train_y, test_x, _, d = data
-    ours = CompressionKNNClassifier(k=1).fit(train_x, train_y).predict(test_x)
+    ours = CompressionKNNClassifier(n_neighbors=1).fit(train_x, train_y).predict(test_x)
     sk = neighbors.KNeighborsClassifier(n_neighbors=1, metric="precomputed")
     sk.fit(ref_distances(train_x, train_x), train_y)
     unique_min = [(row == row.min()).sum() == 1 for row in d]
@@ -111,13 +111,13 @@ def test_k1_agrees_with_sklearn_precomputed(data):
 
 def test_equal_distances_go_to_lower_index():
     train = ["same words here"] * 4 + ["other words there"]
-    clf = CompressionKNNClassifier(k=3).fit(train, ["b", "a", "a", "b", "c"])
+    clf = CompressionKNNClassifier(n_neighbors=3).fit(train, ["b", "a", "a", "b", "c"])
     dist, ind = clf.kneighbors(["same words here!"])
     assert ind.tolist() == [[0, 1, 2]] and dist[0, 0] == dist[0, 2]
     # votes a=2, b=1 -> "a"
     assert clf.predict(["same words here!"]).tolist() == ["a"]
     # k=2: tie between "b" (index 0, nearest) and "a" (index 1): nearest wins.
-    clf2 = CompressionKNNClassifier(k=2).fit(train, ["b", "a", "a", "b", "c"])
+    clf2 = CompressionKNNClassifier(n_neighbors=2).fit(train, ["b", "a", "a", "b", "c"])
     assert clf2.predict(["same words here!"]).tolist() == ["b"]
     assert clf2.score(["same words here!"], ["a"], protocol="paper") == 1.0
     assert clf2.score(["same words here!"], ["a"]) == 0.0
@@ -128,7 +128,7 @@ def test_random_tie_break_is_seeded_and_picks_tied_labels(data):
     ref = ref_knn(d, train_y, 2)
     preds = []
     for seed in range(8):
-        clf = CompressionKNNClassifier(k=2, tie_break="random", seed=seed).fit(train_x, train_y)
+        clf = CompressionKNNClassifier(n_neighbors=2, tie_break="random", seed=seed).fit(train_x, train_y)
         p = clf.predict(test_x).tolist()
         assert p == clf.predict(test_x).tolist()  # re-seeded every call
         assert all(lab in r[2] for lab, r in zip(p, ref))
@@ -140,7 +140,7 @@ def test_random_tie_break_is_seeded_and_picks_tied_labels(data):
 
 def test_results_independent_of_threads_and_batching(data):
     train_x, train_y, test_x, _, _ = data
-    clf = CompressionKNNClassifier(k=3).fit(train_x, train_y)
+    clf = CompressionKNNClassifier(n_neighbors=3).fit(train_x, train_y)
     thrifty.set_num_threads(1)
     d1, i1 = clf.kneighbors(test_x)
     thrifty.set_num_threads(2)
@@ -148,20 +148,19 @@ def test_results_independent_of_threads_and_batching(data):
     parts = [clf.kneighbors(test_x[a:a + 7]) for a in range(0, len(test_x), 7)]
     assert np.array_equal(i1, i2) and np.array_equal(d1, d2)
     assert np.array_equal(np.vstack([p[1] for p in parts]), i1)
-    before = thrifty.get_num_threads()
-    clf_jobs = CompressionKNNClassifier(k=3, n_jobs=1).fit(train_x, train_y)
-    assert np.array_equal(clf_jobs.kneighbors(test_x, return_distance=False), i1)
-    assert thrifty.get_num_threads() == before
-    clf_all = CompressionKNNClassifier(k=3, n_jobs=-1).fit(train_x, train_y)
-    assert np.array_equal(clf_all.kneighbors(test_x, return_distance=False), i1)
-    assert thrifty.get_num_threads() == before
+    with thrifty.threads(1):
+        clf1 = CompressionKNNClassifier(n_neighbors=3).fit(train_x, train_y)
+        assert np.array_equal(clf1.kneighbors(test_x, return_distance=False), i1)
+    with thrifty.threads(None):
+        assert np.array_equal(clf1.kneighbors(test_x, return_distance=False), i1)
+    thrifty.set_num_threads(None)
 
 
 def test_many_references_use_chunked_topk():
     # More references than one chunk (1024): merged partial heaps must equal the matrix.
     train_x, train_y = corpus(1500, 5)
     test_x, _ = corpus(3, 6)
-    clf = CompressionKNNClassifier(k=4, compressor="zstd").fit(train_x, train_y)
+    clf = CompressionKNNClassifier(n_neighbors=4, compressor="zstd").fit(train_x, train_y)
     dist, ind = clf.kneighbors(test_x)
     m = ncd_matrix(test_x, train_x, compressor="zstd")
     order = np.lexsort((np.broadcast_to(np.arange(1500), m.shape), m), axis=1)[:, :4]
@@ -180,7 +179,7 @@ def test_many_references_use_chunked_topk():
 )
 def test_labels_any_hashable(labels):
     texts = [f"text {i % 3} " + "abc " * (i % 3 + 1) * 5 for i in range(12)]
-    clf = CompressionKNNClassifier(k=1).fit(texts, labels)
+    clf = CompressionKNNClassifier(n_neighbors=1).fit(texts, labels)
     assert len(clf.classes_) == 3
     assert list(clf.predict(texts)) == labels
     assert clf.score(texts, labels) == 1.0
@@ -201,9 +200,9 @@ def test_fit_caches_compressed_lengths(data):
     clf = CompressionKNNClassifier().fit(train_x, train_y)
     assert clf.compressed_lens_.tolist() == [gz(t.encode()) for t in train_x]
     assert clf.n_samples_fit_ == 60
-    assert clf.get_params()["k"] == 2
-    assert clf.set_params(k=3).k == 3
-    assert "CompressionKNNClassifier(k=3" in repr(clf)
+    assert clf.get_params()["n_neighbors"] == 2
+    assert clf.set_params(n_neighbors=3).n_neighbors == 3
+    assert "CompressionKNNClassifier(n_neighbors=3" in repr(clf)
 
 
 def test_progress_callback(data):
@@ -223,8 +222,12 @@ TRAIN = ["one text", "two texts", "three texts"]
         (lambda: CompressionKNNClassifier().fit([], []), "empty"),
         (lambda: CompressionKNNClassifier().fit(["a", ""], [1, 2]), "empty text"),
         (lambda: CompressionKNNClassifier().fit(TRAIN, [1, 2]), "3 texts but 2 labels"),
-        (lambda: CompressionKNNClassifier(k=4).fit(TRAIN, [1, 2, 3]), "k=4 is larger"),
-        (lambda: CompressionKNNClassifier(k=0).fit(TRAIN, [1, 2, 3]), "k must be >= 1"),
+        (lambda: CompressionKNNClassifier(n_neighbors=4).fit(TRAIN, [1, 2, 3]),
+         "n_neighbors=4 is larger"),
+        (lambda: CompressionKNNClassifier(n_neighbors=0).fit(TRAIN, [1, 2, 3]),
+         "n_neighbors must be >= 1"),
+        (lambda: CompressionKNNClassifier().fit(TRAIN, [1, 2, 3]).kneighbors(None, 3),
+         "smaller than the number of training texts"),
         (lambda: CompressionKNNClassifier(compressor="lz4").fit(TRAIN, [1, 2, 3]),
          "compressor must be one of"),
         (lambda: CompressionKNNClassifier(level=12).fit(TRAIN, [1, 2, 3]), "level 12"),
@@ -242,8 +245,6 @@ TRAIN = ["one text", "two texts", "three texts"]
          "3 texts but 2 labels"),
         (lambda: CompressionKNNClassifier().fit(TRAIN, [1, 2, 3]).score(
             TRAIN, [1, 2, 3], protocol="top2"), "protocol"),
-        (lambda: CompressionKNNClassifier(n_jobs=0).fit(TRAIN, [1, 2, 3]), "n_jobs"),
-        (lambda: CompressionKNNClassifier().set_params(kk=1), "unknown parameter"),
     ],
 )
 def test_bad_input(call, match):
@@ -283,14 +284,14 @@ def test_language_id_on_fortunes():
         ytr += [lang] * 50
         test += q[50:]
         yte += [lang] * 20
-    clf = CompressionKNNClassifier(k=1).fit(train, ytr)
+    clf = CompressionKNNClassifier(n_neighbors=1).fit(train, ytr)
     assert clf.score(test, yte) >= 0.75
-    assert CompressionKNNClassifier(k=2).fit(train, ytr).score(test, yte, protocol="paper") >= 0.85
+    assert CompressionKNNClassifier(n_neighbors=2).fit(train, ytr).score(test, yte, protocol="paper") >= 0.85
 
 
 def test_numpy_inputs_and_unknown_score_labels(data):
     train_x, train_y, test_x, test_y, _ = data
-    clf = CompressionKNNClassifier(k=1).fit(np.array(train_x), np.array(train_y))
+    clf = CompressionKNNClassifier(n_neighbors=1).fit(np.array(train_x), np.array(train_y))
     assert clf.classes_.tolist() == sorted(set(train_y))
     pred = clf.predict(np.array(test_x))
     assert pred.tolist() == clf.predict(test_x).tolist()
@@ -324,21 +325,62 @@ def test_pair_lengths_equal_python_gzip_on_real_multilingual_text():
     assert np.array_equal(got_long, want_long)
 
 
-def test_n_jobs_never_changes_the_global_thread_count(data):
-    # n_jobs is passed to each call; the process-wide setting stays as the user set it
-    # (two estimators with different n_jobs in two Python threads cannot race on it).
+def test_threads_block_never_changes_the_global_thread_count(data):
+    # thrifty.threads(n) applies to the calling thread only; the process-wide setting
+    # stays as the user set it (two threads with different counts cannot race on it).
     train_x, train_y, test_x, _, _ = data
-    before = thrifty.get_num_threads()
     seen = []
     try:
         thrifty.set_num_threads(2)
         clf = CompressionKNNClassifier(
-            k=1, n_jobs=1, progress=lambda done, total: seen.append(thrifty.get_num_threads())
+            n_neighbors=1, progress=lambda done, total: seen.append(thrifty.get_num_threads())
         ).fit(train_x, train_y)
-        clf.predict(test_x)
         assert seen and set(seen) == {2}
+        seen.clear()
+        with thrifty.threads(1):
+            clf.predict(test_x)
+        assert seen and set(seen) == {1}
         assert thrifty.get_num_threads() == 2
-        with pytest.raises(thrifty.InvalidInputError, match="n_jobs"):
-            CompressionKNNClassifier(n_jobs=5000).fit(train_x, train_y)
     finally:
-        thrifty.set_num_threads(before)
+        thrifty.set_num_threads(None)
+
+
+def test_kneighbors_without_x_excludes_each_text_itself(data):
+    train_x, train_y, *_ = data
+    clf = CompressionKNNClassifier(n_neighbors=3).fit(train_x, train_y)
+    dist, ind = clf.kneighbors()
+    full_d, full_i = clf.kneighbors(train_x, n_neighbors=4)
+    for r in range(len(train_x)):
+        keep = full_i[r] != r if (full_i[r] == r).any() else np.arange(4) < 3
+        assert ind[r].tolist() == full_i[r][keep].tolist()
+        assert dist[r].tolist() == full_d[r][keep].tolist()
+        assert r not in ind[r]
+
+
+def test_sklearn_pipeline_grid_search_and_cross_val_score_on_raw_texts(data):
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    train_x, train_y, test_x, test_y, _ = data
+    assert is_classifier(CompressionKNNClassifier())
+    pipe = Pipeline([("lower", FunctionTransformer(lambda t: [s.lower() for s in t])),
+                     ("knn", CompressionKNNClassifier(n_neighbors=1, progress=False))])
+    pipe.fit(train_x, train_y)
+    direct = CompressionKNNClassifier(n_neighbors=1).fit([t.lower() for t in train_x], train_y)
+    assert pipe.score(test_x, test_y) == direct.score([t.lower() for t in test_x], test_y)
+    cv = KFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(CompressionKNNClassifier(n_neighbors=1), train_x, train_y, cv=cv)
+    assert np.isfinite(scores).all() and scores.shape == (3,)
+    # the CV scores equal a hand-written loop over the same folds
+    xs, ys = np.array(train_x, dtype=object), np.array(train_y)
+    want = [CompressionKNNClassifier(n_neighbors=1).fit(list(xs[a]), ys[a]).score(list(xs[b]), ys[b])
+            for a, b in cv.split(xs)]
+    assert scores.tolist() == want
+    gs = GridSearchCV(CompressionKNNClassifier(), {"n_neighbors": [1, 3], "compressor": ["gzip", "zstd"]},
+                      cv=cv).fit(train_x, train_y)
+    means = gs.cv_results_["mean_test_score"]
+    assert np.isfinite(means).all()
+    assert gs.best_params_ == gs.cv_results_["params"][int(np.argmax(means))]
+    assert clone(gs.best_estimator_).get_params() == gs.best_estimator_.get_params()

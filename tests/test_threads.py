@@ -70,3 +70,59 @@ def test_bad_env_variable_warns_and_uses_all_cores():
     n, err = _threads_in_subprocess("lots")
     assert n >= 1
     assert "THRIFTY_NUM_THREADS" in err and "RuntimeWarning" in err
+
+
+def test_threads_context_sets_this_thread_only_and_restores():
+    thrifty.set_num_threads(3)
+    with thrifty.threads(2) as ctx:
+        assert thrifty.get_num_threads() == 2
+        assert _core._pool_threads(16)[0] == 2
+        with ctx:  # the same object nests
+            with thrifty.threads(1):
+                assert _core._pool_threads(4)[0] == 1
+            assert thrifty.get_num_threads() == 2
+        assert thrifty.get_num_threads() == 2
+    assert thrifty.get_num_threads() == 3  # the global setting was never changed
+    with pytest.raises(RuntimeError), thrifty.threads(1):
+        raise RuntimeError("boom")
+    assert thrifty.get_num_threads() == 3
+    thrifty.set_num_threads(None)
+
+
+def test_threads_none_means_all_cores_and_decorates():
+    thrifty.set_num_threads(1)
+    with thrifty.threads(None):
+        assert thrifty.get_num_threads() == thrifty.config()["available_threads"]
+
+    @thrifty.threads(2)
+    def work():
+        return _core._pool_threads(8)[0]
+
+    assert work() == 2 and thrifty.get_num_threads() == 1
+    thrifty.set_num_threads(None)
+
+
+def test_threads_concurrent_python_threads_keep_their_own_count():
+    import threading
+
+    barrier = threading.Barrier(2)
+    seen = {}
+
+    def worker(n):
+        with thrifty.threads(n):
+            barrier.wait()  # both are inside their block now
+            seen[n] = [(_core._pool_threads(4 * n)[0], thrifty.get_num_threads()) for _ in range(20)]
+            barrier.wait()
+
+    ts = [threading.Thread(target=worker, args=(n,)) for n in (1, 3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert seen[1] == [(1, 1)] * 20 and seen[3] == [(3, 3)] * 20
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, 10**6])
+def test_threads_invalid_count(bad):
+    with pytest.raises(thrifty.InvalidInputError):
+        thrifty.threads(bad)

@@ -82,12 +82,16 @@ class CompressionKNN:
             thrifty = require("thrifty")
             text = require("thrifty.text")
             comp = "zstd" if backend == "thrifty-zstd" else "gzip"
-            n_jobs = 1 if backend == "thrifty-1thread" else -1
+            n_threads = 1 if backend == "thrifty-1thread" else None
             self.clf = text.CompressionKNNClassifier(
-                k=2, compressor=comp, n_jobs=n_jobs, progress=False
+                n_neighbors=2, compressor=comp, progress=False
             ).fit(self.refs, self.labels)
-            self.run = lambda: self.clf.predict(self.queries)
-            del thrifty
+
+            def run():
+                with thrifty.threads(n_threads):
+                    return self.clf.predict(self.queries)
+
+            self.run = run
         elif backend == "npc-gzip":
             knn = require("npc_gzip.knn_classifier")
             comp = require("npc_gzip.compressors.gzip_compressor")

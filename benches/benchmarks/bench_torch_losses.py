@@ -42,7 +42,7 @@ class LargeVocabLoss:
         F = self.F
         self.fn = {
             "cross_entropy": lambda o, y: F.cross_entropy(o, y),
-            "thrifty_squentropy": lambda o, y: losses.squentropy(o, y),
+            "thrifty_squentropy": lambda o, y: losses.squentropy_loss(o, y),
             "naive_squentropy": lambda o, y: _naive_squentropy(F, torch, o, y),
             "thrifty_zloss": lambda o, y: losses.spherical_z_loss(o, y),
             "naive_zloss": lambda o, y: _naive_zloss(F, torch, o, y),

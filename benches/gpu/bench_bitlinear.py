@@ -1,4 +1,4 @@
-"""GPU benchmark: fused BitLinear (thrifty.cuda.bitlinear) vs nn.Linear (bf16) vs the
+"""GPU benchmark: fused BitLinear (thrifty.torch.nn.BitLinear on CUDA) vs nn.Linear (bf16) vs the
 plain-PyTorch BitLinear (thrifty.torch.nn.BitLinear's float path).
 
     python benches/gpu/bench_bitlinear.py [--json out.json] [--quick]
@@ -30,10 +30,10 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    import thrifty.cuda
+    import thrifty.torch
     from thrifty.torch import nn as tnn
 
-    if not thrifty.cuda.available():
+    if not thrifty.torch.cuda_available():
         print("no CUDA device / CuPy: nothing to benchmark")
         return 0
     dev = torch.device("cuda")

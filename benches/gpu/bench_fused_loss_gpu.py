@@ -1,4 +1,4 @@
-"""GPU benchmark: fused linear + loss (thrifty.cuda.losses.linear_cross_entropy) against
+"""GPU benchmark: fused linear + loss (thrifty.torch.losses.linear_cross_entropy_loss) against
 F.cross_entropy on materialised logits and torch's chunked F.linear_cross_entropy
 (when this torch has it), forward + backward, bfloat16.
 
@@ -30,11 +30,10 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from thrifty.cuda import available
-    from thrifty.cuda.losses import linear_cross_entropy
+    from thrifty.torch import cuda_available
     from thrifty.torch import losses as L
 
-    assert available(), "needs CUDA + CuPy"
+    assert cuda_available(), "needs CUDA + CuPy"
     dev = torch.device("cuda")
     g = torch.Generator(device=dev).manual_seed(0)
     h = (torch.randn(args.n, args.d, device=dev, generator=g) * 0.5).to(torch.bfloat16).requires_grad_(True)
@@ -51,7 +50,7 @@ def main() -> None:
 
     methods = {
         "materialised F.cross_entropy": materialised(F.cross_entropy),
-        "materialised thrifty squentropy": materialised(L.squentropy),
+        "materialised thrifty squentropy": materialised(L.squentropy_loss),
         "materialised thrifty spherical_z_loss": materialised(L.spherical_z_loss),
     }
     if hasattr(F, "linear_cross_entropy"):
@@ -72,7 +71,7 @@ def main() -> None:
     for kind in ("ce", "squentropy", "z"):
         def fused(kind=kind):
             h.grad = w.grad = None
-            loss = linear_cross_entropy(h, w, y, loss=kind)
+            loss = L.linear_cross_entropy_loss(h, w, y, loss=kind)
             loss.backward()
             return loss
         methods[f"thrifty fused {kind}"] = fused

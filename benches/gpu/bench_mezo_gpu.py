@@ -27,7 +27,7 @@ def main() -> None:
 
     import torch
 
-    from thrifty.cuda import available
+    from thrifty.torch import cuda_available as available
     from thrifty.torch.optim import MeZO
 
     assert available(), "needs CUDA + CuPy"

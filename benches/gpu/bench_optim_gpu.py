@@ -1,5 +1,5 @@
 """GPU benchmark: optimizer step time of SAM, DoG, LDoG and MoMo with the fused device
-path (thrifty.cuda.optim kernels) against the same optimizers' plain torch path.
+path (the CUDA backend's optim.cu kernels) against the same optimizers' plain torch path.
 
     python benches/gpu/bench_optim_gpu.py [--json out.json] [--tensors 100] [--size 1000000]
 """
@@ -24,7 +24,7 @@ def main() -> None:
 
     import torch
 
-    from thrifty.cuda import available
+    from thrifty.torch import cuda_available as available
     from thrifty.torch.optim import SAM, DoG, LDoG, MoMo, _fused
 
     assert available(), "needs CUDA + CuPy"

@@ -1,4 +1,4 @@
-"""GPU benchmark: thrifty.cuda.quant quantize/dequantize throughput per format, against
+"""GPU benchmark: thrifty.torch.quant quantize/dequantize throughput per format, against
 torchao (when importable), plain torch casts, and thrifty.quant on the host CPU.
 
     python benches/gpu/bench_quant_gpu.py [--json out.json] [--quick] [--mib 256]
@@ -66,11 +66,11 @@ def main() -> int:
     import numpy as np
     import torch
 
-    import thrifty.cuda
+    import thrifty.torch
     from thrifty import quant
-    from thrifty.cuda import quant as gq
+    from thrifty.torch import quant as gq
 
-    if not thrifty.cuda.available():
+    if not thrifty.torch.cuda_available():
         print("no CUDA device / CuPy: nothing to benchmark")
         return 0
     n = args.mib * 2**20 // 4
@@ -87,7 +87,7 @@ def main() -> int:
         for mode, opts in (("nearest", {}), ("stochastic", kw)):
             if mode == "stochastic" and not opts:
                 continue
-            got = gq.quantize(small, fmt, **opts).numpy()
+            got = gq.to_numpy(gq.quantize(small, fmt, **opts))
             want = quant.quantize(small.cpu().numpy(), fmt, **opts)
             r[f"{mode}_exact"] = bool(np.array_equal(got.data, want.data)
                                       and (want.scales is None or np.array_equal(got.scales, want.scales)))

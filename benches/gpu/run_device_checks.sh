@@ -53,12 +53,11 @@ else
   echo "no installable dist/thrifty-*.whl and no dist/_core.abi3.so" | tee -a "$OUT/steps.txt"
   exit 2
 fi
-python -c "import thrifty.cuda as c, thrifty.cuda._runtime as r; print('available', c.available()); print('kernels', r.kernels_dir()); print(r.kernel_names())" \
+python -c "import thrifty.torch as t, thrifty.torch._cuda._runtime as r; print('available', t.cuda_available()); print('kernels', r.kernels_dir()); print(r.kernel_names())" \
   > "$OUT/runtime.txt" 2>&1
 
 step "GPU tests (pytest -m gpu)"
-GPU_TESTS=$(ls tests/torch_api/test_cuda_*.py 2>/dev/null)
-timeout 300 python -m pytest -m gpu -q -ra -p no:cacheprovider -o addopts="" $GPU_TESTS \
+timeout 300 python -m pytest -m gpu -q -ra -p no:cacheprovider -o addopts="" tests/cuda tests/torch_api \
   --junitxml="$OUT/gpu-tests.xml" > "$OUT/gpu-tests.txt" 2>&1
 echo "pytest exit $?" >> "$OUT/gpu-tests.txt"
 tail -n 5 "$OUT/gpu-tests.txt"
@@ -66,10 +65,8 @@ tail -n 5 "$OUT/gpu-tests.txt"
 bench "BitLinear" bench_bitlinear 120 20
 bench "quantize/dequantize" bench_quant_gpu 120 30
 
-# ---- issue #11 (mezo / losses / optim) appends its section below this line ----
-# (#11's GPU tests ran above with the other tests/torch_api/test_cuda_*.py files.)
-bench "fused linear + loss (#11)" bench_fused_loss_gpu 150 12
-bench "MeZO step (#11)" bench_mezo_gpu 90 6
-bench "fused optimizer steps (#11)" bench_optim_gpu 90 6
+bench "fused linear + loss" bench_fused_loss_gpu 150 12
+bench "MeZO step" bench_mezo_gpu 90 6
+bench "fused optimizer steps" bench_optim_gpu 90 6
 
 step "done"

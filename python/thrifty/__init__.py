@@ -4,14 +4,14 @@ Fewer samples (dataset dedup and pruning), fewer bits (low-bit formats and packi
 no training at all (compression kNN, nearest-mean and kNN classifiers on embeddings)
 and leaner optimisation (PyTorch optimizers and losses), with a Rust core.
 
-``import thrifty`` never imports torch or CuPy; the ``thrifty.torch`` and
-``thrifty.cuda`` subpackages import them when they are used.
+``import thrifty`` never imports torch or CuPy; ``thrifty.torch`` imports them when it
+is used (its CUDA kernels are a private backend it picks by the tensors' device).
 """
 
 from __future__ import annotations
 
 from . import _core
-from ._config import config, get_num_threads, set_num_threads, show_config
+from ._config import config, get_num_threads, set_num_threads, show_config, threads
 from ._errors import (
     CancelledError,
     FormatError,
@@ -35,6 +35,7 @@ __all__ = [
     "InternalError",
     "set_num_threads",
     "get_num_threads",
+    "threads",
     "show_config",
     "config",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -9,10 +10,18 @@ from typing import Any, TextIO
 
 from . import _core
 from ._errors import InvalidInputError
+from ._validation import check_int
 
-__all__ = ["set_num_threads", "get_num_threads", "show_config", "config"]
+__all__ = ["set_num_threads", "get_num_threads", "threads", "show_config", "config"]
 
 _ENV = "THRIFTY_NUM_THREADS"
+# Where the current thread count came from, as `thrifty info` words it.
+_source = "the default: all cores"
+
+
+def _thread_count(n: Any) -> int:
+    """A validated thread count: a positive integer up to 4096 (``None``: 0, all cores)."""
+    return 0 if n is None else check_int(n, "n_threads", low=1, high=4096)
 
 
 def set_num_threads(n: int | None) -> None:
@@ -37,19 +46,14 @@ def set_num_threads(n: int | None) -> None:
     1
     >>> thrifty.set_num_threads(None)
     """
-    if n is None:
-        _core.set_num_threads(0)
-        return
-    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
-        raise InvalidInputError(f"n_threads must be a positive integer or None, got {n!r}")
-    n = int(n.__index__())
-    if not 1 <= n <= 4096:
-        raise InvalidInputError(f"n_threads must be between 1 and 4096, got {n}")
-    _core.set_num_threads(n)
+    global _source
+    _core.set_num_threads(_thread_count(n))
+    _source = "the default: all cores" if n is None else "set by thrifty.set_num_threads"
 
 
 def get_num_threads() -> int:
-    """Number of threads the next call into the Rust core will use.
+    """Number of threads the next call into the Rust core from this thread will use
+    (inside :class:`threads`, its count).
 
     Examples
     --------
@@ -60,7 +64,52 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
+class threads(contextlib.ContextDecorator):
+    """Use ``n`` threads for thrifty's calls made from this thread, inside a ``with``.
+
+    The count applies to the calling Python thread only and is restored on exit (also
+    on an exception), so two threads can each run thrifty with their own count at the
+    same time; the process-wide :func:`set_num_threads` setting is never changed.
+    Blocks nest; a decorated function runs with the count. Results never depend on it.
+
+    Parameters
+    ----------
+    n : int or None
+        A positive thread count, or ``None`` for all cores.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``n`` is not a positive integer (or ``None``).
+
+    Notes
+    -----
+    The count belongs to the OS thread, not to an ``asyncio`` task: do not ``await``
+    inside the block if other tasks on the same loop call thrifty meanwhile.
+
+    Examples
+    --------
+    >>> import thrifty
+    >>> with thrifty.threads(1):
+    ...     thrifty.get_num_threads()
+    1
+    """
+
+    def __init__(self, n: int | None) -> None:
+        count = _thread_count(n)
+        self._n = count if count else int(_core.build_info()["available_threads"])
+        self._saved: list[int] = []
+
+    def __enter__(self) -> threads:
+        self._saved.append(_core._set_local_threads(self._n))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _core._set_local_threads(self._saved.pop())
+
+
 def _init_from_env() -> None:
+    global _source
     raw = os.environ.get(_ENV)
     if raw is None or raw.strip() == "":
         return
@@ -69,6 +118,7 @@ def _init_from_env() -> None:
         if n < 1:
             raise ValueError
     except ValueError:
+        _source = f"the default: all cores; {_ENV}={raw!r} was ignored, not a positive integer"
         warnings.warn(
             f"ignoring {_ENV}={raw!r}: expected a positive integer; using all cores",
             RuntimeWarning,
@@ -76,6 +126,7 @@ def _init_from_env() -> None:
         )
         return
     set_num_threads(min(n, 4096))
+    _source = f"set by {_ENV}" + (f" (capped from {n})" if n > 4096 else "")
 
 
 def config() -> dict[str, Any]:
@@ -84,7 +135,7 @@ def config() -> dict[str, Any]:
 
     info = dict(_core.build_info())
     info["num_threads"] = get_num_threads()
-    info["num_threads_source"] = _ENV if os.environ.get(_ENV) else "all cores"
+    info["num_threads_source"] = _source
     info["python"] = sys.version.split()[0]
     info["numpy"] = numpy.__version__
     return info
@@ -107,7 +158,7 @@ def show_config(file: TextIO | None = None) -> None:
         f"  rust compiler:   {c['rustc']} ({c['profile']} build, {c['target']})",
         f"  cpu features:    {simd}",
         f"  threads:         {c['num_threads']} of {c['available_threads']} available"
-        f" (set by {c['num_threads_source']}; change with thrifty.set_num_threads)",
+        f" ({c['num_threads_source']}; change with thrifty.set_num_threads)",
         f"  python:          {c['python']}",
         f"  numpy:           {c['numpy']}",
     ]

@@ -11,6 +11,8 @@ __all__ = [
     "__version__",
     "set_num_threads",
     "get_num_threads",
+    "_cached_pools",
+    "_set_local_threads",
     "build_info",
     "row_norms_sq",
     "normalize_rows",
@@ -27,6 +29,7 @@ __all__ = [
     "kmeans_training_sample",
     "prune",
     "prune_dbp_counts",
+    "prune_resolve_prefer",
     "class_sums",
     "nearest_mean_scores",
     "nearest_mean_predict",
@@ -51,6 +54,8 @@ _Progress = Callable[[int, int], Any] | None
 
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
+def _cached_pools() -> list[int]: ...
+def _set_local_threads(n: int) -> int: ...
 def build_info() -> dict[str, Any]: ...
 def row_norms_sq(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
 def normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
@@ -63,7 +68,6 @@ def compressed_len(
     compressor: str,
     level: int | None = None,
     progress: _Progress = None,
-    n_threads: int | None = None,
 ) -> npt.NDArray[np.int64]: ...
 def ncd_matrix(
     queries: list[bytes],
@@ -72,7 +76,6 @@ def ncd_matrix(
     level: int | None = None,
     distance_name: str = "ncd",
     progress: _Progress = None,
-    n_threads: int | None = None,
 ) -> npt.NDArray[np.float64]: ...
 def text_kneighbors(
     queries: list[bytes],
@@ -83,7 +86,6 @@ def text_kneighbors(
     level: int | None = None,
     distance_name: str = "ncd",
     progress: _Progress = None,
-    n_threads: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
 def topk(
     queries: npt.NDArray[np.float32],
@@ -241,6 +243,7 @@ _PruneOut = tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.int64],
     npt.NDArray[np.float64],
+    str,
 ]
 
 def prune(
@@ -259,3 +262,4 @@ def prune_dbp_counts(
     n_input: int,
     params: dict[str, Any],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+def prune_resolve_prefer(prefer: str, kept: int, groups: int) -> str: ...

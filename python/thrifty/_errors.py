@@ -30,7 +30,11 @@ class FormatError(ThriftyError, ValueError):
 
 
 class ThriftyIOError(ThriftyError, OSError):
-    """Reading or writing a file failed."""
+    """The operating system refused: a file read or write, or starting worker threads.
+
+    Threads are refused under a process limit (``ulimit -u``); a smaller
+    ``thrifty.set_num_threads`` may then succeed.
+    """
 
 
 class OutOfMemoryError(ThriftyError, MemoryError):

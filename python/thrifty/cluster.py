@@ -16,21 +16,23 @@ from typing import Any
 
 import numpy as np
 
+from sklearn.base import ClusterMixin
+
 from . import _core
-from ._base import ParamsMixin
+from ._base import Estimator, check_fitted, validate_X
 from ._errors import InvalidInputError
 from ._progress import ProgressArg, progress_callback
-from ._validation import as_float_matrix, check_float, check_int
+from ._validation import as_float_matrix, check_bool, check_float, check_int
 
 __all__ = ["KMeans"]
 
 
-class KMeans(ParamsMixin):
-    """k-means clustering.
+class KMeans(ClusterMixin, Estimator):
+    """k-means clustering (a scikit-learn estimator: ``BaseEstimator`` + ``ClusterMixin``).
 
     Parameters
     ----------
-    n_clusters : int
+    n_clusters : int, default 8
         Number of clusters, ``1 <= n_clusters <= n_samples``.
     spherical : bool, default False
         Cluster L2-normalised points with unit-length centroids (cosine k-means, as
@@ -57,6 +59,7 @@ class KMeans(ParamsMixin):
         Sum of squared distances of every point (normalised when spherical) to its
         centroid.
     n_iter_ : int
+    n_features_in_ : int
 
     Examples
     --------
@@ -74,7 +77,7 @@ class KMeans(ParamsMixin):
 
     def __init__(
         self,
-        n_clusters: int,
+        n_clusters: int = 8,
         *,
         spherical: bool = False,
         max_iter: int = 100,
@@ -93,19 +96,17 @@ class KMeans(ParamsMixin):
         self.seed = seed
         self.progress = progress
 
-    _param_names = (
-        "n_clusters", "spherical", "max_iter", "tol", "init",
-        "max_points_per_centroid", "seed", "progress",
-    )
-
     def fit(self, X: Any, y: Any = None) -> KMeans:
         """Cluster ``X`` (array-like of shape (n_samples, n_features)); returns self."""
-        x = as_float_matrix(X, "X")
+        for attr in ("cluster_centers_", "labels_", "inertia_", "n_iter_", "n_features_in_"):
+            self.__dict__.pop(attr, None)
+        x = as_float_matrix(X, "X", convert=True)
         k = check_int(self.n_clusters, "n_clusters", low=1)
         if k > x.shape[0]:
             raise InvalidInputError(
                 f"n_clusters ({k}) is larger than the number of points ({x.shape[0]})"
             )
+        spherical = check_bool(self.spherical, "spherical")
         max_iter = check_int(self.max_iter, "max_iter", low=1)
         tol = check_float(self.tol, "tol", low=0.0)
         seed = check_int(self.seed, "seed", low=0, high=2**64 - 1)
@@ -128,12 +129,13 @@ class KMeans(ParamsMixin):
             init = "array"
         with progress_callback(self.progress, desc="k-means") as cb:
             c, labels, inertia, n_iter = _core.kmeans(
-                x, k, bool(self.spherical), max_iter, tol, init, init_arr, mppc, seed, cb
+                x, k, spherical, max_iter, tol, init, init_arr, mppc, seed, cb
             )
         self.cluster_centers_ = c
         self.labels_ = labels
         self.inertia_ = float(inertia)
         self.n_iter_ = int(n_iter)
+        self.n_features_in_ = int(x.shape[1])
         return self
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
@@ -142,8 +144,10 @@ class KMeans(ParamsMixin):
 
     def predict(self, X: Any) -> np.ndarray:
         """Index of the nearest centroid of every row (int64)."""
-        if not hasattr(self, "cluster_centers_"):
-            raise InvalidInputError("this KMeans is not fitted yet; call fit first")
-        x = as_float_matrix(X, "X", n_features=self.cluster_centers_.shape[1])
-        labels, _ = _core.kmeans_assign(x, self.cluster_centers_, bool(self.spherical), None)
+        check_fitted(self, "cluster_centers_")
+        x = validate_X(self, X, reset=False)
+        with progress_callback(self.progress, desc="k-means assign") as cb:
+            labels, _ = _core.kmeans_assign(
+                x, self.cluster_centers_, check_bool(self.spherical, "spherical"), cb
+            )
         return labels

@@ -193,7 +193,7 @@ def _rows_cols(fmt: str, shape: tuple[int, ...]) -> tuple[int, int]:
 def _check_options(fmt: str, cols: int, group_size: Any, scale: Any, rounding: Any,
                    seed: Any, saturate: Any, symmetric: Any
                    ) -> tuple[int | None, str, float, int | None]:
-    """Validate the options of :func:`quantize` (shared with ``thrifty.cuda.quant``):
+    """Validate the options of :func:`quantize` (shared with the CUDA backend of ``thrifty.torch.quant``):
     returns ``(group_size, scale_mode, scale_value, seed)`` with ``group_size=-1``
     resolved to ``cols`` and a random seed drawn for unseeded stochastic rounding."""
     gs: int | None = None

@@ -14,14 +14,16 @@ paper's code). This module computes exactly that, with real zlib, in parallel:
   ``"zstd"`` (level 3) is deterministic and about twice as fast as gzip.
 * :func:`ncd_matrix` -- the dense query x reference distance matrix (``"ncd"``, ``"cdm"``
   or ``"clm"``), bit-identical to the plain-Python formulas.
-* :class:`CompressionKNNClassifier` -- a scikit-learn-style classifier that caches
-  ``C(reference)`` once, keeps only the top-k neighbours of each query (never the
+* :class:`CompressionKNNClassifier` -- a scikit-learn classifier (works in ``Pipeline``,
+  ``GridSearchCV`` and ``cross_val_score`` over lists of texts) that caches
+  ``C(reference)`` once, keeps only the nearest ``n_neighbors`` of each query (never the
   distance matrix), and separates the paper's optimistic score from a fair one.
 
 Texts are ``str`` (encoded as UTF-8) or ``bytes``; mixing both in one call requires the
 ``bytes`` to be valid UTF-8. Empty texts are rejected. Results never depend on the
 thread count (:func:`thrifty.set_num_threads`); equal distances go to the lower
-reference index.
+reference index; the thread count for a block of calls is set with
+:class:`thrifty.threads`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from sklearn.base import ClassifierMixin
+
 from . import _core
-from ._base import ParamsMixin
+from ._base import Estimator, check_fitted, drop_self
 from ._errors import InvalidInputError
 from ._progress import ProgressArg, progress_callback
 from ._validation import check_choice, check_int
@@ -126,18 +130,6 @@ def _check_level(level: Any) -> int | None:
     if level is None:
         return None
     return check_int(level, "level", low=-(2**31), high=2**31 - 1)
-
-
-def _n_threads(n_jobs: int | None) -> int | None:
-    """Thread count for one call: ``None`` keeps the global setting
-    (:func:`thrifty.set_num_threads`), ``0`` means all cores. The global setting is
-    never touched, so estimators with different ``n_jobs`` can run concurrently."""
-    if n_jobs is None:
-        return None
-    n = check_int(n_jobs, "n_jobs", low=-1, high=4096)
-    if n == 0:
-        raise InvalidInputError("n_jobs must be None, -1 or a positive integer, got 0")
-    return 0 if n == -1 else n
 
 
 def compressed_len(
@@ -256,13 +248,13 @@ def _label_classes(y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return classes, codes
 
 
-class CompressionKNNClassifier(ParamsMixin):
+class CompressionKNNClassifier(ClassifierMixin, Estimator):
     """k-nearest-neighbour text classifier on compression distances ("gzip + kNN").
 
     Parameters
     ----------
-    k : int, default 2
-        Neighbours that vote (the paper uses 2).
+    n_neighbors : int, default 2
+        Neighbours that vote (the paper's ``k``; it uses 2).
     compressor : {"gzip", "bz2", "lzma", "zstd"}, default "gzip"
         ``"gzip"`` (level 9) reproduces the paper's distances exactly.
     level : int, optional
@@ -274,9 +266,6 @@ class CompressionKNNClassifier(ParamsMixin):
         index first); ``"random"`` picks one uniformly, seeded by ``seed``.
     seed : int, default 0
         Seed for ``tie_break="random"``; each call re-seeds, so results repeat.
-    n_jobs : int, optional
-        Threads for this estimator (-1: all cores); default: ``thrifty.get_num_threads()``.
-        Results do not depend on it.
     progress : bool, callable or None
         Progress bar control for :meth:`kneighbors` and everything built on it.
 
@@ -291,8 +280,12 @@ class CompressionKNNClassifier(ParamsMixin):
     Notes
     -----
     Distances use ``C(query + b" " + train_text)``, query first, as the paper's code.
-    Only the top ``k`` neighbours of each query are kept, so memory does not grow with
-    the product of test and training sizes.
+    Only the nearest ``n_neighbors`` of each query are kept, so memory does not grow
+    with the product of test and training sizes. Threads: :func:`thrifty.set_num_threads`
+    or a ``with thrifty.threads(n):`` block; results do not depend on them.
+
+    It is a scikit-learn estimator over raw texts: ``Pipeline``, ``GridSearchCV`` and
+    ``cross_val_score`` take a list of texts as ``X``.
 
     Examples
     --------
@@ -300,37 +293,42 @@ class CompressionKNNClassifier(ParamsMixin):
     >>> train = ["the striker scored a late goal", "the keeper saved the penalty",
     ...          "shares fell as markets slid", "the central bank raised rates"]
     >>> labels = ["sport", "sport", "finance", "finance"]
-    >>> clf = CompressionKNNClassifier(k=1).fit(train, labels)
+    >>> clf = CompressionKNNClassifier(n_neighbors=1).fit(train, labels)
     >>> clf.predict(["a late goal by the striker", "the bank raised its rates"]).tolist()
     ['sport', 'finance']
     """
 
     def __init__(
         self,
-        k: int = 2,
+        n_neighbors: int = 2,
         *,
         compressor: str = "gzip",
         level: int | None = None,
         distance: str = "ncd",
         tie_break: str = "nearest",
         seed: int = 0,
-        n_jobs: int | None = None,
         progress: ProgressArg = None,
     ) -> None:
-        self.k = k
+        self.n_neighbors = n_neighbors
         self.compressor = compressor
         self.level = level
         self.distance = distance
         self.tie_break = tie_break
         self.seed = seed
-        self.n_jobs = n_jobs
         self.progress = progress
 
-    _param_names = ("k", "compressor", "level", "distance", "tie_break", "seed", "n_jobs", "progress")
+    def _more_tags(self) -> dict[str, Any]:  # scikit-learn < 1.6
+        return {"X_types": ["string"], "requires_y": True}
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
 
     # -- fitting ---------------------------------------------------------------------
     def _check_params(self) -> tuple[int, int | None]:
-        k = check_int(self.k, "k", low=1)
+        k = check_int(self.n_neighbors, "n_neighbors", low=1)
         check_choice(self.compressor, "compressor", COMPRESSORS)
         check_choice(self.distance, "distance", DISTANCES)
         check_choice(self.tie_break, "tie_break", _TIE_BREAKS)
@@ -357,11 +355,10 @@ class CompressionKNNClassifier(ParamsMixin):
         classes, codes = _label_classes(y, len(refs))
         if k > len(refs):
             raise InvalidInputError(
-                f"k={k} is larger than the number of training texts ({len(refs)})"
+                f"n_neighbors={k} is larger than the number of training texts ({len(refs)})"
             )
-        n_threads = _n_threads(self.n_jobs)
         with progress_callback(self.progress, desc="fit", unit="text") as cb:
-            lens = _core.compressed_len(refs.blobs, self.compressor, level, cb, n_threads)
+            lens = _core.compressed_len(refs.blobs, self.compressor, level, cb)
         self._refs = refs
         self._codes = codes
         self._level = level
@@ -371,10 +368,7 @@ class CompressionKNNClassifier(ParamsMixin):
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "compressed_lens_"):
-            raise InvalidInputError(
-                f"this {type(self).__name__} is not fitted yet; call fit(texts, y) first"
-            )
+        check_fitted(self, "compressed_lens_")
 
     def _neighbors(self, texts: Any, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
         self._check_fitted()
@@ -386,17 +380,16 @@ class CompressionKNNClassifier(ParamsMixin):
                 f"n_neighbors={n_neighbors} is larger than the number of training texts "
                 f"({self.n_samples_fit_})"
             )
-        n_threads = _n_threads(self.n_jobs)
         with progress_callback(self.progress, desc="kNN", unit="pair") as cb:
             ind, dist = _core.text_kneighbors(
                 q.blobs, self._refs.blobs, self.compressed_lens_, n_neighbors,
-                self.compressor, self._level, self.distance, cb, n_threads,
+                self.compressor, self._level, self.distance, cb,
             )
         return dist, ind
 
     def kneighbors(
         self,
-        texts: Iterable[str | bytes],
+        texts: Iterable[str | bytes] | None = None,
         n_neighbors: int | None = None,
         return_distance: bool = True,
     ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
@@ -404,9 +397,12 @@ class CompressionKNNClassifier(ParamsMixin):
 
         Parameters
         ----------
-        texts : sequence of str or bytes
+        texts : sequence of str or bytes, optional
+            ``None``: the neighbours of every training text among the others (a text is
+            not its own neighbour), as scikit-learn's ``kneighbors()``.
         n_neighbors : int, optional
-            Defaults to ``k``; at most the number of training texts.
+            Defaults to the estimator's ``n_neighbors``; at most the number of training
+            texts (one less with ``texts=None``).
         return_distance : bool, default True
 
         Returns
@@ -416,13 +412,24 @@ class CompressionKNNClassifier(ParamsMixin):
         indices : numpy.ndarray of int64, shape (n, n_neighbors)
             Training-text indices; equal distances list the lower index first.
         """
-        n = check_int(self.k if n_neighbors is None else n_neighbors, "n_neighbors", low=1)
-        dist, ind = self._neighbors(texts, n)
+        n = check_int(self.n_neighbors if n_neighbors is None else n_neighbors,
+                      "n_neighbors", low=1)
+        if texts is None:
+            self._check_fitted()
+            if n >= self.n_samples_fit_:
+                raise InvalidInputError(
+                    f"n_neighbors={n} must be smaller than the number of training texts "
+                    f"({self.n_samples_fit_}) when texts is None (a text is not its own "
+                    "neighbour)"
+                )
+            dist, ind = drop_self(*self._neighbors(self._refs, n + 1))
+        else:
+            dist, ind = self._neighbors(texts, n)
         return (dist, ind) if return_distance else ind
 
     def _votes(self, texts: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(counts, neighbour labels)``: votes per class and the codes of the neighbours."""
-        k = check_int(self.k, "k", low=1)
+        k = check_int(self.n_neighbors, "n_neighbors", low=1)
         _, ind = self._neighbors(texts, k)
         lab = self._codes[ind]
         n, c = lab.shape[0], len(self.classes_)
@@ -443,12 +450,12 @@ class CompressionKNNClassifier(ParamsMixin):
         return (np.cumsum(tied, axis=1) > pick[:, None]).argmax(axis=1)
 
     def predict(self, texts: Iterable[str | bytes]) -> np.ndarray:
-        """Predicted label of each text (majority of the k nearest, ties by ``tie_break``)."""
+        """Predicted label of each text (majority of the nearest, ties by ``tie_break``)."""
         counts, lab = self._votes(texts)
         return self.classes_[self._decide(counts, lab)]
 
     def predict_proba(self, texts: Iterable[str | bytes]) -> np.ndarray:
-        """Fraction of the k nearest neighbours in each class, columns as ``classes_``."""
+        """Fraction of the nearest ``n_neighbors`` in each class, columns as ``classes_``."""
         counts, _ = self._votes(texts)
         return counts / counts.sum(axis=1, keepdims=True)
 
@@ -465,7 +472,7 @@ class CompressionKNNClassifier(ParamsMixin):
             ``"fair"``: accuracy of :meth:`predict`, which picks one label without
             seeing the truth. ``"paper"``: the reference code's optimistic count -- a
             text is correct when its true label is *among* the labels tied for the most
-            votes; with ``k=2`` this is top-2 accuracy and overstates what a classifier
+            votes; with ``n_neighbors=2`` this is top-2 accuracy and overstates what a classifier
             can achieve. Use it only to reproduce published numbers.
 
         Returns

@@ -166,15 +166,15 @@ def _boxes(n=8, seed=0):
 # ------------------------------------------------------------------- value checks
 def test_squentropy_matches_loop():
     o, y = _logits()
-    torch.testing.assert_close(L.squentropy(o, y, reduction="none"), ref_squentropy(o, y))
-    torch.testing.assert_close(L.Squentropy()(o, y), ref_squentropy(o, y).mean())
+    torch.testing.assert_close(L.squentropy_loss(o, y, reduction="none"), ref_squentropy(o, y))
+    torch.testing.assert_close(L.SquentropyLoss()(o, y), ref_squentropy(o, y).mean())
 
 
 @pytest.mark.parametrize("a,b", [(0.1, 10.0), (1.0, 2.0)])
 def test_z_loss_matches_loop(a, b):
     o, y = _logits(c=7)
     torch.testing.assert_close(L.spherical_z_loss(o, y, a=a, b=b, reduction="none"), ref_zloss(o, y, a, b))
-    torch.testing.assert_close(L.ZLoss(a, b, reduction="sum")(o, y), ref_zloss(o, y, a, b).sum())
+    torch.testing.assert_close(L.SphericalZLoss(a, b, reduction="sum")(o, y), ref_zloss(o, y, a, b).sum())
 
 
 def test_z_loss_defaults_are_reference_code_softplus_minus_z():
@@ -192,7 +192,7 @@ def test_z_loss_defaults_are_reference_code_softplus_minus_z():
         want.append(math.log1p(math.exp(-z)))
     want = torch.tensor(want, dtype=D)
     torch.testing.assert_close(L.spherical_z_loss(o, y, reduction="none"), want)
-    module = L.ZLoss()
+    module = L.SphericalZLoss()
     assert (module.a, module.b) == (1.0, 0.0)
     torch.testing.assert_close(module(o, y), want.mean())
 
@@ -213,7 +213,7 @@ def test_comp_sum_tau1_is_cross_entropy_and_gce_is_tau_1_plus_q():
     o, y = _logits()
     torch.testing.assert_close(L.comp_sum_loss(o, y, 1.0), F.cross_entropy(o, y))
     p = torch.softmax(o, 1).gather(1, y[:, None]).squeeze(1)
-    torch.testing.assert_close(L.generalized_cross_entropy(o, y, reduction="none"), (1 - p**0.7) / 0.7)
+    torch.testing.assert_close(L.generalized_cross_entropy_loss(o, y, reduction="none"), (1 - p**0.7) / 0.7)
     torch.testing.assert_close(L.GeneralizedCrossEntropyLoss(0.3)(o, y), L.CompSumLoss(1.3)(o, y))
 
 
@@ -344,11 +344,11 @@ def _gc(fn, *inputs):
 def test_gradcheck_all_losses():
     o, y = _logits(n=4, c=5)
     o.requires_grad_(True)
-    _gc(lambda t: L.squentropy(t, y, reduction="none"), o)
+    _gc(lambda t: L.squentropy_loss(t, y, reduction="none"), o)
     _gc(lambda t: L.spherical_z_loss(t, y, a=0.5, b=2.0, reduction="none"), o)
     _gc(lambda t: L.comp_sum_loss(t, y, 1.7, reduction="none"), o)
     _gc(lambda t: L.comp_sum_loss(t, y, 1.0), o)
-    _gc(lambda t: L.generalized_cross_entropy(t, y, reduction="sum"), o)
+    _gc(lambda t: L.generalized_cross_entropy_loss(t, y, reduction="sum"), o)
     g = _gen(11)
     lp = torch.randn(5, generator=g, dtype=D, requires_grad=True)
     lr = torch.randn(5, generator=g, dtype=D, requires_grad=True)
@@ -402,22 +402,22 @@ def test_gradients_with_constant_weights():
 def test_large_vocab_losses_chunked_match_unchunked(monkeypatch):
     o, y = _logits(n=9, c=11, seed=14)
     o.requires_grad_(True)
-    full_s = L.squentropy(o, y, reduction="none")
+    full_s = L.squentropy_loss(o, y, reduction="none")
     full_z = L.spherical_z_loss(o, y, reduction="none")
     gs = torch.autograd.grad(full_s.sum(), o)[0]
     gz = torch.autograd.grad(full_z.sum(), o)[0]
-    monkeypatch.setattr(L, "_CHUNK_ELEMENTS", 20)  # 1 row per chunk
-    torch.testing.assert_close(L.squentropy(o, y, reduction="none"), full_s)
+    monkeypatch.setattr(L._common, "_CHUNK_ELEMENTS", 20)  # 1 row per chunk
+    torch.testing.assert_close(L.squentropy_loss(o, y, reduction="none"), full_s)
     torch.testing.assert_close(L.spherical_z_loss(o, y, reduction="none"), full_z)
-    _gc(lambda t: L.squentropy(t, y, reduction="none"), o)
+    _gc(lambda t: L.squentropy_loss(t, y, reduction="none"), o)
     _gc(lambda t: L.spherical_z_loss(t, y, reduction="none"), o)
-    torch.testing.assert_close(torch.autograd.grad(L.squentropy(o, y).sum() * 9, o)[0], gs)
+    torch.testing.assert_close(torch.autograd.grad(L.squentropy_loss(o, y).sum() * 9, o)[0], gs)
     torch.testing.assert_close(torch.autograd.grad(L.spherical_z_loss(o, y).sum() * 9, o)[0], gz)
 
 
 # --------------------------------------------------------------- dtypes, stability
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("name", ["squentropy", "spherical_z_loss", "comp_sum_loss"])
+@pytest.mark.parametrize("name", ["squentropy_loss", "spherical_z_loss", "comp_sum_loss"])
 def test_half_inputs_computed_in_fp32(dtype, name):
     o, y = _logits(n=5, c=6, seed=15, dtype=dtype)
     fn = getattr(L, name)
@@ -434,8 +434,8 @@ def test_half_inputs_computed_in_fp32(dtype, name):
 def test_large_logits_are_stable():
     o = torch.tensor([[1e4, -1e4, 0.0], [300.0, 299.0, -50.0]], requires_grad=True)
     y = torch.tensor([1, 0])
-    for loss in (L.squentropy(o, y), L.spherical_z_loss(o, y), L.comp_sum_loss(o, y, 1.5),
-                 L.generalized_cross_entropy(o, y), L.comp_sum_loss(o, y, 1.0)):
+    for loss in (L.squentropy_loss(o, y), L.spherical_z_loss(o, y), L.comp_sum_loss(o, y, 1.5),
+                 L.generalized_cross_entropy_loss(o, y), L.comp_sum_loss(o, y, 1.0)):
         assert torch.isfinite(loss)
         (g,) = torch.autograd.grad(loss, o)
         assert torch.isfinite(g).all()
@@ -453,10 +453,10 @@ def test_z_loss_constant_logits_finite():
 def test_reductions_and_batch_dims():
     o, y = _logits(n=12, c=5, seed=16)
     o3, y3 = o.reshape(3, 4, 5), y.reshape(3, 4)
-    none = L.squentropy(o3, y3, reduction="none")
+    none = L.squentropy_loss(o3, y3, reduction="none")
     assert none.shape == (3, 4)
-    torch.testing.assert_close(L.squentropy(o3, y3, reduction="sum"), none.sum())
-    torch.testing.assert_close(L.squentropy(o3, y3), none.mean())
+    torch.testing.assert_close(L.squentropy_loss(o3, y3, reduction="sum"), none.sum())
+    torch.testing.assert_close(L.squentropy_loss(o3, y3), none.mean())
     torch.testing.assert_close(L.spherical_z_loss(o3, y3, reduction="none").reshape(-1),
                                L.spherical_z_loss(o, y, reduction="none"))
 
@@ -464,7 +464,7 @@ def test_reductions_and_batch_dims():
 # -------------------------------------------------------------------- bad input
 def test_bad_labels_raise_value_error():
     o, y = _logits()
-    for fn in (L.squentropy, L.spherical_z_loss, L.generalized_cross_entropy,
+    for fn in (L.squentropy_loss, L.spherical_z_loss, L.generalized_cross_entropy_loss,
                lambda a, b: L.comp_sum_loss(a, b, 1.5)):
         with pytest.raises(thrifty.InvalidInputError, match="outside"):
             fn(o, torch.full_like(y, 5))
@@ -481,17 +481,17 @@ def test_bad_labels_raise_value_error():
     with pytest.raises(ValueError, match="dimensions"):
         L.CenterLoss(3, 5)(torch.randn(2, 4), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="empty"):
-        L.squentropy(torch.empty(0, 3), torch.empty(0, dtype=torch.long))
+        L.squentropy_loss(torch.empty(0, 3), torch.empty(0, dtype=torch.long))
     with pytest.raises(ValueError, match="at least 2 classes"):
-        L.squentropy(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long))
+        L.squentropy_loss(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long))
 
 
 def test_bad_parameters_raise():
     o, y = _logits()
     with pytest.raises(ValueError, match="reduction"):
-        L.squentropy(o, y, reduction="avg")
+        L.squentropy_loss(o, y, reduction="avg")
     with pytest.raises(ValueError, match="reduction"):
-        L.ZLoss(reduction="max")
+        L.SphericalZLoss(reduction="max")
     with pytest.raises(ValueError, match="a must"):
         L.spherical_z_loss(o, y, a=0.0)
     with pytest.raises(ValueError, match="b must"):
@@ -500,7 +500,7 @@ def test_bad_parameters_raise():
         L.comp_sum_loss(o, y, -0.5)
     for q in (0.0, 1.5, float("inf"), "x"):
         with pytest.raises(ValueError, match="q must"):
-            L.generalized_cross_entropy(o, y, q)
+            L.generalized_cross_entropy_loss(o, y, q)
     with pytest.raises(ValueError, match="beta"):
         L.npo_loss(torch.zeros(2), torch.zeros(2), beta=0)
     with pytest.raises(ValueError, match="shape"):
@@ -538,16 +538,16 @@ def test_squentropy_square_term_exact_when_target_logit_dominates():
     # sum(o**2) - o_y**2 would cancel catastrophically in float32 here
     o = torch.tensor([[1000.0, 1e-3, -2e-3], [0.5, 0.1, 3.0], [-800.0, 1.0, 2.0]])
     y = torch.tensor([0, 2, 0])
-    got = L.squentropy(o, y, reduction="none")
+    got = L.squentropy_loss(o, y, reduction="none")
     torch.testing.assert_close(got.double(), ref_squentropy(o.double(), y), rtol=1e-6, atol=0)
 
 
 # ------------------------------------------------------------------- ignore_index
 _IGNORE_LOSSES = {
-    "squentropy": (lambda o, y, **kw: L.squentropy(o, y, **kw), ref_squentropy),
+    "squentropy": (lambda o, y, **kw: L.squentropy_loss(o, y, **kw), ref_squentropy),
     "z": (lambda o, y, **kw: L.spherical_z_loss(o, y, a=0.5, b=2.0, **kw), lambda o, y: ref_zloss(o, y, 0.5, 2.0)),
     "comp_sum": (lambda o, y, **kw: L.comp_sum_loss(o, y, 1.5, **kw), lambda o, y: ref_comp_sum(o, y, 1.5)),
-    "gce": (lambda o, y, **kw: L.generalized_cross_entropy(o, y, 0.7, **kw), lambda o, y: ref_comp_sum(o, y, 1.7)),
+    "gce": (lambda o, y, **kw: L.generalized_cross_entropy_loss(o, y, 0.7, **kw), lambda o, y: ref_comp_sum(o, y, 1.7)),
     "ce": (lambda o, y, **kw: L.comp_sum_loss(o, y, 1.0, **kw), lambda o, y: ref_comp_sum(o, y, 1.0)),
 }
 
@@ -594,7 +594,7 @@ def test_ignore_index_mean_has_cross_entropy_semantics():
     torch.testing.assert_close(torch.autograd.grad(got, ot)[0], torch.autograd.grad(ref, ot)[0])
     # batch dimensions: (N, T, C) logits with (N, T) targets, as a padded sequence batch
     o3, y3 = o.reshape(2, 5, 6), y.reshape(2, 5)
-    for fn in (L.squentropy, L.spherical_z_loss):
+    for fn in (L.squentropy_loss, L.spherical_z_loss):
         torch.testing.assert_close(fn(o3, y3), fn(o, y))
         assert fn(o3, y3, reduction="none").shape == (2, 5)
         assert (fn(o3, y3, reduction="none")[y3 == -100] == 0).all()
@@ -624,11 +624,11 @@ def test_ignore_index_in_large_vocab_chunks(monkeypatch):
     y = y.clone()
     y[[0, 5, 8]] = -100
     o.requires_grad_(True)
-    full = [L.squentropy(o, y, reduction="none"), L.spherical_z_loss(o, y, reduction="none")]
-    monkeypatch.setattr(L, "_CHUNK_ELEMENTS", 20)
-    torch.testing.assert_close(L.squentropy(o, y, reduction="none"), full[0])
+    full = [L.squentropy_loss(o, y, reduction="none"), L.spherical_z_loss(o, y, reduction="none")]
+    monkeypatch.setattr(L._common, "_CHUNK_ELEMENTS", 20)
+    torch.testing.assert_close(L.squentropy_loss(o, y, reduction="none"), full[0])
     torch.testing.assert_close(L.spherical_z_loss(o, y, reduction="none"), full[1])
-    _gc(lambda t: L.squentropy(t, y), o)
+    _gc(lambda t: L.squentropy_loss(t, y), o)
     _gc(lambda t: L.spherical_z_loss(t, y), o)
 
 
@@ -636,16 +636,16 @@ def test_ignore_index_modules_and_bad_values():
     o, y = _logits(n=6, c=5, seed=25)
     y = y.clone()
     y[0] = 4
-    for module, fn in ((L.Squentropy(ignore_index=4), L.squentropy),
-                       (L.ZLoss(ignore_index=4), L.spherical_z_loss),
+    for module, fn in ((L.SquentropyLoss(ignore_index=4), L.squentropy_loss),
+                       (L.SphericalZLoss(ignore_index=4), L.spherical_z_loss),
                        (L.CompSumLoss(1.5, ignore_index=4), lambda a, b, **kw: L.comp_sum_loss(a, b, 1.5, **kw)),
-                       (L.GeneralizedCrossEntropyLoss(ignore_index=4), L.generalized_cross_entropy)):
+                       (L.GeneralizedCrossEntropyLoss(ignore_index=4), L.generalized_cross_entropy_loss)):
         torch.testing.assert_close(module(o, y), fn(o, y, ignore_index=4))
         assert not torch.allclose(module(o, y), fn(o, y))
     # labels other than ignore_index stay checked
     bad = y.clone()
     bad[1] = -1
-    for fn in (L.squentropy, L.spherical_z_loss, L.generalized_cross_entropy):
+    for fn in (L.squentropy_loss, L.spherical_z_loss, L.generalized_cross_entropy_loss):
         with pytest.raises(ValueError, match="outside"):
             fn(o, bad)
         bad[1] = 5
@@ -653,6 +653,6 @@ def test_ignore_index_modules_and_bad_values():
             fn(o, bad)
         bad[1] = -1
     with pytest.raises(ValueError, match="ignore_index"):
-        L.squentropy(o, y, ignore_index=1.5)
+        L.squentropy_loss(o, y, ignore_index=1.5)
     with pytest.raises(ValueError, match="ignore_index"):
-        L.ZLoss(ignore_index=True)
+        L.SphericalZLoss(ignore_index=True)

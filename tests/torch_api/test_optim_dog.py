@@ -163,3 +163,105 @@ def test_polynomial_decay_averager_matches_formula(tmp_path):
         uniform.load_state_dict({})
     with pytest.raises(thrifty.InvalidInputError, match="gamma"):
         PolynomialDecayAverager(model, gamma=-1)
+
+
+def _regression(dtype, cls, steps=300, seed=0):
+    """A linear regression trained with DoG/LDoG at the default reps_rel in ``dtype``."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(64, 8, generator=g)
+    w_true = torch.randn(1, 8, generator=g)
+    Y = X @ w_true.T + 0.1 * torch.randn(64, 1, generator=g)
+    model = torch.nn.Linear(8, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(1, 8, generator=g))
+        model.bias.zero_()
+    model = model.to(dtype)
+    init = [p.detach().clone() for p in model.parameters()]
+    opt = cls(model.parameters())
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(X.to(dtype)).float(), Y)
+        loss.backward()
+        opt.step()
+    return init, [p.detach() for p in model.parameters()], float(loss.detach()), opt
+
+
+@pytest.mark.parametrize("cls", [DoG, LDoG])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_parameters_move_and_track_the_float32_run(cls, dtype):
+    init, got, loss, opt = _regression(dtype, cls)
+    _, want, loss32, _ = _regression(torch.float32, cls)
+    moved = sum(int((a != b).sum()) for a, b in zip(init, got))
+    assert moved == sum(a.numel() for a in init)  # every element moved
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.float(), b, rtol=0.02, atol=0.02)
+    assert loss < 2 * loss32 + 1e-3
+    st = opt.state[next(iter(opt.param_groups[0]["params"]))]
+    assert st["x0"].dtype == torch.float32 and st["x32"].dtype == torch.float32
+    assert torch.equal(st["x32"].to(dtype), got[0])
+
+
+def test_half_precision_fused_path_matches_plain_path():
+    from thrifty.torch.optim import _fused
+
+    runs = []
+    for force in (False, True):
+        _fused.FORCE = force
+        try:
+            runs.append(_regression(torch.bfloat16, DoG, steps=40)[1])
+        finally:
+            _fused.FORCE = False
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_matches_the_dog_optimizer_reference_when_installed():
+    dog = pytest.importorskip("dog", reason="dog-optimizer is not installed (CI installs it)")
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(32, 4, generator=g), torch.randn(32, 1, generator=g)
+    runs = []
+    for make in (lambda ps: DoG(ps), lambda ps: dog.DoG(ps)):
+        model = torch.nn.Linear(4, 1)
+        with torch.no_grad():
+            model.weight.copy_(torch.linspace(-1, 1, 4)[None])
+            model.bias.fill_(0.5)
+        opt = make(model.parameters())
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(X), Y).backward()
+            opt.step()
+        runs.append([p.detach() for p in model.parameters()])
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [DoG, LDoG])
+def test_half_precision_state_dict_roundtrip_keeps_float32_state(cls, tmp_path):
+    g = torch.Generator().manual_seed(3)
+    X, Y = torch.randn(32, 4, generator=g), torch.randn(32, 1, generator=g)
+
+    def run(model, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(X.bfloat16()).float(), Y).backward()
+            opt.step()
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 1).to(torch.bfloat16)
+    b = torch.nn.Linear(4, 1).to(torch.bfloat16)
+    b.load_state_dict(a.state_dict())
+    opt_a = cls(a.parameters())
+    run(a, opt_a, 30)
+    sd = roundtrip(opt_a, tmp_path)
+    opt_b = cls(b.parameters())
+    b.load_state_dict(a.state_dict())
+    opt_b.load_state_dict(sd)
+    for p in b.parameters():
+        st = opt_b.state[p]
+        assert st["x0"].dtype == torch.float32 and st["x32"].dtype == torch.float32
+        if "rbar" in st:
+            assert st["rbar"].dtype == torch.float32 and st["G"].dtype == torch.float32
+    run(a, opt_a, 30)
+    run(b, opt_b, 30)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)

@@ -211,3 +211,55 @@ def test_sam_rejects_bad_arguments(problem):
         opt.second_step()
     with pytest.raises(RuntimeError, match="no parameter"):
         opt.first_step()
+
+
+def test_step_hooks_fire_with_first_and_second_step():
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = SAM([w], torch.optim.SGD, lr=0.1, rho=0.05)
+    seen = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: seen.append(("pre", o is opt, w.detach().clone())))
+    opt.register_step_post_hook(lambda o, args, kwargs: seen.append(("post", o is opt, w.detach().clone())))
+    # global hooks also see the base optimizer's own step: record SAM's only
+    handle = register_optimizer_step_post_hook(lambda o, args, kwargs: o is opt and seen.append(("global", True)))
+    try:
+        def backward():
+            opt.zero_grad()
+            (w ** 2).sum().backward()
+
+        backward()
+        start = w.detach().clone()
+        opt.first_step()
+        assert [s[0] for s in seen] == ["pre"] and torch.equal(seen[0][2], start)
+        backward()
+        opt.second_step()
+        assert [s[0] for s in seen] == ["pre", "post", "global"] and all(s[1] for s in seen)
+        assert torch.equal(seen[1][2], w.detach()) and not torch.equal(w.detach(), start)
+        # step(closure): torch runs the hooks around step, exactly once each
+        seen.clear()
+        backward()
+
+        def closure():
+            backward()
+            return (w ** 2).sum()
+
+        opt.step(closure)
+        assert [s[0] for s in seen] == ["pre", "post", "global"]
+    finally:
+        handle.remove()
+
+
+def test_lr_scheduler_and_hooks_see_manual_sam_steps():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = SAM([w], torch.optim.SGD, lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    calls = []
+    opt.register_step_post_hook(lambda *a: calls.append(1))
+    for _ in range(2):
+        w.grad = torch.ones(3)
+        opt.first_step()
+        w.grad = torch.ones(3)
+        opt.second_step()
+        sched.step()
+    assert calls == [1, 1] and opt.param_groups[0]["lr"] == 0.25

@@ -8,33 +8,39 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import thrifty  # noqa: E402
-from thrifty.torch.optim import SAM, sam_perturbation  # noqa: E402
-from thrifty.torch.optim._common import check_int, closure_loss, grad_pairs  # noqa: E402
+from thrifty.torch.optim import (  # noqa: E402
+    FRUGAL,
+    SAM,
+    DoG,
+    FiraAdamW,
+    GaLoreAdamW,
+    GlobalSparseMomentumSGD,
+    LDoG,
+    MeZO,
+    MoMo,
+    MoMoAdam,
+    sam_perturbation,
+)
+from thrifty.torch.optim._common import closure_loss, grad_pairs  # noqa: E402
 
 
 @pytest.mark.parametrize(
-    "value, kw, kind",
+    "make, match",
     [
-        (-1, {}, "non-negative"),
-        (True, {}, "non-negative"),
-        (2.0, {}, "non-negative"),
-        ("3", {}, "non-negative"),
-        (None, {}, "non-negative"),
-        (0, {"positive": True}, "positive"),
-        (False, {"positive": True}, "positive"),
-        (1 << 63, {"below": 1 << 63}, "non-negative"),
+        (lambda p: MeZO(p, lr=0.1, seed=-1), "seed must be >= 0"),
+        (lambda p: MeZO(p, lr=0.1, seed=1 << 63), "seed must be <= "),
+        (lambda p: MeZO(p, lr=0.1, seed=True), "seed must be an integer"),
+        (lambda p: FRUGAL(p, lr=0.1, update_gap=0), "update_gap must be >= 1"),
+        (lambda p: FRUGAL(p, lr=0.1, update_gap=2.0), "update_gap must be an integer"),
+        (lambda p: SAM(p, torch.optim.SGD, rho=-0.1, lr=0.1), "rho must be >= 0.0"),
+        (lambda p: MoMo(p, beta=1.0), "beta must be < 1.0"),
+        (lambda p: DoG(p, lr=0.0), "lr must be > 0.0"),
+        (lambda p: MoMoAdam(p, betas=(0.9, float("nan"))), "betas.1. must be finite"),
     ],
 )
-def test_check_int_rejects(value, kw, kind):
-    with pytest.raises(thrifty.InvalidInputError) as info:
-        check_int("n", value, **kw)
-    assert str(info.value) == f"n must be a {kind} int, got {value!r}"
-
-
-@pytest.mark.parametrize("value, kw", [(0, {}), (7, {}), (1, {"positive": True}), ((1 << 63) - 1, {"below": 1 << 63})])
-def test_check_int_returns_value(value, kw):
-    out = check_int("n", value, **kw)
-    assert out == value and type(out) is int
+def test_optimizers_check_scalars_with_the_shared_validators(make, match):
+    with pytest.raises(thrifty.InvalidInputError, match=match):
+        make([torch.nn.Parameter(torch.zeros(2))])
 
 
 def test_closure_loss_runs_with_grad_enabled():
@@ -81,3 +87,48 @@ def test_sam_perturbation_without_tensors_and_with_given_norm():
     w, gr = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 4.0])
     e = sam_perturbation([w], [gr], rho=0.5, adaptive=True, grad_norm=torch.tensor(10.0))[0]
     torch.testing.assert_close(e, 0.5 * w * w * gr / 10.0)
+
+
+HALF_STATE_OPTIMIZERS = {
+    "DoG": lambda ps: DoG(ps),
+    "LDoG": lambda ps: LDoG(ps),
+    "MoMo": lambda ps: MoMo(ps, lr=0.1),
+    "MoMoAdam": lambda ps: MoMoAdam(ps, lr=0.01),
+    "GaLoreAdamW": lambda ps: GaLoreAdamW([{"params": ps, "rank": 2, "update_proj_gap": 2}], lr=0.01),
+    "FiraAdamW": lambda ps: FiraAdamW([{"params": ps, "rank": 2, "update_proj_gap": 2}], lr=0.01),
+    "FRUGAL": lambda ps: FRUGAL(ps, lr=0.01, update_gap=2),
+    "GlobalSparseMomentumSGD": lambda ps: GlobalSparseMomentumSGD(ps, lr=0.01, momentum=0.9, density=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HALF_STATE_OPTIMIZERS))
+def test_state_dict_keeps_float32_state_of_bf16_parameters(name, tmp_path):
+    """torch casts loaded state to the parameter dtype; thrifty's optimizers keep the
+    saved dtypes, so a resumed bf16 run equals the uninterrupted one."""
+    make = HALF_STATE_OPTIMIZERS[name]
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(6, 4, generator=g)
+    a = torch.nn.Parameter(torch.randn(6, 4, generator=g).bfloat16())
+    b = torch.nn.Parameter(a.detach().clone())
+
+    def run(w, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = ((w.float() - target) ** 2).sum()
+            loss.backward()
+            opt.step(loss=loss) if name.startswith("MoMo") else opt.step()
+
+    opt_a = make([a])
+    run(a, opt_a, 3)
+    saved = {k: v.dtype for k, v in opt_a.state[a].items() if isinstance(v, torch.Tensor)}
+    assert torch.float32 in saved.values()
+    path = tmp_path / "opt.pt"
+    torch.save(opt_a.state_dict(), path)
+    opt_b = make([b])
+    with torch.no_grad():
+        b.copy_(a)
+    opt_b.load_state_dict(torch.load(path, weights_only=True))
+    assert {k: v.dtype for k, v in opt_b.state[b].items() if isinstance(v, torch.Tensor)} == saved
+    run(a, opt_a, 3)
+    run(b, opt_b, 3)
+    assert torch.equal(a, b)

@@ -4,14 +4,20 @@ Each sub-command lives in its own module exposing ``register(subparsers)``, whic
 its parser and sets ``func`` to a callable taking the parsed arguments and returning an
 exit code. Usage errors print one line on stderr and exit with code 2; errors about the
 user's input (``thrifty.InvalidInputError``, ``thrifty.FormatError``, missing files)
-also exit with code 2; other thrifty errors exit with code 1.
+also exit with code 2; other errors (out of memory, a failed write, a thrifty error)
+exit with code 1, Ctrl-C with 130 and SIGTERM with 143. Every error is one line, prefixed with the command
+(``thrifty prune: error: ...``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 __all__ = ["main", "build_parser"]
@@ -19,6 +25,9 @@ __all__ = ["main", "build_parser"]
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+EXIT_SIGPIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in (info, prune):
         module.register(sub)
+    parser.set_defaults(_commands=sub.choices)
     return parser
+
+
+def _stdout_gone() -> None:
+    """stdout's reader went away (``thrifty info | head -1``): send the rest of the
+    output, and the interpreter's final flush, to /dev/null instead of a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,23 +70,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .._errors import FormatError, InvalidInputError, ThriftyError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser: "thrifty prune: error: ..."
+        parser = args._commands.get(getattr(args, "command", None), parser)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "func", None) is None:
         parser.print_usage(sys.stderr)
         print("thrifty: error: a command is required (see 'thrifty --help')", file=sys.stderr)
         return EXIT_USAGE
+    prog = f"thrifty {args.command}"
     try:
-        return int(args.func(args))
+        with _terminate_as_exception():
+            rc = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe is reported here, not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        _stdout_gone()
+        return EXIT_SIGPIPE
     except (InvalidInputError, FormatError, FileNotFoundError, FileExistsError,
             IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        print(f"thrifty: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError as e:
+        print(f"{prog}: error: out of memory{': ' + _one_line(e) if str(e) else ''}",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as e:
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILURE
     except ThriftyError as e:
-        print(f"thrifty: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("thrifty: interrupted", file=sys.stderr)
-        return 130
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so temporary files are removed."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while a command runs (main thread only);
+    long work in the Rust core notices it within 0.1 s, as it does Ctrl-C."""
+    old = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or old in (None, signal.SIG_IGN):
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (the CLI's errors are one line each)."""
+    text = str(e)
+    if isinstance(e, OSError) and e.strerror:  # not "[Errno 13] Permission denied: '...'"
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

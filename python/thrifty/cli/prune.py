@@ -1,12 +1,18 @@
 """``thrifty prune``: prune a file of embeddings (SemDeDup, DBP, SSP or random).
 
-INPUT is a ``.npy`` file of shape (n, d), float32 or float16, read memory-mapped, or a
-``.parquet`` file with a list-of-floats column ``--column`` (needs pyarrow). The output
-holds the kept row indices in input order: int64 ``.npy``, or one index per line for a
-``.txt`` name; with ``--id-column`` the kept ids, one per line. ``--clusters`` defaults to ``round(sqrt(n))`` (spherical k-means on a
-faiss-style subsample of 256 points per centroid, then every point assigned). Outputs
-are written atomically (a temporary file, then a rename) and never overwrite an existing
-file without ``--force``. ``--example`` runs the pipeline on scikit-learn's bundled digits.
+INPUT is a ``.npy`` file of shape (n, d), float32 or float16 (read memory-mapped) or
+float64 (converted to float32, said on stderr), or a ``.parquet`` file with a column
+``--column`` holding one equal-length list of floats per row (needs pyarrow). OUT holds
+the kept row indices in input order: int64 ``.npy``, one index per line for a ``.txt``
+name, or a ``.parquet`` table with an int64 column ``index``; with ``--id-column`` the
+kept ids, one per line (``.txt``) or as a second column (``.parquet``).
+``--clusters`` defaults to ``round(sqrt(n))`` (spherical k-means on a faiss-style
+subsample of 256 points per centroid, then every point assigned).
+
+Every option and output path is checked before the work starts. OUT and ``--report``
+are written to temporary files and published together at the end (see
+:mod:`thrifty.cli._io`); an existing file is never replaced without ``--force``.
+``--example`` runs the pipeline on scikit-learn's bundled digits.
 """
 
 from __future__ import annotations
@@ -15,44 +21,57 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
+from . import example
+
 METHODS = ("semdedup", "dbp", "ssp", "random")
+PREFER = ("hard", "easy", "random", "auto")
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "prune",
-        help="prune a .npy file of embeddings (SemDeDup, density-based, SSP, random)",
+        help="prune a .npy or .parquet file of embeddings (SemDeDup, DBP, SSP, random)",
         description=(
-            "Prune a dataset by its embeddings. INPUT: .npy of shape (n, d), float32 or "
-            "float16 (memory-mapped). OUT: kept row indices (int64 .npy, or .txt one per "
-            "line). Default --clusters: round(sqrt(n))."
+            "Prune a dataset by its embeddings. INPUT: .npy of shape (n, d), float32, "
+            "float16 or float64, or .parquet with a list-of-floats column. OUT: kept row "
+            "indices (int64 .npy, .txt one per line, or .parquet). Default --clusters: "
+            "round(sqrt(n)). "
+            "Exit codes: 0 done, 1 failure, 2 bad input or usage, 130 interrupted, "
+            "143 terminated."
         ),
     )
-    p.add_argument("input", nargs="?", metavar="INPUT", help=".npy file of embeddings")
+    p.add_argument("input", nargs="?", metavar="INPUT",
+                   help=".npy or .parquet file of embeddings")
     p.add_argument("--method", choices=METHODS, default="dbp", help="pruning method (default dbp)")
     p.add_argument("--keep", type=float, default=None, metavar="F",
-                   help="fraction to keep, in (0, 1] (default 0.5; not used by semdedup)")
+                   help="fraction to keep, in (0, 1] (default 0.5; refused by semdedup)")
     p.add_argument("--eps", type=float, default=None, metavar="E",
                    help="SemDeDup threshold: drop cosine > 1 - E (semdedup default 0.05; "
                         "for dbp, runs SemDeDup first)")
     p.add_argument("--clusters", type=int, default=None, metavar="K",
                    help="k-means clusters (default round(sqrt(n)))")
+    p.add_argument("--prefer", choices=PREFER, default=None,
+                   help="which samples dbp/ssp keep (semdedup: which of a pair): hard, easy, "
+                        "random, or auto = hard from 32 kept per class (here: per cluster) "
+                        "on, easy below (default hard; --example: auto)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    p.add_argument("--column", default="embedding", metavar="NAME",
+    p.add_argument("--column", default=None, metavar="NAME",
                    help="parquet input: the embedding column (default 'embedding')")
     p.add_argument("--id-column", default=None, metavar="NAME",
-                   help="parquet input: write these ids (one per line) instead of indices")
-    p.add_argument("-o", "--output", metavar="OUT", help="output file (.npy or .txt)")
-    p.add_argument("--report", metavar="REPORT.json", help="write a JSON report of every removal")
+                   help="parquet input: write these ids (one per line in a .txt OUT, or a "
+                        "column of a .parquet OUT)")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output file: .npy (int64 indices), .txt (one per line) or .parquet "
+                        "(column 'index', and the ids with --id-column)")
+    p.add_argument("--report", metavar="REPORT.json",
+                   help="write a JSON report of every removal (published together with OUT)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument("--example", action="store_true",
-                   help="run the pipeline on scikit-learn's digits and compare classifiers")
+    example.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -61,116 +80,21 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _load_parquet(path: str, column: str, id_column: str | None) -> tuple[np.ndarray, Any]:
-    from .._errors import FormatError, InvalidInputError
-
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InvalidInputError(
-            "parquet input needs pyarrow: pip install 'thrifty[parquet]'") from None
-    try:
-        pf = pq.ParquetFile(path)
-        names = pf.schema_arrow.names
-        for c in (column, id_column):
-            if c is not None and c not in names:
-                raise InvalidInputError(f"{path}: no column {c!r} (columns: {', '.join(names)})")
-        cols = [column] + ([id_column] if id_column else [])
-        table = pf.read(columns=cols)
-    except InvalidInputError:
-        raise
-    except Exception as e:  # pyarrow raises several types for corrupt files
-        raise FormatError(f"{path}: not a readable parquet file: {e}") from None
-    col = table.column(column).combine_chunks()
-    try:
-        flat = col.flatten().to_numpy(zero_copy_only=False)
-        n = len(col)
-        if n == 0 or flat.size % n:
-            raise ValueError("rows of different lengths")
-        x = flat.reshape(n, flat.size // n)
-    except Exception as e:
-        raise FormatError(f"{path}: column {column!r} is not a list of equal-length "
-                          f"float vectors: {e}") from None
-    if x.dtype not in (np.float32, np.float16):
-        raise FormatError(f"{path}: column {column!r} holds {x.dtype}; expected float32 or float16")
-    ids = table.column(id_column).to_pylist() if id_column else None
-    return np.ascontiguousarray(x), ids
-
-
-def _load(path: str) -> np.ndarray:
-    from .._errors import FormatError
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"input file not found: {path}")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"input is a directory: {path}")
-    if not path.endswith(".npy"):
-        raise FormatError(f"{path}: unsupported input format; expected a .npy file")
-    try:
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-    except PermissionError:
-        raise
-    except (ValueError, OSError, EOFError) as e:
-        raise FormatError(f"{path}: not a readable .npy file (truncated or corrupt?): {e}") from None
-    if x.dtype not in (np.float32, np.float16):
-        raise FormatError(f"{path}: dtype {x.dtype} is not supported; expected float32 or float16")
-    if x.ndim != 2:
-        raise FormatError(f"{path}: expected a 2-D array (n, d), got shape {x.shape}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise FormatError(f"{path}: empty array of shape {x.shape}")
-    return x
-
-
-def _check_rows(x: np.ndarray, path: str) -> None:
-    from .._errors import InvalidInputError
-
-    step = max(1, (64 << 20) // (x.shape[1] * x.itemsize))
-    for s in range(0, x.shape[0], step):
-        ok = np.isfinite(x[s:s + step]).all(axis=1)
-        if not ok.all():
-            row = s + int(np.flatnonzero(~ok)[0])
-            raise InvalidInputError(f"{path}: row {row} contains NaN or infinity")
-
-
-def _write_atomic(path: str, write: Any) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".thrifty-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _check_out(path: str | None, force: bool) -> None:
-    if path is None:
-        return
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"output is a directory: {path}")
-    if os.path.exists(path) and not force:
-        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"output directory does not exist: {parent}")
-
-
 def _prune(x: np.ndarray, args: argparse.Namespace, keep: float, progress: Any = None) -> Any:
     from .. import prune
 
+    prefer = "hard" if args.prefer is None else args.prefer
     if args.method == "random":
         return prune.random_subset(x.shape[0], keep_fraction=keep, seed=args.seed)
     if args.method == "semdedup":
         eps = 0.05 if args.eps is None else args.eps
-        return prune.semdedup(x, eps=eps, n_clusters=args.clusters, seed=args.seed,
-                              progress=progress)
+        return prune.semdedup(x, eps=eps, n_clusters=args.clusters, prefer=prefer,
+                              seed=args.seed, progress=progress)
     if args.method == "ssp":
-        return prune.ssp(x, keep_fraction=keep, n_clusters=args.clusters, seed=args.seed,
-                         progress=progress)
+        return prune.ssp(x, keep_fraction=keep, n_clusters=args.clusters, prefer=prefer,
+                         seed=args.seed, progress=progress)
     return prune.dbp(x, keep_fraction=keep, n_clusters=args.clusters, dedup_eps=args.eps,
-                     seed=args.seed, progress=progress)
+                     prefer=prefer, seed=args.seed, progress=progress)
 
 
 def _validate(args: argparse.Namespace) -> float:
@@ -185,27 +109,85 @@ def _validate(args: argparse.Namespace) -> float:
         raise InvalidInputError(f"--clusters must be at least 1, got {args.clusters}")
     if args.seed < 0:
         raise InvalidInputError(f"--seed must be non-negative, got {args.seed}")
+    if not args.example and args.prefer is not None and args.method == "random":
+        raise InvalidInputError("--prefer is not used by --method random: it draws a uniform "
+                                "random subset")
+    if not args.example and args.prefer == "auto" and args.method == "semdedup":
+        raise InvalidInputError("--prefer auto does not apply to --method semdedup: it chooses "
+                                "from the kept count, which SemDeDup does not fix in advance")
     return keep
+
+
+# options each method reads; any other option given on the command line is refused
+# rather than silently ignored
+_USES = {
+    "semdedup": {"eps", "clusters"},
+    "dbp": {"keep", "eps", "clusters"},
+    "ssp": {"keep", "clusters"},
+    "random": {"keep"},
+}
+_WHY_NOT = {
+    ("semdedup", "keep"): "it removes every near-duplicate and keeps the rest, so the "
+                          "fraction kept follows from --eps (or use --method dbp --eps E "
+                          "--keep F to deduplicate, then prune to a fraction)",
+    ("ssp", "eps"): "use --method dbp --eps E to remove near-duplicates before pruning",
+    ("random", "eps"): "it draws a uniform random subset",
+    ("random", "clusters"): "it draws a uniform random subset",
+}
+
+
+def _check_method_options(args: argparse.Namespace) -> None:
+    from .._errors import InvalidInputError
+
+    for opt in ("keep", "eps", "clusters"):
+        if getattr(args, opt) is not None and opt not in _USES[args.method]:
+            why = _WHY_NOT.get((args.method, opt), "")
+            raise InvalidInputError(f"--{opt} is not used by --method {args.method}"
+                                    + (f": {why}" if why else ""))
+
+
+def _plan(args: argparse.Namespace) -> str:
+    """Check every option and output path before any work; return the output kind."""
+    from .._errors import InvalidInputError
+    from ._io import OutputSpec, check_outputs, output_kind
+
+    _check_method_options(args)
+    kind = output_kind(args.output)
+    if args.id_column is not None and kind == "npy":
+        raise InvalidInputError(f"--id-column writes ids, which a .npy of indices can not "
+                                f"hold: name the output .txt or .parquet, not "
+                                f"{os.path.basename(args.output)}")
+    if kind == "parquet" and args.id_column == "index":
+        raise InvalidInputError("--id-column 'index' would clash with the output's column "
+                                "'index' (the kept row indices); write a .txt of ids instead")
+    outs = [OutputSpec(args.output, "-o")]
+    if args.report is not None:
+        outs.append(OutputSpec(args.report, "--report"))
+    check_outputs(outs, [args.input], force=args.force)
+    if args.report is not None and os.path.splitext(args.report)[1].lower() != ".json":
+        raise InvalidInputError(f"--report {args.report}: the report is JSON; give it a "
+                                ".json name")
+    return kind
 
 
 def run(args: argparse.Namespace) -> int:
     from .._errors import InvalidInputError
+    from ._io import Outputs, read_embeddings, write_parquet
 
     keep = _validate(args)
     if args.example:
-        return _example(args, keep if args.keep is not None else 0.3)
+        return example.run(args)
+    if args.plot is not None:
+        return _fail("--plot draws the --example sweep; pass --example")
     if args.input is None:
         return _fail("INPUT is required (or pass --example)")
     if args.output is None:
         return _fail("-o OUT is required")
-    _check_out(args.output, args.force)
-    _check_out(args.report, args.force)
-    ids = None
-    if args.input.endswith(".parquet") and os.path.isfile(args.input):
-        x, ids = _load_parquet(args.input, args.column, args.id_column)
-    else:
-        x = _load(args.input)
-    _check_rows(x, args.input)
+    kind = _plan(args)
+    emb = read_embeddings(args.input, column=args.column, id_column=args.id_column)
+    for note in emb.notes:
+        print(f"thrifty prune: note: {note}", file=sys.stderr)
+    x, ids = emb.x, emb.ids
     if args.clusters is not None and args.clusters > x.shape[0]:
         raise InvalidInputError(
             f"--clusters {args.clusters} is more than the number of points ({x.shape[0]})")
@@ -213,68 +195,23 @@ def run(args: argparse.Namespace) -> int:
     show = bool(getattr(sys.stderr, "isatty", lambda: False)())
     r = _prune(x, args, keep, progress=show)
     idx = r.indices
-    if ids is not None:
-        _write_atomic(args.output, lambda f: f.write("".join(f"{ids[i]}\n" for i in idx).encode()))
-    elif args.output.endswith(".txt"):
-        _write_atomic(args.output, lambda f: f.write("".join(f"{i}\n" for i in idx).encode()))
-    else:
-        _write_atomic(args.output, lambda f: np.save(f, idx))
-    if args.report:
-        rep = r.report()
-        rep["input"] = os.path.abspath(args.input)
-        _write_atomic(args.report, lambda f: f.write(json.dumps(rep, indent=1).encode()))
+    with Outputs(force=args.force) as outs:
+        if kind == "parquet":
+            outs.stage(args.output, lambda f: write_parquet(f, idx, ids, args.id_column))
+        elif ids is not None:
+            outs.stage(args.output, lambda f: f.write("".join(f"{ids[i]}\n" for i in idx).encode()))
+        elif kind == "txt":
+            outs.stage(args.output, lambda f: f.write("".join(f"{i}\n" for i in idx.tolist()).encode()))
+        else:
+            outs.stage(args.output, lambda f: np.save(f, idx))
+        if args.report:
+            rep = r.report()
+            rep["input"] = os.path.abspath(args.input)
+            outs.stage(args.report, lambda f: f.write(json.dumps(rep, indent=1).encode()))
+        outs.publish()
     n = x.shape[0]
     dups = int((r.duplicate_of >= 0).sum())
     print(f"{args.method}: kept {idx.size} of {n} ({idx.size / n:.1%}); removed "
           f"{n - idx.size} ({dups} as near-duplicates) in {time.perf_counter() - t0:.1f} s "
-          f"-> {args.output}")
-    return 0
-
-
-def _example(args: argparse.Namespace, keep: float) -> int:
-    try:
-        from sklearn.datasets import load_digits  # type: ignore[import-untyped]
-    except ImportError:
-        return _fail("--example needs scikit-learn: pip install 'thrifty[examples]'")
-    from .. import prune
-    from ..neighbors import KNNClassifier, NearestMeanClassifier
-
-    t0 = time.perf_counter()
-    d = load_digits()
-    x, y = d.data.astype(np.float32), d.target
-    rng = np.random.default_rng(args.seed)
-    perm = rng.permutation(len(y))
-    tr, te = perm[:1200], perm[1200:]
-    # plant near-duplicates so that SemDeDup has something to find
-    dup_src = rng.choice(tr, 150, replace=False)
-    xt = np.concatenate([x[tr], x[dup_src] + rng.normal(0, 0.05, (150, 64)).astype(np.float32)])
-    yt = np.concatenate([y[tr], y[dup_src]])
-    n = len(yt)
-    eps = 0.01 if args.eps is None else args.eps
-    k = 10 if args.clusters is None else args.clusters
-    print(f"digits: {n} training images (1200 + 150 planted near-copies), {len(te)} test, "
-          f"64 features")
-    print(f"thrifty prune --method dbp --keep {keep} --eps {eps} --clusters {k}")
-    r = prune.dbp(xt, keep_fraction=keep, n_clusters=k, dedup_eps=eps, seed=args.seed)
-    rep = r.report()
-    print(f"  removed {rep['n_removed']} of {n}: {rep['n_duplicates']} near-duplicates "
-          f"(the 150 planted pairs, one of each) and {rep['n_removed'] - rep['n_duplicates']} "
-          f"easy samples from dense clusters")
-    print("  per cluster kept/size (complexity):  " + "  ".join(
-        f"{c['kept']}/{c['size']} ({c['complexity']:.3f})" for c in rep["clusters"]))
-    rnd = prune.random_subset(n, keep_fraction=keep, seed=args.seed)
-    print(f"  accuracy on {len(te)} held-out digits, trained on {r.indices.size} samples:")
-    print(f"    {'classifier':<26}{'dbp subset':>12}{'random subset':>15}{'all data':>10}")
-    for name, make in (("nearest mean (euclidean)", lambda: NearestMeanClassifier(metric="euclidean")),
-                       ("kNN k=5 (cosine)", lambda: KNNClassifier(5))):
-        accs = [make().fit(xt[s], yt[s]).score(x[te], y[te])
-                for s in (r.indices, rnd.indices, np.arange(n))]
-        print(f"    {name:<26}{accs[0]:>12.3f}{accs[1]:>15.3f}{accs[2]:>10.3f}")
-    print("  (hard-sample pruning pays off on abundant data; on 1,350 samples a random subset "
-          "is a strong baseline — Sorscher et al. 2022)")
-    ex = next((e for e in rep["removed"] if e["reason"] == "duplicate"), None)
-    if ex:
-        print(f"  e.g. sample {ex['index']} was dropped as a copy of {ex['duplicate_of']} "
-              f"(cosine {ex['similarity']:.4f}); see --report for every removal")
-    print(f"done in {time.perf_counter() - t0:.1f} s")
+          f"-> {args.output}" + (f" (report: {args.report})" if args.report else ""))
     return 0

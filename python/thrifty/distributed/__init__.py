@@ -33,7 +33,7 @@ from .._errors import InvalidInputError
 from .._progress import ProgressArg
 from .._validation import as_float_matrix, check_choice, check_float, check_int
 from ..cluster import KMeans as _LocalKMeans
-from ..prune import PruneResult, default_n_clusters
+from ..prune import PruneResult, _n_classes, default_n_clusters
 from . import _stages
 from ._executor import RayExecutor, WorkDir, connect
 from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
@@ -42,6 +42,7 @@ __all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNN", "text_k
            "text_predict", "prune_command", "DistributedPruneResult", "open_source", "connect"]
 
 _ORDERS = ("hard", "easy", "random")
+_PREFER = (*_ORDERS, "auto")
 
 
 def _partition_rows(n: int, rows: int | None, executor: RayExecutor) -> int:
@@ -154,7 +155,7 @@ class KMeans(_LocalKMeans):
     (an address, ``"auto"`` or ``"local[:N]"``).
     """
 
-    def __init__(self, n_clusters: int, *, spherical: bool = False, max_iter: int = 100,
+    def __init__(self, n_clusters: int = 8, *, spherical: bool = False, max_iter: int = 100,
                  tol: float = 1e-4, init: Any = "k-means++",
                  max_points_per_centroid: int | None = None, seed: int = 0,
                  progress: ProgressArg = None, column: str | None = None,
@@ -168,10 +169,6 @@ class KMeans(_LocalKMeans):
         self.resume, self.partition_rows, self.num_cpus = resume, partition_rows, num_cpus
         self.max_retries, self.ray = max_retries, ray
 
-    _param_names = _LocalKMeans._param_names + (  # type: ignore[assignment]
-        "column", "id_column", "work_dir", "resume", "partition_rows", "num_cpus",
-        "max_retries", "ray")
-
     def _run(self, inputs: Any) -> _Run:
         return _Run(inputs, column=self.column, id_column=self.id_column, work_dir=self.work_dir,
                     resume=self.resume, partition_rows=self.partition_rows,
@@ -179,7 +176,7 @@ class KMeans(_LocalKMeans):
                     progress=self.progress, ray=self.ray)
 
     def _local_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _LocalKMeans._param_names}
+        return {k: getattr(self, k) for k in _LocalKMeans._get_param_names()}
 
     def fit(self, X: Any, y: Any = None) -> KMeans:
         """Cluster the rows of ``X`` (shards, see the module doc); returns self."""
@@ -244,6 +241,7 @@ def _fraction(value: Any, name: str) -> float:
 
 
 def _prune(method: str, inputs: Any, params: dict[str, Any], *, n_clusters: Any, labels: Any,
+           y: Any = None,
            centroids: Any, seed: Any, progress: ProgressArg, column: str | None,
            id_column: str | None, work_dir: str | None, resume: bool,
            partition_rows: int | None, buckets: int | None, num_cpus: int, max_retries: int,
@@ -253,6 +251,8 @@ def _prune(method: str, inputs: Any, params: dict[str, Any], *, n_clusters: Any,
                partition_rows=partition_rows, num_cpus=num_cpus, max_retries=max_retries,
                progress=progress, ray=ray)
     try:
+        if method != "semdedup":
+            params = {**params, "n_classes": _n_classes(y, run.source.n)}
         return _prune_run(run, method, params, n_clusters, labels, centroids, seed, buckets)
     finally:
         run.work.close()
@@ -314,12 +314,17 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
             i = z["ids"]
             dup[i], sim[i], score[i] = z["duplicate_of"], z["similarity"], z["score"]
     complexity = np.zeros(0, np.float64)
+    # the groups prefer="auto" counts: the classes of y, else the non-empty clusters
+    groups = (params["n_classes"] if params.get("n_classes") is not None
+              else int((np.bincount(cluster, minlength=k) > 0).sum()))
     if method == "semdedup":
         keep = dup < 0
+        prefer = params["prefer"]
     elif method == "ssp":
         nk = min(max(1, int(math.floor(params["keep_fraction"] * n + 0.5))), n)
+        prefer = _core.prune_resolve_prefer(params["prefer"], nk, groups)
         ids = np.arange(n, dtype=np.int64)
-        primary = -score if params["keep"] == "hard" else score
+        primary = -score if prefer == "hard" else score
         order = np.lexsort((ids, primary))
         keep = np.zeros(n, bool)
         keep[order[:nk]] = True
@@ -330,11 +335,14 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
             intra[s["cluster"]] = s["intra"]
             sizes[s["cluster"]] = s["size"]
         counts, complexity = _core.prune_dbp_counts(c, intra, sizes, n, params)
-        st_s, sel = run.stage("select", {**key, "params": params, "buckets": nb})
+        # "auto" depends on the kept count over the whole input: resolved here, once
+        prefer = _core.prune_resolve_prefer(params["prefer"], int(counts.sum()), groups)
+        st_s, sel = run.stage("select", {**key, "params": params, "prefer": prefer,
+                                         "buckets": nb})
         if sel is None:
             c_ref, n_ref = run.ex.put(c), run.ex.put(counts)
             sel_args = [(st_a.dir, b, os.path.join(st_c.dir, f"bucket-{b:05d}.npz"), c_ref,
-                         n_ref, params["keep"], seed, st_s.path(f"keep-{b:05d}.npy"))
+                         n_ref, prefer, seed, st_s.path(f"keep-{b:05d}.npy"))
                         for b in range(nb)]
             run.ex.map(_stages.select_task, sel_args, desc="dbp select")
             st_s.finish({})
@@ -342,7 +350,8 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
         for b in range(nb):
             keep[np.load(os.path.join(st_s.dir, f"keep-{b:05d}.npy"))] = True
     kpc = np.bincount(cluster[keep], minlength=k).astype(np.int64)
-    r = DistributedPruneResult(method, keep, cluster, dup, sim, score, kpc, complexity, params)
+    r = DistributedPruneResult(method, keep, cluster, dup, sim, score, kpc, complexity, prefer,
+                               params)
     r.seconds = {**run.ex.seconds, "k-means train": train_s,
                  "driver (gather results, allocation)":
                      time.perf_counter() - t0 - sum(run.ex.seconds.get(s, 0.0) for s in (
@@ -376,15 +385,19 @@ _RUN_DOC = """
 
 
 def semdedup(X: Any, *, eps: float, n_clusters: int | None = None, labels: Any = None,
-             centroids: Any = None, order: str = "hard", seed: int = 0,
+             centroids: Any = None, prefer: str = "hard", seed: int = 0,
              progress: ProgressArg = None, column: str | None = None,
              id_column: str | None = None, work_dir: str | None = None, resume: bool = False,
              partition_rows: int | None = None, buckets: int | None = None, num_cpus: int = 1,
              max_retries: int = 3, ray: str | None = "auto") -> DistributedPruneResult:
     """:func:`thrifty.prune.semdedup` over sharded inputs; equal results by global row."""
     eps = _fraction(eps, "eps")
-    order = check_choice(order, "order", _ORDERS)
-    return _prune("semdedup", X, {"eps": eps, "order": order}, n_clusters=n_clusters,
+    if prefer == "auto":
+        raise InvalidInputError(
+            "prefer='auto' does not apply to semdedup: it chooses from the kept count, which "
+            "SemDeDup does not fix in advance; pass 'hard', 'easy' or 'random'")
+    prefer = check_choice(prefer, "prefer", _ORDERS)
+    return _prune("semdedup", X, {"eps": eps, "prefer": prefer}, n_clusters=n_clusters,
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                   partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
@@ -392,21 +405,25 @@ def semdedup(X: Any, *, eps: float, n_clusters: int | None = None, labels: Any =
 
 
 def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: Any = None,
-        centroids: Any = None, keep: str = "hard", seed: int = 0, progress: ProgressArg = None,
+        centroids: Any = None, prefer: str = "hard", y: Any = None, seed: int = 0,
+        progress: ProgressArg = None,
         column: str | None = None, id_column: str | None = None, work_dir: str | None = None,
         resume: bool = False, partition_rows: int | None = None, buckets: int | None = None,
         num_cpus: int = 1, max_retries: int = 3, ray: str | None = "auto"
         ) -> DistributedPruneResult:
     """:func:`thrifty.prune.ssp` over sharded inputs; equal results by global row.
 
-    ``keep="random"`` is not available distributed yet (InvalidInputError).
+    ``prefer="random"`` is not available distributed yet (InvalidInputError);
+    ``prefer="auto"`` resolves over the whole input exactly as one process does (``y``:
+    in-memory class labels of every row, in global row order).
     """
     kf = _fraction(keep_fraction, "keep_fraction")
-    keep = check_choice(keep, "keep", _ORDERS)
-    if keep == "random":
-        raise InvalidInputError("thrifty.distributed.ssp supports keep='hard' and 'easy'; "
-                                "keep='random' runs in one process only (thrifty.prune.ssp)")
-    return _prune("ssp", X, {"keep_fraction": kf, "keep": keep}, n_clusters=n_clusters,
+    prefer = check_choice(prefer, "prefer", _PREFER)
+    if prefer == "random":
+        raise InvalidInputError("thrifty.distributed.ssp supports prefer='hard', 'easy' and "
+                                "'auto'; prefer='random' runs in one process only "
+                                "(thrifty.prune.ssp)")
+    return _prune("ssp", X, {"keep_fraction": kf, "prefer": prefer}, y=y, n_clusters=n_clusters,
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                   partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
@@ -415,7 +432,8 @@ def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
 
 def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: Any = None,
         centroids: Any = None, n_neighbors: int = 20, temperature: float = 0.5,
-        balance: float = 0.5, keep: str = "hard", dedup_eps: float | None = None, seed: int = 0,
+        balance: float = 0.5, prefer: str = "hard", y: Any = None,
+        dedup_eps: float | None = None, seed: int = 0,
         progress: ProgressArg = None, column: str | None = None, id_column: str | None = None,
         work_dir: str | None = None, resume: bool = False, partition_rows: int | None = None,
         buckets: int | None = None, num_cpus: int = 1, max_retries: int = 3,
@@ -429,10 +447,10 @@ def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
     nn = check_int(n_neighbors, "n_neighbors", low=1)
     t = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
     b = check_float(balance, "balance", low=0.0, high=1.0)
-    keep = check_choice(keep, "keep", _ORDERS)
+    prefer = check_choice(prefer, "prefer", _PREFER)
     de = None if dedup_eps is None else _fraction(dedup_eps, "dedup_eps")
     return _prune("dbp", X, {"keep_fraction": kf, "n_neighbors": nn, "temperature": t,
-                             "balance": b, "keep": keep, "dedup_eps": de},
+                             "balance": b, "prefer": prefer, "dedup_eps": de}, y=y,
                   n_clusters=n_clusters, labels=labels, centroids=centroids, seed=seed,
                   progress=progress, column=column, id_column=id_column, work_dir=work_dir,
                   resume=resume, partition_rows=partition_rows, buckets=buckets,
@@ -492,7 +510,8 @@ def text_kneighbors(clf: Any, texts: Any, n_neighbors: int | None = None, *,
     from ..text import _check_mixture, _Texts
 
     clf._check_fitted()
-    nn = check_int(clf.k if n_neighbors is None else n_neighbors, "n_neighbors", low=1)
+    nn = check_int(clf.n_neighbors if n_neighbors is None else n_neighbors, "n_neighbors",
+                   low=1)
     if nn > clf.n_samples_fit_:
         raise InvalidInputError(f"n_neighbors={nn} is larger than the number of training "
                                 f"texts ({clf.n_samples_fit_})")
@@ -512,7 +531,7 @@ def text_kneighbors(clf: Any, texts: Any, n_neighbors: int | None = None, *,
 
 def text_predict(clf: Any, texts: Any, **kwargs: Any) -> np.ndarray:
     """:meth:`CompressionKNNClassifier.predict` through :func:`text_kneighbors`."""
-    _, ind = text_kneighbors(clf, texts, clf.k, **kwargs)
+    _, ind = text_kneighbors(clf, texts, clf.n_neighbors, **kwargs)
     lab = clf._codes[ind]
     n, c = lab.shape[0], len(clf.classes_)
     flat = (np.arange(n, dtype=np.int64)[:, None] * c + lab).ravel()

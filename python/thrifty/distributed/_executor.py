@@ -65,11 +65,11 @@ def connect(ray_address: str | None = "auto") -> Any:
 
 
 def _run_task(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
-    """What every Ray task runs: thrifty's threads = the task's CPUs, then ``fn(*args)``."""
-    from .. import set_num_threads
+    """What every Ray task runs: ``fn(*args)`` with thrifty's threads = the task's CPUs."""
+    from .. import threads as thrifty_threads
 
-    set_num_threads(threads)
-    return fn(*args)
+    with thrifty_threads(threads):
+        return fn(*args)
 
 
 def fault_point(stage: str) -> None:

@@ -142,15 +142,16 @@ def cluster_task(assign_dir: str, bucket: int, centroids: np.ndarray, method: st
         zeros = np.zeros(e - a, np.int64)
         cj = np.ascontiguousarray(centroids[j:j + 1])
         if method == "semdedup" or (method == "dbp" and params.get("dedup_eps") is not None):
-            opts = ({"eps": params["eps"], "order": params["order"], "seed": seed}
+            opts = ({"eps": params["eps"], "prefer": params["prefer"], "seed": seed}
                     if method == "semdedup" else
-                    {"eps": params["dedup_eps"], "order": "hard", "seed": seed})
-            _, d, s, sc, _, _ = _core.prune("semdedup", xj, zeros, cj, opts, None, gj)
+                    {"eps": params["dedup_eps"], "prefer": "hard", "seed": seed})
+            _, d, s, sc, _, _, _ = _core.prune("semdedup", xj, zeros, cj, opts, None, gj)
             dup[a:e] = np.where(d >= 0, gj[np.maximum(d, 0)], -1)
             sim[a:e] = s
         else:
-            _, _, _, sc, _, _ = _core.prune(
-                "ssp", xj, zeros, cj, {"keep_fraction": 1.0, "keep": "hard", "seed": seed},
+            _, _, _, sc, _, _, _ = _core.prune(
+                "ssp", xj, zeros, cj,
+                {"keep_fraction": 1.0, "prefer": "hard", "n_classes": None, "seed": seed},
                 None, gj)
         score[a:e] = sc
         alive = sc[dup[a:e] < 0]
@@ -162,9 +163,11 @@ def cluster_task(assign_dir: str, bucket: int, centroids: np.ndarray, method: st
 
 
 def select_task(assign_dir: str, bucket: int, cluster_file: str, centroids: np.ndarray,
-                counts: np.ndarray, keep: str, seed: int, out_path: str) -> int:
-    """DBP's per-cluster choice: the ``counts[j]`` surviving members ``keep`` prefers
-    (ties and seeded draws by global id). Writes the kept global ids to ``out_path``."""
+                counts: np.ndarray, prefer: str, seed: int, out_path: str) -> int:
+    """DBP's per-cluster choice: the ``counts[j]`` surviving members the resolved order
+    ``prefer`` ("hard", "easy" or "random": "auto" is resolved over the whole input by
+    the driver) puts first (ties and seeded draws by global id). Writes the kept global
+    ids to ``out_path``."""
     fault_point("select")
     ids, lab, x = _load_bucket(assign_dir, bucket)
     centroids, counts = aligned(centroids), aligned(counts)
@@ -183,7 +186,7 @@ def select_task(assign_dir: str, bucket: int, cluster_file: str, centroids: np.n
         gj = np.ascontiguousarray(ids[a:e][m])
         k, *_ = _core.prune("select", xj, np.zeros(gj.size, np.int64),
                             np.ascontiguousarray(centroids[j:j + 1]),
-                            {"count": c, "keep": keep, "seed": seed}, None, gj)
+                            {"count": c, "prefer": prefer, "seed": seed}, None, gj)
         kept.append(gj[k])
     out = np.concatenate(kept) if kept else np.zeros(0, np.int64)
     write_npy_atomic(out_path, out)
@@ -206,5 +209,5 @@ def text_knn_task(queries: list[bytes], refs: list[bytes], lens: np.ndarray, sta
     indices from ``start``)."""
     fault_point("text_knn")
     ind, dist = _core.text_kneighbors(queries, refs, aligned(lens), min(k, len(refs)), compressor,
-                                      level, distance, None, None)
+                                      level, distance, None)
     return dist, ind + start

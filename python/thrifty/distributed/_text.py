@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .._base import check_fitted
 from .._errors import FormatError, InvalidInputError, ThriftyIOError
 from .._progress import ProgressArg
 from .._validation import check_int
@@ -75,9 +76,9 @@ def _shard_task(path: str, field: str, start: int, queries: list[bytes], k: int,
         refs = _Texts(read_texts(path, field), os.path.basename(path))
     except InvalidInputError as e:
         raise InvalidInputError(f"{path}: {e}") from None
-    lens = _core.compressed_len(refs.blobs, compressor, level, None, None)
+    lens = _core.compressed_len(refs.blobs, compressor, level, None)
     ind, dist = _core.text_kneighbors(queries, refs.blobs, lens, min(k, len(refs)), compressor,
-                                      level, distance, None, None)
+                                      level, distance, None)
     return dist, ind + start
 
 
@@ -91,18 +92,15 @@ class CompressionKNN(CompressionKNNClassifier):
     ``kneighbors`` and ``predict`` run one Ray task per shard.
     """
 
-    def __init__(self, k: int = 2, *, compressor: str = "gzip", level: int | None = None,
-                 distance: str = "ncd", tie_break: str = "nearest", seed: int = 0,
-                 n_jobs: int | None = None, progress: ProgressArg = None,
-                 text_field: str = "text", label_field: str | None = "label",
-                 num_cpus: int = 1, max_retries: int = 3, ray: str | None = "auto") -> None:
-        super().__init__(k, compressor=compressor, level=level, distance=distance,
-                         tie_break=tie_break, seed=seed, n_jobs=n_jobs, progress=progress)
+    def __init__(self, n_neighbors: int = 2, *, compressor: str = "gzip",
+                 level: int | None = None, distance: str = "ncd", tie_break: str = "nearest",
+                 seed: int = 0, progress: ProgressArg = None, text_field: str = "text",
+                 label_field: str | None = "label", num_cpus: int = 1, max_retries: int = 3,
+                 ray: str | None = "auto") -> None:
+        super().__init__(n_neighbors, compressor=compressor, level=level, distance=distance,
+                         tie_break=tie_break, seed=seed, progress=progress)
         self.text_field, self.label_field = text_field, label_field
         self.num_cpus, self.max_retries, self.ray = num_cpus, max_retries, ray
-
-    _param_names = CompressionKNNClassifier._param_names + (  # type: ignore[assignment]
-        "text_field", "label_field", "num_cpus", "max_retries", "ray")
 
     def fit(self, texts: Any, y: Any = None) -> CompressionKNN:  # type: ignore[override]
         """Describe the reference shards ``texts`` and read their labels."""
@@ -127,8 +125,8 @@ class CompressionKNN(CompressionKNNClassifier):
         n_total = int(sum(sizes))
         self.classes_, self._codes = _label_classes(labels if y is None else y, n_total)
         if k > n_total:
-            raise InvalidInputError(f"k={k} is larger than the number of training texts "
-                                    f"({n_total})")
+            raise InvalidInputError(f"n_neighbors={k} is larger than the number of training "
+                                    f"texts ({n_total})")
         self._level = level
         self.shards_ = paths
         self.shard_starts_ = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -137,8 +135,7 @@ class CompressionKNN(CompressionKNNClassifier):
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "shards_"):
-            raise InvalidInputError("this CompressionKNN is not fitted yet; call fit first")
+        check_fitted(self, "shards_")
 
     def _neighbors(self, texts: Any, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
         from . import _merge

@@ -7,15 +7,28 @@ spherical :class:`thrifty.cluster.KMeans` first (default ``n_clusters``:
 iterations on a subsample of 256 points per centroid, then every point assigned). Within-cluster similarities are float32 products (never float16).
 Deterministic for a given ``seed``, independent of the thread count, ties by index.
 
-* :func:`semdedup` — per cluster, order members (``"hard"``: farthest from the centroid
-  first), ``M_j = max_{i<j} cos(x_i, x_j)``; ``j`` is removed when ``M_j > 1 - eps``
-  (pairwise: even when the item it matched was itself removed).
+* :func:`semdedup` — per cluster, order members (``prefer="hard"``: farthest from the
+  centroid first), ``M_j = max_{i<j} cos(x_i, x_j)``; ``j`` is removed when
+  ``M_j > 1 - eps`` (pairwise: even when the item it matched was itself removed).
 * :func:`ssp` — keep ``round(keep_fraction * n)`` samples ranked globally by cosine
-  distance to their own centroid (``keep="hard"`` keeps the farthest).
+  distance to their own centroid (``prefer="hard"`` keeps the farthest).
 * :func:`dbp` — optional SemDeDup, complexity ``C_j = d_inter_j * d_intra_j``,
   ``P = softmax(C / temperature)``, keep counts ``clip(lambda * P_j, lb_j, n_j)``
   summing exactly to ``N`` (water-filling; ``lb_j = min(floor(N / k * balance), n_j - 1)``),
   keep the hardest within each cluster. Duplicates count toward ``keep_fraction``.
+
+``prefer`` names which members a method keeps (or, for SemDeDup, puts first):
+``"hard"`` (farthest from their centroid), ``"easy"`` (nearest), ``"random"`` (seeded),
+or, for :func:`ssp` and :func:`dbp`, ``"auto"``: the strategy switch of Sorscher et al.
+2022 ("Beyond neural scaling laws": keep easy samples when data is scarce, hard ones when
+it is abundant). With ``K`` the number of samples kept and ``G`` the number of groups
+(the distinct classes of ``y`` when it is given, else the non-empty clusters), ``"auto"``
+is ``"hard"`` when ``K // G >= 32`` and ``"easy"`` otherwise; :attr:`PruneResult.prefer`
+records the choice. 32 is an empirical crossover, not a law: on scikit-learn's digits
+with a 5-NN classifier hard-first selection overtook easy-first between 24 and 36 kept
+samples per class. Clusters are usually finer than classes, so without ``y`` the switch
+to ``"hard"`` comes later (the safer side: hard-only subsets of scarce data fail worst).
+SemDeDup refuses ``"auto"``: it fixes no kept count in advance.
 
 ``keep_fraction`` is relative to the input size: ``N = floor(keep_fraction * n + 0.5)``,
 at least 1. Score-based selection from your own training runs: :mod:`thrifty.prune.scores`.
@@ -29,6 +42,16 @@ Examples
 ...              centroids=np.array([[1, 1]], dtype=np.float32))
 >>> r.indices.tolist(), r.duplicate_of.tolist()
 ([0, 2], [-1, 0, -1])
+
+``prefer="auto"`` keeps hard samples from 32 kept per class on, easy ones below:
+
+>>> from thrifty.prune import ssp
+>>> rng = np.random.default_rng(0)
+>>> X, y = rng.normal(size=(400, 8)).astype(np.float32), np.arange(400) % 4
+>>> ssp(X, keep_fraction=0.5, y=y, n_clusters=4, prefer="auto").prefer  # 200 // 4 >= 32
+'hard'
+>>> ssp(X, keep_fraction=0.2, y=y, n_clusters=4, prefer="auto").prefer  # 80 // 4 < 32
+'easy'
 """
 
 from __future__ import annotations
@@ -49,6 +72,7 @@ __all__ = ["PruneResult", "semdedup", "ssp", "dbp", "random_subset", "default_n_
            "scores"]
 
 _ORDERS = ("hard", "easy", "random")
+_PREFER = (*_ORDERS, "auto")
 
 
 def default_n_clusters(n: int) -> int:
@@ -79,8 +103,11 @@ class PruneResult:
         Cosine distance to the sample's own centroid, ``1 - cos``.
     keep_per_cluster : ndarray of int64, shape (n_clusters,)
     complexity : ndarray of float64, shape (n_clusters,) (DBP only, else empty)
+    prefer : str
+        The member order used: ``"hard"``, ``"easy"`` or ``"random"`` (``prefer="auto"``
+        resolved; ``"random"`` for :func:`random_subset`).
     params : dict
-        The parameters used.
+        The parameters used (``params["prefer"]`` is the option as passed).
     """
 
     method: str
@@ -91,6 +118,7 @@ class PruneResult:
     score: np.ndarray
     keep_per_cluster: np.ndarray
     complexity: np.ndarray
+    prefer: str
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -102,7 +130,7 @@ class PruneResult:
 
         Schema::
 
-            {"method": str, "params": {...},
+            {"method": str, "prefer": "hard" | "easy" | "random", "params": {...},
              "n_input": int, "n_kept": int, "n_removed": int, "n_duplicates": int,
              "clusters": [{"cluster": int, "size": int, "kept": int,
                            "complexity": float | null}, ...],
@@ -142,6 +170,7 @@ class PruneResult:
             })
         return {
             "method": self.method,
+            "prefer": self.prefer,
             "params": dict(self.params),
             "n_input": n,
             "n_kept": int(self.keep.sum()),
@@ -181,6 +210,10 @@ def _clustering(
     return km.labels_, km.cluster_centers_
 
 
+# pruning needs a data set: a single sample (what reshape(1, -1) makes) is never useful
+_ONE_ROW_PER_SAMPLE = "pruning needs the whole data set, one embedding per row"
+
+
 def _fraction(value: Any, name: str) -> float:
     """A fraction in (0, 1]: ``keep_fraction``, ``eps``, ``dedup_eps``."""
     return check_float(value, name, low=0.0, high=1.0, low_inclusive=False)
@@ -205,8 +238,23 @@ def _run(
     lab, c = _clustering(x, n_clusters, labels, centroids, seed, progress)
     params = {**params, "seed": seed, "n_clusters": int(c.shape[0])}
     with progress_callback(progress, desc=method) as cb:
-        keep, dup, sim, score, kpc, cx = _core.prune(method, x, lab, c, params, cb)
-    return PruneResult(method, keep, lab, dup, sim, score, kpc, cx, params)
+        keep, dup, sim, score, kpc, cx, used = _core.prune(method, x, lab, c, params, cb)
+    return PruneResult(method, keep, lab, dup, sim, score, kpc, cx, used, params)
+
+
+def _n_classes(y: Any, n: int) -> int | None:
+    """The number of distinct classes in ``y`` (length ``n``), or None without ``y``."""
+    if y is None:
+        return None
+    a = np.asarray(y)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise InvalidInputError(f"y must have shape ({n},) (one class per sample), got {a.shape}")
+    if a.dtype.kind == "f" and np.isnan(a).any():
+        raise InvalidInputError(f"y contains NaN at index {int(np.flatnonzero(np.isnan(a))[0])}")
+    try:
+        return int(np.unique(a).size)
+    except TypeError as e:
+        raise InvalidInputError(f"y holds class labels that can not be compared: {e}") from None
 
 
 def semdedup(
@@ -216,7 +264,7 @@ def semdedup(
     n_clusters: int | None = None,
     labels: Any = None,
     centroids: Any = None,
-    order: str = "hard",
+    prefer: str = "hard",
     seed: int = 0,
     progress: ProgressArg = None,
 ) -> PruneResult:
@@ -231,8 +279,10 @@ def semdedup(
         Clusters for spherical k-means (see the module doc for the default).
     labels, centroids : array-like, optional
         A clustering to use instead (both or neither).
-    order : {"hard", "easy", "random"}
-        Member order within a cluster; earlier members are kept.
+    prefer : {"hard", "easy", "random"}
+        Member order within a cluster; earlier members are kept, so ``"hard"`` keeps the
+        member of a duplicate pair farther from the centroid. ``"auto"`` is refused: it
+        chooses from a kept count, which SemDeDup does not fix in advance.
     seed : int
     progress : bool, callable or None
 
@@ -240,11 +290,15 @@ def semdedup(
     -------
     PruneResult
     """
-    x = as_float_matrix(X, "X")
+    x = as_float_matrix(X, "X", one_d_hint=_ONE_ROW_PER_SAMPLE)
     eps = _fraction(eps, "eps")
-    order = check_choice(order, "order", _ORDERS)
+    if prefer == "auto":
+        raise InvalidInputError(
+            "prefer='auto' does not apply to semdedup: it chooses from the kept count, which "
+            "SemDeDup does not fix in advance; pass 'hard', 'easy' or 'random'")
+    prefer = check_choice(prefer, "prefer", _ORDERS)
     return _run("semdedup", x, n_clusters, labels, centroids, seed, progress,
-                {"eps": eps, "order": order})
+                {"eps": eps, "prefer": prefer})
 
 
 def ssp(
@@ -254,7 +308,8 @@ def ssp(
     n_clusters: int | None = None,
     labels: Any = None,
     centroids: Any = None,
-    keep: str = "hard",
+    prefer: str = "hard",
+    y: Any = None,
     seed: int = 0,
     progress: ProgressArg = None,
 ) -> PruneResult:
@@ -266,9 +321,13 @@ def ssp(
     keep_fraction : float
         Fraction of the input to keep, in (0, 1].
     n_clusters, labels, centroids : see :func:`semdedup`
-    keep : {"hard", "easy", "random"}
+    prefer : {"hard", "easy", "random", "auto"}
         Keep the farthest from their centroid (abundant data), the nearest (scarce data),
-        or a seeded random choice.
+        a seeded random choice, or choose hard/easy from the kept count per class (see
+        the module doc).
+    y : array-like of shape (n_samples,), optional
+        Class labels; only ``prefer="auto"`` reads them (to count the classes). Without
+        them ``"auto"`` counts the non-empty clusters.
     seed : int
     progress : bool, callable or None
 
@@ -276,11 +335,12 @@ def ssp(
     -------
     PruneResult
     """
-    x = as_float_matrix(X, "X")
+    x = as_float_matrix(X, "X", one_d_hint=_ONE_ROW_PER_SAMPLE)
     kf = _fraction(keep_fraction, "keep_fraction")
-    keep = check_choice(keep, "keep", _ORDERS)
+    prefer = check_choice(prefer, "prefer", _PREFER)
+    nc = _n_classes(y, x.shape[0])
     return _run("ssp", x, n_clusters, labels, centroids, seed, progress,
-                {"keep_fraction": kf, "keep": keep})
+                {"keep_fraction": kf, "prefer": prefer, "n_classes": nc})
 
 
 def dbp(
@@ -293,7 +353,8 @@ def dbp(
     n_neighbors: int = 20,
     temperature: float = 0.5,
     balance: float = 0.5,
-    keep: str = "hard",
+    prefer: str = "hard",
+    y: Any = None,
     dedup_eps: float | None = None,
     seed: int = 0,
     progress: ProgressArg = None,
@@ -312,8 +373,12 @@ def dbp(
         Softmax temperature over cluster complexities.
     balance : float, default 0.5
         Lower bound per cluster: ``min(floor(N / k * balance), n_j - 1)``.
-    keep : {"hard", "easy", "random"}
-        Which members a cluster keeps.
+    prefer : {"hard", "easy", "random", "auto"}
+        Which members a cluster keeps; ``"auto"`` chooses hard or easy from the kept
+        count per class (see the module doc).
+    y : array-like of shape (n_samples,), optional
+        Class labels; only ``prefer="auto"`` reads them. Without them ``"auto"`` counts
+        the non-empty clusters.
     dedup_eps : float, optional
         Run SemDeDup (hard order) with this ``eps`` first.
     seed : int
@@ -323,16 +388,17 @@ def dbp(
     -------
     PruneResult
     """
-    x = as_float_matrix(X, "X")
+    x = as_float_matrix(X, "X", one_d_hint=_ONE_ROW_PER_SAMPLE)
     kf = _fraction(keep_fraction, "keep_fraction")
     nn = check_int(n_neighbors, "n_neighbors", low=1)
     t = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
     b = check_float(balance, "balance", low=0.0, high=1.0)
-    keep = check_choice(keep, "keep", _ORDERS)
+    prefer = check_choice(prefer, "prefer", _PREFER)
+    nc = _n_classes(y, x.shape[0])
     de = None if dedup_eps is None else _fraction(dedup_eps, "dedup_eps")
     return _run("dbp", x, n_clusters, labels, centroids, seed, progress,
                 {"keep_fraction": kf, "n_neighbors": nn, "temperature": t, "balance": b,
-                 "keep": keep, "dedup_eps": de})
+                 "prefer": prefer, "n_classes": nc, "dedup_eps": de})
 
 
 def random_subset(n: int, *, keep_fraction: float, seed: int = 0) -> PruneResult:
@@ -345,4 +411,4 @@ def random_subset(n: int, *, keep_fraction: float, seed: int = 0) -> PruneResult
     keep[rng.choice(n, size=m, replace=False)] = True
     return PruneResult("random", keep, np.full(n, -1, dtype=np.int64), np.full(n, -1, np.int64),
                        np.full(n, np.nan, np.float32), np.full(n, np.nan), np.zeros(0, np.int64),
-                       np.zeros(0), {"keep_fraction": kf, "seed": seed})
+                       np.zeros(0), "random", {"keep_fraction": kf, "seed": seed})

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validation import check_float
 from .._errors import InvalidInputError
-from .optim._common import check_number
 
 __all__ = ["uniform_soup", "greedy_soup", "model_stock", "WeightInterpolation"]
 
@@ -166,7 +166,7 @@ class WeightInterpolation:
     """
 
     def __init__(self, model: nn.Module, momentum: float) -> None:
-        self.momentum = check_number("momentum", momentum, high=1.0)
+        self.momentum = check_float(momentum, "momentum", low=0.0, high=1.0)
         self.model = model
         self.slow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -195,5 +195,5 @@ class WeightInterpolation:
         return {"momentum": self.momentum, "slow": self.averaged_state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.momentum = check_number("momentum", state_dict["momentum"], high=1.0)
+        self.momentum = check_float(state_dict["momentum"], "momentum", low=0.0, high=1.0)
         self.slow = {k: v.clone() for k, v in state_dict["slow"].items()}

@@ -4,7 +4,9 @@ Each dataset yields whole batches as CPU tensors that share memory with the nump
 batches of :mod:`thrifty.data` (``torch.from_numpy``, no copy). Batching, shuffling,
 prefetching and rank splitting already happen in thrifty's background thread, so wrap
 them in a ``DataLoader`` with ``batch_size=None`` and ``num_workers=0`` (or iterate
-them directly); worker processes would each replay the whole epoch and are refused.
+them directly). ``num_workers >= 1`` is refused with :class:`thrifty.InvalidInputError`:
+a worker process holds a copy of the loader, so every epoch would repeat one order and
+``state_dict()`` would never advance.
 
 Token windows keep their file dtype (``torch.uint16`` / ``torch.uint32``); call
 ``.long()`` on the batch (on the device, after ``.to(device)``) for embedding lookups.
@@ -17,23 +19,13 @@ from typing import Any
 
 try:
     import torch
-    from torch.utils.data import IterableDataset, get_worker_info
+    from torch.utils.data import IterableDataset
 except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError("thrifty.torch.data needs PyTorch: pip install 'thrifty[torch]'") from e
 
-from .._errors import InvalidInputError
 from ..data import ArrayLoader, TokenLoader
 
 __all__ = ["ArrayDataset", "TokenDataset"]
-
-
-def _check_worker() -> None:
-    info = get_worker_info()
-    if info is not None and info.num_workers > 1:
-        raise InvalidInputError(
-            "thrifty datasets prefetch in their own background thread and must not be "
-            "replicated across DataLoader workers; use num_workers=0"
-        )
 
 
 class _Wrapped(IterableDataset):  # type: ignore[type-arg]
@@ -73,8 +65,7 @@ class ArrayDataset(_Wrapped):
         self.loader = ArrayLoader(source, **kwargs)
 
     def __iter__(self) -> Iterator[Any]:
-        _check_worker()
-        for batch in self.loader:
+        for batch in self.loader:  # refuses to run in a DataLoader worker
             if isinstance(batch, tuple):
                 yield tuple(torch.from_numpy(a) for a in batch)
             else:
@@ -92,6 +83,5 @@ class TokenDataset(_Wrapped):
         self.loader = TokenLoader(path, **kwargs)
 
     def __iter__(self) -> Iterator[Any]:
-        _check_worker()
-        for batch in self.loader:
+        for batch in self.loader:  # refuses to run in a DataLoader worker
             yield torch.from_numpy(batch)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import InvalidInputError
-from .._validation import check_float
+from .._validation import check_float, check_int
 
 __all__ = ["hadamard", "zero_init_", "mimetic_init_", "lsuv_init_"]
 
@@ -253,14 +253,8 @@ def lsuv_init_(
     """
     if not isinstance(model, nn.Module):
         raise InvalidInputError(f"model must be an nn.Module, got {type(model).__name__}")
-    try:
-        tol = float(tol)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"tol must be a positive number, got {tol!r}") from None
-    if not (math.isfinite(tol) and tol > 0):
-        raise InvalidInputError(f"tol must be a positive number, got {tol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise InvalidInputError(f"max_iter must be a positive integer, got {max_iter!r}")
+    tol = check_float(tol, "tol", low=0.0, low_inclusive=False)
+    max_iter = check_int(max_iter, "max_iter", low=1)
     layers = [m for m in model.modules() if isinstance(m, _LAYERS)]
     if not layers:
         raise InvalidInputError("the model holds no nn.Linear or nn.Conv layer to initialise")

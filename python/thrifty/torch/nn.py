@@ -13,8 +13,8 @@ integer activations, with straight-through gradients:
   ``w + lambda (W_q - w).detach()``: 0 is the plain float layer, 1 full quantization,
   values in between phase quantization in (the 16 -> 1.58-bit transition).
 
-On CUDA (``strength=1``, ``act_bits=8``, CuPy installed) the forward pass runs in
-integers (:mod:`thrifty.cuda.bitlinear`: int8 activations x ternary weights packed 16 per
+On CUDA (``strength=1``, ``act_bits=8``, when :func:`thrifty.torch.cuda_available`) the forward pass runs in
+integers (the CUDA backend's fused layer: int8 activations x ternary weights packed 16 per
 word, cached until the weight changes), with the same values up to the float layer's
 accumulation rounding and the same straight-through gradients.
 
@@ -31,36 +31,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._errors import InvalidInputError
+from .._validation import check_float, check_int
+from ._cuda import _runtime as _rt
+from ._ternary import check_scale as _check_scale
+from ._ternary import weight_scale as _weight_scale
 
 __all__ = ["BitLinear", "to_bitlinear", "set_strength", "StrengthSchedule",
            "ternary_weight", "quantize_activations"]
 
-_SCALES = ("absmean", "absmedian")
-
-
-def _check_scale(scale: str) -> str:
-    if scale not in _SCALES:
-        raise InvalidInputError(f"scale must be one of {_SCALES}, got {scale!r}")
-    return scale
 
 
 def _check_strength(strength: Any) -> float:
-    try:
-        v = float(strength)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"strength must be a number in [0, 1], got {strength!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise InvalidInputError(f"strength must be in [0, 1], got {strength!r}")
-    return v
+    return check_float(strength, "strength", low=0.0, high=1.0)
 
 
 def _check_act_bits(act_bits: Any) -> int | None:
-    if act_bits is None:
-        return None
-    if isinstance(act_bits, bool) or not isinstance(act_bits, int) or not 2 <= act_bits <= 16:
-        raise InvalidInputError(f"act_bits must be an int in [2, 16] or None, got {act_bits!r}")
-    return act_bits
+    return None if act_bits is None else check_int(act_bits, "act_bits", low=2, high=16)
 
 
 def ternary_weight(weight: Tensor, scale: str = "absmean") -> tuple[Tensor, Tensor]:
@@ -87,16 +73,6 @@ def ternary_weight(weight: Tensor, scale: str = "absmean") -> tuple[Tensor, Tens
     return torch.round(w * s).clamp_(-1.0, 1.0), s
 
 
-def _weight_scale(w: Tensor, scale: str) -> Tensor:
-    """``s = 1 / max(gamma, 1e-5)`` of a float32 weight (shared with thrifty.cuda.bitlinear)."""
-    a = w.abs()
-    if scale == "absmean":
-        gamma = a.mean(dtype=torch.float64).float()
-    else:
-        gamma = a.flatten().median()  # the lower middle value, as thrifty.quant
-    return 1.0 / gamma.clamp(min=1e-5)
-
-
 def quantize_activations(x: Tensor, bits: int = 8) -> Tensor:
     """Per-token (last dimension) absmax fake quantization to ``bits``-bit integers.
 
@@ -112,12 +88,6 @@ def quantize_activations(x: Tensor, bits: int = 8) -> Tensor:
     xf = x.float()
     s = qmax / xf.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
     return (torch.round(xf * s).clamp_(-qmax - 1, qmax) / s).to(x.dtype)
-
-
-def _fused_available() -> bool:
-    from ..cuda._runtime import available
-
-    return available()
 
 
 class BitLinear(nn.Linear):
@@ -164,9 +134,8 @@ class BitLinear(nn.Linear):
         device: Any = None,
         dtype: Any = None,
     ) -> None:
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {v!r}")
+        check_int(in_features, "in_features", low=1)
+        check_int(out_features, "out_features", low=1)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.scale = _check_scale(scale)
         self.act_bits = _check_act_bits(act_bits)
@@ -190,10 +159,10 @@ class BitLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         lam = self.strength
-        if x.is_cuda and lam == 1.0 and self.act_bits == 8 and _fused_available():
-            # same layer in integers on the GPU (thrifty.cuda.bitlinear): int8 x packed
+        if lam == 1.0 and self.act_bits == 8 and _rt.use_kernels(x):
+            # same layer in integers on the GPU (the CUDA backend): int8 x packed
             # ternary GEMM, packed weights cached until the weight changes
-            from ..cuda import bitlinear as fused
+            from ._cuda import bitlinear as fused
 
             cache = self.__dict__.setdefault("_fused_cache", fused.WeightCache())
             return fused.bitlinear(x, self.weight, self.bias, scale=self.scale, cache=cache)
@@ -280,9 +249,8 @@ class StrengthSchedule:
     """
 
     def __init__(self, model: nn.Module, ramp_steps: int, *, start_step: int = 0) -> None:
-        for name, v in (("ramp_steps", ramp_steps), ("start_step", start_step)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise InvalidInputError(f"{name} must be a non-negative integer, got {v!r}")
+        check_int(ramp_steps, "ramp_steps", low=0)
+        check_int(start_step, "start_step", low=0)
         self.model = model
         self.ramp_steps = ramp_steps
         self.start_step = start_step

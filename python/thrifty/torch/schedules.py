@@ -13,7 +13,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from .._errors import InvalidInputError
-from .optim._common import check_int, check_number
+from .._validation import check_float, check_int
 
 __all__ = ["WSD", "InfiniteLR", "wsd", "infinite"]
 
@@ -40,9 +40,9 @@ class WSD(_FactorLR):
         cooldown: str = "linear",
         final_lr_ratio: float = 0.0,
     ) -> None:
-        self.warmup_steps = check_int("warmup_steps", warmup_steps)
-        self.total_steps = check_int("total_steps", total_steps, positive=True)
-        frac = check_number("cooldown_fraction", cooldown_fraction, high=1.0)
+        self.warmup_steps = check_int(warmup_steps, "warmup_steps", low=0)
+        self.total_steps = check_int(total_steps, "total_steps", low=1)
+        frac = check_float(cooldown_fraction, "cooldown_fraction", low=0.0, high=1.0)
         self.cooldown_steps = int(round(frac * total_steps))
         if self.warmup_steps + self.cooldown_steps > self.total_steps:
             raise InvalidInputError(
@@ -52,7 +52,7 @@ class WSD(_FactorLR):
         if cooldown not in ("linear", "1-sqrt"):
             raise InvalidInputError(f"cooldown must be 'linear' or '1-sqrt', got {cooldown!r}")
         self.cooldown = cooldown
-        self.final_lr_ratio = check_number("final_lr_ratio", final_lr_ratio, high=1.0)
+        self.final_lr_ratio = check_float(final_lr_ratio, "final_lr_ratio", low=0.0, high=1.0)
         super().__init__(optimizer)
 
     def factor(self, step: int) -> float:
@@ -123,11 +123,11 @@ class InfiniteLR(_FactorLR):
         anneal_steps: int,
         final_lr_ratio: float = 0.0,
     ) -> None:
-        self.warmup_steps = check_int("warmup_steps", warmup_steps)
-        self.cooldown_steps = check_int("cooldown_steps", cooldown_steps)
-        self.constant_ratio = check_number("constant_ratio", constant_ratio, low_open=True, high=1.0)
-        self.anneal_steps = check_int("anneal_steps", anneal_steps, positive=True)
-        self.final_lr_ratio = check_number("final_lr_ratio", final_lr_ratio, high=self.constant_ratio)
+        self.warmup_steps = check_int(warmup_steps, "warmup_steps", low=0)
+        self.cooldown_steps = check_int(cooldown_steps, "cooldown_steps", low=0)
+        self.constant_ratio = check_float(constant_ratio, "constant_ratio", low=0.0, low_inclusive=False, high=1.0)
+        self.anneal_steps = check_int(anneal_steps, "anneal_steps", low=1)
+        self.final_lr_ratio = check_float(final_lr_ratio, "final_lr_ratio", low=0.0, high=self.constant_ratio)
         self.anneal_start: int | None = None
         super().__init__(optimizer)
 

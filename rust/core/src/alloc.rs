@@ -69,6 +69,31 @@ pub fn checked_len(a: usize, b: usize, what: &'static str) -> Result<usize, Allo
     })
 }
 
+/// Refuse `n` elements of `bytes_each` bytes (in one or several buffers) when they
+/// exceed the machine's memory plus swap: each buffer alone may be granted (memory
+/// is overcommitted) and the process killed later, while the pages are filled.
+pub fn check_total(n: usize, bytes_each: usize, what: &'static str) -> Result<(), AllocError> {
+    let bytes = checked_len(n, bytes_each, what)?;
+    match memory_limit() {
+        Some(limit) if bytes as u128 > limit => Err(AllocError { what, bytes }),
+        _ => Ok(()),
+    }
+}
+
+/// Physical memory plus swap, in bytes, when the system says.
+fn memory_limit() -> Option<u128> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `sysinfo` only writes the struct it is given.
+        let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sysinfo(&mut info) } == 0 {
+            let unit = u128::from(info.mem_unit.max(1));
+            return Some((u128::from(info.totalram) + u128::from(info.totalswap)) * unit);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +104,8 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::OutOfMemory);
         assert!(try_with_capacity::<f32>(1usize << 60, "test").is_err());
         assert!(checked_len(usize::MAX, 2, "test").is_err());
+        assert!(check_total(1 << 62, 8, "test").is_err());
+        assert!(check_total(1 << 50, 1 << 20, "test").is_err());
         let mut v: Vec<u8> = Vec::new();
         assert!(try_reserve(&mut v, usize::MAX, "test").is_err());
     }
@@ -88,5 +115,6 @@ mod tests {
         assert_eq!(try_vec(7u8, 3, "test").unwrap(), vec![7, 7, 7]);
         assert!(try_with_capacity::<f32>(10, "test").unwrap().capacity() >= 10);
         assert_eq!(checked_len(3, 4, "test").unwrap(), 12);
+        assert!(check_total(1000, 8, "test").is_ok());
     }
 }

@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use crate::alloc::AllocError;
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::gemm::{self, AlignedBuf, Isa};
 use crate::linalg::{LinalgError, MatRef};
@@ -72,6 +73,8 @@ pub enum ClusterError {
     ZeroVector(usize),
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 impl Classify for ClusterError {
@@ -79,6 +82,7 @@ impl Classify for ClusterError {
         match self {
             ClusterError::Cancelled(_) => ErrorKind::Cancelled,
             ClusterError::Matrix(e) => e.kind(),
+            ClusterError::Alloc(e) => e.kind(),
             _ => ErrorKind::InvalidInput,
         }
     }
@@ -89,6 +93,7 @@ impl From<NeighborsError> for ClusterError {
         match e {
             NeighborsError::Matrix(m) => ClusterError::Matrix(m),
             NeighborsError::Cancelled(c) => ClusterError::Cancelled(c),
+            NeighborsError::Alloc(a) => ClusterError::Alloc(a),
             other => ClusterError::Invalid(other.to_string()),
         }
     }
@@ -258,7 +263,7 @@ fn nearest(
             .collect()
     };
     let ldc = nb.div_ceil(nr) * nr;
-    let mut out = vec![0i64; n];
+    let mut out = crate::alloc::try_vec(0i64, n, "the cluster labels")?;
     out.par_chunks_mut(ASSIGN_ROWS).enumerate().try_for_each(
         |(qi, dst)| -> Result<(), ClusterError> {
             progress.check()?;
@@ -269,6 +274,8 @@ fn nearest(
             let mut tile = AlignedBuf::zeros(rows.len().div_ceil(mr) * mr * ldc);
             let mut best = vec![(f32::NEG_INFINITY, 0i64); dst.len()];
             for (bi, bp) in packed.iter().enumerate() {
+                // Many centroids make one task long: stay cancellable inside it.
+                progress.check()?;
                 let c0 = bi * nb;
                 let cols = (k - c0).min(nb);
                 gemm::compute_block(
@@ -503,12 +510,12 @@ pub fn kmeans(
     }
     progress.inc(1);
     let tol = opts.tol * mean_variance(train);
-    let quiet = Progress::new();
     let mut n_iter = 0;
     for _ in 0..opts.max_iter {
         progress.check()?;
         n_iter += 1;
-        let (labels, dist) = assign(train, MatRef::new(&cent, k, d)?, opts.spherical, &quiet)?;
+        // `assign` only checks `progress` for cancellation; it never counts.
+        let (labels, dist) = assign(train, MatRef::new(&cent, k, d)?, opts.spherical, progress)?;
         let mut sums = vec![0.0f64; k * d];
         let mut counts = vec![0usize; k];
         for (i, &l) in labels.iter().enumerate() {
@@ -568,7 +575,7 @@ pub fn kmeans(
         MatRef::new(&cent, k, d)?,
         opts.spherical,
         row_norms.as_deref(),
-        &quiet,
+        progress,
     )?;
     let inertia = crate::parallel::fixed_chunks(n, 4096)
         .into_par_iter()

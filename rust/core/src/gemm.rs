@@ -26,6 +26,7 @@
 //! bit-identical entries and results never depend on how the work was split. Only the
 //! scalar fallback differs: it rounds after the multiply and after the add (no FMA).
 
+use crate::alloc::AllocError;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -406,12 +407,13 @@ pub fn matmul_nt(
     a_scale: Option<&[f64]>,
     b: MatRef<'_>,
     b_scale: Option<&[f64]>,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, AllocError> {
     let (m, n, d) = (a.rows(), b.rows(), a.cols());
     assert_eq!(d, b.cols(), "inner dimensions differ");
-    let mut out = vec![0.0f32; m * n];
+    let len = crate::alloc::checked_len(m, n, "a matrix product")?;
+    let mut out = crate::alloc::try_vec(0.0f32, len, "a matrix product")?;
     if m == 0 || n == 0 || d == 0 {
-        return out;
+        return Ok(out);
     }
     let (mr, nr) = (isa.mr(), isa.nr());
     let nb = b_block_rows(isa, d);
@@ -442,7 +444,7 @@ pub fn matmul_nt(
                 }
             }
         });
-    out
+    Ok(out)
 }
 
 /// Pack every row of `b` into blocks of `nb` rows (in parallel), each block in panels of
@@ -502,7 +504,7 @@ pub(crate) mod tests {
             let am = MatRef::new(&a, m, d).unwrap();
             let bm = MatRef::new(&b, n, d).unwrap();
             for isa in Isa::available() {
-                let got = matmul_nt(isa, am, None, bm, None);
+                let got = matmul_nt(isa, am, None, bm, None).unwrap();
                 for (g, w) in got.iter().zip(&want) {
                     assert!(
                         (f64::from(*g) - w).abs() < 1e-5 * (d as f64),
@@ -523,7 +525,7 @@ pub(crate) mod tests {
         let want = naive(&a, &b, m, n, d);
         let results: Vec<Vec<f32>> = Isa::available()
             .into_iter()
-            .map(|isa| matmul_nt(isa, am, None, bm, None))
+            .map(|isa| matmul_nt(isa, am, None, bm, None).unwrap())
             .collect();
         for r in &results {
             let exact: Vec<f32> = want.iter().map(|&v| v as f32).collect();
@@ -535,7 +537,7 @@ pub(crate) mod tests {
             .into_iter()
             .filter(|&i| i != Isa::Scalar)
             .map(|isa| {
-                matmul_nt(isa, xm, None, bm, None)
+                matmul_nt(isa, xm, None, bm, None).unwrap()
                     .iter()
                     .map(|v| v.to_bits())
                     .collect()
@@ -556,8 +558,8 @@ pub(crate) mod tests {
         let am = MatRef::new(&a, m, d).unwrap();
         let bm = MatRef::new(&b, n, d).unwrap();
         let isa = Isa::detect();
-        let one = install(1, || matmul_nt(isa, am, None, bm, None));
-        let three = install(3, || matmul_nt(isa, am, None, bm, None));
+        let one = install(1, || matmul_nt(isa, am, None, bm, None).unwrap());
+        let three = install(3, || matmul_nt(isa, am, None, bm, None).unwrap());
         assert_eq!(one, three);
         for i in 0..m {
             assert_eq!(one[i * n + 5].to_bits(), one[i * n + 77].to_bits());
@@ -581,7 +583,7 @@ pub(crate) mod tests {
             .collect();
         let mut packed = vec![0.0; packed_len(m, d, 4)];
         pack_rows(am, 0..m, Some(&inv), 4, &mut packed);
-        let normed = crate::linalg::normalize_rows(am);
+        let normed = crate::linalg::normalize_rows(am).unwrap();
         for i in 0..m {
             for p in 0..d {
                 assert_eq!(packed[(i / 4 * d + p) * 4 + i % 4], normed[i * d + p]);

@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use crate::alloc::{try_vec, AllocError};
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::parallel::fixed_chunks;
 use crate::progress::Progress;
@@ -35,12 +36,16 @@ pub enum LinalgError {
     /// Work was cancelled.
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
+    /// An output buffer could not be allocated.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 impl Classify for LinalgError {
     fn kind(&self) -> ErrorKind {
         match self {
             LinalgError::Cancelled(_) => ErrorKind::Cancelled,
+            LinalgError::Alloc(e) => e.kind(),
             _ => ErrorKind::InvalidInput,
         }
     }
@@ -141,11 +146,11 @@ pub fn row_norms_sq(x: MatRef<'_>) -> Vec<f32> {
 }
 
 /// Scale every row to unit L2 norm (norm accumulated in `f64`); all-zero rows stay zero.
-pub fn normalize_rows(x: MatRef<'_>) -> Vec<f32> {
+pub fn normalize_rows(x: MatRef<'_>) -> Result<Vec<f32>, AllocError> {
     let cols = x.cols();
-    let mut out = vec![0.0f32; x.as_slice().len()];
+    let mut out = try_vec(0.0f32, x.as_slice().len(), "the normalised rows")?;
     if cols == 0 {
-        return out;
+        return Ok(out);
     }
     out.par_chunks_mut(cols)
         .with_min_len(256)
@@ -164,7 +169,7 @@ pub fn normalize_rows(x: MatRef<'_>) -> Vec<f32> {
                 }
             }
         });
-    out
+    Ok(out)
 }
 
 /// Rows per unit of work (and per progress step) in [`column_mean`].
@@ -301,7 +306,7 @@ mod tests {
         fn normalized_rows_have_unit_norm(rows in 1usize..20, cols in 1usize..20, seed in any::<u64>()) {
             let v = lcg(rows * cols, seed);
             let m = MatRef::new(&v, rows, cols).unwrap();
-            let n = normalize_rows(m);
+            let n = normalize_rows(m).unwrap();
             let nm = MatRef::new(&n, rows, cols).unwrap();
             for (i, s) in row_norms_sq(nm).iter().enumerate() {
                 if m.row(i).iter().any(|&x| x != 0.0) {

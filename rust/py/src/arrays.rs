@@ -8,7 +8,7 @@ use numpy::{
 use pyo3::prelude::*;
 use thrifty_core::linalg::MatRef;
 
-use crate::errors::invalid_input;
+use crate::errors::{core_err, invalid_input};
 
 /// Borrow a C-contiguous float32 matrix without copying.
 pub fn mat<'a>(
@@ -29,7 +29,7 @@ pub fn mat<'a>(
         return Err(not_c());
     }
     let data = a.as_slice().map_err(|_| not_c())?;
-    MatRef::new(data, rows, cols).map_err(|e| invalid_input(py, e.to_string()))
+    MatRef::new(data, rows, cols).map_err(|e| core_err(py, &e))
 }
 
 /// Hand a `Vec` to numpy as a 1-D array, without copying.

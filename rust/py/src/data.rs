@@ -2,19 +2,21 @@
 //! owns a background producer thread), the temperature sampler and the loss filter.
 //!
 //! Python hands the loader its data as a flat `uint8` view of a C-contiguous array (a
-//! numpy array or a read-only memory map); the pyclass keeps that array alive and its
-//! producer thread reads the bytes without the GIL. The thread is joined before the
-//! array reference is released (field order), so it never outlives the memory.
+//! numpy array, or a memory map of a file whose size the core checks before every
+//! batch), or a file path the core reads with positional reads. The core plans and
+//! gathers the batches; this binding only keeps the arrays alive: the producer thread
+//! reads their bytes without the GIL and is joined before the array references are
+//! released (field order), so it never outlives the memory.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use thrifty_core::parallel;
+use thrifty_core::pipeline::batches::{Batch, Batches, Layout, Rows};
 use thrifty_core::pipeline::filter::{self, LossFilter as CoreLossFilter};
-use thrifty_core::pipeline::gather::{Buf, FileRows, RowSource, PAR_BYTES};
-use thrifty_core::pipeline::perm::Permutation;
+use thrifty_core::pipeline::gather::{rows_extent, Buf, FileRows, SizeGuard};
+use thrifty_core::pipeline::perm;
 use thrifty_core::pipeline::plan::{validate_keep, BatchPlan, PlanOptions};
 use thrifty_core::pipeline::sampler::{Cooldown, TemperatureSampler};
 use thrifty_core::pipeline::stream::{active_producers, Next, Prefetcher};
@@ -22,10 +24,7 @@ use thrifty_core::pipeline::PipelineError;
 
 use crate::arrays::vec1;
 use crate::errors::{core_err, invalid_input};
-use crate::runtime::{num_threads, run};
-
-/// How often a waiting `__next__` wakes to check for Ctrl-C.
-const POLL: Duration = Duration::from_millis(50);
+use crate::runtime::{num_threads, run, wait};
 
 /// A borrowed byte range of a numpy array kept alive by its owner.
 #[derive(Clone, Copy)]
@@ -52,22 +51,15 @@ impl Bytes {
         };
         Ok(Bytes { ptr, len })
     }
+}
 
-    /// # Safety
-    /// The owning array must still be alive.
-    unsafe fn slice<'a>(self) -> &'a [u8] {
-        std::slice::from_raw_parts(self.ptr, self.len)
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: a `Bytes` only exists inside a `BatchStream` (or the call building
+        // one), which keeps the owning array alive for as long as the bytes are read.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
-
-/// Where the data rows come from.
-enum XSource {
-    Mem(Bytes),
-    File(FileRows),
-}
-
-/// One batch: data rows, row count and optional label rows.
-type Batch = (Buf, usize, Option<Buf>);
 
 /// What `__next__` hands to Python: `(x, y or None)`.
 type PyBatch<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
@@ -132,80 +124,47 @@ impl BatchStream {
         start_batch: usize,
         prefetch: usize,
     ) -> PyResult<Self> {
-        // Rows come from the array `data`, or (without it) from the file `path`.
-        let x_src = match (&data, path) {
-            (Some(d), _) => {
-                let b = Bytes::of(py, d, "data")?;
-                // SAFETY: `data` is alive for this call.
-                RowSource::new(unsafe { b.slice() }, elem_size, stride, width, n_rows)
-                    .map_err(|e| pe(py, e))?;
-                XSource::Mem(b)
+        // Rows come from the array `data` (a memory map of the file `path` when both
+        // are given), or from the file `path` read with positional reads.
+        let x_layout = Layout {
+            elem_size,
+            stride,
+            width,
+            n_rows,
+        };
+        let x = match (&data, path) {
+            (Some(d), None) => Rows::Mem(Bytes::of(py, d, "data")?, x_layout),
+            (Some(d), Some(p)) => {
+                let need = offset.saturating_add(rows_extent(elem_size, stride, width, n_rows));
+                let guard = SizeGuard::open(&p, need).map_err(|e| pe(py, e))?;
+                Rows::Mapped(Bytes::of(py, d, "data")?, x_layout, guard)
             }
-            (None, Some(p)) => XSource::File(
+            (None, Some(p)) => Rows::File(
                 FileRows::open(&p, offset, elem_size, stride, width, n_rows)
                     .map_err(|e| pe(py, e))?,
             ),
             (None, None) => return Err(invalid_input(py, "either data or path is required")),
         };
-        let y_bytes = match &labels {
-            Some(l) => {
-                let b = Bytes::of(py, l, "labels")?;
-                // SAFETY: `labels` is alive for this call.
-                RowSource::new(
-                    unsafe { b.slice() },
-                    label_elem_size,
-                    label_width,
-                    label_width,
+        let y = match &labels {
+            Some(l) => Some((
+                Bytes::of(py, l, "labels")?,
+                Layout {
+                    elem_size: label_elem_size,
+                    stride: label_width,
+                    width: label_width,
                     n_rows,
-                )
-                .map_err(|e| pe(py, e))?;
-                Some(b)
-            }
+                },
+            )),
             None => None,
         };
-        let keep = keep_vec(keep)?;
         let opts = plan_opts(
             batch_size, rank, world_size, drop_last, shuffle, seed, epoch,
         );
-        let plan = BatchPlan::new(n_rows, keep, opts).map_err(|e| pe(py, e))?;
-        let n_batches = plan.num_batches();
+        let batches =
+            Batches::new(x, y, keep_vec(keep)?, opts, num_threads()).map_err(|e| pe(py, e))?;
+        let n_batches = batches.num_batches();
         let start = start_batch.min(n_batches);
-        let threads = num_threads();
-        let make = move |b: usize| -> Result<Batch, PipelineError> {
-            let rows = plan.batch_rows(b);
-            let gather = || -> Result<Batch, PipelineError> {
-                // SAFETY: the arrays outlive this thread (see `BatchStream`).
-                let x = match &x_src {
-                    XSource::Mem(b) => {
-                        RowSource::new(unsafe { b.slice() }, elem_size, stride, width, n_rows)?
-                            .gather(&rows)?
-                    }
-                    XSource::File(f) => f.gather(&rows)?,
-                };
-                let y = match y_bytes {
-                    Some(yb) => {
-                        let ys = RowSource::new(
-                            unsafe { yb.slice() },
-                            label_elem_size,
-                            label_width,
-                            label_width,
-                            n_rows,
-                        )?;
-                        Some(ys.gather(&rows)?)
-                    }
-                    None => None,
-                };
-                Ok((x, rows.len(), y))
-            };
-            // Small batches are copied on this thread: handing them to the pool
-            // would cost two thread wake-ups per batch.
-            if rows.len() * width * elem_size >= PAR_BYTES {
-                parallel::install(threads, gather)
-            } else {
-                gather()
-            }
-        };
-        let stream = Prefetcher::spawn(start..n_batches, prefetch, make);
+        let stream = batches.stream(start, prefetch).map_err(|e| pe(py, e))?;
         Ok(BatchStream {
             stream: Mutex::new(Some(stream)),
             remaining: Mutex::new(n_batches - start),
@@ -219,19 +178,16 @@ impl BatchStream {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<PyBatch<'py>>> {
-        let got: PyResult<Option<Result<Batch, PipelineError>>> = py.detach(|| loop {
-            let guard = self.stream.lock().expect("loader lock poisoned");
-            let Some(stream) = guard.as_ref() else {
-                return Ok(None);
-            };
-            match stream.next_timeout(POLL) {
-                Next::Item(r) => return Ok(Some(r)),
-                Next::Done => return Ok(None),
-                Next::Pending => {
-                    drop(guard);
-                    Python::attach(|py| py.check_signals())?;
+        let got = py.detach(|| {
+            let next = |t: Duration| {
+                let guard = self.stream.lock().expect("loader lock poisoned");
+                match guard.as_ref().map(|s| s.next_timeout(t)) {
+                    None | Some(Next::Done) => Some(None),
+                    Some(Next::Item(r)) => Some(Some(r)),
+                    Some(Next::Pending) => None,
                 }
-            }
+            };
+            wait(next, |py| py.check_signals()).map_err(|(e, _)| e)
         });
         match got? {
             None => {
@@ -333,12 +289,7 @@ fn data_epoch_rows<'py>(
         batch_size, rank, world_size, drop_last, shuffle, seed, epoch,
     );
     let rows = run(py, None, move |_| {
-        let plan = BatchPlan::new(n_rows, keep, opts)?;
-        Ok::<_, PipelineError>(
-            (0..plan.num_batches())
-                .flat_map(|b| plan.batch_rows(b))
-                .collect::<Vec<u64>>(),
-        )
+        BatchPlan::new(n_rows, keep, opts)?.epoch_rows()
     })?;
     Ok(vec1(py, rows))
 }
@@ -353,20 +304,7 @@ fn data_permutation<'py>(
     start: u64,
     count: u64,
 ) -> PyResult<Bound<'py, PyArray1<u64>>> {
-    if start.checked_add(count).is_none_or(|end| end > n) {
-        return Err(invalid_input(
-            py,
-            format!("positions {start}..{start}+{count} exceed the permutation size {n}"),
-        ));
-    }
-    let out = run(py, None, |_| {
-        let p = Permutation::new(n, seed, epoch);
-        Ok::<_, PipelineError>(
-            (start..start + count)
-                .map(|i| p.apply(i))
-                .collect::<Vec<_>>(),
-        )
-    })?;
+    let out = run(py, None, |_| perm::positions(n, seed, epoch, start, count))?;
     Ok(vec1(py, out))
 }
 

@@ -27,7 +27,7 @@ fn normalize_rows<'py>(
     x: PyReadonlyArray2<'py, f32>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let m = mat(py, &x, "X")?;
-    let out = run(py, None, |_| Ok::<_, Infallible>(linalg::normalize_rows(m)))?;
+    let out = run(py, None, |_| linalg::normalize_rows(m))?;
     vec2(py, out, m.rows(), m.cols())
 }
 

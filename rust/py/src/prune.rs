@@ -4,7 +4,7 @@ use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use thrifty_core::prune::{DbpOptions, Method, Order, PruneOutput};
+use thrifty_core::prune::{DbpOptions, Method, Prefer, PruneOutput, SspOptions};
 
 use crate::arrays::{mat, vec1};
 use crate::errors::core_err;
@@ -17,6 +17,7 @@ type Out<'py> = (
     Bound<'py, PyArray1<f64>>,
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<f64>>,
+    &'static str,
 );
 
 type Counts<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
@@ -31,33 +32,38 @@ fn param<'py, T: FromPyObjectOwned<'py>>(params: &Bound<'py, PyDict>, key: &str)
 
 /// The method `name` with its options from `params`.
 fn method(py: Python<'_>, name: &str, params: &Bound<'_, PyDict>) -> PyResult<Method> {
-    let order = |key: &str| -> PyResult<Order> {
-        Order::parse(&param::<String>(params, key)?).map_err(|e| core_err(py, &e))
-    };
+    let prefer =
+        Prefer::parse(&param::<String>(params, "prefer")?).map_err(|e| core_err(py, &e))?;
     let seed = param(params, "seed")?;
     Ok(match name {
         "semdedup" => Method::SemDeDup {
             eps: param(params, "eps")?,
-            order: order("order")?,
+            prefer,
             seed,
         },
-        "ssp" => Method::Ssp {
+        "ssp" => Method::Ssp(SspOptions {
             keep_fraction: param(params, "keep_fraction")?,
-            keep: order("keep")?,
+            prefer,
+            n_classes: param(params, "n_classes")?,
             seed,
-        },
+        }),
         "dbp" => Method::Dbp(DbpOptions {
             keep_fraction: param(params, "keep_fraction")?,
             n_neighbors: param(params, "n_neighbors")?,
             temperature: param(params, "temperature")?,
             balance: param(params, "balance")?,
-            keep: order("keep")?,
+            prefer,
+            n_classes: param(params, "n_classes")?,
             dedup_eps: param(params, "dedup_eps")?,
             seed,
         }),
         "select" => Method::Select {
             count: param(params, "count")?,
-            keep: order("keep")?,
+            prefer: prefer.fixed().ok_or_else(|| {
+                PyKeyError::new_err(
+                    "select needs a resolved prefer: \"hard\", \"easy\" or \"random\"",
+                )
+            })?,
             seed,
         },
         _ => {
@@ -70,8 +76,9 @@ fn method(py: Python<'_>, name: &str, params: &Bound<'_, PyDict>) -> PyResult<Me
 
 /// Run pruning `method` ("semdedup", "ssp", "dbp", or "select": keep exactly
 /// `params["count"]`) with the options in `params` (the dict `PruneResult.params`
-/// records): `(keep, duplicate_of, similarity, score, keep_per_cluster, complexity)`.
-/// `ids`: the rows' global ids (strictly increasing) when they are a part of a larger set.
+/// records): `(keep, duplicate_of, similarity, score, keep_per_cluster, complexity,
+/// prefer)`, `prefer` being the order used ("auto" resolved). `ids`: the rows' global
+/// ids (strictly increasing) when they are a part of a larger set.
 #[pyfunction]
 #[pyo3(signature = (method_name, x, labels, centroids, params, progress=None, ids=None))]
 #[allow(clippy::too_many_arguments)]
@@ -100,6 +107,7 @@ fn prune<'py>(
         vec1(py, o.score),
         vec1(py, o.keep_per_cluster),
         vec1(py, o.complexity),
+        o.prefer.name(),
     ))
 }
 
@@ -138,8 +146,22 @@ fn prune_dbp_counts<'py>(
     ))
 }
 
+/// The order `prefer` ("hard", "easy", "random" or "auto") resolves to when `kept`
+/// samples are kept from `groups` groups (`thrifty_core::prune::Prefer::resolve`).
+#[pyfunction]
+fn prune_resolve_prefer(
+    py: Python<'_>,
+    prefer: &str,
+    kept: usize,
+    groups: usize,
+) -> PyResult<&'static str> {
+    let p = Prefer::parse(prefer).map_err(|e| core_err(py, &e))?;
+    Ok(p.resolve(kept, groups).name())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prune, m)?)?;
     m.add_function(wrap_pyfunction!(prune_dbp_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(prune_resolve_prefer, m)?)?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use thrifty_core::quant::{
 };
 
 use crate::arrays::vec1;
-use crate::errors::invalid_input;
+use crate::errors::{core_err, invalid_input};
 use crate::runtime::run;
 
 fn slice<'a, T: numpy::Element>(
@@ -30,7 +30,7 @@ fn kind(py: Python<'_>, fmt: &str) -> PyResult<FloatKind> {
 }
 
 fn core_format(py: Python<'_>, fmt: &str) -> PyResult<Format> {
-    Format::parse(fmt).map_err(|e| invalid_input(py, e.to_string()))
+    Format::parse(fmt).map_err(|e| core_err(py, &e))
 }
 
 #[pyfunction]

@@ -8,7 +8,7 @@ use thrifty_core::compress::{self, Compressor, Distance};
 
 use crate::arrays::{vec1, vec2};
 use crate::errors::{core_err, invalid_input};
-use crate::runtime::run_with_threads;
+use crate::runtime::run;
 
 fn spec(py: Python<'_>, compressor: &str, level: Option<i32>) -> PyResult<Compressor> {
     Compressor::from_name(compressor, level).map_err(|e| core_err(py, &e))
@@ -23,25 +23,22 @@ fn slices(texts: &[PyBackedBytes]) -> Vec<&[u8]> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (texts, compressor, level=None, progress=None, n_threads=None))]
+#[pyo3(signature = (texts, compressor, level=None, progress=None))]
 fn compressed_len<'py>(
     py: Python<'py>,
     texts: Vec<PyBackedBytes>,
     compressor: &str,
     level: Option<i32>,
     progress: Option<&Bound<'py, PyAny>>,
-    n_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<i64>>> {
     let comp = spec(py, compressor, level)?;
     let t = slices(&texts);
-    let lens = run_with_threads(py, progress, n_threads, |p| {
-        compress::compressed_lens(&t, comp, p)
-    })?;
+    let lens = run(py, progress, |p| compress::compressed_lens(&t, comp, p))?;
     Ok(vec1(py, lens.into_iter().map(|n| n as i64).collect()))
 }
 
 #[pyfunction]
-#[pyo3(signature = (queries, refs, compressor, level=None, distance_name="ncd", progress=None, n_threads=None))]
+#[pyo3(signature = (queries, refs, compressor, level=None, distance_name="ncd", progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn ncd_matrix<'py>(
     py: Python<'py>,
@@ -51,12 +48,11 @@ fn ncd_matrix<'py>(
     level: Option<i32>,
     distance_name: &str,
     progress: Option<&Bound<'py, PyAny>>,
-    n_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let comp = spec(py, compressor, level)?;
     let dist = distance(py, distance_name)?;
     let (q, r) = (slices(&queries), slices(&refs));
-    let out = run_with_threads(py, progress, n_threads, |p| {
+    let out = run(py, progress, |p| {
         compress::distance_matrix(&q, &r, comp, dist, p)
     })?;
     vec2(py, out, q.len(), r.len())
@@ -65,7 +61,7 @@ fn ncd_matrix<'py>(
 type NeighborArrays<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f64>>);
 
 #[pyfunction]
-#[pyo3(signature = (queries, refs, ref_lens, k, compressor, level=None, distance_name="ncd", progress=None, n_threads=None))]
+#[pyo3(signature = (queries, refs, ref_lens, k, compressor, level=None, distance_name="ncd", progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn text_kneighbors<'py>(
     py: Python<'py>,
@@ -77,7 +73,6 @@ fn text_kneighbors<'py>(
     level: Option<i32>,
     distance_name: &str,
     progress: Option<&Bound<'py, PyAny>>,
-    n_threads: Option<usize>,
 ) -> PyResult<NeighborArrays<'py>> {
     let comp = spec(py, compressor, level)?;
     let dist = distance(py, distance_name)?;
@@ -88,7 +83,7 @@ fn text_kneighbors<'py>(
         .map(|&n| u64::try_from(n).map_err(|_| invalid_input(py, "ref_lens must be >= 0")))
         .collect::<PyResult<_>>()?;
     let (q, r) = (slices(&queries), slices(&refs));
-    let nb = run_with_threads(py, progress, n_threads, |p| {
+    let nb = run(py, progress, |p| {
         compress::kneighbors(&q, &r, &lens, k, comp, dist, p)
     })?;
     let nq = q.len();

@@ -1,8 +1,8 @@
-"""Shared validation and precision helpers of the optimizers (private)."""
+"""Shared helpers of the optimizers: the Adam ``betas`` check, precision and closures
+(private). Scalar options are checked with :mod:`thrifty._validation`."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,50 +10,29 @@ from typing import Any
 import torch
 
 from ..._errors import InvalidInputError
+from ..._validation import check_float
 
-__all__ = ["check_number", "compute_dtype", "InvalidInputError"]
-
-
-def check_number(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = 0.0,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """Return ``float(value)`` after checking it is finite and inside the interval."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise InvalidInputError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInputError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise InvalidInputError(f"{name} must be finite, got {v}")
-    if low is not None and (v < low or (low_open and v == low)):
-        op = ">" if low_open else ">="
-        raise InvalidInputError(f"{name} must be {op} {low}, got {v}")
-    if high is not None and (v > high or (high_open and v == high)):
-        op = "<" if high_open else "<="
-        raise InvalidInputError(f"{name} must be {op} {high}, got {v}")
-    return v
+__all__ = ["Optimizer", "check_betas", "compute_dtype", "InvalidInputError"]
 
 
-def check_int(name: str, value: Any, *, positive: bool = False, below: int | None = None) -> int:
-    """Return ``value`` after checking it is an int (not a bool), >= 1 (``positive``) or
-    >= 0, and < ``below`` when given."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < (1 if positive else 0)
-        or (below is not None and value >= below)
-    ):
-        kind = "positive" if positive else "non-negative"
-        raise InvalidInputError(f"{name} must be a {kind} int, got {value!r}")
-    return value
+class Optimizer(torch.optim.Optimizer):
+    """``torch.optim.Optimizer`` whose ``load_state_dict`` keeps the saved dtype of
+    every state tensor.
+
+    torch casts floating state to each parameter's dtype on load; thrifty's optimizers
+    keep the state of float16/bfloat16 parameters (moments, master copies, projections)
+    in float32, and a resumed run must continue from exactly that state.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(saved_ids, params):
+            for key, v in state_dict["state"].get(i, {}).items():
+                cur = self.state[p].get(key)
+                if isinstance(v, torch.Tensor) and isinstance(cur, torch.Tensor) and v.dtype != cur.dtype:
+                    self.state[p][key] = v.to(device=cur.device, copy=True)
 
 
 def check_betas(betas: Any) -> tuple[float, float]:
@@ -63,8 +42,8 @@ def check_betas(betas: Any) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise InvalidInputError(f"betas must be a pair of numbers, got {betas!r}") from None
     return (
-        check_number("betas[0]", b1, low=0.0, high=1.0, high_open=True),
-        check_number("betas[1]", b2, low=0.0, high=1.0, high_open=True),
+        check_float(b1, "betas[0]", low=0.0, high=1.0, high_inclusive=False),
+        check_float(b2, "betas[1]", low=0.0, high=1.0, high_inclusive=False),
     )
 
 

@@ -1,8 +1,8 @@
-"""When the optimizers take the fused device path of :mod:`thrifty.cuda.optim` (private).
+"""When the optimizers take the fused device path of the CUDA backend (private).
 
 The fused path runs for CUDA parameters (float32, float16, bfloat16, contiguous, with
-contiguous gradients) when :func:`thrifty.cuda.available` is true. ``FORCE`` (tests only)
-sends CPU tensors down the same code path, where :mod:`thrifty.cuda.optim` runs its
+contiguous gradients) when :func:`thrifty.torch.cuda_available` is true. ``FORCE`` (tests
+only) sends CPU tensors down the same code path, where the backend runs its
 torch fallback, so the bookkeeping of the fused path is tested without a GPU.
 """
 
@@ -32,7 +32,7 @@ def use_fused(params: Iterable[torch.Tensor]) -> bool:
 
 
 def _cuda_runtime_ok() -> bool:
-    from ...cuda import _runtime
+    from .._cuda import _runtime
 
     return bool(_runtime.available())
 

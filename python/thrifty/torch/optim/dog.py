@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._validation import check_float
 from . import _fused
-from ._common import InvalidInputError, check_number, closure_loss, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, Optimizer, closure_loss, compute_dtype, rollback_on_error
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
 
@@ -54,7 +55,7 @@ def _eta(group: dict[str, Any], st: dict[str, Any], first: bool) -> torch.Tensor
     return eta
 
 
-class DoG(torch.optim.Optimizer):
+class DoG(Optimizer):
     """Distance over Gradients: SGD with a parameter-free step size.
 
     Parameters
@@ -79,6 +80,13 @@ class DoG(torch.optim.Optimizer):
     Iterate averaging is part of the method: evaluate
     :class:`PolynomialDecayAverager`'s averaged model. Parameters without gradients are
     skipped (they still count in ``||x_0||`` and the distance).
+
+    float16 / bfloat16 parameters are stepped through a float32 master copy kept in the
+    optimizer state (``"x32"``, 4 bytes per value, plus the float32 initial point
+    ``"x0"``) and rounded to the parameter's dtype after each step: DoG's first steps are
+    ``reps_rel`` times the weights' norm, far below half precision's resolution, so
+    without it the parameters never move and the distance never grows. Change such
+    parameters only through the optimizer (or load its ``state_dict``).
 
     Examples
     --------
@@ -116,12 +124,12 @@ class DoG(torch.optim.Optimizer):
 
     @staticmethod
     def _check(group: dict[str, Any]) -> None:
-        check_number("lr", group["lr"], low_open=True)
-        check_number("reps_rel", group["reps_rel"], low_open=group.get("init_eta") is None)
-        check_number("eps", group["eps"])
-        check_number("weight_decay", group["weight_decay"])
+        check_float(group["lr"], "lr", low=0.0, low_inclusive=False)
+        check_float(group["reps_rel"], "reps_rel", low=0.0, low_inclusive=group.get("init_eta") is not None)
+        check_float(group["eps"], "eps", low=0.0)
+        check_float(group["weight_decay"], "weight_decay", low=0.0)
         if group.get("init_eta") is not None:
-            check_number("init_eta", group["init_eta"], low_open=True)
+            check_float(group["init_eta"], "init_eta", low=0.0, low_inclusive=False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         with rollback_on_error(self):
@@ -143,12 +151,12 @@ class DoG(torch.optim.Optimizer):
             first = "x0" not in self.state[params[0]]
             if first:
                 for p in params:
-                    self.state[p]["x0"] = p.detach().clone()
+                    self._init_point(p)
             if _fused.use_fused(params):
                 self._fused_group_step(group, first)
                 continue
-            xs = [p.detach().to(compute_dtype(p)) for p in params]
-            x0s = [self.state[p]["x0"].to(x.dtype) for p, x in zip(params, xs)]
+            xs = [self._master(p) for p in params]
+            x0s = [self.state[p]["x0"] for p in params]
             wd = group["weight_decay"]
             grads: list[torch.Tensor | None] = []
             for p, x in zip(params, xs):
@@ -161,28 +169,47 @@ class DoG(torch.optim.Optimizer):
             for p, x, g, eta in zip(params, xs, grads, etas):
                 if g is None:
                     continue
-                if x.dtype == p.dtype:
-                    p.sub_(eta * g)
-                else:
-                    p.copy_(x - eta * g)
+                x.sub_(eta * g)
+                if x.dtype != p.dtype:
+                    p.copy_(x)
         return loss
 
+    def _init_point(self, p: torch.Tensor) -> None:
+        """The initial point ``x0`` in the compute dtype, and for a half-precision
+        parameter its float32 master copy ``x32`` (the iterate DoG updates)."""
+        st = self.state[p]
+        st["x0"] = p.detach().to(compute_dtype(p), copy=True)
+        if st["x0"].dtype != p.dtype:
+            st["x32"] = st["x0"].clone()
+
+    def _master(self, p: torch.Tensor) -> torch.Tensor:
+        """The iterate of ``p`` in the compute dtype: the parameter itself, or the float32
+        master copy of a half-precision parameter."""
+        st = self.state[p]
+        if "x32" not in st and compute_dtype(p) != p.dtype:  # a parameter added after the first step
+            st["x32"] = p.detach().to(compute_dtype(p), copy=True)
+        return st["x32"] if "x32" in st else p.detach()
+
     def _fused_group_step(self, group: dict[str, Any], first: bool) -> None:
-        """The step of one group with device-side norms (thrifty.cuda.optim), no host sync."""
-        from ...cuda import optim as fo
+        """The step of one group with device-side norms (the CUDA backend), no host sync.
+        Half-precision parameters step their float32 master copies (float32 kernels) and
+        are rounded back once."""
+        from .._cuda import optim as fo
 
         params = group["params"]
-        live = [p for p in params if p.grad is not None]
-        grads = [p.grad for p in live]
+        xs = [self._master(p) for p in params]
+        live_p = [p for p in params if p.grad is not None]
+        live = [x for p, x in zip(params, xs) if p.grad is not None]
+        grads = [p.grad.to(x.dtype) for p, x in zip(live_p, live)]
         wd = group["weight_decay"]
         if self._layerwise:
             one = [1] * len(live)
             g_sq = fo.multi_tensor_sum(grads, live, c=wd, segments=one)
-            x0s = [self.state[p]["x0"] for p in live]
+            x0s = [self.state[p]["x0"] for p in live_p]
             dist = fo.multi_tensor_sum(live, x0s, c=-1.0, segments=one, sqrt=True)
             xn = fo.multi_tensor_sum(live, segments=one, sqrt=True)
             etas = []
-            for i, p in enumerate(live):
+            for i, p in enumerate(live_p):
                 st = self.state[p]
                 if "rbar" not in st:
                     st["rbar"] = _reps(group) * (1 + xn[i])
@@ -192,17 +219,20 @@ class DoG(torch.optim.Optimizer):
                     st["G"].add_(g_sq[i])
                 etas.append(_eta(group, st, first))
             fo.dog_update_(live, grads, eta=etas, weight_decay=wd)
-            return
-        st = self._group_state(group)
-        g_sq = fo.multi_tensor_sum(grads, live, c=wd)[0]
-        if first:
-            st["rbar"] = _reps(group) * (1 + fo.multi_tensor_sum(params, sqrt=True)[0])
-            st["G"] = g_sq + group["eps"]
         else:
-            x0s = [self.state[p]["x0"] for p in params]
-            torch.maximum(st["rbar"], fo.multi_tensor_sum(params, x0s, c=-1.0, sqrt=True)[0], out=st["rbar"])
-            st["G"].add_(g_sq)
-        fo.dog_update_(live, grads, eta=_eta(group, st, first), weight_decay=wd)
+            st = self._group_state(group)
+            g_sq = fo.multi_tensor_sum(grads, live, c=wd)[0]
+            if first:
+                st["rbar"] = _reps(group) * (1 + fo.multi_tensor_sum(xs, sqrt=True)[0])
+                st["G"] = g_sq + group["eps"]
+            else:
+                x0s = [self.state[p]["x0"] for p in params]
+                torch.maximum(st["rbar"], fo.multi_tensor_sum(xs, x0s, c=-1.0, sqrt=True)[0], out=st["rbar"])
+                st["G"].add_(g_sq)
+            fo.dog_update_(live, grads, eta=_eta(group, st, first), weight_decay=wd)
+        for p, x in zip(live_p, live):
+            if x.dtype != p.dtype:
+                p.detach().copy_(x)
 
     def _update(
         self,
@@ -286,7 +316,7 @@ class PolynomialDecayAverager:
     """
 
     def __init__(self, model: nn.Module, gamma: float = 8.0) -> None:
-        self.gamma = check_number("gamma", gamma)
+        self.gamma = check_float(gamma, "gamma", low=0.0)
         self.model = model
         self.av_model = copy.deepcopy(model)
         for p in self.av_model.parameters():

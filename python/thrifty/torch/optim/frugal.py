@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_int, check_number, closure_loss, compute_dtype
+from ..._validation import check_float, check_int
+from ._common import InvalidInputError, Optimizer, check_betas, closure_loss, compute_dtype
 from ._common import grad_pairs, rollback_on_error, working_copy, write_back
 from ._rng import step_generator
 from .galore import _side, galore_orthogonal, galore_project, galore_project_back
@@ -32,7 +33,7 @@ from .galore import _side, galore_orthogonal, galore_project, galore_project_bac
 __all__ = ["FRUGAL"]
 
 
-class FRUGAL(torch.optim.Optimizer):
+class FRUGAL(Optimizer):
     """FRUGAL optimizer (Adam on a subspace, signSGD or SGD on the rest).
 
     Parameters
@@ -90,8 +91,8 @@ class FRUGAL(torch.optim.Optimizer):
             raise InvalidInputError(f"projection must be 'random', 'svd' or 'blockwise', got {projection!r}")
         if residual not in ("signsgd", "sgd"):
             raise InvalidInputError(f"residual must be 'signsgd' or 'sgd', got {residual!r}")
-        check_int("update_gap", update_gap, positive=True)
-        check_int("seed", seed)
+        check_int(update_gap, "update_gap", low=1)
+        check_int(seed, "seed", low=0)
         self.projection, self.residual, self.update_gap, self.seed = projection, residual, update_gap, seed
         defaults = dict(
             lr=lr, density=density, betas=betas, eps=eps, weight_decay=weight_decay,
@@ -103,11 +104,11 @@ class FRUGAL(torch.optim.Optimizer):
         with rollback_on_error(self):
             super().add_param_group(param_group)
             grp = self.param_groups[-1]
-            check_number("lr", grp["lr"])
-            check_number("free_lr", grp["free_lr"])
-            check_number("density", grp["density"], low_open=True, high=1.0)
-            check_number("eps", grp["eps"])
-            check_number("weight_decay", grp["weight_decay"])
+            check_float(grp["lr"], "lr", low=0.0)
+            check_float(grp["free_lr"], "free_lr", low=0.0)
+            check_float(grp["density"], "density", low=0.0, low_inclusive=False, high=1.0)
+            check_float(grp["eps"], "eps", low=0.0)
+            check_float(grp["weight_decay"], "weight_decay", low=0.0)
             grp["betas"] = check_betas(grp["betas"])
 
     def _rank(self, p: torch.Tensor, density: float) -> int:

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_betas, check_int, check_number, closure_loss, compute_dtype
+from ..._validation import check_float, check_int
+from ._common import InvalidInputError, Optimizer, check_betas, closure_loss, compute_dtype
 from ._common import rollback_on_error, working_copy, write_back
 
 __all__ = [
@@ -89,7 +90,7 @@ def galore_project_back(low: torch.Tensor, ortho: list[torch.Tensor], side: str,
     return full * scale
 
 
-class GaLoreAdamW(torch.optim.Optimizer):
+class GaLoreAdamW(Optimizer):
     """AdamW with GaLore gradient projection for the param groups that set ``rank``.
 
     Parameters
@@ -152,17 +153,17 @@ class GaLoreAdamW(torch.optim.Optimizer):
             self._check_group(self.param_groups[-1])
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        check_number("lr", group["lr"])
+        check_float(group["lr"], "lr", low=0.0)
         group["betas"] = check_betas(group["betas"])
-        check_number("eps", group["eps"])
-        check_number("weight_decay", group["weight_decay"])
+        check_float(group["eps"], "eps", low=0.0)
+        check_float(group["weight_decay"], "weight_decay", low=0.0)
         if "alpha" in group and "scale" not in group:  # Fira's name of the scale
             group["scale"] = group["alpha"]
         if "rank" not in group:
             return
-        rank = check_int("rank", group["rank"], positive=True)
-        check_int("update_proj_gap", group.setdefault("update_proj_gap", 200), positive=True)
-        group["scale"] = check_number("scale", group.setdefault("scale", 0.25))
+        rank = check_int(group["rank"], "rank", low=1)
+        check_int(group.setdefault("update_proj_gap", 200), "update_proj_gap", low=1)
+        group["scale"] = check_float(group.setdefault("scale", 0.25), "scale", low=0.0)
         group.setdefault("proj_type", "std")
         if group["proj_type"] not in self._proj_types():
             raise InvalidInputError(f"proj_type must be one of {self._proj_types()}, got {group['proj_type']!r}")
@@ -272,8 +273,8 @@ class FiraAdamW(GaLoreAdamW):
     def _check_group(self, group: dict[str, Any]) -> None:
         super()._check_group(group)
         if "rank" in group:
-            group["norm_growth_limit"] = check_number(
-                "norm_growth_limit", group.setdefault("norm_growth_limit", 1.01), low=1.0
+            group["norm_growth_limit"] = check_float(
+                group.setdefault("norm_growth_limit", 1.01), "norm_growth_limit", low=1.0
             )
 
     def _direction(

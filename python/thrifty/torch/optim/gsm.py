@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_int, check_number, closure_loss, compute_dtype, grad_pairs
+from ..._validation import check_float, check_int
+from ._common import InvalidInputError, Optimizer, closure_loss, compute_dtype, grad_pairs
 from ._common import rollback_on_error, working_copy, write_back
 from ._rng import StepGenerators
 
@@ -39,7 +40,7 @@ def gsm_mask(params: list[torch.Tensor], grads: list[torch.Tensor], density: flo
     return out
 
 
-class GlobalSparseMomentumSGD(torch.optim.Optimizer):
+class GlobalSparseMomentumSGD(Optimizer):
     """GSM: momentum SGD where only the globally top-``density`` entries by ``|w g|`` get
     the loss gradient; weight decay applies to all (the rest decays towards 0).
 
@@ -75,16 +76,16 @@ class GlobalSparseMomentumSGD(torch.optim.Optimizer):
         weight_decay: float = 5e-4,
         density: float,
     ) -> None:
-        self.density = check_number("density", density, low_open=True, high=1.0)
+        self.density = check_float(density, "density", low=0.0, low_inclusive=False, high=1.0)
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         with rollback_on_error(self):
             super().add_param_group(param_group)
             grp = self.param_groups[-1]
-            check_number("lr", grp["lr"])
-            check_number("momentum", grp["momentum"], high=1.0, high_open=True)
-            check_number("weight_decay", grp["weight_decay"])
+            check_float(grp["lr"], "lr", low=0.0)
+            check_float(grp["momentum"], "momentum", low=0.0, high=1.0, high_inclusive=False)
+            check_float(grp["weight_decay"], "weight_decay", low=0.0)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -138,9 +139,9 @@ class GradientNoise:
     def __init__(self, optimizer: torch.optim.Optimizer, *, eta: float = 0.3, gamma: float = 0.55, seed: int = 0):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise InvalidInputError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        self.eta = check_number("eta", eta)
-        self.gamma = check_number("gamma", gamma)
-        check_int("seed", seed)
+        self.eta = check_float(eta, "eta", low=0.0)
+        self.gamma = check_float(gamma, "gamma", low=0.0)
+        check_int(seed, "seed", low=0)
         self.optimizer = optimizer
         self.seed = seed
         self.t = 0

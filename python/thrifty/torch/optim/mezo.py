@@ -9,15 +9,15 @@ No gradient, no parameter-sized buffer. Two noise sources (``rng``):
 
 - ``"torch"``: ``z`` is drawn tensor by tensor from a dedicated ``torch.Generator``
   (the global RNG is untouched);
-- ``"philox"``: ``z`` comes from the counter-based generator of
-  :mod:`thrifty.cuda.mezo`, keyed by (seed, step, tensor position, element index). On
-  CUDA parameters with CuPy installed each phase is one fused in-place kernel per
+- ``"philox"``: ``z`` comes from a counter-based generator (Philox4x32-10 and
+  Box-Muller), keyed by (seed, step, tensor position, element index). On CUDA
+  parameters, when :func:`thrifty.torch.cuda_available`, each phase is one fused in-place kernel per
   tensor (no noise tensor, the projected gradient never leaves the device, restore and
   update fused into one pass); elsewhere a chunked CPU implementation of the same
   arithmetic gives the same bits.
 
 ``rng="auto"`` (default) is ``"philox"`` when every parameter is a float32/float16/
-bfloat16 CUDA tensor and the :mod:`thrifty.cuda.mezo` kernels can run, else ``"torch"``. CPU and CUDA runs agree
+bfloat16 CUDA tensor and the CUDA kernels can run, else ``"torch"``. CPU and CUDA runs agree
 only when both use ``rng="philox"``. Put biases and norm weights in a group
 with ``weight_decay=0`` (MeZO does not decay them). Run the model in eval mode (no
 dropout) inside the closure.
@@ -30,13 +30,14 @@ from typing import Any
 
 import torch
 
-from ._common import InvalidInputError, check_int, check_number, compute_dtype, rollback_on_error
+from ..._validation import check_float, check_int
+from ._common import InvalidInputError, Optimizer, compute_dtype, rollback_on_error
 from ._rng import StepGenerators
 
 __all__ = ["MeZO"]
 
 
-class MeZO(torch.optim.Optimizer):
+class MeZO(Optimizer):
     """Zeroth-order SGD with in-place seeded perturbations.
 
     Parameters
@@ -73,7 +74,7 @@ class MeZO(torch.optim.Optimizer):
         seed: int = 0,
         rng: str = "auto",
     ) -> None:
-        check_int("seed", seed, below=1 << 63)
+        check_int(seed, "seed", low=0, high=(1 << 63) - 1)
         if rng not in ("auto", "torch", "philox"):
             raise InvalidInputError(f"rng must be 'auto', 'torch' or 'philox', got {rng!r}")
         self.seed = seed
@@ -84,9 +85,9 @@ class MeZO(torch.optim.Optimizer):
         with rollback_on_error(self):
             super().add_param_group(param_group)
             grp = self.param_groups[-1]
-            check_number("lr", grp["lr"])
-            check_number("eps", grp["eps"], low_open=True)
-            check_number("weight_decay", grp["weight_decay"])
+            check_float(grp["lr"], "lr", low=0.0)
+            check_float(grp["eps"], "eps", low=0.0, low_inclusive=False)
+            check_float(grp["weight_decay"], "weight_decay", low=0.0)
 
     def _params(self) -> list[tuple[dict[str, Any], torch.Tensor]]:
         return [(g, p) for g in self.param_groups for p in g["params"] if p.requires_grad]
@@ -140,15 +141,15 @@ class MeZO(torch.optim.Optimizer):
     def _use_philox(self, params: list[torch.Tensor]) -> bool:
         if self.rng != "auto":
             return self.rng == "philox"
-        from ...cuda import _launch
+        from .._cuda import _runtime
 
         half_or_single = (torch.float32, torch.float16, torch.bfloat16)
-        return all(p.dtype in half_or_single for p in params) and _launch.on_gpu(*params)
+        return all(p.dtype in half_or_single for p in params) and _runtime.use_kernels(*params)
 
     def _philox_step(
         self, closure: Callable[[], Any], pairs: list[tuple[dict[str, Any], torch.Tensor]], st: dict[str, Any], k: int
     ) -> Any:
-        from ...cuda import mezo as fused
+        from .._cuda import mezo as fused
 
         ps = [p for _, p in pairs]
         eps = [g["eps"] for g, _ in pairs]

@@ -17,14 +17,15 @@ from typing import Any
 
 import torch
 
+from ..._validation import check_float
 from . import _fused
-from ._common import InvalidInputError, check_betas, check_number, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, Optimizer, check_betas, compute_dtype, rollback_on_error
 from ._common import working_copy, write_back
 
 __all__ = ["MoMo", "MoMoAdam"]
 
 
-class _LossBased(torch.optim.Optimizer):
+class _LossBased(Optimizer):
     """Shared plumbing: the loss argument and the global scalars kept in ``state``."""
 
     lb0: float
@@ -138,10 +139,10 @@ class MoMo(_LossBased):
         use_fstar: bool = False,
         bias_correction: bool = False,
     ) -> None:
-        check_number("lr", lr)
-        check_number("weight_decay", weight_decay)
-        self.beta = check_number("beta", beta, high=1.0, high_open=True)
-        self.lb0 = check_number("lb", lb, low=None)
+        check_float(lr, "lr", low=0.0)
+        check_float(weight_decay, "weight_decay", low=0.0)
+        self.beta = check_float(beta, "beta", low=0.0, high=1.0, high_inclusive=False)
+        self.lb0 = check_float(lb, "lb")
         self.use_fstar = bool(use_fstar)
         self.bias_correction = bool(bias_correction)
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
@@ -149,8 +150,8 @@ class MoMo(_LossBased):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         with rollback_on_error(self):
             super().add_param_group(param_group)
-            check_number("lr", self.param_groups[-1]["lr"])
-            check_number("weight_decay", self.param_groups[-1]["weight_decay"])
+            check_float(self.param_groups[-1]["lr"], "lr", low=0.0)
+            check_float(self.param_groups[-1]["weight_decay"], "weight_decay", low=0.0)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:  # type: ignore[override]
@@ -183,7 +184,7 @@ class MoMo(_LossBased):
             lr, lam = grp["lr"], grp["weight_decay"]
             c, tau = self._tau(g, lr, lam, rho, dot, gamma, norm)
             if fused:
-                from ...cuda import optim as fo
+                from .._cuda import optim as fo
 
                 ps = [p for p in grp["params"] if p.grad is not None]
                 if ps:
@@ -209,8 +210,8 @@ class MoMo(_LossBased):
             st["grad_dot_w"] = torch.sum(x * grad)
 
     def _fused_moments(self, live: list[torch.Tensor], beta: float) -> tuple[torch.Tensor, ...]:
-        """Averages and the global sums in one device pass per tensor (thrifty.cuda.optim)."""
-        from ...cuda import optim as fo
+        """Averages and the global sums in one device pass per tensor (the CUDA backend)."""
+        from .._cuda import optim as fo
 
         for p in live:
             st = self.state[p]
@@ -268,7 +269,7 @@ class MoMoAdam(_LossBased):
         use_fstar: bool = False,
         divide: bool = True,
     ) -> None:
-        self.lb0 = check_number("lb", lb, low=None)
+        self.lb0 = check_float(lb, "lb")
         self.use_fstar = bool(use_fstar)
         self.divide = bool(divide)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -277,9 +278,9 @@ class MoMoAdam(_LossBased):
         with rollback_on_error(self):
             super().add_param_group(param_group)
             grp = self.param_groups[-1]
-            check_number("lr", grp["lr"])
-            check_number("eps", grp["eps"])
-            check_number("weight_decay", grp["weight_decay"])
+            check_float(grp["lr"], "lr", low=0.0)
+            check_float(grp["eps"], "eps", low=0.0)
+            check_float(grp["weight_decay"], "weight_decay", low=0.0)
             grp["betas"] = check_betas(grp["betas"])
 
     @torch.no_grad()

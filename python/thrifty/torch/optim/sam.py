@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._validation import check_float
 from . import _fused
-from ._common import InvalidInputError, check_number, compute_dtype, rollback_on_error
+from ._common import InvalidInputError, compute_dtype, rollback_on_error
 
 __all__ = [
     "SAM",
@@ -152,7 +153,7 @@ class SAM(torch.optim.Optimizer):
         adaptive: bool = False,
         **base_kwargs: Any,
     ) -> None:
-        check_number("rho", rho)
+        check_float(rho, "rho", low=0.0)
         if isinstance(base_optimizer, torch.optim.Optimizer) or not callable(base_optimizer):
             raise InvalidInputError(
                 "base_optimizer must be an optimizer class (e.g. torch.optim.SGD), "
@@ -161,28 +162,47 @@ class SAM(torch.optim.Optimizer):
         defaults = dict(rho=rho, adaptive=bool(adaptive), **base_kwargs)
         super().__init__(params, defaults)
         for group in self.param_groups:
-            check_number("rho", group["rho"])
+            check_float(group["rho"], "rho", low=0.0)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
         self.defaults.update(self.base_optimizer.defaults)
         self._old: dict[torch.Tensor, torch.Tensor] = {}
+        self._in_step = False
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         with rollback_on_error(self):
             if hasattr(self, "base_optimizer"):
                 param_group.setdefault("rho", self.defaults["rho"])
                 param_group.setdefault("adaptive", self.defaults["adaptive"])
-                check_number("rho", param_group["rho"])
+                check_float(param_group["rho"], "rho", low=0.0)
                 self.base_optimizer.add_param_group(param_group)
             else:
                 super().add_param_group(param_group)
 
+    def _run_hooks(self, post: bool, kwargs: dict[str, Any]) -> None:
+        """Run the step hooks (``register_step_pre_hook`` / ``register_step_post_hook``
+        and the global ones) as ``step`` does: pre hooks at :meth:`first_step`, post hooks
+        after :meth:`second_step`, not again inside :meth:`step` (torch runs them there).
+        The hooks get ``(self, (self,), kwargs)``; a pre hook's return value is ignored."""
+        if self._in_step:
+            return
+        from torch.optim import optimizer as _topt
+
+        own = self._optimizer_step_post_hooks if post else self._optimizer_step_pre_hooks
+        glob = getattr(_topt, "_global_optimizer_post_hooks" if post else "_global_optimizer_pre_hooks", {})
+        hooks = list(own.values()) + list(glob.values()) if post else list(glob.values()) + list(own.values())
+        for hook in hooks:
+            hook(self, (self,), kwargs)
+
     @torch.no_grad()
     def first_step(self, zero_grad: bool = True) -> None:
-        """Move to ``w + e`` (saving ``w``); then the caller runs forward+backward again."""
+        """Move to ``w + e`` (saving ``w``); then the caller runs forward+backward again.
+
+        Step pre hooks registered on this optimizer run here (when called directly)."""
         if self._old:
             raise RuntimeError("first_step called twice without second_step")
+        self._run_hooks(False, {"zero_grad": zero_grad})
         live = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if _fused.use_fused(live):
             self._fused_first_step()
@@ -219,8 +239,8 @@ class SAM(torch.optim.Optimizer):
             self.zero_grad()
 
     def _fused_first_step(self) -> None:
-        """Device-only first step: norms and perturbation in thrifty.cuda.optim kernels."""
-        from ...cuda import optim as fo
+        """Device-only first step: norms and perturbation in the CUDA backend's kernels."""
+        from .._cuda import optim as fo
 
         groups = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
         groups = [(g, ps) for g, ps in groups if ps]
@@ -237,7 +257,9 @@ class SAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = True) -> None:
-        """Restore ``w`` exactly and take the base optimizer's step with the new gradients."""
+        """Restore ``w`` exactly and take the base optimizer's step with the new gradients.
+
+        Step post hooks registered on this optimizer run after it (when called directly)."""
         if not self._old:
             raise RuntimeError("second_step called without first_step")
         for p, old in self._old.items():
@@ -247,6 +269,7 @@ class SAM(torch.optim.Optimizer):
         self._opt_called = True  # lr schedulers attached to this wrapper see a step
         if zero_grad:
             self.zero_grad()
+        self._run_hooks(True, {"zero_grad": zero_grad})
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Both half steps; ``closure`` must run a full forward **and** backward pass.
@@ -259,10 +282,14 @@ class SAM(torch.optim.Optimizer):
                 "SAM.step requires a closure that runs forward and backward "
                 "(or call first_step / second_step yourself)"
             )
-        self.first_step(zero_grad=True)
-        with torch.enable_grad():
-            loss = closure()
-        self.second_step(zero_grad=False)
+        self._in_step = True  # torch runs the step hooks around step() itself
+        try:
+            self.first_step(zero_grad=True)
+            with torch.enable_grad():
+                loss = closure()
+            self.second_step(zero_grad=False)
+        finally:
+            self._in_step = False
         return loss
 
     def state_dict(self) -> dict[str, Any]:

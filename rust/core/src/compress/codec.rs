@@ -185,6 +185,8 @@ impl Engine {
             Inner::Zstd(c) => {
                 let bound = zstd::zstd_safe::compress_bound(data.len());
                 if scratch.len() < bound {
+                    let more = bound - scratch.len();
+                    crate::alloc::try_reserve(scratch, more, "zstd output")?;
                     scratch.resize(bound, 0);
                 }
                 c.compress_to_buffer(data, &mut scratch[..])
@@ -260,6 +262,28 @@ unsafe extern "C" fn zfree(_opaque: *mut c_void, ptr: *mut c_void) {
     }
 }
 
+/// The sizes by which CPython's `zlib.compress` grows its output buffer
+/// (`BUFFER_BLOCK_SIZE` of its blocks output buffer), the last one repeated.
+const PY_OUTPUT_BLOCKS: [usize; 17] = [
+    32 << 10,
+    64 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+    8 << 20,
+    16 << 20,
+    16 << 20,
+    32 << 20,
+    32 << 20,
+    32 << 20,
+    32 << 20,
+    64 << 20,
+    64 << 20,
+    128 << 20,
+    128 << 20,
+    256 << 20,
+];
+
 /// Python's gzip stream parameters: `windowBits = 15` (raw: -15), `memLevel = 8`.
 const STD_WBITS: c_int = 15;
 const STD_MEM_LEVEL: c_int = 8;
@@ -313,6 +337,9 @@ impl GzipEngine {
             Some(d) => d,
             slot => slot.insert(Deflater::new(level)?),
         };
+        if level == 0 {
+            return deflater.stored_len(data);
+        }
         deflater.raw_len(data, scratch)
     }
 }
@@ -363,6 +390,86 @@ impl Deflater {
             return Err(TextError::Codec(format!("deflateInit2 failed ({rc})")));
         }
         Ok(Self { strm })
+    }
+
+    /// Level 0: the raw length of `data` exactly as Python's `zlib.compress` makes it.
+    ///
+    /// Stored (level-0) output is not independent of the output buffer: zlib cuts a
+    /// stored block wherever the caller's buffer runs out (and then emits the rest of
+    /// its window as a block of its own), so the number of 5-byte block headers
+    /// depends on where the buffer fills up. CPython grows its output buffer in blocks
+    /// of [`PY_OUTPUT_BLOCKS`] bytes, calling `deflate` again only when the current
+    /// block is full; this replays that schedule. A block is never made bigger than the
+    /// whole remaining output can be, which changes nothing zlib decides (it only
+    /// compares the room left against what it still has to write), and it is
+    /// allocated fallibly: at most about the input's size.
+    fn stored_len(&mut self, data: &[u8]) -> Result<u64, TextError> {
+        // Stored blocks hold at least 16 KiB except the last ones; 5 bytes per header.
+        let bound = data
+            .len()
+            .checked_add(5 * (data.len() / 16384 + 4) + 64)
+            .ok_or(crate::alloc::AllocError {
+                what: "level-0 output",
+                bytes: usize::MAX,
+            })?;
+        let mut out: Vec<u8> = Vec::new();
+        let strm = &mut *self.strm;
+        let mut written = 0usize; // bytes of earlier output blocks
+        let mut n_blocks = 0usize;
+        strm.next_out = std::ptr::null_mut();
+        let mut grow = |strm: &mut z::z_stream, written: &mut usize| -> Result<(), TextError> {
+            if !strm.next_out.is_null() {
+                *written += strm.next_out as usize - out.as_ptr() as usize;
+            }
+            let want = PY_OUTPUT_BLOCKS[n_blocks.min(PY_OUTPUT_BLOCKS.len() - 1)];
+            n_blocks += 1;
+            let size = want.min(bound.saturating_sub(*written) + 64);
+            if out.len() < size {
+                let more = size - out.len();
+                crate::alloc::try_reserve(&mut out, more, "level-0 output")?;
+                out.resize(size, 0);
+            }
+            strm.next_out = out.as_mut_ptr();
+            strm.avail_out = size as c_uint;
+            Ok(())
+        };
+        grow(strm, &mut written)?;
+        let mut rest = data;
+        loop {
+            let take = rest.len().min(c_uint::MAX as usize);
+            strm.next_in = rest.as_ptr() as *mut u8;
+            strm.avail_in = take as c_uint;
+            rest = &rest[take..];
+            let flush = if rest.is_empty() {
+                z::Z_FINISH
+            } else {
+                z::Z_NO_FLUSH
+            };
+            loop {
+                if strm.avail_out == 0 {
+                    grow(strm, &mut written)?;
+                }
+                // SAFETY: in/out pointers cover live buffers of the lengths given.
+                let rc = unsafe { z::deflate(strm, flush) };
+                if rc == z::Z_STREAM_ERROR {
+                    return Err(TextError::Codec(format!("deflate failed ({rc})")));
+                }
+                if strm.avail_out != 0 {
+                    break;
+                }
+            }
+            if flush == z::Z_FINISH {
+                break;
+            }
+        }
+        #[allow(clippy::unnecessary_cast)] // uLong is u32 on some targets
+        let n = strm.total_out as u64;
+        // SAFETY: the stream was initialised by deflateInit2.
+        let rc = unsafe { z::deflateReset(strm) };
+        if rc != z::Z_OK {
+            return Err(TextError::Codec(format!("deflateReset failed ({rc})")));
+        }
+        Ok(n)
     }
 
     /// Length of the raw deflate stream of `data`; the stream is reset afterwards.

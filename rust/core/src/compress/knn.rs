@@ -6,6 +6,7 @@ use std::collections::BinaryHeap;
 use rayon::prelude::*;
 
 use super::{check_texts, lens_unchecked, Compressor, Distance, TextError};
+use crate::alloc::{checked_len, try_vec, try_with_capacity};
 use crate::progress::Progress;
 
 /// Pairs per parallel block of [`distance_matrix`].
@@ -26,13 +27,12 @@ pub fn distance_matrix(
     check_texts(queries, "queries")?;
     check_texts(refs, "refs")?;
     let (nq, nr) = (queries.len(), refs.len());
-    let pairs = nq
-        .checked_mul(nr)
-        .ok_or_else(|| TextError::Mismatch(format!("{nq} x {nr} distance matrix is too large")))?;
+    let pairs = checked_len(nq, nr, "the distance matrix")?;
+    // Allocated before any work: an impossible matrix fails at once, not after hours.
+    let mut out = try_vec(0.0f64, pairs, "the distance matrix")?;
     progress.set_total((nq + nr + pairs) as u64);
     let cq = lens_unchecked(queries, comp, progress)?;
     let cr = lens_unchecked(refs, comp, progress)?;
-    let mut out = vec![0.0f64; pairs];
     out.par_chunks_mut(PAIR_BLOCK)
         .enumerate()
         .try_for_each_init(
@@ -149,6 +149,9 @@ pub fn kneighbors(
     if nr > u32::MAX as usize {
         return Err(TextError::Mismatch(format!("too many references ({nr})")));
     }
+    let out_len = checked_len(nq, k, "the neighbour arrays")?;
+    let mut indices = try_with_capacity(out_len, "the neighbour indices")?;
+    let mut distances = try_with_capacity(out_len, "the neighbour distances")?;
     progress.set_total((nq as u64) * (nr as u64 + 1));
     let cq = lens_unchecked(queries, comp, progress)?;
 
@@ -156,8 +159,6 @@ pub fn kneighbors(
     let per_query = n_chunks * k.min(REF_CHUNK);
     let q_batch = (MAX_PARTIAL / per_query).clamp(1, 4096);
 
-    let mut indices = Vec::with_capacity(nq * k);
-    let mut distances = Vec::with_capacity(nq * k);
     for q0 in (0..nq).step_by(q_batch) {
         let q1 = (q0 + q_batch).min(nq);
         let tasks = (q1 - q0) * n_chunks;

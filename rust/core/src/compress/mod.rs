@@ -23,6 +23,7 @@ pub use knn::{distance_matrix, kneighbors, Neighbors};
 
 use rayon::prelude::*;
 
+use crate::alloc::AllocError;
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::parallel::fixed_chunks;
 use crate::progress::Progress;
@@ -76,6 +77,9 @@ pub enum TextError {
     /// Cancelled through the progress handle.
     #[error("cancelled")]
     Cancelled,
+    /// A buffer sized by the input could not be allocated.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 impl From<Cancelled> for TextError {
@@ -89,6 +93,7 @@ impl Classify for TextError {
         match self {
             TextError::Codec(_) => ErrorKind::Internal,
             TextError::Cancelled => ErrorKind::Cancelled,
+            TextError::Alloc(e) => e.kind(),
             _ => ErrorKind::InvalidInput,
         }
     }
@@ -181,7 +186,11 @@ pub(crate) fn lens_unchecked(
             },
         )
         .collect::<Result<_, TextError>>()?;
-    Ok(parts.concat())
+    let mut out = crate::alloc::try_with_capacity(texts.len(), "compressed lengths")?;
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

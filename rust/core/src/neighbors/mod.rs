@@ -13,6 +13,7 @@ mod topk;
 pub use nmc::{class_sums, nearest_mean_predict, nearest_mean_scores};
 pub use topk::{topk, topk_with, TopK};
 
+use crate::alloc::AllocError;
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::linalg::{LinalgError, MatRef};
 
@@ -70,6 +71,9 @@ pub enum NeighborsError {
     /// Work was cancelled.
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
+    /// The result (or a buffer sized by it) could not be allocated.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 impl Classify for NeighborsError {
@@ -77,6 +81,7 @@ impl Classify for NeighborsError {
         match self {
             NeighborsError::Cancelled(_) => ErrorKind::Cancelled,
             NeighborsError::Matrix(e) => e.kind(),
+            NeighborsError::Alloc(e) => e.kind(),
             _ => ErrorKind::InvalidInput,
         }
     }

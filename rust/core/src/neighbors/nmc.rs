@@ -148,14 +148,14 @@ fn scores_and_norms(
             let inv = inverse_norms(x, "X")?;
             // The cosine error bound does not need the norms.
             Ok((
-                gemm::matmul_nt(isa, x, Some(&inv), mm, None),
+                gemm::matmul_nt(isa, x, Some(&inv), mm, None)?,
                 vec![1.0; x.rows()],
             ))
         }
-        Metric::Dot => Ok((gemm::matmul_nt(isa, x, None, mm, None), sq_norms(x))),
+        Metric::Dot => Ok((gemm::matmul_nt(isa, x, None, mm, None)?, sq_norms(x))),
         Metric::Euclidean => {
             let xn = sq_norms(x);
-            let mut s = gemm::matmul_nt(isa, x, None, mm, None);
+            let mut s = gemm::matmul_nt(isa, x, None, mm, None)?;
             let mn = sq_norms(mm);
             s.par_chunks_mut(n_classes).zip(&xn).for_each(|(row, &q)| {
                 for (v, &m) in row.iter_mut().zip(&mn) {

@@ -21,6 +21,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{check_pair, inverse_norms, sq_norms, Metric, NeighborsError};
+use crate::alloc::{check_total, checked_len, try_vec};
 use crate::gemm::{self, AlignedBuf, Isa};
 use crate::linalg::MatRef;
 use crate::progress::Progress;
@@ -65,6 +66,12 @@ pub fn topk_with(
     if k == 0 || k > n {
         return Err(NeighborsError::BadK { k, n });
     }
+    // The results (and up to as many candidates while searching) are allocated before
+    // any work, so an impossible `queries x k` fails at once with an `AllocError`.
+    let out_len = checked_len(m, k, "the top-k results")?;
+    check_total(out_len, 4 + 8 + 8, "the top-k results and candidates")?;
+    let mut scores = try_vec(0.0f32, out_len, "the top-k scores")?;
+    let mut indices = try_vec(0i64, out_len, "the top-k indices")?;
     let (q_scale, k_scale) = match metric {
         Metric::Cosine => (
             Some(inverse_norms(queries, "queries")?),
@@ -150,8 +157,6 @@ pub fn topk_with(
         }
     }
 
-    let mut scores = vec![0.0f32; m * k];
-    let mut indices = vec![0i64; m * k];
     scores
         .par_chunks_mut(k)
         .zip(indices.par_chunks_mut(k))

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 
 use super::{invalid, PipelineError};
+use crate::alloc::AllocError;
 
 /// Streaming loss filter; see the module docs.
 #[derive(Debug, Clone)]
@@ -41,6 +42,9 @@ pub fn mask_at_least(losses: &[f64], threshold: f64) -> Result<Vec<bool>, Pipeli
 
 impl LossFilter {
     /// A filter with `warmup_steps` batches of warm-up and a window of `window` losses.
+    ///
+    /// The window's memory grows with the losses fed, never ahead of them, so a window
+    /// far larger than the losses a run produces costs nothing.
     pub fn new(warmup_steps: u64, window: usize) -> Result<Self, PipelineError> {
         if window < 1 {
             return Err(invalid(format!("window must be >= 1, got {window}")));
@@ -48,7 +52,7 @@ impl LossFilter {
         Ok(LossFilter {
             warmup_steps,
             window,
-            history: VecDeque::with_capacity(window),
+            history: VecDeque::new(),
             threshold: None,
             steps: 0,
             seen: 0,
@@ -60,6 +64,12 @@ impl LossFilter {
     pub fn update(&mut self, losses: &[f64]) -> Result<Vec<bool>, PipelineError> {
         check_losses(losses)?;
         let mask = if self.steps < self.warmup_steps || self.threshold.is_none() {
+            let room = self.window - self.history.len();
+            let grow = losses.len().min(room);
+            self.history.try_reserve(grow).map_err(|_| AllocError {
+                what: "the loss window",
+                bytes: grow.saturating_mul(8),
+            })?;
             for &l in losses {
                 if self.history.len() == self.window {
                     self.history.pop_front();
@@ -127,6 +137,17 @@ mod tests {
         assert_eq!(f.threshold(), Some(3.5));
         assert_eq!(f.skipped(), 2);
         assert!((f.skipped_fraction() - 2.0 / 9.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn huge_window_allocates_only_what_is_fed() {
+        let mut f = LossFilter::new(1, 1 << 40).unwrap();
+        assert_eq!(f.update(&[1.0, 3.0]).unwrap(), vec![true, true]);
+        assert_eq!(f.threshold(), Some(2.0));
+        assert!(f.history.capacity() < 1 << 20);
+        let mut f = LossFilter::new(1, usize::MAX).unwrap();
+        f.update(&[4.0]).unwrap();
+        assert_eq!(f.threshold(), Some(4.0));
     }
 
     #[test]

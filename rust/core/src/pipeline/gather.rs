@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::{invalid, PipelineError};
+use crate::alloc::{try_vec, try_with_capacity};
 
 /// Batches at least this many bytes are copied in parallel.
 pub const PAR_BYTES: usize = 1 << 20;
@@ -30,11 +31,12 @@ pub enum Buf {
 impl Buf {
     /// A zeroed buffer of `n` elements of `elem_size` bytes (1, 2, 4 or 8).
     pub fn zeroed(elem_size: usize, n: usize) -> Result<Self, PipelineError> {
+        const WHAT: &str = "a batch";
         Ok(match elem_size {
-            1 => Buf::U8(vec![0; n]),
-            2 => Buf::U16(vec![0; n]),
-            4 => Buf::U32(vec![0; n]),
-            8 => Buf::U64(vec![0; n]),
+            1 => Buf::U8(try_vec(0, n, WHAT)?),
+            2 => Buf::U16(try_vec(0, n, WHAT)?),
+            4 => Buf::U32(try_vec(0, n, WHAT)?),
+            8 => Buf::U64(try_vec(0, n, WHAT)?),
             _ => {
                 return Err(invalid(format!(
                     "element size must be 1, 2, 4 or 8 bytes, got {elem_size}"
@@ -110,18 +112,97 @@ fn check_rows(rows: &[u64], n_rows: u64) -> Result<(), PipelineError> {
     }
 }
 
-/// Rows of a file read with positional reads (`pread`): nothing is memory-mapped, so
-/// streaming a file larger than memory keeps the resident memory at the batches in
-/// flight. Row `r` is the `width` elements at byte `offset + r * stride * elem_size`.
+/// An open file that must keep at least `need` bytes while rows are read from it.
+///
+/// A memory mapping of a file that another process truncates raises `SIGBUS` on the
+/// first touch of a vanished page, and a positional read comes up short. Checking the
+/// size (`fstat`) before every batch turns a truncation between batches into a
+/// [`PipelineError::Format`].
+#[derive(Debug)]
+pub struct SizeGuard {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    need: u64,
+}
+
+impl SizeGuard {
+    /// Open `path` and check that it holds at least `need` bytes.
+    pub fn open(path: &std::path::Path, need: u64) -> Result<Self, PipelineError> {
+        let io = |e: std::io::Error| PipelineError::Io(format!("{}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(io)?;
+        let guard = SizeGuard {
+            file,
+            path: path.to_path_buf(),
+            need,
+        };
+        let len = guard.len()?;
+        if len < need {
+            return Err(PipelineError::Format(format!(
+                "{} holds {len} bytes but its rows need {need}",
+                path.display()
+            )));
+        }
+        Ok(guard)
+    }
+
+    fn len(&self) -> Result<u64, PipelineError> {
+        let meta = self.file.metadata();
+        let meta = meta.map_err(|e| PipelineError::Io(format!("{}: {e}", self.path.display())))?;
+        Ok(meta.len())
+    }
+
+    fn shrunk(&self, now: Option<u64>) -> PipelineError {
+        let now = now.map_or_else(|| "fewer".to_string(), |n| n.to_string());
+        PipelineError::Format(format!(
+            "{} changed size while it was being read: its rows need {} bytes but it now \
+             has {now}; do not truncate or rewrite a file that a loader is reading",
+            self.path.display(),
+            self.need
+        ))
+    }
+
+    /// Fail when the file no longer holds `need` bytes.
+    pub fn check(&self) -> Result<(), PipelineError> {
+        let len = self.len()?;
+        if len < self.need {
+            return Err(self.shrunk(Some(len)));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes from the start of a buffer that `n_rows` rows of `width` elements, `stride`
+/// apart, occupy (saturating).
+pub fn rows_extent(elem_size: usize, stride: usize, width: usize, n_rows: u64) -> u64 {
+    if n_rows == 0 {
+        return 0;
+    }
+    let elems = (n_rows as u128 - 1) * stride as u128 + width as u128;
+    u64::try_from(elems * elem_size as u128).unwrap_or(u64::MAX)
+}
+
+/// Rows of a file read with positional reads (`pread`).
+///
+/// Nothing is memory-mapped: streaming a file larger than memory keeps the resident
+/// memory at the batches in flight, and a file that shrinks while it is read (another
+/// process truncating or rewriting it) gives a [`PipelineError::Format`], never a
+/// `SIGBUS`: the size is checked before every batch ([`SizeGuard`]) and a read that
+/// comes up short is reported the same way. Row `r` is the `width` elements at byte
+/// `offset + r * stride * elem_size`; runs of consecutive non-overlapping rows are read
+/// with one call.
 #[derive(Debug)]
 pub struct FileRows {
-    file: std::fs::File,
+    guard: SizeGuard,
     offset: u64,
     elem_size: usize,
     stride: usize,
     width: usize,
     n_rows: u64,
 }
+
+/// Reads of consecutive rows are merged up to this many bytes (larger runs are split
+/// so that a big batch is still read by several threads).
+const RUN_BYTES: usize = 1 << 20;
 
 impl FileRows {
     /// Open `path` and check that the rows fit in it.
@@ -134,8 +215,7 @@ impl FileRows {
         n_rows: u64,
     ) -> Result<Self, PipelineError> {
         let io = |e: std::io::Error| PipelineError::Io(format!("{}: {e}", path.display()));
-        let file = std::fs::File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let len = std::fs::metadata(path).map_err(io)?.len();
         check_layout(
             len.saturating_sub(offset) as u128,
             elem_size,
@@ -143,8 +223,9 @@ impl FileRows {
             width,
             n_rows,
         )?;
+        let need = offset.saturating_add(rows_extent(elem_size, stride, width, n_rows));
         Ok(FileRows {
-            file,
+            guard: SizeGuard::open(path, need)?,
             offset,
             elem_size,
             stride,
@@ -153,28 +234,67 @@ impl FileRows {
         })
     }
 
+    /// Number of rows.
+    pub fn n_rows(&self) -> u64 {
+        self.n_rows
+    }
+
+    /// Elements per row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Bytes per element.
+    pub fn elem_size(&self) -> usize {
+        self.elem_size
+    }
+
     /// Read `rows` into a fresh buffer, as [`RowSource::gather`].
     pub fn gather(&self, rows: &[u64]) -> Result<Buf, PipelineError> {
         use std::os::unix::fs::FileExt;
         check_rows(rows, self.n_rows)?;
-        let mut out = Buf::zeroed(self.elem_size, rows.len() * self.width)?;
+        self.guard.check()?;
+        let n = crate::alloc::checked_len(rows.len(), self.width, "a batch")?;
+        let mut out = Buf::zeroed(self.elem_size, n)?;
         let row_bytes = self.width * self.elem_size;
         let stride_bytes = (self.stride * self.elem_size) as u64;
-        let read = |(dst, &r): (&mut [u8], &u64)| {
-            self.file
-                .read_exact_at(dst, self.offset + r * stride_bytes)
-                .map_err(|e| PipelineError::Io(format!("reading row {r}: {e}")))
-        };
-        let dst = out.bytes_mut();
-        if dst.len() >= PAR_BYTES && rows.len() > 1 {
-            dst.par_chunks_mut(row_bytes)
-                .zip(rows.par_iter())
-                .try_for_each(read)?;
-        } else {
-            dst.chunks_mut(row_bytes)
-                .zip(rows.iter())
-                .try_for_each(read)?;
+        // Runs of consecutive rows (only where rows do not overlap: then a run is one
+        // contiguous range of the file and of the output).
+        let max_run = (RUN_BYTES / row_bytes).max(1);
+        let mut runs: Vec<(&mut [u8], u64)> = try_with_capacity(rows.len(), "a batch's reads")?;
+        let mut rest = out.bytes_mut();
+        let mut i = 0;
+        while i < rows.len() {
+            let mut len = 1;
+            if self.stride == self.width {
+                while i + len < rows.len() && len < max_run && rows[i + len] == rows[i] + len as u64
+                {
+                    len += 1;
+                }
+            }
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(len * row_bytes);
+            runs.push((dst, rows[i]));
+            rest = tail;
+            i += len;
         }
+        let read = |(dst, r): &mut (&mut [u8], u64)| {
+            self.guard
+                .file
+                .read_exact_at(dst, self.offset + *r * stride_bytes)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => self.guard.shrunk(None),
+                    _ => PipelineError::Io(format!(
+                        "{}: reading row {r}: {e}",
+                        self.guard.path.display()
+                    )),
+                })
+        };
+        if rows.len() * row_bytes >= PAR_BYTES && runs.len() > 1 {
+            runs.par_iter_mut().try_for_each(read)?;
+        } else {
+            runs.iter_mut().try_for_each(read)?;
+        }
+        drop(runs);
         Ok(out)
     }
 }
@@ -222,7 +342,7 @@ impl<'a> RowSource<'a> {
     /// elements, in order.
     pub fn gather(&self, rows: &[u64]) -> Result<Buf, PipelineError> {
         check_rows(rows, self.n_rows)?;
-        let n = rows.len() * self.width;
+        let n = crate::alloc::checked_len(rows.len(), self.width, "a batch")?;
         let row_bytes = self.width * self.elem_size;
         let stride_bytes = self.stride * self.elem_size;
         let src = self.bytes;
@@ -249,18 +369,18 @@ impl<'a> RowSource<'a> {
                 rows.iter().enumerate().for_each(copy);
             }
         };
-        fn filled<T>(n: usize, fill: impl FnOnce(*mut u8)) -> Vec<T> {
-            let mut v = Vec::<T>::with_capacity(n);
+        fn filled<T>(n: usize, fill: impl FnOnce(*mut u8)) -> Result<Vec<T>, PipelineError> {
+            let mut v = try_with_capacity::<T>(n, "a batch")?;
             fill(v.as_mut_ptr().cast::<u8>());
             // SAFETY: `fill` initialised all n elements (integers: any bits are valid).
             unsafe { v.set_len(n) };
-            v
+            Ok(v)
         }
         let out = match self.elem_size {
-            1 => Buf::U8(filled(n, fill)),
-            2 => Buf::U16(filled(n, fill)),
-            4 => Buf::U32(filled(n, fill)),
-            _ => Buf::U64(filled(n, fill)),
+            1 => Buf::U8(filled(n, fill)?),
+            2 => Buf::U16(filled(n, fill)?),
+            4 => Buf::U32(filled(n, fill)?),
+            _ => Buf::U64(filled(n, fill)?),
         };
         Ok(out)
     }
@@ -322,6 +442,49 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let e = FileRows::open(&path, 0, 4, 1, 1, 1).unwrap_err();
         assert!(matches!(e, PipelineError::Io(_)));
+    }
+
+    fn temp_file(tag: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("thrifty-gather-{tag}-{}.bin", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn file_runs_are_read_whole_and_match_memory() {
+        let data: Vec<u16> = (0..40_000).map(|i| i as u16).collect();
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let path = temp_file("runs", &bytes);
+        let mem = RowSource::new(&bytes, 2, 40, 40, 1000).unwrap();
+        let file = FileRows::open(&path, 0, 2, 40, 40, 1000).unwrap();
+        // runs, single rows, a run longer than RUN_BYTES, and repeats
+        let mut rows: Vec<u64> = (10..20).chain([3, 999, 4, 4]).collect();
+        rows.extend(0..1000);
+        assert_eq!(mem.gather(&rows).unwrap(), file.gather(&rows).unwrap());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_shrinks_is_an_error() {
+        let bytes = vec![1u8; 4000];
+        let path = temp_file("shrink", &bytes);
+        let file = FileRows::open(&path, 0, 4, 10, 10, 100).unwrap();
+        assert!(file.gather(&[99, 0]).is_ok());
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(2000).unwrap();
+        let e = file.gather(&[0]).unwrap_err();
+        assert!(matches!(e, PipelineError::Format(_)), "{e}");
+        assert!(e.to_string().contains("changed size"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn impossible_batches_are_allocation_errors() {
+        let e = Buf::zeroed(8, usize::MAX / 16).unwrap_err();
+        assert!(matches!(e, PipelineError::OutOfMemory(_)), "{e}");
+        let e = Buf::zeroed(1, usize::MAX).unwrap_err();
+        assert!(e.to_string().contains("cannot allocate a batch"), "{e}");
     }
 
     #[test]

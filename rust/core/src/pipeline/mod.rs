@@ -6,14 +6,17 @@
 //!   `(seed, epoch)`.
 //! * [`plan`] — which rows make up batch `b` of an epoch for one rank, after applying a
 //!   keep-set, without materialising the permutation.
-//! * [`gather`] — copies rows (or overlapping windows) of a byte buffer into a fresh,
-//!   aligned batch buffer.
+//! * [`gather`] — copies rows (or overlapping windows) of a byte buffer, or reads them
+//!   from a file with positional reads, into a fresh, aligned batch buffer.
+//! * [`batches`] — one rank's epoch as a source of whole batches (plan + gather of the
+//!   data and label rows), streamed by a background thread.
 //! * [`stream`] — a bounded background producer thread that stops promptly when its
 //!   consumer goes away.
 //! * [`sampler`] — temperature sampling over domains with a Cooldown schedule, and the
 //!   equivalent loss weights ("Upsample or Upweight?").
 //! * [`filter`] — the automatic loss threshold of multistage data filtering.
 
+pub mod batches;
 pub mod filter;
 pub mod gather;
 pub mod perm;
@@ -35,6 +38,9 @@ pub enum PipelineError {
     /// Reading a file failed.
     #[error("{0}")]
     Io(String),
+    /// A buffer whose size the caller chose could not be allocated.
+    #[error(transparent)]
+    OutOfMemory(#[from] crate::alloc::AllocError),
 }
 
 impl Classify for PipelineError {
@@ -43,6 +49,7 @@ impl Classify for PipelineError {
             PipelineError::InvalidInput(_) => ErrorKind::InvalidInput,
             PipelineError::Format(_) => ErrorKind::Format,
             PipelineError::Io(_) => ErrorKind::Io,
+            PipelineError::OutOfMemory(_) => ErrorKind::OutOfMemory,
         }
     }
 }

@@ -9,7 +9,8 @@
 //! rotates them to the bottom, which is invertible round by round. The round keys derive from `(seed, epoch)` only, so any thread computes any
 //! position independently and the order never depends on the thread count.
 
-use super::hash_words;
+use super::{hash_words, invalid, PipelineError};
+use crate::alloc::try_with_capacity;
 
 const ROUNDS: usize = 8;
 
@@ -93,6 +94,27 @@ impl Permutation {
     }
 }
 
+/// Positions `start .. start + count` of the permutation of `0..n` for `(seed, epoch)`.
+pub fn positions(
+    n: u64,
+    seed: u64,
+    epoch: u64,
+    start: u64,
+    count: u64,
+) -> Result<Vec<u64>, PipelineError> {
+    let end = start.checked_add(count).filter(|&e| e <= n);
+    let Some(end) = end else {
+        return Err(invalid(format!(
+            "positions {start}..{start}+{count} exceed the permutation size {n}"
+        )));
+    };
+    let len = usize::try_from(count).unwrap_or(usize::MAX);
+    let mut out = try_with_capacity(len, "the permutation positions")?;
+    let p = Permutation::new(n, seed, epoch);
+    out.extend((start..end).map(|i| p.apply(i)));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +138,19 @@ mod tests {
         fn every_index_exactly_once(n in 0u64..3000, seed: u64, epoch in 0u64..1000) {
             prop_assert!(is_perm(n, seed, epoch));
         }
+    }
+
+    #[test]
+    fn positions_are_slices_and_checked() {
+        let all = positions(100, 4, 2, 0, 100).unwrap();
+        assert_eq!(positions(100, 4, 2, 30, 20).unwrap(), &all[30..50]);
+        assert!(matches!(
+            positions(100, 4, 2, 90, 11),
+            Err(PipelineError::InvalidInput(_))
+        ));
+        assert!(positions(10, 0, 0, u64::MAX, 2).is_err());
+        let e = positions(1 << 62, 0, 0, 0, 1 << 61).unwrap_err();
+        assert!(matches!(e, PipelineError::OutOfMemory(_)), "{e}");
     }
 
     #[test]

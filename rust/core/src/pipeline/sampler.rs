@@ -15,6 +15,7 @@
 
 use super::perm::Permutation;
 use super::{hash_words, invalid, unit_f64, PipelineError};
+use crate::alloc::try_with_capacity;
 
 /// A linear cooldown of the temperature from its initial value to `t_end`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,8 +128,13 @@ impl TemperatureSampler {
                 self.sizes.len()
             )));
         }
-        let mut domains = Vec::with_capacity(n);
-        let mut indices = Vec::with_capacity(n);
+        if step.checked_add(n as u64).is_none() {
+            return Err(invalid(format!(
+                "drawing {n} samples from step {step} overflows the step counter"
+            )));
+        }
+        let mut domains = try_with_capacity(n, "the sampled domains")?;
+        let mut indices = try_with_capacity(n, "the sampled indices")?;
         let mut cum = Vec::with_capacity(self.sizes.len());
         let mut cum_t = f64::NAN;
         for s in step..step + n as u64 {
@@ -244,6 +250,16 @@ mod tests {
         let p = s.probabilities(0);
         assert!((0.9 * w[0] - p[0]).abs() < 1e-12);
         assert!((0.1 * w[1] - p[1]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn impossible_sample_sizes_are_errors() {
+        let s = TemperatureSampler::new(vec![5, 5], 1.0, None, 0).unwrap();
+        let mut counts = vec![0; 2];
+        let e = s.sample(0, &mut counts, usize::MAX / 2).unwrap_err();
+        assert!(matches!(e, PipelineError::OutOfMemory(_)), "{e}");
+        assert!(s.sample(u64::MAX, &mut counts, 2).is_err());
+        assert_eq!(counts, vec![0, 0]);
     }
 
     #[test]

@@ -55,8 +55,13 @@ pub struct Prefetcher<T, E> {
 impl<T: Send + 'static, E: Send + 'static> Prefetcher<T, E> {
     /// Produce `make(i)` for `i in range` on a background thread, at most `depth`
     /// items ahead of the consumer (`depth` 0 is treated as 1). An error ends the
-    /// stream after it is delivered.
-    pub fn spawn<F>(range: std::ops::Range<usize>, depth: usize, mut make: F) -> Self
+    /// stream after it is delivered. Fails (instead of panicking) when the operating
+    /// system refuses the thread, e.g. at a process limit.
+    pub fn spawn<F>(
+        range: std::ops::Range<usize>,
+        depth: usize,
+        mut make: F,
+    ) -> Result<Self, std::io::Error>
     where
         F: FnMut(usize) -> Result<T, E> + Send + 'static,
     {
@@ -78,13 +83,12 @@ impl<T: Send + 'static, E: Send + 'static> Prefetcher<T, E> {
                         break;
                     }
                 }
-            })
-            .expect("failed to spawn the loader thread");
-        Prefetcher {
+            })?;
+        Ok(Prefetcher {
             rx: Some(rx),
             stop,
             handle: Some(handle),
-        }
+        })
     }
 
     /// Wait up to `timeout` for the next item.
@@ -128,7 +132,7 @@ mod tests {
 
     #[test]
     fn yields_in_order() {
-        let p = Prefetcher::<usize, ()>::spawn(3..10, 2, |i| Ok(i * i));
+        let p = Prefetcher::<usize, ()>::spawn(3..10, 2, |i| Ok(i * i)).unwrap();
         let got: Vec<usize> = drain(&p).into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(got, (3..10).map(|i| i * i).collect::<Vec<_>>());
     }
@@ -141,7 +145,8 @@ mod tests {
             } else {
                 Ok(i)
             }
-        });
+        })
+        .unwrap();
         let got = drain(&p);
         assert_eq!(got.len(), 3);
         assert!(got[2].is_err());
@@ -155,7 +160,8 @@ mod tests {
             let p = Prefetcher::<Vec<u8>, ()>::spawn(0..usize::MAX, 2, |_| {
                 std::thread::sleep(Duration::from_millis(1));
                 Ok(vec![0u8; 16])
-            });
+            })
+            .unwrap();
             assert!(matches!(
                 p.next_timeout(Duration::from_secs(5)),
                 Next::Item(Ok(_))

@@ -4,11 +4,17 @@
 //!   by default), `M_j = max_{i<j} cos(x_i, x_j)`, remove `j` when `M_j > 1 − ε`
 //!   (pairwise: `j` goes even when the item it matched was itself removed).
 //! * [`ssp`] — self-supervised prototype pruning (Sorscher et al. 2022): rank every
-//!   sample globally by cosine distance to its own centroid, keep the hardest.
+//!   sample globally by cosine distance to its own centroid, keep the hardest (or the
+//!   easiest, or a random choice: [`Prefer`]).
 //! * [`dbp`] — density-based pruning (Abbas et al. 2024): optional SemDeDup, cluster
 //!   complexity `d_inter · d_intra`, softmax with temperature, keep counts by
 //!   water-filling onto a capped simplex (rounded to sum exactly to `N`), keep the
 //!   hardest within each cluster.
+//!
+//! [`Prefer::Auto`] applies the strategy switch of Sorscher et al. 2022 to SSP and DBP:
+//! hard samples when the kept count per class (or per non-empty cluster) is at least
+//! [`AUTO_HARD_MIN_PER_GROUP`], easy ones below. SemDeDup refuses it: it does not fix a
+//! kept count in advance.
 //!
 //! Within-cluster similarities are `f32` products from [`crate::gemm`] (never `f16`).
 //! Everything is deterministic for a given seed and independent of the thread count;
@@ -16,6 +22,7 @@
 
 use rayon::prelude::*;
 
+use crate::alloc::AllocError;
 use crate::cluster::{dot_f64, normalized, norms, ClusterError};
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::gemm::{matmul_nt, Isa};
@@ -23,7 +30,7 @@ use crate::linalg::{LinalgError, MatRef};
 use crate::progress::Progress;
 use crate::quant::rng::Stream;
 
-/// Which members are preferred (kept, or put first in the SemDeDup order).
+/// A resolved member order: which members are kept, or put first in the SemDeDup order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
     /// Farthest from the centroid first.
@@ -35,16 +42,72 @@ pub enum Order {
 }
 
 impl Order {
-    /// Parse `"hard"`, `"easy"` or `"random"`.
-    pub fn parse(s: &str) -> Result<Order, PruneError> {
+    /// The option value naming this order: `"hard"`, `"easy"` or `"random"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Hard => "hard",
+            Order::Easy => "easy",
+            Order::Random => "random",
+        }
+    }
+}
+
+/// Kept samples per group at or above which [`Prefer::Auto`] keeps hard samples.
+///
+/// The "Beyond neural scaling laws" switch (Sorscher et al. 2022): keep easy samples when
+/// data is scarce, hard ones when it is abundant. The paper gives no universal crossover;
+/// 32 per class lies between the 24-36 kept digits per class where, on scikit-learn's
+/// digits with a 5-NN classifier, hard-first SSP/DBP overtook easy-first.
+pub const AUTO_HARD_MIN_PER_GROUP: usize = 32;
+
+/// The `prefer` option: which members a method keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefer {
+    /// Farthest from the centroid (abundant data).
+    Hard,
+    /// Nearest to the centroid (scarce data).
+    Easy,
+    /// Seeded random choice.
+    Random,
+    /// Hard or easy from the kept count per group, see [`Prefer::resolve`].
+    Auto,
+}
+
+impl Prefer {
+    /// Parse `"hard"`, `"easy"`, `"random"` or `"auto"`.
+    pub fn parse(s: &str) -> Result<Prefer, PruneError> {
         match s {
-            "hard" => Ok(Order::Hard),
-            "easy" => Ok(Order::Easy),
-            "random" => Ok(Order::Random),
+            "hard" => Ok(Prefer::Hard),
+            "easy" => Ok(Prefer::Easy),
+            "random" => Ok(Prefer::Random),
+            "auto" => Ok(Prefer::Auto),
             o => Err(PruneError::Invalid(format!(
-                "unknown order {o:?}; expected \"hard\", \"easy\" or \"random\""
+                "unknown prefer {o:?}; expected \"hard\", \"easy\", \"random\" or \"auto\""
             ))),
         }
+    }
+
+    /// The order itself, `None` for `Auto`.
+    pub fn fixed(self) -> Option<Order> {
+        match self {
+            Prefer::Hard => Some(Order::Hard),
+            Prefer::Easy => Some(Order::Easy),
+            Prefer::Random => Some(Order::Random),
+            Prefer::Auto => None,
+        }
+    }
+
+    /// The order to use when `kept` samples are kept from `groups` groups (classes, or
+    /// non-empty clusters): `Auto` is `Hard` when `kept >= AUTO_HARD_MIN_PER_GROUP *
+    /// groups` (`kept / groups >= AUTO_HARD_MIN_PER_GROUP` in integers), else `Easy`; the
+    /// others are themselves.
+    pub fn resolve(self, kept: usize, groups: usize) -> Order {
+        self.fixed()
+            .unwrap_or(if kept / groups.max(1) >= AUTO_HARD_MIN_PER_GROUP {
+                Order::Hard
+            } else {
+                Order::Easy
+            })
     }
 }
 
@@ -59,6 +122,8 @@ pub enum PruneError {
     Invalid(String),
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
 }
 
 impl Classify for PruneError {
@@ -68,6 +133,7 @@ impl Classify for PruneError {
             PruneError::Matrix(e) => e.kind(),
             PruneError::Cluster(e) => e.kind(),
             PruneError::Invalid(_) => ErrorKind::InvalidInput,
+            PruneError::Alloc(e) => e.kind(),
         }
     }
 }
@@ -88,6 +154,8 @@ pub struct PruneOutput {
     pub keep_per_cluster: Vec<i64>,
     /// DBP cluster complexity `d_inter · d_intra` (empty for the other methods).
     pub complexity: Vec<f64>,
+    /// The member order used (`Prefer::Auto` resolved).
+    pub prefer: Order,
 }
 
 /// Validated clustering with normalised points and centroids.
@@ -216,8 +284,11 @@ pub fn keep_count(n: usize, fraction: f64) -> Result<usize, PruneError> {
     Ok(((fraction * n as f64 + 0.5).floor() as usize).clamp(1, n))
 }
 
-/// Rows of SemDeDup similarity computed per product (bounds memory to `BLOCK x m`).
+/// Rows of SemDeDup similarity computed per product.
 const BLOCK: usize = 512;
+/// Earlier rows compared per product: one `BLOCK x COLS` product (a few ms) is the
+/// longest stretch between two cancellation checks, and bounds its memory.
+const COLS: usize = 2048;
 
 /// SemDeDup over each cluster: `(duplicate_of, similarity)`.
 fn dedup_clusters(
@@ -255,32 +326,60 @@ fn dedup_clusters(
                 })
                 .collect();
             out.push((ord[0], -1, f32::NAN));
-            let mut j0 = 1;
-            while j0 < m {
-                let j1 = (j0 + BLOCK).min(m);
-                let a = MatRef::new(&e[j0 * d..j1 * d], j1 - j0, d)?;
-                let b = MatRef::new(&e[..j1 * d], j1, d)?;
-                let s = matmul_nt(isa, a, None, b, None);
-                for (r, row) in s.chunks_exact(j1).enumerate() {
-                    let j = j0 + r;
-                    let mut best = 0usize;
-                    for i in 1..j {
-                        let (v, bv) = (row[i], row[best]);
-                        if v > bv || (v == bv && ord[i] < ord[best]) {
-                            best = i;
+            progress.inc(1);
+            // Row blocks are independent (row j looks at rows 0..j only), so a big
+            // cluster is split over the pool too; columns come in chunks of `COLS`, so
+            // cancellation is noticed within one `BLOCK x COLS` product.
+            let blocks: Vec<(usize, usize)> = (1..m)
+                .step_by(BLOCK)
+                .map(|j0| (j0, (j0 + BLOCK).min(m)))
+                .collect();
+            let parts: Vec<Vec<(usize, i64, f32)>> = blocks
+                .par_iter()
+                .map(|&(j0, j1)| -> Result<_, PruneError> {
+                    let a = MatRef::new(&e[j0 * d..j1 * d], j1 - j0, d)?;
+                    // Per row: the best earlier row so far (position in `ord`, cosine).
+                    let mut best: Vec<Option<(usize, f32)>> = vec![None; j1 - j0];
+                    for c0 in (0..j1 - 1).step_by(COLS) {
+                        progress.check()?;
+                        let c1 = (c0 + COLS).min(j1 - 1);
+                        let b = MatRef::new(&e[c0 * d..c1 * d], c1 - c0, d)?;
+                        let s = matmul_nt(isa, a, None, b, None)?;
+                        for (r, row) in s.chunks_exact(c1 - c0).enumerate() {
+                            let hi = (j0 + r).min(c1);
+                            let bst = &mut best[r];
+                            for i in c0..hi {
+                                let v = row[i - c0];
+                                let better = match *bst {
+                                    None => true,
+                                    Some((bi, bv)) => v > bv || (v == bv && ord[i] < ord[bi]),
+                                };
+                                if better {
+                                    *bst = Some((i, v));
+                                }
+                            }
                         }
                     }
-                    let sim = row[best];
-                    let dup = if f64::from(sim) > thr {
-                        ord[best] as i64
-                    } else {
-                        -1
-                    };
-                    out.push((ord[j], dup, sim));
-                }
-                j0 = j1;
+                    let rows = best
+                        .into_iter()
+                        .enumerate()
+                        .map(|(r, b)| {
+                            let (bi, sim) = b.expect("every row after the first has a predecessor");
+                            let dup = if f64::from(sim) > thr {
+                                ord[bi] as i64
+                            } else {
+                                -1
+                            };
+                            (ord[j0 + r], dup, sim)
+                        })
+                        .collect();
+                    progress.inc((j1 - j0) as u64);
+                    Ok(rows)
+                })
+                .collect::<Result<_, _>>()?;
+            for p in parts {
+                out.extend(p);
             }
-            progress.inc(m as u64);
             Ok(out)
         })
         .collect::<Result<_, _>>()?;
@@ -311,11 +410,11 @@ pub fn semdedup(
     labels: &[i64],
     centroids: MatRef<'_>,
     eps: f64,
-    order: Order,
+    prefer: Order,
     seed: u64,
     progress: &Progress,
 ) -> Result<PruneOutput, PruneError> {
-    semdedup_ids(x, labels, centroids, None, eps, order, seed, progress)
+    semdedup_ids(x, labels, centroids, None, eps, prefer, seed, progress)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -325,13 +424,13 @@ fn semdedup_ids(
     centroids: MatRef<'_>,
     ids: Option<&[i64]>,
     eps: f64,
-    order: Order,
+    prefer: Order,
     seed: u64,
     progress: &Progress,
 ) -> Result<PruneOutput, PruneError> {
     let p = prepare(x, labels, centroids, ids)?;
     progress.set_total(p.n as u64);
-    let (dup, sim) = dedup_clusters(&p, eps, order, seed, progress)?;
+    let (dup, sim) = dedup_clusters(&p, eps, prefer, seed, progress)?;
     let keep: Vec<bool> = dup.iter().map(|&d| d < 0).collect();
     let kpc = per_cluster_counts(&p, &keep);
     Ok(PruneOutput {
@@ -341,58 +440,68 @@ fn semdedup_ids(
         score: p.score,
         keep_per_cluster: kpc,
         complexity: Vec::new(),
+        prefer,
     })
 }
 
+/// The groups [`Prefer::Auto`] counts: `n_classes` when given (at least 1), else the
+/// non-empty clusters.
+fn auto_groups(p: &Prep, n_classes: Option<usize>) -> Result<usize, PruneError> {
+    match n_classes {
+        Some(0) => Err(PruneError::Invalid(
+            "n_classes must be at least 1".to_string(),
+        )),
+        Some(c) => Ok(c),
+        None => Ok(p.members.iter().filter(|m| !m.is_empty()).count()),
+    }
+}
+
+/// Options of [`ssp`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SspOptions {
+    pub keep_fraction: f64,
+    pub prefer: Prefer,
+    /// Classes counted by [`Prefer::Auto`]; `None`: the non-empty clusters.
+    pub n_classes: Option<usize>,
+    pub seed: u64,
+}
+
 /// SSP given a clustering: keep `round(keep_fraction · n)` items ranked globally by
-/// cosine distance to their own centroid (`keep` = which end is kept).
+/// cosine distance to their own centroid (`prefer` = which end is kept).
 pub fn ssp(
     x: MatRef<'_>,
     labels: &[i64],
     centroids: MatRef<'_>,
-    keep_fraction: f64,
-    keep: Order,
-    seed: u64,
+    o: &SspOptions,
     progress: &Progress,
 ) -> Result<PruneOutput, PruneError> {
-    ssp_ids(
-        x,
-        labels,
-        centroids,
-        None,
-        keep_fraction,
-        keep,
-        seed,
-        progress,
-    )
+    ssp_ids(x, labels, centroids, None, o, progress)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn ssp_ids(
     x: MatRef<'_>,
     labels: &[i64],
     centroids: MatRef<'_>,
     ids: Option<&[i64]>,
-    keep_fraction: f64,
-    keep: Order,
-    seed: u64,
+    o: &SspOptions,
     progress: &Progress,
 ) -> Result<PruneOutput, PruneError> {
     let p = prepare(x, labels, centroids, ids)?;
-    let nk = keep_count(p.n, keep_fraction)?;
-    select(p, nk, keep, seed, progress)
+    let nk = keep_count(p.n, o.keep_fraction)?;
+    let prefer = o.prefer.resolve(nk, auto_groups(&p, o.n_classes)?);
+    select(p, nk, prefer, o.seed, progress)
 }
 
-/// Keep the `nk` items `keep` prefers over all of `p`.
+/// Keep the `nk` items `prefer` puts first over all of `p`.
 fn select(
     p: Prep,
     nk: usize,
-    keep: Order,
+    prefer: Order,
     seed: u64,
     progress: &Progress,
 ) -> Result<PruneOutput, PruneError> {
     let mut idx: Vec<usize> = (0..p.n).collect();
-    order_items(&mut idx, &p.score, keep, seed, p.ids);
+    order_items(&mut idx, &p.score, prefer, seed, p.ids);
     let mut mask = vec![false; p.n];
     for &i in &idx[..nk] {
         mask[i] = true;
@@ -406,6 +515,7 @@ fn select(
         score: p.score,
         keep_per_cluster: kpc,
         complexity: Vec::new(),
+        prefer,
     })
 }
 
@@ -416,7 +526,9 @@ pub struct DbpOptions {
     pub n_neighbors: usize,
     pub temperature: f64,
     pub balance: f64,
-    pub keep: Order,
+    pub prefer: Prefer,
+    /// Classes counted by [`Prefer::Auto`]; `None`: the non-empty clusters.
+    pub n_classes: Option<usize>,
     pub dedup_eps: Option<f64>,
     pub seed: u64,
 }
@@ -424,21 +536,19 @@ pub struct DbpOptions {
 /// A pruning method and its options, for callers that pick the method at run time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Method {
-    /// [`semdedup`] with threshold `eps`, member order and seed.
-    SemDeDup { eps: f64, order: Order, seed: u64 },
-    /// [`ssp`] with the fraction to keep, which end is kept, and seed.
-    Ssp {
-        keep_fraction: f64,
-        keep: Order,
-        seed: u64,
-    },
+    /// [`semdedup`] with threshold `eps`, member order and seed (`Prefer::Auto` is
+    /// refused: SemDeDup fixes no kept count in advance).
+    SemDeDup { eps: f64, prefer: Prefer, seed: u64 },
+    /// [`ssp`].
+    Ssp(SspOptions),
     /// [`dbp`].
     Dbp(DbpOptions),
-    /// Keep exactly `count` items, preferred by `keep` over every row (ties by id): the
-    /// per-cluster step of [`dbp`] once a distributed caller knows the cluster's count.
+    /// Keep exactly `count` items, put first by the resolved order `prefer` over every
+    /// row (ties by id): the per-cluster step of [`dbp`] once a distributed caller knows
+    /// the cluster's count and has resolved [`Prefer::Auto`] over the whole set.
     Select {
         count: usize,
-        keep: Order,
+        prefer: Order,
         seed: u64,
     },
 }
@@ -467,25 +577,24 @@ impl Method {
         progress: &Progress,
     ) -> Result<PruneOutput, PruneError> {
         match *self {
-            Method::SemDeDup { eps, order, seed } => {
+            Method::SemDeDup { eps, prefer, seed } => {
+                let order = prefer.fixed().ok_or_else(|| {
+                    PruneError::Invalid(
+                        "prefer=\"auto\" does not apply to semdedup: it chooses from the kept \
+                         count, which SemDeDup does not fix in advance; pass \"hard\", \"easy\" \
+                         or \"random\""
+                            .to_string(),
+                    )
+                })?;
                 semdedup_ids(x, labels, centroids, ids, eps, order, seed, progress)
             }
-            Method::Ssp {
-                keep_fraction,
-                keep,
-                seed,
-            } => ssp_ids(
-                x,
-                labels,
-                centroids,
-                ids,
-                keep_fraction,
-                keep,
-                seed,
-                progress,
-            ),
+            Method::Ssp(ref o) => ssp_ids(x, labels, centroids, ids, o, progress),
             Method::Dbp(ref o) => dbp_ids(x, labels, centroids, ids, o, progress),
-            Method::Select { count, keep, seed } => {
+            Method::Select {
+                count,
+                prefer,
+                seed,
+            } => {
                 let p = prepare(x, labels, centroids, ids)?;
                 if count > p.n {
                     return Err(PruneError::Invalid(format!(
@@ -493,7 +602,7 @@ impl Method {
                         p.n
                     )));
                 }
-                select(p, count, keep, seed, progress)
+                select(p, count, prefer, seed, progress)
             }
         }
     }
@@ -589,7 +698,7 @@ pub fn dbp_counts(
     }
     let n_alive: usize = sizes.iter().sum();
     let l = o.n_neighbors.min(k - 1);
-    let cc = matmul_nt(Isa::detect(), unit_centroids, None, unit_centroids, None);
+    let cc = matmul_nt(Isa::detect(), unit_centroids, None, unit_centroids, None)?;
     let inter: Vec<f64> = (0..k)
         .into_par_iter()
         .map(|j| {
@@ -694,10 +803,12 @@ fn dbp_ids(
         .collect();
     let cm = MatRef::new(&p.cn, p.k, p.d)?;
     let (counts, cx) = dbp_counts(cm, &intra, &sizes, total, o)?;
+    let kept = counts.iter().sum();
+    let prefer = o.prefer.resolve(kept, auto_groups(&p, o.n_classes)?);
     let mut keep = vec![false; p.n];
     for (j, mem) in alive.iter().enumerate() {
         let mut m = mem.clone();
-        order_items(&mut m, &p.score, o.keep, o.seed, p.ids);
+        order_items(&mut m, &p.score, prefer, o.seed, p.ids);
         for &i in &m[..counts[j]] {
             keep[i] = true;
         }
@@ -710,6 +821,7 @@ fn dbp_ids(
         score: p.score,
         keep_per_cluster: counts.iter().map(|&c| c as i64).collect(),
         complexity: cx,
+        prefer,
     })
 }
 
@@ -793,26 +905,29 @@ mod tests {
             n_neighbors: 1,
             temperature: 0.5,
             balance: 0.5,
-            keep: Order::Easy,
+            prefer: Prefer::Easy,
+            n_classes: None,
             dedup_eps: Some(0.01),
             seed: 3,
+        };
+        let ssp_opts = SspOptions {
+            keep_fraction: 0.5,
+            prefer: Prefer::Hard,
+            n_classes: Some(2),
+            seed: 2,
         };
         let cases = [
             (
                 Method::SemDeDup {
                     eps: 0.01,
-                    order: Order::Random,
+                    prefer: Prefer::Random,
                     seed: 1,
                 },
                 semdedup(xm, &lab, cm, 0.01, Order::Random, 1, &pr),
             ),
             (
-                Method::Ssp {
-                    keep_fraction: 0.5,
-                    keep: Order::Hard,
-                    seed: 2,
-                },
-                ssp(xm, &lab, cm, 0.5, Order::Hard, 2, &pr),
+                Method::Ssp(ssp_opts.clone()),
+                ssp(xm, &lab, cm, &ssp_opts, &pr),
             ),
             (
                 Method::Dbp(dbp_opts.clone()),
@@ -828,9 +943,77 @@ mod tests {
             assert_eq!(via.score, direct.score, "{m:?}");
             assert_eq!(via.keep_per_cluster, direct.keep_per_cluster, "{m:?}");
             assert_eq!(via.complexity, direct.complexity, "{m:?}");
+            assert_eq!(via.prefer, direct.prefer, "{m:?}");
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&via.similarity), bits(&direct.similarity), "{m:?}");
         }
+    }
+
+    #[test]
+    fn auto_switches_at_the_per_group_threshold() {
+        let t = AUTO_HARD_MIN_PER_GROUP;
+        assert_eq!(Prefer::Auto.resolve(t * 10, 10), Order::Hard);
+        assert_eq!(Prefer::Auto.resolve(t * 10 - 1, 10), Order::Easy);
+        assert_eq!(Prefer::Auto.resolve(t, 1), Order::Hard);
+        assert_eq!(Prefer::Auto.resolve(0, 1), Order::Easy);
+        assert_eq!(Prefer::Auto.resolve(usize::MAX, usize::MAX), Order::Easy);
+        for (p, o) in [
+            (Prefer::Hard, Order::Hard),
+            (Prefer::Easy, Order::Easy),
+            (Prefer::Random, Order::Random),
+        ] {
+            assert_eq!(p.resolve(0, 5), o);
+            assert_eq!(p.resolve(1 << 20, 1), o);
+            assert_eq!(Prefer::parse(o.name()).unwrap(), p);
+        }
+        assert_eq!(Prefer::parse("auto").unwrap(), Prefer::Auto);
+        assert!(Prefer::parse("Hard").is_err());
+    }
+
+    #[test]
+    fn auto_counts_classes_or_non_empty_clusters() {
+        // 70 points in clusters 0 and 1 of 3 (cluster 2 is empty): 35 per non-empty
+        // cluster, 23 per class for 3 classes
+        let n = 70;
+        let x: Vec<f32> = (0..n)
+            .flat_map(|i| [1.0f32, (i % 7) as f32 * 0.1, (i % 2) as f32, 0.5])
+            .collect();
+        let c = [
+            1.0f32, 0.0, 0.0, 0.0, 1.0, 0.5, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+        ];
+        let xm = MatRef::new(&x, n, 4).unwrap();
+        let cm = MatRef::new(&c, 3, 4).unwrap();
+        let lab: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
+        let pr = Progress::new();
+        let run = |keep_fraction, prefer, n_classes| {
+            let o = SspOptions {
+                keep_fraction,
+                prefer,
+                n_classes,
+                seed: 0,
+            };
+            ssp(xm, &lab, cm, &o, &pr)
+        };
+        let used = |f, p, c| run(f, p, c).unwrap().prefer;
+        assert_eq!(used(1.0, Prefer::Auto, None), Order::Hard);
+        assert_eq!(used(1.0, Prefer::Auto, Some(2)), Order::Hard);
+        assert_eq!(used(1.0, Prefer::Auto, Some(3)), Order::Easy);
+        // 64 kept of 70 is the last count that is still 32 per cluster
+        assert_eq!(used(64.0 / 70.0, Prefer::Auto, None), Order::Hard);
+        assert_eq!(used(63.0 / 70.0, Prefer::Auto, None), Order::Easy);
+        assert_eq!(used(0.5, Prefer::Random, Some(1)), Order::Random);
+        // auto keeps exactly what the resolved order keeps
+        let auto = run(0.5, Prefer::Auto, None).unwrap();
+        assert_eq!(auto.keep, run(0.5, Prefer::Easy, None).unwrap().keep);
+        assert!(run(1.0, Prefer::Auto, Some(0)).is_err());
+        let m = Method::SemDeDup {
+            eps: 0.1,
+            prefer: Prefer::Auto,
+            seed: 0,
+        };
+        let e = m.run(xm, &lab, cm, &pr).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("semdedup"), "{e}");
     }
 
     #[test]
@@ -847,33 +1030,22 @@ mod tests {
             MatRef::new(&c, 2, d).unwrap(),
         );
         let pr = Progress::new();
-        for m in [
-            Method::SemDeDup {
+        let ids: Vec<i64> = (0..n as i64).filter(|i| i % 2 == 1).collect();
+        let rows: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].to_vec())
+            .collect();
+        let part_x = MatRef::new(&rows, ids.len(), d).unwrap();
+        let part_c = MatRef::new(&c[d..], 1, d).unwrap();
+        let zeros = vec![0; ids.len()];
+        for prefer in [Prefer::Random, Prefer::Hard] {
+            let m = Method::SemDeDup {
                 eps: 0.05,
-                order: Order::Random,
+                prefer,
                 seed: 7,
-            },
-            Method::SemDeDup {
-                eps: 0.05,
-                order: Order::Hard,
-                seed: 7,
-            },
-        ] {
+            };
             let whole = m.run(xm, &lab, cm, &pr).unwrap();
-            let ids: Vec<i64> = (0..n as i64).filter(|i| i % 2 == 1).collect();
-            let rows: Vec<f32> = ids
-                .iter()
-                .flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].to_vec())
-                .collect();
-            let part = m
-                .run_ids(
-                    MatRef::new(&rows, ids.len(), d).unwrap(),
-                    &vec![0; ids.len()],
-                    MatRef::new(&c[d..], 1, d).unwrap(),
-                    Some(&ids),
-                    &pr,
-                )
-                .unwrap();
+            let part = m.run_ids(part_x, &zeros, part_c, Some(&ids), &pr).unwrap();
             for (j, &g) in ids.iter().enumerate() {
                 let dup = part.duplicate_of[j];
                 let dup = if dup < 0 { -1 } else { ids[dup as usize] };
@@ -882,12 +1054,46 @@ mod tests {
                 assert_eq!(part.score[j], whole.score[g as usize], "{m:?} row {g}");
             }
         }
-        // ids must increase
-        let bad = Method::Ssp {
-            keep_fraction: 0.5,
-            keep: Order::Hard,
-            seed: 0,
+        // DBP's per-cluster choice: Select with the cluster's count and the order the
+        // whole run resolved keeps exactly what the whole run keeps there
+        for prefer in [Prefer::Random, Prefer::Easy, Prefer::Auto] {
+            let o = DbpOptions {
+                keep_fraction: 0.4,
+                n_neighbors: 1,
+                temperature: 0.5,
+                balance: 0.5,
+                prefer,
+                n_classes: None,
+                dedup_eps: None,
+                seed: 5,
+            };
+            let whole = dbp(xm, &lab, cm, &o, &pr).unwrap();
+            let sel = Method::Select {
+                count: whole.keep_per_cluster[1] as usize,
+                prefer: whole.prefer,
+                seed: 5,
+            };
+            let part = sel
+                .run_ids(part_x, &zeros, part_c, Some(&ids), &pr)
+                .unwrap();
+            for (j, &g) in ids.iter().enumerate() {
+                assert_eq!(part.keep[j], whole.keep[g as usize], "{prefer:?} row {g}");
+            }
+            let too_many = Method::Select {
+                count: ids.len() + 1,
+                prefer: whole.prefer,
+                seed: 5,
+            };
+            let e = too_many.run_ids(part_x, &zeros, part_c, Some(&ids), &pr);
+            assert!(matches!(e, Err(PruneError::Invalid(_))));
         }
+        // ids must increase
+        let bad = Method::Ssp(SspOptions {
+            keep_fraction: 0.5,
+            prefer: Prefer::Hard,
+            n_classes: None,
+            seed: 0,
+        })
         .run_ids(xm, &lab, cm, Some(&vec![0; n]), &pr);
         assert!(matches!(bad, Err(PruneError::Invalid(_))));
     }

@@ -1,1 +1,0 @@
-../../../cuda/thrifty_lean.cuh
