@@ -407,21 +407,6 @@ def test_bad_parameters(cluster, data):
         td.KMeans(2).predict(shards["one"])
 
 
-def test_prune_command_writes_outputs_atomically(cluster, data, tmp_path, capsys):
-    x, shards = data
-    out, rep = str(tmp_path / "kept.npy"), str(tmp_path / "report.json")
-    r = td.prune_command(os.path.dirname(shards["uneven"][0]), "dbp", output=out, report=rep,
-                         keep=0.5, eps=0.01, clusters=10, seed=1, ray="auto")
-    s = tp.dbp(x, keep_fraction=0.5, n_clusters=10, dedup_eps=0.01, seed=1)
-    np.testing.assert_array_equal(np.load(out), s.indices)
-    assert json.load(open(rep))["n_kept"] == int(s.keep.sum())
-    assert "dbp: kept" in capsys.readouterr().out
-    assert not os.path.exists(out + ".work")
-    with pytest.raises(thrifty.InvalidInputError, match="exists"):
-        td.prune_command(shards["uneven"], "dbp", output=out, clusters=10)
-    assert r.keep.sum() == s.keep.sum()
-
-
 def test_mixed_cpu_kernels_are_reported():
     from thrifty.distributed._executor import mixed_kernels
     from thrifty.distributed._stages import kernel_family

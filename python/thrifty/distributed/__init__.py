@@ -19,10 +19,8 @@ skips stages whose manifest matches).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
 import time
 from typing import Any
 
@@ -39,7 +37,7 @@ from ._executor import RayExecutor, WorkDir, connect
 from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
 
 __all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNN", "text_kneighbors",
-           "text_predict", "prune_command", "DistributedPruneResult", "open_source", "connect"]
+           "text_predict", "DistributedPruneResult", "open_source", "connect"]
 
 _ORDERS = ("hard", "easy", "random")
 _PREFER = (*_ORDERS, "auto")
@@ -540,83 +538,3 @@ def text_predict(clf: Any, texts: Any, **kwargs: Any) -> np.ndarray:
 
 
 from ._text import CompressionKNN  # noqa: E402  (uses _merge above)
-
-
-def _check_out(path: str | None, force: bool) -> None:
-    if path is None:
-        return
-    if os.path.isdir(path):
-        raise InvalidInputError(f"output is a directory: {path}")
-    if os.path.exists(path) and not force:
-        raise InvalidInputError(f"{path} exists; pass --force to overwrite it")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise InvalidInputError(f"output directory does not exist: {parent}")
-
-
-def _write_atomic(path: str, write: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def prune_command(inputs: Any, method: str = "dbp", *, output: str, report: str | None = None,
-                  keep: float | None = None, eps: float | None = None,
-                  clusters: int | None = None, seed: int = 0, column: str = "embedding",
-                  id_column: str | None = None, force: bool = False, ray: str = "auto",
-                  resume: bool = False, work_dir: str | None = None,
-                  partition_rows: int | None = None, progress: ProgressArg = None
-                  ) -> DistributedPruneResult:
-    """``thrifty prune INPUT... --ray ... [--resume]``: prune sharded inputs on Ray.
-
-    Same outputs as the single-process command: ``output`` holds the kept global row
-    indices (``.npy``; ``.txt`` one per line; with ``id_column`` the kept ids, one per
-    line), ``report`` the JSON report; both written atomically and never overwritten
-    without ``force``. Stage files live in ``work_dir`` (default ``OUTPUT.work``), kept
-    until the run succeeds, so a re-run with ``resume=True`` skips finished stages.
-    Prints one summary line. Raises thrifty errors for bad input (the CLI maps them to
-    one line and exit code 2).
-    """
-    method = check_choice(method, "method", ("dbp", "semdedup", "ssp"))
-    kf = 0.5 if keep is None else _fraction(keep, "keep")
-    _check_out(output, force)
-    _check_out(report, force)
-    wd = work_dir or f"{output}.work"
-    common: dict[str, Any] = dict(n_clusters=clusters, seed=seed, column=column, id_column=id_column,
-                  work_dir=wd, resume=resume, partition_rows=partition_rows, ray=ray,
-                  progress=progress)
-    t0 = time.perf_counter()
-    if method == "semdedup":
-        r = semdedup(inputs, eps=0.05 if eps is None else eps, **common)
-    elif method == "ssp":
-        r = ssp(inputs, keep_fraction=kf, **common)
-    else:
-        r = dbp(inputs, keep_fraction=kf, dedup_eps=eps, **common)
-    idx = r.indices
-    if r.ids is not None:
-        ids = r.ids
-        _write_atomic(output, lambda f: f.write("".join(f"{ids[i]}\n" for i in idx).encode()))
-    elif output.endswith(".txt"):
-        _write_atomic(output, lambda f: f.write("".join(f"{i}\n" for i in idx).encode()))
-    else:
-        _write_atomic(output, lambda f: np.save(f, idx))
-    if report:
-        rep = r.report()
-        rep["input"] = [s.path for s in open_source(inputs, column=column,
-                                                    id_column=id_column).shards]
-        _write_atomic(report, lambda f: f.write(json.dumps(rep, indent=1).encode()))
-    import shutil
-
-    shutil.rmtree(wd, ignore_errors=True)
-    n = r.keep.size
-    dups = int((r.duplicate_of >= 0).sum())
-    print(f"{method}: kept {idx.size} of {n} ({idx.size / n:.1%}); removed {n - idx.size} "
-          f"({dups} as near-duplicates) in {time.perf_counter() - t0:.1f} s -> {output}",
-          file=sys.stdout)
-    return r

@@ -26,6 +26,11 @@ BLOCK_ROWS = 4096
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
+class ShardNotFoundError(ThriftyIOError, FileNotFoundError):
+    """A shard named by the input does not exist (a :class:`thrifty.ThriftyIOError` and a
+    ``FileNotFoundError``, so the CLI reports it as bad input)."""
+
+
 @dataclass(frozen=True)
 class Shard:
     """One input file: ``rows`` rows starting at global row ``start``."""
@@ -128,7 +133,7 @@ def _npy_map(s: Shard) -> np.ndarray:
     try:
         return np.load(s.path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
-        raise ThriftyIOError(f"{s.path}: shard not found (removed while running?)") from None
+        raise ShardNotFoundError(f"{s.path}: shard not found (removed while running?)") from None
     except (ValueError, OSError, EOFError) as e:
         raise FormatError(f"{s.path}: not a readable .npy file: {e}") from None
 
@@ -192,7 +197,7 @@ def _npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, bool]:
             shape, fortran, dtype = read(f)
             offset = f.tell()
     except FileNotFoundError:
-        raise ThriftyIOError(f"{path}: shard not found") from None
+        raise ShardNotFoundError(f"{path}: shard not found") from None
     except IsADirectoryError:
         raise InvalidInputError(f"{path}: is a directory, not a shard") from None
     except (ValueError, OSError, EOFError) as e:
@@ -211,7 +216,7 @@ def _parquet_shape(path: str, column: str, id_column: str | None) -> tuple[int, 
     except ImportError:
         raise InvalidInputError("parquet input needs pyarrow: pip install 'thrifty[parquet]'") from None
     if not os.path.exists(path):
-        raise ThriftyIOError(f"{path}: shard not found")
+        raise ShardNotFoundError(f"{path}: shard not found")
     try:
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
@@ -285,7 +290,7 @@ def open_source(inputs: Any, *, column: str | None = None, id_column: str | None
             n, d, dt, kind = shape[0], shape[1], dtype.name, "npy"
         else:
             if not os.path.exists(p):
-                raise ThriftyIOError(f"{p}: shard not found")
+                raise ShardNotFoundError(f"{p}: shard not found")
             raise FormatError(f"{p}: unsupported shard format; expected .npy or .parquet")
         if n == 0 or d == 0:
             raise InvalidInputError(f"{p}: empty shard ({n} rows x {d} features)")
