@@ -49,7 +49,8 @@ def register(sub: Any) -> None:
             "Prune a dataset by its embeddings. INPUT: .npy of shape (n, d), float32, "
             "float16 or float64, or .parquet with a list-of-floats column. OUT: kept row "
             "indices (int64 .npy, .txt one per line, or .parquet). Default --clusters: "
-            "round(sqrt(n)). "
+            "round(sqrt(n)). With --ray, INPUT may be several shards, a directory or a "
+            "glob, pruned on a Ray cluster with the same outputs. "
             "Exit codes: 0 done, 1 failure, 2 bad input or usage, 130 interrupted, "
             "143 terminated."
         ),
@@ -84,7 +85,9 @@ def register(sub: Any) -> None:
     p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                    help="run on Ray (thrifty.distributed): 'auto' (the default when given "
                         "without a value: a running cluster, else a local one), a cluster "
-                        "address, or 'local[:N]' (a new local cluster with N CPUs)")
+                        "address, or 'local[:N]' (a new local cluster with N CPUs); "
+                        "give it after INPUT, or with a value, so INPUT is not taken for "
+                        "the address")
     p.add_argument("--resume", action="store_true",
                    help="--ray: reuse the stages a previous run with the same input and "
                         "options finished in --work-dir")
