@@ -26,7 +26,10 @@ __all__ = [
     "topk",
     "kmeans",
     "kmeans_assign",
+    "kmeans_training_sample",
     "prune",
+    "prune_dbp_counts",
+    "prune_resolve_prefer",
     "class_sums",
     "nearest_mean_scores",
     "nearest_mean_predict",
@@ -229,7 +232,11 @@ def kmeans_assign(
     centroids: npt.NDArray[np.float32],
     spherical: bool,
     progress: Callable[[int, int], Any] | None = None,
+    unit_rows: bool = False,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+def kmeans_training_sample(
+    n: int, n_clusters: int, max_points_per_centroid: int | None, seed: int
+) -> npt.NDArray[np.int64] | None: ...
 
 _PruneOut = tuple[
     npt.NDArray[np.bool_],
@@ -248,4 +255,13 @@ def prune(
     centroids: npt.NDArray[np.float32],
     params: dict[str, Any],
     progress: Callable[[int, int], Any] | None = None,
+    ids: npt.NDArray[np.int64] | None = None,
 ) -> _PruneOut: ...
+def prune_dbp_counts(
+    centroids: npt.NDArray[np.float32],
+    intra: npt.NDArray[np.float64],
+    sizes: npt.NDArray[np.int64],
+    n_input: int,
+    params: dict[str, Any],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+def prune_resolve_prefer(prefer: str, kept: int, groups: int) -> str: ...

@@ -13,6 +13,15 @@ Every option and output path is checked before the work starts. OUT and ``--repo
 are written to temporary files and published together at the end (see
 :mod:`thrifty.cli._io`); an existing file is never replaced without ``--force``.
 ``--example`` runs the pipeline on scikit-learn's bundled digits.
+
+With ``--ray [auto|ADDRESS|local[:N]]`` the work runs on a Ray cluster
+(:mod:`thrifty.distributed`) and INPUT may be several files, a directory or a glob of
+``.npy`` / parquet shards, numbered globally in the given order (sorted names for a
+directory or glob); OUT and the report are the same as one process would write for the
+concatenated rows. Stage files live in ``--work-dir`` (default ``OUT.work``), removed
+after success; ``--resume`` reuses the stages an interrupted run finished. Without
+``--ray`` a single file is required: several inputs are refused with a hint to use
+``--ray`` (concatenating them silently could need more memory than one file).
 """
 
 from __future__ import annotations
@@ -40,13 +49,15 @@ def register(sub: Any) -> None:
             "Prune a dataset by its embeddings. INPUT: .npy of shape (n, d), float32, "
             "float16 or float64, or .parquet with a list-of-floats column. OUT: kept row "
             "indices (int64 .npy, .txt one per line, or .parquet). Default --clusters: "
-            "round(sqrt(n)). "
+            "round(sqrt(n)). With --ray, INPUT may be several shards, a directory or a "
+            "glob, pruned on a Ray cluster with the same outputs. "
             "Exit codes: 0 done, 1 failure, 2 bad input or usage, 130 interrupted, "
             "143 terminated."
         ),
     )
-    p.add_argument("input", nargs="?", metavar="INPUT",
-                   help=".npy or .parquet file of embeddings")
+    p.add_argument("input", nargs="*", metavar="INPUT",
+                   help=".npy or .parquet file of embeddings (with --ray: several files, a "
+                        "directory or a glob of shards)")
     p.add_argument("--method", choices=METHODS, default="dbp", help="pruning method (default dbp)")
     p.add_argument("--keep", type=float, default=None, metavar="F",
                    help="fraction to keep, in (0, 1] (default 0.5; refused by semdedup)")
@@ -71,6 +82,18 @@ def register(sub: Any) -> None:
     p.add_argument("--report", metavar="REPORT.json",
                    help="write a JSON report of every removal (published together with OUT)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="run on Ray (thrifty.distributed): 'auto' (the default when given "
+                        "without a value: a running cluster, else a local one), a cluster "
+                        "address, or 'local[:N]' (a new local cluster with N CPUs); "
+                        "give it after INPUT, or with a value, so INPUT is not taken for "
+                        "the address")
+    p.add_argument("--resume", action="store_true",
+                   help="--ray: reuse the stages a previous run with the same input and "
+                        "options finished in --work-dir")
+    p.add_argument("--work-dir", metavar="DIR", default=None,
+                   help="--ray: directory for the stage files, visible to every worker "
+                        "(default OUT.work; removed after success)")
     example.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -95,6 +118,21 @@ def _prune(x: np.ndarray, args: argparse.Namespace, keep: float, progress: Any =
                          seed=args.seed, progress=progress)
     return prune.dbp(x, keep_fraction=keep, n_clusters=args.clusters, dedup_eps=args.eps,
                      prefer=prefer, seed=args.seed, progress=progress)
+
+
+def _prune_ray(args: argparse.Namespace, keep: float, work_dir: str, progress: Any) -> Any:
+    import thrifty.distributed as td
+
+    prefer = "hard" if args.prefer is None else args.prefer
+    common: dict[str, Any] = dict(
+        n_clusters=args.clusters, seed=args.seed, column=args.column, id_column=args.id_column,
+        work_dir=work_dir, resume=args.resume, ray=args.ray, progress=progress)
+    if args.method == "semdedup":
+        return td.semdedup(args.input, eps=0.05 if args.eps is None else args.eps,
+                           prefer=prefer, **common)
+    if args.method == "ssp":
+        return td.ssp(args.input, keep_fraction=keep, prefer=prefer, **common)
+    return td.dbp(args.input, keep_fraction=keep, dedup_eps=args.eps, prefer=prefer, **common)
 
 
 def _validate(args: argparse.Namespace) -> float:
@@ -163,7 +201,7 @@ def _plan(args: argparse.Namespace) -> str:
     outs = [OutputSpec(args.output, "-o")]
     if args.report is not None:
         outs.append(OutputSpec(args.report, "--report"))
-    check_outputs(outs, [args.input], force=args.force)
+    check_outputs(outs, args.shards, force=args.force)
     if args.report is not None and os.path.splitext(args.report)[1].lower() != ".json":
         raise InvalidInputError(f"--report {args.report}: the report is JSON; give it a "
                                 ".json name")
@@ -179,21 +217,53 @@ def run(args: argparse.Namespace) -> int:
         return example.run(args)
     if args.plot is not None:
         return _fail("--plot draws the --example sweep; pass --example")
-    if args.input is None:
+    if not args.input:
         return _fail("INPUT is required (or pass --example)")
     if args.output is None:
         return _fail("-o OUT is required")
+    if args.ray is None:
+        for opt in ("resume", "work_dir"):
+            if getattr(args, opt):
+                return _fail(f"--{opt.replace('_', '-')} applies to --ray runs only")
+        if len(args.input) > 1:
+            return _fail(f"got {len(args.input)} inputs; one process prunes one file: pass "
+                         "--ray to prune several shards (--ray local runs on this machine)")
+        if os.path.isdir(args.input[0]) or any(c in args.input[0] for c in "*?["):
+            if not os.path.exists(args.input[0]) or os.path.isdir(args.input[0]):
+                return _fail(f"{args.input[0]} names several shards; pass --ray to prune "
+                             "them (--ray local runs on this machine)")
+        args.input = args.input[0]
+        args.shards = [args.input]
+    else:
+        if args.method == "random":
+            return _fail("--method random draws a uniform subset in one process; drop --ray")
+        from ..distributed import open_source
+
+        # every shard checked (exists, header, width, dtype) before any work
+        src = open_source(args.input, column=args.column, id_column=args.id_column)
+        args.shards = [s.path for s in src.shards]
+        if args.clusters is not None and args.clusters > src.n:
+            raise InvalidInputError(
+                f"--clusters {args.clusters} is more than the number of points ({src.n})")
     kind = _plan(args)
-    emb = read_embeddings(args.input, column=args.column, id_column=args.id_column)
-    for note in emb.notes:
-        print(f"thrifty prune: note: {note}", file=sys.stderr)
-    x, ids = emb.x, emb.ids
-    if args.clusters is not None and args.clusters > x.shape[0]:
-        raise InvalidInputError(
-            f"--clusters {args.clusters} is more than the number of points ({x.shape[0]})")
     t0 = time.perf_counter()
     show = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    r = _prune(x, args, keep, progress=show)
+    work_dir = None
+    if args.ray is not None:
+        work_dir = args.work_dir or f"{args.output}.work"
+        r = _prune_ray(args, keep, work_dir, show)
+        ids = r.ids
+        n = r.keep.size
+    else:
+        emb = read_embeddings(args.input, column=args.column, id_column=args.id_column)
+        for note in emb.notes:
+            print(f"thrifty prune: note: {note}", file=sys.stderr)
+        x, ids = emb.x, emb.ids
+        if args.clusters is not None and args.clusters > x.shape[0]:
+            raise InvalidInputError(
+                f"--clusters {args.clusters} is more than the number of points ({x.shape[0]})")
+        r = _prune(x, args, keep, progress=show)
+        n = x.shape[0]
     idx = r.indices
     with Outputs(force=args.force) as outs:
         if kind == "parquet":
@@ -206,10 +276,14 @@ def run(args: argparse.Namespace) -> int:
             outs.stage(args.output, lambda f: np.save(f, idx))
         if args.report:
             rep = r.report()
-            rep["input"] = os.path.abspath(args.input)
+            rep["input"] = (os.path.abspath(args.input) if args.ray is None
+                            else [os.path.abspath(p) for p in args.shards])
             outs.stage(args.report, lambda f: f.write(json.dumps(rep, indent=1).encode()))
         outs.publish()
-    n = x.shape[0]
+    if work_dir is not None:
+        import shutil
+
+        shutil.rmtree(work_dir, ignore_errors=True)
     dups = int((r.duplicate_of >= 0).sum())
     print(f"{args.method}: kept {idx.size} of {n} ({idx.size / n:.1%}); removed "
           f"{n - idx.size} ({dups} as near-duplicates) in {time.perf_counter() - t0:.1f} s "

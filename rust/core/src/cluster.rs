@@ -173,6 +173,18 @@ pub fn assign(
     assign_scaled(x, centroids, spherical, None, progress)
 }
 
+/// [`assign`] for the unit-length rows of `x`, scaled while they are packed (without
+/// copying `x`): the labels and distances of the final assignment of a spherical
+/// [`kmeans`] that trained on a subsample. Each row's result depends on that row only.
+pub fn assign_unit_rows(
+    x: MatRef<'_>,
+    centroids: MatRef<'_>,
+    progress: &Progress,
+) -> Result<(Vec<i64>, Vec<f64>), ClusterError> {
+    let r = norms(x)?;
+    assign_scaled(x, centroids, true, Some(&r), progress)
+}
+
 /// [`assign`] for the rows of `x` divided by `row_norms` (without copying `x`).
 fn assign_scaled(
     x: MatRef<'_>,
@@ -295,16 +307,40 @@ fn nearest(
 }
 
 /// Sorted seeded sample of `m` distinct indices out of `0..n` (partial Fisher–Yates).
-pub(crate) fn sample_indices(n: usize, m: usize, stream: &Stream, offset: u64) -> Vec<usize> {
-    let mut perm: Vec<usize> = (0..n).collect();
-    for i in 0..m.min(n) {
+///
+/// The swaps are recorded sparsely (only displaced positions are stored), so memory is
+/// `O(m)` rather than `O(n)`: drawing 256·k rows out of billions needs no `n`-long
+/// permutation. The indices are the same as those of the dense shuffle.
+pub fn sample_indices(n: usize, m: usize, stream: &Stream, offset: u64) -> Vec<usize> {
+    let m = m.min(n);
+    let mut moved: std::collections::HashMap<usize, usize> =
+        std::collections::HashMap::with_capacity(2 * m);
+    let mut out = Vec::with_capacity(m);
+    for i in 0..m {
         let u = stream.uniform(offset + i as u64);
         let j = i + ((u * (n - i) as f64) as usize).min(n - i - 1);
-        perm.swap(i, j);
+        let vj = moved.get(&j).copied().unwrap_or(j);
+        let vi = moved.get(&i).copied().unwrap_or(i);
+        moved.insert(j, vi);
+        out.push(vj);
     }
-    perm.truncate(m.min(n));
-    perm.sort_unstable();
-    perm
+    out.sort_unstable();
+    out
+}
+
+/// The sorted global rows [`kmeans`] trains on when it subsamples: `None` when it trains
+/// on every row (`max_points_per_centroid` unset or `n <= max_points_per_centroid * k`).
+/// A distributed caller gathers exactly these rows and fits them without subsampling.
+pub fn training_sample(
+    n: usize,
+    k: usize,
+    max_points_per_centroid: Option<usize>,
+    seed: u64,
+) -> Option<Vec<usize>> {
+    match max_points_per_centroid {
+        Some(m) if n > m.saturating_mul(k) => Some(sample_indices(n, m * k, &Stream::new(seed), 0)),
+        _ => None,
+    }
 }
 
 fn init_centroids(
@@ -435,10 +471,7 @@ pub fn kmeans(
     }
     progress.set_total(opts.max_iter as u64 + 2);
     let stream = Stream::new(opts.seed);
-    let subsample = match opts.max_points_per_centroid {
-        Some(m) if n > m.saturating_mul(k) => Some(sample_indices(n, m * k, &stream, 0)),
-        _ => None,
-    };
+    let subsample = training_sample(n, k, opts.max_points_per_centroid, opts.seed);
     // spherical + subsample: only the subsample is normalised (copied); the final
     // assignment scales rows while packing them, so `x` is never copied whole
     let row_norms = if opts.spherical && subsample.is_some() {
@@ -625,6 +658,41 @@ mod tests {
             let b = crate::parallel::install(3, || kmeans(m, &o, &Progress::new()).unwrap());
             assert_eq!(a, b);
         }
+    }
+
+    /// The dense partial Fisher–Yates the sparse one replaces.
+    fn dense_sample(n: usize, m: usize, stream: &Stream, offset: u64) -> Vec<usize> {
+        let mut perm: Vec<usize> = (0..n).collect();
+        for i in 0..m.min(n) {
+            let u = stream.uniform(offset + i as u64);
+            let j = i + ((u * (n - i) as f64) as usize).min(n - i - 1);
+            perm.swap(i, j);
+        }
+        perm.truncate(m.min(n));
+        perm.sort_unstable();
+        perm
+    }
+
+    #[test]
+    fn sparse_sample_equals_dense_shuffle() {
+        for (n, m, seed) in [
+            (1, 1, 0),
+            (10, 10, 1),
+            (1000, 37, 2),
+            (5000, 4999, 3),
+            (7, 3, 4),
+        ] {
+            let s = Stream::new(seed);
+            assert_eq!(
+                sample_indices(n, m, &s, 5),
+                dense_sample(n, m, &s, 5),
+                "{n} {m}"
+            );
+        }
+        // billions of rows: memory follows m, not n
+        let big = sample_indices(5_000_000_000, 1000, &Stream::new(9), 0);
+        assert_eq!(big.len(), 1000);
+        assert!(big.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

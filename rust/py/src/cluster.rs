@@ -59,19 +59,25 @@ fn kmeans<'py>(
     ))
 }
 
-/// Nearest centroid per row and the squared distance to it.
+/// Nearest centroid per row and the squared distance to it. `unit_rows` (spherical
+/// only): scale rows while packing them, exactly as the final assignment of a spherical
+/// `kmeans` that trained on a subsample.
 #[pyfunction]
-#[pyo3(signature = (x, centroids, spherical, progress=None))]
+#[pyo3(signature = (x, centroids, spherical, progress=None, unit_rows=false))]
 fn kmeans_assign<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     centroids: PyReadonlyArray2<'py, f32>,
     spherical: bool,
     progress: Option<&Bound<'py, PyAny>>,
+    unit_rows: bool,
 ) -> PyResult<Assigned<'py>> {
     let m = mat(py, &x, "X")?;
     let c = mat(py, &centroids, "centroids")?;
     let (l, d) = run(py, progress, |p| {
+        if spherical && unit_rows {
+            return cluster::assign_unit_rows(m, c, p);
+        }
         let normed;
         let xs = if spherical {
             normed = cluster::normalized(m)?;
@@ -84,7 +90,22 @@ fn kmeans_assign<'py>(
     Ok((vec1(py, l), vec1(py, d)))
 }
 
+/// The sorted rows `kmeans` trains on when it subsamples `n` rows for `n_clusters`
+/// (`None`: it trains on every row). Memory follows the sample, not `n`.
+#[pyfunction]
+fn kmeans_training_sample<'py>(
+    py: Python<'py>,
+    n: usize,
+    n_clusters: usize,
+    max_points_per_centroid: Option<usize>,
+    seed: u64,
+) -> Option<Bound<'py, PyArray1<i64>>> {
+    cluster::training_sample(n, n_clusters, max_points_per_centroid, seed)
+        .map(|v| vec1(py, v.into_iter().map(|i| i as i64).collect()))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(kmeans_training_sample, m)?)?;
     m.add_function(wrap_pyfunction!(kmeans, m)?)?;
     m.add_function(wrap_pyfunction!(kmeans_assign, m)?)?;
     Ok(())

@@ -20,6 +20,8 @@ type Out<'py> = (
     &'static str,
 );
 
+type Counts<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
+
 /// The option `key` of `params` (validated on the Python side).
 fn param<'py, T: FromPyObjectOwned<'py>>(params: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
     let v = params
@@ -55,6 +57,15 @@ fn method(py: Python<'_>, name: &str, params: &Bound<'_, PyDict>) -> PyResult<Me
             dedup_eps: param(params, "dedup_eps")?,
             seed,
         }),
+        "select" => Method::Select {
+            count: param(params, "count")?,
+            prefer: prefer.fixed().ok_or_else(|| {
+                PyKeyError::new_err(
+                    "select needs a resolved prefer: \"hard\", \"easy\" or \"random\"",
+                )
+            })?,
+            seed,
+        },
         _ => {
             return Err(PyKeyError::new_err(format!(
                 "unknown pruning method {name:?}"
@@ -63,11 +74,14 @@ fn method(py: Python<'_>, name: &str, params: &Bound<'_, PyDict>) -> PyResult<Me
     })
 }
 
-/// Run pruning `method` ("semdedup", "ssp" or "dbp") with the options in `params` (the
-/// dict `PruneResult.params` records): `(keep, duplicate_of, similarity, score,
-/// keep_per_cluster, complexity, prefer)`, `prefer` being the order used ("auto" resolved).
+/// Run pruning `method` ("semdedup", "ssp", "dbp", or "select": keep exactly
+/// `params["count"]`) with the options in `params` (the dict `PruneResult.params`
+/// records): `(keep, duplicate_of, similarity, score, keep_per_cluster, complexity,
+/// prefer)`, `prefer` being the order used ("auto" resolved). `ids`: the rows' global
+/// ids (strictly increasing) when they are a part of a larger set.
 #[pyfunction]
-#[pyo3(signature = (method_name, x, labels, centroids, params, progress=None))]
+#[pyo3(signature = (method_name, x, labels, centroids, params, progress=None, ids=None))]
+#[allow(clippy::too_many_arguments)]
 fn prune<'py>(
     py: Python<'py>,
     method_name: &str,
@@ -76,11 +90,16 @@ fn prune<'py>(
     centroids: PyReadonlyArray2<'py, f32>,
     params: &Bound<'py, PyDict>,
     progress: Option<&Bound<'py, PyAny>>,
+    ids: Option<PyReadonlyArray1<'py, i64>>,
 ) -> PyResult<Out<'py>> {
     let (xm, cm) = (mat(py, &x, "X")?, mat(py, &centroids, "centroids")?);
     let l = labels.as_slice()?;
+    let g = match &ids {
+        Some(a) => Some(a.as_slice()?),
+        None => None,
+    };
     let m = method(py, method_name, params)?;
-    let o: PruneOutput = run(py, progress, |p| m.run(xm, l, cm, p))?;
+    let o: PruneOutput = run(py, progress, |p| m.run_ids(xm, l, cm, g, p))?;
     Ok((
         vec1(py, o.keep),
         vec1(py, o.duplicate_of),
@@ -92,7 +111,57 @@ fn prune<'py>(
     ))
 }
 
+/// The DBP allocation from per-cluster statistics (`thrifty_core::prune::dbp_counts`):
+/// `(keep_per_cluster, complexity)`; `n_input` is the size of the whole input.
+#[pyfunction]
+fn prune_dbp_counts<'py>(
+    py: Python<'py>,
+    centroids: PyReadonlyArray2<'py, f32>,
+    intra: PyReadonlyArray1<'py, f64>,
+    sizes: PyReadonlyArray1<'py, i64>,
+    n_input: usize,
+    params: &Bound<'py, PyDict>,
+) -> PyResult<Counts<'py>> {
+    let cm = mat(py, &centroids, "centroids")?;
+    let Method::Dbp(o) = method(py, "dbp", params)? else {
+        unreachable!("method(\"dbp\") is Method::Dbp")
+    };
+    let intra = intra.as_slice()?.to_vec();
+    let sizes: Vec<usize> = sizes
+        .as_slice()?
+        .iter()
+        .map(|&s| s.max(0) as usize)
+        .collect();
+    let (counts, cx) = run(py, None, |_| {
+        let cn =
+            thrifty_core::cluster::normalized(cm).map_err(thrifty_core::prune::PruneError::from)?;
+        let unit = thrifty_core::linalg::MatRef::new(&cn, cm.rows(), cm.cols())
+            .map_err(thrifty_core::prune::PruneError::from)?;
+        let total = thrifty_core::prune::keep_count(n_input, o.keep_fraction)?;
+        thrifty_core::prune::dbp_counts(unit, &intra, &sizes, total, &o)
+    })?;
+    Ok((
+        vec1(py, counts.into_iter().map(|c| c as i64).collect()),
+        vec1(py, cx),
+    ))
+}
+
+/// The order `prefer` ("hard", "easy", "random" or "auto") resolves to when `kept`
+/// samples are kept from `groups` groups (`thrifty_core::prune::Prefer::resolve`).
+#[pyfunction]
+fn prune_resolve_prefer(
+    py: Python<'_>,
+    prefer: &str,
+    kept: usize,
+    groups: usize,
+) -> PyResult<&'static str> {
+    let p = Prefer::parse(prefer).map_err(|e| core_err(py, &e))?;
+    Ok(p.resolve(kept, groups).name())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prune, m)?)?;
+    m.add_function(wrap_pyfunction!(prune_dbp_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(prune_resolve_prefer, m)?)?;
     Ok(())
 }

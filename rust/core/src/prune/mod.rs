@@ -169,12 +169,15 @@ struct Prep<'a> {
     labels: Vec<usize>,
     members: Vec<Vec<usize>>,
     score: Vec<f64>,
+    /// Global ids of the rows (strictly increasing) when `x` is a part of a larger set.
+    ids: Option<&'a [i64]>,
 }
 
 fn prepare<'a>(
     x: MatRef<'a>,
     labels: &[i64],
     centroids: MatRef<'_>,
+    ids: Option<&'a [i64]>,
 ) -> Result<Prep<'a>, PruneError> {
     x.require_non_empty("X")?;
     centroids.require_non_empty("centroids")?;
@@ -203,6 +206,19 @@ fn prepare<'a>(
         }
         lab.push(l as usize);
         members[l as usize].push(i);
+    }
+    if let Some(g) = ids {
+        if g.len() != n {
+            return Err(PruneError::Invalid(format!(
+                "ids has {} entries but X has {n} rows",
+                g.len()
+            )));
+        }
+        if g.first().is_some_and(|&v| v < 0) || g.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(PruneError::Invalid(
+                "ids must be non-negative and strictly increasing".into(),
+            ));
+        }
     }
     let nrm = norms(x)?;
     let cn = normalized(centroids).map_err(|e| match e {
@@ -234,20 +250,24 @@ fn prepare<'a>(
         labels: lab,
         members,
         score,
+        ids,
     })
 }
 
 /// Sort `idx` by preference: hard = largest score first, easy = smallest first, random
-/// = seeded; ties by index.
-fn order_items(idx: &mut [usize], score: &[f64], order: Order, seed: u64) {
+/// = seeded by the row's global id; ties by index. `ids` (strictly increasing, so ties
+/// order alike) are the global ids of the rows, when they are a part of a larger set:
+/// a cluster then orders exactly as it does inside the whole set.
+fn order_items(idx: &mut [usize], score: &[f64], order: Order, seed: u64, ids: Option<&[i64]>) {
     match order {
         Order::Hard => idx.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b))),
         Order::Easy => idx.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b))),
         Order::Random => {
             let s = Stream::new(seed);
+            let key = |a: usize| ids.map_or(a as u64, |g| g[a] as u64);
             idx.sort_by(|&a, &b| {
-                s.uniform(a as u64)
-                    .total_cmp(&s.uniform(b as u64))
+                s.uniform(key(a))
+                    .total_cmp(&s.uniform(key(b)))
                     .then(a.cmp(&b))
             })
         }
@@ -292,7 +312,7 @@ fn dedup_clusters(
         .map(|mem| -> Result<Vec<(usize, i64, f32)>, PruneError> {
             progress.check()?;
             let mut ord = mem.clone();
-            order_items(&mut ord, &p.score, order, seed);
+            order_items(&mut ord, &p.score, order, seed, p.ids);
             let m = ord.len();
             let mut out = Vec::with_capacity(m);
             if m == 0 {
@@ -394,7 +414,21 @@ pub fn semdedup(
     seed: u64,
     progress: &Progress,
 ) -> Result<PruneOutput, PruneError> {
-    let p = prepare(x, labels, centroids)?;
+    semdedup_ids(x, labels, centroids, None, eps, prefer, seed, progress)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn semdedup_ids(
+    x: MatRef<'_>,
+    labels: &[i64],
+    centroids: MatRef<'_>,
+    ids: Option<&[i64]>,
+    eps: f64,
+    prefer: Order,
+    seed: u64,
+    progress: &Progress,
+) -> Result<PruneOutput, PruneError> {
+    let p = prepare(x, labels, centroids, ids)?;
     progress.set_total(p.n as u64);
     let (dup, sim) = dedup_clusters(&p, eps, prefer, seed, progress)?;
     let keep: Vec<bool> = dup.iter().map(|&d| d < 0).collect();
@@ -441,11 +475,33 @@ pub fn ssp(
     o: &SspOptions,
     progress: &Progress,
 ) -> Result<PruneOutput, PruneError> {
-    let p = prepare(x, labels, centroids)?;
+    ssp_ids(x, labels, centroids, None, o, progress)
+}
+
+fn ssp_ids(
+    x: MatRef<'_>,
+    labels: &[i64],
+    centroids: MatRef<'_>,
+    ids: Option<&[i64]>,
+    o: &SspOptions,
+    progress: &Progress,
+) -> Result<PruneOutput, PruneError> {
+    let p = prepare(x, labels, centroids, ids)?;
     let nk = keep_count(p.n, o.keep_fraction)?;
     let prefer = o.prefer.resolve(nk, auto_groups(&p, o.n_classes)?);
+    select(p, nk, prefer, o.seed, progress)
+}
+
+/// Keep the `nk` items `prefer` puts first over all of `p`.
+fn select(
+    p: Prep,
+    nk: usize,
+    prefer: Order,
+    seed: u64,
+    progress: &Progress,
+) -> Result<PruneOutput, PruneError> {
     let mut idx: Vec<usize> = (0..p.n).collect();
-    order_items(&mut idx, &p.score, prefer, o.seed);
+    order_items(&mut idx, &p.score, prefer, seed, p.ids);
     let mut mask = vec![false; p.n];
     for &i in &idx[..nk] {
         mask[i] = true;
@@ -487,6 +543,14 @@ pub enum Method {
     Ssp(SspOptions),
     /// [`dbp`].
     Dbp(DbpOptions),
+    /// Keep exactly `count` items, put first by the resolved order `prefer` over every
+    /// row (ties by id): the per-cluster step of [`dbp`] once a distributed caller knows
+    /// the cluster's count and has resolved [`Prefer::Auto`] over the whole set.
+    Select {
+        count: usize,
+        prefer: Order,
+        seed: u64,
+    },
 }
 
 impl Method {
@@ -496,6 +560,20 @@ impl Method {
         x: MatRef<'_>,
         labels: &[i64],
         centroids: MatRef<'_>,
+        progress: &Progress,
+    ) -> Result<PruneOutput, PruneError> {
+        self.run_ids(x, labels, centroids, None, progress)
+    }
+
+    /// [`Method::run`] on rows that are a part of a larger set, with their global `ids`
+    /// (strictly increasing): seeded random orders then draw by global id, so a cluster
+    /// processed on its own gives what it gives inside the whole set.
+    pub fn run_ids(
+        &self,
+        x: MatRef<'_>,
+        labels: &[i64],
+        centroids: MatRef<'_>,
+        ids: Option<&[i64]>,
         progress: &Progress,
     ) -> Result<PruneOutput, PruneError> {
         match *self {
@@ -508,10 +586,24 @@ impl Method {
                             .to_string(),
                     )
                 })?;
-                semdedup(x, labels, centroids, eps, order, seed, progress)
+                semdedup_ids(x, labels, centroids, ids, eps, order, seed, progress)
             }
-            Method::Ssp(ref o) => ssp(x, labels, centroids, o, progress),
-            Method::Dbp(ref o) => dbp(x, labels, centroids, o, progress),
+            Method::Ssp(ref o) => ssp_ids(x, labels, centroids, ids, o, progress),
+            Method::Dbp(ref o) => dbp_ids(x, labels, centroids, ids, o, progress),
+            Method::Select {
+                count,
+                prefer,
+                seed,
+            } => {
+                let p = prepare(x, labels, centroids, ids)?;
+                if count > p.n {
+                    return Err(PruneError::Invalid(format!(
+                        "cannot keep {count} of {} items",
+                        p.n
+                    )));
+                }
+                select(p, count, prefer, seed, progress)
+            }
         }
     }
 }
@@ -580,52 +672,33 @@ pub fn capped_simplex_counts(p: &[f64], lb: &[usize], cap: &[usize], total: usiz
     cnt
 }
 
-/// Density-based pruning given a clustering. See the module documentation.
-pub fn dbp(
-    x: MatRef<'_>,
-    labels: &[i64],
-    centroids: MatRef<'_>,
+/// The DBP allocation from per-cluster statistics: `(keep counts, complexity)`.
+///
+/// `unit_centroids` are the L2-normalised centroids (`k x d`), `intra[j]` the mean
+/// cosine distance of cluster `j`'s surviving members to its centroid (summed in
+/// ascending row order; NaN for a cluster with none), `sizes[j]` their number, `total`
+/// the number of samples to keep over all clusters ([`keep_count`] of the input size).
+/// [`dbp`] calls it after its per-cluster pass; a distributed caller reduces the
+/// per-cluster statistics of its shards and calls it once.
+pub fn dbp_counts(
+    unit_centroids: MatRef<'_>,
+    intra: &[f64],
+    sizes: &[usize],
+    total: usize,
     o: &DbpOptions,
-    progress: &Progress,
-) -> Result<PruneOutput, PruneError> {
-    if !(o.temperature > 0.0 && o.temperature.is_finite()) {
+) -> Result<(Vec<usize>, Vec<f64>), PruneError> {
+    check_dbp_options(o)?;
+    let k = unit_centroids.rows();
+    if intra.len() != k || sizes.len() != k {
         return Err(PruneError::Invalid(format!(
-            "temperature must be positive, got {}",
-            o.temperature
+            "intra ({}) and sizes ({}) must have one entry per centroid ({k})",
+            intra.len(),
+            sizes.len()
         )));
     }
-    if !(0.0..=1.0).contains(&o.balance) {
-        return Err(PruneError::Invalid(format!(
-            "balance must be in [0, 1], got {}",
-            o.balance
-        )));
-    }
-    if o.n_neighbors == 0 {
-        return Err(PruneError::Invalid("n_neighbors must be at least 1".into()));
-    }
-    let p = prepare(x, labels, centroids)?;
-    let total = keep_count(p.n, o.keep_fraction)?;
-    progress.set_total(p.n as u64 * if o.dedup_eps.is_some() { 2 } else { 1 });
-    let (dup, sim) = match o.dedup_eps {
-        Some(eps) => dedup_clusters(&p, eps, Order::Hard, o.seed, progress)?,
-        None => (vec![-1i64; p.n], vec![f32::NAN; p.n]),
-    };
-    let (k, d) = (p.k, p.d);
-    let alive: Vec<Vec<usize>> = p
-        .members
-        .iter()
-        .map(|m| m.iter().copied().filter(|&i| dup[i] < 0).collect())
-        .collect();
-    let sizes: Vec<usize> = alive.iter().map(Vec::len).collect();
     let n_alive: usize = sizes.iter().sum();
-    // complexity
-    let intra: Vec<f64> = alive
-        .iter()
-        .map(|m| m.iter().map(|&i| p.score[i]).sum::<f64>() / m.len() as f64)
-        .collect();
     let l = o.n_neighbors.min(k - 1);
-    let cm = MatRef::new(&p.cn, k, d)?;
-    let cc = matmul_nt(Isa::detect(), cm, None, cm, None)?;
+    let cc = matmul_nt(Isa::detect(), unit_centroids, None, unit_centroids, None)?;
     let inter: Vec<f64> = (0..k)
         .into_par_iter()
         .map(|j| {
@@ -660,21 +733,82 @@ pub fn dbp(
     let z: f64 = e.iter().sum();
     let prob: Vec<f64> = e.iter().map(|v| v / z).collect();
     let counts = if total >= n_alive {
-        sizes.clone()
+        sizes.to_vec()
     } else {
         let base = ((total as f64 / k as f64) * o.balance).floor() as usize;
         let lb: Vec<usize> = sizes
             .iter()
             .map(|&s| base.min(s.saturating_sub(1)))
             .collect();
-        capped_simplex_counts(&prob, &lb, &sizes, total)
+        capped_simplex_counts(&prob, &lb, sizes, total)
     };
+    Ok((counts, cx))
+}
+
+/// Density-based pruning given a clustering. See the module documentation.
+pub fn dbp(
+    x: MatRef<'_>,
+    labels: &[i64],
+    centroids: MatRef<'_>,
+    o: &DbpOptions,
+    progress: &Progress,
+) -> Result<PruneOutput, PruneError> {
+    dbp_ids(x, labels, centroids, None, o, progress)
+}
+
+fn check_dbp_options(o: &DbpOptions) -> Result<(), PruneError> {
+    if !(o.temperature > 0.0 && o.temperature.is_finite()) {
+        return Err(PruneError::Invalid(format!(
+            "temperature must be positive, got {}",
+            o.temperature
+        )));
+    }
+    if !(0.0..=1.0).contains(&o.balance) {
+        return Err(PruneError::Invalid(format!(
+            "balance must be in [0, 1], got {}",
+            o.balance
+        )));
+    }
+    if o.n_neighbors == 0 {
+        return Err(PruneError::Invalid("n_neighbors must be at least 1".into()));
+    }
+    Ok(())
+}
+
+fn dbp_ids(
+    x: MatRef<'_>,
+    labels: &[i64],
+    centroids: MatRef<'_>,
+    ids: Option<&[i64]>,
+    o: &DbpOptions,
+    progress: &Progress,
+) -> Result<PruneOutput, PruneError> {
+    check_dbp_options(o)?;
+    let p = prepare(x, labels, centroids, ids)?;
+    let total = keep_count(p.n, o.keep_fraction)?;
+    progress.set_total(p.n as u64 * if o.dedup_eps.is_some() { 2 } else { 1 });
+    let (dup, sim) = match o.dedup_eps {
+        Some(eps) => dedup_clusters(&p, eps, Order::Hard, o.seed, progress)?,
+        None => (vec![-1i64; p.n], vec![f32::NAN; p.n]),
+    };
+    let alive: Vec<Vec<usize>> = p
+        .members
+        .iter()
+        .map(|m| m.iter().copied().filter(|&i| dup[i] < 0).collect())
+        .collect();
+    let sizes: Vec<usize> = alive.iter().map(Vec::len).collect();
+    let intra: Vec<f64> = alive
+        .iter()
+        .map(|m| m.iter().map(|&i| p.score[i]).sum::<f64>() / m.len() as f64)
+        .collect();
+    let cm = MatRef::new(&p.cn, p.k, p.d)?;
+    let (counts, cx) = dbp_counts(cm, &intra, &sizes, total, o)?;
     let kept = counts.iter().sum();
     let prefer = o.prefer.resolve(kept, auto_groups(&p, o.n_classes)?);
     let mut keep = vec![false; p.n];
     for (j, mem) in alive.iter().enumerate() {
         let mut m = mem.clone();
-        order_items(&mut m, &p.score, prefer, o.seed);
+        order_items(&mut m, &p.score, prefer, o.seed, p.ids);
         for &i in &m[..counts[j]] {
             keep[i] = true;
         }
@@ -880,6 +1014,88 @@ mod tests {
         let e = m.run(xm, &lab, cm, &pr).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.to_string().contains("semdedup"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_alone_with_global_ids_equals_it_inside_the_whole_set() {
+        let (n, d) = (60usize, 3usize);
+        let s = Stream::new(11);
+        let x: Vec<f32> = (0..n * d)
+            .map(|i| s.uniform(i as u64) as f32 - 0.3)
+            .collect();
+        let c = [1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let lab: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
+        let (xm, cm) = (
+            MatRef::new(&x, n, d).unwrap(),
+            MatRef::new(&c, 2, d).unwrap(),
+        );
+        let pr = Progress::new();
+        let ids: Vec<i64> = (0..n as i64).filter(|i| i % 2 == 1).collect();
+        let rows: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| x[i as usize * d..(i as usize + 1) * d].to_vec())
+            .collect();
+        let part_x = MatRef::new(&rows, ids.len(), d).unwrap();
+        let part_c = MatRef::new(&c[d..], 1, d).unwrap();
+        let zeros = vec![0; ids.len()];
+        for prefer in [Prefer::Random, Prefer::Hard] {
+            let m = Method::SemDeDup {
+                eps: 0.05,
+                prefer,
+                seed: 7,
+            };
+            let whole = m.run(xm, &lab, cm, &pr).unwrap();
+            let part = m.run_ids(part_x, &zeros, part_c, Some(&ids), &pr).unwrap();
+            for (j, &g) in ids.iter().enumerate() {
+                let dup = part.duplicate_of[j];
+                let dup = if dup < 0 { -1 } else { ids[dup as usize] };
+                assert_eq!(dup, whole.duplicate_of[g as usize], "{m:?} row {g}");
+                assert_eq!(part.keep[j], whole.keep[g as usize], "{m:?} row {g}");
+                assert_eq!(part.score[j], whole.score[g as usize], "{m:?} row {g}");
+            }
+        }
+        // DBP's per-cluster choice: Select with the cluster's count and the order the
+        // whole run resolved keeps exactly what the whole run keeps there
+        for prefer in [Prefer::Random, Prefer::Easy, Prefer::Auto] {
+            let o = DbpOptions {
+                keep_fraction: 0.4,
+                n_neighbors: 1,
+                temperature: 0.5,
+                balance: 0.5,
+                prefer,
+                n_classes: None,
+                dedup_eps: None,
+                seed: 5,
+            };
+            let whole = dbp(xm, &lab, cm, &o, &pr).unwrap();
+            let sel = Method::Select {
+                count: whole.keep_per_cluster[1] as usize,
+                prefer: whole.prefer,
+                seed: 5,
+            };
+            let part = sel
+                .run_ids(part_x, &zeros, part_c, Some(&ids), &pr)
+                .unwrap();
+            for (j, &g) in ids.iter().enumerate() {
+                assert_eq!(part.keep[j], whole.keep[g as usize], "{prefer:?} row {g}");
+            }
+            let too_many = Method::Select {
+                count: ids.len() + 1,
+                prefer: whole.prefer,
+                seed: 5,
+            };
+            let e = too_many.run_ids(part_x, &zeros, part_c, Some(&ids), &pr);
+            assert!(matches!(e, Err(PruneError::Invalid(_))));
+        }
+        // ids must increase
+        let bad = Method::Ssp(SspOptions {
+            keep_fraction: 0.5,
+            prefer: Prefer::Hard,
+            n_classes: None,
+            seed: 0,
+        })
+        .run_ids(xm, &lab, cm, Some(&vec![0; n]), &pr);
+        assert!(matches!(bad, Err(PruneError::Invalid(_))));
     }
 
     #[test]

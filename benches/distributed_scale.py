@@ -1,0 +1,104 @@
+"""Scale run of thrifty.distributed against the single-process call on the same shards.
+
+Writes N x D float16 synthetic embeddings (with planted near-duplicates) into S `.npy`
+shards, runs ``thrifty.distributed.dbp`` on a local Ray cluster and ``thrifty.prune.dbp``
+in one process on the concatenated rows, checks the results are equal, and prints wall
+times and peak RSS (driver; every Ray worker, from /proc VmHWM).
+
+    python benches/distributed_scale.py --rows 1000000 --dim 256 --shards 8 --clusters 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import resource
+import tempfile
+import time
+
+import numpy as np
+
+
+def make(root: str, n: int, d: int, shards: int, k: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)).astype(np.float32)
+    bounds = np.linspace(0, n, shards + 1).astype(int)
+    paths = []
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        m = b - a
+        x = centres[rng.integers(0, k, m)] + 0.5 * rng.normal(size=(m, d)).astype(np.float32)
+        x[1::50] = x[0::50][: x[1::50].shape[0]] + 1e-3 * rng.normal(size=(x[1::50].shape[0], d))
+        p = os.path.join(root, f"emb-{i:03d}.npy")
+        np.save(p, x.astype(np.float16))
+        paths.append(p)
+    return paths
+
+
+def worker_peaks() -> list[int]:
+    """Peak RSS (bytes) of every live Ray worker process on this machine."""
+    out = []
+    for status in glob.glob("/proc/[0-9]*/status"):
+        try:
+            with open(status) as f:
+                txt = f.read()
+            with open(status.replace("status", "cmdline"), "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b"default_worker.py" in cmd or txt.startswith("Name:\tray::"):
+            for line in txt.splitlines():
+                if line.startswith("VmHWM:"):
+                    out.append(int(line.split()[1]) * 1024)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--clusters", type=int, default=1000)
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--eps", type=float, default=0.01)
+    ap.add_argument("--single", action="store_true", help="also run the single-process call")
+    ap.add_argument("--data", help="reuse the shards an earlier run wrote to this directory")
+    args = ap.parse_args()
+    import ray
+
+    import thrifty
+    import thrifty.distributed as td
+    from thrifty import prune
+
+    root = args.data or tempfile.mkdtemp(prefix="thrifty-scale-")
+    t = time.perf_counter()
+    paths = (sorted(glob.glob(os.path.join(root, "emb-*.npy"))) if args.data
+             else make(root, args.rows, args.dim, args.shards, args.clusters))
+    print(f"data: {args.rows} x {args.dim} float16 in {args.shards} shards "
+          f"({sum(os.path.getsize(p) for p in paths) / 2**20:.0f} MiB), {time.perf_counter() - t:.1f} s")
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    kw = dict(keep_fraction=0.5, n_clusters=args.clusters, dedup_eps=args.eps, seed=0)
+    t = time.perf_counter()
+    r = td.dbp(paths, **kw, work_dir=os.path.join(root, "work"), progress=False)
+    t_dist = time.perf_counter() - t
+    drv = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peaks = worker_peaks()
+    print(f"distributed: {t_dist:.1f} s; driver peak RSS {drv / 2**20:.0f} MiB; worker peak RSS "
+          f"max {max(peaks) / 2**20:.0f} MiB over {len(peaks)} workers; shard "
+          f"{os.path.getsize(paths[0]) / 2**20:.0f} MiB; kept {int(r.keep.sum())}")
+    print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in (r.seconds or {}).items()))
+    ray.shutdown()
+    if args.single:
+        x = np.concatenate([np.load(p) for p in paths]).astype(np.float32)
+        thrifty.set_num_threads(args.cpus)
+        t = time.perf_counter()
+        s = prune.dbp(x, **kw)
+        t_one = time.perf_counter() - t
+        same = all(np.array_equal(getattr(r, f), getattr(s, f))
+                   for f in ("keep", "cluster", "duplicate_of", "keep_per_cluster"))
+        print(f"single process: {t_one:.1f} s (load {x.nbytes / 2**20:.0f} MiB float32); "
+              f"ratio {t_dist / t_one:.2f}; identical results: {same}")
+
+
+if __name__ == "__main__":
+    main()

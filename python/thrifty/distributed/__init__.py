@@ -1,0 +1,540 @@
+"""k-means, SemDeDup, DBP, SSP, top-k and compression kNN over sharded data, on Ray.
+
+Needs ``pip install 'thrifty[ray]'``. Results equal the single-process calls
+(:class:`thrifty.cluster.KMeans`, :mod:`thrifty.prune`, :func:`thrifty.neighbors.topk`,
+:class:`thrifty.text.CompressionKNNClassifier`) on the concatenated rows, for any sharding
+and any number of workers; see ``docs/distributed.md`` for the decomposition, the
+exactness contract and the cost model.
+
+Inputs: a path, directory, glob or list of ``.npy`` shards (float32/float16, ``(n_i, d)``)
+or parquet files with an embedding ``column`` (and optionally ``id_column``), or a
+``ray.data.Dataset``. Rows are numbered globally in shard order (sorted names for a
+directory or glob).
+
+Work is split into logical partitions of ``partition_rows`` rows (a multiple of 4096,
+independent of the files); each Ray task reads its ``(path, row range)`` itself. Stages
+exchange files in ``work_dir`` (temp + rename, one manifest per stage; ``resume=True``
+skips stages whose manifest matches).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .._errors import InvalidInputError
+from .._progress import ProgressArg
+from .._validation import as_float_matrix, check_choice, check_float, check_int
+from ..cluster import KMeans as _LocalKMeans
+from ..prune import PruneResult, _n_classes, default_n_clusters
+from . import _stages
+from ._executor import RayExecutor, WorkDir, connect
+from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
+
+__all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNN", "text_kneighbors",
+           "text_predict", "DistributedPruneResult", "open_source", "connect"]
+
+_ORDERS = ("hard", "easy", "random")
+_PREFER = (*_ORDERS, "auto")
+
+
+def _partition_rows(n: int, rows: int | None, executor: RayExecutor) -> int:
+    if rows is not None:
+        return check_int(rows, "partition_rows", low=BLOCK_ROWS)
+    cpus = max(1, int(executor.ray.cluster_resources().get("CPU", 1)))
+    per = math.ceil(n / (4 * cpus) / BLOCK_ROWS) * BLOCK_ROWS
+    return min(max(BLOCK_ROWS, per), 1 << 20)
+
+
+class _Run:
+    """One distributed call: source, executor, work dir and its partitions."""
+
+    def __init__(self, inputs: Any, *, column: str | None, id_column: str | None,
+                 work_dir: str | None, resume: bool, partition_rows: int | None,
+                 num_cpus: int, max_retries: int, progress: ProgressArg, ray: str | None) -> None:
+        connect(ray)
+        self.work = WorkDir(work_dir, resume=resume)
+        try:
+            self.source = open_source(inputs, column=column, id_column=id_column,
+                                      work_dir=self.work.root, resume=resume)
+            self.ex = RayExecutor(num_cpus=num_cpus, max_retries=max_retries, progress=progress)
+            self.ex.check_kernels()
+            self.parts = partitions(self.source.n, _partition_rows(self.source.n, partition_rows,
+                                                                   self.ex))
+        except BaseException:
+            self.work.close()
+            raise
+        self.fp = self.source.fingerprint()
+        self.resume_ok = True
+
+    def stage(self, name: str, key: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+        """A stage; reused only when it and every stage before it were reused."""
+        st, data = self.work.stage(name, {"input": self.fp, "parts": len(self.parts), **key})
+        if data is None or not self.resume_ok:
+            if data is not None:
+                st.reset()
+            self.resume_ok = False
+            return st, None
+        return st, data
+
+    def labels(self, stage_dir: str) -> np.ndarray:
+        return np.concatenate([np.load(os.path.join(stage_dir, "labels", f"part-{p:06d}.npy"))
+                               for p in range(len(self.parts))])
+
+
+def _fit_centroids(run: _Run, params: dict[str, Any]) -> tuple[np.ndarray, int, bool]:
+    """Train exactly as :class:`thrifty.cluster.KMeans` would: gather its training rows
+    (the seeded global sample, or every row) and fit them in one place. Returns
+    ``(centroids, n_iter, subsampled)``."""
+    src, k = run.source, params["n_clusters"]
+    init = params["init"]
+    st, data = run.stage("kmeans", {"params": {kk: v for kk, v in params.items()
+                                               if kk not in ("init", "progress")},
+                                    "init": init if isinstance(init, str) else _digest(init)})
+    sample = _core.kmeans_training_sample(src.n, k, params["max_points_per_centroid"],
+                                          params["seed"])
+    if data is not None:
+        return np.load(os.path.join(st.dir, "centroids.npy")), data["n_iter"], sample is not None
+    rows = np.arange(src.n, dtype=np.int64) if sample is None else sample
+    cuts = np.searchsorted(rows, [a for a, _ in run.parts] + [src.n])
+    args = [(src, rows[cuts[i]:cuts[i + 1]]) for i in range(len(run.parts))
+            if cuts[i + 1] > cuts[i]]
+    pieces = run.ex.map(_stages.gather_task, args, desc="k-means sample")
+    train = np.concatenate(pieces)
+    local = {kk: v for kk, v in params.items() if kk != "progress"}
+    local["max_points_per_centroid"] = None
+    if params["spherical"]:
+        z = ~train.any(axis=1)
+        if z.any():
+            shard, r = src.shard_of(int(rows[np.flatnonzero(z)[0]]))
+            raise InvalidInputError(f"{shard.path}: row {r} is an all-zero vector, which has "
+                                    "no direction for cosine clustering")
+    km = _LocalKMeans(**local, progress=run.ex.progress).fit(train)
+    write_npy_atomic(st.path("centroids.npy"), km.cluster_centers_)
+    st.finish({"n_iter": km.n_iter_})
+    return km.cluster_centers_, km.n_iter_, sample is not None
+
+
+def _assign(run: _Run, centroids: np.ndarray, spherical: bool, unit_rows: bool,
+            labels: np.ndarray | None, n_buckets: int, name: str,
+            key: dict[str, Any]) -> tuple[Any, float]:
+    """The assignment pass: labels per partition (+ bucket files); returns the stage and
+    the inertia (chunk sums in the core's fixed order)."""
+    st, data = run.stage(name, {"buckets": n_buckets, **key})
+    if data is not None:
+        return st, data["inertia"]
+    c_ref = run.ex.put(np.ascontiguousarray(centroids, dtype=np.float32))
+    l_ref = None if labels is None else run.ex.put(labels)
+    args = [(run.source, p, a, b, c_ref, spherical, unit_rows, l_ref, st.dir, n_buckets)
+            for p, (a, b) in enumerate(run.parts)]
+    sums = run.ex.map(_stages.assign_task, args, desc="assign")
+    inertia = _stages.sequential_sum([v for s in sums for v in s])
+    st.finish({"inertia": inertia})
+    return st, inertia
+
+
+class KMeans(_LocalKMeans):
+    """:class:`thrifty.cluster.KMeans` over sharded inputs on a Ray cluster.
+
+    Same parameters, defaults and fitted attributes (``cluster_centers_``, ``labels_``,
+    ``inertia_``, ``n_iter_``), and with the same ``seed`` the same values as the
+    single-process estimator on the concatenated rows. Training runs where the training
+    rows are (the seeded sample of ``max_points_per_centroid * n_clusters`` global rows,
+    gathered from the shards; or every row when not subsampling — size the driver for
+    it); the assignment of every row runs as one Ray task per partition.
+
+    Extra keyword parameters: ``column``, ``id_column`` (parquet), ``work_dir``,
+    ``resume``, ``partition_rows``, ``num_cpus`` (per task), ``max_retries``, ``ray``
+    (an address, ``"auto"`` or ``"local[:N]"``).
+    """
+
+    def __init__(self, n_clusters: int = 8, *, spherical: bool = False, max_iter: int = 100,
+                 tol: float = 1e-4, init: Any = "k-means++",
+                 max_points_per_centroid: int | None = None, seed: int = 0,
+                 progress: ProgressArg = None, column: str | None = None,
+                 id_column: str | None = None, work_dir: str | None = None,
+                 resume: bool = False, partition_rows: int | None = None, num_cpus: int = 1,
+                 max_retries: int = 3, ray: str | None = "auto") -> None:
+        super().__init__(n_clusters, spherical=spherical, max_iter=max_iter, tol=tol, init=init,
+                         max_points_per_centroid=max_points_per_centroid, seed=seed,
+                         progress=progress)
+        self.column, self.id_column, self.work_dir = column, id_column, work_dir
+        self.resume, self.partition_rows, self.num_cpus = resume, partition_rows, num_cpus
+        self.max_retries, self.ray = max_retries, ray
+
+    def _run(self, inputs: Any) -> _Run:
+        return _Run(inputs, column=self.column, id_column=self.id_column, work_dir=self.work_dir,
+                    resume=self.resume, partition_rows=self.partition_rows,
+                    num_cpus=self.num_cpus, max_retries=self.max_retries,
+                    progress=self.progress, ray=self.ray)
+
+    def _local_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _LocalKMeans._get_param_names()}
+
+    def fit(self, X: Any, y: Any = None) -> KMeans:
+        """Cluster the rows of ``X`` (shards, see the module doc); returns self."""
+        run = self._run(X)
+        try:
+            p = self._local_params()
+            k = check_int(p["n_clusters"], "n_clusters", low=1)
+            if k > run.source.n:
+                raise InvalidInputError(
+                    f"n_clusters ({k}) is larger than the number of points ({run.source.n})")
+            if p["max_points_per_centroid"] is not None:
+                p["max_points_per_centroid"] = check_int(p["max_points_per_centroid"],
+                                                         "max_points_per_centroid", low=1)
+            p["seed"] = check_int(p["seed"], "seed", low=0, high=2**64 - 1)
+            if not isinstance(p["init"], str):
+                p["init"] = as_float_matrix(p["init"], "init", n_features=run.source.d)
+            c, n_iter, sub = _fit_centroids(run, p)
+            st, inertia = _assign(run, c, bool(p["spherical"]), sub and bool(p["spherical"]),
+                                  None, 0, "fit-assign", {"centroids": _digest(c)})
+            self.cluster_centers_ = c
+            self.labels_ = run.labels(st.dir)
+            self.inertia_ = float(inertia)
+            self.n_iter_ = int(n_iter)
+            self.n_features_in_ = run.source.d
+            return self
+        finally:
+            run.work.close()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Nearest centroid of every row of the shards ``X`` (int64, global row order)."""
+        if not hasattr(self, "cluster_centers_"):
+            raise InvalidInputError("this KMeans is not fitted yet; call fit first")
+        run = self._run(X)
+        try:
+            if run.source.d != self.cluster_centers_.shape[1]:
+                raise InvalidInputError(f"X has {run.source.d} features but the centroids have "
+                                        f"{self.cluster_centers_.shape[1]}")
+            st, _ = _assign(run, self.cluster_centers_, bool(self.spherical), False, None, 0,
+                            "predict", {"centroids": _digest(self.cluster_centers_)})
+            return run.labels(st.dir)
+        finally:
+            run.work.close()
+
+
+def _digest(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+class DistributedPruneResult(PruneResult):
+    """:class:`thrifty.prune.PruneResult` keyed by global row index; ``ids`` holds the
+    ``id_column`` value of every row when one was given (else None); ``seconds`` the
+    wall time of every stage."""
+
+    ids: list[Any] | None = None
+    seconds: dict[str, float] | None = None
+
+
+def _fraction(value: Any, name: str) -> float:
+    return check_float(value, name, low=0.0, high=1.0, low_inclusive=False)
+
+
+def _prune(method: str, inputs: Any, params: dict[str, Any], *, n_clusters: Any, labels: Any,
+           y: Any = None,
+           centroids: Any, seed: Any, progress: ProgressArg, column: str | None,
+           id_column: str | None, work_dir: str | None, resume: bool,
+           partition_rows: int | None, buckets: int | None, num_cpus: int, max_retries: int,
+           ray: str | None) -> DistributedPruneResult:
+    seed = check_int(seed, "seed", low=0, high=2**64 - 1)
+    run = _Run(inputs, column=column, id_column=id_column, work_dir=work_dir, resume=resume,
+               partition_rows=partition_rows, num_cpus=num_cpus, max_retries=max_retries,
+               progress=progress, ray=ray)
+    try:
+        if method != "semdedup":
+            params = {**params, "n_classes": _n_classes(y, run.source.n)}
+        return _prune_run(run, method, params, n_clusters, labels, centroids, seed, buckets)
+    finally:
+        run.work.close()
+
+
+def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, labels: Any,
+               centroids: Any, seed: int, buckets: int | None) -> DistributedPruneResult:
+    src = run.source
+    n = src.n
+    if (labels is None) != (centroids is None):
+        raise InvalidInputError("pass both labels and centroids, or neither")
+    if labels is not None:
+        c = as_float_matrix(centroids, "centroids", n_features=src.d)
+        lab = np.asarray(labels)
+        if lab.ndim != 1 or lab.shape[0] != n:
+            raise InvalidInputError(f"labels must have shape ({n},), got {lab.shape}")
+        if lab.dtype.kind not in "iu":
+            raise InvalidInputError(f"labels must be integers, got dtype {lab.dtype}")
+        lab = np.ascontiguousarray(lab, dtype=np.int64)
+        train_s = 0.0
+        if lab.min() < 0 or lab.max() >= c.shape[0]:
+            bad = int(np.flatnonzero((lab < 0) | (lab >= c.shape[0]))[0])
+            raise InvalidInputError(f"labels[{bad}] = {lab[bad]} is not a centroid index "
+                                    f"(0..{c.shape[0]})")
+        unit_rows = False
+    else:
+        k = default_n_clusters(n) if n_clusters is None else check_int(n_clusters, "n_clusters",
+                                                                       low=1)
+        if k > n:
+            raise InvalidInputError(f"n_clusters ({k}) is larger than the number of points ({n})")
+        kp = {"n_clusters": k, "spherical": True, "max_iter": 10, "tol": 1e-4, "init": "random",
+              "max_points_per_centroid": 256, "seed": seed}
+        t_train = time.perf_counter()
+        c, _, unit_rows = _fit_centroids(run, kp)
+        train_s = time.perf_counter() - t_train - run.ex.seconds.get("k-means sample", 0.0)
+        lab = None
+    k = int(c.shape[0])
+    params = {**params, "seed": seed, "n_clusters": k}
+    # about 64k rows per bucket task (files: partitions x buckets)
+    nb = (min(k, max(len(run.parts), math.ceil(n / 65536))) if buckets is None
+          else check_int(buckets, "buckets", low=1))
+    key = {"centroids": _digest(c), "labels": None if lab is None else _digest(lab)}
+    t0 = time.perf_counter()
+    st_a, _ = _assign(run, c, True, unit_rows, lab, nb, "assign", key)
+    cluster = run.labels(st_a.dir)
+    # per-cluster pass, one task per bucket
+    st_c, data = run.stage("clusters", {**key, "method": method, "params": params, "buckets": nb})
+    if data is None:
+        c_ref = run.ex.put(c)
+        args = [(st_a.dir, b, c_ref, method, params, st_c.path(f"bucket-{b:05d}.npz"))
+                for b in range(nb)]
+        stats = run.ex.map(_stages.cluster_task, args, desc=f"{method} clusters")
+        data = st_c.finish({"stats": stats})
+    dup = np.full(n, -1, np.int64)
+    sim = np.full(n, np.nan, np.float32)
+    score = np.zeros(n, np.float64)
+    for b in range(nb):
+        with np.load(os.path.join(st_c.dir, f"bucket-{b:05d}.npz")) as z:
+            i = z["ids"]
+            dup[i], sim[i], score[i] = z["duplicate_of"], z["similarity"], z["score"]
+    complexity = np.zeros(0, np.float64)
+    # the groups prefer="auto" counts: the classes of y, else the non-empty clusters
+    groups = (params["n_classes"] if params.get("n_classes") is not None
+              else int((np.bincount(cluster, minlength=k) > 0).sum()))
+    if method == "semdedup":
+        keep = dup < 0
+        prefer = params["prefer"]
+    elif method == "ssp":
+        nk = min(max(1, int(math.floor(params["keep_fraction"] * n + 0.5))), n)
+        prefer = _core.prune_resolve_prefer(params["prefer"], nk, groups)
+        ids = np.arange(n, dtype=np.int64)
+        primary = -score if prefer == "hard" else score
+        order = np.lexsort((ids, primary))
+        keep = np.zeros(n, bool)
+        keep[order[:nk]] = True
+    else:
+        intra = np.full(k, np.nan)
+        sizes = np.zeros(k, np.int64)
+        for s in data["stats"]:
+            intra[s["cluster"]] = s["intra"]
+            sizes[s["cluster"]] = s["size"]
+        counts, complexity = _core.prune_dbp_counts(c, intra, sizes, n, params)
+        # "auto" depends on the kept count over the whole input: resolved here, once
+        prefer = _core.prune_resolve_prefer(params["prefer"], int(counts.sum()), groups)
+        st_s, sel = run.stage("select", {**key, "params": params, "prefer": prefer,
+                                         "buckets": nb})
+        if sel is None:
+            c_ref, n_ref = run.ex.put(c), run.ex.put(counts)
+            sel_args = [(st_a.dir, b, os.path.join(st_c.dir, f"bucket-{b:05d}.npz"), c_ref,
+                         n_ref, prefer, seed, st_s.path(f"keep-{b:05d}.npy"))
+                        for b in range(nb)]
+            run.ex.map(_stages.select_task, sel_args, desc="dbp select")
+            st_s.finish({})
+        keep = np.zeros(n, bool)
+        for b in range(nb):
+            keep[np.load(os.path.join(st_s.dir, f"keep-{b:05d}.npy"))] = True
+    kpc = np.bincount(cluster[keep], minlength=k).astype(np.int64)
+    r = DistributedPruneResult(method, keep, cluster, dup, sim, score, kpc, complexity, prefer,
+                               params)
+    r.seconds = {**run.ex.seconds, "k-means train": train_s,
+                 "driver (gather results, allocation)":
+                     time.perf_counter() - t0 - sum(run.ex.seconds.get(s, 0.0) for s in (
+                         "assign", f"{method} clusters", "dbp select"))}
+    if src.id_column is not None:
+        r.ids = [v for a, b in run.parts for v in src.read_ids(a, b)]
+    return r
+
+
+_RUN_DOC = """
+    Distributed options (keyword-only)
+    ----------------------------------
+    column, id_column : str, optional
+        Parquet embedding column (default ``"embedding"``) and id column.
+    work_dir : str, optional
+        Directory for the stage files (default: a temporary directory, removed after).
+    resume : bool
+        Reuse stages whose manifest in ``work_dir`` matches.
+    partition_rows : int, optional
+        Rows per task (a multiple of 4096; default: about 4 tasks per CPU).
+    buckets : int, optional
+        Shuffle buckets (cluster ``j`` goes to bucket ``j % buckets``); default about
+        65536 rows per bucket, at least one per partition, at most ``n_clusters``.
+    num_cpus : int
+        CPUs (and thrifty threads) per task.
+    max_retries : int
+        Re-runs of a task whose worker died.
+    ray : str
+        ``"auto"``, a cluster address, or ``"local[:N]"``.
+"""
+
+
+def semdedup(X: Any, *, eps: float, n_clusters: int | None = None, labels: Any = None,
+             centroids: Any = None, prefer: str = "hard", seed: int = 0,
+             progress: ProgressArg = None, column: str | None = None,
+             id_column: str | None = None, work_dir: str | None = None, resume: bool = False,
+             partition_rows: int | None = None, buckets: int | None = None, num_cpus: int = 1,
+             max_retries: int = 3, ray: str | None = "auto") -> DistributedPruneResult:
+    """:func:`thrifty.prune.semdedup` over sharded inputs; equal results by global row."""
+    eps = _fraction(eps, "eps")
+    if prefer == "auto":
+        raise InvalidInputError(
+            "prefer='auto' does not apply to semdedup: it chooses from the kept count, which "
+            "SemDeDup does not fix in advance; pass 'hard', 'easy' or 'random'")
+    prefer = check_choice(prefer, "prefer", _ORDERS)
+    return _prune("semdedup", X, {"eps": eps, "prefer": prefer}, n_clusters=n_clusters,
+                  labels=labels, centroids=centroids, seed=seed, progress=progress,
+                  column=column, id_column=id_column, work_dir=work_dir, resume=resume,
+                  partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
+                  max_retries=max_retries, ray=ray)
+
+
+def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: Any = None,
+        centroids: Any = None, prefer: str = "hard", y: Any = None, seed: int = 0,
+        progress: ProgressArg = None,
+        column: str | None = None, id_column: str | None = None, work_dir: str | None = None,
+        resume: bool = False, partition_rows: int | None = None, buckets: int | None = None,
+        num_cpus: int = 1, max_retries: int = 3, ray: str | None = "auto"
+        ) -> DistributedPruneResult:
+    """:func:`thrifty.prune.ssp` over sharded inputs; equal results by global row.
+
+    ``prefer="random"`` is not available distributed yet (InvalidInputError);
+    ``prefer="auto"`` resolves over the whole input exactly as one process does (``y``:
+    in-memory class labels of every row, in global row order).
+    """
+    kf = _fraction(keep_fraction, "keep_fraction")
+    prefer = check_choice(prefer, "prefer", _PREFER)
+    if prefer == "random":
+        raise InvalidInputError("thrifty.distributed.ssp supports prefer='hard', 'easy' and "
+                                "'auto'; prefer='random' runs in one process only "
+                                "(thrifty.prune.ssp)")
+    return _prune("ssp", X, {"keep_fraction": kf, "prefer": prefer}, y=y, n_clusters=n_clusters,
+                  labels=labels, centroids=centroids, seed=seed, progress=progress,
+                  column=column, id_column=id_column, work_dir=work_dir, resume=resume,
+                  partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
+                  max_retries=max_retries, ray=ray)
+
+
+def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: Any = None,
+        centroids: Any = None, n_neighbors: int = 20, temperature: float = 0.5,
+        balance: float = 0.5, prefer: str = "hard", y: Any = None,
+        dedup_eps: float | None = None, seed: int = 0,
+        progress: ProgressArg = None, column: str | None = None, id_column: str | None = None,
+        work_dir: str | None = None, resume: bool = False, partition_rows: int | None = None,
+        buckets: int | None = None, num_cpus: int = 1, max_retries: int = 3,
+        ray: str | None = "auto") -> DistributedPruneResult:
+    """:func:`thrifty.prune.dbp` over sharded inputs; equal results by global row.
+
+    The allocation runs on the driver from per-cluster statistics (k numbers each); the
+    per-cluster SemDeDup and selection run one task per bucket.
+    """
+    kf = _fraction(keep_fraction, "keep_fraction")
+    nn = check_int(n_neighbors, "n_neighbors", low=1)
+    t = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
+    b = check_float(balance, "balance", low=0.0, high=1.0)
+    prefer = check_choice(prefer, "prefer", _PREFER)
+    de = None if dedup_eps is None else _fraction(dedup_eps, "dedup_eps")
+    return _prune("dbp", X, {"keep_fraction": kf, "n_neighbors": nn, "temperature": t,
+                             "balance": b, "prefer": prefer, "dedup_eps": de}, y=y,
+                  n_clusters=n_clusters, labels=labels, centroids=centroids, seed=seed,
+                  progress=progress, column=column, id_column=id_column, work_dir=work_dir,
+                  resume=resume, partition_rows=partition_rows, buckets=buckets,
+                  num_cpus=num_cpus, max_retries=max_retries, ray=ray)
+
+
+for _f in (semdedup, ssp, dbp):
+    _f.__doc__ = (_f.__doc__ or "") + _RUN_DOC
+
+
+def topk(queries: Any, refs: Any, k: int, *, metric: str = "cosine",
+         progress: ProgressArg = None, column: str | None = None,
+         partition_rows: int | None = None, num_cpus: int = 1, max_retries: int = 3,
+         ray: str | None = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`thrifty.neighbors.topk` of in-memory ``queries`` against sharded ``refs``.
+
+    One task per reference partition computes its top-k; the driver merges them by
+    score, then lower global index: the indices and scores equal the single-process call
+    on the concatenated rows.
+    """
+    metric = check_choice(metric, "metric", ("cosine", "dot", "euclidean"))
+    q = as_float_matrix(queries, "queries", finite=False)
+    connect(ray)
+    src = open_source(refs, column=column)
+    if q.shape[1] != src.d:
+        raise InvalidInputError(f"queries have {q.shape[1]} features but keys have {src.d}; "
+                                "they must match")
+    k = check_int(k, "k", low=1)
+    if k > src.n:
+        raise InvalidInputError(f"k must be between 1 and the number of keys ({src.n}), got {k}")
+    ex = RayExecutor(num_cpus=num_cpus, max_retries=max_retries, progress=progress)
+    ex.check_kernels()
+    parts = partitions(src.n, _partition_rows(src.n, partition_rows, ex))
+    q_ref = ex.put(q)
+    res = ex.map(_stages.topk_task, [(src, a, b, q_ref, k, metric) for a, b in parts],
+                 desc="topk")
+    return _merge([s for s, _ in res], [i for _, i in res], k,
+                  descending=metric != "euclidean")
+
+
+def _merge(scores: list[np.ndarray], idx: list[np.ndarray], k: int, *, descending: bool
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` per row of the concatenated candidates: score, then lower index."""
+    s, i = np.concatenate(scores, axis=1), np.concatenate(idx, axis=1)
+    key = -s if descending else s
+    order = np.lexsort((i, key), axis=-1)[:, :k]
+    return np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+
+
+def text_kneighbors(clf: Any, texts: Any, n_neighbors: int | None = None, *,
+                    partition_size: int = 4096, progress: ProgressArg = None,
+                    num_cpus: int = 1, max_retries: int = 3, ray: str | None = "auto"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`CompressionKNNClassifier.kneighbors` of a fitted classifier, one Ray task
+    per block of ``partition_size`` reference texts: ``(distances, indices)``, equal to
+    the single-process call (equal distances: lower reference index first)."""
+    from ..text import _check_mixture, _Texts
+
+    clf._check_fitted()
+    nn = check_int(clf.n_neighbors if n_neighbors is None else n_neighbors, "n_neighbors",
+                   low=1)
+    if nn > clf.n_samples_fit_:
+        raise InvalidInputError(f"n_neighbors={nn} is larger than the number of training "
+                                f"texts ({clf.n_samples_fit_})")
+    q = texts if isinstance(texts, _Texts) else _Texts(texts, "texts")
+    _check_mixture(q, clf._refs)
+    size = check_int(partition_size, "partition_size", low=1)
+    connect(ray)
+    ex = RayExecutor(num_cpus=num_cpus, max_retries=max_retries, progress=progress)
+    ex.check_kernels()
+    q_ref = ex.put(q.blobs)
+    refs, lens = clf._refs.blobs, clf.compressed_lens_
+    args = [(q_ref, refs[a:a + size], lens[a:a + size], a, nn, clf.compressor, clf._level,
+             clf.distance) for a in range(0, len(refs), size)]
+    res = ex.map(_stages.text_knn_task, args, desc="kNN")
+    return _merge([d for d, _ in res], [i for _, i in res], nn, descending=False)
+
+
+def text_predict(clf: Any, texts: Any, **kwargs: Any) -> np.ndarray:
+    """:meth:`CompressionKNNClassifier.predict` through :func:`text_kneighbors`."""
+    _, ind = text_kneighbors(clf, texts, clf.n_neighbors, **kwargs)
+    lab = clf._codes[ind]
+    n, c = lab.shape[0], len(clf.classes_)
+    flat = (np.arange(n, dtype=np.int64)[:, None] * c + lab).ravel()
+    counts = np.bincount(flat, minlength=n * c).reshape(n, c)
+    return clf.classes_[clf._decide(counts, lab)]
+
+
+from ._text import CompressionKNN  # noqa: E402  (uses _merge above)

@@ -1,0 +1,138 @@
+"""``thrifty prune INPUT... --ray``: the single-process CLI's outputs for sharded input on
+a local Ray cluster, --resume, and one-line exit-2 errors naming a bad shard."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from thrifty.cli import main
+
+ray = pytest.importorskip("ray", reason="thrifty prune --ray needs ray: pip install 'thrifty[ray]'")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():  # test_distributed.py's session cluster
+        yield
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """4600 rows (100 planted near-duplicates) in a single file and in three shards."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(4500, 12)).astype(np.float32)
+    x = np.concatenate([base, base[:100] + 1e-4 * rng.normal(size=(100, 12)).astype(np.float32)])
+    root = tmp_path_factory.mktemp("cli-shards")
+    whole = str(root / "whole.npy")
+    np.save(whole, x)
+    d = root / "parts"
+    d.mkdir()
+    for i, (a, b) in enumerate([(0, 1), (1, 3000), (3000, 4600)]):
+        np.save(d / f"part-{i}.npy", x[a:b])
+    return whole, str(d)
+
+
+def _run(*argv):
+    return main(["prune", *argv])
+
+
+@pytest.mark.parametrize("method,opts", [("dbp", ["--keep", "0.4", "--eps", "0.01"]),
+                                         ("semdedup", ["--eps", "0.01"]),
+                                         ("ssp", ["--keep", "0.3", "--prefer", "auto"])])
+def test_ray_outputs_equal_the_single_process_cli(cluster, shards, tmp_path, method, opts):
+    whole, parts = shards
+    common = ["--method", method, "--clusters", "12", "--seed", "3", *opts]
+    one, rep1 = str(tmp_path / "one.npy"), str(tmp_path / "one.json")
+    dist, rep2 = str(tmp_path / "dist.npy"), str(tmp_path / "dist.json")
+    assert _run(whole, "-o", one, "--report", rep1, *common) == 0
+    # a directory, a glob and a list of files all mean the same shards in the same order
+    assert _run(parts, "--ray", "-o", dist, "--report", rep2, *common) == 0
+    np.testing.assert_array_equal(np.load(dist), np.load(one))
+    r1, r2 = json.load(open(rep1)), json.load(open(rep2))
+    assert r2.pop("input") == [os.path.join(parts, f"part-{i}.npy") for i in range(3)]
+    r1.pop("input")
+    assert r1 == r2
+    assert not os.path.exists(dist + ".work")
+    txt = str(tmp_path / "dist.txt")
+    files = [os.path.join(parts, f"part-{i}.npy") for i in range(3)]
+    assert _run(*files, "--ray", "auto", "-o", txt, *common) == 0
+    assert open(txt).read().split() == [str(i) for i in np.load(one).tolist()]
+    glob_out = str(tmp_path / "glob.npy")
+    assert _run(os.path.join(parts, "part-*.npy"), "--ray", "-o", glob_out, *common) == 0
+    np.testing.assert_array_equal(np.load(glob_out), np.load(one))
+
+
+def test_resume_skips_finished_stages(cluster, shards, tmp_path, monkeypatch):
+    whole, parts = shards
+    from thrifty import distributed as td
+    from thrifty.distributed._executor import RayExecutor
+
+    ran = []
+    real_map = RayExecutor.map
+
+    def recording_map(self, fn, args, *, desc, **kw):
+        ran.append(desc)
+        return real_map(self, fn, args, desc=desc, **kw)
+
+    monkeypatch.setattr(RayExecutor, "map", recording_map)
+    work = str(tmp_path / "work")
+    # an earlier run that finished its stages but never published (killed at the end)
+    first = td.dbp(parts, keep_fraction=0.5, n_clusters=12, dedup_eps=0.01, seed=0,
+                   work_dir=work, ray="auto")
+    assert {"assign", "dbp clusters", "dbp select"} <= set(ran)
+    ran.clear()
+    out = str(tmp_path / "kept.npy")
+    argv = [parts, "--ray", "--clusters", "12", "--keep", "0.5", "--eps", "0.01",
+            "--work-dir", work, "-o", out]
+    assert _run(*argv, "--resume") == 0
+    assert ran == []  # every stage reused
+    np.testing.assert_array_equal(np.load(out), first.indices)
+    assert not os.path.exists(work)  # removed after success
+    # without --resume the stages run again
+    assert _run(*argv, "--force") == 0
+    assert {"assign", "dbp clusters", "dbp select"} <= set(ran)
+    np.testing.assert_array_equal(np.load(out), first.indices)
+
+
+def test_bad_shards_exit_2_naming_the_shard(cluster, shards, tmp_path, capsys):
+    whole, parts = shards
+    out = str(tmp_path / "out.npy")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    np.save(bad / "a.npy", np.ones((10, 12), np.float32))
+    (bad / "b.npy").write_bytes(b"\x93NUMPY garbage")
+    assert _run(str(bad), "--ray", "local", "-o", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "b.npy" in err and err.startswith("thrifty prune: error:")
+    missing = str(tmp_path / "missing.npy")
+    assert _run(whole, missing, "--ray", "-o", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.npy" in err and "not found" in err
+    np.save(bad / "b.npy", np.ones((10, 7), np.float32))
+    assert _run(str(bad), "--ray", "-o", out) == 2
+    assert "b.npy" in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+def test_several_inputs_without_ray_are_refused(shards, tmp_path, capsys):
+    whole, parts = shards
+    out = str(tmp_path / "out.npy")
+    assert _run(whole, whole, "-o", out) == 2
+    assert "--ray" in capsys.readouterr().err
+    assert _run(parts, "-o", out) == 2
+    assert "--ray" in capsys.readouterr().err
+    assert _run(os.path.join(parts, "*.npy"), "-o", out) == 2
+    assert "--ray" in capsys.readouterr().err
+    assert _run(whole, "--resume", "-o", out) == 2
+    assert "--ray" in capsys.readouterr().err
+    assert _run(whole, "--ray", "--method", "random", "-o", out) == 2
+    assert "random" in capsys.readouterr().err
+    assert not os.path.exists(out)
