@@ -417,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
 
     given = [opt for opt, v in (("INPUT", args.input), ("-o", args.output),
                                 ("--keep", args.keep), ("--id-column", args.id_column))
-             if v is not None]
+             if v is not None and v != []]  # INPUT is a (possibly empty) list
     if given:
         return _fail(f"--example runs on scikit-learn's digits and sweeps the kept fraction "
                      f"({', '.join(str(f) for f in FRACTIONS)}); {', '.join(given)} "
