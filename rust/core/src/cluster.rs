@@ -203,38 +203,92 @@ fn assign_scaled(
     x.require_non_empty("X")?;
     centroids.require_non_empty("centroids")?;
     let inv: Option<Vec<f64>> = row_norms.map(|r| r.iter().map(|n| 1.0 / n).collect());
+    let mut dist = crate::alloc::try_vec(0.0f64, x.rows(), "the distances")?;
     let labels = nearest(
         Isa::detect(),
         x,
         centroids,
         spherical,
         inv.as_deref(),
+        Some((&mut dist, row_norms)),
         progress,
     )?;
-    let t = crate::neighbors::TopK {
-        scores: Vec::new(),
-        indices: labels,
-        k: 1,
-    };
-    let dist: Vec<f64> = t
-        .indices
+    Ok((labels, dist))
+}
+
+/// Squared euclidean distance (`f64`) of every row of `x` (divided by `row_norms` when
+/// given, rounded to `f32` as when packing) to its centroid `labels[i]` of the row-major
+/// `centroids`.
+fn distances(
+    x: MatRef<'_>,
+    centroids: &[f32],
+    labels: &[i64],
+    row_norms: Option<&[f64]>,
+) -> Vec<f64> {
+    labels
         .par_iter()
         .enumerate()
         .with_min_len(256)
-        .map(|(i, &c)| match row_norms {
-            None => sq_dist_f64(x.row(i), centroids.row(c as usize)),
-            Some(r) => x
-                .row(i)
-                .iter()
-                .zip(centroids.row(c as usize))
-                .map(|(&a, &b)| {
-                    let t = f64::from((f64::from(a) / r[i]) as f32) - f64::from(b);
-                    t * t
-                })
-                .sum(),
-        })
-        .collect();
-    Ok((t.indices, dist))
+        .map(|(i, &c)| row_dist(x, i, centroids, c, row_norms))
+        .collect()
+}
+
+/// Squared euclidean distance (`f64`) of row `i` of `x` (divided by `row_norms[i]` and
+/// rounded to `f32` when given) to row `c` of the row-major `centroids`.
+#[inline]
+fn row_dist(x: MatRef<'_>, i: usize, centroids: &[f32], c: i64, row_norms: Option<&[f64]>) -> f64 {
+    let d = x.cols();
+    let cr = &centroids[c as usize * d..(c as usize + 1) * d];
+    match row_norms {
+        None => sq_dist_f64(x.row(i), cr),
+        Some(r) => x
+            .row(i)
+            .iter()
+            .zip(cr)
+            .map(|(&a, &b)| {
+                let t = f64::from((f64::from(a) / r[i]) as f32) - f64::from(b);
+                t * t
+            })
+            .sum(),
+    }
+}
+
+/// Per-cluster sums (`f64`) and member counts of the rows of `x` labelled `labels`.
+/// Each sum adds its members in increasing row order starting from zero, exactly as a
+/// serial pass over the rows would; the clusters are summed in parallel.
+fn member_sums(
+    x: MatRef<'_>,
+    labels: &[i64],
+    k: usize,
+) -> Result<(Vec<f64>, Vec<usize>), ClusterError> {
+    let d = x.cols();
+    let mut counts = vec![0usize; k];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    // stable counting sort: members of each cluster in row order
+    let mut start = vec![0usize; k + 1];
+    for c in 0..k {
+        start[c + 1] = start[c] + counts[c];
+    }
+    let mut next = start.clone();
+    let mut members = vec![0u32; labels.len()];
+    for (i, &l) in labels.iter().enumerate() {
+        let c = l as usize;
+        members[next[c]] = i as u32;
+        next[c] += 1;
+    }
+    let mut sums = crate::alloc::try_vec(0.0f64, k * d, "the centroid sums")?;
+    sums.par_chunks_mut(d.max(1))
+        .enumerate()
+        .for_each(|(c, s)| {
+            for &i in &members[start[c]..start[c + 1]] {
+                for (a, &v) in s.iter_mut().zip(x.row(i as usize)) {
+                    *a += f64::from(v);
+                }
+            }
+        });
+    Ok((sums, counts))
 }
 
 /// Rows of `x` per parallel task in [`nearest`].
@@ -243,12 +297,17 @@ const ASSIGN_ROWS: usize = 256;
 /// Index of the best centroid per row: largest `x·c` (spherical) or smallest
 /// `|c|² − 2 x·c`, ties to the lower index. The products come from the blocked
 /// [`gemm`] kernels; centroids are packed once and shared by every row block.
+///
+/// With `dist = Some((out, row_norms))`, `out[i]` receives [`row_dist`] of row `i` to
+/// its centroid, computed by the task that labelled the row while the row is still in
+/// cache (the same value a separate pass would give).
 fn nearest(
     isa: Isa,
     x: MatRef<'_>,
     centroids: MatRef<'_>,
     spherical: bool,
     scale: Option<&[f64]>,
+    dist: Option<(&mut [f64], Option<&[f64]>)>,
     progress: &Progress,
 ) -> Result<Vec<i64>, ClusterError> {
     let (n, k, d) = (x.rows(), centroids.rows(), x.cols());
@@ -264,8 +323,21 @@ fn nearest(
     };
     let ldc = nb.div_ceil(nr) * nr;
     let mut out = crate::alloc::try_vec(0i64, n, "the cluster labels")?;
-    out.par_chunks_mut(ASSIGN_ROWS).enumerate().try_for_each(
-        |(qi, dst)| -> Result<(), ClusterError> {
+    let (dist_out, row_norms) = match dist {
+        Some((o, r)) => (o, r),
+        None => (&mut [][..], None),
+    };
+    let want_dist = !dist_out.is_empty();
+    let dist_chunks: Vec<&mut [f64]> = if want_dist {
+        dist_out.chunks_mut(ASSIGN_ROWS).collect()
+    } else {
+        (0..n.div_ceil(ASSIGN_ROWS)).map(|_| &mut [][..]).collect()
+    };
+    let flat = centroids.as_slice();
+    out.par_chunks_mut(ASSIGN_ROWS)
+        .zip(dist_chunks)
+        .enumerate()
+        .try_for_each(|(qi, (dst, ddst))| -> Result<(), ClusterError> {
             progress.check()?;
             let r0 = qi * ASSIGN_ROWS;
             let rows = r0..r0 + dst.len();
@@ -300,9 +372,11 @@ fn nearest(
             for (o, b) in dst.iter_mut().zip(best) {
                 *o = b.1;
             }
+            for (j, o) in ddst.iter_mut().enumerate() {
+                *o = row_dist(x, r0 + j, flat, dst[j], row_norms);
+            }
             Ok(())
-        },
-    )?;
+        })?;
     Ok(out)
 }
 
@@ -489,16 +563,20 @@ pub fn kmeans(
     let train_buf;
     let train = match &subsample {
         Some(idx) => {
-            train_buf = idx
-                .iter()
-                .flat_map(|&i| {
+            let mut buf = crate::alloc::try_vec(0.0f32, idx.len() * d, "the training sample")?;
+            buf.par_chunks_mut(d.max(1))
+                .zip(idx.par_iter())
+                .with_min_len(64)
+                .for_each(|(dst, &i)| {
                     let r = row_norms.as_ref().map(|r| r[i]);
-                    xs.row(i).iter().map(move |&v| match r {
-                        Some(nv) => (f64::from(v) / nv) as f32,
-                        None => v,
-                    })
-                })
-                .collect::<Vec<f32>>();
+                    for (o, &v) in dst.iter_mut().zip(xs.row(i)) {
+                        *o = match r {
+                            Some(nv) => (f64::from(v) / nv) as f32,
+                            None => v,
+                        };
+                    }
+                });
+            train_buf = buf;
             MatRef::new(&train_buf, idx.len(), d)?
         }
         None => xs,
@@ -509,25 +587,32 @@ pub fn kmeans(
         normalize_in_place(&mut cent, d);
     }
     progress.inc(1);
-    let tol = opts.tol * mean_variance(train);
+    // tol = 0 (a fixed number of iterations) needs no variance pass: the data is finite
+    let tol = if opts.tol == 0.0 {
+        0.0
+    } else {
+        opts.tol * mean_variance(train)
+    };
     let mut n_iter = 0;
     for _ in 0..opts.max_iter {
         progress.check()?;
         n_iter += 1;
-        // `assign` only checks `progress` for cancellation; it never counts.
-        let (labels, dist) = assign(train, MatRef::new(&cent, k, d)?, opts.spherical, progress)?;
-        let mut sums = vec![0.0f64; k * d];
-        let mut counts = vec![0usize; k];
-        for (i, &l) in labels.iter().enumerate() {
-            let c = l as usize;
-            counts[c] += 1;
-            for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(train.row(i)) {
-                *s += f64::from(v);
-            }
-        }
+        // `nearest` only checks `progress` for cancellation; it never counts.
+        let labels = nearest(
+            Isa::detect(),
+            train,
+            MatRef::new(&cent, k, d)?,
+            opts.spherical,
+            None,
+            None,
+            progress,
+        )?;
+        let (mut sums, mut counts) = member_sums(train, &labels, k)?;
         // re-seed empty clusters with the farthest points
         let empty: Vec<usize> = (0..k).filter(|&c| counts[c] == 0).collect();
         if !empty.is_empty() {
+            // distances are only needed to re-seed, so they are computed only here
+            let dist = distances(train, &cent, &labels, None);
             let mut order: Vec<usize> = (0..nt).collect();
             order.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]).then(a.cmp(&b)));
             for (c, &i) in empty.iter().zip(&order) {

@@ -1,0 +1,67 @@
+"""The benchmark publishing scripts: ratio table and ratio regression check."""
+
+import json
+import os
+import sys
+
+import pytest
+
+BENCHES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benches")
+sys.path.insert(0, BENCHES)
+
+import check_ratios  # noqa: E402
+import ratio_table  # noqa: E402
+
+
+def _asv(tmp_path, times):
+    """A minimal asv (format 2) result file: KMeansFit over 4 backends, Quant over 2 x 2."""
+    data = {
+        "version": 2,
+        "result_columns": ["result", "params", "version", "started_at", "duration"],
+        "results": {
+            "bench_prune.KMeansFit.time_fit": [
+                times["km"], [["'thrifty'", "'thrifty-all'", "'faiss'", "'faiss-all'"]], "h", 0, 1.0],
+            "bench_quant.Quant.time_q": [
+                times["q"], [["'thrifty'", "'numpy'"], ["'int8'", "'fp8'"]], "h", 0, 1.0],
+            "bench_plumbing.Other.time_x": [[0.1], [], "h", 0, 1.0],
+            "bench_prune.Failed.time_f": [None, [["'thrifty'", "'faiss'"]], "h", 0, 1.0],
+        },
+    }
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(data))
+    return str(p)
+
+
+BASE = {"km": [2.0, 8.0, 3.0, 4.0], "q": [1.0, 2.0, 10.0, 30.0]}
+
+
+def test_ratio_table_pairs_backends(tmp_path):
+    rows = ratio_table.ratios(ratio_table.load_results([_asv(tmp_path, BASE)]))
+    got = {r["key"]: r["ratio"] for r in rows}
+    assert got == pytest.approx({
+        "bench_prune.KMeansFit.time_fit[] thrifty vs faiss": 1.5,
+        "bench_prune.KMeansFit.time_fit[] thrifty-all vs faiss-all": 0.5,
+        "bench_quant.Quant.time_q[int8] thrifty vs numpy": 10.0,
+        "bench_quant.Quant.time_q[fp8] thrifty vs numpy": 15.0,
+    })
+    md = ratio_table.markdown(rows)
+    assert md.count("\n") == 5 and "| 15.00x |" in md
+
+
+def test_check_ratios_fails_on_large_drop(tmp_path, capsys):
+    base = tmp_path / "ratios.json"
+    assert check_ratios.main([_asv(tmp_path, BASE), "--baseline", str(base), "--update"]) == 0
+    # 20 % slower thrifty quant (ratio drops 17 %): passes
+    ok = {"km": BASE["km"], "q": [1.2, 2.0, 10.0, 30.0]}
+    assert check_ratios.main([_asv(tmp_path, ok), "--baseline", str(base)]) == 0
+    # the anchor got faster and thrifty did not: ratio 15 -> 7.5 fails
+    bad = {"km": BASE["km"], "q": [1.0, 2.0, 10.0, 15.0]}
+    assert check_ratios.main([_asv(tmp_path, bad), "--baseline", str(base)]) == 1
+    assert "REGRESSION bench_quant.Quant.time_q[fp8]" in capsys.readouterr().out
+
+
+def test_ratio_table_rejects_other_json(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"version": 1}))
+    with pytest.raises(SystemExit):
+        ratio_table.load_results([str(p)])
