@@ -318,7 +318,7 @@ def test_ctrl_c_stops_a_long_run_promptly_and_leaves_nothing(tmp_path, sig, code
     import signal
     import time
 
-    x = np.random.default_rng(0).normal(size=(100_000, 64)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(400_000, 64)).astype(np.float32)
     np.save(tmp_path / "big.npy", x)
     p = subprocess.Popen([sys.executable, "-m", "thrifty", "prune", "big.npy", "--method", "dbp",
                           "--keep", "0.5", "--eps", "0.01", "-o", "k.npy", "--report", "r.json"],
@@ -328,7 +328,9 @@ def test_ctrl_c_stops_a_long_run_promptly_and_leaves_nothing(tmp_path, sig, code
     p.send_signal(getattr(signal, sig))
     out, err = p.communicate(timeout=60)
     waited = time.perf_counter() - t0
-    if p.returncode == 0:
+    published = sorted(os.listdir(tmp_path)) == ["big.npy", "k.npy", "r.json"]
+    if p.returncode == 0 or (p.returncode < 0 and published):
+        # done (or already tearing down after publishing) when the signal came
         pytest.skip("the run finished before the signal arrived")
     assert p.returncode == code and err == f"thrifty prune: {word}\n", err
     assert waited < 2.0
