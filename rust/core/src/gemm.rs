@@ -537,7 +537,8 @@ pub(crate) mod tests {
             .into_iter()
             .filter(|&i| i != Isa::Scalar)
             .map(|isa| {
-                matmul_nt(isa, xm, None, bm, None).unwrap()
+                matmul_nt(isa, xm, None, bm, None)
+                    .unwrap()
                     .iter()
                     .map(|v| v.to_bits())
                     .collect()

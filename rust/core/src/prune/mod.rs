@@ -22,8 +22,8 @@
 
 use rayon::prelude::*;
 
-use crate::cluster::{dot_f64, normalized, norms, ClusterError};
 use crate::alloc::AllocError;
+use crate::cluster::{dot_f64, normalized, norms, ClusterError};
 use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::gemm::{matmul_nt, Isa};
 use crate::linalg::{LinalgError, MatRef};
