@@ -21,7 +21,7 @@ type Assigned<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
 #[pyfunction]
 #[pyo3(signature = (x, n_clusters, spherical, max_iter, tol, init, init_centroids, max_points_per_centroid, seed, progress=None))]
 #[allow(clippy::too_many_arguments)]
-fn kmeans<'py>(
+fn cluster_kmeans<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     n_clusters: usize,
@@ -62,7 +62,7 @@ fn kmeans<'py>(
 /// Nearest centroid per row and the squared distance to it.
 #[pyfunction]
 #[pyo3(signature = (x, centroids, spherical, progress=None))]
-fn kmeans_assign<'py>(
+fn cluster_kmeans_assign<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     centroids: PyReadonlyArray2<'py, f32>,
@@ -85,7 +85,7 @@ fn kmeans_assign<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(kmeans, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_assign, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster_kmeans, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster_kmeans_assign, m)?)?;
     Ok(())
 }

@@ -68,7 +68,7 @@ fn method(py: Python<'_>, name: &str, params: &Bound<'_, PyDict>) -> PyResult<Me
 /// keep_per_cluster, complexity, prefer)`, `prefer` being the order used ("auto" resolved).
 #[pyfunction]
 #[pyo3(signature = (method_name, x, labels, centroids, params, progress=None))]
-fn prune<'py>(
+fn prune_run<'py>(
     py: Python<'py>,
     method_name: &str,
     x: PyReadonlyArray2<'py, f32>,
@@ -93,6 +93,6 @@ fn prune<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(prune, m)?)?;
+    m.add_function(wrap_pyfunction!(prune_run, m)?)?;
     Ok(())
 }

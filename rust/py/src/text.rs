@@ -24,7 +24,7 @@ fn slices(texts: &[PyBackedBytes]) -> Vec<&[u8]> {
 
 #[pyfunction]
 #[pyo3(signature = (texts, compressor, level=None, progress=None))]
-fn compressed_len<'py>(
+fn text_compressed_len<'py>(
     py: Python<'py>,
     texts: Vec<PyBackedBytes>,
     compressor: &str,
@@ -40,7 +40,7 @@ fn compressed_len<'py>(
 #[pyfunction]
 #[pyo3(signature = (queries, refs, compressor, level=None, distance_name="ncd", progress=None))]
 #[allow(clippy::too_many_arguments)]
-fn ncd_matrix<'py>(
+fn text_ncd_matrix<'py>(
     py: Python<'py>,
     queries: Vec<PyBackedBytes>,
     refs: Vec<PyBackedBytes>,
@@ -94,8 +94,8 @@ fn text_kneighbors<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(compressed_len, m)?)?;
-    m.add_function(wrap_pyfunction!(ncd_matrix, m)?)?;
+    m.add_function(wrap_pyfunction!(text_compressed_len, m)?)?;
+    m.add_function(wrap_pyfunction!(text_ncd_matrix, m)?)?;
     m.add_function(wrap_pyfunction!(text_kneighbors, m)?)?;
     Ok(())
 }
