@@ -4,13 +4,18 @@
 * nothing takes ``n_jobs``: threads come from ``thrifty.set_num_threads`` /
   ``with thrifty.threads(n):``;
 * a public function or class that runs long work in the Rust core (calls a ``_core``
-  function that reports progress) takes ``progress=``.
+  function that reports progress) takes ``progress=``;
+* every public function of the extension ``thrifty._core`` is named
+  ``<capability>_<verb>`` (the capabilities are the core's modules), and ``_core.pyi``
+  lists exactly the extension's functions and classes.
 
 ``thrifty.torch``, ``thrifty.cuda`` and ``thrifty.distributed`` follow torch's own
 vocabulary and are checked by their own tests.
 """
 
+import ast
 import importlib
+import importlib.resources
 import inspect
 import pkgutil
 import re
@@ -158,3 +163,57 @@ def test_no_n_jobs_or_k_in_the_estimators_docs():
 
     for mod in (neighbors, cluster, text):
         assert "n_jobs" not in inspect.getsource(mod), mod.__name__
+
+
+# The core's capabilities, one word each in Rust modules, bindings and Python modules.
+CAPABILITIES = ("linalg", "text", "neighbors", "cluster", "prune", "quant", "data")
+# Configuration functions of the whole library, not of one capability.
+CORE_CONFIG = {"set_num_threads", "get_num_threads", "build_info"}
+
+
+def _core_name_ok(name):
+    if name.startswith("_") or name in CORE_CONFIG:
+        return True
+    cap, _, verb = name.partition("_")
+    return cap in CAPABILITIES and bool(re.fullmatch(r"[a-z][a-z0-9_]*", verb))
+
+
+def _core_functions():
+    return sorted(n for n in dir(_core) if not n.startswith("__")
+                  and callable(getattr(_core, n)) and not inspect.isclass(getattr(_core, n)))
+
+
+def test_core_function_names_follow_the_rule():
+    bad = [n for n in _core_functions() if not _core_name_ok(n)]
+    assert not bad, f"_core functions not named <capability>_<verb>: {bad}"
+    # every capability is reached through the extension under its own word
+    used = {n.partition("_")[0] for n in _core_functions() if not n.startswith("_")}
+    assert set(CAPABILITIES) <= used
+
+
+def test_core_name_rule_rejects_the_old_names():
+    for old in ("topk", "kmeans", "prune", "row_norms_sq", "compressed_len",
+                "nearest_mean_predict", "pipeline_permutation", "compress_len", "text_"):
+        assert not _core_name_ok(old), old
+    for new in ("neighbors_topk", "cluster_kmeans", "prune_run", "set_num_threads", "_busy"):
+        assert _core_name_ok(new), new
+
+
+def _stub():
+    src = importlib.resources.files("thrifty").joinpath("_core.pyi").read_text()
+    tree = ast.parse(src)
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    exported = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", None) == "__all__" for t in n.targets))
+    return defs, exported
+
+
+def test_stub_lists_exactly_the_core_functions():
+    defs, exported = _stub()
+    module = {n for n in dir(_core) if not n.startswith("__") and callable(getattr(_core, n))}
+    assert set(defs) == module, (
+        f"only in _core.pyi: {sorted(set(defs) - module)}; "
+        f"only in _core: {sorted(module - set(defs))}")
+    assert {n for n in defs if isinstance(defs[n], ast.FunctionDef)} == set(_core_functions())
+    assert sorted(exported) == sorted(module | {"__version__"})
+    assert len(exported) == len(set(exported)), "__all__ of _core.pyi repeats a name"

@@ -22,7 +22,7 @@ def test_callback_receives_progress_from_rust():
 def test_column_mean_reports_rows(rng):
     x = rng.standard_normal((5000, 4)).astype(np.float32)
     seen = []
-    _core.column_mean(x, lambda d, t: seen.append((d, t)))
+    _core.linalg_column_mean(x, lambda d, t: seen.append((d, t)))
     assert seen[-1] == (5000, 5000)
 
 

@@ -182,9 +182,9 @@ def test_core_errors_are_the_python_classes():
     assert type(e.value) is _errors.InvalidInputError
     # Raised by the binding itself, not only by Python-side validation.
     with pytest.raises(_errors.InvalidInputError):
-        _core.topk(x, x, 5, "cosine")
+        _core.neighbors_topk(x, x, 5, "cosine")
     with pytest.raises(_errors.InvalidInputError):
-        _core.topk(x, x, 1, "nope")
+        _core.neighbors_topk(x, x, 1, "nope")
 
 
 # gzip level 0: stored blocks are cut where Python's output buffer fills up (32 KiB,

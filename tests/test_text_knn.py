@@ -304,7 +304,7 @@ def test_numpy_inputs_and_unknown_score_labels(data):
                     reason="Debian fortunes packages not installed (see .ci/run)")
 def test_pair_lengths_equal_python_gzip_on_real_multilingual_text():
     # The level-9 pair path computes C(query + " " + ref) without zlib for joint texts up
-    # to 1 KiB (thrifty_core::compress::deflate9); check it against Python's gzip on real
+    # to 1 KiB (thrifty_core::text::deflate9); check it against Python's gzip on real
     # quotes in four languages, and the zlib fallback on longer pairs.
     from thrifty.text import ncd_matrix
 

@@ -36,7 +36,7 @@ def test_results_identical_across_thread_counts(rng):
     results = []
     for n in [1, 2, 3, 7]:
         thrifty.set_num_threads(n)
-        results.append((_core.column_mean(x), _core.row_norms_sq(x), _core.normalize_rows(x)))
+        results.append((_core.linalg_column_mean(x), _core.linalg_row_norms_sq(x), _core.linalg_normalize_rows(x)))
     for r in results[1:]:
         for a, b in zip(results[0], r):
             assert a.tobytes() == b.tobytes()

@@ -1,7 +1,7 @@
 """The shared matrix helpers every capability uses, against numpy.
 
-``column_mean`` accumulates in float64 (as NearestMean and k-means need);
-numpy's equivalent is ``X.mean(axis=0, dtype=np.float64)``. ``normalize_rows`` is the
+``linalg_column_mean`` accumulates in float64 (as NearestMean and k-means need);
+numpy's equivalent is ``X.mean(axis=0, dtype=np.float64)``. ``linalg_normalize_rows`` is the
 L2 row normalisation behind every cosine metric; numpy's is ``X / norm(X, axis=1)``.
 """
 
@@ -21,7 +21,7 @@ class ColumnMean:
 
     def time_column_mean(self, backend, shape):
         if backend == "thrifty":
-            self.core.column_mean(self.x)
+            self.core.linalg_column_mean(self.x)
         else:
             self.x.mean(axis=0, dtype=np.float64)
 
@@ -37,7 +37,7 @@ class NormalizeRows:
 
     def time_normalize_rows(self, backend, shape):
         if backend == "thrifty":
-            self.core.normalize_rows(self.x)
+            self.core.linalg_normalize_rows(self.x)
         else:
             n = np.linalg.norm(self.x, axis=1, keepdims=True)
             self.x / np.where(n > 0, n, 1)

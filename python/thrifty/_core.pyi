@@ -14,25 +14,25 @@ __all__ = [
     "_cached_pools",
     "_set_local_threads",
     "build_info",
-    "row_norms_sq",
-    "normalize_rows",
-    "column_mean",
+    "linalg_row_norms_sq",
+    "linalg_normalize_rows",
+    "linalg_column_mean",
     "_panic",
     "_pool_threads",
     "_busy",
-    "compressed_len",
-    "ncd_matrix",
+    "text_compressed_len",
+    "text_ncd_matrix",
     "text_kneighbors",
-    "topk",
-    "kmeans",
-    "kmeans_assign",
-    "kmeans_training_sample",
-    "prune",
+    "neighbors_topk",
+    "cluster_kmeans",
+    "cluster_kmeans_assign",
+    "cluster_kmeans_training_sample",
+    "prune_run",
     "prune_dbp_counts",
     "prune_resolve_prefer",
-    "class_sums",
-    "nearest_mean_scores",
-    "nearest_mean_predict",
+    "neighbors_class_sums",
+    "neighbors_nearest_mean_scores",
+    "neighbors_nearest_mean_predict",
     "quant_fp_encode",
     "quant_fp_encode_f64",
     "quant_fp_decode",
@@ -58,19 +58,19 @@ def get_num_threads() -> int: ...
 def _cached_pools() -> list[int]: ...
 def _set_local_threads(n: int) -> int: ...
 def build_info() -> dict[str, Any]: ...
-def row_norms_sq(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
-def normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
-def column_mean(x: npt.NDArray[np.float32], progress: _Progress = None) -> npt.NDArray[np.float64]: ...
+def linalg_row_norms_sq(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+def linalg_normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+def linalg_column_mean(x: npt.NDArray[np.float32], progress: _Progress = None) -> npt.NDArray[np.float64]: ...
 def _panic(message: str) -> None: ...
 def _pool_threads(n_tasks: int) -> tuple[int, int]: ...
 def _busy(steps: int, step_ms: int, progress: _Progress = None) -> int: ...
-def compressed_len(
+def text_compressed_len(
     texts: list[bytes],
     compressor: str,
     level: int | None = None,
     progress: _Progress = None,
 ) -> npt.NDArray[np.int64]: ...
-def ncd_matrix(
+def text_ncd_matrix(
     queries: list[bytes],
     refs: list[bytes],
     compressor: str,
@@ -88,24 +88,24 @@ def text_kneighbors(
     distance_name: str = "ncd",
     progress: _Progress = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
-def topk(
+def neighbors_topk(
     queries: npt.NDArray[np.float32],
     keys: npt.NDArray[np.float32],
     k: int,
     metric_name: str,
     progress: _Progress = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
-def class_sums(
+def neighbors_class_sums(
     x: npt.NDArray[np.float32],
     labels: npt.NDArray[np.uint32],
     sums: npt.NDArray[np.float64],
     counts: npt.NDArray[np.uint64],
     progress: _Progress = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.uint64]]: ...
-def nearest_mean_scores(
+def neighbors_nearest_mean_scores(
     x: npt.NDArray[np.float32], means: npt.NDArray[np.float64], metric_name: str
 ) -> npt.NDArray[np.float32]: ...
-def nearest_mean_predict(
+def neighbors_nearest_mean_predict(
     x: npt.NDArray[np.float32],
     means: npt.NDArray[np.float64],
     metric_name: str,
@@ -215,7 +215,7 @@ def data_temperature_sample(
     n: int,
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]: ...
 def data_loss_mask(losses: npt.NDArray[np.float64], threshold: float) -> npt.NDArray[np.bool_]: ...
-def kmeans(
+def cluster_kmeans(
     x: npt.NDArray[np.float32],
     n_clusters: int,
     spherical: bool,
@@ -227,14 +227,14 @@ def kmeans(
     seed: int,
     progress: Callable[[int, int], Any] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], float, int]: ...
-def kmeans_assign(
+def cluster_kmeans_assign(
     x: npt.NDArray[np.float32],
     centroids: npt.NDArray[np.float32],
     spherical: bool,
     progress: Callable[[int, int], Any] | None = None,
     unit_rows: bool = False,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
-def kmeans_training_sample(
+def cluster_kmeans_training_sample(
     n: int, n_clusters: int, max_points_per_centroid: int | None, seed: int
 ) -> npt.NDArray[np.int64] | None: ...
 
@@ -248,7 +248,7 @@ _PruneOut = tuple[
     str,
 ]
 
-def prune(
+def prune_run(
     method_name: str,
     x: npt.NDArray[np.float32],
     labels: npt.NDArray[np.int64],

@@ -128,7 +128,7 @@ class KMeans(ClusterMixin, Estimator):
                 )
             init = "array"
         with progress_callback(self.progress, desc="k-means") as cb:
-            c, labels, inertia, n_iter = _core.kmeans(
+            c, labels, inertia, n_iter = _core.cluster_kmeans(
                 x, k, spherical, max_iter, tol, init, init_arr, mppc, seed, cb
             )
         self.cluster_centers_ = c
@@ -147,7 +147,7 @@ class KMeans(ClusterMixin, Estimator):
         check_fitted(self, "cluster_centers_")
         x = validate_X(self, X, reset=False)
         with progress_callback(self.progress, desc="k-means assign") as cb:
-            labels, _ = _core.kmeans_assign(
+            labels, _ = _core.cluster_kmeans_assign(
                 x, self.cluster_centers_, check_bool(self.spherical, "spherical"), cb
             )
         return labels

@@ -96,7 +96,7 @@ def topk(
             f"n_neighbors must be between 1 and the number of keys ({x.shape[0]}), got {k}"
         )
     with progress_callback(progress, desc="topk", unit="block") as cb:
-        scores, idx = _core.topk(q, x, k, metric, cb)
+        scores, idx = _core.neighbors_topk(q, x, k, metric, cb)
     return scores, idx
 
 
@@ -317,7 +317,7 @@ class NearestMeanClassifier(_Classifier):
             s2[moved], q2[moved], c2[moved] = sums, sq, counts
             sums, sq, counts = s2, q2, c2
         with progress_callback(self.progress, desc="partial_fit") as cb:
-            sums, cnt = _core.class_sums(x, codes, sums, counts.astype(np.uint64), cb)
+            sums, cnt = _core.neighbors_class_sums(x, codes, sums, counts.astype(np.uint64), cb)
         step = max(1, (1 << 22) // max(1, d))
         for start in range(0, x.shape[0], step):  # row chunks: memmaps stay on disk
             part = x[start : start + step]
@@ -349,7 +349,7 @@ class NearestMeanClassifier(_Classifier):
         """Per-class scores (n_samples, n_classes), float32; -inf for empty classes."""
         means, idx = self._fitted_means()
         x = self._X(X, reset=False)
-        s = _core.nearest_mean_scores(x, means, self._metric())
+        s = _core.neighbors_nearest_mean_scores(x, means, self._metric())
         if idx is None:
             return s
         out = np.full((s.shape[0], self.classes_.shape[0]), -np.inf, dtype=np.float32)
@@ -371,7 +371,7 @@ class NearestMeanClassifier(_Classifier):
         means, idx = self._fitted_means()
         x = self._X(X, reset=False)
         with progress_callback(self.progress, desc="predict") as cb:
-            codes = _core.nearest_mean_predict(x, means, self._metric(), cb)
+            codes = _core.neighbors_nearest_mean_predict(x, means, self._metric(), cb)
         return self.classes_[codes if idx is None else idx[codes]]
 
     def predict_proba(self, X: Any, temperature: float = 1.0) -> np.ndarray:
@@ -514,7 +514,7 @@ class KNNClassifier(_Classifier):
                 f"({self.n_samples_fit_}), got {k}"
             )
         with progress_callback(self.progress, desc="kneighbors") as cb:
-            return _core.topk(x, self._keys(), k, metric, cb)
+            return _core.neighbors_topk(x, self._keys(), k, metric, cb)
 
     def kneighbors(
         self, X: Any = None, n_neighbors: int | None = None, return_distance: bool = True

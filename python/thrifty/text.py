@@ -170,7 +170,7 @@ def compressed_len(
     t = _Texts(texts, "texts")
     _check_mixture(t)
     with progress_callback(progress, desc="compress", unit="text") as cb:
-        return _core.compressed_len(t.blobs, compressor, _check_level(level), cb)
+        return _core.text_compressed_len(t.blobs, compressor, _check_level(level), cb)
 
 
 def ncd_matrix(
@@ -219,7 +219,7 @@ def ncd_matrix(
     _check_mixture(q, r)
     check_choice(distance, "distance", DISTANCES)
     with progress_callback(progress, desc="distances", unit="pair") as cb:
-        return _core.ncd_matrix(q.blobs, r.blobs, compressor, _check_level(level), distance, cb)
+        return _core.text_ncd_matrix(q.blobs, r.blobs, compressor, _check_level(level), distance, cb)
 
 
 def _label_classes(y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -358,7 +358,7 @@ class CompressionKNNClassifier(ClassifierMixin, Estimator):
                 f"n_neighbors={k} is larger than the number of training texts ({len(refs)})"
             )
         with progress_callback(self.progress, desc="fit", unit="text") as cb:
-            lens = _core.compressed_len(refs.blobs, self.compressor, level, cb)
+            lens = _core.text_compressed_len(refs.blobs, self.compressor, level, cb)
         self._refs = refs
         self._codes = codes
         self._level = level

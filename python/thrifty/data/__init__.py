@@ -1,6 +1,6 @@
 """Data pipelines: deterministic streaming loaders, temperature sampling, loss filtering.
 
-The package mirrors the Rust core's ``pipeline`` module:
+The package mirrors the Rust core's ``data`` module:
 
 :mod:`thrifty.data.stream`
     :class:`ArrayLoader` (a 2-D array or a ``.npy`` file) and :class:`TokenLoader`

@@ -96,7 +96,7 @@ def _fit_centroids(run: _Run, params: dict[str, Any]) -> tuple[np.ndarray, int, 
     st, data = run.stage("kmeans", {"params": {kk: v for kk, v in params.items()
                                                if kk not in ("init", "progress")},
                                     "init": init if isinstance(init, str) else _digest(init)})
-    sample = _core.kmeans_training_sample(src.n, k, params["max_points_per_centroid"],
+    sample = _core.cluster_kmeans_training_sample(src.n, k, params["max_points_per_centroid"],
                                           params["seed"])
     if data is not None:
         return np.load(os.path.join(st.dir, "centroids.npy")), data["n_iter"], sample is not None

@@ -77,7 +77,7 @@ def assign_task(source: Source, part: int, start: int, stop: int, centroids: np.
     if spherical:
         _check_nonzero(x, source, start)
     if labels is None:
-        lab, dist = _core.kmeans_assign(x, aligned(centroids), spherical, None, unit_rows)
+        lab, dist = _core.cluster_kmeans_assign(x, aligned(centroids), spherical, None, unit_rows)
         sums = chunk_sums(dist)
     else:
         lab, sums = np.ascontiguousarray(labels[start:stop], dtype=np.int64), []
@@ -145,11 +145,11 @@ def cluster_task(assign_dir: str, bucket: int, centroids: np.ndarray, method: st
             opts = ({"eps": params["eps"], "prefer": params["prefer"], "seed": seed}
                     if method == "semdedup" else
                     {"eps": params["dedup_eps"], "prefer": "hard", "seed": seed})
-            _, d, s, sc, _, _, _ = _core.prune("semdedup", xj, zeros, cj, opts, None, gj)
+            _, d, s, sc, _, _, _ = _core.prune_run("semdedup", xj, zeros, cj, opts, None, gj)
             dup[a:e] = np.where(d >= 0, gj[np.maximum(d, 0)], -1)
             sim[a:e] = s
         else:
-            _, _, _, sc, _, _, _ = _core.prune(
+            _, _, _, sc, _, _, _ = _core.prune_run(
                 "ssp", xj, zeros, cj,
                 {"keep_fraction": 1.0, "prefer": "hard", "n_classes": None, "seed": seed},
                 None, gj)
@@ -184,7 +184,7 @@ def select_task(assign_dir: str, bucket: int, cluster_file: str, centroids: np.n
         m = alive[a:e]
         xj = np.ascontiguousarray(x[a:e][m], dtype=np.float32)
         gj = np.ascontiguousarray(ids[a:e][m])
-        k, *_ = _core.prune("select", xj, np.zeros(gj.size, np.int64),
+        k, *_ = _core.prune_run("select", xj, np.zeros(gj.size, np.int64),
                             np.ascontiguousarray(centroids[j:j + 1]),
                             {"count": c, "prefer": prefer, "seed": seed}, None, gj)
         kept.append(gj[k])
@@ -198,7 +198,7 @@ def topk_task(source: Source, start: int, stop: int, queries: np.ndarray, k: int
     """Top-k of every query among rows ``start:stop`` (global indices)."""
     fault_point("topk")
     x = source.read(start, stop, check_finite=False)
-    s, i = _core.topk(aligned(queries), x, min(k, stop - start), metric, None)
+    s, i = _core.neighbors_topk(aligned(queries), x, min(k, stop - start), metric, None)
     return s, i + start
 
 

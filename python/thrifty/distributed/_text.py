@@ -76,7 +76,7 @@ def _shard_task(path: str, field: str, start: int, queries: list[bytes], k: int,
         refs = _Texts(read_texts(path, field), os.path.basename(path))
     except InvalidInputError as e:
         raise InvalidInputError(f"{path}: {e}") from None
-    lens = _core.compressed_len(refs.blobs, compressor, level, None)
+    lens = _core.text_compressed_len(refs.blobs, compressor, level, None)
     ind, dist = _core.text_kneighbors(queries, refs.blobs, lens, min(k, len(refs)), compressor,
                                       level, distance, None)
     return dist, ind + start

@@ -238,7 +238,7 @@ def _run(
     lab, c = _clustering(x, n_clusters, labels, centroids, seed, progress)
     params = {**params, "seed": seed, "n_clusters": int(c.shape[0])}
     with progress_callback(progress, desc=method) as cb:
-        keep, dup, sim, score, kpc, cx, used = _core.prune(method, x, lab, c, params, cb)
+        keep, dup, sim, score, kpc, cx, used = _core.prune_run(method, x, lab, c, params, cb)
     return PruneResult(method, keep, lab, dup, sim, score, kpc, cx, used, params)
 
 

@@ -12,17 +12,17 @@
 
 pub mod alloc;
 pub mod cluster;
-pub mod compress;
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod gemm;
 pub mod linalg;
 pub mod neighbors;
 pub mod parallel;
-pub mod pipeline;
 pub mod progress;
 pub mod prune;
 pub mod quant;
+pub mod text;
 
 pub use alloc::AllocError;
 pub use error::{Classify, ErrorKind};

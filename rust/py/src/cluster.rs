@@ -21,7 +21,7 @@ type Assigned<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
 #[pyfunction]
 #[pyo3(signature = (x, n_clusters, spherical, max_iter, tol, init, init_centroids, max_points_per_centroid, seed, progress=None))]
 #[allow(clippy::too_many_arguments)]
-fn kmeans<'py>(
+fn cluster_kmeans<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     n_clusters: usize,
@@ -64,7 +64,7 @@ fn kmeans<'py>(
 /// `kmeans` that trained on a subsample.
 #[pyfunction]
 #[pyo3(signature = (x, centroids, spherical, progress=None, unit_rows=false))]
-fn kmeans_assign<'py>(
+fn cluster_kmeans_assign<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     centroids: PyReadonlyArray2<'py, f32>,
@@ -93,7 +93,7 @@ fn kmeans_assign<'py>(
 /// The sorted rows `kmeans` trains on when it subsamples `n` rows for `n_clusters`
 /// (`None`: it trains on every row). Memory follows the sample, not `n`.
 #[pyfunction]
-fn kmeans_training_sample<'py>(
+fn cluster_kmeans_training_sample<'py>(
     py: Python<'py>,
     n: usize,
     n_clusters: usize,
@@ -105,8 +105,8 @@ fn kmeans_training_sample<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(kmeans_training_sample, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans, m)?)?;
-    m.add_function(wrap_pyfunction!(kmeans_assign, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster_kmeans_training_sample, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster_kmeans, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster_kmeans_assign, m)?)?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Bindings for `thrifty_core::pipeline`: the streaming batch loader (a pyclass that
+//! Bindings for `thrifty_core::data`: the streaming batch loader (a pyclass that
 //! owns a background producer thread), the temperature sampler and the loss filter.
 //!
 //! Python hands the loader its data as a flat `uint8` view of a C-contiguous array (a
@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use thrifty_core::pipeline::batches::{Batch, Batches, Layout, Rows};
-use thrifty_core::pipeline::filter::{self, LossFilter as CoreLossFilter};
-use thrifty_core::pipeline::gather::{rows_extent, Buf, FileRows, SizeGuard};
-use thrifty_core::pipeline::perm;
-use thrifty_core::pipeline::plan::{validate_keep, BatchPlan, PlanOptions};
-use thrifty_core::pipeline::sampler::{Cooldown, TemperatureSampler};
-use thrifty_core::pipeline::stream::{active_producers, Next, Prefetcher};
-use thrifty_core::pipeline::PipelineError;
+use thrifty_core::data::batches::{Batch, Batches, Layout, Rows};
+use thrifty_core::data::filter::{self, LossFilter as CoreLossFilter};
+use thrifty_core::data::gather::{rows_extent, Buf, FileRows, SizeGuard};
+use thrifty_core::data::perm;
+use thrifty_core::data::plan::{validate_keep, BatchPlan, PlanOptions};
+use thrifty_core::data::sampler::{Cooldown, TemperatureSampler};
+use thrifty_core::data::stream::{active_producers, Next, Prefetcher};
+use thrifty_core::data::DataError;
 
 use crate::arrays::vec1;
 use crate::errors::{core_err, invalid_input};
@@ -75,7 +75,7 @@ fn buf_to_py<'py>(py: Python<'py>, b: Buf, rows: usize) -> PyResult<Bound<'py, P
     })
 }
 
-fn pe(py: Python<'_>, e: PipelineError) -> PyErr {
+fn pe(py: Python<'_>, e: DataError) -> PyErr {
     core_err(py, &e)
 }
 
@@ -86,7 +86,7 @@ fn pe(py: Python<'_>, e: PipelineError) -> PyErr {
 #[pyclass(module = "thrifty._core")]
 struct BatchStream {
     // Declared first so that it is dropped (and its thread joined) before the arrays.
-    stream: Mutex<Option<Prefetcher<Batch, PipelineError>>>,
+    stream: Mutex<Option<Prefetcher<Batch, DataError>>>,
     remaining: Mutex<usize>,
     _data: Option<Py<PyAny>>,
     _labels: Option<Py<PyAny>>,
@@ -375,7 +375,7 @@ fn data_temperature_sample<'py>(
     let mut counts = counts;
     let (d, i, c) = run(py, None, move |_| {
         let (d, i) = s.sample(step, &mut counts, n)?;
-        Ok::<_, PipelineError>((d, i, counts))
+        Ok::<_, DataError>((d, i, counts))
     })?;
     Ok((vec1(py, d), vec1(py, i), vec1(py, c)))
 }
@@ -392,7 +392,7 @@ fn data_loss_mask<'py>(
     Ok(vec1(py, m))
 }
 
-/// Streaming loss filter (see `thrifty_core::pipeline::filter`).
+/// Streaming loss filter (see `thrifty_core::data::filter`).
 #[pyclass(module = "thrifty._core", name = "LossFilterCore")]
 struct LossFilterCore {
     inner: Mutex<CoreLossFilter>,

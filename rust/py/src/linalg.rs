@@ -12,7 +12,7 @@ use crate::arrays::{mat, vec1, vec2};
 use crate::runtime::run;
 
 #[pyfunction]
-fn row_norms_sq<'py>(
+fn linalg_row_norms_sq<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
@@ -22,7 +22,7 @@ fn row_norms_sq<'py>(
 }
 
 #[pyfunction]
-fn normalize_rows<'py>(
+fn linalg_normalize_rows<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
@@ -33,7 +33,7 @@ fn normalize_rows<'py>(
 
 #[pyfunction]
 #[pyo3(signature = (x, progress=None))]
-fn column_mean<'py>(
+fn linalg_column_mean<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     progress: Option<&Bound<'py, PyAny>>,
@@ -90,9 +90,9 @@ fn _busy(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(row_norms_sq, m)?)?;
-    m.add_function(wrap_pyfunction!(normalize_rows, m)?)?;
-    m.add_function(wrap_pyfunction!(column_mean, m)?)?;
+    m.add_function(wrap_pyfunction!(linalg_row_norms_sq, m)?)?;
+    m.add_function(wrap_pyfunction!(linalg_normalize_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(linalg_column_mean, m)?)?;
     m.add_function(wrap_pyfunction!(_panic, m)?)?;
     m.add_function(wrap_pyfunction!(_pool_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_busy, m)?)?;

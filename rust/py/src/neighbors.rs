@@ -18,7 +18,7 @@ fn metric(py: Python<'_>, name: &str) -> PyResult<Metric> {
 /// Exact top-k: `(scores (m, k) float32, indices (m, k) int64)`.
 #[pyfunction]
 #[pyo3(signature = (queries, keys, k, metric_name, progress=None))]
-fn topk<'py>(
+fn neighbors_topk<'py>(
     py: Python<'py>,
     queries: PyReadonlyArray2<'py, f32>,
     keys: PyReadonlyArray2<'py, f32>,
@@ -37,7 +37,7 @@ fn topk<'py>(
 /// Running per-class sums: returns `(sums + class sums of x, counts + class counts)`.
 #[pyfunction]
 #[pyo3(signature = (x, labels, sums, counts, progress=None))]
-fn class_sums<'py>(
+fn neighbors_class_sums<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     labels: PyReadonlyArray1<'py, u32>,
@@ -58,7 +58,7 @@ fn class_sums<'py>(
 
 /// Scores against class means, `(n, n_classes)` float32.
 #[pyfunction]
-fn nearest_mean_scores<'py>(
+fn neighbors_nearest_mean_scores<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     means: PyReadonlyArray2<'py, f64>,
@@ -75,7 +75,7 @@ fn nearest_mean_scores<'py>(
 /// Index of the nearest class mean per row (uint32).
 #[pyfunction]
 #[pyo3(signature = (x, means, metric_name, progress=None))]
-fn nearest_mean_predict<'py>(
+fn neighbors_nearest_mean_predict<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     means: PyReadonlyArray2<'py, f64>,
@@ -92,9 +92,9 @@ fn nearest_mean_predict<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(topk, m)?)?;
-    m.add_function(wrap_pyfunction!(class_sums, m)?)?;
-    m.add_function(wrap_pyfunction!(nearest_mean_scores, m)?)?;
-    m.add_function(wrap_pyfunction!(nearest_mean_predict, m)?)?;
+    m.add_function(wrap_pyfunction!(neighbors_topk, m)?)?;
+    m.add_function(wrap_pyfunction!(neighbors_class_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(neighbors_nearest_mean_scores, m)?)?;
+    m.add_function(wrap_pyfunction!(neighbors_nearest_mean_predict, m)?)?;
     Ok(())
 }

@@ -82,7 +82,7 @@ fn method(py: Python<'_>, name: &str, params: &Bound<'_, PyDict>) -> PyResult<Me
 #[pyfunction]
 #[pyo3(signature = (method_name, x, labels, centroids, params, progress=None, ids=None))]
 #[allow(clippy::too_many_arguments)]
-fn prune<'py>(
+fn prune_run<'py>(
     py: Python<'py>,
     method_name: &str,
     x: PyReadonlyArray2<'py, f32>,
@@ -160,7 +160,7 @@ fn prune_resolve_prefer(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(prune, m)?)?;
+    m.add_function(wrap_pyfunction!(prune_run, m)?)?;
     m.add_function(wrap_pyfunction!(prune_dbp_counts, m)?)?;
     m.add_function(wrap_pyfunction!(prune_resolve_prefer, m)?)?;
     Ok(())

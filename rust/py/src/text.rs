@@ -1,10 +1,10 @@
-//! Bindings for `thrifty_core::compress`: compressed lengths, distance matrices and
+//! Bindings for `thrifty_core::text`: compressed lengths, distance matrices and
 //! top-k neighbour search over texts. Python has already encoded every text to bytes.
 
 use numpy::{PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use thrifty_core::compress::{self, Compressor, Distance};
+use thrifty_core::text::{self, Compressor, Distance};
 
 use crate::arrays::{vec1, vec2};
 use crate::errors::{core_err, invalid_input};
@@ -24,7 +24,7 @@ fn slices(texts: &[PyBackedBytes]) -> Vec<&[u8]> {
 
 #[pyfunction]
 #[pyo3(signature = (texts, compressor, level=None, progress=None))]
-fn compressed_len<'py>(
+fn text_compressed_len<'py>(
     py: Python<'py>,
     texts: Vec<PyBackedBytes>,
     compressor: &str,
@@ -33,14 +33,14 @@ fn compressed_len<'py>(
 ) -> PyResult<Bound<'py, PyArray1<i64>>> {
     let comp = spec(py, compressor, level)?;
     let t = slices(&texts);
-    let lens = run(py, progress, |p| compress::compressed_lens(&t, comp, p))?;
+    let lens = run(py, progress, |p| text::compressed_lens(&t, comp, p))?;
     Ok(vec1(py, lens.into_iter().map(|n| n as i64).collect()))
 }
 
 #[pyfunction]
 #[pyo3(signature = (queries, refs, compressor, level=None, distance_name="ncd", progress=None))]
 #[allow(clippy::too_many_arguments)]
-fn ncd_matrix<'py>(
+fn text_ncd_matrix<'py>(
     py: Python<'py>,
     queries: Vec<PyBackedBytes>,
     refs: Vec<PyBackedBytes>,
@@ -53,7 +53,7 @@ fn ncd_matrix<'py>(
     let dist = distance(py, distance_name)?;
     let (q, r) = (slices(&queries), slices(&refs));
     let out = run(py, progress, |p| {
-        compress::distance_matrix(&q, &r, comp, dist, p)
+        text::distance_matrix(&q, &r, comp, dist, p)
     })?;
     vec2(py, out, q.len(), r.len())
 }
@@ -84,7 +84,7 @@ fn text_kneighbors<'py>(
         .collect::<PyResult<_>>()?;
     let (q, r) = (slices(&queries), slices(&refs));
     let nb = run(py, progress, |p| {
-        compress::kneighbors(&q, &r, &lens, k, comp, dist, p)
+        text::kneighbors(&q, &r, &lens, k, comp, dist, p)
     })?;
     let nq = q.len();
     Ok((
@@ -94,8 +94,8 @@ fn text_kneighbors<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(compressed_len, m)?)?;
-    m.add_function(wrap_pyfunction!(ncd_matrix, m)?)?;
+    m.add_function(wrap_pyfunction!(text_compressed_len, m)?)?;
+    m.add_function(wrap_pyfunction!(text_ncd_matrix, m)?)?;
     m.add_function(wrap_pyfunction!(text_kneighbors, m)?)?;
     Ok(())
 }

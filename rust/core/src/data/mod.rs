@@ -26,9 +26,9 @@ pub mod stream;
 
 use crate::error::{Classify, ErrorKind};
 
-/// Errors of the pipeline module.
+/// Errors of the data module.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PipelineError {
+pub enum DataError {
     /// An option or argument is out of its valid range.
     #[error("{0}")]
     InvalidInput(String),
@@ -43,19 +43,19 @@ pub enum PipelineError {
     OutOfMemory(#[from] crate::alloc::AllocError),
 }
 
-impl Classify for PipelineError {
+impl Classify for DataError {
     fn kind(&self) -> ErrorKind {
         match self {
-            PipelineError::InvalidInput(_) => ErrorKind::InvalidInput,
-            PipelineError::Format(_) => ErrorKind::Format,
-            PipelineError::Io(_) => ErrorKind::Io,
-            PipelineError::OutOfMemory(_) => ErrorKind::OutOfMemory,
+            DataError::InvalidInput(_) => ErrorKind::InvalidInput,
+            DataError::Format(_) => ErrorKind::Format,
+            DataError::Io(_) => ErrorKind::Io,
+            DataError::OutOfMemory(_) => ErrorKind::OutOfMemory,
         }
     }
 }
 
-pub(crate) fn invalid(msg: impl Into<String>) -> PipelineError {
-    PipelineError::InvalidInput(msg.into())
+pub(crate) fn invalid(msg: impl Into<String>) -> DataError {
+    DataError::InvalidInput(msg.into())
 }
 
 /// SplitMix64 finaliser: a fast, well-mixing bijection of `u64`.

@@ -851,7 +851,7 @@ impl Pairs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compress::codec::zlib_raw_len;
+    use crate::text::codec::zlib_raw_len;
 
     fn zlib_len(_: &mut (), data: &[u8]) -> u64 {
         zlib_raw_len(9, data)

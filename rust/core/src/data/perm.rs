@@ -9,7 +9,7 @@
 //! rotates them to the bottom, which is invertible round by round. The round keys derive from `(seed, epoch)` only, so any thread computes any
 //! position independently and the order never depends on the thread count.
 
-use super::{hash_words, invalid, PipelineError};
+use super::{hash_words, invalid, DataError};
 use crate::alloc::try_with_capacity;
 
 const ROUNDS: usize = 8;
@@ -101,7 +101,7 @@ pub fn positions(
     epoch: u64,
     start: u64,
     count: u64,
-) -> Result<Vec<u64>, PipelineError> {
+) -> Result<Vec<u64>, DataError> {
     let end = start.checked_add(count).filter(|&e| e <= n);
     let Some(end) = end else {
         return Err(invalid(format!(
@@ -146,11 +146,11 @@ mod tests {
         assert_eq!(positions(100, 4, 2, 30, 20).unwrap(), &all[30..50]);
         assert!(matches!(
             positions(100, 4, 2, 90, 11),
-            Err(PipelineError::InvalidInput(_))
+            Err(DataError::InvalidInput(_))
         ));
         assert!(positions(10, 0, 0, u64::MAX, 2).is_err());
         let e = positions(1 << 62, 0, 0, 0, 1 << 61).unwrap_err();
-        assert!(matches!(e, PipelineError::OutOfMemory(_)), "{e}");
+        assert!(matches!(e, DataError::OutOfMemory(_)), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! come in the order of a keyed permutation that is re-keyed on every pass.
 
 use super::perm::Permutation;
-use super::{hash_words, invalid, unit_f64, PipelineError};
+use super::{hash_words, invalid, unit_f64, DataError};
 use crate::alloc::try_with_capacity;
 
 /// A linear cooldown of the temperature from its initial value to `t_end`.
@@ -37,7 +37,7 @@ pub struct TemperatureSampler {
     seed: u64,
 }
 
-fn check_temperature(t: f64, name: &str) -> Result<(), PipelineError> {
+fn check_temperature(t: f64, name: &str) -> Result<(), DataError> {
     if !(t.is_finite() && t > 0.0) {
         return Err(invalid(format!(
             "{name} must be a finite number > 0, got {t}"
@@ -53,7 +53,7 @@ impl TemperatureSampler {
         temperature: f64,
         cooldown: Option<Cooldown>,
         seed: u64,
-    ) -> Result<Self, PipelineError> {
+    ) -> Result<Self, DataError> {
         if sizes.is_empty() {
             return Err(invalid("sizes must name at least one domain"));
         }
@@ -120,7 +120,7 @@ impl TemperatureSampler {
         step: u64,
         counts: &mut [u64],
         n: usize,
-    ) -> Result<(Vec<u32>, Vec<u64>), PipelineError> {
+    ) -> Result<(Vec<u32>, Vec<u64>), DataError> {
         if counts.len() != self.sizes.len() {
             return Err(invalid(format!(
                 "counts has {} entries for {} domains",
@@ -257,7 +257,7 @@ mod tests {
         let s = TemperatureSampler::new(vec![5, 5], 1.0, None, 0).unwrap();
         let mut counts = vec![0; 2];
         let e = s.sample(0, &mut counts, usize::MAX / 2).unwrap_err();
-        assert!(matches!(e, PipelineError::OutOfMemory(_)), "{e}");
+        assert!(matches!(e, DataError::OutOfMemory(_)), "{e}");
         assert!(s.sample(u64::MAX, &mut counts, 2).is_err());
         assert_eq!(counts, vec![0, 0]);
     }

@@ -209,8 +209,8 @@ pub fn kneighbors(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compress::{compressed_lens, Codec};
     use crate::parallel::install;
+    use crate::text::{compressed_lens, Codec};
 
     fn corpus(n: usize, seed: u64) -> Vec<Vec<u8>> {
         let words = [

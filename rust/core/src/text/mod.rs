@@ -28,7 +28,7 @@ use crate::error::{Cancelled, Classify, ErrorKind};
 use crate::parallel::fixed_chunks;
 use crate::progress::Progress;
 
-/// Errors of the compression module.
+/// Errors of the text module.
 #[derive(Debug, thiserror::Error)]
 pub enum TextError {
     /// An unknown compressor name.

@@ -17,7 +17,7 @@
 //! epoch (nothing cut, nothing padded).
 
 use super::perm::Permutation;
-use super::{invalid, PipelineError};
+use super::{invalid, DataError};
 use crate::alloc::{try_vec, try_with_capacity};
 
 /// Options of a batch plan.
@@ -53,7 +53,7 @@ pub struct BatchPlan {
 ///
 /// Uses a bitmap of `n_rows` bits, or sorts a copy of `keep` when that is smaller (a
 /// short keep-list of a huge source).
-pub fn validate_keep(keep: &[u64], n_rows: u64) -> Result<(), PipelineError> {
+pub fn validate_keep(keep: &[u64], n_rows: u64) -> Result<(), DataError> {
     if let Some(pos) = keep.iter().position(|&k| k >= n_rows) {
         return Err(invalid(format!(
             "keep index {} at position {pos} is out of range for {n_rows} rows",
@@ -90,11 +90,7 @@ pub fn validate_keep(keep: &[u64], n_rows: u64) -> Result<(), PipelineError> {
 
 impl BatchPlan {
     /// A plan over `n_rows` rows, restricted to `keep` (row indices) when given.
-    pub fn new(
-        n_rows: u64,
-        keep: Option<Vec<u64>>,
-        opts: PlanOptions,
-    ) -> Result<Self, PipelineError> {
+    pub fn new(n_rows: u64, keep: Option<Vec<u64>>, opts: PlanOptions) -> Result<Self, DataError> {
         if opts.batch_size < 1 {
             return Err(invalid(format!(
                 "batch_size must be >= 1, got {}",
@@ -174,7 +170,7 @@ impl BatchPlan {
     }
 
     /// The rows of batch `b` (`b < num_batches()`), in order.
-    pub fn batch_rows(&self, b: usize) -> Result<Vec<u64>, PipelineError> {
+    pub fn batch_rows(&self, b: usize) -> Result<Vec<u64>, DataError> {
         if b >= self.num_batches() {
             return Err(invalid(format!(
                 "batch {b} is out of range for an epoch of {} batches",
@@ -190,7 +186,7 @@ impl BatchPlan {
     }
 
     /// All rows of this rank's epoch in yield order (the batches concatenated).
-    pub fn epoch_rows(&self) -> Result<Vec<u64>, PipelineError> {
+    pub fn epoch_rows(&self) -> Result<Vec<u64>, DataError> {
         let bs = self.opts.batch_size as u64;
         let len = (self.num_batches() as u64 * bs).min(self.rank_len());
         let mut rows = try_with_capacity(

@@ -11,7 +11,7 @@
 use super::gather::{Buf, FileRows, RowSource, SizeGuard, PAR_BYTES};
 use super::plan::{BatchPlan, PlanOptions};
 use super::stream::Prefetcher;
-use super::{invalid, PipelineError};
+use super::{invalid, DataError};
 use crate::parallel;
 
 /// Where the rows of a matrix (or the windows of a token array) sit inside a buffer:
@@ -55,7 +55,7 @@ pub struct Batches<B> {
     threads: usize,
 }
 
-fn mem_rows(bytes: &[u8], l: Layout) -> Result<RowSource<'_>, PipelineError> {
+fn mem_rows(bytes: &[u8], l: Layout) -> Result<RowSource<'_>, DataError> {
     RowSource::new(bytes, l.elem_size, l.stride, l.width, l.n_rows)
 }
 
@@ -69,7 +69,7 @@ impl<B: AsRef<[u8]> + Sync> Batches<B> {
         keep: Option<Vec<u64>>,
         opts: PlanOptions,
         threads: usize,
-    ) -> Result<Self, PipelineError> {
+    ) -> Result<Self, DataError> {
         let n_rows = match &x {
             Rows::Mem(bytes, l) | Rows::Mapped(bytes, l, _) => {
                 mem_rows(bytes.as_ref(), *l)?.n_rows()
@@ -100,13 +100,13 @@ impl<B: AsRef<[u8]> + Sync> Batches<B> {
     }
 
     /// Gather batch `b` (`< num_batches()`).
-    pub fn batch(&self, b: usize) -> Result<Batch, PipelineError> {
+    pub fn batch(&self, b: usize) -> Result<Batch, DataError> {
         let rows = self.plan.batch_rows(b)?;
         let (width, elem_size) = match &self.x {
             Rows::Mem(_, l) | Rows::Mapped(_, l, _) => (l.width, l.elem_size),
             Rows::File(f) => (f.width(), f.elem_size()),
         };
-        let gather = || -> Result<Batch, PipelineError> {
+        let gather = || -> Result<Batch, DataError> {
             let x = match &self.x {
                 Rows::Mem(bytes, l) => mem_rows(bytes.as_ref(), *l)?.gather(&rows)?,
                 Rows::Mapped(bytes, l, guard) => {
@@ -142,17 +142,17 @@ impl<B: AsRef<[u8]> + Send + Sync + 'static> Batches<B> {
         self,
         start: usize,
         depth: usize,
-    ) -> Result<Prefetcher<Batch, PipelineError>, PipelineError> {
+    ) -> Result<Prefetcher<Batch, DataError>, DataError> {
         let n = self.num_batches();
         Prefetcher::spawn(start.min(n)..n, depth, move |b| self.batch(b))
-            .map_err(|e| PipelineError::Io(format!("cannot start the loader thread: {e}")))
+            .map_err(|e| DataError::Io(format!("cannot start the loader thread: {e}")))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::stream::Next;
+    use crate::data::stream::Next;
     use std::time::Duration;
 
     fn opts(bs: usize, shuffle: bool) -> PlanOptions {
@@ -285,7 +285,7 @@ mod tests {
             1,
         )
         .unwrap_err();
-        assert!(matches!(e, PipelineError::Format(_)), "{e}");
+        assert!(matches!(e, DataError::Format(_)), "{e}");
         let b = Batches::new(
             Rows::Mem(vec![0u8; 20], l(10)),
             None,

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use super::{invalid, PipelineError};
+use super::{invalid, DataError};
 use crate::alloc::AllocError;
 
 /// Streaming loss filter; see the module docs.
@@ -24,7 +24,7 @@ pub struct LossFilter {
     skipped: u64,
 }
 
-fn check_losses(losses: &[f64]) -> Result<(), PipelineError> {
+fn check_losses(losses: &[f64]) -> Result<(), DataError> {
     if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
         return Err(invalid(format!(
             "losses contains {} at position {i}; losses must be finite",
@@ -35,7 +35,7 @@ fn check_losses(losses: &[f64]) -> Result<(), PipelineError> {
 }
 
 /// Which losses reach `threshold` (the stateless rule).
-pub fn mask_at_least(losses: &[f64], threshold: f64) -> Result<Vec<bool>, PipelineError> {
+pub fn mask_at_least(losses: &[f64], threshold: f64) -> Result<Vec<bool>, DataError> {
     check_losses(losses)?;
     Ok(losses.iter().map(|&l| l >= threshold).collect())
 }
@@ -45,7 +45,7 @@ impl LossFilter {
     ///
     /// The window's memory grows with the losses fed, never ahead of them, so a window
     /// far larger than the losses a run produces costs nothing.
-    pub fn new(warmup_steps: u64, window: usize) -> Result<Self, PipelineError> {
+    pub fn new(warmup_steps: u64, window: usize) -> Result<Self, DataError> {
         if window < 1 {
             return Err(invalid(format!("window must be >= 1, got {window}")));
         }
@@ -61,7 +61,7 @@ impl LossFilter {
     }
 
     /// Feed one batch of per-example losses; returns which to back-propagate.
-    pub fn update(&mut self, losses: &[f64]) -> Result<Vec<bool>, PipelineError> {
+    pub fn update(&mut self, losses: &[f64]) -> Result<Vec<bool>, DataError> {
         check_losses(losses)?;
         let mask = if self.steps < self.warmup_steps || self.threshold.is_none() {
             let room = self.window - self.history.len();

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::{invalid, PipelineError};
+use super::{invalid, DataError};
 use crate::alloc::{try_vec, try_with_capacity};
 
 /// Batches at least this many bytes are copied in parallel.
@@ -30,7 +30,7 @@ pub enum Buf {
 
 impl Buf {
     /// A zeroed buffer of `n` elements of `elem_size` bytes (1, 2, 4 or 8).
-    pub fn zeroed(elem_size: usize, n: usize) -> Result<Self, PipelineError> {
+    pub fn zeroed(elem_size: usize, n: usize) -> Result<Self, DataError> {
         const WHAT: &str = "a batch";
         Ok(match elem_size {
             1 => Buf::U8(try_vec(0, n, WHAT)?),
@@ -84,7 +84,7 @@ fn check_layout(
     stride: usize,
     width: usize,
     n_rows: u64,
-) -> Result<(), PipelineError> {
+) -> Result<(), DataError> {
     if !matches!(elem_size, 1 | 2 | 4 | 8) {
         return Err(invalid(format!(
             "element size must be 1, 2, 4 or 8 bytes, got {elem_size}"
@@ -97,7 +97,7 @@ fn check_layout(
         let need = (n_rows as u128 - 1) * stride as u128 + width as u128;
         let need_bytes = need * elem_size as u128;
         if need_bytes > len {
-            return Err(PipelineError::Format(format!(
+            return Err(DataError::Format(format!(
                 "buffer holds {len} bytes but {n_rows} rows need {need_bytes}"
             )));
         }
@@ -105,7 +105,7 @@ fn check_layout(
     Ok(())
 }
 
-fn check_rows(rows: &[u64], n_rows: u64) -> Result<(), PipelineError> {
+fn check_rows(rows: &[u64], n_rows: u64) -> Result<(), DataError> {
     match rows.iter().find(|&&r| r >= n_rows) {
         Some(&bad) => Err(invalid(format!("row {bad} out of range for {n_rows} rows"))),
         None => Ok(()),
@@ -117,7 +117,7 @@ fn check_rows(rows: &[u64], n_rows: u64) -> Result<(), PipelineError> {
 /// A memory mapping of a file that another process truncates raises `SIGBUS` on the
 /// first touch of a vanished page, and a positional read comes up short. Checking the
 /// size (`fstat`) before every batch turns a truncation between batches into a
-/// [`PipelineError::Format`].
+/// [`DataError::Format`].
 #[derive(Debug)]
 pub struct SizeGuard {
     file: std::fs::File,
@@ -127,8 +127,8 @@ pub struct SizeGuard {
 
 impl SizeGuard {
     /// Open `path` and check that it holds at least `need` bytes.
-    pub fn open(path: &std::path::Path, need: u64) -> Result<Self, PipelineError> {
-        let io = |e: std::io::Error| PipelineError::Io(format!("{}: {e}", path.display()));
+    pub fn open(path: &std::path::Path, need: u64) -> Result<Self, DataError> {
+        let io = |e: std::io::Error| DataError::Io(format!("{}: {e}", path.display()));
         let file = std::fs::File::open(path).map_err(io)?;
         let guard = SizeGuard {
             file,
@@ -137,7 +137,7 @@ impl SizeGuard {
         };
         let len = guard.len()?;
         if len < need {
-            return Err(PipelineError::Format(format!(
+            return Err(DataError::Format(format!(
                 "{} holds {len} bytes but its rows need {need}",
                 path.display()
             )));
@@ -145,15 +145,15 @@ impl SizeGuard {
         Ok(guard)
     }
 
-    fn len(&self) -> Result<u64, PipelineError> {
+    fn len(&self) -> Result<u64, DataError> {
         let meta = self.file.metadata();
-        let meta = meta.map_err(|e| PipelineError::Io(format!("{}: {e}", self.path.display())))?;
+        let meta = meta.map_err(|e| DataError::Io(format!("{}: {e}", self.path.display())))?;
         Ok(meta.len())
     }
 
-    fn shrunk(&self, now: Option<u64>) -> PipelineError {
+    fn shrunk(&self, now: Option<u64>) -> DataError {
         let now = now.map_or_else(|| "fewer".to_string(), |n| n.to_string());
-        PipelineError::Format(format!(
+        DataError::Format(format!(
             "{} changed size while it was being read: its rows need {} bytes but it now \
              has {now}; do not truncate or rewrite a file that a loader is reading",
             self.path.display(),
@@ -162,7 +162,7 @@ impl SizeGuard {
     }
 
     /// Fail when the file no longer holds `need` bytes.
-    pub fn check(&self) -> Result<(), PipelineError> {
+    pub fn check(&self) -> Result<(), DataError> {
         let len = self.len()?;
         if len < self.need {
             return Err(self.shrunk(Some(len)));
@@ -185,7 +185,7 @@ pub fn rows_extent(elem_size: usize, stride: usize, width: usize, n_rows: u64) -
 ///
 /// Nothing is memory-mapped: streaming a file larger than memory keeps the resident
 /// memory at the batches in flight, and a file that shrinks while it is read (another
-/// process truncating or rewriting it) gives a [`PipelineError::Format`], never a
+/// process truncating or rewriting it) gives a [`DataError::Format`], never a
 /// `SIGBUS`: the size is checked before every batch ([`SizeGuard`]) and a read that
 /// comes up short is reported the same way. Row `r` is the `width` elements at byte
 /// `offset + r * stride * elem_size`; runs of consecutive non-overlapping rows are read
@@ -213,8 +213,8 @@ impl FileRows {
         stride: usize,
         width: usize,
         n_rows: u64,
-    ) -> Result<Self, PipelineError> {
-        let io = |e: std::io::Error| PipelineError::Io(format!("{}: {e}", path.display()));
+    ) -> Result<Self, DataError> {
+        let io = |e: std::io::Error| DataError::Io(format!("{}: {e}", path.display()));
         let len = std::fs::metadata(path).map_err(io)?.len();
         check_layout(
             len.saturating_sub(offset) as u128,
@@ -250,7 +250,7 @@ impl FileRows {
     }
 
     /// Read `rows` into a fresh buffer, as [`RowSource::gather`].
-    pub fn gather(&self, rows: &[u64]) -> Result<Buf, PipelineError> {
+    pub fn gather(&self, rows: &[u64]) -> Result<Buf, DataError> {
         use std::os::unix::fs::FileExt;
         check_rows(rows, self.n_rows)?;
         self.guard.check()?;
@@ -283,7 +283,7 @@ impl FileRows {
                 .read_exact_at(dst, self.offset + *r * stride_bytes)
                 .map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => self.guard.shrunk(None),
-                    _ => PipelineError::Io(format!(
+                    _ => DataError::Io(format!(
                         "{}: reading row {r}: {e}",
                         self.guard.path.display()
                     )),
@@ -317,7 +317,7 @@ impl<'a> RowSource<'a> {
         stride: usize,
         width: usize,
         n_rows: u64,
-    ) -> Result<Self, PipelineError> {
+    ) -> Result<Self, DataError> {
         check_layout(bytes.len() as u128, elem_size, stride, width, n_rows)?;
         Ok(RowSource {
             bytes,
@@ -340,7 +340,7 @@ impl<'a> RowSource<'a> {
 
     /// Copy `rows` (each `< n_rows`) into a fresh buffer of `rows.len() * width`
     /// elements, in order.
-    pub fn gather(&self, rows: &[u64]) -> Result<Buf, PipelineError> {
+    pub fn gather(&self, rows: &[u64]) -> Result<Buf, DataError> {
         check_rows(rows, self.n_rows)?;
         let n = crate::alloc::checked_len(rows.len(), self.width, "a batch")?;
         let row_bytes = self.width * self.elem_size;
@@ -369,7 +369,7 @@ impl<'a> RowSource<'a> {
                 rows.iter().enumerate().for_each(copy);
             }
         };
-        fn filled<T>(n: usize, fill: impl FnOnce(*mut u8)) -> Result<Vec<T>, PipelineError> {
+        fn filled<T>(n: usize, fill: impl FnOnce(*mut u8)) -> Result<Vec<T>, DataError> {
             let mut v = try_with_capacity::<T>(n, "a batch")?;
             fill(v.as_mut_ptr().cast::<u8>());
             // SAFETY: `fill` initialised all n elements (integers: any bits are valid).
@@ -441,7 +441,7 @@ mod tests {
         assert!(file.gather(&[99]).is_err());
         std::fs::remove_file(&path).unwrap();
         let e = FileRows::open(&path, 0, 4, 1, 1, 1).unwrap_err();
-        assert!(matches!(e, PipelineError::Io(_)));
+        assert!(matches!(e, DataError::Io(_)));
     }
 
     fn temp_file(tag: &str, bytes: &[u8]) -> std::path::PathBuf {
@@ -474,7 +474,7 @@ mod tests {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(2000).unwrap();
         let e = file.gather(&[0]).unwrap_err();
-        assert!(matches!(e, PipelineError::Format(_)), "{e}");
+        assert!(matches!(e, DataError::Format(_)), "{e}");
         assert!(e.to_string().contains("changed size"), "{e}");
         std::fs::remove_file(&path).unwrap();
     }
@@ -482,7 +482,7 @@ mod tests {
     #[test]
     fn impossible_batches_are_allocation_errors() {
         let e = Buf::zeroed(8, usize::MAX / 16).unwrap_err();
-        assert!(matches!(e, PipelineError::OutOfMemory(_)), "{e}");
+        assert!(matches!(e, DataError::OutOfMemory(_)), "{e}");
         let e = Buf::zeroed(1, usize::MAX).unwrap_err();
         assert!(e.to_string().contains("cannot allocate a batch"), "{e}");
     }
@@ -491,7 +491,7 @@ mod tests {
     fn truncated_and_bad() {
         let bytes = vec![0u8; 30];
         let e = RowSource::new(&bytes, 4, 2, 2, 4).unwrap_err();
-        assert!(matches!(e, PipelineError::Format(_)));
+        assert!(matches!(e, DataError::Format(_)));
         assert!(RowSource::new(&bytes, 3, 2, 2, 1).is_err());
         let src = RowSource::new(&bytes, 4, 2, 2, 3).unwrap();
         assert!(src.gather(&[3]).is_err());
