@@ -153,10 +153,16 @@ def show_config(file: TextIO | None = None) -> None:
     out = file if file is not None else sys.stdout
     c = config()
     simd = ", ".join(c["simd"]) or "none detected"
+    kernels = c["isa"]
+    if c["isa_setting"] is not None:
+        kernels += (f" (THRIFTY_ISA={c['isa_setting']!r} was ignored: use scalar, avx2, avx512 or native)"
+                    if c["isa_setting_ignored"] else f" (capped by THRIFTY_ISA={c['isa_setting']!r};"
+                    f" the CPU supports {c['isa_detected']})")
     lines = [
         f"thrifty {c['version']}",
         f"  rust compiler:   {c['rustc']} ({c['profile']} build, {c['target']})",
         f"  cpu features:    {simd}",
+        f"  kernels:         {kernels}",
         f"  threads:         {c['num_threads']} of {c['available_threads']} available"
         f" ({c['num_threads_source']}; change with thrifty.set_num_threads)",
         f"  python:          {c['python']}",

@@ -28,7 +28,6 @@
 
 use crate::alloc::AllocError;
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -50,34 +49,26 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The fastest kernel the running CPU supports (detected once). The environment
-    /// variable `THRIFTY_GEMM_ISA` (`scalar`, `avx2`, `avx512`) caps the choice, for
-    /// testing and benchmarking.
+    /// The kernel of [`crate::cpu::level`]: the fastest the running CPU supports,
+    /// capped by `THRIFTY_ISA` (`scalar`, `avx2`, `avx512`).
     pub fn detect() -> Isa {
-        static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            let avail = Isa::available();
-            let best = *avail.last().unwrap_or(&Isa::Scalar);
-            match std::env::var("THRIFTY_GEMM_ISA").ok().as_deref() {
-                Some("scalar") => Isa::Scalar,
-                Some("avx2") if avail.contains(&Isa::Avx2Fma) => Isa::Avx2Fma,
-                _ => best,
-            }
-        })
+        match crate::cpu::level() {
+            crate::cpu::Level::Scalar => Isa::Scalar,
+            crate::cpu::Level::Avx2 => Isa::Avx2Fma,
+            crate::cpu::Level::Avx512 => Isa::Avx512,
+        }
     }
 
-    /// Every kernel the running CPU supports, slowest first (always includes `Scalar`).
+    /// Every kernel the running CPU supports, slowest first (always includes `Scalar`;
+    /// `THRIFTY_ISA` does not limit this list, which tests use to compare kernels).
     pub fn available() -> Vec<Isa> {
-        #[allow(unused_mut)]
         let mut v = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                v.push(Isa::Avx2Fma);
-            }
-            if is_x86_feature_detected!("avx512f") {
-                v.push(Isa::Avx512);
-            }
+        let detected = crate::cpu::detected();
+        if detected >= crate::cpu::Level::Avx2 {
+            v.push(Isa::Avx2Fma);
+        }
+        if detected >= crate::cpu::Level::Avx512 {
+            v.push(Isa::Avx512);
         }
         v
     }

@@ -14,6 +14,14 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("target", env!("THRIFTY_TARGET"))?;
     d.set_item("arch", cpu::arch())?;
     d.set_item("simd", cpu::simd_features())?;
+    d.set_item("isa", cpu::level().name())?;
+    d.set_item("isa_detected", cpu::detected().name())?;
+    let (setting, ignored) = match cpu::isa_setting() {
+        Some((v, ignored)) => (Some(v), ignored),
+        None => (None, false),
+    };
+    d.set_item("isa_setting", setting)?;
+    d.set_item("isa_setting_ignored", ignored)?;
     d.set_item("available_threads", parallel::available_threads())?;
     Ok(d)
 }

@@ -596,7 +596,7 @@ pub(crate) fn has_avx2() -> bool {
         if FORCE_SCALAR.with(|f| f.get()) {
             return false;
         }
-        std::arch::is_x86_feature_detected!("avx2")
+        crate::cpu::avx2()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -51,7 +51,7 @@ impl Stream {
                 fill_plain(s, first, out)
             }
             if super::has_avx2() {
-                if std::arch::is_x86_feature_detected!("avx512dq") {
+                if crate::cpu::avx512dq() {
                     // SAFETY: the CPU supports AVX-512F/DQ (checked just above).
                     return unsafe { avx512(self, first, out) };
                 }
