@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -342,13 +343,14 @@ def _from_dataset(ds: Any, column: str, work_dir: str, resume: bool) -> Source:
     return open_source(out)
 
 
-def write_npy_atomic(path: str, arr: np.ndarray) -> None:
-    """``np.save`` to a temporary name beside ``path``, then rename: never half a file."""
+def _write_atomic(path: str, write: Callable[[Any], None]) -> None:
+    """Call ``write(file)`` on a temporary name beside ``path``, fsync, then rename:
+    never half a file, and no temporary left behind on an error."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         with open(tmp, "wb") as f:
-            np.save(f, arr)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -356,22 +358,16 @@ def write_npy_atomic(path: str, arr: np.ndarray) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_npy_atomic(path: str, arr: np.ndarray) -> None:
+    """``np.save`` to a temporary name beside ``path``, then rename: never half a file."""
+    _write_atomic(path, lambda f: np.save(f, arr))
 
 
 def write_npz_atomic(path: str, **arrays: np.ndarray) -> None:
     """``np.savez`` to a temporary name beside ``path``, then rename."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def partitions(n: int, rows: int) -> list[tuple[int, int]]:
