@@ -91,7 +91,6 @@ pub fn encode_one(x: f32, spec: &Spec, saturate: bool) -> u32 {
     let bits = x.to_bits();
     let abs = bits & 0x7fff_ffff;
     let neg = bits >> 31;
-    let sign = neg * spec.sign_bit();
     // Smallest normal of the target, as float32 bits.
     let min_normal = (127 - spec.bias + 1) << 23;
     // Subnormal path: adding 2^(23 + 1 - bias - mbits) rounds to the subnormal quantum.
@@ -106,6 +105,22 @@ pub fn encode_one(x: f32, spec: &Spec, saturate: bool) -> u32 {
         .wrapping_add((abs >> shift) & 1);
     let norm = (rounded >> shift).wrapping_sub((127 - spec.bias) << spec.mbits);
     let mag = if abs < min_normal { sub } else { norm };
+    finish(
+        mag as u64,
+        abs > 0x7f80_0000,
+        abs == 0x7f80_0000,
+        neg,
+        spec,
+        saturate,
+    )
+}
+
+/// The code of a rounded magnitude `mag` (already in the target's bit layout), with the
+/// sign, the format's NaN / infinity codes and overflow (saturated or not) applied: the
+/// shared ending of [`encode_one`] and [`encode_one_f64`].
+#[inline(always)]
+fn finish(mag: u64, is_nan: bool, is_inf: bool, neg: u32, spec: &Spec, saturate: bool) -> u32 {
+    let sign = neg * spec.sign_bit();
     let (nan, inf, over) = match spec.kind {
         FloatKind::E4M3 => (0x7F | sign, 0x7F | sign, 0x7F | sign),
         FloatKind::E5M2 => (0x7E | sign, 0x7C | sign, 0x7C | sign),
@@ -113,17 +128,14 @@ pub fn encode_one(x: f32, spec: &Spec, saturate: bool) -> u32 {
         FloatKind::F16 => (0x7E00 | sign, 0x7C00 | sign, 0x7C00 | sign),
     };
     let over = if saturate { spec.max_code | sign } else { over };
-    let finite = if mag > spec.max_code {
+    if is_nan {
+        nan
+    } else if is_inf {
+        inf
+    } else if mag > spec.max_code as u64 {
         over
     } else {
-        mag | sign
-    };
-    if abs > 0x7f80_0000 {
-        nan
-    } else if abs == 0x7f80_0000 {
-        inf
-    } else {
-        finite
+        mag as u32 | sign
     }
 }
 
@@ -135,7 +147,6 @@ pub fn encode_one_f64(x: f64, spec: &Spec, saturate: bool) -> u32 {
     let bits = x.to_bits();
     let abs = bits & !(1u64 << 63);
     let neg = (bits >> 63) as u32;
-    let sign = neg * spec.sign_bit();
     let (bias, mbits) = (spec.bias as u64, spec.mbits as u64);
     let min_normal = (1023 - bias + 1) << 52;
     // subnormal results: adding 2^(52 + 1 - bias - mbits) rounds to the quantum
@@ -148,22 +159,7 @@ pub fn encode_one_f64(x: f64, spec: &Spec, saturate: bool) -> u32 {
     let rounded = abs + ((1 << (shift - 1)) - 1) + ((abs >> shift) & 1);
     let norm = (rounded >> shift).wrapping_sub((1023 - bias) << mbits);
     let mag = if abs < min_normal { sub } else { norm };
-    let (nan, inf, over) = match spec.kind {
-        FloatKind::E4M3 => (0x7F | sign, 0x7F | sign, 0x7F | sign),
-        FloatKind::E5M2 => (0x7E | sign, 0x7C | sign, 0x7C | sign),
-        FloatKind::E2M1 => ((1 - neg) << 3, 0x7 | sign, 0x7 | sign),
-        FloatKind::F16 => (0x7E00 | sign, 0x7C00 | sign, 0x7C00 | sign),
-    };
-    let over = if saturate { spec.max_code | sign } else { over };
-    if abs > INF {
-        nan
-    } else if abs == INF {
-        inf
-    } else if mag > spec.max_code as u64 {
-        over
-    } else {
-        mag as u32 | sign
-    }
+    finish(mag, abs > INF, abs == INF, neg, spec, saturate)
 }
 
 /// Decode one code (any bits above the format's width are ignored).
