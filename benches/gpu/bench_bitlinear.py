@@ -11,6 +11,7 @@ device and CuPy; prints a table and optionally writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -21,6 +22,19 @@ from _gpu_timing import dump, timed  # noqa: E402
 def timed_ms(fn, repeats):
     """Median milliseconds of ``fn`` (three warm-up calls)."""
     return timed(fn, repeats, warmup=3) * 1e3
+
+
+@contextlib.contextmanager
+def kernels(on: bool):
+    """BitLinear's fused CUDA path on or off (the float path is the plain-PyTorch BitLinear)."""
+    from thrifty.torch._cuda import _runtime as rt
+
+    orig = rt.use_kernels
+    rt.use_kernels = orig if on else (lambda *tensors: False)
+    try:
+        yield
+    finally:
+        rt.use_kernels = orig
 
 
 def main() -> int:
@@ -51,26 +65,18 @@ def main() -> int:
         res = {"shape": [m, k, n]}
 
         def fwd(layer, fused):
-            orig = tnn._fused_available
-            tnn._fused_available = (lambda: True) if fused else (lambda: False)
-            try:
+            with kernels(fused):
                 with torch.no_grad():
                     return layer(x)
-            finally:
-                tnn._fused_available = orig
 
         def train(layer, fused):
-            orig = tnn._fused_available
-            tnn._fused_available = (lambda: True) if fused else (lambda: False)
-            try:
+            with kernels(fused):
                 xx = x.detach().requires_grad_(True)
                 layer(xx).backward(gy)
                 # an optimizer step changes the weight: the fused path repacks each step
                 with torch.no_grad():
                     layer.weight.add_(layer.weight.grad, alpha=-1e-6)
                 layer.weight.grad = None
-            finally:
-                tnn._fused_available = orig
 
         res["linear_bf16_fwd_ms"] = timed_ms(lambda: lin(x), repeats)
         res["bitlinear_torch_fwd_ms"] = timed_ms(lambda: fwd(bit, False), repeats)

@@ -1,8 +1,9 @@
 """GPU benchmark: fused linear + loss (thrifty.torch.losses.linear_cross_entropy_loss) against
 F.cross_entropy on materialised logits and torch's chunked F.linear_cross_entropy
-(when this torch has it), forward + backward, bfloat16.
+(when this torch has it) and Liger-Kernel's fused linear cross-entropy (when
+``liger-kernel`` is importable), forward + backward, bfloat16.
 
-    python benches/gpu/bench_fused_loss_gpu.py [--json out.json] [--n 8192] [--v 131072] [--d 2048]
+    python benches/gpu/bench_fused_loss_gpu.py [--json out.json] [--n 8192] [--v 131072] [--d 4096]
 
 Reports the median time of forward + backward and the peak memory allocated on top of
 the inputs, and checks each loss value against the materialised one.
@@ -23,7 +24,7 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--n", type=int, default=8192)
     ap.add_argument("--v", type=int, default=131072)
-    ap.add_argument("--d", type=int, default=2048)
+    ap.add_argument("--d", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
@@ -68,6 +69,20 @@ def main() -> None:
             return loss
 
         methods["torch F.linear_cross_entropy (chunked)"] = torch_chunked
+    try:
+        from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+
+        liger_loss = LigerFusedLinearCrossEntropyLoss()
+
+        def liger():
+            h.grad = w.grad = None
+            loss = liger_loss(w, h, y)
+            loss.backward()
+            return loss
+
+        methods["Liger fused linear CE"] = liger
+    except Exception as exc:  # not installed, or built for another torch/triton
+        print(f"Liger-Kernel not available: {type(exc).__name__}: {exc}", flush=True)
     for kind in ("ce", "squentropy", "z"):
         def fused(kind=kind):
             h.grad = w.grad = None
@@ -85,6 +100,11 @@ def main() -> None:
             t = timed(fn, args.repeats)
         except torch.cuda.OutOfMemoryError:
             rows.append(dict(method=name, error="out of memory"))
+            torch.cuda.empty_cache()
+            continue
+        except Exception as exc:  # a third-party kernel failing must not hide the others
+            rows.append(dict(method=name, error=f"{type(exc).__name__}: {exc}"))
+            print(f"{name:42s} failed: {type(exc).__name__}: {exc}", flush=True)
             torch.cuda.empty_cache()
             continue
         kind = "squentropy" if "squentropy" in name else "z" if ("z_loss" in name or name.endswith(" z")) else "ce"

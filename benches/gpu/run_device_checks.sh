@@ -3,8 +3,9 @@
 #
 # Prepare here (the device has no Rust toolchain and no network):
 #     maturin build --release -o dist                  # the abi3 wheel
-#     pip download --only-binary=:all: --python-version 3.12 \
-#         --platform manylinux_2_28_x86_64 -d dist/wheelhouse numpy pytest
+#     pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#         --platform manylinux_2_28_x86_64 --platform any -d dist/wheelhouse \
+#         torchao liger-kernel                         # the anchors the device image lacks
 #     cp python/thrifty/_core.abi3.so dist/            # fallback if the wheel's glibc tag is refused
 # then, with the device tool, run from the repository root carrying `dist`:
 #     run(command="bash benches/gpu/run_device_checks.sh", carry=["dist"], timeout_s=540)
@@ -35,12 +36,17 @@ step "environment"
 
 step "install the wheel"
 for mod in numpy pytest; do
-  python -c "import $mod" 2>/dev/null || pip install --no-index --find-links dist/wheelhouse "$mod" \
+  python -c "import $mod" 2>/dev/null || python -m pip install --no-index --find-links dist/wheelhouse "$mod" \
     >> "$OUT/install.txt" 2>&1 || echo "could not install $mod" | tee -a "$OUT/steps.txt"
 done
+for whl in dist/wheelhouse/torchao-*.whl dist/wheelhouse/liger_kernel-*.whl; do
+  [ -f "$whl" ] && { python -m pip install --no-deps --no-index "$whl" >> "$OUT/install.txt" 2>&1 \
+    || echo "could not install $whl" | tee -a "$OUT/steps.txt"; }
+done
+python -m pip list 2>/dev/null | grep -iE "^(torch|torchao|liger-kernel|cupy-cuda13x|triton|numpy|pytest) " >> "$OUT/env.txt"
 unset PYTHONPATH
 WHEEL=$(ls dist/thrifty-*.whl 2>/dev/null | head -n 1)
-if [ -n "$WHEEL" ] && pip install --no-deps --no-index --force-reinstall "$WHEEL" >> "$OUT/install.txt" 2>&1; then
+if [ -n "$WHEEL" ] && python -m pip install --no-deps --no-index --force-reinstall "$WHEEL" >> "$OUT/install.txt" 2>&1; then
   # `import thrifty` is the installed wheel (kernels from site-packages/thrifty/kernels)
   echo "installed $WHEEL" | tee -a "$OUT/steps.txt"
 elif [ -f dist/_core.abi3.so ]; then
@@ -57,16 +63,16 @@ python -c "import thrifty.torch as t, thrifty.torch._cuda._runtime as r; print('
   > "$OUT/runtime.txt" 2>&1
 
 step "GPU tests (pytest -m gpu)"
-timeout 300 python -m pytest -m gpu -q -ra -p no:cacheprovider -o addopts="" tests/cuda tests/torch_api \
+timeout 220 python -m pytest -m gpu -q -ra --timeout=60 -p no:cacheprovider -o addopts="" tests/cuda tests/torch_api \
   --junitxml="$OUT/gpu-tests.xml" > "$OUT/gpu-tests.txt" 2>&1
 echo "pytest exit $?" >> "$OUT/gpu-tests.txt"
 tail -n 5 "$OUT/gpu-tests.txt"
 
-bench "BitLinear" bench_bitlinear 120 20
-bench "quantize/dequantize" bench_quant_gpu 120 30
+bench "BitLinear" bench_bitlinear 90 20
+bench "quantize/dequantize" bench_quant_gpu 90 30
 
-bench "fused linear + loss" bench_fused_loss_gpu 150 12
-bench "MeZO step" bench_mezo_gpu 90 6
-bench "fused optimizer steps" bench_optim_gpu 90 6
+bench "fused linear + loss" bench_fused_loss_gpu 120 14
+bench "MeZO step" bench_mezo_gpu 60 6
+bench "fused optimizer steps" bench_optim_gpu 60 8
 
 step "done"

@@ -197,7 +197,9 @@ def _sam_perturb_impl(params: list[Any], grads: list[Any], olds: list[Any], rho:
         o.copy_(p)
         w = p.detach().to(_work_dtype(p))
         gg = g.to(w.dtype)
-        scale = (rho / (torch.as_tensor(grad_norm).to(w) + 1e-12))
+        # the kernel's operations in its order, each rounded once (no fused multiply-add,
+        # a true division: ``float / tensor`` would multiply by a rounded reciprocal)
+        scale = torch.div(torch.tensor(rho, dtype=w.dtype), torch.as_tensor(grad_norm).to(w) + 1e-12)
         e = (w * w * gg if adaptive else gg) * scale
         if w.dtype == p.dtype:
             p.detach().add_(e)
@@ -231,7 +233,7 @@ def _dog_update_impl(params: list[Any], grads: list[Any], etas: list[Any], weigh
         x = p.detach().to(_work_dtype(p))
         gg = g.to(x.dtype)
         if weight_decay:
-            gg = gg.add(x, alpha=weight_decay)
+            gg = gg + weight_decay * x  # two roundings, as the kernel (``add(alpha=)`` may fuse them)
         step = torch.as_tensor(e).to(x) * gg
         if x.dtype == p.dtype:
             p.detach().sub_(step)
@@ -274,7 +276,9 @@ def _momo_moments_impl(params: list[Any], grads: list[Any], grad_avgs: list[Any]
     out = torch.zeros(3, n, dtype=grad_avgs[0].dtype if grad_avgs else torch.float32, device=dev)
     for i, (p, g, d) in enumerate(zip(params, grads, grad_avgs)):
         x, gg = p.detach().to(d.dtype), g.to(d.dtype)
-        d.mul_(beta).add_(gg, alpha=1 - beta)
+        # d beta + g (1 - beta), each product rounded on its own and 1 - beta taken in d's
+        # precision, as the kernel does
+        d.mul_(beta).add_(gg * (torch.ones((), dtype=d.dtype) - beta))
         out[:, i] = torch.stack([torch.sum(x * gg), torch.sum(x * d), torch.sum(d * d)]).to(out)
     return out
 
