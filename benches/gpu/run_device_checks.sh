@@ -10,11 +10,16 @@
 # then, with the device tool, run from the repository root carrying `dist`:
 #     run(command="bash benches/gpu/run_device_checks.sh", carry=["dist"], timeout_s=540)
 # The device (Python 3.12, CUDA 13, cupy-cuda13x, torch 2.x+cu130) gets the wheel
-# installed without dependencies; results land under $OUT (default: ./device-results).
+# installed without dependencies; results land under ./device-results.
 # Total budget: about 8 minutes; each step has its own timeout so one hang cannot eat it.
 set -u
-OUT=${OUT:-$PWD/device-results}
+# Results go to a folder of their own; where the device tool's $OUT exists (it returns at
+# most 8 files), they are also packed into $OUT/device-results.tgz at the end.
+BACK=${OUT:-}
+OUT=$PWD/device-results
 mkdir -p "$OUT"
+pack() { [ -n "$BACK" ] && tar czf "$BACK/device-results.tgz" -C "$OUT" . && cp "$OUT/steps.txt" "$BACK/" 2>/dev/null; }
+trap pack EXIT
 cd "$(dirname "$0")/../.."
 T0=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - T0 )) s)" | tee -a "$OUT/steps.txt"; }
