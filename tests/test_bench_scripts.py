@@ -65,3 +65,58 @@ def test_ratio_table_rejects_other_json(tmp_path):
     p.write_text(json.dumps({"version": 1}))
     with pytest.raises(SystemExit):
         ratio_table.load_results([str(p)])
+
+
+# ----------------------------------------------------- quick_ratios (interleaved harness)
+import quick_ratios  # noqa: E402
+
+
+class _Fake:
+    """A benchmark class in asv's shape: backend x size, one anchor skipped."""
+
+    params = (["thrifty", "anchor", "missing"], [1, 2])
+    param_names = ["backend", "size"]
+    calls: list = []
+    cost = {"thrifty": 0.002, "anchor": 0.006}
+
+    def setup(self, backend, size):
+        if backend == "missing":
+            raise NotImplementedError("not installed")
+
+    def time_run(self, backend, size):
+        type(self).calls.append(backend)
+        t = self.cost[backend] * size
+        end = quick_ratios.time.perf_counter() + t
+        while quick_ratios.time.perf_counter() < end:
+            pass
+
+
+def test_quick_ratios_interleaves_and_keys_like_asv(monkeypatch):
+    monkeypatch.setattr(quick_ratios, "_resolve", lambda spec: (_Fake, "time_run", spec))
+    _Fake.calls = []
+    axes, res = quick_ratios.measure("bench_x.Fake.time_run", {}, repeats=3, log=lambda *a: None)
+    assert axes == [["thrifty", "anchor", "missing"], [1, 2]]
+    assert res[4] is None and res[5] is None  # the skipped backend, asv's None
+    # round-robin: after the warm-up calls, thrifty and the anchor alternate
+    timed = _Fake.calls[2:8]
+    assert timed == ["thrifty", "anchor"] * 3
+    rows = quick_ratios.ratios({"bench_x.Fake.time_run": (axes, res)})
+    got = {r["key"]: r["ratio"] for r in rows}
+    assert set(got) == {"bench_x.Fake.time_run[1] thrifty vs anchor", "bench_x.Fake.time_run[2] thrifty vs anchor"}
+    for v in got.values():
+        assert 2.0 < v < 4.0  # 3x by construction
+
+
+def test_quick_ratios_check_remeasures_then_fails(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(quick_ratios, "_resolve", lambda spec: (_Fake, "time_run", spec))
+    monkeypatch.setattr(quick_ratios, "QUICK", [("bench_x.Fake.time_run", {"size": [1]})])
+    base = tmp_path / "ratios.json"
+    assert quick_ratios.main(["--update", "--repeats", "2", "--baseline", str(base)]) == 0
+    assert quick_ratios.main(["--check", "--repeats", "2", "--baseline", str(base)]) == 0
+    # a committed ratio far above what the code achieves: measured twice, then a failure
+    base.write_text(json.dumps({"bench_x.Fake.time_run[1] thrifty vs anchor": 30.0}))
+    _Fake.calls = []
+    assert quick_ratios.main(["--check", "--repeats", "2", "--baseline", str(base)]) == 1
+    out = capsys.readouterr().out
+    assert "re-measuring 1 benchmark" in out and "REGRESSION" in out
+    assert _Fake.calls.count("thrifty") == 2 * (1 + 2)  # two runs: warm-up + 2 rounds each
