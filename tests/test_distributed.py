@@ -133,6 +133,63 @@ def test_dbp_without_dedup_and_ssp_equal_single_process(cluster, data):
               tp.ssp(x, keep_fraction=0.3, n_clusters=9, prefer=prefer, seed=5))
 
 
+@pytest.mark.parametrize("sharding", list(SHARDINGS))
+def test_ssp_random_equals_single_process(cluster, data, sharding):
+    x, shards = data
+    # the given clustering skips k-means: the random choice is what is tested here
+    lab = np.arange(x.shape[0]) % 4
+    cen = np.eye(4, x.shape[1], dtype=np.float32) + 0.5
+    for kf, seed in [(0.3, 7), (1 / x.shape[0], 2**64 - 1), (1.0, 0)]:
+        r = td.ssp(shards[sharding], keep_fraction=kf, labels=lab, centroids=cen,
+                   prefer="random", seed=seed, partition_rows=4096)
+        s = tp.ssp(x, keep_fraction=kf, labels=lab, centroids=cen, prefer="random", seed=seed)
+        assert r.prefer == "random"
+        _same(r, s)
+    # and with the pipeline's own k-means
+    _same(td.ssp(shards[sharding], keep_fraction=0.5, n_clusters=9, prefer="random", seed=3),
+          tp.ssp(x, keep_fraction=0.5, n_clusters=9, prefer="random", seed=3))
+
+
+def test_ssp_random_threshold_is_exact_with_ties(monkeypatch):
+    # the threshold search (histogram bin, then the exact (bits, id) inside it) on draws
+    # with many ties and all in few bins, against a plain sort; tasks run in-process
+    from thrifty.distributed import _random_first
+    from thrifty.distributed import _stages as st
+
+    n = 5000
+    fake = {"bits": (np.arange(n) * 7919 % 13).astype(np.uint32) << np.uint32(29)}
+    monkeypatch.setattr(st, "random_bits", lambda ids, seed: fake["bits"][ids])
+
+    class Ex:
+        def map(self, fn, args, desc):
+            return [fn(*a) for a in args]
+
+    class Run:
+        ex = Ex()
+        parts = [(0, 1), (1, 1700), (1700, 1701), (1701, n)]
+
+    order = np.lexsort((np.arange(n), fake["bits"]))
+    for nk in (1, 2, 384, 385, 2500, n - 1, n):
+        keep = np.concatenate(_random_first(Run(), nk, 0))
+        ref = np.zeros(n, bool)
+        ref[order[:nk]] = True
+        np.testing.assert_array_equal(keep, ref, err_msg=str(nk))
+
+
+def test_random_bits_match_the_core_order():
+    # the core's seeded random order (SemDeDup's member order, SSP's choice) is the order
+    # of (random_bits(id), id): checked on one process's ssp for several seeds
+    from thrifty.distributed._stages import random_bits
+
+    x = np.random.default_rng(2).normal(size=(3000, 6)).astype(np.float32)
+    ids = np.arange(3000)
+    for seed in (0, 1, 12345, 2**63, 2**64 - 1):
+        s = tp.ssp(x, keep_fraction=0.25, n_clusters=5, prefer="random", seed=seed)
+        ref = np.zeros(3000, bool)
+        ref[np.lexsort((ids, random_bits(ids, seed)))[:750]] = True
+        np.testing.assert_array_equal(s.keep, ref, err_msg=str(seed))
+
+
 def test_given_clustering_and_float16_shards(cluster, data, tmp_path):
     x, _ = data
     paths = _shard(x, [3000, 3001], str(tmp_path), dtype=np.float16)
@@ -397,8 +454,8 @@ def test_bad_parameters(cluster, data):
         td.semdedup(shards["one"], eps=2.0)
     with pytest.raises(thrifty.InvalidInputError, match="multiple of 4096"):
         td.semdedup(shards["one"], eps=0.1, partition_rows=5000)
-    with pytest.raises(thrifty.InvalidInputError, match="random"):
-        td.ssp(shards["one"], keep_fraction=0.5, prefer="random")
+    with pytest.raises(thrifty.InvalidInputError, match="prefer"):
+        td.ssp(shards["one"], keep_fraction=0.5, prefer="shuffled")
     with pytest.raises(thrifty.InvalidInputError, match="auto"):
         td.semdedup(shards["one"], eps=0.1, prefer="auto")
     with pytest.raises(thrifty.InvalidInputError, match="y must have shape"):

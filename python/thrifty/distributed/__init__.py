@@ -321,11 +321,14 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
     elif method == "ssp":
         nk = min(max(1, int(math.floor(params["keep_fraction"] * n + 0.5))), n)
         prefer = _core.prune_resolve_prefer(params["prefer"], nk, groups)
-        ids = np.arange(n, dtype=np.int64)
-        primary = -score if prefer == "hard" else score
-        order = np.lexsort((ids, primary))
-        keep = np.zeros(n, bool)
-        keep[order[:nk]] = True
+        if prefer == "random":
+            keep = np.concatenate(_random_first(run, nk, seed))
+        else:
+            ids = np.arange(n, dtype=np.int64)
+            primary = -score if prefer == "hard" else score
+            order = np.lexsort((ids, primary))
+            keep = np.zeros(n, bool)
+            keep[order[:nk]] = True
     else:
         intra = np.full(k, np.nan)
         sizes = np.zeros(k, np.int64)
@@ -357,6 +360,33 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
     if src.id_column is not None:
         r.ids = [v for a, b in run.parts for v in src.read_ids(a, b)]
     return r
+
+
+def _random_first(run: _Run, nk: int, seed: int) -> list[np.ndarray]:
+    """Keep masks (one per partition) of the ``nk`` rows the core's seeded random order
+    puts first over all ``n`` rows: order ``(random_bits(id), id)``.
+
+    The draws depend on the global id only, so no rows are read: a histogram of the top
+    bits per partition finds the bin holding the ``nk``-th row, that bin's rows (about
+    ``n / RANDOM_BINS``) give the exact last kept ``(bits, id)``, and each partition
+    keeps what comes at or before it."""
+    parts = run.parts
+    hists = run.ex.map(_stages.random_hist_task, [(a, b, seed) for a, b in parts],
+                       desc="ssp random: histogram")
+    total = np.zeros(_stages.RANDOM_BINS, np.int64)
+    for h in hists:
+        total += h
+    cum = np.cumsum(total)
+    bin_ = int(np.searchsorted(cum, nk))  # first bin whose cumulative count reaches nk
+    before = int(cum[bin_ - 1]) if bin_ else 0
+    got = run.ex.map(_stages.random_bin_task, [(a, b, seed, bin_) for a, b in parts],
+                     desc="ssp random: threshold")
+    bits = np.concatenate([g[0] for g in got]).astype(np.int64)
+    ids = np.concatenate([g[1] for g in got])
+    last = np.lexsort((ids, bits))[nk - before - 1]
+    return run.ex.map(_stages.random_keep_task,
+                      [(a, b, seed, int(bits[last]), int(ids[last])) for a, b in parts],
+                      desc="ssp random: keep")
 
 
 _RUN_DOC = """
@@ -411,16 +441,13 @@ def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
         ) -> DistributedPruneResult:
     """:func:`thrifty.prune.ssp` over sharded inputs; equal results by global row.
 
-    ``prefer="random"`` is not available distributed yet (InvalidInputError);
     ``prefer="auto"`` resolves over the whole input exactly as one process does (``y``:
-    in-memory class labels of every row, in global row order).
+    in-memory class labels of every row, in global row order). ``prefer="random"`` keeps
+    the rows the core's seeded order puts first: each row's draw depends on its global
+    id and the seed only, so the choice does not depend on the sharding.
     """
     kf = _fraction(keep_fraction, "keep_fraction")
     prefer = check_choice(prefer, "prefer", _PREFER)
-    if prefer == "random":
-        raise InvalidInputError("thrifty.distributed.ssp supports prefer='hard', 'easy' and "
-                                "'auto'; prefer='random' runs in one process only "
-                                "(thrifty.prune.ssp)")
     return _prune("ssp", X, {"keep_fraction": kf, "prefer": prefer}, y=y, n_clusters=n_clusters,
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,

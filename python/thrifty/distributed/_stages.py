@@ -51,6 +51,64 @@ def sequential_sum(v: list[float] | np.ndarray) -> float:
     return float(np.add.accumulate(a)[-1]) if a.size else 0.0
 
 
+# The core's seeded random order (``prune::order_items`` with ``Order::Random``) sorts rows
+# by ``Stream::new(seed).uniform(global id)``, ties by id. ``uniform`` is the top 32 bits
+# of a SplitMix64 draw over 2^32, so the order is the integer order of
+# ``(random_bits(id), id)``; the constants are those of ``quant::rng`` (SplitMix64's
+# finaliser and the golden-ratio increment). A draw depends on ``(seed, id)`` only, so a
+# row's place in the order does not depend on the sharding. The tests compare the kept
+# rows with ``thrifty.prune.ssp(..., prefer="random")`` for several seeds.
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# the order's top bits split into this many histogram bins (the SSP threshold search)
+RANDOM_BINS_SHIFT = 20
+RANDOM_BINS = 1 << (32 - RANDOM_BINS_SHIFT)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser, element-wise on uint64 (wrapping products)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def random_bits(ids: np.ndarray, seed: int) -> np.ndarray:
+    """The 32 random bits that place each global row id in the core's seeded random
+    order (uint32; the order is ``(bits, id)`` ascending)."""
+    key = _mix(np.array([seed], dtype=np.uint64))
+    i = np.asarray(ids, dtype=np.int64).astype(np.uint64)
+    return (_mix(key ^ ((i + np.uint64(1)) * _GOLDEN)) >> np.uint64(32)).astype(np.uint32)
+
+
+def random_hist_task(start: int, stop: int, seed: int) -> np.ndarray:
+    """Rows ``start:stop`` per bin of the top bits of their random order (int64
+    counts, :data:`RANDOM_BINS` bins)."""
+    fault_point("random")
+    b = random_bits(np.arange(start, stop, dtype=np.int64), seed) >> RANDOM_BINS_SHIFT
+    return np.bincount(b, minlength=RANDOM_BINS).astype(np.int64)
+
+
+def random_bin_task(start: int, stop: int, seed: int, bin_: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(bits, ids)`` of the rows ``start:stop`` in histogram bin ``bin_``."""
+    fault_point("random")
+    ids = np.arange(start, stop, dtype=np.int64)
+    b = random_bits(ids, seed)
+    sel = (b >> RANDOM_BINS_SHIFT) == bin_
+    return b[sel], ids[sel]
+
+
+def random_keep_task(start: int, stop: int, seed: int, last_bits: int, last_id: int
+                     ) -> np.ndarray:
+    """Keep mask of rows ``start:stop``: those at or before ``(last_bits, last_id)`` in
+    the random order."""
+    fault_point("random")
+    ids = np.arange(start, stop, dtype=np.int64)
+    b = random_bits(ids, seed).astype(np.int64)
+    return (b < last_bits) | ((b == last_bits) & (ids <= last_id))
+
+
 def gather_task(source: Source, rows: np.ndarray) -> np.ndarray:
     """The float32 rows at sorted global indices ``rows`` (a part of the k-means sample)."""
     fault_point("gather")
