@@ -150,6 +150,61 @@ def test_ssp_random_equals_single_process(cluster, data, sharding):
           tp.ssp(x, keep_fraction=0.5, n_clusters=9, prefer="random", seed=3))
 
 
+def _giant(x):
+    """A given clustering with one planted giant cluster: rows 0..5999 (which hold the
+    planted near-duplicates) in cluster 0, the rest spread over clusters 1..3."""
+    lab = np.where(np.arange(x.shape[0]) < 6000, 0, np.arange(x.shape[0]) % 3 + 1)
+    cen = np.zeros((4, x.shape[1]), np.float32)
+    for j in range(4):
+        cen[j] = x[lab == j].mean(axis=0)
+    return lab, cen
+
+
+@pytest.mark.parametrize("prefer", ["hard", "easy", "random"])
+def test_semdedup_splits_a_giant_cluster_into_block_pairs(cluster, data, prefer, monkeypatch):
+    x, shards = data
+    lab, cen = _giant(x)
+    from thrifty.distributed._executor import RayExecutor
+
+    seen = {}
+    real_map = RayExecutor.map
+
+    def recording_map(self, fn, args, *, desc, **kw):
+        seen[desc] = len(args)
+        return real_map(self, fn, args, desc=desc, **kw)
+
+    monkeypatch.setattr(RayExecutor, "map", recording_map)
+    # eps 0.5 makes many duplicates, so best predecessors often lie in other blocks
+    for eps in (0.01, 0.5):
+        r = td.semdedup(shards["uneven"], eps=eps, labels=lab, centroids=cen, prefer=prefer,
+                        seed=3, block_rows=1700, buckets=2)
+        s = tp.semdedup(x, eps=eps, labels=lab, centroids=cen, prefer=prefer, seed=3)
+        _same(r, s)
+        # 6000 rows in 4 blocks of at most 1700: 6 pairs; the other clusters (1134 rows)
+        # stay whole; one bucket holds the giant cluster
+        assert seen["semdedup cluster blocks"] == 6 and seen["semdedup merge blocks"] == 1
+    assert (s.duplicate_of >= 0).sum() > 1000
+
+
+def test_dbp_dedup_splits_big_clusters_too(cluster, data, tmp_path):
+    x, shards = data
+    lab, cen = _giant(x)
+    # every cluster above 500 rows split (the giant one into 12 blocks of 500)
+    r = td.dbp(shards["one-row"], keep_fraction=0.4, labels=lab, centroids=cen, dedup_eps=0.05,
+               seed=1, block_rows=500)
+    _same(r, tp.dbp(x, keep_fraction=0.4, labels=lab, centroids=cen, dedup_eps=0.05, seed=1))
+    # k-means clusters, all of them split, with blocks of one row; exact copies make
+    # ties between earlier rows in different blocks (the lower id wins)
+    small = np.concatenate([x[:25], x[:6] + 1e-5, x[:3], x[:3]])
+    paths = _shard(small, [1, 17], str(tmp_path))
+    for block_rows in (1, 2):
+        _same(td.semdedup(paths, eps=0.2, n_clusters=3, seed=2, block_rows=block_rows),
+              tp.semdedup(small, eps=0.2, n_clusters=3, seed=2))
+    assert tp.semdedup(small, eps=0.2, n_clusters=3, seed=2).duplicate_of[34] == 0
+    with pytest.raises(thrifty.InvalidInputError, match="block_rows"):
+        td.semdedup(shards["one"], eps=0.2, n_clusters=3, block_rows=0)
+
+
 def test_ssp_random_threshold_is_exact_with_ties(monkeypatch):
     # the threshold search (histogram bin, then the exact (bits, id) inside it) on draws
     # with many ties and all in few bins, against a plain sort; tasks run in-process

@@ -40,6 +40,8 @@ __all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNN", "text_k
            "text_predict", "DistributedPruneResult", "open_source", "connect"]
 
 _ORDERS = ("hard", "easy", "random")
+#: SemDeDup of a cluster above this many rows is split into pairs of row blocks
+DEFAULT_BLOCK_ROWS = 32768
 _PREFER = (*_ORDERS, "auto")
 
 
@@ -243,21 +245,25 @@ def _prune(method: str, inputs: Any, params: dict[str, Any], *, n_clusters: Any,
            centroids: Any, seed: Any, progress: ProgressArg, column: str | None,
            id_column: str | None, work_dir: str | None, resume: bool,
            partition_rows: int | None, buckets: int | None, num_cpus: int, max_retries: int,
-           ray: str | None) -> DistributedPruneResult:
+           ray: str | None, block_rows: int | None = None) -> DistributedPruneResult:
     seed = check_int(seed, "seed", low=0, high=2**64 - 1)
+    block_rows = (DEFAULT_BLOCK_ROWS if block_rows is None
+                  else check_int(block_rows, "block_rows", low=1))
     run = _Run(inputs, column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                partition_rows=partition_rows, num_cpus=num_cpus, max_retries=max_retries,
                progress=progress, ray=ray)
     try:
         if method != "semdedup":
             params = {**params, "n_classes": _n_classes(y, run.source.n)}
-        return _prune_run(run, method, params, n_clusters, labels, centroids, seed, buckets)
+        return _prune_run(run, method, params, n_clusters, labels, centroids, seed, buckets,
+                          block_rows)
     finally:
         run.work.close()
 
 
 def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, labels: Any,
-               centroids: Any, seed: int, buckets: int | None) -> DistributedPruneResult:
+               centroids: Any, seed: int, buckets: int | None,
+               block_rows: int) -> DistributedPruneResult:
     src = run.source
     n = src.n
     if (labels is None) != (centroids is None):
@@ -297,13 +303,11 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
     st_a, _ = _assign(run, c, True, unit_rows, lab, nb, "assign", key)
     cluster = run.labels(st_a.dir)
     # per-cluster pass, one task per bucket
-    st_c, data = run.stage("clusters", {**key, "method": method, "params": params, "buckets": nb})
+    st_c, data = run.stage("clusters", {**key, "method": method, "params": params, "buckets": nb,
+                                        "block_rows": block_rows})
     if data is None:
-        c_ref = run.ex.put(c)
-        args = [(st_a.dir, b, c_ref, method, params, st_c.path(f"bucket-{b:05d}.npz"))
-                for b in range(nb)]
-        stats = run.ex.map(_stages.cluster_task, args, desc=f"{method} clusters")
-        data = st_c.finish({"stats": stats})
+        data = st_c.finish({"stats": _cluster_pass(run, st_a.dir, st_c, c, method, params, nb,
+                                                   block_rows)})
     dup = np.full(n, -1, np.int64)
     sim = np.full(n, np.nan, np.float32)
     score = np.zeros(n, np.float64)
@@ -356,10 +360,38 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
     r.seconds = {**run.ex.seconds, "k-means train": train_s,
                  "driver (gather results, allocation)":
                      time.perf_counter() - t0 - sum(run.ex.seconds.get(s, 0.0) for s in (
-                         "assign", f"{method} clusters", "dbp select"))}
+                         "assign", f"{method} clusters", f"{method} cluster blocks",
+                         f"{method} merge blocks", "dbp select", "ssp random: histogram",
+                         "ssp random: threshold", "ssp random: keep"))}
     if src.id_column is not None:
         r.ids = [v for a, b in run.parts for v in src.read_ids(a, b)]
     return r
+
+
+def _cluster_pass(run: _Run, assign_dir: str, st: Any, c: np.ndarray, method: str,
+                  params: dict[str, Any], nb: int, block_rows: int) -> list[dict[str, Any]]:
+    """The per-cluster pass: one task per bucket; then, for the clusters above
+    ``block_rows`` rows that need SemDeDup, one task per pair of row blocks and one merge
+    task per bucket holding such clusters. Returns the per-cluster statistics."""
+    c_ref = run.ex.put(c)
+    big_dir = os.path.join(st.dir, "big")
+    outs = [st.path(f"bucket-{b:05d}.npz") for b in range(nb)]
+    args = [(assign_dir, b, c_ref, method, params, outs[b], block_rows, big_dir)
+            for b in range(nb)]
+    stats = run.ex.map(_stages.cluster_task, args, desc=f"{method} clusters")
+    big = [(b, s["big"]) for b, s in enumerate(stats) if s["big"]]
+    if not big:
+        return stats
+    opts = _stages._dedup_opts(method, params)
+    pairs = [(big_dir, j, i, k, c[j:j + 1], opts)
+             for _, bl in big for j, m in bl
+             for i in range(_stages.n_blocks(m, block_rows))
+             for k in range(i + 1, _stages.n_blocks(m, block_rows))]
+    run.ex.map(_stages.pair_task, pairs, desc=f"{method} cluster blocks")
+    merged = run.ex.map(_stages.finalize_task,
+                        [(outs[b], big_dir, bl, block_rows) for b, bl in big],
+                        desc=f"{method} merge blocks")
+    return stats + merged
 
 
 def _random_first(run: _Run, nk: int, seed: int) -> list[np.ndarray]:
@@ -417,8 +449,13 @@ def semdedup(X: Any, *, eps: float, n_clusters: int | None = None, labels: Any =
              progress: ProgressArg = None, column: str | None = None,
              id_column: str | None = None, work_dir: str | None = None, resume: bool = False,
              partition_rows: int | None = None, buckets: int | None = None, num_cpus: int = 1,
-             max_retries: int = 3, ray: str | None = "auto") -> DistributedPruneResult:
-    """:func:`thrifty.prune.semdedup` over sharded inputs; equal results by global row."""
+             max_retries: int = 3, ray: str | None = "auto",
+             block_rows: int | None = None) -> DistributedPruneResult:
+    """:func:`thrifty.prune.semdedup` over sharded inputs; equal results by global row.
+
+    The SemDeDup of a cluster of more than ``block_rows`` rows (default 32768) runs as
+    one task per pair of row blocks of that size; the result is the same.
+    """
     eps = _fraction(eps, "eps")
     if prefer == "auto":
         raise InvalidInputError(
@@ -429,7 +466,7 @@ def semdedup(X: Any, *, eps: float, n_clusters: int | None = None, labels: Any =
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                   partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
-                  max_retries=max_retries, ray=ray)
+                  max_retries=max_retries, ray=ray, block_rows=block_rows)
 
 
 def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: Any = None,
@@ -462,11 +499,12 @@ def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
         progress: ProgressArg = None, column: str | None = None, id_column: str | None = None,
         work_dir: str | None = None, resume: bool = False, partition_rows: int | None = None,
         buckets: int | None = None, num_cpus: int = 1, max_retries: int = 3,
-        ray: str | None = "auto") -> DistributedPruneResult:
+        ray: str | None = "auto", block_rows: int | None = None) -> DistributedPruneResult:
     """:func:`thrifty.prune.dbp` over sharded inputs; equal results by global row.
 
     The allocation runs on the driver from per-cluster statistics (k numbers each); the
-    per-cluster SemDeDup and selection run one task per bucket.
+    per-cluster SemDeDup and selection run one task per bucket (the SemDeDup of a cluster
+    of more than ``block_rows`` rows, default 32768, one task per pair of row blocks).
     """
     kf = _fraction(keep_fraction, "keep_fraction")
     nn = check_int(n_neighbors, "n_neighbors", low=1)
@@ -479,7 +517,7 @@ def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
                   n_clusters=n_clusters, labels=labels, centroids=centroids, seed=seed,
                   progress=progress, column=column, id_column=id_column, work_dir=work_dir,
                   resume=resume, partition_rows=partition_rows, buckets=buckets,
-                  num_cpus=num_cpus, max_retries=max_retries, ray=ray)
+                  num_cpus=num_cpus, max_retries=max_retries, ray=ray, block_rows=block_rows)
 
 
 for _f in (semdedup, ssp, dbp):

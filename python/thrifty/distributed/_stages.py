@@ -179,30 +179,68 @@ def _clusters(lab: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(lab[a]), int(a), int(e)) for a, e in zip(starts, ends)]
 
 
+def _dedup_opts(method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The core's SemDeDup options of the per-cluster pass, None when it does not run."""
+    if method == "semdedup":
+        return {"eps": params["eps"], "prefer": params["prefer"], "seed": params["seed"]}
+    if method == "dbp" and params.get("dedup_eps") is not None:
+        return {"eps": params["dedup_eps"], "prefer": "hard", "seed": params["seed"]}
+    return None
+
+
+def _block_path(big_dir: str, cluster: int, block: int) -> str:
+    return os.path.join(big_dir, f"cluster-{cluster:07d}", f"block-{block:05d}.npz")
+
+
+def pair_path(big_dir: str, cluster: int, i: int, k: int) -> str:
+    return os.path.join(big_dir, f"cluster-{cluster:07d}", f"pair-{i:05d}-{k:05d}.npz")
+
+
+def n_blocks(m: int, block_rows: int) -> int:
+    return -(-m // block_rows)
+
+
 def cluster_task(assign_dir: str, bucket: int, centroids: np.ndarray, method: str,
-                 params: dict[str, Any], out_path: str) -> dict[str, list[Any]]:
+                 params: dict[str, Any], out_path: str, block_rows: int | None = None,
+                 big_dir: str | None = None) -> dict[str, list[Any]]:
     """The per-cluster pass over one bucket: SemDeDup (semdedup, dbp with ``dedup_eps``)
     and the cosine distance of every row to its centroid, each cluster's rows in
     ascending global id exactly as one process orders them. Writes ``out_path`` (ids,
     duplicate_of as global ids, similarity, score); returns per-cluster surviving sizes
-    and mean scores (summed in id order) for the DBP allocation."""
+    and mean scores (summed in id order) for the DBP allocation.
+
+    A cluster of more than ``block_rows`` rows that needs SemDeDup is not deduplicated
+    here: its rows go to block files in ``big_dir`` (``block_rows`` rows each, ascending
+    id) for :func:`pair_task`, and the bucket's rows are written to
+    ``<out_path>-pending.npz`` (with labels) for :func:`finalize_task`, which writes
+    ``out_path``. Such clusters are listed under ``"big"`` as ``[cluster, rows]``."""
     fault_point("clusters")
     ids, lab, x = _load_bucket(assign_dir, bucket)
     centroids = aligned(centroids)
     dup = np.full(ids.size, -1, np.int64)
     sim = np.full(ids.size, np.nan, np.float32)
     score = np.zeros(ids.size, np.float64)
-    stats: dict[str, list[Any]] = {"cluster": [], "size": [], "intra": []}
+    stats: dict[str, list[Any]] = {"cluster": [], "size": [], "intra": [], "big": []}
     seed = params["seed"]
+    opts = _dedup_opts(method, params)
     for j, a, e in _clusters(lab):
         xj = np.ascontiguousarray(x[a:e], dtype=np.float32)
         gj = np.ascontiguousarray(ids[a:e])
         zeros = np.zeros(e - a, np.int64)
         cj = np.ascontiguousarray(centroids[j:j + 1])
-        if method == "semdedup" or (method == "dbp" and params.get("dedup_eps") is not None):
-            opts = ({"eps": params["eps"], "prefer": params["prefer"], "seed": seed}
-                    if method == "semdedup" else
-                    {"eps": params["dedup_eps"], "prefer": "hard", "seed": seed})
+        if opts is not None and block_rows is not None and e - a > block_rows:
+            _, _, _, sc, _, _, _ = _core.prune_run(
+                "ssp", xj, zeros, cj,
+                {"keep_fraction": 1.0, "prefer": "hard", "n_classes": None, "seed": seed},
+                None, gj)
+            score[a:e] = sc
+            assert big_dir is not None
+            for i, r0 in enumerate(range(a, e, block_rows)):
+                r1 = min(r0 + block_rows, e)
+                write_npz_atomic(_block_path(big_dir, j, i), ids=ids[r0:r1], x=x[r0:r1])
+            stats["big"].append([j, e - a])
+            continue
+        if opts is not None:
             _, d, s, sc, _, _, _ = _core.prune_run("semdedup", xj, zeros, cj, opts, None, gj)
             dup[a:e] = np.where(d >= 0, gj[np.maximum(d, 0)], -1)
             sim[a:e] = s
@@ -212,10 +250,87 @@ def cluster_task(assign_dir: str, bucket: int, centroids: np.ndarray, method: st
                 {"keep_fraction": 1.0, "prefer": "hard", "n_classes": None, "seed": seed},
                 None, gj)
         score[a:e] = sc
-        alive = sc[dup[a:e] < 0]
-        stats["cluster"].append(j)
-        stats["size"].append(int(alive.size))
-        stats["intra"].append(sequential_sum(alive) / alive.size if alive.size else float("nan"))
+        _cluster_stats(stats, j, sc[dup[a:e] < 0])
+    if stats["big"]:
+        write_npz_atomic(pending_path(out_path), ids=ids, labels=lab, duplicate_of=dup,
+                         similarity=sim, score=score)
+    else:
+        write_npz_atomic(out_path, ids=ids, duplicate_of=dup, similarity=sim, score=score)
+    return stats
+
+
+def pending_path(out_path: str) -> str:
+    return out_path[:-len(".npz")] + "-pending.npz"
+
+
+def _cluster_stats(stats: dict[str, list[Any]], j: int, alive: np.ndarray) -> None:
+    """A cluster's surviving size and mean distance (summed left to right in id order)."""
+    stats["cluster"].append(j)
+    stats["size"].append(int(alive.size))
+    stats["intra"].append(sequential_sum(alive) / alive.size if alive.size else float("nan"))
+
+
+def pair_task(big_dir: str, cluster: int, i: int, k: int, centroid: np.ndarray,
+              opts: dict[str, Any]) -> int:
+    """SemDeDup of the rows of blocks ``i < k`` of a big cluster, together.
+
+    Every row's best earlier row (in the cluster's order) lies in its own block or in
+    another one, so over the pairs that hold its block it meets every earlier row of the
+    cluster. The core orders the two blocks' rows as it orders the whole cluster (by
+    score or seeded draw of the global id, ties by id) and computes each product entry
+    the same way wherever it sits in a GEMM, so each pair gives, per row, the exact best
+    over its part: ``pair-i-k.npz`` (similarity, duplicate_of as a global id or -1)."""
+    fault_point("blocks")
+    xs, gs = [], []
+    for b in (i, k):
+        with np.load(_block_path(big_dir, cluster, b)) as z:
+            gs.append(z["ids"])
+            xs.append(z["x"])
+    g = np.concatenate(gs)
+    x = np.ascontiguousarray(np.concatenate(xs), dtype=np.float32)
+    _, d, s, _, _, _, _ = _core.prune_run("semdedup", x, np.zeros(g.size, np.int64),
+                                          aligned(centroid), opts, None, g)
+    write_npz_atomic(pair_path(big_dir, cluster, i, k), similarity=s,
+                     duplicate_of=np.where(d >= 0, g[np.maximum(d, 0)], -1))
+    return int(g.size)
+
+
+def finalize_task(out_path: str, big_dir: str, big: list[list[int]], block_rows: int
+                  ) -> dict[str, list[Any]]:
+    """Merge the pair results of a bucket's big clusters into its rows and write
+    ``out_path``; returns their per-cluster statistics as :func:`cluster_task` does.
+
+    Per row: the largest similarity over the pairs (NaN, "no earlier row", only when all
+    are NaN); among pairs with that similarity the lowest duplicate id, as the core
+    breaks ties by index. A row is a duplicate in a pair exactly when that similarity
+    exceeds ``1 - eps``, so equal similarities agree on whether it is one."""
+    fault_point("finalize")
+    with np.load(pending_path(out_path)) as z:
+        ids, lab = z["ids"], z["labels"]
+        dup, sim, score = z["duplicate_of"], z["similarity"], z["score"]
+    stats: dict[str, list[Any]] = {"cluster": [], "size": [], "intra": []}
+    where = {j: (a, e) for j, a, e in _clusters(lab)}
+    for j, m in big:
+        a, e = where[j]
+        if e - a != m:
+            raise InvalidInputError(f"{out_path}: cluster {j} changed size; rerun without "
+                                    "resume")
+        best = np.full(m, np.nan, np.float32)
+        who = np.full(m, -1, np.int64)
+        nb = n_blocks(m, block_rows)
+        for i in range(nb):
+            for k in range(i + 1, nb):
+                pos = np.concatenate([np.arange(i * block_rows, min((i + 1) * block_rows, m)),
+                                      np.arange(k * block_rows, min((k + 1) * block_rows, m))])
+                with np.load(pair_path(big_dir, j, i, k)) as z:
+                    s, d = z["similarity"], z["duplicate_of"]
+                cur, cw = best[pos], who[pos]
+                better = (s > cur) | (np.isnan(cur) & ~np.isnan(s))
+                tie = s == cur
+                best[pos] = np.where(better, s, cur)
+                who[pos] = np.where(better, d, np.where(tie, np.minimum(cw, d), cw))
+        dup[a:e], sim[a:e] = who, best
+        _cluster_stats(stats, j, score[a:e][who < 0])
     write_npz_atomic(out_path, ids=ids, duplicate_of=dup, similarity=sim, score=score)
     return stats
 
