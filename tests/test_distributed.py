@@ -208,7 +208,7 @@ def test_dbp_dedup_splits_big_clusters_too(cluster, data, tmp_path):
 def test_ssp_random_threshold_is_exact_with_ties(monkeypatch):
     # the threshold search (histogram bin, then the exact (bits, id) inside it) on draws
     # with many ties and all in few bins, against a plain sort; tasks run in-process
-    from thrifty.distributed import _random_first
+    from thrifty.distributed import _random_threshold
     from thrifty.distributed import _stages as st
 
     n = 5000
@@ -225,7 +225,8 @@ def test_ssp_random_threshold_is_exact_with_ties(monkeypatch):
 
     order = np.lexsort((np.arange(n), fake["bits"]))
     for nk in (1, 2, 384, 385, 2500, n - 1, n):
-        keep = np.concatenate(_random_first(Run(), nk, 0))
+        rule = ("random", 0, *_random_threshold(Run(), nk, 0))
+        keep = st._keep_by_rule(rule, np.arange(n), None, None)
         ref = np.zeros(n, bool)
         ref[order[:nk]] = True
         np.testing.assert_array_equal(keep, ref, err_msg=str(nk))
@@ -370,6 +371,99 @@ def test_ray_dataset_input(cluster, data, tmp_path):
 
 def _no_partial_files(root):
     assert not glob.glob(os.path.join(root, "**", "*.tmp-*"), recursive=True)
+
+
+def _check_out_dir(res, s, shards, x_rows):
+    """The shard directories of ``res`` concatenate to the single-process arrays ``s``."""
+    m = json.load(open(os.path.join(res.out_dir, "_manifest.json")))
+    assert [sh["input"] for sh in m["shards"]] == shards
+    assert [sh["rows"] for sh in m["shards"]] == x_rows
+    for field in ("keep", "duplicate_of", "similarity", "score", "cluster"):
+        files = [os.path.join(res.out_dir, sh["dir"], f"{field}.npy") for sh in m["shards"]]
+        assert [np.load(f).shape[0] for f in files] == x_rows  # aligned with the inputs
+        np.testing.assert_array_equal(np.concatenate([np.load(f) for f in files]),
+                                      getattr(s, field), err_msg=field)
+    assert m["n_kept"] == int(s.keep.sum()) == res.n_kept
+    assert m["keep_per_cluster"] == s.keep_per_cluster.tolist()
+    assert m["prefer"] == s.prefer and m["method"] == s.method
+    _same(res.load(), s)
+
+
+@pytest.mark.parametrize("method,kw", [
+    ("semdedup", {"eps": 0.01, "block_rows": 500}),
+    ("dbp", {"keep_fraction": 0.4, "dedup_eps": 0.01, "prefer": "random"}),
+    ("ssp", {"keep_fraction": 0.3, "prefer": "easy"}),
+    ("ssp", {"keep_fraction": 0.3, "prefer": "random"}),
+])
+def test_out_dir_writes_shards_equal_to_single_process(cluster, data, tmp_path, method, kw):
+    x, shards = data
+    paths = shards["one-row"]
+    out = tmp_path / "out"
+    res = getattr(td, method)(paths, n_clusters=12, seed=4, out_dir=str(out),
+                              partition_rows=4096, **kw)
+    assert isinstance(res, td.ShardedPruneResult)
+    kw.pop("block_rows", None)
+    s = getattr(tp, method)(x, n_clusters=12, seed=4, **kw)
+    rows = [np.load(p, mmap_mode="r").shape[0] for p in paths]
+    _check_out_dir(res, s, paths, rows)
+    _no_partial_files(str(out))
+    # never written over: a non-empty out_dir is refused before any work
+    with pytest.raises(thrifty.InvalidInputError, match="not an empty directory"):
+        getattr(td, method)(paths, n_clusters=12, seed=4, out_dir=str(out), **kw)
+
+
+def _kill_one(fault_dir, stage, deadline_s=60):
+    deadline = time.monotonic() + deadline_s
+    pids = []
+    while not pids and time.monotonic() < deadline:
+        pids = [p for p in glob.glob(str(fault_dir / f"pid-{stage}-*")) if not p.endswith(".tmp")]
+        time.sleep(0.05)
+    assert pids, f"no {stage} task started"
+    os.kill(int(open(pids[0]).read()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_a_writer_killed_mid_shard_leaves_no_half_shard(cluster, data, tmp_path, retries):
+    # the writer is killed after the first of a shard's five files: with retries the
+    # output is complete and equal; without, the call fails and every shard directory
+    # present holds all five files, whole, and there is no manifest
+    x, shards = data
+    paths = shards["uneven"]
+    out = tmp_path / "out"
+    hold = cluster / "hold-write"
+    hold.write_text("")
+    box = {}
+
+    def go():
+        try:
+            box["r"] = td.semdedup(paths, eps=0.01, n_clusters=8, seed=1, out_dir=str(out),
+                                   max_retries=retries)
+        except BaseException as e:
+            box["e"] = e
+
+    t = threading.Thread(target=go)
+    t.start()
+    try:
+        _kill_one(cluster, "write")
+    finally:
+        hold.unlink()
+    t.join(120)
+    for p in glob.glob(str(cluster / "pid-*")):
+        os.unlink(p)
+    _no_partial_files(str(out))
+    rows = [np.load(p, mmap_mode="r").shape[0] for p in paths]
+    if retries:
+        assert "e" not in box, box.get("e")
+        _check_out_dir(box["r"], tp.semdedup(x, eps=0.01, n_clusters=8, seed=1), paths, rows)
+        return
+    assert "e" in box
+    assert not os.path.exists(out / "_manifest.json")
+    for d in glob.glob(str(out / "part-*")):
+        i = int(os.path.basename(d)[5:])
+        assert sorted(os.listdir(d)) == ["cluster.npy", "duplicate_of.npy", "keep.npy",
+                                         "score.npy", "similarity.npy"]
+        for f in os.listdir(d):
+            assert np.load(os.path.join(d, f)).shape[0] == rows[i]
 
 
 def test_killed_worker_is_retried_and_result_unchanged(cluster, data, tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 from .. import _core
 from .._errors import InvalidInputError
 from ._executor import fault_point
-from ._source import BLOCK_ROWS, Source, write_npy_atomic, write_npz_atomic
+from ._source import BLOCK_ROWS, Source, write_dir_atomic, write_npy_atomic, write_npz_atomic
 
 
 def aligned(a: np.ndarray) -> np.ndarray:
@@ -97,16 +97,6 @@ def random_bin_task(start: int, stop: int, seed: int, bin_: int
     b = random_bits(ids, seed)
     sel = (b >> RANDOM_BINS_SHIFT) == bin_
     return b[sel], ids[sel]
-
-
-def random_keep_task(start: int, stop: int, seed: int, last_bits: int, last_id: int
-                     ) -> np.ndarray:
-    """Keep mask of rows ``start:stop``: those at or before ``(last_bits, last_id)`` in
-    the random order."""
-    fault_point("random")
-    ids = np.arange(start, stop, dtype=np.int64)
-    b = random_bits(ids, seed).astype(np.int64)
-    return (b < last_bits) | ((b == last_bits) & (ids <= last_id))
 
 
 def gather_task(source: Source, rows: np.ndarray) -> np.ndarray:
@@ -364,6 +354,83 @@ def select_task(assign_dir: str, bucket: int, cluster_file: str, centroids: np.n
     out = np.concatenate(kept) if kept else np.zeros(0, np.int64)
     write_npy_atomic(out_path, out)
     return int(out.size)
+
+
+def _keep_by_rule(rule: tuple[Any, ...], ids: np.ndarray, dup: np.ndarray,
+                  score: np.ndarray) -> np.ndarray:
+    """The keep mask of rows ``ids`` under a rule the driver chose once for the whole
+    input: ``("dup",)`` (SemDeDup: not a duplicate), ``("ids", path)`` (DBP: the kept ids
+    in a file), ``("hard" | "easy", score, id)`` (SSP: at or before that row in the
+    score order, ties by id), ``("random", seed, bits, id)`` (SSP: at or before that
+    row in the seeded order)."""
+    kind = rule[0]
+    if kind == "dup":
+        return dup < 0
+    if kind == "ids":
+        return np.isin(ids, np.load(rule[1]))
+    if kind == "random":
+        _, seed, b_last, i_last = rule
+        b = random_bits(ids, seed).astype(np.int64)
+        return (b < b_last) | ((b == b_last) & (ids <= i_last))
+    s_last, i_last = rule[1], rule[2]
+    first = score > s_last if kind == "hard" else score < s_last
+    return first | ((score == s_last) & (ids <= i_last))
+
+
+def scatter_task(cluster_file: str, bucket: int, starts: np.ndarray, rule: tuple[Any, ...],
+                 out_root: str) -> int:
+    """One bucket's per-row results, split by the partition of each row:
+    ``part-P/bucket-B.npz`` (ids, duplicate_of, similarity, score, keep) for the writers
+    of :func:`write_shard_task`. Returns the rows written."""
+    fault_point("scatter")
+    with np.load(cluster_file) as z:
+        ids, dup, sim, score = z["ids"], z["duplicate_of"], z["similarity"], z["score"]
+    keep = _keep_by_rule(rule, ids, dup, score)
+    p = np.searchsorted(starts, ids, side="right") - 1
+    order = np.argsort(p, kind="stable")
+    cuts = np.flatnonzero(np.diff(p[order])) + 1
+    for sel in np.split(order, cuts):
+        if sel.size:
+            write_npz_atomic(os.path.join(out_root, f"part-{int(p[sel[0]]):06d}",
+                                          f"bucket-{bucket:05d}.npz"),
+                             ids=ids[sel], duplicate_of=dup[sel], similarity=sim[sel],
+                             score=score[sel], keep=keep[sel])
+    return int(ids.size)
+
+
+def write_shard_task(out_path: str, start: int, stop: int, parts: list[tuple[int, int, int]],
+                     labels_dir: str, scatter_root: str, k: int) -> dict[str, Any]:
+    """The results of global rows ``start:stop`` (one input shard) from the partitions
+    ``(P, first, end)`` that overlap it, written as one directory of ``.npy`` files
+    (keep, duplicate_of, similarity, score, cluster), all or nothing. Returns the kept
+    and duplicate counts and the kept rows per cluster."""
+    fault_point("shards")
+    n = stop - start
+    cluster = np.full(n, -1, np.int64)
+    dup = np.full(n, -1, np.int64)
+    sim = np.full(n, np.nan, np.float32)
+    score = np.zeros(n, np.float64)
+    keep = np.zeros(n, bool)
+    seen = 0
+    for part, a, b in parts:
+        lo, hi = max(a, start), min(b, stop)
+        lab = np.load(os.path.join(labels_dir, f"part-{part:06d}.npy"))
+        cluster[lo - start:hi - start] = lab[lo - a:hi - a]
+        for f in sorted(glob.glob(os.path.join(scatter_root, f"part-{part:06d}", "*.npz"))):
+            with np.load(f) as z:
+                ids = z["ids"]
+                sel = (ids >= lo) & (ids < hi)
+                r = ids[sel] - start
+                dup[r], sim[r] = z["duplicate_of"][sel], z["similarity"][sel]
+                score[r], keep[r] = z["score"][sel], z["keep"][sel]
+                seen += int(r.size)
+    if seen != n:
+        raise InvalidInputError(f"{out_path}: found results for {seen} of {n} rows; the work "
+                                "directory is incomplete, rerun without resume")
+    write_dir_atomic(out_path, keep=keep, duplicate_of=dup, similarity=sim, score=score,
+                     cluster=cluster)
+    return {"kept": int(keep.sum()), "duplicates": int((dup >= 0).sum()),
+            "keep_per_cluster": np.bincount(cluster[keep], minlength=k).astype(np.int64)}
 
 
 def topk_task(source: Source, start: int, stop: int, queries: np.ndarray, k: int,
