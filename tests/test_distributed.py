@@ -133,6 +133,119 @@ def test_dbp_without_dedup_and_ssp_equal_single_process(cluster, data):
               tp.ssp(x, keep_fraction=0.3, n_clusters=9, prefer=prefer, seed=5))
 
 
+@pytest.mark.parametrize("sharding", list(SHARDINGS))
+def test_ssp_random_equals_single_process(cluster, data, sharding):
+    x, shards = data
+    # the given clustering skips k-means: the random choice is what is tested here
+    lab = np.arange(x.shape[0]) % 4
+    cen = np.eye(4, x.shape[1], dtype=np.float32) + 0.5
+    for kf, seed in [(0.3, 7), (1 / x.shape[0], 2**64 - 1), (1.0, 0)]:
+        r = td.ssp(shards[sharding], keep_fraction=kf, labels=lab, centroids=cen,
+                   prefer="random", seed=seed, partition_rows=4096)
+        s = tp.ssp(x, keep_fraction=kf, labels=lab, centroids=cen, prefer="random", seed=seed)
+        assert r.prefer == "random"
+        _same(r, s)
+    # and with the pipeline's own k-means
+    _same(td.ssp(shards[sharding], keep_fraction=0.5, n_clusters=9, prefer="random", seed=3),
+          tp.ssp(x, keep_fraction=0.5, n_clusters=9, prefer="random", seed=3))
+
+
+def _giant(x):
+    """A given clustering with one planted giant cluster: rows 0..5999 (which hold the
+    planted near-duplicates) in cluster 0, the rest spread over clusters 1..3."""
+    lab = np.where(np.arange(x.shape[0]) < 6000, 0, np.arange(x.shape[0]) % 3 + 1)
+    cen = np.zeros((4, x.shape[1]), np.float32)
+    for j in range(4):
+        cen[j] = x[lab == j].mean(axis=0)
+    return lab, cen
+
+
+@pytest.mark.parametrize("prefer", ["hard", "easy", "random"])
+def test_semdedup_splits_a_giant_cluster_into_block_pairs(cluster, data, prefer, monkeypatch):
+    x, shards = data
+    lab, cen = _giant(x)
+    from thrifty.distributed._executor import RayExecutor
+
+    seen = {}
+    real_map = RayExecutor.map
+
+    def recording_map(self, fn, args, *, desc, **kw):
+        seen[desc] = len(args)
+        return real_map(self, fn, args, desc=desc, **kw)
+
+    monkeypatch.setattr(RayExecutor, "map", recording_map)
+    # eps 0.5 makes many duplicates, so best predecessors often lie in other blocks
+    for eps in (0.01, 0.5):
+        r = td.semdedup(shards["uneven"], eps=eps, labels=lab, centroids=cen, prefer=prefer,
+                        seed=3, block_rows=1700, buckets=2)
+        s = tp.semdedup(x, eps=eps, labels=lab, centroids=cen, prefer=prefer, seed=3)
+        _same(r, s)
+        # 6000 rows in 4 blocks of at most 1700: 6 pairs; the other clusters (1134 rows)
+        # stay whole; one bucket holds the giant cluster
+        assert seen["semdedup cluster blocks"] == 6 and seen["semdedup merge blocks"] == 1
+    assert (s.duplicate_of >= 0).sum() > 1000
+
+
+def test_dbp_dedup_splits_big_clusters_too(cluster, data, tmp_path):
+    x, shards = data
+    lab, cen = _giant(x)
+    # every cluster above 500 rows split (the giant one into 12 blocks of 500)
+    r = td.dbp(shards["one-row"], keep_fraction=0.4, labels=lab, centroids=cen, dedup_eps=0.05,
+               seed=1, block_rows=500)
+    _same(r, tp.dbp(x, keep_fraction=0.4, labels=lab, centroids=cen, dedup_eps=0.05, seed=1))
+    # k-means clusters, all of them split, with blocks of one row; exact copies make
+    # ties between earlier rows in different blocks (the lower id wins)
+    small = np.concatenate([x[:25], x[:6] + 1e-5, x[:3], x[:3]])
+    paths = _shard(small, [1, 17], str(tmp_path))
+    for block_rows in (1, 2):
+        _same(td.semdedup(paths, eps=0.2, n_clusters=3, seed=2, block_rows=block_rows),
+              tp.semdedup(small, eps=0.2, n_clusters=3, seed=2))
+    assert tp.semdedup(small, eps=0.2, n_clusters=3, seed=2).duplicate_of[34] == 0
+    with pytest.raises(thrifty.InvalidInputError, match="block_rows"):
+        td.semdedup(shards["one"], eps=0.2, n_clusters=3, block_rows=0)
+
+
+def test_ssp_random_threshold_is_exact_with_ties(monkeypatch):
+    # the threshold search (histogram bin, then the exact (bits, id) inside it) on draws
+    # with many ties and all in few bins, against a plain sort; tasks run in-process
+    from thrifty.distributed import _random_threshold
+    from thrifty.distributed import _stages as st
+
+    n = 5000
+    fake = {"bits": (np.arange(n) * 7919 % 13).astype(np.uint32) << np.uint32(29)}
+    monkeypatch.setattr(st, "random_bits", lambda ids, seed: fake["bits"][ids])
+
+    class Ex:
+        def map(self, fn, args, desc):
+            return [fn(*a) for a in args]
+
+    class Run:
+        ex = Ex()
+        parts = [(0, 1), (1, 1700), (1700, 1701), (1701, n)]
+
+    order = np.lexsort((np.arange(n), fake["bits"]))
+    for nk in (1, 2, 384, 385, 2500, n - 1, n):
+        rule = ("random", 0, *_random_threshold(Run(), nk, 0))
+        keep = st._keep_by_rule(rule, np.arange(n), None, None)
+        ref = np.zeros(n, bool)
+        ref[order[:nk]] = True
+        np.testing.assert_array_equal(keep, ref, err_msg=str(nk))
+
+
+def test_random_bits_match_the_core_order():
+    # the core's seeded random order (SemDeDup's member order, SSP's choice) is the order
+    # of (random_bits(id), id): checked on one process's ssp for several seeds
+    from thrifty.distributed._stages import random_bits
+
+    x = np.random.default_rng(2).normal(size=(3000, 6)).astype(np.float32)
+    ids = np.arange(3000)
+    for seed in (0, 1, 12345, 2**63, 2**64 - 1):
+        s = tp.ssp(x, keep_fraction=0.25, n_clusters=5, prefer="random", seed=seed)
+        ref = np.zeros(3000, bool)
+        ref[np.lexsort((ids, random_bits(ids, seed)))[:750]] = True
+        np.testing.assert_array_equal(s.keep, ref, err_msg=str(seed))
+
+
 def test_given_clustering_and_float16_shards(cluster, data, tmp_path):
     x, _ = data
     paths = _shard(x, [3000, 3001], str(tmp_path), dtype=np.float16)
@@ -258,6 +371,99 @@ def test_ray_dataset_input(cluster, data, tmp_path):
 
 def _no_partial_files(root):
     assert not glob.glob(os.path.join(root, "**", "*.tmp-*"), recursive=True)
+
+
+def _check_out_dir(res, s, shards, x_rows):
+    """The shard directories of ``res`` concatenate to the single-process arrays ``s``."""
+    m = json.load(open(os.path.join(res.out_dir, "_manifest.json")))
+    assert [sh["input"] for sh in m["shards"]] == shards
+    assert [sh["rows"] for sh in m["shards"]] == x_rows
+    for field in ("keep", "duplicate_of", "similarity", "score", "cluster"):
+        files = [os.path.join(res.out_dir, sh["dir"], f"{field}.npy") for sh in m["shards"]]
+        assert [np.load(f).shape[0] for f in files] == x_rows  # aligned with the inputs
+        np.testing.assert_array_equal(np.concatenate([np.load(f) for f in files]),
+                                      getattr(s, field), err_msg=field)
+    assert m["n_kept"] == int(s.keep.sum()) == res.n_kept
+    assert m["keep_per_cluster"] == s.keep_per_cluster.tolist()
+    assert m["prefer"] == s.prefer and m["method"] == s.method
+    _same(res.load(), s)
+
+
+@pytest.mark.parametrize("method,kw", [
+    ("semdedup", {"eps": 0.01, "block_rows": 500}),
+    ("dbp", {"keep_fraction": 0.4, "dedup_eps": 0.01, "prefer": "random"}),
+    ("ssp", {"keep_fraction": 0.3, "prefer": "easy"}),
+    ("ssp", {"keep_fraction": 0.3, "prefer": "random"}),
+])
+def test_out_dir_writes_shards_equal_to_single_process(cluster, data, tmp_path, method, kw):
+    x, shards = data
+    paths = shards["one-row"]
+    out = tmp_path / "out"
+    res = getattr(td, method)(paths, n_clusters=12, seed=4, out_dir=str(out),
+                              partition_rows=4096, **kw)
+    assert isinstance(res, td.ShardedPruneResult)
+    kw.pop("block_rows", None)
+    s = getattr(tp, method)(x, n_clusters=12, seed=4, **kw)
+    rows = [np.load(p, mmap_mode="r").shape[0] for p in paths]
+    _check_out_dir(res, s, paths, rows)
+    _no_partial_files(str(out))
+    # never written over: a non-empty out_dir is refused before any work
+    with pytest.raises(thrifty.InvalidInputError, match="not an empty directory"):
+        getattr(td, method)(paths, n_clusters=12, seed=4, out_dir=str(out), **kw)
+
+
+def _kill_one(fault_dir, stage, deadline_s=60):
+    deadline = time.monotonic() + deadline_s
+    pids = []
+    while not pids and time.monotonic() < deadline:
+        pids = [p for p in glob.glob(str(fault_dir / f"pid-{stage}-*")) if not p.endswith(".tmp")]
+        time.sleep(0.05)
+    assert pids, f"no {stage} task started"
+    os.kill(int(open(pids[0]).read()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_a_writer_killed_mid_shard_leaves_no_half_shard(cluster, data, tmp_path, retries):
+    # the writer is killed after the first of a shard's five files: with retries the
+    # output is complete and equal; without, the call fails and every shard directory
+    # present holds all five files, whole, and there is no manifest
+    x, shards = data
+    paths = shards["uneven"]
+    out = tmp_path / "out"
+    hold = cluster / "hold-write"
+    hold.write_text("")
+    box = {}
+
+    def go():
+        try:
+            box["r"] = td.semdedup(paths, eps=0.01, n_clusters=8, seed=1, out_dir=str(out),
+                                   max_retries=retries)
+        except BaseException as e:
+            box["e"] = e
+
+    t = threading.Thread(target=go)
+    t.start()
+    try:
+        _kill_one(cluster, "write")
+    finally:
+        hold.unlink()
+    t.join(120)
+    for p in glob.glob(str(cluster / "pid-*")):
+        os.unlink(p)
+    _no_partial_files(str(out))
+    rows = [np.load(p, mmap_mode="r").shape[0] for p in paths]
+    if retries:
+        assert "e" not in box, box.get("e")
+        _check_out_dir(box["r"], tp.semdedup(x, eps=0.01, n_clusters=8, seed=1), paths, rows)
+        return
+    assert "e" in box
+    assert not os.path.exists(out / "_manifest.json")
+    for d in glob.glob(str(out / "part-*")):
+        i = int(os.path.basename(d)[5:])
+        assert sorted(os.listdir(d)) == ["cluster.npy", "duplicate_of.npy", "keep.npy",
+                                         "score.npy", "similarity.npy"]
+        for f in os.listdir(d):
+            assert np.load(os.path.join(d, f)).shape[0] == rows[i]
 
 
 def test_killed_worker_is_retried_and_result_unchanged(cluster, data, tmp_path):
@@ -397,8 +603,8 @@ def test_bad_parameters(cluster, data):
         td.semdedup(shards["one"], eps=2.0)
     with pytest.raises(thrifty.InvalidInputError, match="multiple of 4096"):
         td.semdedup(shards["one"], eps=0.1, partition_rows=5000)
-    with pytest.raises(thrifty.InvalidInputError, match="random"):
-        td.ssp(shards["one"], keep_fraction=0.5, prefer="random")
+    with pytest.raises(thrifty.InvalidInputError, match="prefer"):
+        td.ssp(shards["one"], keep_fraction=0.5, prefer="shuffled")
     with pytest.raises(thrifty.InvalidInputError, match="auto"):
         td.semdedup(shards["one"], eps=0.1, prefer="auto")
     with pytest.raises(thrifty.InvalidInputError, match="y must have shape"):

@@ -136,3 +136,77 @@ def test_several_inputs_without_ray_are_refused(shards, tmp_path, capsys):
     assert _run(whole, "--ray", "--method", "random", "-o", out) == 2
     assert "random" in capsys.readouterr().err
     assert not os.path.exists(out)
+
+
+# --ray takes the next word only when it has the form of a Ray value, so it may stand
+# anywhere among the inputs: every order below parses to the same inputs, in order
+_INPUTS = ["a.npy", "shards/", "c-*.npy"]
+_ORDERS = {
+    "ray first": ["--ray", *_INPUTS, "-o", "o.npy"],
+    "ray last": [*_INPUTS, "-o", "o.npy", "--ray"],
+    "ray after inputs": [*_INPUTS, "--ray", "-o", "o.npy"],
+    "ray between inputs": ["a.npy", "--ray", "shards/", "-o", "o.npy", "c-*.npy"],
+    "output first": ["-o", "o.npy", "--ray", *_INPUTS],
+    "abbreviated": ["--ra", *_INPUTS, "-o", "o.npy"],
+    "explicit auto": ["--ray=auto", *_INPUTS, "-o", "o.npy"],
+    "auto value between": ["a.npy", "--ray", "auto", "shards/", "c-*.npy", "-o", "o.npy"],
+}
+
+
+def _parse(argv):
+    from thrifty.cli import build_parser
+
+    args, extra = build_parser().parse_known_args(["prune", *argv])
+    assert extra == []
+    return args
+
+
+@pytest.mark.parametrize("order", list(_ORDERS))
+def test_ray_never_swallows_an_input(order):
+    args = _parse(_ORDERS[order])
+    assert args.input == _INPUTS
+    assert args.ray == "auto"
+    assert args.output == "o.npy"
+
+
+@pytest.mark.parametrize("value", ["auto", "local", "local:3", "head:6379", "10.0.0.7:6379",
+                                   "[::1]:6379", "ray://head:10001"])
+@pytest.mark.parametrize("where", ["first", "last", "between"])
+def test_ray_values_are_taken_wherever_ray_stands(value, where):
+    argv = {"first": ["--ray", value, *_INPUTS, "-o", "o.npy"],
+            "last": [*_INPUTS, "-o", "o.npy", "--ray", value],
+            "between": ["a.npy", "--ray", value, "shards/", "c-*.npy", "-o", "o.npy"]}[where]
+    args = _parse(argv)
+    assert args.input == _INPUTS
+    assert args.ray == value
+
+
+@pytest.mark.parametrize("word", ["data/", "emb.npy", "localdir", "local:x", "emb:v2/",
+                                  "./head:6379", "autos"])
+def test_words_that_are_not_ray_values_stay_inputs(word):
+    args = _parse(["--ray", word, "-o", "o.npy"])
+    assert args.input == [word] and args.ray == "auto"
+    # after "--" everything is an input, even a Ray-like word
+    args = _parse(["-o", "o.npy", "--ray", "--", "local"])
+    assert args.input == ["local"] and args.ray == "auto"
+    # without --ray nothing changes
+    assert _parse([word, "-o", "o.npy"]).ray is None
+
+
+def test_a_malformed_explicit_ray_value_exits_2(shards, tmp_path, capsys):
+    whole, parts = shards
+    out = str(tmp_path / "out.npy")
+    assert _run(parts, "--ray=local:two", "-o", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "local:two" in err and "HOST:PORT" in err
+    assert not os.path.exists(out)
+
+
+def test_ray_before_the_inputs_prunes_them(cluster, shards, tmp_path):
+    whole, parts = shards
+    common = ["--method", "ssp", "--keep", "0.3", "--clusters", "12", "--seed", "1"]
+    one, dist = str(tmp_path / "one.npy"), str(tmp_path / "dist.npy")
+    assert _run(whole, "-o", one, *common) == 0
+    files = [os.path.join(parts, f"part-{i}.npy") for i in range(3)]
+    assert _run("--ray", files[0], "-o", dist, *common, files[1], files[2]) == 0
+    np.testing.assert_array_equal(np.load(dist), np.load(one))

@@ -17,8 +17,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
 __all__ = ["main", "build_parser"]
 
@@ -31,7 +31,34 @@ EXIT_SIGPIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr, exit code 2."""
+    """An ArgumentParser whose usage errors are one line on stderr, exit code 2.
+
+    A sub-command may pass ``normalise`` (a function rewriting its argument list before
+    parsing) and ``intermixed=True`` (positionals may come before, between and after the
+    options, collected in the order given).
+    """
+
+    def __init__(self, *args: Any, normalise: Callable[[list[str]], list[str]] | None = None,
+                 intermixed: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._normalise = normalise
+        self._intermixed = intermixed
+        self._in_intermixed = False
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        if self._normalise is not None:
+            argv = self._normalise(argv)
+        if self._intermixed and not self._in_intermixed:
+            # parse_known_intermixed_args calls parse_known_args itself (twice)
+            self._in_intermixed = True
+            try:
+                return super().parse_known_intermixed_args(argv, namespace)
+            finally:
+                self._in_intermixed = False
+        return super().parse_known_args(argv, namespace)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

@@ -22,6 +22,9 @@ concatenated rows. Stage files live in ``--work-dir`` (default ``OUT.work``), re
 after success; ``--resume`` reuses the stages an interrupted run finished. Without
 ``--ray`` a single file is required: several inputs are refused with a hint to use
 ``--ray`` (concatenating them silently could need more memory than one file).
+``--ray`` may stand anywhere: the word after it is its value only when it has the form of
+one (``auto``, ``local``, ``local:N``, ``HOST:PORT``, ``ray://...``), else it is an INPUT
+(:func:`split_ray_value`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -43,7 +47,7 @@ PREFER = ("hard", "easy", "random", "auto")
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "prune",
+        "prune", normalise=split_ray_value, intermixed=True,
         help="prune a .npy or .parquet file of embeddings (SemDeDup, DBP, SSP, random)",
         description=(
             "Prune a dataset by its embeddings. INPUT: .npy of shape (n, d), float32, "
@@ -85,9 +89,10 @@ def register(sub: Any) -> None:
     p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                    help="run on Ray (thrifty.distributed): 'auto' (the default when given "
                         "without a value: a running cluster, else a local one), a cluster "
-                        "address, or 'local[:N]' (a new local cluster with N CPUs); "
-                        "give it after INPUT, or with a value, so INPUT is not taken for "
-                        "the address")
+                        "address HOST:PORT or ray://..., or 'local[:N]' (a new local "
+                        "cluster with N CPUs). The word after --ray is its value only when "
+                        "it has one of these forms; anything else is an INPUT, wherever "
+                        "--ray stands (--ray=VALUE always takes VALUE)")
     p.add_argument("--resume", action="store_true",
                    help="--ray: reuse the stages a previous run with the same input and "
                         "options finished in --work-dir")
@@ -96,6 +101,39 @@ def register(sub: Any) -> None:
                         "(default OUT.work; removed after success)")
     example.add_arguments(p)
     p.set_defaults(func=run)
+
+
+_RAY_VALUE = re.compile(r"auto|local(:[0-9]+)?|ray://\S+|(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}")
+
+
+def is_ray_value(s: str) -> bool:
+    """Whether ``s`` has the form of a ``--ray`` value: ``auto``, ``local``,
+    ``local:N``, ``ray://...`` or ``HOST:PORT``."""
+    return _RAY_VALUE.fullmatch(s) is not None
+
+
+def split_ray_value(argv: list[str]) -> list[str]:
+    """``--ray WORD`` keeps WORD as its value only when WORD has the form of one
+    (:func:`is_ray_value`); otherwise ``--ray`` becomes ``--ray=auto`` and WORD stays a
+    positional INPUT. So ``--ray`` may stand anywhere, before, between or after the
+    inputs, and never swallows one. Tokens after ``--`` are left alone."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        t = argv[i]
+        if t == "--":
+            return out + argv[i:]
+        # argparse accepts unambiguous prefixes of long options ("--ra")
+        if len(t) >= 4 and "--ray".startswith(t):
+            if i + 1 < len(argv) and is_ray_value(argv[i + 1]):
+                out += ["--ray", argv[i + 1]]
+                i += 2
+                continue
+            out.append("--ray=auto")
+        else:
+            out.append(t)
+        i += 1
+    return out
 
 
 def _fail(msg: str) -> int:
@@ -235,6 +273,9 @@ def run(args: argparse.Namespace) -> int:
         args.input = args.input[0]
         args.shards = [args.input]
     else:
+        if not is_ray_value(args.ray):
+            return _fail(f"--ray {args.ray!r}: expected auto, local, local:N, HOST:PORT or "
+                         "ray://ADDRESS")
         if args.method == "random":
             return _fail("--method random draws a uniform subset in one process; drop --ray")
         from ..distributed import open_source

@@ -19,8 +19,11 @@ skips stages whose manifest matches).
 
 from __future__ import annotations
 
+import glob
+import json
 import math
 import os
+import shutil
 import time
 from typing import Any
 
@@ -37,9 +40,12 @@ from ._executor import RayExecutor, WorkDir, connect
 from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
 
 __all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNN", "text_kneighbors",
-           "text_predict", "DistributedPruneResult", "open_source", "connect"]
+           "text_predict", "DistributedPruneResult", "ShardedPruneResult", "open_source",
+           "connect"]
 
 _ORDERS = ("hard", "easy", "random")
+#: SemDeDup of a cluster above this many rows is split into pairs of row blocks
+DEFAULT_BLOCK_ROWS = 32768
 _PREFER = (*_ORDERS, "auto")
 
 
@@ -243,21 +249,28 @@ def _prune(method: str, inputs: Any, params: dict[str, Any], *, n_clusters: Any,
            centroids: Any, seed: Any, progress: ProgressArg, column: str | None,
            id_column: str | None, work_dir: str | None, resume: bool,
            partition_rows: int | None, buckets: int | None, num_cpus: int, max_retries: int,
-           ray: str | None) -> DistributedPruneResult:
+           ray: str | None, block_rows: int | None = None, out_dir: Any = None
+           ) -> DistributedPruneResult | ShardedPruneResult:
     seed = check_int(seed, "seed", low=0, high=2**64 - 1)
+    out = _check_out_dir(out_dir)
+    block_rows = (DEFAULT_BLOCK_ROWS if block_rows is None
+                  else check_int(block_rows, "block_rows", low=1))
     run = _Run(inputs, column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                partition_rows=partition_rows, num_cpus=num_cpus, max_retries=max_retries,
                progress=progress, ray=ray)
     try:
         if method != "semdedup":
             params = {**params, "n_classes": _n_classes(y, run.source.n)}
-        return _prune_run(run, method, params, n_clusters, labels, centroids, seed, buckets)
+        return _prune_run(run, method, params, n_clusters, labels, centroids, seed, buckets,
+                          block_rows, out)
     finally:
         run.work.close()
 
 
 def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, labels: Any,
-               centroids: Any, seed: int, buckets: int | None) -> DistributedPruneResult:
+               centroids: Any, seed: int, buckets: int | None,
+               block_rows: int, out_dir: str | None
+               ) -> DistributedPruneResult | ShardedPruneResult:
     src = run.source
     n = src.n
     if (labels is None) != (centroids is None):
@@ -295,43 +308,45 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
     key = {"centroids": _digest(c), "labels": None if lab is None else _digest(lab)}
     t0 = time.perf_counter()
     st_a, _ = _assign(run, c, True, unit_rows, lab, nb, "assign", key)
-    cluster = run.labels(st_a.dir)
     # per-cluster pass, one task per bucket
-    st_c, data = run.stage("clusters", {**key, "method": method, "params": params, "buckets": nb})
+    st_c, data = run.stage("clusters", {**key, "method": method, "params": params, "buckets": nb,
+                                        "block_rows": block_rows})
     if data is None:
-        c_ref = run.ex.put(c)
-        args = [(st_a.dir, b, c_ref, method, params, st_c.path(f"bucket-{b:05d}.npz"))
-                for b in range(nb)]
-        stats = run.ex.map(_stages.cluster_task, args, desc=f"{method} clusters")
-        data = st_c.finish({"stats": stats})
-    dup = np.full(n, -1, np.int64)
-    sim = np.full(n, np.nan, np.float32)
-    score = np.zeros(n, np.float64)
-    for b in range(nb):
-        with np.load(os.path.join(st_c.dir, f"bucket-{b:05d}.npz")) as z:
-            i = z["ids"]
-            dup[i], sim[i], score[i] = z["duplicate_of"], z["similarity"], z["score"]
-    complexity = np.zeros(0, np.float64)
+        data = st_c.finish({"stats": _cluster_pass(run, st_a.dir, st_c, c, method, params, nb,
+                                                   block_rows)})
+    bucket_file = [os.path.join(st_c.dir, f"bucket-{b:05d}.npz") for b in range(nb)]
     # the groups prefer="auto" counts: the classes of y, else the non-empty clusters
+    # (every cluster with a row is in the per-cluster statistics)
     groups = (params["n_classes"] if params.get("n_classes") is not None
-              else int((np.bincount(cluster, minlength=k) > 0).sum()))
+              else len({j for st in data["stats"] for j in st["cluster"]}))
+    complexity = np.zeros(0, np.float64)
+    # how each row's keep is decided, the same for every bucket (DBP: per bucket file)
+    rules: list[tuple[Any, ...]]
     if method == "semdedup":
-        keep = dup < 0
         prefer = params["prefer"]
+        rules = [("dup",)] * nb
     elif method == "ssp":
         nk = min(max(1, int(math.floor(params["keep_fraction"] * n + 0.5))), n)
         prefer = _core.prune_resolve_prefer(params["prefer"], nk, groups)
-        ids = np.arange(n, dtype=np.int64)
-        primary = -score if prefer == "hard" else score
-        order = np.lexsort((ids, primary))
-        keep = np.zeros(n, bool)
-        keep[order[:nk]] = True
+        if prefer == "random":
+            rules = [("random", seed, *_random_threshold(run, nk, seed))] * nb
+        else:
+            # the global ranking needs every score: n float64 on the driver
+            ids_l, sc_l = [], []
+            for f in bucket_file:
+                with np.load(f) as z:
+                    ids_l.append(z["ids"])
+                    sc_l.append(z["score"])
+            ids, sc = np.concatenate(ids_l), np.concatenate(sc_l)
+            last = np.lexsort((ids, -sc if prefer == "hard" else sc))[nk - 1]
+            rules = [(prefer, float(sc[last]), int(ids[last]))] * nb
+            del ids, sc, ids_l, sc_l
     else:
         intra = np.full(k, np.nan)
         sizes = np.zeros(k, np.int64)
-        for s in data["stats"]:
-            intra[s["cluster"]] = s["intra"]
-            sizes[s["cluster"]] = s["size"]
+        for st in data["stats"]:
+            intra[st["cluster"]] = st["intra"]
+            sizes[st["cluster"]] = st["size"]
         counts, complexity = _core.prune_dbp_counts(c, intra, sizes, n, params)
         # "auto" depends on the kept count over the whole input: resolved here, once
         prefer = _core.prune_resolve_prefer(params["prefer"], int(counts.sum()), groups)
@@ -339,24 +354,196 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
                                          "buckets": nb})
         if sel is None:
             c_ref, n_ref = run.ex.put(c), run.ex.put(counts)
-            sel_args = [(st_a.dir, b, os.path.join(st_c.dir, f"bucket-{b:05d}.npz"), c_ref,
-                         n_ref, prefer, seed, st_s.path(f"keep-{b:05d}.npy"))
-                        for b in range(nb)]
+            sel_args = [(st_a.dir, b, bucket_file[b], c_ref, n_ref, prefer, seed,
+                         st_s.path(f"keep-{b:05d}.npy")) for b in range(nb)]
             run.ex.map(_stages.select_task, sel_args, desc="dbp select")
             st_s.finish({})
-        keep = np.zeros(n, bool)
-        for b in range(nb):
-            keep[np.load(os.path.join(st_s.dir, f"keep-{b:05d}.npy"))] = True
+        rules = [("ids", os.path.join(st_s.dir, f"keep-{b:05d}.npy")) for b in range(nb)]
+    if out_dir is not None:
+        r_out = _write_outputs(run, out_dir, st_a.dir, bucket_file, rules, k, key)
+        r_out.method, r_out.prefer, r_out.params = method, prefer, params
+        r_out.complexity = complexity
+        r_out.seconds = {**run.ex.seconds, "k-means train": train_s}
+        _write_manifest(r_out, run.source)
+        return r_out
+    cluster = run.labels(st_a.dir)
+    dup = np.full(n, -1, np.int64)
+    sim = np.full(n, np.nan, np.float32)
+    score = np.zeros(n, np.float64)
+    keep = np.zeros(n, bool)
+    for b, f in enumerate(bucket_file):
+        with np.load(f) as z:
+            i = z["ids"]
+            dup[i], sim[i], score[i] = z["duplicate_of"], z["similarity"], z["score"]
+            keep[i] = _stages._keep_by_rule(rules[b], i, dup[i], score[i])
     kpc = np.bincount(cluster[keep], minlength=k).astype(np.int64)
     r = DistributedPruneResult(method, keep, cluster, dup, sim, score, kpc, complexity, prefer,
                                params)
     r.seconds = {**run.ex.seconds, "k-means train": train_s,
                  "driver (gather results, allocation)":
                      time.perf_counter() - t0 - sum(run.ex.seconds.get(s, 0.0) for s in (
-                         "assign", f"{method} clusters", "dbp select"))}
+                         "assign", f"{method} clusters", f"{method} cluster blocks",
+                         f"{method} merge blocks", "dbp select", "ssp random: histogram",
+                         "ssp random: threshold"))}
     if src.id_column is not None:
         r.ids = [v for a, b in run.parts for v in src.read_ids(a, b)]
     return r
+
+
+def _cluster_pass(run: _Run, assign_dir: str, st: Any, c: np.ndarray, method: str,
+                  params: dict[str, Any], nb: int, block_rows: int) -> list[dict[str, Any]]:
+    """The per-cluster pass: one task per bucket; then, for the clusters above
+    ``block_rows`` rows that need SemDeDup, one task per pair of row blocks and one merge
+    task per bucket holding such clusters. Returns the per-cluster statistics."""
+    c_ref = run.ex.put(c)
+    big_dir = os.path.join(st.dir, "big")
+    outs = [st.path(f"bucket-{b:05d}.npz") for b in range(nb)]
+    args = [(assign_dir, b, c_ref, method, params, outs[b], block_rows, big_dir)
+            for b in range(nb)]
+    stats = run.ex.map(_stages.cluster_task, args, desc=f"{method} clusters")
+    big = [(b, s["big"]) for b, s in enumerate(stats) if s["big"]]
+    if not big:
+        return stats
+    opts = _stages._dedup_opts(method, params)
+    pairs = [(big_dir, j, i, k, c[j:j + 1], opts)
+             for _, bl in big for j, m in bl
+             for i in range(_stages.n_blocks(m, block_rows))
+             for k in range(i + 1, _stages.n_blocks(m, block_rows))]
+    run.ex.map(_stages.pair_task, pairs, desc=f"{method} cluster blocks")
+    merged = run.ex.map(_stages.finalize_task,
+                        [(outs[b], big_dir, bl, block_rows) for b, bl in big],
+                        desc=f"{method} merge blocks")
+    return stats + merged
+
+
+class ShardedPruneResult:
+    """The outcome of a distributed pruning call given ``out_dir``: the per-row results
+    are in ``out_dir``, one directory per input shard, aligned with it (row ``i`` of
+    input shard ``s`` is row ``i`` of ``part-<s>/<field>.npy``), and listed in
+    ``out_dir/_manifest.json`` (written last).
+
+    Attributes: ``out_dir``, ``method``, ``prefer``, ``params``, ``n_input``, ``n_kept``,
+    ``n_duplicates``, ``keep_per_cluster``, ``complexity`` (as in
+    :class:`~thrifty.prune.PruneResult`), ``shards`` (one dict per input shard:
+    ``input``, ``start``, ``rows``, ``dir``, ``kept``) and ``seconds``. :meth:`paths`
+    names a field's files in shard order; :meth:`load` reads them all into a
+    :class:`DistributedPruneResult` (for inputs that fit in memory).
+    """
+
+    FIELDS = ("keep", "duplicate_of", "similarity", "score", "cluster")
+
+    def __init__(self, out_dir: str, shards: list[dict[str, Any]],
+                 keep_per_cluster: np.ndarray) -> None:
+        self.out_dir = out_dir
+        self.shards = shards
+        self.keep_per_cluster = keep_per_cluster
+        self.n_input = int(sum(s["rows"] for s in shards))
+        self.n_kept = int(sum(s["kept"] for s in shards))
+        self.n_duplicates = int(sum(s["duplicates"] for s in shards))
+        self.method = self.prefer = ""
+        self.params: dict[str, Any] = {}
+        self.complexity = np.zeros(0, np.float64)
+        self.seconds: dict[str, float] = {}
+
+    def paths(self, field: str) -> list[str]:
+        """The ``.npy`` files of ``field`` (one of :attr:`FIELDS`), in shard order."""
+        field = check_choice(field, "field", self.FIELDS)
+        return [os.path.join(self.out_dir, s["dir"], f"{field}.npy") for s in self.shards]
+
+    def load(self) -> DistributedPruneResult:
+        """Every field concatenated over the shards (global row order)."""
+        cols = {f: np.concatenate([np.load(p) for p in self.paths(f)]) for f in self.FIELDS}
+        r = DistributedPruneResult(self.method, cols["keep"], cols["cluster"],
+                                   cols["duplicate_of"], cols["similarity"], cols["score"],
+                                   self.keep_per_cluster, self.complexity, self.prefer,
+                                   self.params)
+        r.seconds = self.seconds
+        return r
+
+
+def _check_out_dir(out_dir: Any) -> str | None:
+    if out_dir is None:
+        return None
+    path = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise InvalidInputError(f"out_dir {path} exists and is not an empty directory; "
+                                "results are never written over other files")
+    return path
+
+
+def _write_outputs(run: _Run, out_dir: str, labels_root: str, bucket_file: list[str],
+                   rules: list[tuple[Any, ...]], k: int, key: dict[str, Any]
+                   ) -> ShardedPruneResult:
+    """Scatter every bucket's results to the partitions of its rows, then write one
+    output directory per input shard (tasks; nothing per row passes the driver)."""
+    src = run.source
+    st, data = run.stage("scatter", {"key": key, "rules": [list(r) for r in rules]})
+    if data is None:
+        starts = np.array([a for a, _ in run.parts], dtype=np.int64)
+        run.ex.map(_stages.scatter_task, [(bucket_file[b], b, starts, rules[b], st.dir)
+                                          for b in range(len(bucket_file))],
+                   desc="scatter results")
+        st.finish({})
+    os.makedirs(out_dir, exist_ok=True)
+    args = []
+    for i, sh in enumerate(src.shards):
+        a, b = sh.start, sh.start + sh.rows
+        parts = [(p, pa, pb) for p, (pa, pb) in enumerate(run.parts) if pa < b and pb > a]
+        args.append((os.path.join(out_dir, f"part-{i:05d}"), a, b, parts,
+                     os.path.join(labels_root, "labels"), st.dir, k))
+    try:
+        done = run.ex.map(_stages.write_shard_task, args, desc="write shards")
+    finally:
+        # a killed writer leaves its temporary directory (its retry writes a new one);
+        # the finished shards stay whole
+        for t in glob.glob(os.path.join(out_dir, "*.tmp-*")):
+            shutil.rmtree(t, ignore_errors=True)
+    kpc = np.zeros(k, np.int64)
+    shards = []
+    for i, (sh, d) in enumerate(zip(src.shards, done)):
+        kpc += d["keep_per_cluster"]
+        shards.append({"input": sh.path, "start": sh.start, "rows": sh.rows,
+                       "dir": f"part-{i:05d}", "kept": d["kept"],
+                       "duplicates": d["duplicates"]})
+    return ShardedPruneResult(out_dir, shards, kpc)
+
+
+def _write_manifest(r: ShardedPruneResult, src: Source) -> None:
+    """``_manifest.json``, written last and atomically: the output is complete once it
+    exists."""
+    from ._source import _write_atomic
+
+    m = {"method": r.method, "prefer": r.prefer, "params": r.params, "n_input": r.n_input,
+         "n_kept": r.n_kept, "n_duplicates": r.n_duplicates, "fields": list(r.FIELDS),
+         "id_column": src.id_column, "keep_per_cluster": r.keep_per_cluster.tolist(),
+         "complexity": [None if not math.isfinite(v) else v for v in r.complexity.tolist()],
+         "shards": r.shards}
+    _write_atomic(os.path.join(r.out_dir, "_manifest.json"),
+                  lambda f: f.write(json.dumps(m, indent=1).encode()))
+
+
+def _random_threshold(run: _Run, nk: int, seed: int) -> tuple[int, int]:
+    """The last of the ``nk`` rows the core's seeded random order puts first over all
+    ``n`` rows, as ``(random_bits, id)``: the order is ``(random_bits(id), id)``.
+
+    The draws depend on the global id only, so no rows are read: a histogram of the top
+    bits per partition finds the bin holding the ``nk``-th row, and that bin's rows
+    (about ``n / RANDOM_BINS``) give the exact last one."""
+    parts = run.parts
+    hists = run.ex.map(_stages.random_hist_task, [(a, b, seed) for a, b in parts],
+                       desc="ssp random: histogram")
+    total = np.zeros(_stages.RANDOM_BINS, np.int64)
+    for h in hists:
+        total += h
+    cum = np.cumsum(total)
+    bin_ = int(np.searchsorted(cum, nk))  # first bin whose cumulative count reaches nk
+    before = int(cum[bin_ - 1]) if bin_ else 0
+    got = run.ex.map(_stages.random_bin_task, [(a, b, seed, bin_) for a, b in parts],
+                     desc="ssp random: threshold")
+    bits = np.concatenate([g[0] for g in got]).astype(np.int64)
+    ids = np.concatenate([g[1] for g in got])
+    last = np.lexsort((ids, bits))[nk - before - 1]
+    return int(bits[last]), int(ids[last])
 
 
 _RUN_DOC = """
@@ -375,6 +562,12 @@ _RUN_DOC = """
         65536 rows per bucket, at least one per partition, at most ``n_clusters``.
     num_cpus : int
         CPUs (and thrifty threads) per task.
+    out_dir : str, optional
+        Write the per-row results (keep, duplicate_of, similarity, score, cluster) as
+        ``.npy`` files aligned with the input shards, one directory per shard written
+        all or nothing, plus ``_manifest.json`` (written last), into this new or empty
+        directory, and return a :class:`ShardedPruneResult` instead of in-memory
+        arrays: for inputs whose per-row results should not be gathered in one process.
     max_retries : int
         Re-runs of a task whose worker died.
     ray : str
@@ -387,8 +580,14 @@ def semdedup(X: Any, *, eps: float, n_clusters: int | None = None, labels: Any =
              progress: ProgressArg = None, column: str | None = None,
              id_column: str | None = None, work_dir: str | None = None, resume: bool = False,
              partition_rows: int | None = None, buckets: int | None = None, num_cpus: int = 1,
-             max_retries: int = 3, ray: str | None = "auto") -> DistributedPruneResult:
-    """:func:`thrifty.prune.semdedup` over sharded inputs; equal results by global row."""
+             max_retries: int = 3, ray: str | None = "auto",
+             block_rows: int | None = None,
+        out_dir: str | None = None) -> DistributedPruneResult | ShardedPruneResult:
+    """:func:`thrifty.prune.semdedup` over sharded inputs; equal results by global row.
+
+    The SemDeDup of a cluster of more than ``block_rows`` rows (default 32768) runs as
+    one task per pair of row blocks of that size; the result is the same.
+    """
     eps = _fraction(eps, "eps")
     if prefer == "auto":
         raise InvalidInputError(
@@ -399,7 +598,8 @@ def semdedup(X: Any, *, eps: float, n_clusters: int | None = None, labels: Any =
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                   partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
-                  max_retries=max_retries, ray=ray)
+                  max_retries=max_retries, ray=ray, block_rows=block_rows,
+                  out_dir=out_dir)
 
 
 def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: Any = None,
@@ -408,24 +608,22 @@ def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
         column: str | None = None, id_column: str | None = None, work_dir: str | None = None,
         resume: bool = False, partition_rows: int | None = None, buckets: int | None = None,
         num_cpus: int = 1, max_retries: int = 3, ray: str | None = "auto"
-        ) -> DistributedPruneResult:
+        ,
+        out_dir: str | None = None) -> DistributedPruneResult | ShardedPruneResult:
     """:func:`thrifty.prune.ssp` over sharded inputs; equal results by global row.
 
-    ``prefer="random"`` is not available distributed yet (InvalidInputError);
     ``prefer="auto"`` resolves over the whole input exactly as one process does (``y``:
-    in-memory class labels of every row, in global row order).
+    in-memory class labels of every row, in global row order). ``prefer="random"`` keeps
+    the rows the core's seeded order puts first: each row's draw depends on its global
+    id and the seed only, so the choice does not depend on the sharding.
     """
     kf = _fraction(keep_fraction, "keep_fraction")
     prefer = check_choice(prefer, "prefer", _PREFER)
-    if prefer == "random":
-        raise InvalidInputError("thrifty.distributed.ssp supports prefer='hard', 'easy' and "
-                                "'auto'; prefer='random' runs in one process only "
-                                "(thrifty.prune.ssp)")
     return _prune("ssp", X, {"keep_fraction": kf, "prefer": prefer}, y=y, n_clusters=n_clusters,
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                   partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
-                  max_retries=max_retries, ray=ray)
+                  max_retries=max_retries, ray=ray, out_dir=out_dir)
 
 
 def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: Any = None,
@@ -435,11 +633,13 @@ def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
         progress: ProgressArg = None, column: str | None = None, id_column: str | None = None,
         work_dir: str | None = None, resume: bool = False, partition_rows: int | None = None,
         buckets: int | None = None, num_cpus: int = 1, max_retries: int = 3,
-        ray: str | None = "auto") -> DistributedPruneResult:
+        ray: str | None = "auto", block_rows: int | None = None,
+        out_dir: str | None = None) -> DistributedPruneResult | ShardedPruneResult:
     """:func:`thrifty.prune.dbp` over sharded inputs; equal results by global row.
 
     The allocation runs on the driver from per-cluster statistics (k numbers each); the
-    per-cluster SemDeDup and selection run one task per bucket.
+    per-cluster SemDeDup and selection run one task per bucket (the SemDeDup of a cluster
+    of more than ``block_rows`` rows, default 32768, one task per pair of row blocks).
     """
     kf = _fraction(keep_fraction, "keep_fraction")
     nn = check_int(n_neighbors, "n_neighbors", low=1)
@@ -452,7 +652,8 @@ def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
                   n_clusters=n_clusters, labels=labels, centroids=centroids, seed=seed,
                   progress=progress, column=column, id_column=id_column, work_dir=work_dir,
                   resume=resume, partition_rows=partition_rows, buckets=buckets,
-                  num_cpus=num_cpus, max_retries=max_retries, ray=ray)
+                  num_cpus=num_cpus, max_retries=max_retries, ray=ray, block_rows=block_rows,
+                  out_dir=out_dir)
 
 
 for _f in (semdedup, ssp, dbp):

@@ -174,6 +174,12 @@ class RayExecutor:
         except BaseException:
             for r in pending:
                 ray.cancel(r, force=True)
+            # let the cancelled tasks end before the caller cleans up after the stage
+            # (a task still running could write after that)
+            try:
+                ray.wait(pending, num_returns=len(pending), timeout=10)
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
             raise
         self.seconds[desc] = self.seconds.get(desc, 0.0) + time.perf_counter() - t0
         return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import FormatError, InvalidInputError, ThriftyIOError
+from ._executor import fault_point
 
 __all__ = ["Shard", "Source", "open_source", "partitions", "BLOCK_ROWS"]
 
@@ -368,6 +370,30 @@ def write_npy_atomic(path: str, arr: np.ndarray) -> None:
 def write_npz_atomic(path: str, **arrays: np.ndarray) -> None:
     """``np.savez`` to a temporary name beside ``path``, then rename."""
     _write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+
+
+def write_dir_atomic(path: str, **arrays: np.ndarray) -> bool:
+    """Every array as ``<name>.npy`` (each written with :func:`write_npy_atomic`) in a
+    temporary directory beside ``path``, then one rename to ``path``: a reader sees all
+    the files or none. When ``path`` already exists (a retried writer whose first try
+    got as far as the rename) it is left as it is and False is returned."""
+    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        os.makedirs(tmp)
+        for name, arr in arrays.items():
+            write_npy_atomic(os.path.join(tmp, f"{name}.npy"), arr)
+            fault_point("write")
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not os.path.isdir(path):
+                raise
+            shutil.rmtree(tmp)
+            return False
+        return True
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def partitions(n: int, rows: int) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ import numpy as np
 from .. import _core
 from .._errors import InvalidInputError
 from ._executor import fault_point
-from ._source import BLOCK_ROWS, Source, write_npy_atomic, write_npz_atomic
+from ._source import BLOCK_ROWS, Source, write_dir_atomic, write_npy_atomic, write_npz_atomic
 
 
 def aligned(a: np.ndarray) -> np.ndarray:
@@ -49,6 +49,54 @@ def sequential_sum(v: list[float] | np.ndarray) -> float:
     """Left-to-right float64 sum (as Rust's ``Iterator::sum``)."""
     a = np.asarray(v, dtype=np.float64)
     return float(np.add.accumulate(a)[-1]) if a.size else 0.0
+
+
+# The core's seeded random order (``prune::order_items`` with ``Order::Random``) sorts rows
+# by ``Stream::new(seed).uniform(global id)``, ties by id. ``uniform`` is the top 32 bits
+# of a SplitMix64 draw over 2^32, so the order is the integer order of
+# ``(random_bits(id), id)``; the constants are those of ``quant::rng`` (SplitMix64's
+# finaliser and the golden-ratio increment). A draw depends on ``(seed, id)`` only, so a
+# row's place in the order does not depend on the sharding. The tests compare the kept
+# rows with ``thrifty.prune.ssp(..., prefer="random")`` for several seeds.
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# the order's top bits split into this many histogram bins (the SSP threshold search)
+RANDOM_BINS_SHIFT = 20
+RANDOM_BINS = 1 << (32 - RANDOM_BINS_SHIFT)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser, element-wise on uint64 (wrapping products)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def random_bits(ids: np.ndarray, seed: int) -> np.ndarray:
+    """The 32 random bits that place each global row id in the core's seeded random
+    order (uint32; the order is ``(bits, id)`` ascending)."""
+    key = _mix(np.array([seed], dtype=np.uint64))
+    i = np.asarray(ids, dtype=np.int64).astype(np.uint64)
+    return (_mix(key ^ ((i + np.uint64(1)) * _GOLDEN)) >> np.uint64(32)).astype(np.uint32)
+
+
+def random_hist_task(start: int, stop: int, seed: int) -> np.ndarray:
+    """Rows ``start:stop`` per bin of the top bits of their random order (int64
+    counts, :data:`RANDOM_BINS` bins)."""
+    fault_point("random")
+    b = random_bits(np.arange(start, stop, dtype=np.int64), seed) >> RANDOM_BINS_SHIFT
+    return np.bincount(b, minlength=RANDOM_BINS).astype(np.int64)
+
+
+def random_bin_task(start: int, stop: int, seed: int, bin_: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(bits, ids)`` of the rows ``start:stop`` in histogram bin ``bin_``."""
+    fault_point("random")
+    ids = np.arange(start, stop, dtype=np.int64)
+    b = random_bits(ids, seed)
+    sel = (b >> RANDOM_BINS_SHIFT) == bin_
+    return b[sel], ids[sel]
 
 
 def gather_task(source: Source, rows: np.ndarray) -> np.ndarray:
@@ -121,30 +169,68 @@ def _clusters(lab: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(lab[a]), int(a), int(e)) for a, e in zip(starts, ends)]
 
 
+def _dedup_opts(method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The core's SemDeDup options of the per-cluster pass, None when it does not run."""
+    if method == "semdedup":
+        return {"eps": params["eps"], "prefer": params["prefer"], "seed": params["seed"]}
+    if method == "dbp" and params.get("dedup_eps") is not None:
+        return {"eps": params["dedup_eps"], "prefer": "hard", "seed": params["seed"]}
+    return None
+
+
+def _block_path(big_dir: str, cluster: int, block: int) -> str:
+    return os.path.join(big_dir, f"cluster-{cluster:07d}", f"block-{block:05d}.npz")
+
+
+def pair_path(big_dir: str, cluster: int, i: int, k: int) -> str:
+    return os.path.join(big_dir, f"cluster-{cluster:07d}", f"pair-{i:05d}-{k:05d}.npz")
+
+
+def n_blocks(m: int, block_rows: int) -> int:
+    return -(-m // block_rows)
+
+
 def cluster_task(assign_dir: str, bucket: int, centroids: np.ndarray, method: str,
-                 params: dict[str, Any], out_path: str) -> dict[str, list[Any]]:
+                 params: dict[str, Any], out_path: str, block_rows: int | None = None,
+                 big_dir: str | None = None) -> dict[str, list[Any]]:
     """The per-cluster pass over one bucket: SemDeDup (semdedup, dbp with ``dedup_eps``)
     and the cosine distance of every row to its centroid, each cluster's rows in
     ascending global id exactly as one process orders them. Writes ``out_path`` (ids,
     duplicate_of as global ids, similarity, score); returns per-cluster surviving sizes
-    and mean scores (summed in id order) for the DBP allocation."""
+    and mean scores (summed in id order) for the DBP allocation.
+
+    A cluster of more than ``block_rows`` rows that needs SemDeDup is not deduplicated
+    here: its rows go to block files in ``big_dir`` (``block_rows`` rows each, ascending
+    id) for :func:`pair_task`, and the bucket's rows are written to
+    ``<out_path>-pending.npz`` (with labels) for :func:`finalize_task`, which writes
+    ``out_path``. Such clusters are listed under ``"big"`` as ``[cluster, rows]``."""
     fault_point("clusters")
     ids, lab, x = _load_bucket(assign_dir, bucket)
     centroids = aligned(centroids)
     dup = np.full(ids.size, -1, np.int64)
     sim = np.full(ids.size, np.nan, np.float32)
     score = np.zeros(ids.size, np.float64)
-    stats: dict[str, list[Any]] = {"cluster": [], "size": [], "intra": []}
+    stats: dict[str, list[Any]] = {"cluster": [], "size": [], "intra": [], "big": []}
     seed = params["seed"]
+    opts = _dedup_opts(method, params)
     for j, a, e in _clusters(lab):
         xj = np.ascontiguousarray(x[a:e], dtype=np.float32)
         gj = np.ascontiguousarray(ids[a:e])
         zeros = np.zeros(e - a, np.int64)
         cj = np.ascontiguousarray(centroids[j:j + 1])
-        if method == "semdedup" or (method == "dbp" and params.get("dedup_eps") is not None):
-            opts = ({"eps": params["eps"], "prefer": params["prefer"], "seed": seed}
-                    if method == "semdedup" else
-                    {"eps": params["dedup_eps"], "prefer": "hard", "seed": seed})
+        if opts is not None and block_rows is not None and e - a > block_rows:
+            _, _, _, sc, _, _, _ = _core.prune_run(
+                "ssp", xj, zeros, cj,
+                {"keep_fraction": 1.0, "prefer": "hard", "n_classes": None, "seed": seed},
+                None, gj)
+            score[a:e] = sc
+            assert big_dir is not None
+            for i, r0 in enumerate(range(a, e, block_rows)):
+                r1 = min(r0 + block_rows, e)
+                write_npz_atomic(_block_path(big_dir, j, i), ids=ids[r0:r1], x=x[r0:r1])
+            stats["big"].append([j, e - a])
+            continue
+        if opts is not None:
             _, d, s, sc, _, _, _ = _core.prune_run("semdedup", xj, zeros, cj, opts, None, gj)
             dup[a:e] = np.where(d >= 0, gj[np.maximum(d, 0)], -1)
             sim[a:e] = s
@@ -154,10 +240,87 @@ def cluster_task(assign_dir: str, bucket: int, centroids: np.ndarray, method: st
                 {"keep_fraction": 1.0, "prefer": "hard", "n_classes": None, "seed": seed},
                 None, gj)
         score[a:e] = sc
-        alive = sc[dup[a:e] < 0]
-        stats["cluster"].append(j)
-        stats["size"].append(int(alive.size))
-        stats["intra"].append(sequential_sum(alive) / alive.size if alive.size else float("nan"))
+        _cluster_stats(stats, j, sc[dup[a:e] < 0])
+    if stats["big"]:
+        write_npz_atomic(pending_path(out_path), ids=ids, labels=lab, duplicate_of=dup,
+                         similarity=sim, score=score)
+    else:
+        write_npz_atomic(out_path, ids=ids, duplicate_of=dup, similarity=sim, score=score)
+    return stats
+
+
+def pending_path(out_path: str) -> str:
+    return out_path[:-len(".npz")] + "-pending.npz"
+
+
+def _cluster_stats(stats: dict[str, list[Any]], j: int, alive: np.ndarray) -> None:
+    """A cluster's surviving size and mean distance (summed left to right in id order)."""
+    stats["cluster"].append(j)
+    stats["size"].append(int(alive.size))
+    stats["intra"].append(sequential_sum(alive) / alive.size if alive.size else float("nan"))
+
+
+def pair_task(big_dir: str, cluster: int, i: int, k: int, centroid: np.ndarray,
+              opts: dict[str, Any]) -> int:
+    """SemDeDup of the rows of blocks ``i < k`` of a big cluster, together.
+
+    Every row's best earlier row (in the cluster's order) lies in its own block or in
+    another one, so over the pairs that hold its block it meets every earlier row of the
+    cluster. The core orders the two blocks' rows as it orders the whole cluster (by
+    score or seeded draw of the global id, ties by id) and computes each product entry
+    the same way wherever it sits in a GEMM, so each pair gives, per row, the exact best
+    over its part: ``pair-i-k.npz`` (similarity, duplicate_of as a global id or -1)."""
+    fault_point("blocks")
+    xs, gs = [], []
+    for b in (i, k):
+        with np.load(_block_path(big_dir, cluster, b)) as z:
+            gs.append(z["ids"])
+            xs.append(z["x"])
+    g = np.concatenate(gs)
+    x = np.ascontiguousarray(np.concatenate(xs), dtype=np.float32)
+    _, d, s, _, _, _, _ = _core.prune_run("semdedup", x, np.zeros(g.size, np.int64),
+                                          aligned(centroid), opts, None, g)
+    write_npz_atomic(pair_path(big_dir, cluster, i, k), similarity=s,
+                     duplicate_of=np.where(d >= 0, g[np.maximum(d, 0)], -1))
+    return int(g.size)
+
+
+def finalize_task(out_path: str, big_dir: str, big: list[list[int]], block_rows: int
+                  ) -> dict[str, list[Any]]:
+    """Merge the pair results of a bucket's big clusters into its rows and write
+    ``out_path``; returns their per-cluster statistics as :func:`cluster_task` does.
+
+    Per row: the largest similarity over the pairs (NaN, "no earlier row", only when all
+    are NaN); among pairs with that similarity the lowest duplicate id, as the core
+    breaks ties by index. A row is a duplicate in a pair exactly when that similarity
+    exceeds ``1 - eps``, so equal similarities agree on whether it is one."""
+    fault_point("finalize")
+    with np.load(pending_path(out_path)) as z:
+        ids, lab = z["ids"], z["labels"]
+        dup, sim, score = z["duplicate_of"], z["similarity"], z["score"]
+    stats: dict[str, list[Any]] = {"cluster": [], "size": [], "intra": []}
+    where = {j: (a, e) for j, a, e in _clusters(lab)}
+    for j, m in big:
+        a, e = where[j]
+        if e - a != m:
+            raise InvalidInputError(f"{out_path}: cluster {j} changed size; rerun without "
+                                    "resume")
+        best = np.full(m, np.nan, np.float32)
+        who = np.full(m, -1, np.int64)
+        nb = n_blocks(m, block_rows)
+        for i in range(nb):
+            for k in range(i + 1, nb):
+                pos = np.concatenate([np.arange(i * block_rows, min((i + 1) * block_rows, m)),
+                                      np.arange(k * block_rows, min((k + 1) * block_rows, m))])
+                with np.load(pair_path(big_dir, j, i, k)) as z:
+                    s, d = z["similarity"], z["duplicate_of"]
+                cur, cw = best[pos], who[pos]
+                better = (s > cur) | (np.isnan(cur) & ~np.isnan(s))
+                tie = s == cur
+                best[pos] = np.where(better, s, cur)
+                who[pos] = np.where(better, d, np.where(tie, np.minimum(cw, d), cw))
+        dup[a:e], sim[a:e] = who, best
+        _cluster_stats(stats, j, score[a:e][who < 0])
     write_npz_atomic(out_path, ids=ids, duplicate_of=dup, similarity=sim, score=score)
     return stats
 
@@ -191,6 +354,83 @@ def select_task(assign_dir: str, bucket: int, cluster_file: str, centroids: np.n
     out = np.concatenate(kept) if kept else np.zeros(0, np.int64)
     write_npy_atomic(out_path, out)
     return int(out.size)
+
+
+def _keep_by_rule(rule: tuple[Any, ...], ids: np.ndarray, dup: np.ndarray,
+                  score: np.ndarray) -> np.ndarray:
+    """The keep mask of rows ``ids`` under a rule the driver chose once for the whole
+    input: ``("dup",)`` (SemDeDup: not a duplicate), ``("ids", path)`` (DBP: the kept ids
+    in a file), ``("hard" | "easy", score, id)`` (SSP: at or before that row in the
+    score order, ties by id), ``("random", seed, bits, id)`` (SSP: at or before that
+    row in the seeded order)."""
+    kind = rule[0]
+    if kind == "dup":
+        return dup < 0
+    if kind == "ids":
+        return np.isin(ids, np.load(rule[1]))
+    if kind == "random":
+        _, seed, b_last, i_last = rule
+        b = random_bits(ids, seed).astype(np.int64)
+        return (b < b_last) | ((b == b_last) & (ids <= i_last))
+    s_last, i_last = rule[1], rule[2]
+    first = score > s_last if kind == "hard" else score < s_last
+    return first | ((score == s_last) & (ids <= i_last))
+
+
+def scatter_task(cluster_file: str, bucket: int, starts: np.ndarray, rule: tuple[Any, ...],
+                 out_root: str) -> int:
+    """One bucket's per-row results, split by the partition of each row:
+    ``part-P/bucket-B.npz`` (ids, duplicate_of, similarity, score, keep) for the writers
+    of :func:`write_shard_task`. Returns the rows written."""
+    fault_point("scatter")
+    with np.load(cluster_file) as z:
+        ids, dup, sim, score = z["ids"], z["duplicate_of"], z["similarity"], z["score"]
+    keep = _keep_by_rule(rule, ids, dup, score)
+    p = np.searchsorted(starts, ids, side="right") - 1
+    order = np.argsort(p, kind="stable")
+    cuts = np.flatnonzero(np.diff(p[order])) + 1
+    for sel in np.split(order, cuts):
+        if sel.size:
+            write_npz_atomic(os.path.join(out_root, f"part-{int(p[sel[0]]):06d}",
+                                          f"bucket-{bucket:05d}.npz"),
+                             ids=ids[sel], duplicate_of=dup[sel], similarity=sim[sel],
+                             score=score[sel], keep=keep[sel])
+    return int(ids.size)
+
+
+def write_shard_task(out_path: str, start: int, stop: int, parts: list[tuple[int, int, int]],
+                     labels_dir: str, scatter_root: str, k: int) -> dict[str, Any]:
+    """The results of global rows ``start:stop`` (one input shard) from the partitions
+    ``(P, first, end)`` that overlap it, written as one directory of ``.npy`` files
+    (keep, duplicate_of, similarity, score, cluster), all or nothing. Returns the kept
+    and duplicate counts and the kept rows per cluster."""
+    fault_point("shards")
+    n = stop - start
+    cluster = np.full(n, -1, np.int64)
+    dup = np.full(n, -1, np.int64)
+    sim = np.full(n, np.nan, np.float32)
+    score = np.zeros(n, np.float64)
+    keep = np.zeros(n, bool)
+    seen = 0
+    for part, a, b in parts:
+        lo, hi = max(a, start), min(b, stop)
+        lab = np.load(os.path.join(labels_dir, f"part-{part:06d}.npy"))
+        cluster[lo - start:hi - start] = lab[lo - a:hi - a]
+        for f in sorted(glob.glob(os.path.join(scatter_root, f"part-{part:06d}", "*.npz"))):
+            with np.load(f) as z:
+                ids = z["ids"]
+                sel = (ids >= lo) & (ids < hi)
+                r = ids[sel] - start
+                dup[r], sim[r] = z["duplicate_of"][sel], z["similarity"][sel]
+                score[r], keep[r] = z["score"][sel], z["keep"][sel]
+                seen += int(r.size)
+    if seen != n:
+        raise InvalidInputError(f"{out_path}: found results for {seen} of {n} rows; the work "
+                                "directory is incomplete, rerun without resume")
+    write_dir_atomic(out_path, keep=keep, duplicate_of=dup, similarity=sim, score=score,
+                     cluster=cluster)
+    return {"kept": int(keep.sum()), "duplicates": int((dup >= 0).sum()),
+            "keep_per_cluster": np.bincount(cluster[keep], minlength=k).astype(np.int64)}
 
 
 def topk_task(source: Source, start: int, stop: int, queries: np.ndarray, k: int,
