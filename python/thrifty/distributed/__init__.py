@@ -36,8 +36,8 @@ from . import _stages
 from ._executor import RayExecutor, WorkDir, connect
 from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
 
-__all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNN", "text_kneighbors",
-           "text_predict", "DistributedPruneResult", "open_source", "connect"]
+__all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNNClassifier",
+           "text_kneighbors", "text_predict", "DistributedPruneResult", "open_source", "connect"]
 
 _ORDERS = ("hard", "easy", "random")
 _PREFER = (*_ORDERS, "auto")
@@ -459,26 +459,27 @@ for _f in (semdedup, ssp, dbp):
     _f.__doc__ = (_f.__doc__ or "") + _RUN_DOC
 
 
-def topk(queries: Any, refs: Any, k: int, *, metric: str = "cosine",
+def topk(queries: Any, keys: Any, n_neighbors: int, *, metric: str = "cosine",
          progress: ProgressArg = None, column: str | None = None,
          partition_rows: int | None = None, num_cpus: int = 1, max_retries: int = 3,
          ray: str | None = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """:func:`thrifty.neighbors.topk` of in-memory ``queries`` against sharded ``refs``.
+    """:func:`thrifty.neighbors.topk` of in-memory ``queries`` against sharded ``keys``.
 
-    One task per reference partition computes its top-k; the driver merges them by
+    One task per key partition computes its top-k; the driver merges them by
     score, then lower global index: the indices and scores equal the single-process call
     on the concatenated rows.
     """
     metric = check_choice(metric, "metric", ("cosine", "dot", "euclidean"))
     q = as_float_matrix(queries, "queries", finite=False)
     connect(ray)
-    src = open_source(refs, column=column)
+    src = open_source(keys, column=column)
     if q.shape[1] != src.d:
         raise InvalidInputError(f"queries have {q.shape[1]} features but keys have {src.d}; "
                                 "they must match")
-    k = check_int(k, "k", low=1)
+    k = check_int(n_neighbors, "n_neighbors", low=1)
     if k > src.n:
-        raise InvalidInputError(f"k must be between 1 and the number of keys ({src.n}), got {k}")
+        raise InvalidInputError(
+            f"n_neighbors must be between 1 and the number of keys ({src.n}), got {k}")
     ex = RayExecutor(num_cpus=num_cpus, max_retries=max_retries, progress=progress)
     ex.check_kernels()
     parts = partitions(src.n, _partition_rows(src.n, partition_rows, ex))
@@ -527,9 +528,14 @@ def text_kneighbors(clf: Any, texts: Any, n_neighbors: int | None = None, *,
     return _merge([d for d, _ in res], [i for _, i in res], nn, descending=False)
 
 
-def text_predict(clf: Any, texts: Any, **kwargs: Any) -> np.ndarray:
-    """:meth:`CompressionKNNClassifier.predict` through :func:`text_kneighbors`."""
-    _, ind = text_kneighbors(clf, texts, clf.n_neighbors, **kwargs)
+def text_predict(clf: Any, texts: Any, *, partition_size: int = 4096,
+                 progress: ProgressArg = None, num_cpus: int = 1, max_retries: int = 3,
+                 ray: str | None = "auto") -> np.ndarray:
+    """:meth:`CompressionKNNClassifier.predict` of a fitted classifier through
+    :func:`text_kneighbors` (same options), equal to the single-process call."""
+    _, ind = text_kneighbors(clf, texts, clf.n_neighbors, partition_size=partition_size,
+                             progress=progress, num_cpus=num_cpus, max_retries=max_retries,
+                             ray=ray)
     lab = clf._codes[ind]
     n, c = lab.shape[0], len(clf.classes_)
     flat = (np.arange(n, dtype=np.int64)[:, None] * c + lab).ravel()
@@ -537,4 +543,4 @@ def text_predict(clf: Any, texts: Any, **kwargs: Any) -> np.ndarray:
     return clf.classes_[clf._decide(counts, lab)]
 
 
-from ._text import CompressionKNN  # noqa: E402  (uses _merge above)
+from ._text import CompressionKNNClassifier  # noqa: E402  (uses _merge above)
