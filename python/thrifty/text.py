@@ -44,10 +44,10 @@ from ._validation import check_choice, check_int
 
 __all__ = ["compressed_len", "ncd_matrix", "CompressionKNNClassifier", "COMPRESSORS", "DISTANCES"]
 
-#: Compressor names accepted everywhere in this module.
 COMPRESSORS = ("gzip", "bz2", "lzma", "zstd")
-#: Distance names accepted by :func:`ncd_matrix` and the classifier.
+"""Compressor names accepted everywhere in this module."""
 DISTANCES = ("ncd", "cdm", "clm")
+"""Distance names accepted by :func:`ncd_matrix` and the classifier."""
 _TIE_BREAKS = ("nearest", "random")
 _PROTOCOLS = ("fair", "paper")
 
