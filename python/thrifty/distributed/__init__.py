@@ -29,18 +29,16 @@ import numpy as np
 from .. import _core
 from .._errors import InvalidInputError
 from .._progress import ProgressArg
-from .._validation import as_float_matrix, check_choice, check_float, check_int
+from .._validation import as_float_matrix, check_choice, check_int
 from ..cluster import KMeans as _LocalKMeans
-from ..prune import PruneResult, _n_classes, default_n_clusters
+from ..prune import (PruneResult, _dbp_options, _n_classes, _semdedup_options,
+                     _ssp_options, default_n_clusters)
 from . import _stages
 from ._executor import RayExecutor, WorkDir, connect
 from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
 
 __all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNNClassifier",
            "text_kneighbors", "text_predict", "DistributedPruneResult", "open_source", "connect"]
-
-_ORDERS = ("hard", "easy", "random")
-_PREFER = (*_ORDERS, "auto")
 
 
 def _partition_rows(n: int, rows: int | None, executor: RayExecutor) -> int:
@@ -234,10 +232,6 @@ class DistributedPruneResult(PruneResult):
     seconds: dict[str, float] | None = None
 
 
-def _fraction(value: Any, name: str) -> float:
-    return check_float(value, name, low=0.0, high=1.0, low_inclusive=False)
-
-
 def _prune(method: str, inputs: Any, params: dict[str, Any], *, n_clusters: Any, labels: Any,
            y: Any = None,
            centroids: Any, seed: Any, progress: ProgressArg, column: str | None,
@@ -389,13 +383,7 @@ def semdedup(X: Any, *, eps: float, n_clusters: int | None = None, labels: Any =
              partition_rows: int | None = None, buckets: int | None = None, num_cpus: int = 1,
              max_retries: int = 3, ray: str | None = "auto") -> DistributedPruneResult:
     """:func:`thrifty.prune.semdedup` over sharded inputs; equal results by global row."""
-    eps = _fraction(eps, "eps")
-    if prefer == "auto":
-        raise InvalidInputError(
-            "prefer='auto' does not apply to semdedup: it chooses from the kept count, which "
-            "SemDeDup does not fix in advance; pass 'hard', 'easy' or 'random'")
-    prefer = check_choice(prefer, "prefer", _ORDERS)
-    return _prune("semdedup", X, {"eps": eps, "prefer": prefer}, n_clusters=n_clusters,
+    return _prune("semdedup", X, _semdedup_options(eps, prefer), n_clusters=n_clusters,
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                   partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
@@ -415,13 +403,12 @@ def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
     ``prefer="auto"`` resolves over the whole input exactly as one process does (``y``:
     in-memory class labels of every row, in global row order).
     """
-    kf = _fraction(keep_fraction, "keep_fraction")
-    prefer = check_choice(prefer, "prefer", _PREFER)
-    if prefer == "random":
+    opts = _ssp_options(keep_fraction, prefer)
+    if opts["prefer"] == "random":
         raise InvalidInputError("thrifty.distributed.ssp supports prefer='hard', 'easy' and "
                                 "'auto'; prefer='random' runs in one process only "
                                 "(thrifty.prune.ssp)")
-    return _prune("ssp", X, {"keep_fraction": kf, "prefer": prefer}, y=y, n_clusters=n_clusters,
+    return _prune("ssp", X, opts, y=y, n_clusters=n_clusters,
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                   partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
@@ -441,15 +428,8 @@ def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
     The allocation runs on the driver from per-cluster statistics (k numbers each); the
     per-cluster SemDeDup and selection run one task per bucket.
     """
-    kf = _fraction(keep_fraction, "keep_fraction")
-    nn = check_int(n_neighbors, "n_neighbors", low=1)
-    t = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
-    b = check_float(balance, "balance", low=0.0, high=1.0)
-    prefer = check_choice(prefer, "prefer", _PREFER)
-    de = None if dedup_eps is None else _fraction(dedup_eps, "dedup_eps")
-    return _prune("dbp", X, {"keep_fraction": kf, "n_neighbors": nn, "temperature": t,
-                             "balance": b, "prefer": prefer, "dedup_eps": de}, y=y,
-                  n_clusters=n_clusters, labels=labels, centroids=centroids, seed=seed,
+    opts = _dbp_options(keep_fraction, n_neighbors, temperature, balance, prefer, dedup_eps)
+    return _prune("dbp", X, opts, y=y, n_clusters=n_clusters, labels=labels, centroids=centroids, seed=seed,
                   progress=progress, column=column, id_column=id_column, work_dir=work_dir,
                   resume=resume, partition_rows=partition_rows, buckets=buckets,
                   num_cpus=num_cpus, max_retries=max_retries, ray=ray)
