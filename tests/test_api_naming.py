@@ -302,6 +302,7 @@ def test_parameter_rule_catches_the_old_names():
     for want in ("takes n_jobs", "takes k;", "takes n_neighbours", "order='hard'",
                  "mode documents hard/easy"):
         assert want in problems
+    assert set(K_ALLOWED) <= {q for q, _, _ in CALLABLES}, "a stale K_ALLOWED entry"
 
 
 def test_the_pruning_order_is_prefer():
