@@ -274,8 +274,11 @@ def test_kmeans_equals_single_process(cluster, data, spherical, mppc, init):
 def test_kmeans_has_the_single_process_parameters():
     import inspect
 
+    from thrifty.text import CompressionKNNClassifier
+
     for dist, local in [(td.KMeans.__init__, LocalKMeans.__init__), (td.semdedup, tp.semdedup),
-                        (td.dbp, tp.dbp), (td.ssp, tp.ssp)]:
+                        (td.dbp, tp.dbp), (td.ssp, tp.ssp), (td.topk, local_topk),
+                        (td.CompressionKNNClassifier.__init__, CompressionKNNClassifier.__init__)]:
         a, b = inspect.signature(dist).parameters, inspect.signature(local).parameters
         for name, p in b.items():
             if name in ("X", "self"):
@@ -297,6 +300,10 @@ def test_topk_equals_single_process(cluster, data, metric):
     assert seen[0] == (0, 3) and seen[-1] == (3, 3)  # tasks done / total on the driver
     np.testing.assert_array_equal(i, i0)
     np.testing.assert_array_equal(s, s0)
+    with pytest.raises(thrifty.InvalidInputError, match="n_neighbors"):
+        td.topk(q, paths, 0)
+    with pytest.raises(thrifty.InvalidInputError, match="n_neighbors must be between 1 and"):
+        td.topk(q, paths, x.shape[0] + 51)
 
 
 def test_compression_knn_equals_single_process(cluster):
@@ -331,7 +338,7 @@ def test_compression_knn_over_text_shards(cluster, tmp_path):
                          for t, lab in zip(train[a:b], y[a:b]))
         (tmp_path / f"p{i}.txt").write_text("".join(t + "\n" for t in train[a:b]))
     for shards, labels in [(str(tmp_path / "*.jsonl"), None), (str(tmp_path / "p*.txt"), y)]:
-        clf = td.CompressionKNN(n_neighbors=3).fit(shards, labels)
+        clf = td.CompressionKNNClassifier(n_neighbors=3).fit(shards, labels)
         d, i = clf.kneighbors(test, 5)
         d0, i0 = ref.kneighbors(test, 5)
         np.testing.assert_array_equal(i, i0)
@@ -339,9 +346,9 @@ def test_compression_knn_over_text_shards(cluster, tmp_path):
         np.testing.assert_array_equal(clf.predict(test), ref.predict(test))
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
     with pytest.raises(thrifty.FormatError, match=r"bad\.jsonl: line 2"):
-        td.CompressionKNN(n_neighbors=1).fit([str(tmp_path / "bad.jsonl")], ["a", "b"])
+        td.CompressionKNNClassifier(n_neighbors=1).fit([str(tmp_path / "bad.jsonl")], ["a", "b"])
     with pytest.raises(thrifty.ThriftyIOError, match="missing.txt"):
-        td.CompressionKNN(n_neighbors=1).fit([str(tmp_path / "missing.txt")], ["a"])
+        td.CompressionKNNClassifier(n_neighbors=1).fit([str(tmp_path / "missing.txt")], ["a"])
 
 
 def test_parquet_shards_with_ids(cluster, data, tmp_path):

@@ -389,21 +389,46 @@ def test_estimator_bad_input(cls, rng):
         cls(metric="manhattan").fit(X, y)
 
 
-def test_cosine_zero_vectors_rejected(rng):
-    X = rng.standard_normal((10, 4), dtype=np.float32)
-    y = np.arange(10) % 2
-    Z = np.zeros((1, 4), dtype=np.float32)
-    with pytest.raises(InvalidInputError, match="zero vector"):
-        KNNClassifier(n_neighbors=3).fit(np.concatenate([X, Z]), np.append(y, 0)).predict(X)
-    knn = KNNClassifier(n_neighbors=3).fit(X, y)
-    with pytest.raises(InvalidInputError, match="zero vector"):
-        knn.predict(Z)
+def test_cosine_zero_rows_have_similarity_zero_as_in_sklearn(rng):
+    # the classifiers follow scikit-learn's cosine_similarity: an all-zero sample, query
+    # or class mean has similarity 0 to everything (topk itself rejects zero vectors)
+    from sklearn.metrics.pairwise import cosine_similarity
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X = rng.standard_normal((30, 4), dtype=np.float32)
+    X[[3, 17, 18]] = 0
+    y = np.arange(30) % 3
+    Q = rng.standard_normal((12, 4), dtype=np.float32)
+    Q[[0, 5]] = 0
+    S = cosine_similarity(Q.astype(np.float64), X.astype(np.float64))
+    want = np.lexsort((np.broadcast_to(np.arange(30), S.shape), -S), axis=-1)[:, :6]
+    knn = KNNClassifier(n_neighbors=6).fit(X, y)
+    d, i = knn.kneighbors(Q)
+    assert np.array_equal(i, want)
+    assert i[0].tolist() == list(range(6))  # all similarities 0: lower index first
+    np.testing.assert_allclose(d, 1 - np.take_along_axis(S, want, 1), atol=1e-6)
+    parts = KNNClassifier(n_neighbors=6).partial_fit(X[:10], y[:10]).partial_fit(X[10:], y[10:])
+    assert np.array_equal(parts.kneighbors(Q)[1], i)
+    nonzero = np.flatnonzero(Q.any(axis=1))
+    for weights in ("uniform", "distance"):
+        ref = KNeighborsClassifier(6, metric="cosine", algorithm="brute", weights=weights)
+        ours = KNNClassifier(n_neighbors=6, weights=weights).fit(X, y)
+        assert np.array_equal(ours.predict(Q[nonzero]), ref.fit(X, y).predict(Q[nonzero]))
+        assert np.isfinite(ours.predict_proba(Q)).all()
+
     nmc = NearestMeanClassifier(metric="cosine").fit(X, y)
-    with pytest.raises(InvalidInputError, match="zero vector"):
-        nmc.predict(Z)
-    sym = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
-    with pytest.raises(InvalidInputError, match="zero vector"):
-        NearestMeanClassifier(metric="cosine").fit(sym, [0, 0, 1]).predict(sym)
+    Sm = cosine_similarity(Q.astype(np.float64), nmc.means_)
+    np.testing.assert_allclose(nmc.decision_function(Q), Sm, atol=1e-6)
+    assert np.array_equal(nmc.predict(Q), nmc.classes_[Sm.argmax(axis=1)])
+    # class 0's mean is zero: similarity 0 to every row, ties to the first class
+    sym = np.array([[1, 0], [-1, 0], [0, 1], [0, 2], [1, 1]], dtype=np.float32)
+    nmc = NearestMeanClassifier(metric="cosine").fit(sym, ["a", "a", "b", "b", "c"])
+    assert nmc.means_[0].tolist() == [0.0, 0.0]
+    Q2 = np.array([[0, -1], [1, -5], [0, 0], [1, 0], [-1, 0.1]], dtype=np.float32)
+    Sm = cosine_similarity(Q2, nmc.means_)
+    assert nmc.predict(Q2).tolist() == nmc.classes_[Sm.argmax(axis=1)].tolist()
+    assert nmc.predict(Q2).tolist() == ["a", "a", "a", "c", "b"]
+    np.testing.assert_allclose(nmc.decision_function(Q2), Sm, atol=1e-6)
 
 
 def test_knn_k_larger_than_stored(rng):

@@ -32,6 +32,25 @@ def _child_calls_thrifty(conn) -> None:
     conn.close()
 
 
+def _forked_child_calls_thrifty():
+    """What :func:`_child_calls_thrifty` sends from a forked child that exited with 0."""
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_child_calls_thrifty, args=(child,))
+    p.start()
+    child.close()
+    try:
+        assert parent.poll(30), "forked child did not finish thrifty calls within 30 s"
+        got = parent.recv()
+    finally:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    assert p.exitcode == 0
+    return got
+
+
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 @pytest.mark.parametrize("threads", [1, 3])
 def test_forked_child_can_call_thrifty_after_the_parent_did(threads):
@@ -41,20 +60,7 @@ def test_forked_child_can_call_thrifty_after_the_parent_did(threads):
     # The parent builds its pool first: the child inherits it without threads.
     _, want_idx = thrifty.neighbors.topk(x, x, 1, metric="euclidean")
     want_labels = thrifty.cluster.KMeans(3, seed=0).fit(x).labels_
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_child_calls_thrifty, args=(child,))
-    p.start()
-    child.close()
-    try:
-        assert parent.poll(30), "forked child did not finish thrifty calls within 30 s"
-        got_idx, got_labels = parent.recv()
-    finally:
-        p.join(5)
-        if p.is_alive():
-            p.kill()
-            p.join()
-    assert p.exitcode == 0
+    got_idx, got_labels = _forked_child_calls_thrifty()
     assert got_idx == want_idx[:, 0].tolist() == list(range(300))
     assert got_labels == want_labels.tolist()
 
@@ -75,21 +81,8 @@ def test_fork_while_another_thread_is_inside_thrifty():
     t = threading.Thread(target=busy)
     t.start()
     try:
-        ctx = mp.get_context("fork")
         for _ in range(5):
-            parent, child = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_child_calls_thrifty, args=(child,))
-            p.start()
-            child.close()
-            try:
-                assert parent.poll(30), "forked child hung"
-                assert parent.recv()[0] == list(range(300))
-            finally:
-                p.join(5)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
-            assert p.exitcode == 0
+            assert _forked_child_calls_thrifty()[0] == list(range(300))
     finally:
         stop.set()
         t.join()

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn", minversion="1.6")  # expected_failed_checks, estimator tags
+pytest.importorskip("sklearn", minversion="1.6")  # estimator tags
 
 from sklearn.base import clone, is_classifier, is_clusterer
 from sklearn.exceptions import DataConversionWarning, NotFittedError
@@ -15,10 +15,10 @@ import thrifty
 from thrifty.cluster import KMeans
 from thrifty.neighbors import KNNClassifier, NearestMeanClassifier
 
-# Every check passes for the default euclidean configurations (sparse and complex input
-# are rejected with the messages scikit-learn's checks look for, which counts as passing).
-# Under metric="cosine" an all-zero row has no direction and is rejected on purpose; the
-# dtype check casts uniform [0, 1) data to integers, which makes zero rows.
+# Every check passes, for every configuration: sparse and complex input are rejected with
+# the messages scikit-learn's checks look for, which counts as passing, so no check is an
+# expected failure. Under metric="cosine" an all-zero row has cosine similarity 0, as in
+# scikit-learn (check_estimators_dtypes casts [0, 3) data to integers: zero rows).
 ESTIMATORS = [
     NearestMeanClassifier(progress=False),
     NearestMeanClassifier(metric="cosine", progress=False),
@@ -26,16 +26,9 @@ ESTIMATORS = [
     KNNClassifier(n_neighbors=3, weights="distance", progress=False),
     KMeans(n_clusters=3, progress=False),
 ]
-COSINE_FAILS = {
-    "check_estimators_dtypes": "integer-cast data has all-zero rows, rejected under cosine",
-}
 
 
-def expected_failed(est):
-    return COSINE_FAILS if est.get_params().get("metric") == "cosine" else {}
-
-
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed)
+@parametrize_with_checks(ESTIMATORS)
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -132,6 +132,7 @@ FORMATS: tuple[str, ...] = (
     "ternary", "tq1_0", "tq2_0", "int8", "int4", "nf4", "fp8_e4m3", "fp8_e5m2",
     "mxfp4", "mxfp8_e4m3", "mxfp8_e5m2", "nvfp4",
 )
+"""The format names :func:`quantize` accepts (``QuantizedTensor.fmt``)."""
 _U8_SCALES = ("mxfp4", "mxfp8_e4m3", "mxfp8_e5m2", "nvfp4")
 _LAYOUT_VERSION = 1
 

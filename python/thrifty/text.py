@@ -44,10 +44,10 @@ from ._validation import check_choice, check_int
 
 __all__ = ["compressed_len", "ncd_matrix", "CompressionKNNClassifier", "COMPRESSORS", "DISTANCES"]
 
-#: Compressor names accepted everywhere in this module.
 COMPRESSORS = ("gzip", "bz2", "lzma", "zstd")
-#: Distance names accepted by :func:`ncd_matrix` and the classifier.
+"""Compressor names accepted everywhere in this module."""
 DISTANCES = ("ncd", "cdm", "clm")
+"""Distance names accepted by :func:`ncd_matrix` and the classifier."""
 _TIE_BREAKS = ("nearest", "random")
 _PROTOCOLS = ("fair", "paper")
 
@@ -152,7 +152,7 @@ def compressed_len(
     level : int, optional
         Compression level; default 9 for gzip and bz2, preset 6 for lzma, 3 for zstd.
     progress : bool, callable or None
-        Progress bar control (see :mod:`thrifty._progress`).
+        Progress display (see :mod:`thrifty`).
 
     Returns
     -------
@@ -201,7 +201,7 @@ def ncd_matrix(
         As in :func:`compressed_len`.
     distance : {"ncd", "cdm", "clm"}
     progress : bool, callable or None
-        Progress bar control.
+        Progress display (see :mod:`thrifty`).
 
     Returns
     -------
@@ -267,7 +267,8 @@ class CompressionKNNClassifier(ClassifierMixin, Estimator):
     seed : int, default 0
         Seed for ``tie_break="random"``; each call re-seeds, so results repeat.
     progress : bool, callable or None
-        Progress bar control for :meth:`kneighbors` and everything built on it.
+        Progress display of :meth:`fit`, :meth:`kneighbors` and everything built on it
+        (see :mod:`thrifty`).
 
     Attributes
     ----------

@@ -208,21 +208,34 @@ def _emulated(monkeypatch):
     cuda_host.patch(monkeypatch)
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids)
-@pytest.mark.parametrize("kind", ["normal", "wide"])
-def test_kernels_match_cpu_bit_for_bit(monkeypatch, case, kind):
-    _emulated(monkeypatch)
+def _kernels_versus_cpu(case, kind, device):
+    """The kernels' quantize/dequantize of ``case`` on ``device`` (None: their result
+    back on the CPU, as from the host emulation) against the CPU core, bit for bit; both
+    refuse the same inputs."""
     fmt, kw = case
     x = _data(_shape_for(fmt), 2, kind)
+    xt = torch.from_numpy(x) if device is None else torch.from_numpy(x).to(device)
     try:
         want = quant.quantize(x, fmt, **kw)
     except InvalidInputError:  # e.g. TQ block scales beyond float16: refused by both
         with pytest.raises(InvalidInputError):
-            gq.quantize(torch.from_numpy(x), fmt, **kw)
+            gq.quantize(xt, fmt, **kw)
         return
-    got = gq.quantize(torch.from_numpy(x), fmt, **kw)
+    got = gq.quantize(xt, fmt, **kw)
+    if device is not None:
+        assert got.data.device.type == device  # the packed bytes stay on the device
     assert_same(want, got)
-    assert bits_equal(quant.dequantize(want), gq.dequantize(got))
+    y = gq.dequantize(got)
+    if device is not None:
+        assert y.device.type == device
+    assert bits_equal(quant.dequantize(want), y.cpu())
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("kind", ["normal", "wide"])
+def test_kernels_match_cpu_bit_for_bit(monkeypatch, case, kind):
+    _emulated(monkeypatch)
+    _kernels_versus_cpu(case, kind, None)
 
 
 def test_kernels_saturate_and_refuse_overflow_like_cpu(monkeypatch):
@@ -362,20 +375,7 @@ needs_gpu = pytest.mark.skipif(not rt.available(), reason="needs CuPy and a CUDA
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 @pytest.mark.parametrize("kind", ["normal", "wide"])
 def test_gpu_matches_cpu_bit_for_bit(case, kind):
-    fmt, kw = case
-    x = _data(_shape_for(fmt), 2, kind)
-    try:
-        want = quant.quantize(x, fmt, **kw)
-    except InvalidInputError:  # e.g. TQ block scales beyond float16: refused by both
-        with pytest.raises(InvalidInputError):
-            gq.quantize(torch.from_numpy(x).cuda(), fmt, **kw)
-        return
-    got = gq.quantize(torch.from_numpy(x).cuda(), fmt, **kw)
-    assert got.data.is_cuda  # the packed bytes stay on the device
-    assert_same(want, got)
-    y = gq.dequantize(got)
-    assert y.device.type == "cuda"
-    assert bits_equal(quant.dequantize(want), y.cpu())
+    _kernels_versus_cpu(case, kind, "cuda")
 
 
 @gpu

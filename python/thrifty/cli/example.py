@@ -37,8 +37,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 __all__ = ["FRACTIONS", "N_SPLITS", "N_TRAIN", "N_COPIES", "NOISE", "Split", "make_split",
-           "DedupCount", "count_dedup", "ExampleResult", "run_example", "paired", "format_lines",
-           "draw_plot", "add_arguments", "run"]
+           "DedupCount", "count_dedup", "Row", "ExampleResult", "run_example", "paired",
+           "format_lines", "draw_plot", "add_arguments", "run"]
 
 #: Kept fractions of the deduplicated training set swept by the example.
 FRACTIONS = (0.9, 0.7, 0.5, 0.3, 0.1)

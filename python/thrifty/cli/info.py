@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+__all__ = ["register", "run"]
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(

@@ -41,6 +41,8 @@ import numpy as np
 
 from . import example
 
+__all__ = ["register", "run"]
+
 METHODS = ("semdedup", "dbp", "ssp", "random")
 PREFER = ("hard", "easy", "random", "auto")
 

@@ -32,21 +32,20 @@ import numpy as np
 from .. import _core
 from .._errors import InvalidInputError
 from .._progress import ProgressArg
-from .._validation import as_float_matrix, check_choice, check_float, check_int
+from .._validation import as_float_matrix, check_choice, check_int
 from ..cluster import KMeans as _LocalKMeans
-from ..prune import PruneResult, _n_classes, default_n_clusters
+from ..prune import (PruneResult, _dbp_options, _n_classes, _semdedup_options,
+                     _ssp_options, default_n_clusters)
 from . import _stages
 from ._executor import RayExecutor, WorkDir, connect
 from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
 
-__all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNN", "text_kneighbors",
-           "text_predict", "DistributedPruneResult", "ShardedPruneResult", "open_source",
-           "connect"]
+__all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNNClassifier",
+           "text_kneighbors", "text_predict", "DistributedPruneResult", "ShardedPruneResult",
+           "open_source", "connect"]
 
-_ORDERS = ("hard", "easy", "random")
 #: SemDeDup of a cluster above this many rows is split into pairs of row blocks
 DEFAULT_BLOCK_ROWS = 32768
-_PREFER = (*_ORDERS, "auto")
 
 
 def _partition_rows(n: int, rows: int | None, executor: RayExecutor) -> int:
@@ -238,10 +237,6 @@ class DistributedPruneResult(PruneResult):
 
     ids: list[Any] | None = None
     seconds: dict[str, float] | None = None
-
-
-def _fraction(value: Any, name: str) -> float:
-    return check_float(value, name, low=0.0, high=1.0, low_inclusive=False)
 
 
 def _prune(method: str, inputs: Any, params: dict[str, Any], *, n_clusters: Any, labels: Any,
@@ -582,19 +577,13 @@ def semdedup(X: Any, *, eps: float, n_clusters: int | None = None, labels: Any =
              partition_rows: int | None = None, buckets: int | None = None, num_cpus: int = 1,
              max_retries: int = 3, ray: str | None = "auto",
              block_rows: int | None = None,
-        out_dir: str | None = None) -> DistributedPruneResult | ShardedPruneResult:
+             out_dir: str | None = None) -> DistributedPruneResult | ShardedPruneResult:
     """:func:`thrifty.prune.semdedup` over sharded inputs; equal results by global row.
 
     The SemDeDup of a cluster of more than ``block_rows`` rows (default 32768) runs as
     one task per pair of row blocks of that size; the result is the same.
     """
-    eps = _fraction(eps, "eps")
-    if prefer == "auto":
-        raise InvalidInputError(
-            "prefer='auto' does not apply to semdedup: it chooses from the kept count, which "
-            "SemDeDup does not fix in advance; pass 'hard', 'easy' or 'random'")
-    prefer = check_choice(prefer, "prefer", _ORDERS)
-    return _prune("semdedup", X, {"eps": eps, "prefer": prefer}, n_clusters=n_clusters,
+    return _prune("semdedup", X, _semdedup_options(eps, prefer), n_clusters=n_clusters,
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                   partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
@@ -607,8 +596,7 @@ def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
         progress: ProgressArg = None,
         column: str | None = None, id_column: str | None = None, work_dir: str | None = None,
         resume: bool = False, partition_rows: int | None = None, buckets: int | None = None,
-        num_cpus: int = 1, max_retries: int = 3, ray: str | None = "auto"
-        ,
+        num_cpus: int = 1, max_retries: int = 3, ray: str | None = "auto",
         out_dir: str | None = None) -> DistributedPruneResult | ShardedPruneResult:
     """:func:`thrifty.prune.ssp` over sharded inputs; equal results by global row.
 
@@ -617,9 +605,7 @@ def ssp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
     the rows the core's seeded order puts first: each row's draw depends on its global
     id and the seed only, so the choice does not depend on the sharding.
     """
-    kf = _fraction(keep_fraction, "keep_fraction")
-    prefer = check_choice(prefer, "prefer", _PREFER)
-    return _prune("ssp", X, {"keep_fraction": kf, "prefer": prefer}, y=y, n_clusters=n_clusters,
+    return _prune("ssp", X, _ssp_options(keep_fraction, prefer), y=y, n_clusters=n_clusters,
                   labels=labels, centroids=centroids, seed=seed, progress=progress,
                   column=column, id_column=id_column, work_dir=work_dir, resume=resume,
                   partition_rows=partition_rows, buckets=buckets, num_cpus=num_cpus,
@@ -641,15 +627,8 @@ def dbp(X: Any, *, keep_fraction: float, n_clusters: int | None = None, labels: 
     per-cluster SemDeDup and selection run one task per bucket (the SemDeDup of a cluster
     of more than ``block_rows`` rows, default 32768, one task per pair of row blocks).
     """
-    kf = _fraction(keep_fraction, "keep_fraction")
-    nn = check_int(n_neighbors, "n_neighbors", low=1)
-    t = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
-    b = check_float(balance, "balance", low=0.0, high=1.0)
-    prefer = check_choice(prefer, "prefer", _PREFER)
-    de = None if dedup_eps is None else _fraction(dedup_eps, "dedup_eps")
-    return _prune("dbp", X, {"keep_fraction": kf, "n_neighbors": nn, "temperature": t,
-                             "balance": b, "prefer": prefer, "dedup_eps": de}, y=y,
-                  n_clusters=n_clusters, labels=labels, centroids=centroids, seed=seed,
+    opts = _dbp_options(keep_fraction, n_neighbors, temperature, balance, prefer, dedup_eps)
+    return _prune("dbp", X, opts, y=y, n_clusters=n_clusters, labels=labels, centroids=centroids, seed=seed,
                   progress=progress, column=column, id_column=id_column, work_dir=work_dir,
                   resume=resume, partition_rows=partition_rows, buckets=buckets,
                   num_cpus=num_cpus, max_retries=max_retries, ray=ray, block_rows=block_rows,
@@ -660,26 +639,27 @@ for _f in (semdedup, ssp, dbp):
     _f.__doc__ = (_f.__doc__ or "") + _RUN_DOC
 
 
-def topk(queries: Any, refs: Any, k: int, *, metric: str = "cosine",
+def topk(queries: Any, keys: Any, n_neighbors: int, *, metric: str = "cosine",
          progress: ProgressArg = None, column: str | None = None,
          partition_rows: int | None = None, num_cpus: int = 1, max_retries: int = 3,
          ray: str | None = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """:func:`thrifty.neighbors.topk` of in-memory ``queries`` against sharded ``refs``.
+    """:func:`thrifty.neighbors.topk` of in-memory ``queries`` against sharded ``keys``.
 
-    One task per reference partition computes its top-k; the driver merges them by
+    One task per key partition computes its top-k; the driver merges them by
     score, then lower global index: the indices and scores equal the single-process call
     on the concatenated rows.
     """
     metric = check_choice(metric, "metric", ("cosine", "dot", "euclidean"))
     q = as_float_matrix(queries, "queries", finite=False)
     connect(ray)
-    src = open_source(refs, column=column)
+    src = open_source(keys, column=column)
     if q.shape[1] != src.d:
         raise InvalidInputError(f"queries have {q.shape[1]} features but keys have {src.d}; "
                                 "they must match")
-    k = check_int(k, "k", low=1)
+    k = check_int(n_neighbors, "n_neighbors", low=1)
     if k > src.n:
-        raise InvalidInputError(f"k must be between 1 and the number of keys ({src.n}), got {k}")
+        raise InvalidInputError(
+            f"n_neighbors must be between 1 and the number of keys ({src.n}), got {k}")
     ex = RayExecutor(num_cpus=num_cpus, max_retries=max_retries, progress=progress)
     ex.check_kernels()
     parts = partitions(src.n, _partition_rows(src.n, partition_rows, ex))
@@ -728,9 +708,14 @@ def text_kneighbors(clf: Any, texts: Any, n_neighbors: int | None = None, *,
     return _merge([d for d, _ in res], [i for _, i in res], nn, descending=False)
 
 
-def text_predict(clf: Any, texts: Any, **kwargs: Any) -> np.ndarray:
-    """:meth:`CompressionKNNClassifier.predict` through :func:`text_kneighbors`."""
-    _, ind = text_kneighbors(clf, texts, clf.n_neighbors, **kwargs)
+def text_predict(clf: Any, texts: Any, *, partition_size: int = 4096,
+                 progress: ProgressArg = None, num_cpus: int = 1, max_retries: int = 3,
+                 ray: str | None = "auto") -> np.ndarray:
+    """:meth:`CompressionKNNClassifier.predict` of a fitted classifier through
+    :func:`text_kneighbors` (same options), equal to the single-process call."""
+    _, ind = text_kneighbors(clf, texts, clf.n_neighbors, partition_size=partition_size,
+                             progress=progress, num_cpus=num_cpus, max_retries=max_retries,
+                             ray=ray)
     lab = clf._codes[ind]
     n, c = lab.shape[0], len(clf.classes_)
     flat = (np.arange(n, dtype=np.int64)[:, None] * c + lab).ravel()
@@ -738,4 +723,4 @@ def text_predict(clf: Any, texts: Any, **kwargs: Any) -> np.ndarray:
     return clf.classes_[clf._decide(counts, lab)]
 
 
-from ._text import CompressionKNN  # noqa: E402  (uses _merge above)
+from ._text import CompressionKNNClassifier  # noqa: E402  (uses _merge above)

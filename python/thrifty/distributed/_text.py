@@ -2,7 +2,7 @@
 
 Each Ray task reads one reference shard, compresses its texts and returns the top-k of
 every query among them; the driver merges by distance, then lower global index, so
-:meth:`CompressionKNN.kneighbors` / :meth:`~CompressionKNN.predict` equal
+:meth:`CompressionKNNClassifier.kneighbors` / :meth:`~CompressionKNNClassifier.predict` equal
 :class:`thrifty.text.CompressionKNNClassifier` fitted on the concatenated texts.
 """
 
@@ -20,10 +20,11 @@ from .._base import check_fitted
 from .._errors import FormatError, InvalidInputError, ThriftyIOError
 from .._progress import ProgressArg
 from .._validation import check_int
-from ..text import CompressionKNNClassifier, _check_mixture, _label_classes, _Texts
+from ..text import CompressionKNNClassifier as _LocalCompressionKNN
+from ..text import _check_mixture, _label_classes, _Texts
 from ._executor import RayExecutor, connect, fault_point
 
-__all__ = ["CompressionKNN", "read_texts"]
+__all__ = ["CompressionKNNClassifier", "read_texts"]
 
 _KINDS = (".txt", ".jsonl", ".parquet")
 
@@ -82,7 +83,7 @@ def _shard_task(path: str, field: str, start: int, queries: list[bytes], k: int,
     return dist, ind + start
 
 
-class CompressionKNN(CompressionKNNClassifier):
+class CompressionKNNClassifier(_LocalCompressionKNN):
     """:class:`thrifty.text.CompressionKNNClassifier` with reference texts in shards.
 
     Same parameters; ``fit(shards, y=None)`` takes a path, directory, glob or list of
@@ -102,7 +103,7 @@ class CompressionKNN(CompressionKNNClassifier):
         self.text_field, self.label_field = text_field, label_field
         self.num_cpus, self.max_retries, self.ray = num_cpus, max_retries, ray
 
-    def fit(self, texts: Any, y: Any = None) -> CompressionKNN:  # type: ignore[override]
+    def fit(self, texts: Any, y: Any = None) -> CompressionKNNClassifier:  # type: ignore[override]
         """Describe the reference shards ``texts`` and read their labels."""
         from ._source import _expand
 

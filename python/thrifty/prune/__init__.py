@@ -219,6 +219,35 @@ def _fraction(value: Any, name: str) -> float:
     return check_float(value, name, low=0.0, high=1.0, low_inclusive=False)
 
 
+def _semdedup_options(eps: Any, prefer: Any) -> dict[str, Any]:
+    """The validated options of :func:`semdedup` (and its distributed form)."""
+    eps = _fraction(eps, "eps")
+    if prefer == "auto":
+        raise InvalidInputError(
+            "prefer='auto' does not apply to semdedup: it chooses from the kept count, which "
+            "SemDeDup does not fix in advance; pass 'hard', 'easy' or 'random'")
+    return {"eps": eps, "prefer": check_choice(prefer, "prefer", _ORDERS)}
+
+
+def _ssp_options(keep_fraction: Any, prefer: Any) -> dict[str, Any]:
+    """The validated options of :func:`ssp` (and its distributed form), ``y`` aside."""
+    return {"keep_fraction": _fraction(keep_fraction, "keep_fraction"),
+            "prefer": check_choice(prefer, "prefer", _PREFER)}
+
+
+def _dbp_options(keep_fraction: Any, n_neighbors: Any, temperature: Any, balance: Any,
+                 prefer: Any, dedup_eps: Any) -> dict[str, Any]:
+    """The validated options of :func:`dbp` (and its distributed form), ``y`` aside."""
+    return {
+        "keep_fraction": _fraction(keep_fraction, "keep_fraction"),
+        "n_neighbors": check_int(n_neighbors, "n_neighbors", low=1),
+        "temperature": check_float(temperature, "temperature", low=0.0, low_inclusive=False),
+        "balance": check_float(balance, "balance", low=0.0, high=1.0),
+        "prefer": check_choice(prefer, "prefer", _PREFER),
+        "dedup_eps": None if dedup_eps is None else _fraction(dedup_eps, "dedup_eps"),
+    }
+
+
 def _run(
     method: str,
     x: np.ndarray,
@@ -291,14 +320,8 @@ def semdedup(
     PruneResult
     """
     x = as_float_matrix(X, "X", one_d_hint=_ONE_ROW_PER_SAMPLE)
-    eps = _fraction(eps, "eps")
-    if prefer == "auto":
-        raise InvalidInputError(
-            "prefer='auto' does not apply to semdedup: it chooses from the kept count, which "
-            "SemDeDup does not fix in advance; pass 'hard', 'easy' or 'random'")
-    prefer = check_choice(prefer, "prefer", _ORDERS)
     return _run("semdedup", x, n_clusters, labels, centroids, seed, progress,
-                {"eps": eps, "prefer": prefer})
+                _semdedup_options(eps, prefer))
 
 
 def ssp(
@@ -336,11 +359,8 @@ def ssp(
     PruneResult
     """
     x = as_float_matrix(X, "X", one_d_hint=_ONE_ROW_PER_SAMPLE)
-    kf = _fraction(keep_fraction, "keep_fraction")
-    prefer = check_choice(prefer, "prefer", _PREFER)
-    nc = _n_classes(y, x.shape[0])
     return _run("ssp", x, n_clusters, labels, centroids, seed, progress,
-                {"keep_fraction": kf, "prefer": prefer, "n_classes": nc})
+                {**_ssp_options(keep_fraction, prefer), "n_classes": _n_classes(y, x.shape[0])})
 
 
 def dbp(
@@ -389,16 +409,9 @@ def dbp(
     PruneResult
     """
     x = as_float_matrix(X, "X", one_d_hint=_ONE_ROW_PER_SAMPLE)
-    kf = _fraction(keep_fraction, "keep_fraction")
-    nn = check_int(n_neighbors, "n_neighbors", low=1)
-    t = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
-    b = check_float(balance, "balance", low=0.0, high=1.0)
-    prefer = check_choice(prefer, "prefer", _PREFER)
-    nc = _n_classes(y, x.shape[0])
-    de = None if dedup_eps is None else _fraction(dedup_eps, "dedup_eps")
+    opts = _dbp_options(keep_fraction, n_neighbors, temperature, balance, prefer, dedup_eps)
     return _run("dbp", x, n_clusters, labels, centroids, seed, progress,
-                {"keep_fraction": kf, "n_neighbors": nn, "temperature": t, "balance": b,
-                 "prefer": prefer, "n_classes": nc, "dedup_eps": de})
+                {**opts, "n_classes": _n_classes(y, x.shape[0])})
 
 
 def random_subset(n: int, *, keep_fraction: float, seed: int = 0) -> PruneResult:

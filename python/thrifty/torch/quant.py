@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .. import quant as _cpu
+from ..quant import QuantizedTensor
 from .._errors import FormatError, InvalidInputError
 from .._validation import check_choice
 from ._cuda import _runtime as _rt
@@ -53,10 +54,6 @@ _CHUNK = 65536
 _SEG = 256  # elements per thread of the group reductions
 _KIND = {"e4m3": 0, "e5m2": 1, "e2m1": 2}
 _FP8_MAX = {"e4m3": 448.0, "e5m2": 57344.0}
-_U8_SCALES = ("mxfp4", "mxfp8_e4m3", "mxfp8_e5m2", "nvfp4")
-
-
-QuantizedTensor = _cpu.QuantizedTensor
 
 
 def _launch(kernel: str, nthreads: int, *args: Any) -> None:
@@ -391,7 +388,7 @@ def _check_packed(q: Any) -> tuple[str, int, int, int]:
         raise FormatError(f"invalid shape {q.shape}")
     n = math.prod(q.shape)
     rows, cols = _cpu._rows_cols(fmt, q.shape)
-    sdtype = torch.uint8 if fmt in _U8_SCALES else torch.float32
+    sdtype = torch.uint8 if fmt in _cpu._U8_SCALES else torch.float32
     for name, a, dt in (("data", q.data, torch.uint8), ("scales", q.scales, sdtype),
                         ("zero_points", q.zero_points, torch.float32)):
         if a is not None and a.dtype != dt:
