@@ -24,7 +24,7 @@ after success; ``--resume`` reuses the stages an interrupted run finished. Witho
 ``--ray`` (concatenating them silently could need more memory than one file).
 ``--ray`` may stand anywhere: the word after it is its value only when it has the form of
 one (``auto``, ``local``, ``local:N``, ``HOST:PORT``, ``ray://...``), else it is an INPUT
-(:func:`split_ray_value`).
+(:func:`_split_ray_value`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ PREFER = ("hard", "easy", "random", "auto")
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "prune", normalise=split_ray_value, intermixed=True,
+        "prune", normalise=_split_ray_value, intermixed=True,
         help="prune a .npy or .parquet file of embeddings (SemDeDup, DBP, SSP, random)",
         description=(
             "Prune a dataset by its embeddings. INPUT: .npy of shape (n, d), float32, "
@@ -108,15 +108,15 @@ def register(sub: Any) -> None:
 _RAY_VALUE = re.compile(r"auto|local(:[0-9]+)?|ray://\S+|(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}")
 
 
-def is_ray_value(s: str) -> bool:
+def _is_ray_value(s: str) -> bool:
     """Whether ``s`` has the form of a ``--ray`` value: ``auto``, ``local``,
     ``local:N``, ``ray://...`` or ``HOST:PORT``."""
     return _RAY_VALUE.fullmatch(s) is not None
 
 
-def split_ray_value(argv: list[str]) -> list[str]:
+def _split_ray_value(argv: list[str]) -> list[str]:
     """``--ray WORD`` keeps WORD as its value only when WORD has the form of one
-    (:func:`is_ray_value`); otherwise ``--ray`` becomes ``--ray=auto`` and WORD stays a
+    (:func:`_is_ray_value`); otherwise ``--ray`` becomes ``--ray=auto`` and WORD stays a
     positional INPUT. So ``--ray`` may stand anywhere, before, between or after the
     inputs, and never swallows one. Tokens after ``--`` are left alone."""
     out: list[str] = []
@@ -127,7 +127,7 @@ def split_ray_value(argv: list[str]) -> list[str]:
             return out + argv[i:]
         # argparse accepts unambiguous prefixes of long options ("--ra")
         if len(t) >= 4 and "--ray".startswith(t):
-            if i + 1 < len(argv) and is_ray_value(argv[i + 1]):
+            if i + 1 < len(argv) and _is_ray_value(argv[i + 1]):
                 out += ["--ray", argv[i + 1]]
                 i += 2
                 continue
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         args.input = args.input[0]
         args.shards = [args.input]
     else:
-        if not is_ray_value(args.ray):
+        if not _is_ray_value(args.ray):
             return _fail(f"--ray {args.ray!r}: expected auto, local, local:N, HOST:PORT or "
                          "ray://ADDRESS")
         if args.method == "random":
