@@ -264,14 +264,39 @@ fn order_items(idx: &mut [usize], score: &[f64], order: Order, seed: u64, ids: O
         Order::Easy => idx.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b))),
         Order::Random => {
             let s = Stream::new(seed);
-            let key = |a: usize| ids.map_or(a as u64, |g| g[a] as u64);
-            idx.sort_by(|&a, &b| {
-                s.uniform(key(a))
-                    .total_cmp(&s.uniform(key(b)))
-                    .then(a.cmp(&b))
-            })
+            let key = |a: usize| random_key(&s, ids.map_or(a as u64, |g| g[a] as u64));
+            idx.sort_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)))
         }
     }
+}
+
+/// The 32 random bits that place row `id` in the seeded random order of `s`: rows are
+/// ordered by `(bits, index)` ascending (the bits of `Stream::uniform`, whose order they
+/// share).
+#[inline(always)]
+fn random_key(s: &Stream, id: u64) -> u32 {
+    s.bits32(id)
+}
+
+/// The keys of [`Order::Random`] with `seed` for the global row `ids`: sorting rows by
+/// `(key, id)` ascending gives the order [`ssp`], [`semdedup`] and [`dbp`] use with a
+/// seeded random preference. A key depends on `(seed, id)` only, so a distributed caller
+/// can rank any part of a larger set without the other rows. `ids` must be
+/// non-negative.
+pub fn random_keys(ids: &[i64], seed: u64) -> Result<Vec<u32>, PruneError> {
+    if let Some(i) = ids.iter().position(|&g| g < 0) {
+        return Err(PruneError::Invalid(format!(
+            "ids must be non-negative, got ids[{i}] = {}",
+            ids[i]
+        )));
+    }
+    let s = Stream::new(seed);
+    let mut out = crate::alloc::try_vec(0u32, ids.len(), "the random keys")?;
+    out.par_iter_mut()
+        .zip(ids.par_iter())
+        .with_min_len(1 << 14)
+        .for_each(|(o, &g)| *o = random_key(&s, g as u64));
+    Ok(out)
 }
 
 /// `round(fraction * n)` (halves up), at least 1.
@@ -1248,6 +1273,37 @@ mod tests {
         // small k: one block, the whole matrix
         assert_eq!(inter_block_rows(1000), 1000);
         assert_eq!(inter_block_rows(100_000), 83);
+    }
+
+    #[test]
+    fn random_keys_give_the_random_order() {
+        // the keys sort the rows exactly as the seeded random preference does
+        let n = 300usize;
+        let score = vec![0.0; n];
+        let ids: Vec<i64> = (0..n as i64).map(|i| 3 * i + 1).collect();
+        for seed in [0u64, 1, 42, u64::MAX] {
+            let keys = random_keys(&ids, seed).unwrap();
+            for (i, &g) in ids.iter().enumerate() {
+                // the documented draw: the top 32 bits of the uniform variate
+                let u = Stream::new(seed).uniform(g as u64);
+                assert_eq!(f64::from(keys[i]) / 4_294_967_296.0, u);
+            }
+            for g in [None, Some(&ids[..])] {
+                let mut idx: Vec<usize> = (0..n).collect();
+                order_items(&mut idx, &score, Order::Random, seed, g);
+                let k: Vec<u32> = match g {
+                    Some(g) => random_keys(g, seed).unwrap(),
+                    None => random_keys(&(0..n as i64).collect::<Vec<_>>(), seed).unwrap(),
+                };
+                let mut want: Vec<usize> = (0..n).collect();
+                want.sort_by_key(|&a| (k[a], a));
+                assert_eq!(idx, want, "seed {seed}");
+            }
+        }
+        assert!(random_keys(&[], 3).unwrap().is_empty());
+        let e = random_keys(&[0, -2], 3).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("ids[1] = -2"), "{e}");
     }
 
     #[test]
