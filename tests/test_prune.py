@@ -257,6 +257,48 @@ def test_random_order_is_seeded():
     assert a.keep.sum() == prune.semdedup(x, eps=0.01, labels=lab, centroids=c).keep.sum()
 
 
+def _splitmix_bits(ids: np.ndarray, seed: int) -> np.ndarray:
+    """Independent reference for the random order's keys: the top 32 bits of the
+    SplitMix64 draw ``mix(mix(seed) ^ (id + 1) * golden)`` (wrapping uint64)."""
+    def mix(z):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    with np.errstate(over="ignore"):
+        key = mix(np.array([seed], dtype=np.uint64))
+        i = ids.astype(np.uint64)
+        u = mix(key ^ ((i + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)))
+    return (u >> np.uint64(32)).astype(np.uint32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**63, 2**64 - 1])
+def test_random_keys_are_the_seeded_order(seed):
+    from thrifty import _core
+
+    rng = np.random.default_rng(seed % 2**32)
+    ids = np.concatenate([np.arange(5000), rng.integers(0, 2**63 - 1, 2000),
+                          [2**63 - 1]]).astype(np.int64)
+    keys = _core.prune_random_keys(ids, seed)
+    assert keys.dtype == np.uint32 and keys.shape == ids.shape
+    np.testing.assert_array_equal(keys, _splitmix_bits(ids, seed))
+    assert _core.prune_random_keys(np.zeros(0, np.int64), seed).size == 0
+    # one process's prefer="random" keeps the first rows of the (key, row) order
+    x, lab, c = _data(seed=7)
+    n = x.shape[0]
+    s = prune.ssp(x, keep_fraction=0.3, labels=lab, centroids=c, prefer="random", seed=seed)
+    want = np.zeros(n, bool)
+    want[np.lexsort((np.arange(n), keys[:n]))[:round(0.3 * n)]] = True
+    np.testing.assert_array_equal(s.keep, want)
+
+
+def test_random_keys_refuse_negative_ids():
+    from thrifty import _core
+
+    with pytest.raises(thrifty.InvalidInputError, match=r"ids\[2\] = -1"):
+        _core.prune_random_keys(np.array([0, 5, -1], np.int64), 0)
+
+
 def test_report_schema():
     x, lab, c = _data(seed=6)
     r = prune.dbp(x, keep_fraction=0.5, labels=lab, centroids=c, dedup_eps=0.01)

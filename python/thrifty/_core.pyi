@@ -30,6 +30,7 @@ __all__ = [
     "prune_run",
     "prune_dbp_counts",
     "prune_resolve_prefer",
+    "prune_random_keys",
     "neighbors_class_sums",
     "neighbors_nearest_mean_scores",
     "neighbors_nearest_mean_predict",
@@ -265,3 +266,4 @@ def prune_dbp_counts(
     params: dict[str, Any],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
 def prune_resolve_prefer(prefer: str, kept: int, groups: int) -> str: ...
+def prune_random_keys(ids: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.uint32]: ...

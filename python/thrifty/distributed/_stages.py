@@ -52,33 +52,20 @@ def sequential_sum(v: list[float] | np.ndarray) -> float:
 
 
 # The core's seeded random order (``prune::order_items`` with ``Order::Random``) sorts rows
-# by ``Stream::new(seed).uniform(global id)``, ties by id. ``uniform`` is the top 32 bits
-# of a SplitMix64 draw over 2^32, so the order is the integer order of
-# ``(random_bits(id), id)``; the constants are those of ``quant::rng`` (SplitMix64's
-# finaliser and the golden-ratio increment). A draw depends on ``(seed, id)`` only, so a
-# row's place in the order does not depend on the sharding. The tests compare the kept
-# rows with ``thrifty.prune.ssp(..., prefer="random")`` for several seeds.
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# by 32 random bits drawn from ``(seed, global id)``, ties by id; ``random_bits`` asks the
+# core for those bits (``prune::random_keys``), so the order is the integer order of
+# ``(random_bits(id), id)``. A draw depends on ``(seed, id)`` only, so a row's place in
+# the order does not depend on the sharding. The tests compare the kept rows with
+# ``thrifty.prune.ssp(..., prefer="random")`` for several seeds.
 # the order's top bits split into this many histogram bins (the SSP threshold search)
 RANDOM_BINS_SHIFT = 20
 RANDOM_BINS = 1 << (32 - RANDOM_BINS_SHIFT)
 
 
-def _mix(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser, element-wise on uint64 (wrapping products)."""
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
-
-
 def random_bits(ids: np.ndarray, seed: int) -> np.ndarray:
     """The 32 random bits that place each global row id in the core's seeded random
     order (uint32; the order is ``(bits, id)`` ascending)."""
-    key = _mix(np.array([seed], dtype=np.uint64))
-    i = np.asarray(ids, dtype=np.int64).astype(np.uint64)
-    return (_mix(key ^ ((i + np.uint64(1)) * _GOLDEN)) >> np.uint64(32)).astype(np.uint32)
+    return _core.prune_random_keys(np.ascontiguousarray(ids, dtype=np.int64), int(seed))
 
 
 def random_hist_task(start: int, stop: int, seed: int) -> np.ndarray:

@@ -159,9 +159,24 @@ fn prune_resolve_prefer(
     Ok(p.resolve(kept, groups).name())
 }
 
+/// The keys of the seeded random order (`thrifty_core::prune::random_keys`) for the
+/// global row `ids` (non-negative): rows sort by `(key, id)` ascending as
+/// `prefer="random"` orders them.
+#[pyfunction]
+fn prune_random_keys<'py>(
+    py: Python<'py>,
+    ids: PyReadonlyArray1<'py, i64>,
+    seed: u64,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    let g = ids.as_slice()?;
+    let keys = run(py, None, |_| thrifty_core::prune::random_keys(g, seed))?;
+    Ok(vec1(py, keys))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prune_run, m)?)?;
     m.add_function(wrap_pyfunction!(prune_dbp_counts, m)?)?;
     m.add_function(wrap_pyfunction!(prune_resolve_prefer, m)?)?;
+    m.add_function(wrap_pyfunction!(prune_random_keys, m)?)?;
     Ok(())
 }

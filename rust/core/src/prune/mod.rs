@@ -264,14 +264,39 @@ fn order_items(idx: &mut [usize], score: &[f64], order: Order, seed: u64, ids: O
         Order::Easy => idx.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b))),
         Order::Random => {
             let s = Stream::new(seed);
-            let key = |a: usize| ids.map_or(a as u64, |g| g[a] as u64);
-            idx.sort_by(|&a, &b| {
-                s.uniform(key(a))
-                    .total_cmp(&s.uniform(key(b)))
-                    .then(a.cmp(&b))
-            })
+            let key = |a: usize| random_key(&s, ids.map_or(a as u64, |g| g[a] as u64));
+            idx.sort_by(|&a, &b| key(a).cmp(&key(b)).then(a.cmp(&b)))
         }
     }
+}
+
+/// The 32 random bits that place row `id` in the seeded random order of `s`: rows are
+/// ordered by `(bits, index)` ascending (the bits of `Stream::uniform`, whose order they
+/// share).
+#[inline(always)]
+fn random_key(s: &Stream, id: u64) -> u32 {
+    s.bits32(id)
+}
+
+/// The keys of [`Order::Random`] with `seed` for the global row `ids`: sorting rows by
+/// `(key, id)` ascending gives the order [`ssp`], [`semdedup`] and [`dbp`] use with a
+/// seeded random preference. A key depends on `(seed, id)` only, so a distributed caller
+/// can rank any part of a larger set without the other rows. `ids` must be
+/// non-negative.
+pub fn random_keys(ids: &[i64], seed: u64) -> Result<Vec<u32>, PruneError> {
+    if let Some(i) = ids.iter().position(|&g| g < 0) {
+        return Err(PruneError::Invalid(format!(
+            "ids must be non-negative, got ids[{i}] = {}",
+            ids[i]
+        )));
+    }
+    let s = Stream::new(seed);
+    let mut out = crate::alloc::try_vec(0u32, ids.len(), "the random keys")?;
+    out.par_iter_mut()
+        .zip(ids.par_iter())
+        .with_min_len(1 << 14)
+        .for_each(|(o, &g)| *o = random_key(&s, g as u64));
+    Ok(out)
 }
 
 /// `round(fraction * n)` (halves up), at least 1.
@@ -672,6 +697,92 @@ pub fn capped_simplex_counts(p: &[f64], lb: &[usize], cap: &[usize], total: usiz
     cnt
 }
 
+/// Centroid similarities [`inter_distances`] holds at once, in bytes: one product block
+/// and its transpose, whatever `k`.
+const INTER_BLOCK_BYTES: usize = 64 << 20;
+
+/// Centroids per block of [`inter_distances`] for `k` centroids: two `k x B` `f32`
+/// blocks fit in [`INTER_BLOCK_BYTES`] (at least one centroid, at most `k`).
+fn inter_block_rows(k: usize) -> usize {
+    (INTER_BLOCK_BYTES / 2 / std::mem::size_of::<f32>() / k.max(1)).clamp(1, k.max(1))
+}
+
+/// DBP's `d_inter`: for each unit centroid, the mean cosine distance `1 − cos` to its
+/// `l` nearest other centroids, the `l` smallest distances added in ascending order
+/// (NaN for every centroid when `l == 0`).
+///
+/// The `k x k` similarity matrix is never built: centroids come in blocks of `rows`,
+/// and a block's similarities to all centroids come from `matmul_nt(all, block)`
+/// (`k x rows`, parallel over the `k` rows), transposed so that each centroid's
+/// similarities are contiguous. The values are those of the full product
+/// `matmul_nt(all, all)`: [`crate::gemm`] computes every entry as the same FMA chain
+/// over the depth, wherever the entry lies and whatever the operands' row counts, and
+/// the chain for `(m, j)` equals the chain for `(j, m)` (the two factors of each
+/// product are swapped, which does not change an IEEE product or FMA).
+fn inter_distances(unit: MatRef<'_>, l: usize, rows: usize) -> Result<Vec<f64>, PruneError> {
+    let (k, d) = (unit.rows(), unit.cols());
+    if l == 0 {
+        return Ok(crate::alloc::try_vec(
+            f64::NAN,
+            k,
+            "the inter-cluster distances",
+        )?);
+    }
+    assert!(
+        l < k && rows > 0,
+        "1 <= l < k and a block of at least one row"
+    );
+    let isa = Isa::detect();
+    let what = "a block of centroid similarities";
+    let rows = rows.min(k);
+    let mut tr = crate::alloc::try_vec(0.0f32, crate::alloc::checked_len(rows, k, what)?, what)?;
+    let mut inter = crate::alloc::try_with_capacity(k, "the inter-cluster distances")?;
+    for j0 in (0..k).step_by(rows) {
+        let b = rows.min(k - j0);
+        let block = MatRef::new(&unit.as_slice()[j0 * d..(j0 + b) * d], b, d)?;
+        // s[m * b + j] = cos(centroid m, centroid j0 + j)
+        let s = matmul_nt(isa, unit, None, block, None)?;
+        let t = &mut tr[..b * k];
+        // transpose in groups of 16 block columns (one cache line of `s` per row m)
+        const G: usize = 16;
+        t.par_chunks_mut(G * k).enumerate().for_each(|(g, out)| {
+            let c0 = g * G;
+            let w = out.len() / k;
+            for (m, src) in s.chunks_exact(b).enumerate() {
+                for (jj, &v) in src[c0..c0 + w].iter().enumerate() {
+                    out[jj * k + m] = v;
+                }
+            }
+        });
+        let part: Vec<f64> = t
+            .par_chunks(k)
+            .enumerate()
+            .map_init(
+                || crate::alloc::try_with_capacity::<f64>(k, "a row of centroid distances"),
+                |buf, (jj, sim)| {
+                    let buf = buf.as_mut().map_err(|e| *e)?;
+                    let j = j0 + jj;
+                    buf.clear();
+                    buf.extend(
+                        sim.iter()
+                            .enumerate()
+                            .filter(|&(m, _)| m != j)
+                            .map(|(_, &c)| 1.0 - f64::from(c)),
+                    );
+                    // the l smallest, then in ascending order: the same values, added in
+                    // the same order, as a full sort would give
+                    buf.select_nth_unstable_by(l - 1, f64::total_cmp);
+                    let near = &mut buf[..l];
+                    near.sort_by(f64::total_cmp);
+                    Ok(near.iter().sum::<f64>() / l as f64)
+                },
+            )
+            .collect::<Result<_, AllocError>>()?;
+        inter.extend(part);
+    }
+    Ok(inter)
+}
+
 /// The DBP allocation from per-cluster statistics: `(keep counts, complexity)`.
 ///
 /// `unit_centroids` are the L2-normalised centroids (`k x d`), `intra[j]` the mean
@@ -698,21 +809,7 @@ pub fn dbp_counts(
     }
     let n_alive: usize = sizes.iter().sum();
     let l = o.n_neighbors.min(k - 1);
-    let cc = matmul_nt(Isa::detect(), unit_centroids, None, unit_centroids, None)?;
-    let inter: Vec<f64> = (0..k)
-        .into_par_iter()
-        .map(|j| {
-            if l == 0 {
-                return f64::NAN;
-            }
-            let mut dist: Vec<f64> = (0..k)
-                .filter(|&m| m != j)
-                .map(|m| 1.0 - f64::from(cc[j * k + m]))
-                .collect();
-            dist.sort_by(f64::total_cmp);
-            dist[..l].iter().sum::<f64>() / l as f64
-        })
-        .collect();
+    let inter = inter_distances(unit_centroids, l, inter_block_rows(k))?;
     let mut cx: Vec<f64> = intra.iter().zip(&inter).map(|(a, b)| a * b).collect();
     let finite: Vec<f64> = cx.iter().copied().filter(|v| v.is_finite()).collect();
     let fill = if finite.is_empty() {
@@ -1096,6 +1193,117 @@ mod tests {
         })
         .run_ids(xm, &lab, cm, Some(&vec![0; n]), &pr);
         assert!(matches!(bad, Err(PruneError::Invalid(_))));
+    }
+
+    /// `d_inter` as the unblocked computation: the full `k x k` product, every row
+    /// sorted in full.
+    fn inter_unblocked(unit: MatRef<'_>, l: usize) -> Vec<f64> {
+        let k = unit.rows();
+        let cc = matmul_nt(Isa::detect(), unit, None, unit, None).unwrap();
+        (0..k)
+            .map(|j| {
+                if l == 0 {
+                    return f64::NAN;
+                }
+                let mut dist: Vec<f64> = (0..k)
+                    .filter(|&m| m != j)
+                    .map(|m| 1.0 - f64::from(cc[j * k + m]))
+                    .collect();
+                dist.sort_by(f64::total_cmp);
+                dist[..l].iter().sum::<f64>() / l as f64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inter_distances_in_blocks_equal_the_full_matrix_bit_for_bit() {
+        // depth above one GEMM depth chunk (384), duplicate and opposite centroids (ties)
+        let (k, d) = (41usize, 397usize);
+        let s = Stream::new(3);
+        let mut c: Vec<f32> = (0..k * d)
+            .map(|i| s.uniform(i as u64) as f32 - 0.5)
+            .collect();
+        let row5 = c[5 * d..6 * d].to_vec();
+        c[17 * d..18 * d].copy_from_slice(&row5);
+        c[30 * d..31 * d].copy_from_slice(&row5);
+        let neg: Vec<f32> = row5.iter().map(|v| -v).collect();
+        c[9 * d..10 * d].copy_from_slice(&neg);
+        // nearly orthogonal centroids: cosines ~1e-11, so the distances fill all 53 bits
+        // and their sum depends on the order they are added in
+        let mut e: Vec<f32> = (0..k * d)
+            .map(|i| (s.uniform(i as u64 + (1 << 40)) as f32 - 0.5) * 1e-11)
+            .collect();
+        (0..k).for_each(|m| e[m * d + m] = 1.0);
+        let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for x in [&c, &e] {
+            let unit = normalized(MatRef::new(x, k, d).unwrap()).unwrap();
+            let um = MatRef::new(&unit, k, d).unwrap();
+            for l in [0, 1, 2, 5, k - 1] {
+                let want = bits(&inter_unblocked(um, l));
+                for rows in [1, 3, 7, 16, 20, k - 1, k, k + 5] {
+                    let got = inter_distances(um, l, rows).unwrap();
+                    assert_eq!(bits(&got), want, "l = {l}, {rows} rows per block");
+                    let one = crate::parallel::install(1, || inter_distances(um, l, rows).unwrap());
+                    assert_eq!(bits(&one), want, "l = {l}, {rows} rows per block, 1 thread");
+                }
+            }
+        }
+        let unit = normalized(MatRef::new(&c, k, d).unwrap()).unwrap();
+        // a single centroid has no neighbour
+        let one = MatRef::new(&unit[..d], 1, d).unwrap();
+        assert!(inter_distances(one, 0, 1).unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn inter_blocks_stay_within_their_memory_bound() {
+        for k in [
+            1usize,
+            2,
+            1000,
+            2896,
+            2897,
+            100_000,
+            10_000_000,
+            100_000_000,
+        ] {
+            let b = inter_block_rows(k);
+            assert!(b >= 1 && b <= k, "k = {k}: {b}");
+            assert!(b == 1 || 2 * b * k * 4 <= INTER_BLOCK_BYTES, "k = {k}: {b}");
+        }
+        // small k: one block, the whole matrix
+        assert_eq!(inter_block_rows(1000), 1000);
+        assert_eq!(inter_block_rows(100_000), 83);
+    }
+
+    #[test]
+    fn random_keys_give_the_random_order() {
+        // the keys sort the rows exactly as the seeded random preference does
+        let n = 300usize;
+        let score = vec![0.0; n];
+        let ids: Vec<i64> = (0..n as i64).map(|i| 3 * i + 1).collect();
+        for seed in [0u64, 1, 42, u64::MAX] {
+            let keys = random_keys(&ids, seed).unwrap();
+            for (i, &g) in ids.iter().enumerate() {
+                // the documented draw: the top 32 bits of the uniform variate
+                let u = Stream::new(seed).uniform(g as u64);
+                assert_eq!(f64::from(keys[i]) / 4_294_967_296.0, u);
+            }
+            for g in [None, Some(&ids[..])] {
+                let mut idx: Vec<usize> = (0..n).collect();
+                order_items(&mut idx, &score, Order::Random, seed, g);
+                let k: Vec<u32> = match g {
+                    Some(g) => random_keys(g, seed).unwrap(),
+                    None => random_keys(&(0..n as i64).collect::<Vec<_>>(), seed).unwrap(),
+                };
+                let mut want: Vec<usize> = (0..n).collect();
+                want.sort_by_key(|&a| (k[a], a));
+                assert_eq!(idx, want, "seed {seed}");
+            }
+        }
+        assert!(random_keys(&[], 3).unwrap().is_empty());
+        let e = random_keys(&[0, -2], 3).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("ids[1] = -2"), "{e}");
     }
 
     #[test]
