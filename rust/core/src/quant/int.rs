@@ -20,10 +20,12 @@
 //!   (element `2i` in the HIGH nibble, as bitsandbytes); an odd tail leaves the low
 //!   nibble 0.
 
+use super::format::expect_len;
+use super::passes::{pieces, quantize_groups, Dst, GroupCodec};
 use super::rng::Stream;
+use super::simd::simd_dispatch;
 use super::{
-    expect_len, invalid, pieces, quantize_groups, simd_dispatch, Dst, Format, GroupCodec,
-    PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+    invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::alloc::{try_vec, try_with_capacity};
 use crate::Progress;
@@ -101,7 +103,7 @@ pub(crate) fn quantize_int(
     } else {
         (-128.0, 127.0)
     };
-    let st = super::stream(opts.rounding);
+    let st = super::format::stream(opts.rounding);
     let fixed = match opts.scale {
         ScaleMode::Fixed(s) => Some(s),
         _ => None,
@@ -184,9 +186,9 @@ impl<const IS4: bool, const ASYM: bool> GroupCodec for IntCodec<IS4, ASYM> {
     #[inline(always)]
     fn reduce(&self, x: &[f32]) -> Self::Stat {
         if ASYM {
-            super::min_max_bits_plain(x)
+            super::simd::min_max_bits_plain(x)
         } else {
-            (0.0, 0.0, super::amax_bits_plain(x))
+            (0.0, 0.0, super::simd::amax_bits_plain(x))
         }
     }
 
@@ -275,20 +277,20 @@ fn encode_int(
     } else if is4 {
         if asym {
             for (b, pair) in ob.iter_mut().zip(xs.chunks_exact(2)) {
-                let q0 = super::rne_i32(((pair[0] - sub) / div).clamp(lo, hi)) as u8;
-                let q1 = super::rne_i32(((pair[1] - sub) / div).clamp(lo, hi)) as u8;
+                let q0 = super::simd::rne_i32(((pair[0] - sub) / div).clamp(lo, hi)) as u8;
+                let q1 = super::simd::rne_i32(((pair[1] - sub) / div).clamp(lo, hi)) as u8;
                 *b = q0 | (q1 << 4);
             }
         } else {
             for (b, pair) in ob.iter_mut().zip(xs.chunks_exact(2)) {
-                let q0 = (super::rne_i32((pair[0] * mul).clamp(lo, hi)) + bias) as u8;
-                let q1 = (super::rne_i32((pair[1] * mul).clamp(lo, hi)) + bias) as u8;
+                let q0 = (super::simd::rne_i32((pair[0] * mul).clamp(lo, hi)) + bias) as u8;
+                let q1 = (super::simd::rne_i32((pair[1] * mul).clamp(lo, hi)) + bias) as u8;
                 *b = q0 | (q1 << 4);
             }
         }
     } else {
         for (b, &v) in ob.iter_mut().zip(xs) {
-            *b = super::rne_i32((v * mul).clamp(-128.0, 127.0)) as u8;
+            *b = super::simd::rne_i32((v * mul).clamp(-128.0, 127.0)) as u8;
         }
     }
 }
@@ -311,7 +313,7 @@ pub(crate) fn dequantize_int(
     let n = dst.len();
     let f = q.format;
     let is4 = f == Format::Int4;
-    let g = super::check_groups(q, n, is4)?;
+    let g = super::format::check_groups(q, n, is4)?;
     expect_len("data", q.data.len(), if is4 { n / 2 } else { n }, f)?;
     expect_len("scales", q.scales_f32.len(), n / g, f)?;
     if let Some(z) = q.zero_points {
@@ -323,7 +325,7 @@ pub(crate) fn dequantize_int(
     let per = CHUNK;
     let ic = if is4 { per / 2 } else { per };
     let (scales, zps) = (q.scales_f32, q.zero_points);
-    let y = super::par_map_dst(q.data, ic, dst, per, |ci, di, o| {
+    let y = super::passes::par_map_dst(q.data, ic, dst, per, |ci, di, o| {
         let start = ci * per;
         simd_dispatch!(di: &[u8], o: &mut [f32], start: usize, g: usize, is4: bool,
                        scales: &[f32], zps: Option<&[f32]>; (); {
@@ -370,25 +372,26 @@ pub(crate) fn quantize_nf4(
     let mut absmax = try_vec(0f32, nb, "block scales")?;
     let per = (CHUNK / g).max(1);
     let th = nf4_thresholds();
-    let bad = super::NonFiniteFlag::default();
+    let bad = super::passes::NonFiniteFlag::default();
     // One pass: each block's absmax while it is in cache, then its codes.
-    let data = super::par_out_with(n.div_ceil(2), per * g / 2, &mut absmax, per, |ci, o, am| {
-        let xi = &x[ci * per * g..((ci + 1) * per * g).min(n)];
-        let th = &th;
-        let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], am: &mut [f32], g: usize,
-                                   th: &[f32; 15]; u32; {
-            let mut worst = 0u32;
-            for ((b, ob), a) in xi.chunks(g).zip(o.chunks_mut(g / 2)).zip(am.iter_mut()) {
-                let m = super::amax_bits_plain(b);
-                worst = worst.max(m);
-                *a = f32::from_bits(m);
-                let inv = if *a == 0.0 { 0.0 } else { 1.0 / *a };
-                nf4_encode_block(b, ob, inv, th);
-            }
-            worst
-        });
-        bad.note(worst);
-    })?;
+    let data =
+        super::passes::par_out_with(n.div_ceil(2), per * g / 2, &mut absmax, per, |ci, o, am| {
+            let xi = &x[ci * per * g..((ci + 1) * per * g).min(n)];
+            let th = &th;
+            let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], am: &mut [f32], g: usize,
+                                       th: &[f32; 15]; u32; {
+                let mut worst = 0u32;
+                for ((b, ob), a) in xi.chunks(g).zip(o.chunks_mut(g / 2)).zip(am.iter_mut()) {
+                    let m = super::simd::amax_bits_plain(b);
+                    worst = worst.max(m);
+                    *a = f32::from_bits(m);
+                    let inv = if *a == 0.0 { 0.0 } else { 1.0 / *a };
+                    nf4_encode_block(b, ob, inv, th);
+                }
+                worst
+            });
+            bad.note(worst);
+        })?;
     bad.check(x)?;
     Ok(Quantized {
         data,
@@ -404,7 +407,7 @@ pub(crate) fn quantize_nf4(
 #[inline(always)]
 fn nf4_encode_block(b: &[f32], ob: &mut [u8], inv: f32, th: &[f32; 15]) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
+    if super::simd::has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
         let full = unsafe { nf4_encode_avx2(b, ob, inv, th) };
         return nf4_encode_scalar(&b[full..], &mut ob[full / 2..], inv, th);
@@ -486,7 +489,7 @@ pub(crate) fn dequantize_nf4(
     expect_len("data", q.data.len(), n.div_ceil(2), q.format)?;
     expect_len("scales", q.scales_f32.len(), n.div_ceil(g), q.format)?;
     let per = (CHUNK / g).max(1);
-    let y = super::par_map_dst(q.data, per * g / 2, dst, per * g, |ci, di, o| {
+    let y = super::passes::par_map_dst(q.data, per * g / 2, dst, per * g, |ci, di, o| {
         let scales = &q.scales_f32[ci * per..];
         super::simd::lut4_decode(di, o, &NF4_CODE, scales, g, false);
     });

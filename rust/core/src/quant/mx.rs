@@ -26,11 +26,14 @@ use super::float::{
     decode_table, e8m0_value, encode_one, encode_one_f64, floor_log2, FloatKind, Spec, E2M1, E4M3,
     E5M2,
 };
+use super::format::expect_len;
 use super::int::resolve_group;
+use super::passes::{pieces, Dst};
 use super::rng::{uniform_of, Stream};
+use super::simd::simd_dispatch;
 use super::{
-    expect_len, format_err, invalid, pieces, simd_dispatch, Dst, Format, PackedRef, QuantError,
-    QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+    format_err, invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales,
+    CHUNK,
 };
 use crate::alloc::{try_vec, AllocError};
 use crate::Progress;
@@ -44,7 +47,7 @@ pub fn codec_spec(kind: FloatKind) -> Spec {
 /// the output cannot be allocated).
 pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Result<Vec<u8>, AllocError> {
     let spec = Spec::of(kind);
-    super::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
+    super::passes::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
         encode_into(xi, o, spec, saturate);
     })
 }
@@ -53,7 +56,7 @@ pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Result<Vec<u8
 /// through float32 would round twice and differ next to midpoints).
 pub fn encode_slice_f64(x: &[f64], kind: FloatKind, saturate: bool) -> Result<Vec<u8>, AllocError> {
     let spec = Spec::of(kind);
-    super::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
+    super::passes::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
         for (c, &v) in o.iter_mut().zip(xi) {
             *c = encode_one_f64(v, &spec, saturate) as u8;
         }
@@ -96,7 +99,7 @@ pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantErro
         }
     }
     let table = table256(&spec);
-    let out = super::par_map(codes, CHUNK, codes.len(), CHUNK, |_, ci, o| {
+    let out = super::passes::par_map(codes, CHUNK, codes.len(), CHUNK, |_, ci, o| {
         let table = &table;
         simd_dispatch!(ci: &[u8], o: &mut [f32], table: &[f32; 256]; (); {
             for (y, &c) in o.iter_mut().zip(ci) {
@@ -207,7 +210,7 @@ pub(crate) fn quantize_fp8(
             ));
         }
     }
-    let st = super::stream(opts.rounding);
+    let st = super::format::stream(opts.rounding);
     let saturate = opts.saturate;
     let codec = Fp8Codec {
         spec,
@@ -216,7 +219,7 @@ pub(crate) fn quantize_fp8(
         st,
         saturate,
     };
-    let (data, scales) = super::quantize_groups(x, g, &codec)?;
+    let (data, scales) = super::passes::quantize_groups(x, g, &codec)?;
     // amax / max rounded up, times max, can pass float32's max for |x| near it
     if let Some(k) = scales.iter().position(|&s| !(max * s).is_finite()) {
         return invalid(format!(
@@ -243,7 +246,7 @@ struct Fp8Codec {
     saturate: bool,
 }
 
-impl super::GroupCodec for Fp8Codec {
+impl super::passes::GroupCodec for Fp8Codec {
     type Stat = u32;
     type Param = f32;
     const NUM: usize = 1;
@@ -251,7 +254,7 @@ impl super::GroupCodec for Fp8Codec {
 
     #[inline(always)]
     fn reduce(&self, x: &[f32]) -> u32 {
-        super::amax_bits_plain(x)
+        super::simd::amax_bits_plain(x)
     }
 
     #[inline(always)]
@@ -333,12 +336,12 @@ pub(crate) fn dequantize_fp8(
     _p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
-    let g = super::check_groups(q, n, false)?;
+    let g = super::format::check_groups(q, n, false)?;
     expect_len("data", q.data.len(), n, q.format)?;
     expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
     let table = table256(&elem_spec(q.format));
     let scales = q.scales_f32;
-    let y = super::par_map_dst(q.data, CHUNK, dst, CHUNK, |ci, di, o| {
+    let y = super::passes::par_map_dst(q.data, CHUNK, dst, CHUNK, |ci, di, o| {
         let table = &table;
         simd_dispatch!(ci: usize, di: &[u8], o: &mut [f32], g: usize, scales: &[f32], table: &[f32; 256]; (); {
             for (off, len, grp) in pieces(ci * CHUNK, o.len(), g) {
@@ -449,10 +452,10 @@ fn blocks_body<const B: usize>(
     let am = &mut am[..nbk];
     for (k, a) in am.iter_mut().enumerate() {
         *a = match xi.get(k * B..(k + 1) * B) {
-            Some(full) => super::amax_bits_plain(full),
+            Some(full) => super::simd::amax_bits_plain(full),
             None => {
                 block_at(xi, k, &mut padded);
-                super::amax_bits_plain(&padded)
+                super::simd::amax_bits_plain(&padded)
             }
         };
     }
@@ -514,8 +517,8 @@ fn quantize_blocks<const B: usize>(
     let bpb = if fp4 { B / 2 } else { B };
     let mut scales = try_vec(0u8, nb, "block scales")?;
     let per = CHUNK / B;
-    let bad = super::NonFiniteFlag::default();
-    let data = super::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
+    let bad = super::passes::NonFiniteFlag::default();
+    let data = super::passes::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
         let xi = &x[ci * per * B..((ci + 1) * per * B).min(n)];
         let sr = st.map(|st| (spec, st, ci * per * B));
         let kind = spec.kind;
@@ -557,7 +560,7 @@ pub(crate) fn quantize_mx(
         ));
     }
     let spec = elem_spec(f);
-    let st = super::stream(opts.rounding);
+    let st = super::format::stream(opts.rounding);
     let rule = BlockRule::Mx { emax: mx_emax(f) };
     let (data, scales) = quantize_blocks::<MX_BLOCK>(x, &spec, rule, st.as_ref())?;
     Ok(Quantized {
@@ -583,7 +586,7 @@ fn dequantize_blocks(
     let t16: [f32; 16] = std::array::from_fn(|i| table[i]);
     let per = CHUNK / block;
     // a ragged last block is simply shorter (the 4-bit decoder takes an odd tail)
-    super::par_map_dst(q.data, per * bpb, dst, per * block, |ci, di, o| {
+    super::passes::par_map_dst(q.data, per * bpb, dst, per * block, |ci, di, o| {
         let ss: Vec<f32> = (0..o.len().div_ceil(block))
             .map(|k| block_scale(ci * per + k))
             .collect();
@@ -657,10 +660,10 @@ pub(crate) fn quantize_nvfp4(
     }
     let m = x
         .par_chunks(CHUNK)
-        .map(super::amax_bits)
+        .map(super::simd::amax_bits)
         .reduce(|| 0, u32::max);
-    if m >= super::NONFINITE {
-        return Err(super::nonfinite(x));
+    if m >= super::passes::NONFINITE {
+        return Err(super::passes::nonfinite(x));
     }
     let pt = nvfp4_tensor_scale(f32::from_bits(m));
     // the block holding the largest |x| gets the block scale 448: 6 * (pt * 448) is
@@ -672,7 +675,7 @@ pub(crate) fn quantize_nvfp4(
             f32::from_bits(m)
         ));
     }
-    let st = super::stream(opts.rounding);
+    let st = super::format::stream(opts.rounding);
     let rule = BlockRule::Nv {
         pt,
         inv_pt: 1.0 / pt,

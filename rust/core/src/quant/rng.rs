@@ -50,7 +50,7 @@ impl Stream {
             unsafe fn avx2(s: &Stream, first: u64, out: &mut [u32]) {
                 fill_plain(s, first, out)
             }
-            if super::has_avx2() {
+            if super::simd::has_avx2() {
                 if crate::cpu::avx512dq() {
                     // SAFETY: the CPU supports AVX-512F/DQ (checked just above).
                     return unsafe { avx512(self, first, out) };
@@ -93,7 +93,7 @@ pub fn round_with(v: f32, bits: u32) -> f32 {
 #[inline(always)]
 pub fn round_with_i32(v: f32, bits: u32) -> i32 {
     // floor without a libm call (baseline x86-64 has no roundss)
-    let r = super::rne_i32(v);
+    let r = super::simd::rne_i32(v);
     let rf = r as f32;
     let down = rf > v;
     let f = if down { rf - 1.0 } else { rf };
@@ -132,7 +132,7 @@ mod tests {
                 assert_eq!(uniform_of(b), s.uniform(first.wrapping_add(j as u64)));
             }
             let mut plain = vec![0u32; len];
-            super::super::scalar_only(|| s.fill_bits32(first, &mut plain));
+            super::super::simd::scalar_only(|| s.fill_bits32(first, &mut plain));
             assert_eq!(out, plain);
         }
         // the branch-free rounding is the documented floor + Bernoulli

@@ -14,10 +14,13 @@
 use rayon::prelude::*;
 
 use super::float::{f16_to_f32, f32_to_f16};
+use super::format::expect_len;
+use super::passes::Dst;
 use super::rng::Stream;
+use super::simd::simd_dispatch;
 use super::{
-    expect_len, format_err, invalid, simd_dispatch, Dst, Format, PackedRef, QuantError,
-    QuantOptions, Quantized, Rounding, ScaleMode, Scales, CHUNK,
+    format_err, invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, Rounding,
+    ScaleMode, Scales, CHUNK,
 };
 use crate::alloc::{try_with_capacity, AllocError};
 use crate::Progress;
@@ -78,11 +81,11 @@ pub(crate) fn quantize_ternary(
     _p: &Progress,
 ) -> Result<Quantized, QuantError> {
     if opts.scale == ScaleMode::AbsMedian {
-        super::check_finite(x)?;
+        super::passes::check_finite(x)?;
     }
     let (gamma, m) = gamma_checked(x, opts.scale)?;
-    if m >= super::NONFINITE {
-        return Err(super::nonfinite(x));
+    if m >= super::passes::NONFINITE {
+        return Err(super::passes::nonfinite(x));
     }
     let s = 1.0f32 / gamma.max(1e-5);
     let big_r = out_rows.div_ceil(4);
@@ -92,7 +95,7 @@ pub(crate) fn quantize_ternary(
         Rounding::Nearest => None,
     };
     let row = |src: usize| &x[src * inner..(src + 1) * inner];
-    let data = super::par_out(big_r * inner, rows_per * inner, |ci, out: &mut [u8]| {
+    let data = super::passes::par_out(big_r * inner, rows_per * inner, |ci, out: &mut [u8]| {
         for (lr, orow) in out.chunks_mut(inner).enumerate() {
             let r = ci * rows_per + lr;
             if stream.is_none() && r + 3 * big_r < out_rows {
@@ -173,7 +176,7 @@ pub(crate) fn dequantize_ternary(
     let rows_per = (CHUNK / inner.max(1)).max(1);
     let (data, width) = (q.data, inner);
     let table = ternary_table(scale);
-    let y = super::par_out_dst(dst, rows_per * inner, |ci, out: &mut [f32]| {
+    let y = super::passes::par_out_dst(dst, rows_per * inner, |ci, out: &mut [f32]| {
         for (lr, orow) in out.chunks_mut(width).enumerate() {
             let src = ci * rows_per + lr;
             let (r, i) = (src % big_r, src / big_r);
@@ -226,7 +229,7 @@ fn trit(v: f32) -> u8 {
 /// (d, 1/d or 0, largest `bits(|v|)`) of a block.
 #[inline(always)]
 fn block_scale(b: &[f32]) -> (f32, f32, u32) {
-    let m = super::amax_bits_plain(b);
+    let m = super::simd::amax_bits_plain(b);
     let d = f32::from_bits(m);
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     (d, id, m)
@@ -294,9 +297,9 @@ pub(crate) fn quantize_tq(
     let nb = x.len() / QK;
     let tb = tq_bytes(f);
     let per = CHUNK / QK;
-    let bad = super::NonFiniteFlag::default();
+    let bad = super::passes::NonFiniteFlag::default();
     let big = std::sync::atomic::AtomicU32::new(0);
-    let data = super::par_map(x, per * QK, nb * tb, per * tb, |_, xi, o| {
+    let data = super::passes::par_map(x, per * QK, nb * tb, per * tb, |_, xi, o| {
         let tq1 = f == Format::Tq1_0;
         let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], tb: usize, tq1: bool; u32; {
             // plain loops (an iterator fold would be a function of its own, not AVX2)
@@ -351,7 +354,7 @@ pub(crate) fn dequantize_tq(
         return format_err("tq2_0 data holds code 3, which is out of range (codes are 0, 1, 2)");
     }
     let per = CHUNK / QK;
-    let y = super::par_map_dst(q.data, per * tb, dst, per * QK, |_, bi, o| {
+    let y = super::passes::par_map_dst(q.data, per * tb, dst, per * QK, |_, bi, o| {
         let tq2 = f == Format::Tq2_0;
         tq_dequantize_blocks(bi, o, tq2)
     });
