@@ -260,7 +260,8 @@ pub fn dequantize(q: &PackedRef<'_>, p: &Progress) -> Result<Vec<f32>, QuantErro
 
 /// [`dequantize`] into the caller's buffer of `rows * cols` values (no allocation, and
 /// no page faults when the buffer is reused). The packed tensor is fully checked before
-/// the first value is written: on an error `out` is left as it was.
+/// the first value is written: on an error `out` is left as it was (a cancelled call
+/// may have written part of it).
 pub fn dequantize_into(q: &PackedRef<'_>, out: &mut [f32], p: &Progress) -> Result<(), QuantError> {
     let n = value_count(q)?;
     if out.len() != n {
@@ -333,6 +334,7 @@ pub(crate) fn expect_len(what: &str, got: usize, want: usize, f: Format) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Classify;
     use crate::quant::simd::scalar_only;
 
     #[test]
@@ -513,6 +515,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A cancelled call (Ctrl-C in Python) stops in its passes and says so, for every
+    /// format and option, both ways, and for the element codecs.
+    #[test]
+    fn cancelled_calls_report_cancelled() {
+        let (rows, cols, x) = tricky_inputs().swap_remove(4);
+        let cancelled = Progress::new();
+        cancelled.cancel();
+        let is_cancelled = |e: QuantError| {
+            assert_eq!(e.kind(), crate::error::ErrorKind::Cancelled, "{e}");
+        };
+        for o in all_options() {
+            let Ok(q) = quantize(&x, rows, cols, &o, &Progress::new()) else {
+                continue;
+            };
+            is_cancelled(quantize(&x, rows, cols, &o, &cancelled).unwrap_err());
+            let r = q.as_packed(o.format, rows, cols);
+            is_cancelled(dequantize(&r, &cancelled).unwrap_err());
+            let mut out = vec![0f32; x.len()];
+            is_cancelled(dequantize_into(&r, &mut out, &cancelled).unwrap_err());
+        }
+        let kind = super::super::float::FloatKind::E4M3;
+        is_cancelled(mx::encode_slice(&x, kind, true, &cancelled).unwrap_err());
+        let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        is_cancelled(mx::encode_slice_f64(&xd, kind, true, &cancelled).unwrap_err());
+        is_cancelled(mx::decode_slice(&[1, 2, 3], kind, &cancelled).unwrap_err());
     }
 
     #[test]

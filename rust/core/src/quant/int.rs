@@ -87,7 +87,7 @@ pub(crate) fn quantize_int(
     x: &[f32],
     cols: usize,
     opts: &QuantOptions,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     let f = opts.format;
     let n = x.len();
@@ -122,9 +122,9 @@ pub(crate) fn quantize_int(
     let half = (qmax - qmin) / 2.0;
     // (scale, zero point) per group
     let (data, params) = match (is4, asym) {
-        (true, true) => quantize_groups(x, g, &IntCodec::<true, true> { fixed, half, st })?,
-        (true, false) => quantize_groups(x, g, &IntCodec::<true, false> { fixed, half, st })?,
-        _ => quantize_groups(x, g, &IntCodec::<false, false> { fixed, half, st })?,
+        (true, true) => quantize_groups(x, g, &IntCodec::<true, true> { fixed, half, st }, p)?,
+        (true, false) => quantize_groups(x, g, &IntCodec::<true, false> { fixed, half, st }, p)?,
+        _ => quantize_groups(x, g, &IntCodec::<false, false> { fixed, half, st }, p)?,
     };
     // The dequantized values of every group, `(q - 8) * scale + zero_point` (asymmetric)
     // or `q * scale`, must be finite at both ends of the code range; only groups whose
@@ -308,7 +308,7 @@ fn write_codes(codes: &[u8], o: &mut [u8], off: usize, is4: bool) {
 pub(crate) fn dequantize_int(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
     let f = q.format;
@@ -325,7 +325,7 @@ pub(crate) fn dequantize_int(
     let per = CHUNK;
     let ic = if is4 { per / 2 } else { per };
     let (scales, zps) = (q.scales_f32, q.zero_points);
-    let y = super::passes::par_map_dst(q.data, ic, dst, per, |ci, di, o| {
+    super::passes::par_map_dst(q.data, ic, dst, per, p, |ci, di, o| {
         let start = ci * per;
         simd_dispatch!(di: &[u8], o: &mut [f32], start: usize, g: usize, is4: bool,
                        scales: &[f32], zps: Option<&[f32]>; (); {
@@ -347,8 +347,7 @@ pub(crate) fn dequantize_int(
                 }
             }
         })
-    });
-    Ok(y?)
+    })
 }
 
 pub(crate) fn nf4_block_size(g: Option<usize>) -> Result<usize, QuantError> {
@@ -364,7 +363,7 @@ pub(crate) fn nf4_block_size(g: Option<usize>) -> Result<usize, QuantError> {
 pub(crate) fn quantize_nf4(
     x: &[f32],
     opts: &QuantOptions,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     let g = nf4_block_size(opts.group_size)?;
     let n = x.len();
@@ -374,8 +373,13 @@ pub(crate) fn quantize_nf4(
     let th = nf4_thresholds();
     let bad = super::passes::NonFiniteFlag::default();
     // One pass: each block's absmax while it is in cache, then its codes.
-    let data =
-        super::passes::par_out_with(n.div_ceil(2), per * g / 2, &mut absmax, per, |ci, o, am| {
+    let data = super::passes::par_out_with(
+        n.div_ceil(2),
+        per * g / 2,
+        &mut absmax,
+        per,
+        p,
+        |ci, o, am| {
             let xi = &x[ci * per * g..((ci + 1) * per * g).min(n)];
             let th = &th;
             let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], am: &mut [f32], g: usize,
@@ -391,7 +395,8 @@ pub(crate) fn quantize_nf4(
                 worst
             });
             bad.note(worst);
-        })?;
+        },
+    )?;
     bad.check(x)?;
     Ok(Quantized {
         data,
@@ -482,18 +487,17 @@ unsafe fn nf4_encode_avx2(b: &[f32], ob: &mut [u8], inv: f32, th: &[f32; 15]) ->
 pub(crate) fn dequantize_nf4(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
     let g = nf4_block_size(Some(q.group_size)).map_err(|e| QuantError::Format(e.to_string()))?;
     expect_len("data", q.data.len(), n.div_ceil(2), q.format)?;
     expect_len("scales", q.scales_f32.len(), n.div_ceil(g), q.format)?;
     let per = (CHUNK / g).max(1);
-    let y = super::passes::par_map_dst(q.data, per * g / 2, dst, per * g, |ci, di, o| {
+    super::passes::par_map_dst(q.data, per * g / 2, dst, per * g, p, |ci, di, o| {
         let scales = &q.scales_f32[ci * per..];
         super::simd::lut4_decode(di, o, &NF4_CODE, scales, g, false);
-    });
-    Ok(y?)
+    })
 }
 
 #[cfg(test)]

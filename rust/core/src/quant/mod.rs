@@ -36,7 +36,7 @@ pub use format::{
 };
 
 use crate::alloc::AllocError;
-use crate::error::{Classify, ErrorKind};
+use crate::error::{Cancelled, Classify, ErrorKind};
 
 /// Elements per parallel work item.
 pub(crate) const CHUNK: usize = 1 << 16;
@@ -53,6 +53,9 @@ pub enum QuantError {
     /// A buffer (output, scales) could not be allocated.
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// Stopped through [`crate::Progress::cancel`] (Ctrl-C in Python).
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
 }
 
 impl Classify for QuantError {
@@ -61,6 +64,7 @@ impl Classify for QuantError {
             QuantError::Invalid(_) => ErrorKind::InvalidInput,
             QuantError::Format(_) => ErrorKind::Format,
             QuantError::Alloc(e) => e.kind(),
+            QuantError::Cancelled(_) => ErrorKind::Cancelled,
         }
     }
 }

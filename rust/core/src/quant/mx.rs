@@ -35,7 +35,7 @@ use super::{
     format_err, invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales,
     CHUNK,
 };
-use crate::alloc::{try_vec, AllocError};
+use crate::alloc::try_vec;
 use crate::Progress;
 
 /// Spec of a codec name: `e4m3`, `e5m2` or `e2m1`.
@@ -45,18 +45,28 @@ pub fn codec_spec(kind: FloatKind) -> Spec {
 
 /// Encode float32 values to one code per byte (round half to even; fails only when
 /// the output cannot be allocated).
-pub fn encode_slice(x: &[f32], kind: FloatKind, saturate: bool) -> Result<Vec<u8>, AllocError> {
+pub fn encode_slice(
+    x: &[f32],
+    kind: FloatKind,
+    saturate: bool,
+    p: &Progress,
+) -> Result<Vec<u8>, QuantError> {
     let spec = Spec::of(kind);
-    super::passes::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
+    super::passes::par_map(x, CHUNK, x.len(), CHUNK, p, |_, xi, o| {
         encode_into(xi, o, spec, saturate);
     })
 }
 
 /// [`encode_slice`] for float64 values, rounded directly from float64 (a detour
 /// through float32 would round twice and differ next to midpoints).
-pub fn encode_slice_f64(x: &[f64], kind: FloatKind, saturate: bool) -> Result<Vec<u8>, AllocError> {
+pub fn encode_slice_f64(
+    x: &[f64],
+    kind: FloatKind,
+    saturate: bool,
+    p: &Progress,
+) -> Result<Vec<u8>, QuantError> {
     let spec = Spec::of(kind);
-    super::passes::par_map(x, CHUNK, x.len(), CHUNK, |_, xi, o| {
+    super::passes::par_map(x, CHUNK, x.len(), CHUNK, p, |_, xi, o| {
         for (c, &v) in o.iter_mut().zip(xi) {
             *c = encode_one_f64(v, &spec, saturate) as u8;
         }
@@ -86,7 +96,7 @@ fn encode_into(xi: &[f32], o: &mut [u8], spec: Spec, saturate: bool) {
 }
 
 /// Decode one code per byte to float32. E2M1 codes above 15 are an error.
-pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantError> {
+pub fn decode_slice(codes: &[u8], kind: FloatKind, p: &Progress) -> Result<Vec<f32>, QuantError> {
     let spec = Spec::of(kind);
     if spec.bits() < 8 {
         if let Some(i) = codes.iter().position(|&c| c >> spec.bits() != 0) {
@@ -99,7 +109,7 @@ pub fn decode_slice(codes: &[u8], kind: FloatKind) -> Result<Vec<f32>, QuantErro
         }
     }
     let table = table256(&spec);
-    let out = super::passes::par_map(codes, CHUNK, codes.len(), CHUNK, |_, ci, o| {
+    let out = super::passes::par_map(codes, CHUNK, codes.len(), CHUNK, p, |_, ci, o| {
         let table = &table;
         simd_dispatch!(ci: &[u8], o: &mut [f32], table: &[f32; 256]; (); {
             for (y, &c) in o.iter_mut().zip(ci) {
@@ -190,7 +200,7 @@ pub(crate) fn quantize_fp8(
     x: &[f32],
     cols: usize,
     opts: &QuantOptions,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     let f = opts.format;
     let spec = elem_spec(f);
@@ -219,7 +229,7 @@ pub(crate) fn quantize_fp8(
         st,
         saturate,
     };
-    let (data, scales) = super::passes::quantize_groups(x, g, &codec)?;
+    let (data, scales) = super::passes::quantize_groups(x, g, &codec, p)?;
     // amax / max rounded up, times max, can pass float32's max for |x| near it
     if let Some(k) = scales.iter().position(|&s| !(max * s).is_finite()) {
         return invalid(format!(
@@ -333,7 +343,7 @@ fn encode_scaled(xs: &[f32], o: &mut [u8], s: f32, kind: FloatKind, saturate: bo
 pub(crate) fn dequantize_fp8(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
     let g = super::format::check_groups(q, n, false)?;
@@ -341,7 +351,7 @@ pub(crate) fn dequantize_fp8(
     expect_len("scales", q.scales_f32.len(), n / g, q.format)?;
     let table = table256(&elem_spec(q.format));
     let scales = q.scales_f32;
-    let y = super::passes::par_map_dst(q.data, CHUNK, dst, CHUNK, |ci, di, o| {
+    let y = super::passes::par_map_dst(q.data, CHUNK, dst, CHUNK, p, |ci, di, o| {
         let table = &table;
         simd_dispatch!(ci: usize, di: &[u8], o: &mut [f32], g: usize, scales: &[f32], table: &[f32; 256]; (); {
             for (off, len, grp) in pieces(ci * CHUNK, o.len(), g) {
@@ -510,6 +520,7 @@ fn quantize_blocks<const B: usize>(
     spec: &Spec,
     rule: BlockRule,
     st: Option<&Stream>,
+    p: &Progress,
 ) -> Result<(Vec<u8>, Vec<u8>), QuantError> {
     let n = x.len();
     let nb = n.div_ceil(B);
@@ -518,21 +529,28 @@ fn quantize_blocks<const B: usize>(
     let mut scales = try_vec(0u8, nb, "block scales")?;
     let per = CHUNK / B;
     let bad = super::passes::NonFiniteFlag::default();
-    let data = super::passes::par_out_with(nb * bpb, per * bpb, &mut scales, per, |ci, o, sc| {
-        let xi = &x[ci * per * B..((ci + 1) * per * B).min(n)];
-        let sr = st.map(|st| (spec, st, ci * per * B));
-        let kind = spec.kind;
-        let b32 = B == 32;
-        let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind,
-                                   rule: BlockRule, sr: Option<StochasticBlocks<'_>>, b32: bool; u32; {
-            if b32 {
-                blocks_body::<32>(xi, o, sc, kind, rule, sr)
-            } else {
-                blocks_body::<16>(xi, o, sc, kind, rule, sr)
-            }
-        });
-        bad.note(worst);
-    })?;
+    let data = super::passes::par_out_with(
+        nb * bpb,
+        per * bpb,
+        &mut scales,
+        per,
+        p,
+        |ci, o, sc| {
+            let xi = &x[ci * per * B..((ci + 1) * per * B).min(n)];
+            let sr = st.map(|st| (spec, st, ci * per * B));
+            let kind = spec.kind;
+            let b32 = B == 32;
+            let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], sc: &mut [u8], kind: FloatKind,
+                                       rule: BlockRule, sr: Option<StochasticBlocks<'_>>, b32: bool; u32; {
+                if b32 {
+                    blocks_body::<32>(xi, o, sc, kind, rule, sr)
+                } else {
+                    blocks_body::<16>(xi, o, sc, kind, rule, sr)
+                }
+            });
+            bad.note(worst);
+        },
+    )?;
     bad.check(x)?;
     Ok((data, scales))
 }
@@ -550,7 +568,7 @@ fn write_block(codes: &[u8], out: &mut [u8], fp4: bool) {
 pub(crate) fn quantize_mx(
     x: &[f32],
     opts: &QuantOptions,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     let f = opts.format;
     if opts.group_size.is_some_and(|g| g != MX_BLOCK) {
@@ -562,7 +580,7 @@ pub(crate) fn quantize_mx(
     let spec = elem_spec(f);
     let st = super::format::stream(opts.rounding);
     let rule = BlockRule::Mx { emax: mx_emax(f) };
-    let (data, scales) = quantize_blocks::<MX_BLOCK>(x, &spec, rule, st.as_ref())?;
+    let (data, scales) = quantize_blocks::<MX_BLOCK>(x, &spec, rule, st.as_ref(), p)?;
     Ok(Quantized {
         data,
         scales: Scales::U8(scales),
@@ -578,15 +596,16 @@ fn dequantize_blocks(
     dst: Dst<'_>,
     block: usize,
     spec: &Spec,
+    p: &Progress,
     block_scale: impl Fn(usize) -> f32 + Sync,
-) -> Result<Vec<f32>, AllocError> {
+) -> Result<Vec<f32>, QuantError> {
     let fp4 = spec.kind == FloatKind::E2M1;
     let bpb = if fp4 { block / 2 } else { block };
     let table = table256(spec);
     let t16: [f32; 16] = std::array::from_fn(|i| table[i]);
     let per = CHUNK / block;
     // a ragged last block is simply shorter (the 4-bit decoder takes an odd tail)
-    super::passes::par_map_dst(q.data, per * bpb, dst, per * block, |ci, di, o| {
+    super::passes::par_map_dst(q.data, per * bpb, dst, per * block, p, |ci, di, o| {
         let ss: Vec<f32> = (0..o.len().div_ceil(block))
             .map(|k| block_scale(ci * per + k))
             .collect();
@@ -608,7 +627,7 @@ fn dequantize_blocks(
 pub(crate) fn dequantize_mx(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
     let spec = elem_spec(q.format);
@@ -620,9 +639,7 @@ pub(crate) fn dequantize_mx(
     };
     expect_len("data", q.data.len(), nb * bpb, q.format)?;
     expect_len("scales", q.scales_u8.len(), nb, q.format)?;
-    Ok(dequantize_blocks(q, dst, MX_BLOCK, &spec, |b| {
-        e8m0_value(q.scales_u8[b])
-    })?)
+    dequantize_blocks(q, dst, MX_BLOCK, &spec, p, |b| e8m0_value(q.scales_u8[b]))
 }
 
 /// Scaled-FP8 scale `amax / max`: 1.0 for an all-zero group, and never 0 (a tiny amax
@@ -653,15 +670,22 @@ pub fn nvfp4_tensor_scale(a: f32) -> f32 {
 pub(crate) fn quantize_nvfp4(
     x: &[f32],
     opts: &QuantOptions,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     if opts.group_size.is_some_and(|g| g != NV_BLOCK) {
         return invalid("nvfp4 uses blocks of 16; group_size must be None or 16");
     }
     let m = x
         .par_chunks(CHUNK)
-        .map(super::simd::amax_bits)
+        .map(|c| {
+            if p.is_cancelled() {
+                0
+            } else {
+                super::simd::amax_bits(c)
+            }
+        })
         .reduce(|| 0, u32::max);
+    p.check()?;
     if m >= super::passes::NONFINITE {
         return Err(super::passes::nonfinite(x));
     }
@@ -681,7 +705,7 @@ pub(crate) fn quantize_nvfp4(
         inv_pt: 1.0 / pt,
         lut: super::float::e4m3_table(),
     };
-    let (data, scales) = quantize_blocks::<NV_BLOCK>(x, &E2M1, rule, st.as_ref())?;
+    let (data, scales) = quantize_blocks::<NV_BLOCK>(x, &E2M1, rule, st.as_ref(), p)?;
     Ok(Quantized {
         data,
         scales: Scales::U8(scales),
@@ -694,7 +718,7 @@ pub(crate) fn quantize_nvfp4(
 pub(crate) fn dequantize_nvfp4(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
     let nb = n.div_ceil(NV_BLOCK);
@@ -704,9 +728,9 @@ pub(crate) fn dequantize_nvfp4(
         return format_err("nvfp4 needs its per-tensor scale");
     };
     let lut = decode_table(&E4M3);
-    Ok(dequantize_blocks(q, dst, NV_BLOCK, &E2M1, |b| {
+    dequantize_blocks(q, dst, NV_BLOCK, &E2M1, p, |b| {
         pt * lut[q.scales_u8[b] as usize]
-    })?)
+    })
 }
 
 #[cfg(test)]
@@ -718,15 +742,16 @@ mod tests {
         for kind in [FloatKind::E4M3, FloatKind::E5M2, FloatKind::E2M1] {
             let spec = Spec::of(kind);
             let codes: Vec<u8> = (0..1u32 << spec.bits()).map(|c| c as u8).collect();
-            let v = decode_slice(&codes, kind).unwrap();
-            let back = encode_slice(&v, kind, false).unwrap();
+            let p = Progress::new();
+            let v = decode_slice(&codes, kind, &p).unwrap();
+            let back = encode_slice(&v, kind, false, &p).unwrap();
             for (c, (b, x)) in codes.iter().zip(back.iter().zip(&v)) {
                 if !x.is_nan() {
                     assert_eq!(c, b);
                 }
             }
         }
-        assert!(decode_slice(&[16], FloatKind::E2M1).is_err());
+        assert!(decode_slice(&[16], FloatKind::E2M1, &Progress::new()).is_err());
     }
 
     #[test]

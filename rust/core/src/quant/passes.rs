@@ -5,12 +5,18 @@
 //! its chunks in parallel, [`group_reduce`] reduces groups, [`quantize_groups`] drives
 //! the grouped formats through a [`GroupCodec`], and the NaN / infinity checks ride on
 //! the reductions the passes make anyway.
+//!
+//! Cancellation (Ctrl-C in Python): every pass that makes an output or reads the whole
+//! input looks at [`Progress::is_cancelled`] before each chunk, skips the chunks that
+//! start after [`Progress::cancel`], and then returns [`QuantError::Cancelled`]; the
+//! formats only hand their [`Progress`] to the passes.
 
 use rayon::prelude::*;
 
 use super::simd::{dispatch, simd_dispatch, Kernel};
 use super::{invalid, QuantError, CHUNK};
 use crate::alloc::{try_vec, try_with_capacity, AllocError};
+use crate::Progress;
 
 /// Where a dequantization writes: a new buffer of `n` values, or the caller's.
 pub(crate) enum Dst<'a> {
@@ -28,18 +34,25 @@ impl Dst<'_> {
 }
 
 /// [`par_out`] into a [`Dst`]: returns the new buffer, or an empty one after filling
-/// the caller's (same chunks either way).
+/// the caller's (same chunks either way; a cancelled pass leaves the caller's buffer
+/// partly written).
 pub(crate) fn par_out_dst(
     dst: Dst<'_>,
     oc: usize,
+    p: &Progress,
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Result<Vec<f32>, AllocError> {
+) -> Result<Vec<f32>, QuantError> {
     match dst {
-        Dst::New(n) => par_out(n, oc, f),
+        Dst::New(n) => par_out(n, oc, p, f),
         Dst::Into(out) => {
             out.par_chunks_mut(oc.max(1))
                 .enumerate()
-                .for_each(|(i, o)| f(i, o));
+                .for_each(|(i, o)| {
+                    if !p.is_cancelled() {
+                        f(i, o)
+                    }
+                });
+            p.check()?;
             Ok(Vec::new())
         }
     }
@@ -51,10 +64,11 @@ pub(crate) fn par_map_dst<T: Sync>(
     xc: usize,
     dst: Dst<'_>,
     oc: usize,
+    p: &Progress,
     f: impl Fn(usize, &[T], &mut [f32]) + Sync + Send,
-) -> Result<Vec<f32>, AllocError> {
+) -> Result<Vec<f32>, QuantError> {
     debug_assert_eq!(x.len().div_ceil(xc), dst.len().div_ceil(oc));
-    par_out_dst(dst, oc, |i, o| {
+    par_out_dst(dst, oc, p, |i, o| {
         let xi = &x[i * xc..((i + 1) * xc).min(x.len())];
         f(i, xi, o)
     })
@@ -112,30 +126,39 @@ pub(crate) fn nonfinite(x: &[f32]) -> QuantError {
 }
 
 /// Per-group reduction `f` over groups of `g` consecutive elements (`g` divides
-/// `x.len()`), in parallel; large groups are split into fixed chunks.
-pub(crate) fn group_reduce<T: Send + Copy>(
+/// `x.len()`), in parallel; large groups are split into fixed chunks. Chunks skipped
+/// after a cancellation count as `T::default()` (the pass then fails).
+pub(crate) fn group_reduce<T: Send + Copy + Default>(
     x: &[f32],
     g: usize,
+    p: &Progress,
     f: impl Fn(&[f32]) -> T + Sync,
     combine: impl Fn(T, T) -> T + Sync,
-) -> Result<Vec<T>, AllocError> {
+) -> Result<Vec<T>, QuantError> {
     let mut out = try_with_capacity(x.len().div_ceil(g), "group statistics")?;
+    let piece = |c: &[f32]| if p.is_cancelled() { T::default() } else { f(c) };
     if g >= CHUNK {
         // at most one entry per CHUNK input values: the partial results are small
         out.extend(x.chunks(g).map(|grp| {
-            let parts: Vec<T> = grp.par_chunks(CHUNK).map(&f).collect();
+            let parts: Vec<T> = grp.par_chunks(CHUNK).map(piece).collect();
             parts.into_iter().reduce(&combine).expect("non-empty group")
         }));
     } else {
         let per = (CHUNK / g).max(1) * g;
         let parts: Vec<Vec<T>> = x
             .par_chunks(per)
-            .map(|c| c.chunks(g).map(&f).collect())
+            .map(|c| {
+                if p.is_cancelled() {
+                    return Vec::new();
+                }
+                c.chunks(g).map(&f).collect()
+            })
             .collect();
-        for p in parts {
-            out.extend(p);
+        for part in parts {
+            out.extend(part);
         }
     }
+    p.check()?;
     Ok(out)
 }
 
@@ -247,13 +270,17 @@ fn try_zeroed<T: ZeroBits>(n: usize) -> Result<Vec<T>, AllocError> {
 /// while it is hot in cache. Buffers of [`LARGE`] bytes or more are fresh mappings
 /// (glibc's `calloc` maps them without a `memset`) and are used as they come.
 /// `T::default()` must be a valid value for the kernels to overwrite.
+///
+/// After [`Progress::cancel`] the chunks not yet started are zeroed but not written,
+/// and the pass returns [`QuantError::Cancelled`].
 pub(crate) fn par_out_with<T, S>(
     n: usize,
     oc: usize,
     side: &mut [S],
     sc: usize,
+    p: &Progress,
     f: impl Fn(usize, &mut [T], &mut [S]) + Sync + Send,
-) -> Result<Vec<T>, AllocError>
+) -> Result<Vec<T>, QuantError>
 where
     T: ZeroBits,
     S: Send,
@@ -261,6 +288,11 @@ where
     let oc = oc.max(1);
     // every output chunk must meet a side chunk (a shorter zip would leave some unwritten)
     assert!(side.is_empty() || n.div_ceil(oc) == side.len().div_ceil(sc.max(1)));
+    let f = |i: usize, c: &mut [T], s: &mut [S]| {
+        if !p.is_cancelled() {
+            f(i, c, s)
+        }
+    };
     if n * std::mem::size_of::<T>() >= LARGE {
         // A fresh mapping from the allocator: its pages are zero already, and touching
         // them twice would cost a pass over memory.
@@ -276,6 +308,7 @@ where
                 .enumerate()
                 .for_each(|(i, (c, s))| f(i, c, s));
         }
+        p.check()?;
         return Ok(v);
     }
     let mut v: Vec<std::mem::MaybeUninit<T>> = try_with_capacity(n, OUT_BUFFER)?;
@@ -304,23 +337,26 @@ where
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: all `n` values were initialised by the chunks above (they cover `0..n`);
     // pointer, length and capacity come from a `Vec` of a type with the same layout.
-    Ok(unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) })
+    let v = unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) };
+    p.check()?;
+    Ok(v)
 }
 
 /// [`par_out_with`] without side outputs.
 pub(crate) fn par_out<T: ZeroBits>(
     n: usize,
     oc: usize,
+    p: &Progress,
     f: impl Fn(usize, &mut [T]) + Sync + Send,
-) -> Result<Vec<T>, AllocError> {
-    par_out_with::<T, u8>(n, oc, &mut [], 1, |i, c, _| f(i, c))
+) -> Result<Vec<T>, QuantError> {
+    par_out_with::<T, u8>(n, oc, &mut [], 1, p, |i, c, _| f(i, c))
 }
 
 /// How a grouped format quantizes one group; see [`quantize_groups`]. Implementations
 /// mark every method `#[inline(always)]` (they are inlined into AVX2 kernels).
 pub(crate) trait GroupCodec: Sync {
     /// A group statistic (largest |v|, or min and max).
-    type Stat: Copy + Send;
+    type Stat: Copy + Send + Default;
     /// The group's stored parameters (scale, zero point).
     type Param: Copy + Default + Send + Sync;
     /// Packed bytes per value: `NUM / DEN`.
@@ -415,6 +451,7 @@ pub(crate) fn quantize_groups<C: GroupCodec>(
     x: &[f32],
     g: usize,
     c: &C,
+    p: &Progress,
 ) -> Result<(Vec<u8>, Vec<C::Param>), QuantError> {
     let n = x.len();
     let (num, den) = (C::NUM, C::DEN);
@@ -428,6 +465,7 @@ pub(crate) fn quantize_groups<C: GroupCodec>(
             per * num / den,
             &mut params,
             per / g,
+            p,
             |ci, o, ps| {
                 let xi = &x[ci * per..((ci + 1) * per).min(n)];
                 let k = FusedGroups {
@@ -444,12 +482,12 @@ pub(crate) fn quantize_groups<C: GroupCodec>(
         bad.check(x)?;
         return Ok((data, params));
     }
-    let stats = group_reduce(x, g, |p| dispatch(ReducePiece(c, p)), C::combine)?;
+    let stats = group_reduce(x, g, p, |piece| dispatch(ReducePiece(c, piece)), C::combine)?;
     if stats.iter().any(|r| C::bits(r) >= NONFINITE) {
         return Err(nonfinite(x));
     }
     let params: Vec<C::Param> = stats.into_iter().map(|r| c.finish(r)).collect();
-    let data = par_out(n * num / den, CHUNK * num / den, |ci, o| {
+    let data = par_out(n * num / den, CHUNK * num / den, p, |ci, o| {
         let start = ci * CHUNK;
         let xi = &x[start..(start + CHUNK).min(n)];
         dispatch(EncodeChunk {
@@ -472,10 +510,11 @@ pub(crate) fn par_map<T: Sync, U: ZeroBits>(
     xc: usize,
     n: usize,
     oc: usize,
+    p: &Progress,
     f: impl Fn(usize, &[T], &mut [U]) + Sync + Send,
-) -> Result<Vec<U>, AllocError> {
+) -> Result<Vec<U>, QuantError> {
     debug_assert_eq!(x.len().div_ceil(xc), n.div_ceil(oc));
-    par_out(n, oc, |i, o| {
+    par_out(n, oc, p, |i, o| {
         let xi = &x[i * xc..((i + 1) * xc).min(x.len())];
         f(i, xi, o)
     })
@@ -490,7 +529,7 @@ mod tests {
     fn impossible_buffers_are_errors() {
         let e = try_zeroed::<f32>(usize::MAX / 2).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::OutOfMemory);
-        assert!(par_out::<u8>(usize::MAX / 2, CHUNK, |_, _| {}).is_err());
+        assert!(par_out::<u8>(usize::MAX / 2, CHUNK, &Progress::new(), |_, _| {}).is_err());
         let q = QuantError::from(e);
         assert_eq!(q.kind(), ErrorKind::OutOfMemory);
         assert!(q.to_string().contains("cannot allocate"), "{q}");
@@ -504,5 +543,69 @@ mod tests {
         let mut seen = vec![];
         seen.extend(pieces(5, 10, 4));
         assert_eq!(seen, vec![(0, 3, 1), (3, 4, 2), (7, 3, 3)]);
+    }
+
+    /// A cancel from inside chunk 0 (one thread: chunks run in order) stops every
+    /// kind of pass after that chunk, and the pass says it was cancelled.
+    #[test]
+    fn a_cancel_skips_the_chunks_not_yet_started() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let chunks = 10;
+        let x = vec![1f32; chunks * CHUNK];
+        for small in [false, true] {
+            // output buffers below and above the fresh-mapping size
+            let n = if small {
+                chunks * CHUNK
+            } else {
+                LARGE / 4 * chunks
+            };
+            let oc = n / chunks;
+            let ran = AtomicUsize::new(0);
+            let p = Progress::new();
+            let r = crate::parallel::install(1, || {
+                par_out::<f32>(n, oc, &p, |_, _| {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                    p.cancel();
+                })
+            });
+            assert!(matches!(r, Err(QuantError::Cancelled(_))), "{small}");
+            assert_eq!(ran.into_inner(), 1);
+        }
+        let ran = AtomicUsize::new(0);
+        let p = Progress::new();
+        let mut out = vec![0f32; x.len()];
+        let r = crate::parallel::install(1, || {
+            par_out_dst(Dst::Into(&mut out), CHUNK, &p, |_, o| {
+                ran.fetch_add(1, Ordering::Relaxed);
+                o.fill(2.0);
+                p.cancel();
+            })
+        });
+        assert!(matches!(r, Err(QuantError::Cancelled(_))));
+        assert_eq!(ran.into_inner(), 1);
+        assert!(out[..CHUNK].iter().all(|&v| v == 2.0) && out[CHUNK..].iter().all(|&v| v == 0.0));
+        for g in [CHUNK / 4, 2 * CHUNK] {
+            let ran = AtomicUsize::new(0);
+            let p = Progress::new();
+            let r = crate::parallel::install(1, || {
+                group_reduce(
+                    &x,
+                    g,
+                    &p,
+                    |c| {
+                        ran.fetch_add(1, Ordering::Relaxed);
+                        p.cancel();
+                        c.len()
+                    },
+                    |a, b| a + b,
+                )
+            });
+            assert!(matches!(r, Err(QuantError::Cancelled(_))), "{g}");
+            assert_eq!(
+                ran.into_inner(),
+                if g < CHUNK { CHUNK / g } else { 1 },
+                "{g}"
+            );
+        }
     }
 }

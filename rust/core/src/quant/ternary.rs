@@ -22,17 +22,17 @@ use super::{
     format_err, invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, Rounding,
     ScaleMode, Scales, CHUNK,
 };
-use crate::alloc::{try_with_capacity, AllocError};
+use crate::alloc::try_with_capacity;
 use crate::Progress;
 
 /// BitNet scale `gamma` before clamping: absmean or lower absmedian (finite input).
-pub fn ternary_gamma(x: &[f32], mode: ScaleMode) -> Result<f32, AllocError> {
-    Ok(gamma_checked(x, mode)?.0)
+pub fn ternary_gamma(x: &[f32], mode: ScaleMode, p: &Progress) -> Result<f32, QuantError> {
+    Ok(gamma_checked(x, mode, p)?.0)
 }
 
 /// `gamma` and the largest `bits(|v|)` of `x` (`>= NONFINITE` when `x` holds NaN or
 /// infinity; absmedian does not look and returns 0).
-fn gamma_checked(x: &[f32], mode: ScaleMode) -> Result<(f32, u32), AllocError> {
+fn gamma_checked(x: &[f32], mode: ScaleMode, p: &Progress) -> Result<(f32, u32), QuantError> {
     match mode {
         ScaleMode::AbsMedian => {
             let mut a: Vec<f32> = try_with_capacity(x.len(), "the |W| copy of absmedian")?;
@@ -45,6 +45,9 @@ fn gamma_checked(x: &[f32], mode: ScaleMode) -> Result<(f32, u32), AllocError> {
             let parts: Vec<(f64, u32)> = x
                 .par_chunks(CHUNK)
                 .map(|c| {
+                    if p.is_cancelled() {
+                        return (0.0, 0);
+                    }
                     simd_dispatch!(c: &[f32]; (f64, u32); {
                         // 16 independent lanes: the f64 adds are latency-bound otherwise
                         let mut acc = [0f64; 16];
@@ -66,8 +69,9 @@ fn gamma_checked(x: &[f32], mode: ScaleMode) -> Result<(f32, u32), AllocError> {
                     })
                 })
                 .collect();
-            let sum = parts.iter().map(|p| p.0).sum::<f64>();
-            let m = parts.iter().fold(0, |m, p| m.max(p.1));
+            p.check()?;
+            let sum = parts.iter().map(|q| q.0).sum::<f64>();
+            let m = parts.iter().fold(0, |m, q| m.max(q.1));
             Ok(((sum / x.len() as f64) as f32, m))
         }
     }
@@ -78,12 +82,12 @@ pub(crate) fn quantize_ternary(
     out_rows: usize,
     inner: usize,
     opts: &QuantOptions,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     if opts.scale == ScaleMode::AbsMedian {
         super::passes::check_finite(x)?;
     }
-    let (gamma, m) = gamma_checked(x, opts.scale)?;
+    let (gamma, m) = gamma_checked(x, opts.scale, p)?;
     if m >= super::passes::NONFINITE {
         return Err(super::passes::nonfinite(x));
     }
@@ -95,7 +99,7 @@ pub(crate) fn quantize_ternary(
         Rounding::Nearest => None,
     };
     let row = |src: usize| &x[src * inner..(src + 1) * inner];
-    let data = super::passes::par_out(big_r * inner, rows_per * inner, |ci, out: &mut [u8]| {
+    let data = super::passes::par_out(big_r * inner, rows_per * inner, p, |ci, out: &mut [u8]| {
         for (lr, orow) in out.chunks_mut(inner).enumerate() {
             let r = ci * rows_per + lr;
             if stream.is_none() && r + 3 * big_r < out_rows {
@@ -162,7 +166,7 @@ pub(crate) fn quantize_ternary(
 pub(crate) fn dequantize_ternary(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let (out_rows, inner) = (q.rows, q.cols);
     let big_r = out_rows.div_ceil(4);
@@ -176,15 +180,14 @@ pub(crate) fn dequantize_ternary(
     let rows_per = (CHUNK / inner.max(1)).max(1);
     let (data, width) = (q.data, inner);
     let table = ternary_table(scale);
-    let y = super::passes::par_out_dst(dst, rows_per * inner, |ci, out: &mut [f32]| {
+    super::passes::par_out_dst(dst, rows_per * inner, p, |ci, out: &mut [f32]| {
         for (lr, orow) in out.chunks_mut(width).enumerate() {
             let src = ci * rows_per + lr;
             let (r, i) = (src % big_r, src / big_r);
             let bytes = &data[r * width..(r + 1) * width];
             super::simd::lut2_decode(bytes, 2 * i as u32, &table, orow);
         }
-    });
-    Ok(y?)
+    })
 }
 
 const QK: usize = 256;
@@ -285,7 +288,7 @@ pub(crate) fn quantize_tq(
     x: &[f32],
     cols: usize,
     f: Format,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     if !cols.is_multiple_of(QK) {
         return invalid(format!(
@@ -299,7 +302,7 @@ pub(crate) fn quantize_tq(
     let per = CHUNK / QK;
     let bad = super::passes::NonFiniteFlag::default();
     let big = std::sync::atomic::AtomicU32::new(0);
-    let data = super::passes::par_map(x, per * QK, nb * tb, per * tb, |_, xi, o| {
+    let data = super::passes::par_map(x, per * QK, nb * tb, per * tb, p, |_, xi, o| {
         let tq1 = f == Format::Tq1_0;
         let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], tb: usize, tq1: bool; u32; {
             // plain loops (an iterator fold would be a function of its own, not AVX2)
@@ -340,7 +343,7 @@ const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 pub(crate) fn dequantize_tq(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
     let f = q.format;
@@ -354,11 +357,10 @@ pub(crate) fn dequantize_tq(
         return format_err("tq2_0 data holds code 3, which is out of range (codes are 0, 1, 2)");
     }
     let per = CHUNK / QK;
-    let y = super::passes::par_map_dst(q.data, per * tb, dst, per * QK, |_, bi, o| {
+    super::passes::par_map_dst(q.data, per * tb, dst, per * QK, p, |_, bi, o| {
         let tq2 = f == Format::Tq2_0;
         tq_dequantize_blocks(bi, o, tq2)
-    });
-    Ok(y?)
+    })
 }
 
 /// The value of each 2-bit code `c` (code 3 only for the table's sake: callers reject
@@ -505,7 +507,10 @@ mod tests {
     #[test]
     fn absmedian_is_lower_median() {
         let x = [4.0f32, -1.0, 3.0, 2.0];
-        assert_eq!(ternary_gamma(&x, ScaleMode::AbsMedian).unwrap(), 2.0);
+        assert_eq!(
+            ternary_gamma(&x, ScaleMode::AbsMedian, &Progress::new()).unwrap(),
+            2.0
+        );
     }
 
     #[test]
