@@ -29,8 +29,8 @@ use super::float::{
 use super::format::expect_len;
 use super::int::resolve_group;
 use super::passes::{pieces, Dst};
-use super::rng::{uniform_of, Stream};
-use super::simd::simd_dispatch;
+use super::rng::{below, Stream, GOLDEN};
+use super::simd::{simd_dispatch, simd_dispatch_wide};
 use super::{
     format_err, invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales,
     CHUNK,
@@ -146,39 +146,65 @@ fn mag_value(m: u32, spec: &Spec) -> f32 {
     }
 }
 
-/// Stochastic rounding between the two codes that bracket `v` (clamped to ±max).
-/// Branch-free (both candidate pairs are looked up, the answer is selected), so that
-/// loops of it vectorise.
+/// Stochastic rounding of `v` between the two neighbouring codes `lo <= |v| < hi`
+/// (`|v|` clamped to the format's max, which also catches overflow to infinity): `hi`
+/// when `uniform_of(bits) < (|v| - lo) / (hi - lo)`, sign kept.
+///
+/// The bracket comes from the bits, not from the nearest code: a normal result drops
+/// the float32 mantissa bits the format lacks (`lo`; `hi` is the next code, across a
+/// binade too), and those dropped bits ARE the fraction times `2^32` (an integer, so
+/// the comparison with the draw is a plain integer compare); a subnormal result scales
+/// `|v|` by the inverse quantum (exact) and takes floor and fraction like the integer
+/// formats ([`below`]). Branch-free, in float32 and integer arithmetic, so that loops
+/// of it vectorise.
 #[inline(always)]
-fn sr_encode(v: f32, spec: &Spec, u: f64) -> u8 {
-    let sign = (1u32 << (spec.ebits + spec.mbits)) * (v.to_bits() >> 31);
-    let c = encode_one(v, spec, true);
-    let mag = c & !sign;
-    let a = v.abs() as f64;
-    let val = |m: u32| mag_value(m, spec) as f64;
-    let vm = val(mag);
-    let below = vm > a;
-    let above = mag < spec.max_code && vm < a;
-    let lo = if below { mag.wrapping_sub(1) } else { mag };
-    let hi = if below { mag } else { mag + 1 };
-    // u < (a - lo) / (hi - lo) without the division: neighbouring codes are a power of
-    // two apart, so the quotient and this product are exact and the answers equal
-    let (vl, vh) = (val(lo), val(hi));
-    let r = (if u * (vh - vl) < a - vl { hi } else { lo }) | sign;
-    (if below || above { r } else { c }) as u8
+fn sr_encode(v: f32, spec: &Spec, bits: u32) -> u8 {
+    let sign = (v.to_bits() >> 31) << (spec.ebits + spec.mbits);
+    let max = mag_value(spec.max_code, spec);
+    let a = f32::from_bits(v.to_bits() & 0x7fff_ffff);
+    let a = if a < max { a } else { max }; // NaN (rejected later) too
+    let ab = a.to_bits();
+    // normal results
+    let sh = 23 - spec.mbits;
+    let lo_norm = (ab >> sh).wrapping_sub((127 - spec.bias) << spec.mbits);
+    let up_norm = bits < (ab & ((1 << sh) - 1)) << (32 - sh);
+    // subnormal results: |v| / quantum in [0, 2^mbits), exact
+    let w = a * f32::from_bits((127 + spec.bias + spec.mbits - 1) << 23);
+    let r = super::simd::rne_i32(w);
+    let down = r as f32 > w;
+    let fl = if down { r as f32 - 1.0 } else { r as f32 };
+    let lo_sub = (r - down as i32) as u32;
+    let up_sub = below(bits, w - fl);
+    let normal = ab >= (128 - spec.bias) << 23;
+    let lo = if normal { lo_norm } else { lo_sub };
+    let up = if normal { up_norm } else { up_sub };
+    ((lo + up as u32) | sign) as u8
 }
 
-/// `out[j] = sr_encode(x[j] * mul / div, ...)` with the random bits `bits[j]`, the
-/// element format constant-folded.
-#[inline(always)]
-fn sr_encode_into(out: &mut [u8], xs: &[f32], bits: &[u32], mul: f32, div: f32, kind: FloatKind) {
+/// `out[j] = sr_encode(xs[j] * mul / div, ...)` with element `first + j`'s draw, the
+/// element format constant-folded, the draws in the same loop (AVX-512 when
+/// available).
+#[allow(clippy::too_many_arguments)]
+fn sr_encode_into(
+    out: &mut [u8],
+    xs: &[f32],
+    st: &Stream,
+    first: usize,
+    mul: f32,
+    div: f32,
+    kind: FloatKind,
+) {
     macro_rules! go {
         ($spec:expr) => {
-            for ((c, &v), &b) in out.iter_mut().zip(xs).zip(bits) {
-                // a quotient that overflowed float32 saturates like any value past max
-                let w = (v * mul / div).clamp(-f32::MAX, f32::MAX);
-                *c = sr_encode(w, &$spec, uniform_of(b));
-            }
+            simd_dispatch_wide!(out: &mut [u8], xs: &[f32], st: &Stream, first: usize,
+                                mul: f32, div: f32; (); {
+                let mut c = Stream::counter(first as u64);
+                for (o, &v) in out.iter_mut().zip(xs) {
+                    let u = st.bits_at(c);
+                    c = c.wrapping_add(GOLDEN);
+                    *o = sr_encode(v * mul / div, &$spec, u);
+                }
+            })
         };
     }
     match kind {
@@ -287,25 +313,7 @@ impl super::passes::GroupCodec for Fp8Codec {
     fn encode(&self, xs: &[f32], o: &mut [u8], s: f32, first: usize) {
         match &self.st {
             None => encode_scaled(xs, o, s, self.spec.kind, self.saturate),
-            Some(st) => {
-                // fixed-size blocks: the compiler vectorises those (not a loop of
-                // unknown length with this many table lookups)
-                const B: usize = 32;
-                let mut bits = [0u32; B];
-                let mut codes = [0u8; B];
-                let mut xo = xs.chunks_exact(B).zip(o.chunks_exact_mut(B));
-                for (k, (xb, ob)) in (&mut xo).enumerate() {
-                    let xb: &[f32; B] = xb.try_into().expect("a whole block");
-                    st.fill_bits32((first + k * B) as u64, &mut bits);
-                    sr_encode_into(&mut codes, xb, &bits, 1.0, s, self.spec.kind);
-                    ob.copy_from_slice(&codes);
-                }
-                let done = xs.len() / B * B;
-                let (xr, or) = (&xs[done..], &mut o[done..]);
-                let bits = &mut bits[..xr.len()];
-                st.fill_bits32((first + done) as u64, bits);
-                sr_encode_into(or, xr, bits, 1.0, s, self.spec.kind);
-            }
+            Some(st) => sr_encode_into(o, xs, st, first, 1.0, s, self.spec.kind),
         }
     }
 }
@@ -503,9 +511,7 @@ fn blocks_body<const B: usize>(
         match sr {
             None => encode_block_nearest(b, &mut codes, kind, mul),
             Some((spec, st, first)) => {
-                let mut bits = [0u32; B];
-                st.fill_bits32((first + k * B) as u64, &mut bits);
-                sr_encode_into(&mut codes, b, &bits, mul, 1.0, spec.kind);
+                sr_encode_into(&mut codes, b, st, first + k * B, mul, 1.0, spec.kind)
             }
         }
         write_block(&codes, ob, fp4);
@@ -735,6 +741,7 @@ pub(crate) fn dequantize_nvfp4(
 
 #[cfg(test)]
 mod tests {
+    use super::super::rng::uniform_of;
     use super::*;
 
     #[test]
@@ -768,6 +775,61 @@ mod tests {
         }
     }
 
+    /// The bracketing rule on the decode tables: `lo` = the largest code whose value is
+    /// at most `|v|` (clamped to max), `hi = lo + 1`, `hi` when
+    /// `uniform * (value(hi) - value(lo)) < |v| - value(lo)` in float64; for values of
+    /// every magnitude (subnormal and normal results, ties, beyond max) and draws next to
+    /// the threshold.
+    #[test]
+    fn stochastic_fp_is_the_bracketing_rule() {
+        for spec in [E4M3, E5M2, E2M1] {
+            let table = table256(&spec);
+            let max = table[spec.max_code as usize];
+            let reference = |v: f32, bits: u32| -> u8 {
+                let a = v.abs().min(max) as f64;
+                let lo = (0..=spec.max_code)
+                    .rev()
+                    .find(|&c| table[c as usize] as f64 <= a)
+                    .unwrap();
+                let sign = (v.to_bits() >> 31) << (spec.ebits + spec.mbits);
+                if lo == spec.max_code || table[lo as usize] as f64 == a {
+                    return (lo | sign) as u8;
+                }
+                let (vl, vh) = (table[lo as usize] as f64, table[lo as usize + 1] as f64);
+                let up = uniform_of(bits) * (vh - vl) < a - vl;
+                ((lo + up as u32) | sign) as u8
+            };
+            let mut r = 3u64;
+            for _ in 0..100_000 {
+                r = super::super::rng::mix(r);
+                let e = (r >> 40) as u32 % 40 + 100; // 2^-27 .. 2^12
+                let v = f32::from_bits(e << 23 | (r as u32 & 0x7f_ffff) | ((r >> 63) as u32) << 31);
+                let a = v.abs().min(max) as f64;
+                // draws at random and next to the threshold of this value
+                let lo = (0..=spec.max_code)
+                    .rev()
+                    .find(|&c| table[c as usize] as f64 <= a);
+                let mut draws = vec![(r >> 8) as u32, 0, u32::MAX];
+                if let Some(lo) = lo.filter(|&c| c < spec.max_code) {
+                    let (vl, vh) = (table[lo as usize] as f64, table[lo as usize + 1] as f64);
+                    let t = ((a - vl) / (vh - vl) * 4_294_967_296.0) as i64;
+                    draws.extend([t - 1, t, t + 1].map(|b| b.clamp(0, u32::MAX as i64) as u32));
+                }
+                for bits in draws {
+                    assert_eq!(
+                        sr_encode(v, &spec, bits),
+                        reference(v, bits),
+                        "{:?} {v} {bits}",
+                        spec.kind
+                    );
+                }
+            }
+            for v in [0.0, -0.0, max, -max, 1e30, -f32::MAX] {
+                assert_eq!(sr_encode(v, &spec, 0), reference(v, 0), "{v}");
+            }
+        }
+    }
+
     #[test]
     fn mx_scale_rule() {
         assert_eq!(mx_scale_code(6.0, 2), 127);
@@ -783,11 +845,11 @@ mod tests {
         let table = table256(&E2M1);
         let n = 50_000;
         let m: f64 = (0..n)
-            .map(|i| table[sr_encode(2.6, &E2M1, st.uniform(i)) as usize] as f64)
+            .map(|i| table[sr_encode(2.6, &E2M1, st.bits32(i)) as usize] as f64)
             .sum::<f64>()
             / n as f64;
         assert!((m - 2.6).abs() < 0.01, "{m}");
-        assert_eq!(sr_encode(7.0, &E2M1, 0.0), 7);
-        assert_eq!(sr_encode(-3.0, &E2M1, 0.5), 13);
+        assert_eq!(sr_encode(7.0, &E2M1, 0), 7);
+        assert_eq!(sr_encode(-3.0, &E2M1, 1 << 31), 13);
     }
 }

@@ -32,6 +32,43 @@ macro_rules! simd_dispatch {
 }
 pub(crate) use simd_dispatch;
 
+/// [`simd_dispatch!`] with an AVX-512 (F + DQ) tier first, for the stochastic-rounding
+/// kernels: their counter-based draws multiply 64-bit integers, one `vpmullq` with
+/// AVX-512DQ against a five-instruction emulation with AVX2, and their float-to-integer
+/// conversions and unsigned compares are single instructions there.
+macro_rules! simd_dispatch_wide {
+    ($($arg:ident : $ty:ty),* ; $ret:ty ; $body:expr) => {{
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn inner($($arg: $ty),*) -> $ret { $body }
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512dq")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512($($arg: $ty),*) -> $ret { inner($($arg),*) }
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($arg: $ty),*) -> $ret { inner($($arg),*) }
+            if $crate::quant::simd::has_avx2() {
+                if $crate::cpu::avx512dq() {
+                    // SAFETY: the CPU supports AVX-512F and DQ (checked just above).
+                    unsafe { avx512($($arg),*) }
+                } else {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    unsafe { avx2($($arg),*) }
+                }
+            } else {
+                inner($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            inner($($arg),*)
+        }
+    }};
+}
+pub(crate) use simd_dispatch_wide;
+
 /// A kernel that [`dispatch`] runs compiled for AVX2 when the CPU has it (release
 /// wheels target baseline x86-64). `run` must be `#[inline(always)]` (and what it
 /// calls `#[inline(always)]` or small) so that it is inlined into the AVX2 copy, where

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 use super::float::{f16_to_f32, f32_to_f16};
 use super::format::expect_len;
 use super::passes::Dst;
-use super::rng::Stream;
-use super::simd::simd_dispatch;
+use super::rng::{Stream, GOLDEN};
+use super::simd::{simd_dispatch, simd_dispatch_wide};
 use super::{
     format_err, invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, Rounding,
     ScaleMode, Scales, CHUNK,
@@ -138,17 +138,20 @@ pub(crate) fn quantize_ternary(
                         }
                     }),
                     Some(st) => {
-                        const B: usize = 256;
-                        let mut bits = [0u32; B];
-                        for (k, (ob, xb)) in orow.chunks_mut(B).zip(xs.chunks(B)).enumerate() {
-                            let bits = &mut bits[..xb.len()];
-                            st.fill_bits32((src * inner + k * B) as u64, bits);
-                            for ((o, &v), &u) in ob.iter_mut().zip(xb).zip(bits.iter()) {
+                        // the draws in the same loop as the arithmetic (AVX-512 when
+                        // available: 64-bit multiplies)
+                        let first = src * inner;
+                        simd_dispatch_wide!(orow: &mut [u8], xs: &[f32], s: f32, shift: u32,
+                                            st: &Stream, first: usize; (); {
+                            let mut c = Stream::counter(first as u64);
+                            for (o, &v) in orow.iter_mut().zip(xs) {
+                                let u = st.bits_at(c);
+                                c = c.wrapping_add(GOLDEN);
                                 let t = (v * s).clamp(-1.0, 1.0);
                                 let q = super::rng::round_with_i32(t, u);
                                 *o |= ((q + 1) as u8) << shift;
                             }
-                        }
+                        })
                     }
                 }
             }
