@@ -15,8 +15,13 @@ Runs the bodies of the ``bench_quant`` asv benchmarks on 16M float32 values:
 
 Every function is called once per round (thrifty three times), rounds alternate between
 all functions, and each keeps its best time over all rounds; a ratio is anchor time /
-thrifty time (higher is better; "speed" for stochastic/nearest = nearest time /
+thrifty time (higher is better; for stochastic/nearest it is nearest time /
 stochastic time). Prints one markdown table per thread count.
+
+``--cpu`` times with the process's CPU time instead of the wall clock: on a machine
+shared with other work, a single-threaded comparison then no longer depends on how
+much of a core each call happened to get (with more threads, CPU time adds the
+threads up: it compares work, not waiting).
 """
 
 import argparse
@@ -34,12 +39,15 @@ from benchmarks import bench_quant as bq  # noqa: E402
 SR_FORMATS = ["int8", "int4", "ternary", "fp8_e4m3", "mxfp4", "nvfp4"]
 
 
+CLOCK = time.perf_counter
+
+
 def timed(f, calls):
     t = float("inf")
     for _ in range(calls):
-        a = time.perf_counter()
+        a = CLOCK()
         f()
-        t = min(t, time.perf_counter() - a)
+        t = min(t, CLOCK() - a)
     return t
 
 
@@ -91,7 +99,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--cpu", action="store_true", help="time with process CPU time")
     a = ap.parse_args()
+    global CLOCK
+    if a.cpu:
+        CLOCK = time.process_time
     torch = sys.modules.get("torch")
     todo = cases()
     for n in a.threads:
@@ -105,7 +117,8 @@ def main():
                 u = timed(g, 1 if anchor != "nearest" else 3)
                 old = best.get((name, anchor), (np.inf, np.inf))
                 best[(name, anchor)] = (min(old[0], t), min(old[1], u))
-        print(f"\n{n} thread(s), best of {a.rounds} interleaved rounds\n")
+        clock = "process CPU time" if a.cpu else "wall clock"
+        print(f"\n{n} thread(s), best of {a.rounds} interleaved rounds, {clock}\n")
         print("| case | thrifty | anchor | anchor time | ratio (anchor / thrifty) |")
         print("|---|---|---|---|---|")
         for (name, anchor), (t, u) in best.items():
