@@ -104,3 +104,61 @@ def test_seed_validation():
         quant.quantize(x, "int8", rounding="stochastic", seed=2**64)
     q = quant.quantize(x, "int8", rounding="stochastic")  # random seed
     assert q.data.shape == (8,)
+
+
+@pytest.mark.parametrize("fmt,elem,max_value", [("fp8_e4m3", "float8_e4m3fn", 448.0),
+                                                ("fp8_e5m2", "float8_e5m2", 57344.0)])
+def test_float_formats_follow_the_documented_bracketing_rule(fmt, elem, max_value):
+    """lo = the largest code value <= |x| (clamped to max), hi = the next code; hi when
+    uniform * (hi - lo) < |x| - lo (float64), sign kept; the code values from ml_dtypes."""
+    md = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(4)
+    x = np.concatenate([
+        rng.standard_normal(20_000) * np.exp(rng.uniform(-25, 12, 20_000)),  # all binades
+        rng.integers(-64, 64, 2000) / 16,  # exact codes and midpoints
+        [0.0, -0.0, max_value, -max_value, 1e30, -3e38, 2.0**-20, -(2.0**-20)],
+    ]).astype(np.float32)
+    seed = 99
+    q = quant.quantize(x, fmt, scale=1.0, rounding="stochastic", seed=seed)
+    codes = np.arange(128, dtype=np.uint8)
+    values = codes.view(getattr(md, elem)).astype(np.float64)
+    ok = np.isfinite(values) & (values <= max_value)
+    codes, values = codes[ok], values[ok]  # increasing magnitudes
+    a = np.minimum(np.abs(x.astype(np.float64)), max_value)
+    k = np.searchsorted(values, a, side="right") - 1
+    top = k == len(values) - 1
+    kh = np.minimum(k + 1, len(values) - 1)
+    vl, vh = values[k], values[kh]
+    u = uniforms(seed, x.size)
+    up = ~top & (u * (vh - vl) < a - vl)
+    sign = np.where(np.signbit(x), 0x80, 0).astype(np.uint8)
+    want = codes[np.where(up, kh, k)] | sign
+    assert np.array_equal(q.data, want)
+
+
+def test_every_kernel_level_gives_the_same_codes():
+    """The stochastic kernels run with AVX-512, AVX2 or none (THRIFTY_ISA caps the
+    level): the bytes are the same at every level."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import hashlib, numpy as np\n"
+        "from thrifty import quant\n"
+        "rng = np.random.default_rng(2)\n"
+        "x = (rng.standard_normal((64, 512)) * np.exp(rng.uniform(-20, 8, (64, 1))))"
+        ".astype(np.float32)\n"
+        f"for fmt in {FORMATS!r}:\n"
+        "    q = quant.quantize(x, fmt, rounding='stochastic', seed=5)\n"
+        "    print(fmt, hashlib.sha256(q.data.tobytes()).hexdigest())\n"
+    )
+    outs = {}
+    for isa in ("native", "avx2", "scalar"):
+        env = dict(os.environ, THRIFTY_ISA=isa)
+        r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs[isa] = r.stdout
+    assert outs["native"] == outs["avx2"] == outs["scalar"]
+    assert len(outs["native"].splitlines()) == len(FORMATS)

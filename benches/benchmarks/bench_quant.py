@@ -1,6 +1,8 @@
 """Quantize+pack and unpack+dequantize of 16M float32 values (64 MB), thrifty side by
 side with what a user would otherwise run: a plain vectorised numpy implementation of
-the same format, gguf-py for TQ1_0/TQ2_0 and ml_dtypes casts for FP8.
+the same format, gguf-py for TQ1_0/TQ2_0, ml_dtypes casts for FP8 and MXFP4, and torch's
+own CPU paths (``x.to(torch.float8_e4m3fn)``, torchao's ``to_mx`` and
+``nvfp4_quantize``; skipped when torch / torchao are not installed).
 
 GB/s = 0.067 GB (float32 input, or float32 output for dequantize) / time.
 """
@@ -12,8 +14,13 @@ from .common import require
 
 SHAPE = (4096, 4096)  # 16M values
 
-FORMATS = ["ternary", "tq1_0", "tq2_0", "int8", "int4", "nf4", "fp8_e4m3", "mxfp4"]
-BACKENDS = ["thrifty", "numpy", "gguf", "ml_dtypes"]
+FORMATS = ["ternary", "tq1_0", "tq2_0", "int8", "int4", "nf4", "fp8_e4m3", "mxfp4", "nvfp4"]
+BACKENDS = ["thrifty", "numpy", "gguf", "ml_dtypes", "torch"]
+
+
+def thrifty_kwargs(fmt):
+    """Options of ``thrifty.quant.quantize`` matching the anchors' version of ``fmt``."""
+    return {"group_size": -1} if fmt == "int8" else {}  # per row, as the numpy version
 
 NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
                 -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
@@ -173,7 +180,7 @@ class _Quant:
         x = self.x
         if backend == "thrifty":
             q = require("thrifty.quant")
-            kw = {"group_size": -1} if fmt == "int8" else {}  # per row, as the numpy version
+            kw = thrifty_kwargs(fmt)
             self.enc = lambda: q.quantize(x, fmt, **kw)
             packed = self.enc()
             self.dec = lambda: q.dequantize(packed)
@@ -201,6 +208,8 @@ class _Quant:
                 self.dec_into = lambda out: np_mxfp4_into(packed, out, md)
             else:
                 raise SkipNotImplemented("ml_dtypes covers the float formats only")
+        elif backend == "torch":
+            self._setup_torch(fmt)
         else:
             funcs = {"ternary": (np_ternary, np_ternary_de, np_ternary_into),
                      "int8": (np_int8, np_int8_de, np_int8_into),
@@ -215,6 +224,41 @@ class _Quant:
             self.dec_into = lambda out: di(packed, out)
 
 
+    def _setup_torch(self, fmt):
+        torch = require("torch")
+        xt = torch.from_numpy(self.x)
+        if fmt == "fp8_e4m3":
+            # per-tensor scaled cast, as the ml_dtypes version
+            def enc():
+                s = xt.abs().max() / 448.0
+                return (xt / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), s
+            packed = enc()
+            self.dec = lambda: packed[0].to(torch.float32) * packed[1]
+            self.dec_into = lambda out: torch.mul(packed[0].to(torch.float32), packed[1],
+                                                  out=torch.from_numpy(out))
+        elif fmt in ("mxfp4", "nvfp4"):
+            require("torchao")
+            if fmt == "mxfp4":
+                mx = require("torchao.prototype.mx_formats.mx_tensor")
+                dt = torch.float4_e2m1fn_x2
+
+                def enc():
+                    return mx.to_mx(xt, dt, 32)
+                packed = enc()
+                self.dec = lambda: mx.to_dtype(packed[1], packed[0], dt, 32, torch.float32)
+            else:
+                nv = require("torchao.prototype.mx_formats.nvfp4_tensor")
+
+                def enc():
+                    pt = nv.per_tensor_amax_to_scale(xt.abs().max())
+                    return nv.nvfp4_quantize(xt, 16, pt)
+                self.dec = None
+            self.dec_into = None
+        else:
+            raise SkipNotImplemented("torch is the anchor for fp8_e4m3, mxfp4 and nvfp4 only")
+        self.enc = enc
+
+
 class QuantizePack(_Quant):
     def time_quantize(self, fmt, backend):
         self.enc()
@@ -222,6 +266,8 @@ class QuantizePack(_Quant):
 
 class UnpackDequantize(_Quant):
     def time_dequantize(self, fmt, backend):
+        if self.dec is None:
+            raise SkipNotImplemented(f"{backend} has no {fmt} dequantization")
         self.dec()
 
 
@@ -237,34 +283,43 @@ class DequantizeInto(_Quant):
 
     def time_dequantize_into(self, fmt, backend):
         if self.dec_into is None:
+            if self.dec is None:
+                raise SkipNotImplemented(f"{backend} has no {fmt} dequantization")
             self.dec()
         else:
             self.dec_into(self.buf)
 
 
 class Fp8Codec:
-    """Element codec alone: float32 -> E4M3 codes, against ml_dtypes' astype."""
+    """Element codec alone: float32 -> E4M3 codes, against ml_dtypes' astype and
+    torch's own cast ``x.to(torch.float8_e4m3fn)`` (both non-saturating)."""
 
-    params = (["thrifty", "ml_dtypes"],)
+    params = (["thrifty", "ml_dtypes", "torch"],)
     param_names = ["backend"]
 
     def setup(self, backend):
         self.x = np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)
         if backend == "thrifty":
             self.q = require("thrifty.quant")
+        elif backend == "torch":
+            self.torch = require("torch")
+            self.xt = self.torch.from_numpy(self.x)
         else:
             self.md = require("ml_dtypes")
 
     def time_fp8_encode(self, backend):
         if backend == "thrifty":
             self.q.fp8_encode(self.x, "e4m3", saturate=False)
+        elif backend == "torch":
+            self.xt.to(self.torch.float8_e4m3fn)
         else:
             self.x.astype(self.md.float8_e4m3fn)
 
 
 class StochasticRounding:
     """Quantize with ``rounding="stochastic"`` (counter-based stream, thrifty only: the
-    anchors have no reproducible stochastic rounding); compare with QuantizePack."""
+    anchors have no reproducible stochastic rounding); compare with QuantizePack's
+    thrifty row (same options, nearest rounding)."""
 
     params = (["ternary", "int8", "int4", "fp8_e4m3", "mxfp4", "nvfp4"],)
     param_names = ["fmt"]
@@ -275,4 +330,4 @@ class StochasticRounding:
         self.q = require("thrifty.quant")
 
     def time_quantize_stochastic(self, fmt):
-        self.q.quantize(self.x, fmt, rounding="stochastic", seed=0)
+        self.q.quantize(self.x, fmt, rounding="stochastic", seed=0, **thrifty_kwargs(fmt))

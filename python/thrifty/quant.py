@@ -423,7 +423,8 @@ def dequantize(q: QuantizedTensor, *, out: Any = None) -> Any:
         also saves the page faults of fresh memory, which dominate a large
         dequantization). It must not overlap the packed arrays. The packed tensor is
         checked completely before the first value is written, so on an error ``out``
-        keeps its contents. torch tensors that require grad are refused (autograd
+        keeps its contents (Ctrl-C, which stops the work between chunks, can leave
+        it partly written). torch tensors that require grad are refused (autograd
         would not see the write); pass ``w.detach()`` to write into a parameter.
 
     Returns

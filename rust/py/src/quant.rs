@@ -42,7 +42,7 @@ fn quant_fp_encode<'py>(
 ) -> PyResult<Bound<'py, PyArray1<u8>>> {
     let k = kind(py, fmt)?;
     let xs = slice(py, &x, "x")?;
-    let out = run(py, None, |_| quant::mx::encode_slice(xs, k, saturate))?;
+    let out = run(py, None, |p| quant::mx::encode_slice(xs, k, saturate, p))?;
     Ok(vec1(py, out))
 }
 
@@ -56,7 +56,9 @@ fn quant_fp_encode_f64<'py>(
 ) -> PyResult<Bound<'py, PyArray1<u8>>> {
     let k = kind(py, fmt)?;
     let xs = slice(py, &x, "x")?;
-    let out = run(py, None, |_| quant::mx::encode_slice_f64(xs, k, saturate))?;
+    let out = run(py, None, |p| {
+        quant::mx::encode_slice_f64(xs, k, saturate, p)
+    })?;
     Ok(vec1(py, out))
 }
 
@@ -68,7 +70,7 @@ fn quant_fp_decode<'py>(
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let k = kind(py, fmt)?;
     let cs = slice(py, &codes, "codes")?;
-    let out = run(py, None, |_| quant::mx::decode_slice(cs, k))?;
+    let out = run(py, None, |p| quant::mx::decode_slice(cs, k, p))?;
     Ok(vec1(py, out))
 }
 

@@ -20,10 +20,12 @@
 //!   (element `2i` in the HIGH nibble, as bitsandbytes); an odd tail leaves the low
 //!   nibble 0.
 
-use super::rng::Stream;
+use super::format::expect_len;
+use super::passes::{pieces, quantize_groups, Dst, GroupCodec};
+use super::rng::{Stream, GOLDEN};
+use super::simd::{simd_dispatch, simd_dispatch_wide};
 use super::{
-    expect_len, invalid, pieces, quantize_groups, simd_dispatch, Dst, Format, GroupCodec,
-    PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
+    invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
 use crate::alloc::{try_vec, try_with_capacity};
 use crate::Progress;
@@ -85,7 +87,7 @@ pub(crate) fn quantize_int(
     x: &[f32],
     cols: usize,
     opts: &QuantOptions,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     let f = opts.format;
     let n = x.len();
@@ -101,7 +103,7 @@ pub(crate) fn quantize_int(
     } else {
         (-128.0, 127.0)
     };
-    let st = super::stream(opts.rounding);
+    let st = super::format::stream(opts.rounding);
     let fixed = match opts.scale {
         ScaleMode::Fixed(s) => Some(s),
         _ => None,
@@ -120,9 +122,9 @@ pub(crate) fn quantize_int(
     let half = (qmax - qmin) / 2.0;
     // (scale, zero point) per group
     let (data, params) = match (is4, asym) {
-        (true, true) => quantize_groups(x, g, &IntCodec::<true, true> { fixed, half, st })?,
-        (true, false) => quantize_groups(x, g, &IntCodec::<true, false> { fixed, half, st })?,
-        _ => quantize_groups(x, g, &IntCodec::<false, false> { fixed, half, st })?,
+        (true, true) => quantize_groups(x, g, &IntCodec::<true, true> { fixed, half, st }, p)?,
+        (true, false) => quantize_groups(x, g, &IntCodec::<true, false> { fixed, half, st }, p)?,
+        _ => quantize_groups(x, g, &IntCodec::<false, false> { fixed, half, st }, p)?,
     };
     // The dequantized values of every group, `(q - 8) * scale + zero_point` (asymmetric)
     // or `q * scale`, must be finite at both ends of the code range; only groups whose
@@ -184,9 +186,9 @@ impl<const IS4: bool, const ASYM: bool> GroupCodec for IntCodec<IS4, ASYM> {
     #[inline(always)]
     fn reduce(&self, x: &[f32]) -> Self::Stat {
         if ASYM {
-            super::min_max_bits_plain(x)
+            super::simd::min_max_bits_plain(x)
         } else {
-            (0.0, 0.0, super::amax_bits_plain(x))
+            (0.0, 0.0, super::simd::amax_bits_plain(x))
         }
     }
 
@@ -257,40 +259,84 @@ fn encode_int(
     };
     let bias: i32 = if is4 && !asym { 8 } else { 0 };
     if let Some(st) = st {
-        // random bits and codes in batches (even lengths, so nibbles pair up)
-        const B: usize = 256;
-        let mut bits = [0u32; B];
-        let mut codes = [0u8; B];
-        for (k, xb) in xs.chunks(B).enumerate() {
-            let (bits, codes) = (&mut bits[..xb.len()], &mut codes[..xb.len()]);
-            st.fill_bits32((first + k * B) as u64, bits);
-            for ((c, &v), &u) in codes.iter_mut().zip(xb).zip(bits.iter()) {
-                let t = if asym { (v - sub) / div } else { v * mul };
-                let t = t.clamp(lo, hi);
-                *c = (super::rng::round_with_i32(t, u) + bias) as u8;
+        let t = Affine {
+            mul,
+            sub,
+            div,
+            asym,
+            lo,
+            hi,
+            bias,
+        };
+        if is4 {
+            // codes in batches (even lengths, so nibbles pair up)
+            const B: usize = 256;
+            let mut codes = [0u8; B];
+            for (k, xb) in xs.chunks(B).enumerate() {
+                let codes = &mut codes[..xb.len()];
+                stochastic_codes(xb, codes, st, first + k * B, t);
+                write_codes(codes, &mut ob[k * B / 2..], 0, true);
             }
-            let at = if is4 { k * B / 2 } else { k * B };
-            write_codes(codes, &mut ob[at..], 0, is4);
+        } else {
+            stochastic_codes(xs, ob, st, first, t);
         }
     } else if is4 {
         if asym {
             for (b, pair) in ob.iter_mut().zip(xs.chunks_exact(2)) {
-                let q0 = super::rne_i32(((pair[0] - sub) / div).clamp(lo, hi)) as u8;
-                let q1 = super::rne_i32(((pair[1] - sub) / div).clamp(lo, hi)) as u8;
+                let q0 = super::simd::rne_i32(((pair[0] - sub) / div).clamp(lo, hi)) as u8;
+                let q1 = super::simd::rne_i32(((pair[1] - sub) / div).clamp(lo, hi)) as u8;
                 *b = q0 | (q1 << 4);
             }
         } else {
             for (b, pair) in ob.iter_mut().zip(xs.chunks_exact(2)) {
-                let q0 = (super::rne_i32((pair[0] * mul).clamp(lo, hi)) + bias) as u8;
-                let q1 = (super::rne_i32((pair[1] * mul).clamp(lo, hi)) + bias) as u8;
+                let q0 = (super::simd::rne_i32((pair[0] * mul).clamp(lo, hi)) + bias) as u8;
+                let q1 = (super::simd::rne_i32((pair[1] * mul).clamp(lo, hi)) + bias) as u8;
                 *b = q0 | (q1 << 4);
             }
         }
     } else {
         for (b, &v) in ob.iter_mut().zip(xs) {
-            *b = super::rne_i32((v * mul).clamp(-128.0, 127.0)) as u8;
+            *b = super::simd::rne_i32((v * mul).clamp(-128.0, 127.0)) as u8;
         }
     }
+}
+
+/// How an integer format maps a value to the number it rounds: `(v - sub) / div`
+/// (asymmetric) or `v * mul`, clamped to `[lo, hi]`; the code is the rounded number
+/// plus `bias`.
+#[derive(Clone, Copy)]
+struct Affine {
+    mul: f32,
+    sub: f32,
+    div: f32,
+    asym: bool,
+    lo: f32,
+    hi: f32,
+    bias: i32,
+}
+
+/// Stochastically rounded codes of consecutive values (`first` = flat index of
+/// `xs[0]`), each with its own draw ([`super::rng::round_with_i32`]); the draws run in
+/// the same loop as the arithmetic, with the AVX-512 kernels when available.
+fn stochastic_codes(xs: &[f32], out: &mut [u8], st: &Stream, first: usize, a: Affine) {
+    simd_dispatch_wide!(xs: &[f32], out: &mut [u8], st: &Stream, first: usize, a: Affine; (); {
+        let mut c = Stream::counter(first as u64);
+        if a.asym {
+            for (o, &v) in out.iter_mut().zip(xs) {
+                let u = st.bits_at(c);
+                c = c.wrapping_add(GOLDEN);
+                let t = ((v - a.sub) / a.div).clamp(a.lo, a.hi);
+                *o = (super::rng::round_with_i32(t, u) + a.bias) as u8;
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(xs) {
+                let u = st.bits_at(c);
+                c = c.wrapping_add(GOLDEN);
+                let t = (v * a.mul).clamp(a.lo, a.hi);
+                *o = (super::rng::round_with_i32(t, u) + a.bias) as u8;
+            }
+        }
+    })
 }
 
 fn write_codes(codes: &[u8], o: &mut [u8], off: usize, is4: bool) {
@@ -306,12 +352,12 @@ fn write_codes(codes: &[u8], o: &mut [u8], off: usize, is4: bool) {
 pub(crate) fn dequantize_int(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
     let f = q.format;
     let is4 = f == Format::Int4;
-    let g = super::check_groups(q, n, is4)?;
+    let g = super::format::check_groups(q, n, is4)?;
     expect_len("data", q.data.len(), if is4 { n / 2 } else { n }, f)?;
     expect_len("scales", q.scales_f32.len(), n / g, f)?;
     if let Some(z) = q.zero_points {
@@ -323,7 +369,7 @@ pub(crate) fn dequantize_int(
     let per = CHUNK;
     let ic = if is4 { per / 2 } else { per };
     let (scales, zps) = (q.scales_f32, q.zero_points);
-    let y = super::par_map_dst(q.data, ic, dst, per, |ci, di, o| {
+    super::passes::par_map_dst(q.data, ic, dst, per, p, |ci, di, o| {
         let start = ci * per;
         simd_dispatch!(di: &[u8], o: &mut [f32], start: usize, g: usize, is4: bool,
                        scales: &[f32], zps: Option<&[f32]>; (); {
@@ -345,8 +391,7 @@ pub(crate) fn dequantize_int(
                 }
             }
         })
-    });
-    Ok(y?)
+    })
 }
 
 pub(crate) fn nf4_block_size(g: Option<usize>) -> Result<usize, QuantError> {
@@ -362,7 +407,7 @@ pub(crate) fn nf4_block_size(g: Option<usize>) -> Result<usize, QuantError> {
 pub(crate) fn quantize_nf4(
     x: &[f32],
     opts: &QuantOptions,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     let g = nf4_block_size(opts.group_size)?;
     let n = x.len();
@@ -370,25 +415,32 @@ pub(crate) fn quantize_nf4(
     let mut absmax = try_vec(0f32, nb, "block scales")?;
     let per = (CHUNK / g).max(1);
     let th = nf4_thresholds();
-    let bad = super::NonFiniteFlag::default();
+    let bad = super::passes::NonFiniteFlag::default();
     // One pass: each block's absmax while it is in cache, then its codes.
-    let data = super::par_out_with(n.div_ceil(2), per * g / 2, &mut absmax, per, |ci, o, am| {
-        let xi = &x[ci * per * g..((ci + 1) * per * g).min(n)];
-        let th = &th;
-        let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], am: &mut [f32], g: usize,
-                                   th: &[f32; 15]; u32; {
-            let mut worst = 0u32;
-            for ((b, ob), a) in xi.chunks(g).zip(o.chunks_mut(g / 2)).zip(am.iter_mut()) {
-                let m = super::amax_bits_plain(b);
-                worst = worst.max(m);
-                *a = f32::from_bits(m);
-                let inv = if *a == 0.0 { 0.0 } else { 1.0 / *a };
-                nf4_encode_block(b, ob, inv, th);
-            }
-            worst
-        });
-        bad.note(worst);
-    })?;
+    let data = super::passes::par_out_with(
+        n.div_ceil(2),
+        per * g / 2,
+        &mut absmax,
+        per,
+        p,
+        |ci, o, am| {
+            let xi = &x[ci * per * g..((ci + 1) * per * g).min(n)];
+            let th = &th;
+            let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], am: &mut [f32], g: usize,
+                                       th: &[f32; 15]; u32; {
+                let mut worst = 0u32;
+                for ((b, ob), a) in xi.chunks(g).zip(o.chunks_mut(g / 2)).zip(am.iter_mut()) {
+                    let m = super::simd::amax_bits_plain(b);
+                    worst = worst.max(m);
+                    *a = f32::from_bits(m);
+                    let inv = if *a == 0.0 { 0.0 } else { 1.0 / *a };
+                    nf4_encode_block(b, ob, inv, th);
+                }
+                worst
+            });
+            bad.note(worst);
+        },
+    )?;
     bad.check(x)?;
     Ok(Quantized {
         data,
@@ -404,7 +456,7 @@ pub(crate) fn quantize_nf4(
 #[inline(always)]
 fn nf4_encode_block(b: &[f32], ob: &mut [u8], inv: f32, th: &[f32; 15]) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
+    if super::simd::has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
         let full = unsafe { nf4_encode_avx2(b, ob, inv, th) };
         return nf4_encode_scalar(&b[full..], &mut ob[full / 2..], inv, th);
@@ -479,18 +531,17 @@ unsafe fn nf4_encode_avx2(b: &[f32], ob: &mut [u8], inv: f32, th: &[f32; 15]) ->
 pub(crate) fn dequantize_nf4(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
     let g = nf4_block_size(Some(q.group_size)).map_err(|e| QuantError::Format(e.to_string()))?;
     expect_len("data", q.data.len(), n.div_ceil(2), q.format)?;
     expect_len("scales", q.scales_f32.len(), n.div_ceil(g), q.format)?;
     let per = (CHUNK / g).max(1);
-    let y = super::par_map_dst(q.data, per * g / 2, dst, per * g, |ci, di, o| {
+    super::passes::par_map_dst(q.data, per * g / 2, dst, per * g, p, |ci, di, o| {
         let scales = &q.scales_f32[ci * per..];
         super::simd::lut4_decode(di, o, &NF4_CODE, scales, g, false);
-    });
-    Ok(y?)
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,191 @@
-//! Explicit AVX2 kernels where the compiler's vectorisation falls short, each with
-//! its portable twin (the reference the tests compare it with, and what runs on CPUs
-//! without AVX2). Results are bit-identical between the two.
+//! How the kernels run: [`dispatch`] and [`simd_dispatch!`] compile a kernel twice
+//! (AVX2, and the baseline x86-64 of release wheels) and pick one at run time; the
+//! small element kernels every format uses; and explicit AVX2 kernels where the
+//! compiler's vectorisation falls short, each with its portable twin (the reference the
+//! tests compare it with, and what runs on CPUs without AVX2). Results are
+//! bit-identical between the two.
+
+/// Runs `$body` compiled for AVX2 when the CPU has it (wheels target baseline x86-64),
+/// otherwise as is. The body must be an `#[inline(always)]`-friendly expression.
+macro_rules! simd_dispatch {
+    ($($arg:ident : $ty:ty),* ; $ret:ty ; $body:expr) => {{
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn inner($($arg: $ty),*) -> $ret { $body }
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($arg: $ty),*) -> $ret { inner($($arg),*) }
+            if $crate::quant::simd::has_avx2() {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { avx2($($arg),*) }
+            } else {
+                inner($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            inner($($arg),*)
+        }
+    }};
+}
+pub(crate) use simd_dispatch;
+
+/// [`simd_dispatch!`] with an AVX-512 (F + DQ) tier first, for the stochastic-rounding
+/// kernels: their counter-based draws multiply 64-bit integers, one `vpmullq` with
+/// AVX-512DQ against a five-instruction emulation with AVX2, and their float-to-integer
+/// conversions and unsigned compares are single instructions there.
+macro_rules! simd_dispatch_wide {
+    ($($arg:ident : $ty:ty),* ; $ret:ty ; $body:expr) => {{
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn inner($($arg: $ty),*) -> $ret { $body }
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512dq")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512($($arg: $ty),*) -> $ret { inner($($arg),*) }
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($arg: $ty),*) -> $ret { inner($($arg),*) }
+            if $crate::quant::simd::has_avx2() {
+                if $crate::cpu::avx512dq() {
+                    // SAFETY: the CPU supports AVX-512F and DQ (checked just above).
+                    unsafe { avx512($($arg),*) }
+                } else {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    unsafe { avx2($($arg),*) }
+                }
+            } else {
+                inner($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            inner($($arg),*)
+        }
+    }};
+}
+pub(crate) use simd_dispatch_wide;
+
+/// A kernel that [`dispatch`] runs compiled for AVX2 when the CPU has it (release
+/// wheels target baseline x86-64). `run` must be `#[inline(always)]` (and what it
+/// calls `#[inline(always)]` or small) so that it is inlined into the AVX2 copy, where
+/// plain loops vectorise with 256-bit registers. (A closure would not do: its body is
+/// a function of its own, compiled for the baseline.)
+pub(crate) trait Kernel {
+    type Out;
+    fn run(self) -> Self::Out;
+}
+
+/// Run `k` compiled for AVX2 when available, else as is.
+#[inline(always)]
+pub(crate) fn dispatch<K: Kernel>(k: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<K: Kernel>(k: K) -> K::Out {
+            k.run()
+        }
+        if has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2(k) };
+        }
+    }
+    k.run()
+}
+
+/// Whether the AVX2 kernels run (false when the CPU lacks AVX2, or when
+/// `force_scalar(true)` is in effect in tests).
+#[inline(always)]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[cfg(test)]
+        if FORCE_SCALAR.with(|f| f.get()) {
+            return false;
+        }
+        crate::cpu::avx2()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCE_SCALAR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tests: run `f` with the AVX2 kernels of this module disabled on this thread and
+/// the rayon pool limited to this thread, so that every kernel takes its baseline path.
+#[cfg(test)]
+pub(crate) fn scalar_only<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    crate::parallel::install(1, || {
+        FORCE_SCALAR.with(|c| c.set(true));
+        let r = f();
+        FORCE_SCALAR.with(|c| c.set(false));
+        r
+    })
+}
+
+/// Largest `bits(|v|)` of a slice, without runtime dispatch. For finite input
+/// `f32::from_bits` of it is the largest |v| (non-negative floats sort like their
+/// bits); NaN and infinity give a result `>= NONFINITE`, so one pass both finds the
+/// scale and validates the input.
+#[inline(always)]
+pub(crate) fn amax_bits_plain(x: &[f32]) -> u32 {
+    // An integer max reduction: the compiler vectorises it with several accumulators
+    // (integer max is associative, so the order does not matter).
+    x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff))
+}
+
+/// [`amax_bits_plain`] compiled for AVX2 when available.
+pub(crate) fn amax_bits(x: &[f32]) -> u32 {
+    simd_dispatch!(x: &[f32]; u32; amax_bits_plain(x))
+}
+
+/// (min, max, largest `bits(|v|)`) of a slice, without runtime dispatch; min and max
+/// are meaningful for finite input only.
+#[inline(always)]
+pub(crate) fn min_max_bits_plain(x: &[f32]) -> (f32, f32, u32) {
+    let mut lo = [f32::INFINITY; 8];
+    let mut hi = [f32::NEG_INFINITY; 8];
+    let mut bits = [0u32; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
+            hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
+            bits[k] = bits[k].max(c[k].to_bits() & 0x7fff_ffff);
+        }
+    }
+    let (mut a, mut b, mut m) = (f32::INFINITY, f32::NEG_INFINITY, 0u32);
+    for &v in lo.iter().chain(it.remainder()) {
+        a = if v < a { v } else { a };
+    }
+    for &v in hi.iter().chain(it.remainder()) {
+        b = if v > b { v } else { b };
+    }
+    for &v in &bits {
+        m = m.max(v);
+    }
+    for v in it.remainder() {
+        m = m.max(v.to_bits() & 0x7fff_ffff);
+    }
+    (a, b, m)
+}
+
+/// Round half to even to an integer, for |v| <= 2^22 (callers clamp first): the low
+/// bits of `v + 1.5 * 2^23`. Fast in a baseline x86-64 build, where
+/// `round_ties_even` is a library call.
+#[inline(always)]
+pub(crate) fn rne_i32(v: f32) -> i32 {
+    const M: f32 = 12_582_912.0;
+    ((v + M).to_bits() as i32).wrapping_sub(M.to_bits() as i32)
+}
 
 /// `out[j] = table[code_j] * scales[j / block]` for the 4-bit codes of `bytes`, in
 /// blocks of `block` values (an even count; `block / 2` bytes each): element `2i` is the
@@ -22,7 +207,7 @@ pub(crate) fn lut4_decode(
             && scales.len() >= out.len().div_ceil(block)
     );
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
+    if has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above); lengths checked above.
         unsafe { lut4_decode_avx2(bytes, out, table, scales, block, low_first) };
         return;
@@ -111,7 +296,7 @@ unsafe fn lut4_decode_avx2(
 pub(crate) fn lut2_decode(bytes: &[u8], shift: u32, table: &[f32; 4], out: &mut [f32]) {
     assert!(out.len() == bytes.len() && shift <= 6);
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
+    if has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above); lengths checked above.
         unsafe { lut2_decode_avx2(bytes, shift, table, out) };
         return;
@@ -152,6 +337,28 @@ unsafe fn lut2_decode_avx2(bytes: &[u8], shift: u32, table: &[f32; 4], out: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::passes::NONFINITE;
+
+    #[test]
+    fn rne_i32_matches_round_ties_even() {
+        for i in -4000..4000 {
+            let v = i as f32 * 0.25 + 0.0001 * (i % 3) as f32;
+            assert_eq!(rne_i32(v) as f32, v.round_ties_even(), "{v}");
+        }
+    }
+
+    #[test]
+    fn amax_and_minmax() {
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 - 20.0) * 0.5).collect();
+        assert_eq!(f32::from_bits(amax_bits(&x)), 10.0);
+        assert_eq!(min_max_bits_plain(&x), (-10.0, 8.0, 10f32.to_bits()));
+        let mut y = x.clone();
+        for bad in [f32::NAN, f32::INFINITY, -f32::INFINITY, -f32::NAN] {
+            y[33] = bad;
+            assert!(amax_bits(&y) >= NONFINITE);
+            assert!(min_max_bits_plain(&y).2 >= NONFINITE);
+        }
+    }
 
     #[test]
     fn lut2_matches_scalar() {

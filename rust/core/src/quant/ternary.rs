@@ -14,22 +14,25 @@
 use rayon::prelude::*;
 
 use super::float::{f16_to_f32, f32_to_f16};
-use super::rng::Stream;
+use super::format::expect_len;
+use super::passes::Dst;
+use super::rng::{Stream, GOLDEN};
+use super::simd::{simd_dispatch, simd_dispatch_wide};
 use super::{
-    expect_len, format_err, invalid, simd_dispatch, Dst, Format, PackedRef, QuantError,
-    QuantOptions, Quantized, Rounding, ScaleMode, Scales, CHUNK,
+    format_err, invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, Rounding,
+    ScaleMode, Scales, CHUNK,
 };
-use crate::alloc::{try_with_capacity, AllocError};
+use crate::alloc::try_with_capacity;
 use crate::Progress;
 
 /// BitNet scale `gamma` before clamping: absmean or lower absmedian (finite input).
-pub fn ternary_gamma(x: &[f32], mode: ScaleMode) -> Result<f32, AllocError> {
-    Ok(gamma_checked(x, mode)?.0)
+pub fn ternary_gamma(x: &[f32], mode: ScaleMode, p: &Progress) -> Result<f32, QuantError> {
+    Ok(gamma_checked(x, mode, p)?.0)
 }
 
 /// `gamma` and the largest `bits(|v|)` of `x` (`>= NONFINITE` when `x` holds NaN or
 /// infinity; absmedian does not look and returns 0).
-fn gamma_checked(x: &[f32], mode: ScaleMode) -> Result<(f32, u32), AllocError> {
+fn gamma_checked(x: &[f32], mode: ScaleMode, p: &Progress) -> Result<(f32, u32), QuantError> {
     match mode {
         ScaleMode::AbsMedian => {
             let mut a: Vec<f32> = try_with_capacity(x.len(), "the |W| copy of absmedian")?;
@@ -42,6 +45,9 @@ fn gamma_checked(x: &[f32], mode: ScaleMode) -> Result<(f32, u32), AllocError> {
             let parts: Vec<(f64, u32)> = x
                 .par_chunks(CHUNK)
                 .map(|c| {
+                    if p.is_cancelled() {
+                        return (0.0, 0);
+                    }
                     simd_dispatch!(c: &[f32]; (f64, u32); {
                         // 16 independent lanes: the f64 adds are latency-bound otherwise
                         let mut acc = [0f64; 16];
@@ -63,8 +69,9 @@ fn gamma_checked(x: &[f32], mode: ScaleMode) -> Result<(f32, u32), AllocError> {
                     })
                 })
                 .collect();
-            let sum = parts.iter().map(|p| p.0).sum::<f64>();
-            let m = parts.iter().fold(0, |m, p| m.max(p.1));
+            p.check()?;
+            let sum = parts.iter().map(|q| q.0).sum::<f64>();
+            let m = parts.iter().fold(0, |m, q| m.max(q.1));
             Ok(((sum / x.len() as f64) as f32, m))
         }
     }
@@ -75,14 +82,14 @@ pub(crate) fn quantize_ternary(
     out_rows: usize,
     inner: usize,
     opts: &QuantOptions,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     if opts.scale == ScaleMode::AbsMedian {
-        super::check_finite(x)?;
+        super::passes::check_finite(x)?;
     }
-    let (gamma, m) = gamma_checked(x, opts.scale)?;
-    if m >= super::NONFINITE {
-        return Err(super::nonfinite(x));
+    let (gamma, m) = gamma_checked(x, opts.scale, p)?;
+    if m >= super::passes::NONFINITE {
+        return Err(super::passes::nonfinite(x));
     }
     let s = 1.0f32 / gamma.max(1e-5);
     let big_r = out_rows.div_ceil(4);
@@ -92,7 +99,7 @@ pub(crate) fn quantize_ternary(
         Rounding::Nearest => None,
     };
     let row = |src: usize| &x[src * inner..(src + 1) * inner];
-    let data = super::par_out(big_r * inner, rows_per * inner, |ci, out: &mut [u8]| {
+    let data = super::passes::par_out(big_r * inner, rows_per * inner, p, |ci, out: &mut [u8]| {
         for (lr, orow) in out.chunks_mut(inner).enumerate() {
             let r = ci * rows_per + lr;
             if stream.is_none() && r + 3 * big_r < out_rows {
@@ -131,17 +138,20 @@ pub(crate) fn quantize_ternary(
                         }
                     }),
                     Some(st) => {
-                        const B: usize = 256;
-                        let mut bits = [0u32; B];
-                        for (k, (ob, xb)) in orow.chunks_mut(B).zip(xs.chunks(B)).enumerate() {
-                            let bits = &mut bits[..xb.len()];
-                            st.fill_bits32((src * inner + k * B) as u64, bits);
-                            for ((o, &v), &u) in ob.iter_mut().zip(xb).zip(bits.iter()) {
+                        // the draws in the same loop as the arithmetic (AVX-512 when
+                        // available: 64-bit multiplies)
+                        let first = src * inner;
+                        simd_dispatch_wide!(orow: &mut [u8], xs: &[f32], s: f32, shift: u32,
+                                            st: &Stream, first: usize; (); {
+                            let mut c = Stream::counter(first as u64);
+                            for (o, &v) in orow.iter_mut().zip(xs) {
+                                let u = st.bits_at(c);
+                                c = c.wrapping_add(GOLDEN);
                                 let t = (v * s).clamp(-1.0, 1.0);
                                 let q = super::rng::round_with_i32(t, u);
                                 *o |= ((q + 1) as u8) << shift;
                             }
-                        }
+                        })
                     }
                 }
             }
@@ -159,7 +169,7 @@ pub(crate) fn quantize_ternary(
 pub(crate) fn dequantize_ternary(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let (out_rows, inner) = (q.rows, q.cols);
     let big_r = out_rows.div_ceil(4);
@@ -173,15 +183,14 @@ pub(crate) fn dequantize_ternary(
     let rows_per = (CHUNK / inner.max(1)).max(1);
     let (data, width) = (q.data, inner);
     let table = ternary_table(scale);
-    let y = super::par_out_dst(dst, rows_per * inner, |ci, out: &mut [f32]| {
+    super::passes::par_out_dst(dst, rows_per * inner, p, |ci, out: &mut [f32]| {
         for (lr, orow) in out.chunks_mut(width).enumerate() {
             let src = ci * rows_per + lr;
             let (r, i) = (src % big_r, src / big_r);
             let bytes = &data[r * width..(r + 1) * width];
             super::simd::lut2_decode(bytes, 2 * i as u32, &table, orow);
         }
-    });
-    Ok(y?)
+    })
 }
 
 const QK: usize = 256;
@@ -226,7 +235,7 @@ fn trit(v: f32) -> u8 {
 /// (d, 1/d or 0, largest `bits(|v|)`) of a block.
 #[inline(always)]
 fn block_scale(b: &[f32]) -> (f32, f32, u32) {
-    let m = super::amax_bits_plain(b);
+    let m = super::simd::amax_bits_plain(b);
     let d = f32::from_bits(m);
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
     (d, id, m)
@@ -282,7 +291,7 @@ pub(crate) fn quantize_tq(
     x: &[f32],
     cols: usize,
     f: Format,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Quantized, QuantError> {
     if !cols.is_multiple_of(QK) {
         return invalid(format!(
@@ -294,9 +303,9 @@ pub(crate) fn quantize_tq(
     let nb = x.len() / QK;
     let tb = tq_bytes(f);
     let per = CHUNK / QK;
-    let bad = super::NonFiniteFlag::default();
+    let bad = super::passes::NonFiniteFlag::default();
     let big = std::sync::atomic::AtomicU32::new(0);
-    let data = super::par_map(x, per * QK, nb * tb, per * tb, |_, xi, o| {
+    let data = super::passes::par_map(x, per * QK, nb * tb, per * tb, p, |_, xi, o| {
         let tq1 = f == Format::Tq1_0;
         let worst = simd_dispatch!(xi: &[f32], o: &mut [u8], tb: usize, tq1: bool; u32; {
             // plain loops (an iterator fold would be a function of its own, not AVX2)
@@ -337,7 +346,7 @@ const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 pub(crate) fn dequantize_tq(
     q: &PackedRef<'_>,
     dst: Dst<'_>,
-    _p: &Progress,
+    p: &Progress,
 ) -> Result<Vec<f32>, QuantError> {
     let n = dst.len();
     let f = q.format;
@@ -351,11 +360,10 @@ pub(crate) fn dequantize_tq(
         return format_err("tq2_0 data holds code 3, which is out of range (codes are 0, 1, 2)");
     }
     let per = CHUNK / QK;
-    let y = super::par_map_dst(q.data, per * tb, dst, per * QK, |_, bi, o| {
+    super::passes::par_map_dst(q.data, per * tb, dst, per * QK, p, |_, bi, o| {
         let tq2 = f == Format::Tq2_0;
         tq_dequantize_blocks(bi, o, tq2)
-    });
-    Ok(y?)
+    })
 }
 
 /// The value of each 2-bit code `c` (code 3 only for the table's sake: callers reject
@@ -502,7 +510,10 @@ mod tests {
     #[test]
     fn absmedian_is_lower_median() {
         let x = [4.0f32, -1.0, 3.0, 2.0];
-        assert_eq!(ternary_gamma(&x, ScaleMode::AbsMedian).unwrap(), 2.0);
+        assert_eq!(
+            ternary_gamma(&x, ScaleMode::AbsMedian, &Progress::new()).unwrap(),
+            2.0
+        );
     }
 
     #[test]
