@@ -748,27 +748,48 @@ impl Prefix {
     /// `query + separator`, parsed as far as it is independent of what follows.
     /// `None` when the query alone is too long for [`MAX_INPUT`].
     pub fn new(query: &[u8], separator: &[u8]) -> Option<Self> {
-        let n = query.len() + separator.len();
-        if n >= MAX_INPUT {
-            return None;
-        }
-        let mut text = Vec::with_capacity(MAX_INPUT + PAD);
-        text.extend_from_slice(query);
-        text.extend_from_slice(separator);
-        let mut buf = text.clone();
-        buf.resize(n + PAD, 0);
-        let mut st = Parse::new();
-        let mut chains = Chains::new();
-        run(&mut st, &mut chains, &buf, n, true);
-        chains.prev.truncate(st.strstart);
+        let mut p = Self {
+            id: 0,
+            text: Vec::new(),
+            st: Parse::new(),
+            head: Vec::new(),
+            prev: Vec::new(),
+        };
+        p.rebuild(query, separator).then_some(p)
+    }
+
+    /// [`Prefix::new`] in place, reusing this prefix's buffers (a worker builds one
+    /// prefix per query; allocating them afresh each time costs page faults that
+    /// show up as lost parallel scaling). Returns `false`, leaving the prefix
+    /// unusable, when the query is too long.
+    pub fn rebuild(&mut self, query: &[u8], separator: &[u8]) -> bool {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Some(Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            text,
-            st,
-            head: chains.head,
-            prev: chains.prev,
-        })
+        // A fresh id even on failure: scratch that loaded the old prefix must reload.
+        self.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let n = query.len() + separator.len();
+        self.text.clear();
+        if n >= MAX_INPUT {
+            return false;
+        }
+        self.text.extend_from_slice(query);
+        self.text.extend_from_slice(separator);
+        // `run` reads up to PAD bytes past the end: pad, run, then drop the padding.
+        self.text.resize(n + PAD, 0);
+        self.st = Parse::new();
+        let mut chains = Chains {
+            head: std::mem::take(&mut self.head),
+            prev: std::mem::take(&mut self.prev),
+        };
+        chains.head.clear();
+        chains.head.resize(HASH_SIZE, NIL);
+        chains.prev.clear();
+        chains.prev.resize(MAX_INPUT, NIL);
+        run(&mut self.st, &mut chains, &self.text, n, true);
+        self.text.truncate(n);
+        chains.prev.truncate(self.st.strstart);
+        self.head = chains.head;
+        self.prev = chains.prev;
+        true
     }
 
     /// The query bytes plus separator this prefix was built from.
