@@ -326,8 +326,8 @@ const PY_OUTPUT_BLOCKS: [usize; 17] = [
 const STD_WBITS: c_int = 15;
 const STD_MEM_LEVEL: c_int = 8;
 
-/// Raw-deflate lengths: zlib level 9 up to `deflate9::MAX_INPUT` bytes through the
-/// length-only deflate, everything else through one reused zlib stream.
+/// Raw-deflate lengths: zlib level 9 through the length-only deflate (any length),
+/// other levels through one reused zlib stream.
 struct GzipEngine {
     level: i32,
     /// Level 9: the last query's shared parse and the pair scratch.
@@ -374,9 +374,7 @@ impl GzipEngine {
     fn raw_len(&mut self, data: &[u8], scratch: &mut [u8]) -> Result<u64, TextError> {
         let level = self.level;
         if level == 9 {
-            if let Some(n) = self.pairs.single_len(data) {
-                return Ok(n);
-            }
+            return Ok(self.pairs.single_len(data));
         }
         let deflater = match &mut self.zlib {
             Some(d) => d,

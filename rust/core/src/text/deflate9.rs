@@ -1,4 +1,4 @@
-//! Exact lengths of zlib's level-9 raw deflate streams for short inputs, without zlib.
+//! Exact lengths of zlib's level-9 raw deflate streams, without zlib.
 //!
 //! Compression kNN needs `C(x + " " + y)` for every query `x` and reference `y`, and
 //! nothing but the length of that stream. This module reproduces zlib's level-9
@@ -28,10 +28,17 @@
 //! overflow repair), `scan_tree` and `build_bl_tree`, which is what zlib itself uses to
 //! pick the block type. The tests compare every length with zlib on adversarial and
 //! real inputs and fail if any of the constants above is changed.
+//!
+//! **Longer inputs** go through the same parse with absolute positions, zlib's block
+//! split (a block ends when its 16383rd symbol is tallied), the per-block
+//! stored/static/dynamic choice with bit-exact accounting across blocks (a stored
+//! block pads to a byte), and zlib's window slides replayed by an offset (see
+//! `long_raw_len`): no zlib call at any length.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Longest input handled here; longer ones go to zlib.
+/// Longest input of the one-block fast path (and of a query with its reference for
+/// shared prefixes); longer inputs take the multi-block path ([`Pairs::single_len`]).
 pub const MAX_INPUT: usize = 16_382;
 
 const MIN_MATCH: usize = 3;
@@ -678,6 +685,20 @@ fn scan_tree(lens: &[u32], max_code: usize, bl_freq: &mut [u32; BL_CODES]) {
 /// Bytes of the single final block zlib emits for these symbol counts and
 /// `stored_len` input bytes.
 fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u64 {
+    let (opt_len, static_len) = block_cost(scratch, freqs);
+    let opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
+    let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
+    let best = opt_lenb.min(static_lenb);
+    if stored_len as u64 + 4 <= best {
+        stored_len as u64 + 5
+    } else {
+        best
+    }
+}
+
+/// zlib's `opt_len` (bits of the dynamic block, trees included) and `static_len`
+/// (bits with the static trees) for these symbol counts, block header excluded.
+fn block_cost(scratch: &mut TreeScratch, freqs: &Freqs) -> (i64, i64) {
     let mut opt_len = 0i64;
     let mut static_len = 0i64;
     let mut llens = [0u32; L_CODES];
@@ -716,20 +737,203 @@ fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u
         max_blindex -= 1;
     }
     opt_len += 3 * (max_blindex as i64 + 1) + 5 + 5 + 4;
-    let opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
-    let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
-    let best = opt_lenb.min(static_lenb);
-    if stored_len as u64 + 4 <= best {
-        stored_len as u64 + 5
+    (opt_len, static_len)
+}
+
+// ---------------------------------------------------------------------------------
+// Inputs of any length: several blocks and a sliding window.
+
+/// zlib's window size `w_size` (`windowBits = 15`); the window buffer holds twice that.
+const WSIZE: usize = 1 << 15;
+/// `MIN_LOOKAHEAD`: zlib refills (and, if needed, slides) the window below this.
+const MIN_LOOKAHEAD: usize = MAX_MATCH + MIN_MATCH + 1;
+/// `MAX_DIST`: the farthest match distance zlib looks at.
+const MAX_DIST: usize = WSIZE - MIN_LOOKAHEAD;
+/// Symbols per block: `_tr_tally` reports a full buffer at `sym_end =
+/// (lit_bufsize - 1) * 3` bytes of 3-byte symbols, `lit_bufsize = 16384` at memLevel 8.
+const BLOCK_SYMBOLS: u32 = (1 << 14) - 1;
+const NIL32: u32 = u32::MAX;
+
+/// Distance code of any distance 1..=32768.
+#[inline]
+fn dist_code_any(d: usize) -> usize {
+    if d <= MAX_INPUT {
+        TABLES.dist_code[d] as usize
     } else {
-        best
+        dist_code(d)
     }
 }
 
-/// Exact length of zlib's level-9 raw deflate stream of `data` (at most [`MAX_INPUT`]
-/// bytes; `None` for longer inputs).
+/// Scratch of [`long_raw_len`]: hash heads and one chain link per input position,
+/// by absolute position (zlib's `prev[p & w_mask]` never aliases within reach: a
+/// link is followed only within `MAX_DIST < w_size` of the position being searched).
+struct LongChains {
+    head: Vec<u32>,
+    prev: Vec<u32>,
+}
+
+/// zlib's `deflate_slow` over an input of any length with `_tr_flush_block`'s
+/// choices per block, counting bits. Positions are absolute; zlib's window slides are
+/// replayed by `offset`, the absolute position of the window's start:
+///
+/// * `fill_window` runs when the lookahead is below `MIN_LOOKAHEAD`, and slides the
+///   window by `w_size` when `strstart >= w_size + MAX_DIST` (input left or not);
+///   the lookahead is what the window holds, `min(len, offset + 2 w_size) - strstart`;
+/// * sliding maps every hash entry below the new window to `NIL` and the entry at
+///   its first byte to 0, which is `NIL` too: an entry `p` is usable iff
+///   `p > offset`; `longest_match` walks while `p > offset + limit`, with zlib's
+///   `limit = strstart - MAX_DIST` (relative, when positive), and no search starts
+///   from a head more than `MAX_DIST` back;
+/// * a block ends when its 16383rd symbol is tallied (after a match the block runs
+///   to the match's end; after a literal to the current position), and at the end;
+///   it is stored (3 header bits, padding to a byte, 4 length bytes, the bytes) when
+///   `stored_len + 4 <= min(opt_lenb, static_lenb)` and zlib still holds its bytes
+///   (`block_start` not slid out), static when `static_lenb <= opt_lenb`, else
+///   dynamic;
+/// * `match_start` keeps its absolute value across slides: zlib's unsigned
+///   `strstart - match_start` is the same difference modulo 2^32.
+fn long_raw_len(
+    scratch: &mut TreeScratch,
+    chains: &mut LongChains,
+    buf: &[u8],
+    total: usize,
+) -> u64 {
+    chains.head.clear();
+    chains.head.resize(HASH_SIZE, NIL32);
+    chains.prev.clear();
+    chains.prev.resize(total, NIL32);
+    let mut freqs = Freqs::new();
+    let mut syms = 0u32;
+    let mut bits = 0u64;
+    let mut block_start = 0usize;
+    let mut offset = 0usize;
+    let mut strstart = 0usize;
+    let mut match_available = false;
+    let mut match_length = MIN_MATCH - 1;
+    let mut match_start = 0usize;
+
+    let mut flush = |freqs: &mut Freqs, end: usize, block_start: &mut usize, offset: usize| {
+        let stored_len = (end - *block_start) as u64;
+        let (opt_len, static_len) = block_cost(scratch, freqs);
+        let mut opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
+        let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
+        if static_lenb <= opt_lenb {
+            opt_lenb = static_lenb;
+        }
+        if stored_len + 4 <= opt_lenb && *block_start >= offset {
+            bits = (bits + 3).div_ceil(8) * 8 + 32 + 8 * stored_len;
+        } else if static_lenb == opt_lenb {
+            bits += 3 + static_len as u64;
+        } else {
+            bits += 3 + opt_len as u64;
+        }
+        *freqs = Freqs::new();
+        *block_start = end;
+    };
+
+    loop {
+        let s = strstart;
+        let mut lookahead = total.min(offset + 2 * WSIZE) - s;
+        if lookahead < MIN_LOOKAHEAD {
+            if s - offset >= WSIZE + MAX_DIST {
+                offset += WSIZE;
+                lookahead = total.min(offset + 2 * WSIZE) - s;
+            }
+            if lookahead == 0 {
+                break;
+            }
+        }
+        let mut hash_head = NIL32;
+        if lookahead >= MIN_MATCH {
+            let key = key_of(trigram(buf, s));
+            hash_head = chains.head[key];
+            chains.prev[s] = hash_head;
+            chains.head[key] = s as u32;
+        }
+        let prev_length = match_length;
+        let prev_match = match_start;
+        match_length = MIN_MATCH - 1;
+        if hash_head != NIL32
+            && hash_head as usize > offset
+            && prev_length < LAZY
+            && s - hash_head as usize <= MAX_DIST
+        {
+            // longest_match
+            let limit_rel = (s - offset).saturating_sub(MAX_DIST);
+            let floor = offset + limit_rel;
+            let nice = NICE.min(lookahead);
+            let cap = MAX_MATCH.min(lookahead);
+            let mut chain = if prev_length >= GOOD {
+                MAX_CHAIN >> 2
+            } else {
+                MAX_CHAIN
+            };
+            let mut best = prev_length;
+            let mut c = hash_head as usize;
+            loop {
+                let len = common_prefix(buf, c, s, cap);
+                if len > best {
+                    match_start = c;
+                    best = len;
+                    if len >= nice {
+                        break;
+                    }
+                }
+                let next = chains.prev[c];
+                chain -= 1;
+                if next == NIL32 || next as usize <= floor || chain == 0 {
+                    break;
+                }
+                c = next as usize;
+            }
+            match_length = best.min(lookahead);
+            if match_length == MIN_MATCH && s - match_start > TOO_FAR {
+                match_length = MIN_MATCH - 1;
+            }
+        }
+        if prev_length >= MIN_MATCH && match_length <= prev_length {
+            let max_insert = s + lookahead - MIN_MATCH;
+            let dist = s - 1 - prev_match;
+            freqs.lit[257 + TABLES.len_code[prev_length] as usize] += 1;
+            freqs.dist[dist_code_any(dist)] += 1;
+            syms += 1;
+            for p in s + 1..s + prev_length - 1 {
+                if p <= max_insert {
+                    let key = key_of(trigram(buf, p));
+                    chains.prev[p] = chains.head[key];
+                    chains.head[key] = p as u32;
+                }
+            }
+            match_available = false;
+            match_length = MIN_MATCH - 1;
+            strstart = s + prev_length - 1;
+            if syms == BLOCK_SYMBOLS {
+                flush(&mut freqs, strstart, &mut block_start, offset);
+                syms = 0;
+            }
+        } else if match_available {
+            freqs.lit[buf[s - 1] as usize] += 1;
+            syms += 1;
+            if syms == BLOCK_SYMBOLS {
+                flush(&mut freqs, s, &mut block_start, offset);
+                syms = 0;
+            }
+            strstart = s + 1;
+        } else {
+            match_available = true;
+            strstart = s + 1;
+        }
+    }
+    if match_available {
+        freqs.lit[buf[strstart - 1] as usize] += 1;
+    }
+    flush(&mut freqs, strstart, &mut block_start, offset);
+    bits.div_ceil(8)
+}
+
+/// Exact length of zlib's level-9 raw deflate stream of `data`, of any length.
 /// (Allocates its scratch; [`Pairs::single_len`] reuses one.)
-pub fn raw_len(data: &[u8]) -> Option<u64> {
+pub fn raw_len(data: &[u8]) -> u64 {
     Pairs::new().single_len(data)
 }
 
@@ -805,6 +1009,17 @@ pub struct Pairs {
     chains: Chains,
     /// Id of the prefix whose `prev` entries are loaded in `chains.prev` (0: none).
     loaded: u64,
+    /// Chains of inputs longer than [`MAX_INPUT`].
+    long: LongChains,
+}
+
+impl LongChains {
+    fn new() -> Self {
+        Self {
+            head: Vec::new(),
+            prev: Vec::new(),
+        }
+    }
 }
 
 impl Default for Pairs {
@@ -821,13 +1036,24 @@ impl Pairs {
             trees: TreeScratch::new(),
             chains: Chains::new(),
             loaded: 0,
+            long: LongChains::new(),
         }
     }
 
-    /// Exact raw deflate length (zlib level 9) of `data`; `None` beyond [`MAX_INPUT`].
-    pub fn single_len(&mut self, data: &[u8]) -> Option<u64> {
+    /// Exact raw deflate length (zlib level 9) of `data`, of any length (several
+    /// blocks and window slides beyond [`MAX_INPUT`] bytes).
+    pub fn single_len(&mut self, data: &[u8]) -> u64 {
         if data.len() > MAX_INPUT {
-            return None;
+            self.buf.clear();
+            self.buf.extend_from_slice(data);
+            self.buf.resize(data.len() + PAD, 0);
+            let n = long_raw_len(&mut self.trees, &mut self.long, &self.buf, data.len());
+            // Do not keep a long text's buffers around.
+            if self.buf.capacity() > 4 * (MAX_INPUT + PAD) {
+                self.buf = Vec::with_capacity(MAX_INPUT + PAD);
+                self.long = LongChains::new();
+            }
+            return n;
         }
         self.loaded = 0;
         self.chains.head.fill(NIL);
@@ -836,7 +1062,7 @@ impl Pairs {
         self.buf.resize(data.len() + PAD, 0);
         let mut st = Parse::new();
         run(&mut st, &mut self.chains, &self.buf, data.len(), false);
-        Some(block_bytes(&mut self.trees, &st.freqs, data.len()))
+        block_bytes(&mut self.trees, &st.freqs, data.len())
     }
 
     /// Exact raw deflate length (zlib level 9) of `prefix.text() + reference`;
@@ -961,13 +1187,35 @@ mod tests {
                 _ => 1 + rng.below(1100) as usize,
             };
             let t = sample(&mut rng, len);
-            assert_eq!(
-                raw_len(&t),
-                Some(zlib_len(&mut e, &t)),
-                "case {i}, len {len}"
-            );
+            assert_eq!(raw_len(&t), zlib_len(&mut e, &t), "case {i}, len {len}");
         }
-        assert_eq!(raw_len(&[0u8; MAX_INPUT + 1]), None);
+    }
+
+    #[test]
+    fn long_texts_equal_zlib_at_block_and_window_boundaries() {
+        // Lengths around the one-block limit (16382 bytes, 16383 symbols per block),
+        // MAX_DIST (32506), the first window slide (65274) and several slides, with
+        // inputs that make literal-only blocks (random bytes: a block ends exactly at
+        // a 16383-symbol boundary, often stored), long matches (runs), and text.
+        let mut e = ();
+        let mut rng = Rng(0x005e_ed0f_b10c);
+        let centres = [16_382usize, 16_384, 32_506, 32_768, 49_149, 65_274, 65_536];
+        for i in 0..60 {
+            let len = if i < 42 {
+                centres[i % centres.len()] + rng.below(9) as usize - 4
+            } else {
+                MAX_INPUT + 1 + rng.below(160_000) as usize
+            };
+            let mut t = sample(&mut rng, len);
+            if i % 5 == 4 {
+                // Text with a random tail, and random bytes with a repeated tail.
+                let cut = rng.below(len as u64) as usize;
+                for b in &mut t[cut..] {
+                    *b = rng.next() as u8;
+                }
+            }
+            assert_eq!(raw_len(&t), zlib_len(&mut e, &t), "case {i}, len {len}");
+        }
     }
 
     #[test]
