@@ -231,6 +231,11 @@ fn key_of(tri: u32) -> usize {
 }
 
 #[inline]
+fn load2(buf: &[u8], p: usize) -> u16 {
+    u16::from_le_bytes([buf[p], buf[p + 1]])
+}
+
+#[inline]
 fn load8(buf: &[u8], p: usize) -> u64 {
     u64::from_le_bytes(buf[p..p + 8].try_into().unwrap())
 }
@@ -450,6 +455,12 @@ fn rank(e: u64) -> u64 {
     e >> NODE_BITS
 }
 
+/// `rank(a) <= rank(b)`: equal ranks differ only in the node bits.
+#[inline(always)]
+fn rank_le(a: u64, b: u64) -> bool {
+    a <= b | ((1 << NODE_BITS) - 1)
+}
+
 #[inline(always)]
 fn node_of(e: u64) -> usize {
     (e & ((1 << NODE_BITS) - 1)) as usize
@@ -462,15 +473,18 @@ const SENTINEL: u64 = u64::MAX;
 
 /// zlib's `pqdownheap` on packed entries (needs `heap[heap_len + 1] == SENTINEL`):
 /// the child choice is branch-free, which is most of the cost of building trees.
+/// The chosen child is selected from the two entries already loaded (no second,
+/// dependent load), and `rank(a) <= rank(b)` is computed as `a <= b | NODE_MASK`.
 #[inline(always)]
 fn sift_down(heap: &mut Heap, heap_len: usize, mut k: usize) {
     let v = heap[k];
-    let rv = rank(v);
     let mut j = k << 1;
     while j <= heap_len {
-        j += usize::from(rank(heap[j + 1]) <= rank(heap[j]));
-        let c = heap[j];
-        if rv <= rank(c) {
+        let (l, r) = (heap[j], heap[j + 1]);
+        let right = rank_le(r, l);
+        let c = if right { r } else { l };
+        j += usize::from(right);
+        if rank_le(v, c) {
             break;
         }
         heap[k] = c;
@@ -753,6 +767,8 @@ const MAX_DIST: usize = WSIZE - MIN_LOOKAHEAD;
 /// (lit_bufsize - 1) * 3` bytes of 3-byte symbols, `lit_bufsize = 16384` at memLevel 8.
 const BLOCK_SYMBOLS: u32 = (1 << 14) - 1;
 const NIL32: u32 = u32::MAX;
+/// Inputs up to this size leave their scratch allocated for the next one.
+const LONG_KEEP: usize = 1 << 22;
 
 /// Distance code of any distance 1..=32768.
 #[inline]
@@ -871,12 +887,23 @@ fn long_raw_len(
             let mut best = prev_length;
             let mut c = hash_head as usize;
             loop {
-                let len = common_prefix(buf, c, s, cap);
-                if len > best {
-                    match_start = c;
-                    best = len;
-                    if len >= nice {
-                        break;
+                // No candidate can beat a `best` at the cap: the walk changes nothing.
+                if best >= cap {
+                    break;
+                }
+                // zlib's quick rejects: the two bytes ending at `best`, then the first
+                // two (a chain holds one hash key, so equal first two bytes imply an
+                // equal third). Only candidates that cannot beat `best` are skipped.
+                if load2(buf, c + best - 1) == load2(buf, s + best - 1)
+                    && load2(buf, c) == load2(buf, s)
+                {
+                    let len = common_prefix(buf, c, s, cap);
+                    if len > best {
+                        match_start = c;
+                        best = len;
+                        if len >= nice {
+                            break;
+                        }
                     }
                 }
                 let next = chains.prev[c];
@@ -1048,8 +1075,8 @@ impl Pairs {
             self.buf.extend_from_slice(data);
             self.buf.resize(data.len() + PAD, 0);
             let n = long_raw_len(&mut self.trees, &mut self.long, &self.buf, data.len());
-            // Do not keep a long text's buffers around.
-            if self.buf.capacity() > 4 * (MAX_INPUT + PAD) {
+            // Keep the buffers for the next long text, unless this one was huge.
+            if self.buf.capacity() > LONG_KEEP {
                 self.buf = Vec::with_capacity(MAX_INPUT + PAD);
                 self.long = LongChains::new();
             }

@@ -33,9 +33,8 @@ pub fn distance_matrix(
     progress.set_total((nq + nr + pairs) as u64);
     let cq = lens_unchecked(queries, comp, progress)?;
     let cr = lens_unchecked(refs, comp, progress)?;
-    out.par_chunks_mut(PAIR_BLOCK)
-        .enumerate()
-        .try_for_each(|(b, block)| -> Result<(), TextError> {
+    out.par_chunks_mut(PAIR_BLOCK).enumerate().try_for_each(
+        |(b, block)| -> Result<(), TextError> {
             progress.check()?;
             comp.with_engine(|engine| {
                 let mut buf = Vec::new();
@@ -49,7 +48,8 @@ pub fn distance_matrix(
             })?;
             progress.inc(block.len() as u64);
             Ok(())
-        })?;
+        },
+    )?;
     Ok(out)
 }
 
