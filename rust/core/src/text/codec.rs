@@ -373,8 +373,8 @@ impl GzipEngine {
 
     fn raw_len(&mut self, data: &[u8], scratch: &mut [u8]) -> Result<u64, TextError> {
         let level = self.level;
-        if level == 9 {
-            return Ok(self.pairs.single_len(data));
+        if level == 9 && data.len() <= deflate9::MAX_LONG_INPUT {
+            return Ok(self.pairs.single_len(data)?);
         }
         let deflater = match &mut self.zlib {
             Some(d) => d,

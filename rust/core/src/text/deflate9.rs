@@ -37,6 +37,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::alloc::{try_reserve, AllocError};
+
 /// Longest input of the one-block fast path (and of a query with its reference for
 /// shared prefixes); longer inputs take the multi-block path ([`Pairs::single_len`]).
 pub const MAX_INPUT: usize = 16_382;
@@ -768,7 +770,10 @@ const MAX_DIST: usize = WSIZE - MIN_LOOKAHEAD;
 const BLOCK_SYMBOLS: u32 = (1 << 14) - 1;
 const NIL32: u32 = u32::MAX;
 /// Inputs up to this size leave their scratch allocated for the next one.
-const LONG_KEEP: usize = 1 << 22;
+const LONG_KEEP: usize = 1 << 20;
+/// Longest input [`Pairs::single_len`] takes (absolute positions are `u32`, with
+/// `u32::MAX` as `NIL`); callers use zlib beyond.
+pub const MAX_LONG_INPUT: usize = 1 << 31;
 
 /// Distance code of any distance 1..=32768.
 #[inline]
@@ -958,9 +963,9 @@ fn long_raw_len(
     bits.div_ceil(8)
 }
 
-/// Exact length of zlib's level-9 raw deflate stream of `data`, of any length.
-/// (Allocates its scratch; [`Pairs::single_len`] reuses one.)
-pub fn raw_len(data: &[u8]) -> u64 {
+/// Exact length of zlib's level-9 raw deflate stream of `data` (up to
+/// [`MAX_LONG_INPUT`] bytes). (Allocates its scratch; [`Pairs::single_len`] reuses one.)
+pub fn raw_len(data: &[u8]) -> Result<u64, AllocError> {
     Pairs::new().single_len(data)
 }
 
@@ -1067,11 +1072,20 @@ impl Pairs {
         }
     }
 
-    /// Exact raw deflate length (zlib level 9) of `data`, of any length (several
-    /// blocks and window slides beyond [`MAX_INPUT`] bytes).
-    pub fn single_len(&mut self, data: &[u8]) -> u64 {
+    /// Exact raw deflate length (zlib level 9) of `data` (several blocks and window
+    /// slides beyond [`MAX_INPUT`] bytes; at most [`MAX_LONG_INPUT`] bytes). Fails
+    /// only when the scratch for a long input (5 bytes per input byte) cannot be
+    /// allocated.
+    pub fn single_len(&mut self, data: &[u8]) -> Result<u64, AllocError> {
+        assert!(
+            data.len() <= MAX_LONG_INPUT,
+            "input too long for single_len"
+        );
         if data.len() > MAX_INPUT {
             self.buf.clear();
+            try_reserve(&mut self.buf, data.len() + PAD, "the gzip length scratch")?;
+            self.long.prev.clear();
+            try_reserve(&mut self.long.prev, data.len(), "the gzip hash chains")?;
             self.buf.extend_from_slice(data);
             self.buf.resize(data.len() + PAD, 0);
             let n = long_raw_len(&mut self.trees, &mut self.long, &self.buf, data.len());
@@ -1080,7 +1094,7 @@ impl Pairs {
                 self.buf = Vec::with_capacity(MAX_INPUT + PAD);
                 self.long = LongChains::new();
             }
-            return n;
+            return Ok(n);
         }
         self.loaded = 0;
         self.chains.head.fill(NIL);
@@ -1089,7 +1103,7 @@ impl Pairs {
         self.buf.resize(data.len() + PAD, 0);
         let mut st = Parse::new();
         run(&mut st, &mut self.chains, &self.buf, data.len(), false);
-        block_bytes(&mut self.trees, &st.freqs, data.len())
+        Ok(block_bytes(&mut self.trees, &st.freqs, data.len()))
     }
 
     /// Exact raw deflate length (zlib level 9) of `prefix.text() + reference`;
@@ -1214,7 +1228,11 @@ mod tests {
                 _ => 1 + rng.below(1100) as usize,
             };
             let t = sample(&mut rng, len);
-            assert_eq!(raw_len(&t), zlib_len(&mut e, &t), "case {i}, len {len}");
+            assert_eq!(
+                raw_len(&t).unwrap(),
+                zlib_len(&mut e, &t),
+                "case {i}, len {len}"
+            );
         }
     }
 
@@ -1241,7 +1259,11 @@ mod tests {
                     *b = rng.next() as u8;
                 }
             }
-            assert_eq!(raw_len(&t), zlib_len(&mut e, &t), "case {i}, len {len}");
+            assert_eq!(
+                raw_len(&t).unwrap(),
+                zlib_len(&mut e, &t),
+                "case {i}, len {len}"
+            );
         }
     }
 
