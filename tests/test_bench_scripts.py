@@ -120,3 +120,19 @@ def test_quick_ratios_check_remeasures_then_fails(monkeypatch, tmp_path, capsys)
     out = capsys.readouterr().out
     assert "re-measuring 1 benchmark" in out and "REGRESSION" in out
     assert _Fake.calls.count("thrifty") == 2 * (1 + 2)  # two runs: warm-up + 2 rounds each
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/games/fortunes"), reason="needs fortunes")
+def test_verify_gzip_pairs_small_run_passes_and_catches_a_wrong_length(monkeypatch, capsys):
+    import verify_gzip_pairs
+
+    monkeypatch.setattr(sys, "argv", ["verify_gzip_pairs.py", "--scale", "0.0005"])
+    with pytest.raises(SystemExit) as ok:
+        verify_gzip_pairs.main()
+    assert ok.value.code == 0
+    assert ", 0 mismatches" in capsys.readouterr().out
+    # A reference that disagrees by one byte must be reported.
+    monkeypatch.setattr(verify_gzip_pairs, "GZIP_MINUS_ZLIB", 13)
+    with pytest.raises(SystemExit) as bad:
+        verify_gzip_pairs.main()
+    assert bad.value.code == 1

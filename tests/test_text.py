@@ -107,6 +107,53 @@ def test_gzip_adversarial_lengths_equal_python_gzip(level):
     assert got.tolist() == [ref_len(t, level=level) for t in texts]
 
 
+def _long_sample(rng: random.Random, n: int) -> bytes:
+    """Text, random bytes, runs or a mixture: literal-only blocks (one symbol per byte,
+    so a block ends exactly at zlib's 16383-symbol limit, often stored), long matches,
+    and matches across zlib's window slides."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        return " ".join(rng.choice(WORDS) for _ in range(n // 3 + 1)).encode()[:n]
+    if kind == 1:
+        return rng.randbytes(n)
+    if kind == 2:
+        period = rng.randint(1, 400)
+        blk = bytes(97 + rng.randrange(4) for _ in range(period))
+        return (blk * (n // period + 1))[:n]
+    if kind == 3:
+        cut = rng.randrange(n)
+        return rng.randbytes(cut) + bytes(rng.choice(b"ab") for _ in range(n - cut))
+    cut = rng.randrange(n)
+    text = " ".join(rng.choice(WORDS) for _ in range(cut // 3 + 1)).encode()[:cut]
+    return text + rng.randbytes(n - cut)
+
+
+def test_gzip_multi_block_lengths_fuzz():
+    # Past 16382 bytes the length-only deflate emits several blocks and slides the
+    # window like zlib: random lengths around the block limit (16383 symbols), the
+    # distance limit MAX_DIST (32506) and the first slides (65274, 98042), then
+    # anything up to 200 KB, each equal to Python's gzip.
+    rng = random.Random(16383)
+    centres = [16_382, 16_383, 16_384, 32_506, 32_768, 65_274, 65_536, 98_042]
+    texts = [_long_sample(rng, c + rng.randint(-6, 6)) for c in centres for _ in range(3)]
+    texts += [_long_sample(rng, rng.randint(16_383, 200_000)) for _ in range(12)]
+    got = compressed_len(texts)
+    assert got.tolist() == [ref_len(t) for t in texts]
+
+
+def test_gzip_random_pairs_equal_python_gzip():
+    # Joint texts ``query + b" " + ref`` of every size class (short pairs share the
+    # query's parse; long ones take the multi-block path), pair by pair.
+    rng = random.Random(7)
+    sizes = [(20, 400), (200, 2_000), (3_000, 9_000), (15_000, 17_000), (30_000, 70_000)]
+    queries, refs = [], []
+    for lo, hi in sizes:
+        queries.append(_long_sample(rng, rng.randint(lo, hi)))
+        refs += [_long_sample(rng, rng.randint(lo, hi)) for _ in range(3)]
+    got = ncd_matrix(queries, refs)
+    assert np.array_equal(got, ref_matrix(queries, refs))
+
+
 def test_gzip_default_level_is_9_and_utf8():
     texts = ["héllo wörld ✓ 中文", "ascii only", "bytes é".encode()]
     assert compressed_len(texts).tolist() == [ref_len(t, level=9) for t in texts]

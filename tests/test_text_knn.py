@@ -303,9 +303,9 @@ def test_numpy_inputs_and_unknown_score_labels(data):
 @pytest.mark.skipif(not os.path.isdir(os.path.join(FORTUNES, "de")),
                     reason="Debian fortunes packages not installed (see .ci/run)")
 def test_pair_lengths_equal_python_gzip_on_real_multilingual_text():
-    # The level-9 pair path computes C(query + " " + ref) without zlib for joint texts up
-    # to 1 KiB (thrifty_core::text::deflate9); check it against Python's gzip on real
-    # quotes in four languages, and the zlib fallback on longer pairs.
+    # The level-9 pair path computes C(query + " " + ref) without zlib
+    # (thrifty_core::text::deflate9); check it against Python's gzip on real quotes in
+    # four languages, and on longer pairs.
     from thrifty.text import ncd_matrix
 
     texts = [t for lang in ("en", "de", "es", "it") for t in load_fortunes(lang, 30, seed=3)]
@@ -316,7 +316,7 @@ def test_pair_lengths_equal_python_gzip_on_real_multilingual_text():
     want = np.array([[(len(gzip.compress(q + b" " + r, 9)) - min(c[q], c[r])) / max(c[q], c[r])
                       for r in enc] for q in enc[::4]])
     assert np.array_equal(got, want)
-    long = [t * 3 for t in texts[:6]]  # > 1 KiB joint texts take the zlib path
+    long = [t * 3 for t in texts[:6]]
     got_long = ncd_matrix(long, texts[:10])
     want_long = np.array([[(len(gzip.compress(q.encode() + b" " + r.encode(), 9))
                             - min(len(gzip.compress(q.encode(), 9)), c[r.encode()]))

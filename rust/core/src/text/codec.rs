@@ -13,6 +13,7 @@
 //! the standard library of the versions thrifty supports.
 
 use std::alloc::{alloc, dealloc, Layout};
+use std::cell::RefCell;
 use std::os::raw::{c_int, c_uint, c_void};
 
 use libz_sys as z;
@@ -115,6 +116,36 @@ impl Compressor {
         self.level
     }
 
+    /// Runs `f` with this thread's cached engine for this compressor, creating it on
+    /// first use. Workers call this once per parallel job: an engine (zlib's state,
+    /// the length-only deflate's scratch, about 250 KB) is then allocated once per
+    /// thread and kept between jobs and calls, instead of once per job, whose fresh
+    /// pages cost page faults that serialise threads in the kernel.
+    pub fn with_engine<R>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<R, TextError>,
+    ) -> Result<R, TextError> {
+        // Taken out of the cache while in use, so a nested call would build its own.
+        let cached = ENGINES.with(|c| {
+            let mut v = c.borrow_mut();
+            let i = v.iter().position(|e| e.spec == *self)?;
+            Some(v.swap_remove(i))
+        });
+        let mut engine = match cached {
+            Some(e) => e,
+            None => self.engine()?,
+        };
+        let out = f(&mut engine);
+        ENGINES.with(|c| {
+            let mut v = c.borrow_mut();
+            if v.len() >= MAX_CACHED_ENGINES {
+                v.remove(0);
+            }
+            v.push(engine);
+        });
+        out
+    }
+
     /// A fresh compressor state.
     pub fn engine(&self) -> Result<Engine, TextError> {
         let inner = match self.codec {
@@ -132,6 +163,13 @@ impl Compressor {
             scratch: vec![0u8; SCRATCH],
         })
     }
+}
+
+/// Engines kept per thread by [`Compressor::with_engine`] (distinct codec/level pairs).
+const MAX_CACHED_ENGINES: usize = 4;
+
+thread_local! {
+    static ENGINES: RefCell<Vec<Engine>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Output is written here and discarded: only its length matters.
@@ -288,8 +326,8 @@ const PY_OUTPUT_BLOCKS: [usize; 17] = [
 const STD_WBITS: c_int = 15;
 const STD_MEM_LEVEL: c_int = 8;
 
-/// Raw-deflate lengths: zlib level 9 up to `deflate9::MAX_INPUT` bytes through the
-/// length-only deflate, everything else through one reused zlib stream.
+/// Raw-deflate lengths: zlib level 9 through the length-only deflate (any length),
+/// other levels through one reused zlib stream.
 struct GzipEngine {
     level: i32,
     /// Level 9: the last query's shared parse and the pair scratch.
@@ -320,7 +358,14 @@ impl GzipEngine {
             t.len() == query.len() + 1 && t[..query.len()] == *query
         });
         if !same {
-            self.prefix = deflate9::Prefix::new(query, b" ");
+            match &mut self.prefix {
+                Some(p) => {
+                    if !p.rebuild(query, b" ") {
+                        self.prefix = None;
+                    }
+                }
+                slot => *slot = deflate9::Prefix::new(query, b" "),
+            }
         }
         let prefix = self.prefix.as_ref()?;
         self.pairs.raw_len(prefix, reference)
@@ -328,10 +373,8 @@ impl GzipEngine {
 
     fn raw_len(&mut self, data: &[u8], scratch: &mut [u8]) -> Result<u64, TextError> {
         let level = self.level;
-        if level == 9 {
-            if let Some(n) = self.pairs.single_len(data) {
-                return Ok(n);
-            }
+        if level == 9 && data.len() <= deflate9::MAX_LONG_INPUT {
+            return Ok(self.pairs.single_len(data)?);
         }
         let deflater = match &mut self.zlib {
             Some(d) => d,

@@ -1,4 +1,4 @@
-//! Exact lengths of zlib's level-9 raw deflate streams for short inputs, without zlib.
+//! Exact lengths of zlib's level-9 raw deflate streams, without zlib.
 //!
 //! Compression kNN needs `C(x + " " + y)` for every query `x` and reference `y`, and
 //! nothing but the length of that stream. This module reproduces zlib's level-9
@@ -28,10 +28,19 @@
 //! overflow repair), `scan_tree` and `build_bl_tree`, which is what zlib itself uses to
 //! pick the block type. The tests compare every length with zlib on adversarial and
 //! real inputs and fail if any of the constants above is changed.
+//!
+//! **Longer inputs** go through the same parse with absolute positions, zlib's block
+//! split (a block ends when its 16383rd symbol is tallied), the per-block
+//! stored/static/dynamic choice with bit-exact accounting across blocks (a stored
+//! block pads to a byte), and zlib's window slides replayed by an offset (see
+//! `long_raw_len`): no zlib call at any length.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Longest input handled here; longer ones go to zlib.
+use crate::alloc::{try_reserve, AllocError};
+
+/// Longest input of the one-block fast path (and of a query with its reference for
+/// shared prefixes); longer inputs take the multi-block path ([`Pairs::single_len`]).
 pub const MAX_INPUT: usize = 16_382;
 
 const MIN_MATCH: usize = 3;
@@ -221,6 +230,11 @@ fn trigram(buf: &[u8], p: usize) -> u32 {
 fn key_of(tri: u32) -> usize {
     let (c0, c1, c2) = (tri & 0xff, (tri >> 8) & 0xff, tri >> 16);
     (((c0 << 10) ^ (c1 << 5) ^ c2) & (HASH_SIZE as u32 - 1)) as usize
+}
+
+#[inline]
+fn load2(buf: &[u8], p: usize) -> u16 {
+    u16::from_le_bytes([buf[p], buf[p + 1]])
 }
 
 #[inline]
@@ -443,6 +457,12 @@ fn rank(e: u64) -> u64 {
     e >> NODE_BITS
 }
 
+/// `rank(a) <= rank(b)`: equal ranks differ only in the node bits.
+#[inline(always)]
+fn rank_le(a: u64, b: u64) -> bool {
+    a <= b | ((1 << NODE_BITS) - 1)
+}
+
 #[inline(always)]
 fn node_of(e: u64) -> usize {
     (e & ((1 << NODE_BITS) - 1)) as usize
@@ -455,15 +475,18 @@ const SENTINEL: u64 = u64::MAX;
 
 /// zlib's `pqdownheap` on packed entries (needs `heap[heap_len + 1] == SENTINEL`):
 /// the child choice is branch-free, which is most of the cost of building trees.
+/// The chosen child is selected from the two entries already loaded (no second,
+/// dependent load), and `rank(a) <= rank(b)` is computed as `a <= b | NODE_MASK`.
 #[inline(always)]
 fn sift_down(heap: &mut Heap, heap_len: usize, mut k: usize) {
     let v = heap[k];
-    let rv = rank(v);
     let mut j = k << 1;
     while j <= heap_len {
-        j += usize::from(rank(heap[j + 1]) <= rank(heap[j]));
-        let c = heap[j];
-        if rv <= rank(c) {
+        let (l, r) = (heap[j], heap[j + 1]);
+        let right = rank_le(r, l);
+        let c = if right { r } else { l };
+        j += usize::from(right);
+        if rank_le(v, c) {
             break;
         }
         heap[k] = c;
@@ -678,6 +701,20 @@ fn scan_tree(lens: &[u32], max_code: usize, bl_freq: &mut [u32; BL_CODES]) {
 /// Bytes of the single final block zlib emits for these symbol counts and
 /// `stored_len` input bytes.
 fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u64 {
+    let (opt_len, static_len) = block_cost(scratch, freqs);
+    let opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
+    let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
+    let best = opt_lenb.min(static_lenb);
+    if stored_len as u64 + 4 <= best {
+        stored_len as u64 + 5
+    } else {
+        best
+    }
+}
+
+/// zlib's `opt_len` (bits of the dynamic block, trees included) and `static_len`
+/// (bits with the static trees) for these symbol counts, block header excluded.
+fn block_cost(scratch: &mut TreeScratch, freqs: &Freqs) -> (i64, i64) {
     let mut opt_len = 0i64;
     let mut static_len = 0i64;
     let mut llens = [0u32; L_CODES];
@@ -716,20 +753,219 @@ fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u
         max_blindex -= 1;
     }
     opt_len += 3 * (max_blindex as i64 + 1) + 5 + 5 + 4;
-    let opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
-    let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
-    let best = opt_lenb.min(static_lenb);
-    if stored_len as u64 + 4 <= best {
-        stored_len as u64 + 5
+    (opt_len, static_len)
+}
+
+// ---------------------------------------------------------------------------------
+// Inputs of any length: several blocks and a sliding window.
+
+/// zlib's window size `w_size` (`windowBits = 15`); the window buffer holds twice that.
+const WSIZE: usize = 1 << 15;
+/// `MIN_LOOKAHEAD`: zlib refills (and, if needed, slides) the window below this.
+const MIN_LOOKAHEAD: usize = MAX_MATCH + MIN_MATCH + 1;
+/// `MAX_DIST`: the farthest match distance zlib looks at.
+const MAX_DIST: usize = WSIZE - MIN_LOOKAHEAD;
+/// Symbols per block: `_tr_tally` reports a full buffer at `sym_end =
+/// (lit_bufsize - 1) * 3` bytes of 3-byte symbols, `lit_bufsize = 16384` at memLevel 8.
+const BLOCK_SYMBOLS: u32 = (1 << 14) - 1;
+const NIL32: u32 = u32::MAX;
+/// Inputs up to this size leave their scratch allocated for the next one.
+const LONG_KEEP: usize = 1 << 20;
+/// Longest input [`Pairs::single_len`] takes (absolute positions are `u32`, with
+/// `u32::MAX` as `NIL`); callers use zlib beyond.
+pub const MAX_LONG_INPUT: usize = 1 << 31;
+
+/// Distance code of any distance 1..=32768.
+#[inline]
+fn dist_code_any(d: usize) -> usize {
+    if d <= MAX_INPUT {
+        TABLES.dist_code[d] as usize
     } else {
-        best
+        dist_code(d)
     }
 }
 
-/// Exact length of zlib's level-9 raw deflate stream of `data` (at most [`MAX_INPUT`]
-/// bytes; `None` for longer inputs).
-/// (Allocates its scratch; [`Pairs::single_len`] reuses one.)
-pub fn raw_len(data: &[u8]) -> Option<u64> {
+/// Scratch of [`long_raw_len`]: hash heads and one chain link per input position,
+/// by absolute position (zlib's `prev[p & w_mask]` never aliases within reach: a
+/// link is followed only within `MAX_DIST < w_size` of the position being searched).
+struct LongChains {
+    head: Vec<u32>,
+    prev: Vec<u32>,
+}
+
+/// zlib's `deflate_slow` over an input of any length with `_tr_flush_block`'s
+/// choices per block, counting bits. Positions are absolute; zlib's window slides are
+/// replayed by `offset`, the absolute position of the window's start:
+///
+/// * `fill_window` runs when the lookahead is below `MIN_LOOKAHEAD`, and slides the
+///   window by `w_size` when `strstart >= w_size + MAX_DIST` (input left or not);
+///   the lookahead is what the window holds, `min(len, offset + 2 w_size) - strstart`;
+/// * sliding maps every hash entry below the new window to `NIL` and the entry at
+///   its first byte to 0, which is `NIL` too: an entry `p` is usable iff
+///   `p > offset`; `longest_match` walks while `p > offset + limit`, with zlib's
+///   `limit = strstart - MAX_DIST` (relative, when positive), and no search starts
+///   from a head more than `MAX_DIST` back;
+/// * a block ends when its 16383rd symbol is tallied (after a match the block runs
+///   to the match's end; after a literal to the current position), and at the end;
+///   it is stored (3 header bits, padding to a byte, 4 length bytes, the bytes) when
+///   `stored_len + 4 <= min(opt_lenb, static_lenb)` and zlib still holds its bytes
+///   (`block_start` not slid out), static when `static_lenb <= opt_lenb`, else
+///   dynamic;
+/// * `match_start` keeps its absolute value across slides: zlib's unsigned
+///   `strstart - match_start` is the same difference modulo 2^32.
+fn long_raw_len(
+    scratch: &mut TreeScratch,
+    chains: &mut LongChains,
+    buf: &[u8],
+    total: usize,
+) -> u64 {
+    chains.head.clear();
+    chains.head.resize(HASH_SIZE, NIL32);
+    chains.prev.clear();
+    chains.prev.resize(total, NIL32);
+    let mut freqs = Freqs::new();
+    let mut syms = 0u32;
+    let mut bits = 0u64;
+    let mut block_start = 0usize;
+    let mut offset = 0usize;
+    let mut strstart = 0usize;
+    let mut match_available = false;
+    let mut match_length = MIN_MATCH - 1;
+    let mut match_start = 0usize;
+
+    let mut flush = |freqs: &mut Freqs, end: usize, block_start: &mut usize, offset: usize| {
+        let stored_len = (end - *block_start) as u64;
+        let (opt_len, static_len) = block_cost(scratch, freqs);
+        let mut opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
+        let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
+        if static_lenb <= opt_lenb {
+            opt_lenb = static_lenb;
+        }
+        if stored_len + 4 <= opt_lenb && *block_start >= offset {
+            bits = (bits + 3).div_ceil(8) * 8 + 32 + 8 * stored_len;
+        } else if static_lenb == opt_lenb {
+            bits += 3 + static_len as u64;
+        } else {
+            bits += 3 + opt_len as u64;
+        }
+        *freqs = Freqs::new();
+        *block_start = end;
+    };
+
+    loop {
+        let s = strstart;
+        let mut lookahead = total.min(offset + 2 * WSIZE) - s;
+        if lookahead < MIN_LOOKAHEAD {
+            if s - offset >= WSIZE + MAX_DIST {
+                offset += WSIZE;
+                lookahead = total.min(offset + 2 * WSIZE) - s;
+            }
+            if lookahead == 0 {
+                break;
+            }
+        }
+        let mut hash_head = NIL32;
+        if lookahead >= MIN_MATCH {
+            let key = key_of(trigram(buf, s));
+            hash_head = chains.head[key];
+            chains.prev[s] = hash_head;
+            chains.head[key] = s as u32;
+        }
+        let prev_length = match_length;
+        let prev_match = match_start;
+        match_length = MIN_MATCH - 1;
+        if hash_head != NIL32
+            && hash_head as usize > offset
+            && prev_length < LAZY
+            && s - hash_head as usize <= MAX_DIST
+        {
+            // longest_match
+            let limit_rel = (s - offset).saturating_sub(MAX_DIST);
+            let floor = offset + limit_rel;
+            let nice = NICE.min(lookahead);
+            let cap = MAX_MATCH.min(lookahead);
+            let mut chain = if prev_length >= GOOD {
+                MAX_CHAIN >> 2
+            } else {
+                MAX_CHAIN
+            };
+            let mut best = prev_length;
+            let mut c = hash_head as usize;
+            loop {
+                // No candidate can beat a `best` at the cap: the walk changes nothing.
+                if best >= cap {
+                    break;
+                }
+                // zlib's quick rejects: the two bytes ending at `best`, then the first
+                // two (a chain holds one hash key, so equal first two bytes imply an
+                // equal third). Only candidates that cannot beat `best` are skipped.
+                if load2(buf, c + best - 1) == load2(buf, s + best - 1)
+                    && load2(buf, c) == load2(buf, s)
+                {
+                    let len = common_prefix(buf, c, s, cap);
+                    if len > best {
+                        match_start = c;
+                        best = len;
+                        if len >= nice {
+                            break;
+                        }
+                    }
+                }
+                let next = chains.prev[c];
+                chain -= 1;
+                if next == NIL32 || next as usize <= floor || chain == 0 {
+                    break;
+                }
+                c = next as usize;
+            }
+            match_length = best.min(lookahead);
+            if match_length == MIN_MATCH && s - match_start > TOO_FAR {
+                match_length = MIN_MATCH - 1;
+            }
+        }
+        if prev_length >= MIN_MATCH && match_length <= prev_length {
+            let max_insert = s + lookahead - MIN_MATCH;
+            let dist = s - 1 - prev_match;
+            freqs.lit[257 + TABLES.len_code[prev_length] as usize] += 1;
+            freqs.dist[dist_code_any(dist)] += 1;
+            syms += 1;
+            for p in s + 1..s + prev_length - 1 {
+                if p <= max_insert {
+                    let key = key_of(trigram(buf, p));
+                    chains.prev[p] = chains.head[key];
+                    chains.head[key] = p as u32;
+                }
+            }
+            match_available = false;
+            match_length = MIN_MATCH - 1;
+            strstart = s + prev_length - 1;
+            if syms == BLOCK_SYMBOLS {
+                flush(&mut freqs, strstart, &mut block_start, offset);
+                syms = 0;
+            }
+        } else if match_available {
+            freqs.lit[buf[s - 1] as usize] += 1;
+            syms += 1;
+            if syms == BLOCK_SYMBOLS {
+                flush(&mut freqs, s, &mut block_start, offset);
+                syms = 0;
+            }
+            strstart = s + 1;
+        } else {
+            match_available = true;
+            strstart = s + 1;
+        }
+    }
+    if match_available {
+        freqs.lit[buf[strstart - 1] as usize] += 1;
+    }
+    flush(&mut freqs, strstart, &mut block_start, offset);
+    bits.div_ceil(8)
+}
+
+/// Exact length of zlib's level-9 raw deflate stream of `data` (up to
+/// [`MAX_LONG_INPUT`] bytes). (Allocates its scratch; [`Pairs::single_len`] reuses one.)
+pub fn raw_len(data: &[u8]) -> Result<u64, AllocError> {
     Pairs::new().single_len(data)
 }
 
@@ -748,27 +984,48 @@ impl Prefix {
     /// `query + separator`, parsed as far as it is independent of what follows.
     /// `None` when the query alone is too long for [`MAX_INPUT`].
     pub fn new(query: &[u8], separator: &[u8]) -> Option<Self> {
-        let n = query.len() + separator.len();
-        if n >= MAX_INPUT {
-            return None;
-        }
-        let mut text = Vec::with_capacity(MAX_INPUT + PAD);
-        text.extend_from_slice(query);
-        text.extend_from_slice(separator);
-        let mut buf = text.clone();
-        buf.resize(n + PAD, 0);
-        let mut st = Parse::new();
-        let mut chains = Chains::new();
-        run(&mut st, &mut chains, &buf, n, true);
-        chains.prev.truncate(st.strstart);
+        let mut p = Self {
+            id: 0,
+            text: Vec::new(),
+            st: Parse::new(),
+            head: Vec::new(),
+            prev: Vec::new(),
+        };
+        p.rebuild(query, separator).then_some(p)
+    }
+
+    /// [`Prefix::new`] in place, reusing this prefix's buffers (a worker builds one
+    /// prefix per query; allocating them afresh each time costs page faults that
+    /// show up as lost parallel scaling). Returns `false`, leaving the prefix
+    /// unusable, when the query is too long.
+    pub fn rebuild(&mut self, query: &[u8], separator: &[u8]) -> bool {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Some(Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            text,
-            st,
-            head: chains.head,
-            prev: chains.prev,
-        })
+        // A fresh id even on failure: scratch that loaded the old prefix must reload.
+        self.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let n = query.len() + separator.len();
+        self.text.clear();
+        if n >= MAX_INPUT {
+            return false;
+        }
+        self.text.extend_from_slice(query);
+        self.text.extend_from_slice(separator);
+        // `run` reads up to PAD bytes past the end: pad, run, then drop the padding.
+        self.text.resize(n + PAD, 0);
+        self.st = Parse::new();
+        let mut chains = Chains {
+            head: std::mem::take(&mut self.head),
+            prev: std::mem::take(&mut self.prev),
+        };
+        chains.head.clear();
+        chains.head.resize(HASH_SIZE, NIL);
+        chains.prev.clear();
+        chains.prev.resize(MAX_INPUT, NIL);
+        run(&mut self.st, &mut chains, &self.text, n, true);
+        self.text.truncate(n);
+        chains.prev.truncate(self.st.strstart);
+        self.head = chains.head;
+        self.prev = chains.prev;
+        true
     }
 
     /// The query bytes plus separator this prefix was built from.
@@ -784,6 +1041,17 @@ pub struct Pairs {
     chains: Chains,
     /// Id of the prefix whose `prev` entries are loaded in `chains.prev` (0: none).
     loaded: u64,
+    /// Chains of inputs longer than [`MAX_INPUT`].
+    long: LongChains,
+}
+
+impl LongChains {
+    fn new() -> Self {
+        Self {
+            head: Vec::new(),
+            prev: Vec::new(),
+        }
+    }
 }
 
 impl Default for Pairs {
@@ -800,13 +1068,33 @@ impl Pairs {
             trees: TreeScratch::new(),
             chains: Chains::new(),
             loaded: 0,
+            long: LongChains::new(),
         }
     }
 
-    /// Exact raw deflate length (zlib level 9) of `data`; `None` beyond [`MAX_INPUT`].
-    pub fn single_len(&mut self, data: &[u8]) -> Option<u64> {
+    /// Exact raw deflate length (zlib level 9) of `data` (several blocks and window
+    /// slides beyond [`MAX_INPUT`] bytes; at most [`MAX_LONG_INPUT`] bytes). Fails
+    /// only when the scratch for a long input (5 bytes per input byte) cannot be
+    /// allocated.
+    pub fn single_len(&mut self, data: &[u8]) -> Result<u64, AllocError> {
+        assert!(
+            data.len() <= MAX_LONG_INPUT,
+            "input too long for single_len"
+        );
         if data.len() > MAX_INPUT {
-            return None;
+            self.buf.clear();
+            try_reserve(&mut self.buf, data.len() + PAD, "the gzip length scratch")?;
+            self.long.prev.clear();
+            try_reserve(&mut self.long.prev, data.len(), "the gzip hash chains")?;
+            self.buf.extend_from_slice(data);
+            self.buf.resize(data.len() + PAD, 0);
+            let n = long_raw_len(&mut self.trees, &mut self.long, &self.buf, data.len());
+            // Keep the buffers for the next long text, unless this one was huge.
+            if self.buf.capacity() > LONG_KEEP {
+                self.buf = Vec::with_capacity(MAX_INPUT + PAD);
+                self.long = LongChains::new();
+            }
+            return Ok(n);
         }
         self.loaded = 0;
         self.chains.head.fill(NIL);
@@ -815,7 +1103,7 @@ impl Pairs {
         self.buf.resize(data.len() + PAD, 0);
         let mut st = Parse::new();
         run(&mut st, &mut self.chains, &self.buf, data.len(), false);
-        Some(block_bytes(&mut self.trees, &st.freqs, data.len()))
+        Ok(block_bytes(&mut self.trees, &st.freqs, data.len()))
     }
 
     /// Exact raw deflate length (zlib level 9) of `prefix.text() + reference`;
@@ -941,12 +1229,42 @@ mod tests {
             };
             let t = sample(&mut rng, len);
             assert_eq!(
-                raw_len(&t),
-                Some(zlib_len(&mut e, &t)),
+                raw_len(&t).unwrap(),
+                zlib_len(&mut e, &t),
                 "case {i}, len {len}"
             );
         }
-        assert_eq!(raw_len(&[0u8; MAX_INPUT + 1]), None);
+    }
+
+    #[test]
+    fn long_texts_equal_zlib_at_block_and_window_boundaries() {
+        // Lengths around the one-block limit (16382 bytes, 16383 symbols per block),
+        // MAX_DIST (32506), the first window slide (65274) and several slides, with
+        // inputs that make literal-only blocks (random bytes: a block ends exactly at
+        // a 16383-symbol boundary, often stored), long matches (runs), and text.
+        let mut e = ();
+        let mut rng = Rng(0x005e_ed0f_b10c);
+        let centres = [16_382usize, 16_384, 32_506, 32_768, 49_149, 65_274, 65_536];
+        for i in 0..60 {
+            let len = if i < 42 {
+                centres[i % centres.len()] + rng.below(9) as usize - 4
+            } else {
+                MAX_INPUT + 1 + rng.below(160_000) as usize
+            };
+            let mut t = sample(&mut rng, len);
+            if i % 5 == 4 {
+                // Text with a random tail, and random bytes with a repeated tail.
+                let cut = rng.below(len as u64) as usize;
+                for b in &mut t[cut..] {
+                    *b = rng.next() as u8;
+                }
+            }
+            assert_eq!(
+                raw_len(&t).unwrap(),
+                zlib_len(&mut e, &t),
+                "case {i}, len {len}"
+            );
+        }
     }
 
     #[test]

@@ -33,25 +33,23 @@ pub fn distance_matrix(
     progress.set_total((nq + nr + pairs) as u64);
     let cq = lens_unchecked(queries, comp, progress)?;
     let cr = lens_unchecked(refs, comp, progress)?;
-    out.par_chunks_mut(PAIR_BLOCK)
-        .enumerate()
-        .try_for_each_init(
-            || (comp.engine(), Vec::new()),
-            |(engine, buf), (b, block)| -> Result<(), TextError> {
-                progress.check()?;
-                let engine = engine
-                    .as_mut()
-                    .map_err(|e| TextError::Codec(e.to_string()))?;
+    out.par_chunks_mut(PAIR_BLOCK).enumerate().try_for_each(
+        |(b, block)| -> Result<(), TextError> {
+            progress.check()?;
+            comp.with_engine(|engine| {
+                let mut buf = Vec::new();
                 for (j, o) in block.iter_mut().enumerate() {
                     let flat = b * PAIR_BLOCK + j;
                     let (qi, ri) = (flat / nr, flat % nr);
-                    let cxy = engine.joint_len(queries[qi], refs[ri], buf)?;
+                    let cxy = engine.joint_len(queries[qi], refs[ri], &mut buf)?;
                     *o = dist.eval(cq[qi], cr[ri], cxy);
                 }
-                progress.inc(block.len() as u64);
                 Ok(())
-            },
-        )?;
+            })?;
+            progress.inc(block.len() as u64);
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
@@ -164,29 +162,27 @@ pub fn kneighbors(
         let tasks = (q1 - q0) * n_chunks;
         let partial: Vec<Vec<Cand>> = (0..tasks)
             .into_par_iter()
-            .map_init(
-                || (comp.engine(), Vec::new()),
-                |(engine, buf), t| -> Result<Vec<Cand>, TextError> {
-                    progress.check()?;
-                    let engine = engine
-                        .as_mut()
-                        .map_err(|e| TextError::Codec(e.to_string()))?;
-                    let qi = q0 + t / n_chunks;
-                    let c = t % n_chunks;
-                    let (r0, r1) = (c * REF_CHUNK, ((c + 1) * REF_CHUNK).min(nr));
-                    let mut top = TopK::new(k.min(r1 - r0));
-                    let query = queries[qi];
+            .map(|t| -> Result<Vec<Cand>, TextError> {
+                progress.check()?;
+                let qi = q0 + t / n_chunks;
+                let c = t % n_chunks;
+                let (r0, r1) = (c * REF_CHUNK, ((c + 1) * REF_CHUNK).min(nr));
+                let mut top = TopK::new(k.min(r1 - r0));
+                let query = queries[qi];
+                comp.with_engine(|engine| {
+                    let mut buf = Vec::new();
                     for ri in r0..r1 {
-                        let cxy = engine.joint_len(query, refs[ri], buf)?;
+                        let cxy = engine.joint_len(query, refs[ri], &mut buf)?;
                         top.push(Cand {
                             d: dist.eval(cq[qi], ref_lens[ri], cxy),
                             i: ri as u32,
                         });
                     }
-                    progress.inc((r1 - r0) as u64);
-                    Ok(top.into_sorted())
-                },
-            )
+                    Ok(())
+                })?;
+                progress.inc((r1 - r0) as u64);
+                Ok(top.into_sorted())
+            })
             .collect::<Result<_, _>>()?;
         for parts in partial.chunks(n_chunks) {
             let mut top = TopK::new(k);

@@ -149,7 +149,7 @@ pub(crate) fn check_texts(texts: &[&[u8]], what: &'static str) -> Result<(), Tex
     Ok(())
 }
 
-/// `C(t)` for every text, in parallel (one engine per worker job).
+/// `C(t)` for every text, in parallel (one cached engine per worker thread).
 pub fn compressed_lens(
     texts: &[&[u8]],
     comp: Compressor,
@@ -170,21 +170,17 @@ pub(crate) fn lens_unchecked(
     let blocks = fixed_chunks(texts.len(), LEN_BLOCK);
     let parts: Vec<Vec<u64>> = blocks
         .par_iter()
-        .map_init(
-            || comp.engine(),
-            |engine, range| {
-                progress.check()?;
-                let engine = engine
-                    .as_mut()
-                    .map_err(|e| TextError::Codec(e.to_string()))?;
-                let out = texts[range.clone()]
+        .map(|range| {
+            progress.check()?;
+            let out = comp.with_engine(|engine| {
+                texts[range.clone()]
                     .iter()
                     .map(|t| engine.compressed_len(t))
-                    .collect::<Result<Vec<_>, _>>()?;
-                progress.inc(range.len() as u64);
-                Ok(out)
-            },
-        )
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            progress.inc(range.len() as u64);
+            Ok(out)
+        })
         .collect::<Result<_, TextError>>()?;
     let mut out = crate::alloc::try_with_capacity(texts.len(), "compressed lengths")?;
     for p in parts {
