@@ -108,7 +108,7 @@ def test_pointers_are_data_ptr_and_scalars_take_the_parameter_width(monkeypatch)
     assert type(args[1]) is np.int32 and int(args[1]) == 3
     assert type(args[2]) is np.float32 and float(args[2]) == 0.25
     assert type(args[4]) is np.int64 and int(args[4]) == 2**40
-    rt.launch("quant.cu", "th_absmean_lanes", x, 2**64 - 1, x, threads=300)
+    rt.launch("quant.cu", "th_tensor_amax", x, 2**64 - 1, x, threads=300)
     assert got[1][3] == 2 and type(got[1][5][1]) is np.uint64 and int(got[1][5][1]) == 2**64 - 1
 
 
@@ -145,8 +145,8 @@ def test_submit_compiles_once_and_launches_on_the_device_and_torch_stream(monkey
     monkeypatch.setattr(rt, "_STREAMS", {})
     dev = torch.device("cuda", 1)
     args = (np.uint64(7), np.uint64(2**64 - 1), np.uint64(9))
-    rt._submit("quant.cu", "th_absmean_lanes", dev, 2, 256, args)
-    rt._submit("quant.cu", "th_absmean_lanes", dev, 1, 256, args)
+    rt._submit("quant.cu", "th_tensor_amax", dev, 2, 256, args)
+    rt._submit("quant.cu", "th_tensor_amax", dev, 1, 256, args)
     launches = [e for e in events if e[0] == "launch"]
     assert launches[0][1:4] == ((2,), (256,), args) and launches[1][1:3] == ((1,), (256,))
     assert sum(e[0] == "compile" for e in events) == 1  # cached per (device, file, options)
@@ -155,7 +155,7 @@ def test_submit_compiles_once_and_launches_on_the_device_and_torch_stream(monkey
     opts = comp[1]
     assert "--fmad=false" in opts and "-std=c++17" in opts and "-ftz=false" in opts
     assert "-ftz=true" not in opts and comp[2:] == ("90", "quant.cu")
-    assert ("load", b"CUBIN") in events and ("get", "th_absmean_lanes") in events
+    assert ("load", b"CUBIN") in events and ("get", "th_tensor_amax") in events
     first = events.index(launches[0])
     assert ("enter", ("device", 1)) in events[:first]  # device 0 is current: device 1 entered
     assert launches[0][4] == ("stream", 1234) and launches[1][4] == ("stream", 1234)
@@ -163,11 +163,11 @@ def test_submit_compiles_once_and_launches_on_the_device_and_torch_stream(monkey
     # on the current device: no context is entered at all
     current["dev"] = 1
     del events[:]
-    rt._submit("quant.cu", "th_absmean_lanes", dev, 3, 256, args)
+    rt._submit("quant.cu", "th_tensor_amax", dev, 3, 256, args)
     assert [e[0] for e in events] == ["launch"] and events[0][4] == ("stream", 1234)
     # another torch stream: another wrapper
     handle["h"] = 99
-    rt._submit("quant.cu", "th_absmean_lanes", dev, 3, 256, args)
+    rt._submit("quant.cu", "th_tensor_amax", dev, 3, 256, args)
     assert events[-1][0] == "launch" and events[-1][4] == ("stream", 99)
     with pytest.raises(TypeError, match="take CUDA tensors"):
-        rt._submit("quant.cu", "th_absmean_lanes", torch.device("cpu"), 1, 256, args)
+        rt._submit("quant.cu", "th_tensor_amax", torch.device("cpu"), 1, 256, args)
