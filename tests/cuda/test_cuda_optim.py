@@ -2,6 +2,8 @@
 reductions and fused steps) and the fused paths of SAM, DoG/LDoG and MoMo: CPU fallbacks against written-out formulas, the optimizers'
 fused bookkeeping (forced onto CPU) against their plain path, kernels under ``-m gpu``."""
 
+import io
+
 import numpy as np
 import pytest
 
@@ -618,3 +620,36 @@ def test_gpu_tables_first_built_during_graph_capture():
     torch.cuda.synchronize()
     for w, r in zip(ws, ref):
         torch.testing.assert_close(w.cpu(), r, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_ldog_keeps_its_per_tensor_state_in_two_vectors(monkeypatch):
+    """LDoG's fused step updates every tensor's rbar and G with one operation each (the
+    per-tensor state entries are views of two vectors); a loaded state dict breaks the
+    views once and gives the same steps."""
+    monkeypatch.setattr(_fused, "FORCE", True)
+    gen = torch.Generator().manual_seed(3)
+    ps = [torch.nn.Parameter(torch.randn(5, generator=gen)) for _ in range(6)]
+    grads = [[torch.randn(5, generator=gen) for _ in ps] for _ in range(5)]
+    opt = LDoG(ps, weight_decay=0.01)
+    for k in range(3):
+        for p, g in zip(ps, grads[k]):
+            p.grad = g.clone()
+        opt.step()
+    rbar, G = opt._stacked(ps)
+    assert rbar.shape == G.shape == (6,)
+    assert torch.equal(rbar, torch.stack([opt.state[p]["rbar"] for p in ps]))
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    opt2 = LDoG(qs, weight_decay=0.01)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    opt2.load_state_dict(torch.load(buf))
+    assert opt2._stacked(qs) is None  # loaded from a file: restacked by the next step
+    for k in (3, 4):
+        for p, q, g in zip(ps, qs, grads[k]):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        opt2.step()
+        assert opt2._stacked(qs) is not None
+    for p, q in zip(ps, qs):
+        assert torch.equal(p, q)

@@ -208,16 +208,24 @@ class DoG(Optimizer):
             x0s = [self.state[p]["x0"] for p in live_p]
             dist = fo.multi_tensor_sum(live, x0s, c=-1.0, segments=one, sqrt=True)
             xn = fo.multi_tensor_sum(live, segments=one, sqrt=True)
-            etas = []
-            for i, p in enumerate(live_p):
-                st = self.state[p]
-                if "rbar" not in st:
-                    st["rbar"] = _reps(group) * (1 + xn[i])
-                    st["G"] = g_sq[i] + group["eps"]
-                else:  # in place: a captured CUDA graph keeps updating the same tensors
-                    torch.maximum(st["rbar"], dist[i], out=st["rbar"])
-                    st["G"].add_(g_sq[i])
-                etas.append(_eta(group, st, first))
+            vecs = self._stacked(live_p)
+            if vecs is not None:  # every tensor's rbar and G are views of two vectors: O(1) ops
+                rbar, G = vecs
+                torch.maximum(rbar, dist, out=rbar)  # in place: a captured graph keeps using them
+                G.add_(g_sq)
+                etas = list(_eta(group, {"rbar": rbar, "G": G}, first).unbind())
+            else:
+                etas = []
+                for i, p in enumerate(live_p):
+                    st = self.state[p]
+                    if "rbar" not in st:
+                        st["rbar"] = _reps(group) * (1 + xn[i])
+                        st["G"] = g_sq[i] + group["eps"]
+                    else:
+                        torch.maximum(st["rbar"], dist[i], out=st["rbar"])
+                        st["G"].add_(g_sq[i])
+                    etas.append(_eta(group, st, first))
+                self._stack(live_p)
             fo.dog_update_(live, grads, eta=etas, weight_decay=wd)
         else:
             st = self._group_state(group)
@@ -233,6 +241,37 @@ class DoG(Optimizer):
         for p, x in zip(live_p, live):
             if x.dtype != p.dtype:
                 p.detach().copy_(x)
+
+    def _stacked(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The vectors whose elements are the ``rbar`` and ``G`` of ``params`` (in order),
+        when every one is still such a view (a loaded state dict or a new parameter
+        breaks that); else None."""
+        if not params:
+            return None
+        st0 = self.state[params[0]]
+        rbar, G = st0.get("rbar"), st0.get("G")
+        if rbar is None or G is None or rbar._base is None or G._base is None:
+            return None
+        rv, gv = rbar._base, G._base
+        if rv.shape != (len(params),) or gv.shape != (len(params),):
+            return None
+        for i, p in enumerate(params):
+            st = self.state[p]
+            r, g = st.get("rbar"), st.get("G")
+            if (r is None or g is None or r._base is not rv or g._base is not gv
+                    or r.storage_offset() != i or g.storage_offset() != i):
+                return None
+        return rv, gv
+
+    def _stack(self, params: list[torch.Tensor]) -> None:
+        """Make the ``rbar`` and ``G`` of ``params`` views of two vectors (same values), so
+        that later fused steps update all of them with one operation each."""
+        if not params:
+            return
+        rv = torch.stack([self.state[p]["rbar"].reshape(()) for p in params])
+        gv = torch.stack([self.state[p]["G"].reshape(()) for p in params])
+        for i, p in enumerate(params):
+            self.state[p]["rbar"], self.state[p]["G"] = rv[i], gv[i]
 
     def _update(
         self,
