@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._errors import InvalidInputError
+from ..._errors import InvalidInputError, ThriftyError
 from . import _runtime as _rt
 
 __all__ = ["multi_tensor_sum", "sam_perturb_", "dog_update_", "momo_moments_", "momo_update_"]
@@ -105,8 +105,16 @@ def _upload(key: Any, words: Any, device: Any, blocks: int = 0) -> Any:
         return hit
     host = torch.from_numpy(np.ascontiguousarray(words, dtype=np.int64))
     if device.type == "cuda":
-        host = host.pin_memory()
-        dev = host.to(device, non_blocking=True)
+        try:
+            host = host.pin_memory()
+            dev = host.to(device, non_blocking=True)
+        except RuntimeError as e:
+            if not _capturing():
+                raise
+            raise ThriftyError(
+                "a multi-tensor optimizer step met a new list of tensors during CUDA-graph "
+                "capture and could not upload its table there; run the step once before "
+                f"capturing it (warm-up), as torch.cuda.graphs recommends ({e})") from e
     else:  # the tests' host build of the kernels reads CPU memory
         dev = host
     entry = (dev, host, int(blocks))
