@@ -662,3 +662,28 @@ def test_fused_ldog_keeps_its_per_tensor_state_in_two_vectors(monkeypatch):
         assert opt2._stacked(qs) is not None
     for p, q in zip(ps, qs):
         assert torch.equal(p, q)
+
+
+def test_host_sam_fused_steps_reuse_their_buffers_and_tables(monkeypatch):
+    """SAM's fused first step saves the weights into the same buffers every step, so
+    its multi-tensor tables stay cached; the steps match the plain path."""
+    make, kw = OPTIMIZERS["sam"]
+    plain, _ = run(make, 3, False, **kw)
+    with monkeypatch.context() as m:
+        cuda_host.patch(m)
+        init, loss_fn = problem()
+        ps = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = make(ps)
+        m.setattr(_fused, "FORCE", True)
+        seen = []
+        for _ in range(3):
+            opt.zero_grad()
+            loss_fn(ps).backward()
+            opt.first_step(zero_grad=True)
+            loss_fn(ps).backward()
+            opt.second_step()
+            seen.append((dict(fo._TABLES), {id(p): b.data_ptr() for p, b in opt._old_bufs.items()}))
+    assert seen[1][1] == seen[2][1]  # the same buffers
+    assert all(fo._TABLES.get(k) is v for k, v in seen[1][0].items())
+    for a, b in zip(plain, ps):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
