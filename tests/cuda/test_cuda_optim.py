@@ -687,3 +687,18 @@ def test_host_sam_fused_steps_reuse_their_buffers_and_tables(monkeypatch):
     assert all(fo._TABLES.get(k) is v for k, v in seen[1][0].items())
     for a, b in zip(plain, ps):
         torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_momo_keeps_its_per_tensor_averages_in_one_vector(monkeypatch):
+    from thrifty.torch.optim._common import stacked_views
+
+    monkeypatch.setattr(_fused, "FORCE", True)
+    make, kw = OPTIMIZERS["momo"]
+    ps, opt = run(make, 3, True, **kw)
+    states = [opt.state[p] for p in ps]
+    vec = stacked_views(states, "grad_dot_w")
+    assert vec is not None and vec.shape == (len(ps),)
+    assert torch.equal(vec, torch.stack([st["grad_dot_w"] for st in states]))
+    plain, _ = run(make, 3, False, **kw)
+    for a, b in zip(plain, ps):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)

@@ -25,6 +25,7 @@ from torch import nn
 from ..._validation import check_float
 from . import _fused
 from ._common import InvalidInputError, Optimizer, closure_loss, compute_dtype, rollback_on_error
+from ._common import compiling, stack_views, stacked_views
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
 
@@ -208,7 +209,7 @@ class DoG(Optimizer):
             x0s = [self.state[p]["x0"] for p in live_p]
             dist = fo.multi_tensor_sum(live, x0s, c=-1.0, segments=one, sqrt=True)
             xn = fo.multi_tensor_sum(live, segments=one, sqrt=True)
-            vecs = self._stacked(live_p)
+            vecs = None if compiling() else self._stacked(live_p)
             if vecs is not None:  # every tensor's rbar and G are views of two vectors: O(1) ops
                 rbar, G = vecs
                 torch.maximum(rbar, dist, out=rbar)  # in place: a captured graph keeps using them
@@ -225,7 +226,8 @@ class DoG(Optimizer):
                         torch.maximum(st["rbar"], dist[i], out=st["rbar"])
                         st["G"].add_(g_sq[i])
                     etas.append(_eta(group, st, first))
-                self._stack(live_p)
+                if not compiling():  # views are a run-time layout; compiled graphs keep the loop
+                    self._stack(live_p)
             fo.dog_update_(live, grads, eta=etas, weight_decay=wd)
         else:
             st = self._group_state(group)
@@ -244,34 +246,18 @@ class DoG(Optimizer):
 
     def _stacked(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The vectors whose elements are the ``rbar`` and ``G`` of ``params`` (in order),
-        when every one is still such a view (a loaded state dict or a new parameter
-        breaks that); else None."""
-        if not params:
-            return None
-        st0 = self.state[params[0]]
-        rbar, G = st0.get("rbar"), st0.get("G")
-        if rbar is None or G is None or rbar._base is None or G._base is None:
-            return None
-        rv, gv = rbar._base, G._base
-        if rv.shape != (len(params),) or gv.shape != (len(params),):
-            return None
-        for i, p in enumerate(params):
-            st = self.state[p]
-            r, g = st.get("rbar"), st.get("G")
-            if (r is None or g is None or r._base is not rv or g._base is not gv
-                    or r.storage_offset() != i or g.storage_offset() != i):
-                return None
-        return rv, gv
+        when every one is still such a view; else None."""
+        states = [self.state[p] for p in params]
+        rbar, G = stacked_views(states, "rbar"), stacked_views(states, "G")
+        return None if rbar is None or G is None else (rbar, G)
 
     def _stack(self, params: list[torch.Tensor]) -> None:
         """Make the ``rbar`` and ``G`` of ``params`` views of two vectors (same values), so
         that later fused steps update all of them with one operation each."""
-        if not params:
-            return
-        rv = torch.stack([self.state[p]["rbar"].reshape(()) for p in params])
-        gv = torch.stack([self.state[p]["G"].reshape(()) for p in params])
-        for i, p in enumerate(params):
-            self.state[p]["rbar"], self.state[p]["G"] = rv[i], gv[i]
+        if params:
+            states = [self.state[p] for p in params]
+            stack_views(states, "rbar")
+            stack_views(states, "G")
 
     def _update(
         self,
