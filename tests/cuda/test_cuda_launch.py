@@ -71,7 +71,8 @@ def test_dtype_generic_entry_points_follow_one_naming_rule():
     assert rt.float_types() == {"f32": "float", "f16": "th_f16", "bf16": "th_bf16"}
     sigs = rt.kernel_signatures("optim.cu")
     for sfx, ctype in rt.float_types().items():
-        assert sigs[f"dog_update_{sfx}"] == (("ptr", "w"), ("ptr", "g"), ("i64", "n"), ("ptr", "eta"), ("f32", "wd"))
+        assert sigs[f"dog_update_{sfx}"] == (("ptr", "tab"), ("i32", "n"), ("ptr", "eta"), ("i32", "eta_stride"),
+                                              ("f32", "wd"))
         assert "__syncthreads" in rt.kernel_entries("optim.cu")[f"mt_partials_{sfx}"][1]
     with pytest.raises(TypeError, match="no CUDA kernel"):
         rt.kernel_name("dog_update", torch.float64)
@@ -80,18 +81,18 @@ def test_dtype_generic_entry_points_follow_one_naming_rule():
 def test_launch_checks_its_arguments(calls):
     x = torch.zeros(4)
     with pytest.raises(TypeError, match="has no kernel dog_update$"):
-        rt.launch("optim.cu", "dog_update", x, x, 4, x, 0.0, threads=4)
+        rt.launch("optim.cu", "dog_update", x, 1, x, 0, 0.0, threads=4)
     with pytest.raises(TypeError, match="takes 5 arguments, got 2"):
-        rt.launch("optim.cu", "dog_update", x, x, threads=4, dtype=torch.float32)
+        rt.launch("optim.cu", "dog_update", x, 1, threads=4, dtype=torch.float32)
     with pytest.raises(TypeError, match="exactly one of threads and blocks"):
-        rt.launch("optim.cu", "dog_update", x, x, 4, x, 0.0, dtype=torch.float32)
+        rt.launch("optim.cu", "dog_update", x, 1, x, 0, 0.0, dtype=torch.float32)
     with pytest.raises(TypeError, match="argument eta must be a contiguous tensor"):
-        rt.launch("optim.cu", "dog_update", x, x, 4, 0.5, 0.0, threads=4, dtype=torch.float32)
-    with pytest.raises(TypeError, match="argument w must be a contiguous tensor"):
-        rt.launch("optim.cu", "dog_update", torch.zeros(4, 2).t(), x, 4, x, 0.0, threads=4, dtype=torch.float32)
-    rt.launch("optim.cu", "dog_update", x, x, 0, x, 0.0, threads=0, dtype=torch.float32)  # nothing to do
+        rt.launch("optim.cu", "dog_update", x, 1, 0.5, 0, 0.0, threads=4, dtype=torch.float32)
+    with pytest.raises(TypeError, match="argument tab must be a contiguous tensor"):
+        rt.launch("optim.cu", "dog_update", torch.zeros(4, 2).t(), 1, x, 0, 0.0, threads=4, dtype=torch.float32)
+    rt.launch("optim.cu", "dog_update", x, 1, x, 0, 0.0, threads=0, dtype=torch.float32)  # nothing to do
     assert calls == []
-    rt.launch("optim.cu", "dog_update", x, x, 4, x, 0.0, threads=4, dtype=torch.float32)
+    rt.launch("optim.cu", "dog_update", x, 1, x, 0, 0.0, threads=4, dtype=torch.float32)
     assert calls == ["dog_update_f32"]
 
 
@@ -99,23 +100,27 @@ def test_pointers_are_data_ptr_and_scalars_take_the_parameter_width(monkeypatch)
     got = []
     monkeypatch.setattr(rt, "_submit", lambda *a: got.append(a))
     x = torch.arange(10, dtype=torch.float32)
-    rt.launch("optim.cu", "dog_update", x[2:], x, 2**40, x, 0.25, threads=1000, max_blocks=3, dtype=torch.float32)
+    rt.launch("optim.cu", "momo_moments", x[2:], 3, 0.25, x, 2**40, threads=1000, max_blocks=3,
+              dtype=torch.float32)
     file, name, device, grid, block, args = got[0]
-    assert (file, name, device.type, grid, block) == ("optim.cu", "dog_update_f32", "cpu", 3, 256)
-    assert int(args[0]) == x.data_ptr() + 8 and int(args[1]) == x.data_ptr()  # a view passes its offset
-    assert type(args[2]) is np.int64 and int(args[2]) == 2**40
-    assert type(args[4]) is np.float32 and float(args[4]) == 0.25
-    rt.launch("quant.cu", "th_absmean_lanes", x, 2**64 - 1, x, threads=300)
+    assert (file, name, device.type, grid, block) == ("optim.cu", "momo_moments_f32", "cpu", 3, 256)
+    assert int(args[0]) == x.data_ptr() + 8 and int(args[3]) == x.data_ptr()  # a view passes its offset
+    assert type(args[1]) is np.int32 and int(args[1]) == 3
+    assert type(args[2]) is np.float32 and float(args[2]) == 0.25
+    assert type(args[4]) is np.int64 and int(args[4]) == 2**40
+    rt.launch("quant.cu", "th_tensor_amax", x, 2**64 - 1, x, threads=300)
     assert got[1][3] == 2 and type(got[1][5][1]) is np.uint64 and int(got[1][5][1]) == 2**64 - 1
 
 
 @pytest.mark.parametrize("cupy14", [True, False])
 def test_submit_compiles_once_and_launches_on_the_device_and_torch_stream(monkeypatch, cupy14):
     """The GPU submission with stand-ins for CuPy and torch.cuda: one module per (device,
-    file), compiled with the exactness options, launched inside the device and
-    torch-stream contexts."""
+    file), compiled with the exactness options; one function handle per kernel and one
+    stream wrapper per torch stream, reused by later launches; the device made current
+    only when it is not."""
     events = []
     Ctx, _, Module = recorders(events)
+    current = {"dev": 0}
 
     def compile_using_nvrtc(src, options, arch, filename):
         events.append(("compile", options, arch, filename))
@@ -123,34 +128,46 @@ def test_submit_compiles_once_and_launches_on_the_device_and_torch_stream(monkey
 
     cuda = types.SimpleNamespace(
         Device=lambda d: Ctx(("device", d)),
-        ExternalStream=lambda ptr, dev: Ctx(("stream", ptr, dev)),
-        runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13020),
+        ExternalStream=lambda ptr, dev: Ctx(("stream", ptr)),
+        runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13020, getDevice=lambda: current["dev"]),
     )
     if cupy14:  # CuPy >= 14: Stream.from_external via the CUDA stream protocol
-        cuda.Stream = types.SimpleNamespace(
-            from_external=lambda obj: Ctx(("stream", obj.__cuda_stream__()[1], obj.stream.device.index)))
+        cuda.Stream = types.SimpleNamespace(from_external=lambda obj: Ctx(("stream", obj.__cuda_stream__()[1])))
     cuda.compiler = types.SimpleNamespace(compile_using_nvrtc=compile_using_nvrtc)
     cuda.function = types.SimpleNamespace(Module=Module)
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
     monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(
-        cuda_stream=1234, device=types.SimpleNamespace(index=device)))
+    handle = {"h": 1234}
+    monkeypatch.setattr(rt, "_raw_stream", lambda dev: handle["h"])
     monkeypatch.setattr(rt, "_MODULES", {})
+    monkeypatch.setattr(rt, "_FUNCTIONS", {})
+    monkeypatch.setattr(rt, "_STREAMS", {})
     dev = torch.device("cuda", 1)
     args = (np.uint64(7), np.uint64(2**64 - 1), np.uint64(9))
-    rt._submit("quant.cu", "th_absmean_lanes", dev, 2, 256, args)
-    rt._submit("quant.cu", "th_absmean_lanes", dev, 1, 256, args)
+    rt._submit("quant.cu", "th_tensor_amax", dev, 2, 256, args)
+    rt._submit("quant.cu", "th_tensor_amax", dev, 1, 256, args)
     launches = [e for e in events if e[0] == "launch"]
     assert launches[0][1:4] == ((2,), (256,), args) and launches[1][1:3] == ((1,), (256,))
     assert sum(e[0] == "compile" for e in events) == 1  # cached per (device, file, options)
+    assert sum(e[0] == "get" for e in events) == 1  # the function handle is cached too
     comp = next(e for e in events if e[0] == "compile")
     opts = comp[1]
     assert "--fmad=false" in opts and "-std=c++17" in opts and "-ftz=false" in opts
     assert "-ftz=true" not in opts and comp[2:] == ("90", "quant.cu")
-    assert ("load", b"CUBIN") in events and ("get", "th_absmean_lanes") in events
+    assert ("load", b"CUBIN") in events and ("get", "th_tensor_amax") in events
     first = events.index(launches[0])
-    assert ("enter", ("device", 1)) in events[:first] and ("enter", ("stream", 1234, 1)) in events[:first]
-    assert launches[0][4] == ("stream", 1234, 1)  # launched on the torch-stream wrapper
+    assert ("enter", ("device", 1)) in events[:first]  # device 0 is current: device 1 entered
+    assert launches[0][4] == ("stream", 1234) and launches[1][4] == ("stream", 1234)
+    assert rt.stream(1) is rt.stream(1)  # one wrapper per torch stream handle
+    # on the current device: no context is entered at all
+    current["dev"] = 1
+    del events[:]
+    rt._submit("quant.cu", "th_tensor_amax", dev, 3, 256, args)
+    assert [e[0] for e in events] == ["launch"] and events[0][4] == ("stream", 1234)
+    # another torch stream: another wrapper
+    handle["h"] = 99
+    rt._submit("quant.cu", "th_tensor_amax", dev, 3, 256, args)
+    assert events[-1][0] == "launch" and events[-1][4] == ("stream", 99)
     with pytest.raises(TypeError, match="take CUDA tensors"):
-        rt._submit("quant.cu", "th_absmean_lanes", torch.device("cpu"), 1, 256, args)
+        rt._submit("quant.cu", "th_tensor_amax", torch.device("cpu"), 1, 256, args)

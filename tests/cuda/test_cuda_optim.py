@@ -2,6 +2,8 @@
 reductions and fused steps) and the fused paths of SAM, DoG/LDoG and MoMo: CPU fallbacks against written-out formulas, the optimizers'
 fused bookkeeping (forced onto CPU) against their plain path, kernels under ``-m gpu``."""
 
+import io
+
 import numpy as np
 import pytest
 
@@ -304,7 +306,7 @@ def _sam_dog_momo(xs, ys):
     ``xs``; returns (SAM's saved values, MoMo's direction buffers, MoMo's sums)."""
     olds = [torch.empty_like(x) for x in xs]
     fo.sam_perturb_(xs, ys, olds, rho=0.05, adaptive=True, grad_norm=torch.tensor(3.0))
-    fo.dog_update_(xs, ys, eta=[torch.tensor(0.1)] * 3, weight_decay=0.01)
+    fo.dog_update_(xs, ys, eta=[torch.tensor(0.1)] * len(xs), weight_decay=0.01)
     d = [torch.zeros(x.shape) for x in xs]
     sums = fo.momo_moments_(xs, ys, d, beta=0.9)
     fo.momo_update_(xs, d, tau=torch.tensor(0.2), c=1.01)
@@ -407,3 +409,296 @@ def test_gpu_fused_optimizer_step_compiles_as_one_graph(name):
         compiled()
     for p, q in zip(ps, qs):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------- multi-tensor launches: fixed order, count, cache
+def _ref_block_partials(a, b, op, c):
+    """The fixed order of one reduction over a tensor, written out in numpy float32:
+    min(1024, ceil(n / 256)) blocks of 256 threads, thread t of block k adding elements
+    k 256 + t, then + blocks 256 ..., then a tree over the block's threads."""
+    n = a.size
+    nb = max(1, min(1024, -(-n // 256)))
+    c = np.float32(c)
+    out = []
+    for k in range(nb):
+        acc = np.zeros(256, np.float32)
+        i = k * 256 + np.arange(256)
+        while (i < n).any():
+            m = i < n
+            x, y = a[i[m]], b[i[m]]
+            if op == 0:
+                t = x + c * y if c != 0 else x
+                v = t * t
+            elif op == 1:
+                v = x * y
+            else:
+                t = x * y
+                v = t * t
+            acc[m] = acc[m] + v
+            i = i + nb * 256
+        out.append(_tree(acc))
+    return out
+
+
+def _tree(acc):
+    acc = acc.copy()
+    w = 128
+    while w:
+        acc[:w] = acc[:w] + acc[w:2 * w]
+        w //= 2
+    return acc[0]
+
+
+def _ref_segment_sums(parts, offsets):
+    out = []
+    for s in range(len(offsets) - 1):
+        acc = np.zeros(256, np.float32)
+        for j, v in enumerate(parts[offsets[s]:offsets[s + 1]]):
+            acc[j % 256] = acc[j % 256] + v
+        out.append(_tree(acc))
+    return np.array(out, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_host_multi_tensor_sum_keeps_the_fixed_order_bit_for_bit(monkeypatch, dtype):
+    """One launch over all tensors sums in the order of one launch per tensor."""
+    shapes = ((1000,), (7, 5), (300,), (3,))
+    xs, ys = tensors(dtype, 11, shapes), tensors(dtype, 12, shapes)
+    a = [x.float().numpy().ravel() for x in xs]
+    b = [y.float().numpy().ravel() for y in ys]
+    cuda_host.patch(monkeypatch)
+    for op, c, seg in ((0, 0.0, [4]), (0, -1.0, [1, 3]), (1, 0.0, [2, 0, 2]), (2, 0.0, [1, 1, 1, 1])):
+        got = fo.multi_tensor_sum(xs, ys, op=("sumsq", "dot", "prodsq")[op], c=c, segments=seg)
+        parts = [p for x, y in zip(a, b) for p in _ref_block_partials(x, y, op, c)]
+        starts = np.cumsum([0] + [len(_ref_block_partials(x, y, op, c)) for x, y in zip(a, b)])
+        bounds = np.cumsum([0] + seg)
+        want = _ref_segment_sums(np.array(parts, np.float32), [int(starts[i]) for i in bounds])
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_host_momo_moments_keep_the_fixed_order_bit_for_bit(monkeypatch):
+    shapes = ((600,), (9,))
+    ws, gs, ds = tensors(torch.float32, 1, shapes), tensors(torch.float32, 2, shapes), tensors(torch.float32, 3, shapes)
+    d_new = [(d.numpy() * np.float32(0.9) + g.numpy() * (np.float32(1) - np.float32(0.9))).astype(np.float32)
+             for d, g in zip(ds, gs)]
+    cuda_host.patch(monkeypatch)
+    sums = fo.momo_moments_(ws, gs, ds, beta=0.9)
+    for i, (w, g, d) in enumerate(zip(ws, gs, d_new)):
+        np.testing.assert_array_equal(ds[i].numpy(), d)
+        x = w.numpy()
+        for row, (u, v) in enumerate(((x, g.numpy()), (x, d), (d, d))):
+            parts = np.array(_ref_block_partials(u, v, 1, 0.0), np.float32)
+            want = _ref_segment_sums(parts, [0, len(parts)])[0]
+            assert sums[row, i].item() == want
+
+
+def test_host_mixed_dtypes_take_one_launch_per_dtype(monkeypatch):
+    shapes = ((300,), (20,), (9000,), (5,))
+    dts = (torch.float32, torch.bfloat16, torch.float32, torch.float16)
+    xs = [t.to(d) for t, d in zip(tensors(torch.float32, 1, shapes), dts)]
+    ys = [t.to(d) for t, d in zip(tensors(torch.float32, 2, shapes), dts)]
+    kx, ky = [x.clone() for x in xs], [y.clone() for y in ys]
+    names = []
+    with monkeypatch.context() as m:
+        cuda_host.patch(m)
+        m.setattr(fo._rt, "_submit", lambda file, name, *a: (names.append(name), cuda_host.submit(file, name, *a)))
+        etas = [torch.tensor(0.1 * (i + 1)) for i in range(4)]  # one step size per tensor (LDoG)
+        fo.dog_update_(kx, ky, eta=etas, weight_decay=0.01)
+        assert names == ["dog_update_f32", "dog_update_bf16", "dog_update_f16"]
+        olds_k, dk, sk = _sam_dog_momo(kx, ky)
+    fo.dog_update_(xs, ys, eta=etas, weight_decay=0.01)
+    olds_c, dc, sc = _sam_dog_momo(xs, ys)
+    for a, b in zip(kx + olds_k + dk, xs + olds_c + dc):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(sk, sc, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [DoG, LDoG])
+def test_host_dog_step_launches_do_not_grow_with_the_tensors(monkeypatch, cls):
+    """A fused DoG step issues O(1) kernel launches, not O(tensors), and a steady-state
+    step finds every tensor table cached (nothing uploaded). With 4 tensors the launches
+    run in the host build and the step matches the plain path; with 100 they are only
+    counted."""
+    counts = {}
+    for n in (4, 100):
+        gen = torch.Generator().manual_seed(n)
+        ps = [torch.nn.Parameter(torch.randn(3, generator=gen)) for _ in range(n)]
+        qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+        for p, q in zip(ps, qs):
+            p.grad = torch.randn(3, generator=gen)
+            q.grad = p.grad.clone()
+        o_plain, o_fused = cls(ps, weight_decay=0.01), cls(qs, weight_decay=0.01)
+        launched = []
+        run = cuda_host.submit if n == 4 else (lambda *a: None)
+        for step in range(3):
+            o_plain.step()
+            with monkeypatch.context() as m:
+                cuda_host.patch(m)
+                m.setattr(_fused, "FORCE", True)
+                m.setattr(fo._rt, "_submit", lambda *a: (launched.append(a[1]), run(*a)))
+                tables = dict(fo._TABLES)
+                o_fused.step()
+            if step == 1:
+                counts[n] = len(launched)
+            if step == 2:
+                assert len(launched) == 2 * counts[n]
+                assert all(fo._TABLES.get(k) is v for k, v in tables.items())  # cached, not rebuilt
+                assert len(fo._TABLES) == len(tables)  # nothing new
+            launched.clear() if step == 0 else None
+        if n == 4:
+            for p, q in zip(ps, qs):
+                torch.testing.assert_close(q.detach(), p.detach(), rtol=1e-5, atol=1e-6)
+    assert counts[4] == counts[100] == (5 if cls is DoG else 7), counts
+
+
+@pytest.mark.gpu
+def test_gpu_dog_step_is_a_few_launches_over_cached_tables(monkeypatch):
+    """100 tensors: a DoG step launches 5 kernels and, once warm, uploads no table."""
+    dev = _cuda()
+    ps = [torch.nn.Parameter(torch.randn(1000 + i, device=dev)) for i in range(100)]
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    qs = [torch.nn.Parameter(p.detach().cpu().clone()) for p in ps]
+    for p, q in zip(ps, qs):
+        q.grad = p.grad.cpu()
+    opt, ref = DoG(ps, weight_decay=0.01), DoG(qs, weight_decay=0.01)
+    launched = []
+    real = fo._rt._submit
+    monkeypatch.setattr(fo._rt, "_submit", lambda *a: (launched.append(a[1]), real(*a)))
+    for step in range(3):
+        tables = dict(fo._TABLES)
+        launched.clear()
+        opt.step()
+        ref.step()
+    assert len(launched) == 5, launched
+    assert all(fo._TABLES.get(k) is v for k, v in tables.items()) and len(fo._TABLES) == len(tables)
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_mixed_dtypes_match_fallback():
+    dev = _cuda()
+    shapes = ((3000,), (20,), (90000,), (5,))
+    dts = (torch.float32, torch.bfloat16, torch.float32, torch.float16)
+    xs = [t.to(d) for t, d in zip(tensors(torch.float32, 1, shapes), dts)]
+    ys = [t.to(d) for t, d in zip(tensors(torch.float32, 2, shapes), dts)]
+    xg, yg = [x.to(dev) for x in xs], [y.to(dev) for y in ys]
+    etas = [torch.tensor(0.1 * (i + 1)) for i in range(4)]
+    fo.dog_update_(xs, ys, eta=etas, weight_decay=0.01)
+    fo.dog_update_(xg, yg, eta=[e.to(dev) for e in etas], weight_decay=0.01)
+    for a, b in zip(xs, xg):
+        torch.testing.assert_close(b.cpu(), a, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("warm", [True, False])
+def test_gpu_multi_tensor_step_in_a_cuda_graph(warm):
+    """Warmed up, the step's tables are cached before capture and kept for the graph's
+    replays. Cold (a table first needed during capture), the pinned, non-blocking upload
+    is either captured and replays correctly, or refused with a clear error."""
+    dev = _cuda()
+    ws = [torch.randn(5000 + i, device=dev) for i in range(7)]
+    gs = [torch.randn_like(w) for w in ws]
+    eta = torch.tensor(0.01, device=dev)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # kernels compiled (and, warm, the tables built) outside capture
+        if warm:
+            fo.dog_update_(ws, gs, eta=eta)
+        else:
+            fo.dog_update_([torch.zeros(3, device=dev)], [torch.zeros(3, device=dev)], eta=eta)
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    ref = [w.cpu().clone() for w in ws]
+    fo._KEEP.clear()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fo.dog_update_(ws, gs, eta=eta)
+    except thrifty.ThriftyError as e:
+        assert not warm and "warm-up" in str(e)
+        print("cold capture refused:", e)
+        return
+    assert fo._KEEP  # used during capture: never evicted
+    for _ in range(3):
+        graph.replay()
+        for r, g in zip(ref, gs):
+            r.sub_(0.01 * g.cpu())
+    torch.cuda.synchronize()
+    for w, r in zip(ws, ref):
+        torch.testing.assert_close(w.cpu(), r, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_ldog_keeps_its_per_tensor_state_in_two_vectors(monkeypatch):
+    """LDoG's fused step updates every tensor's rbar and G with one operation each (the
+    per-tensor state entries are views of two vectors); a loaded state dict breaks the
+    views once and gives the same steps."""
+    monkeypatch.setattr(_fused, "FORCE", True)
+    gen = torch.Generator().manual_seed(3)
+    ps = [torch.nn.Parameter(torch.randn(5, generator=gen)) for _ in range(6)]
+    grads = [[torch.randn(5, generator=gen) for _ in ps] for _ in range(5)]
+    opt = LDoG(ps, weight_decay=0.01)
+    for k in range(3):
+        for p, g in zip(ps, grads[k]):
+            p.grad = g.clone()
+        opt.step()
+    rbar, G = opt._stacked(ps)
+    assert rbar.shape == G.shape == (6,)
+    assert torch.equal(rbar, torch.stack([opt.state[p]["rbar"] for p in ps]))
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    opt2 = LDoG(qs, weight_decay=0.01)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    opt2.load_state_dict(torch.load(buf))
+    assert opt2._stacked(qs) is None  # loaded from a file: restacked by the next step
+    for k in (3, 4):
+        for p, q, g in zip(ps, qs, grads[k]):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        opt2.step()
+        assert opt2._stacked(qs) is not None
+    for p, q in zip(ps, qs):
+        assert torch.equal(p, q)
+
+
+def test_host_sam_fused_steps_reuse_their_buffers_and_tables(monkeypatch):
+    """SAM's fused first step saves the weights into the same buffers every step, so
+    its multi-tensor tables stay cached; the steps match the plain path."""
+    make, kw = OPTIMIZERS["sam"]
+    plain, _ = run(make, 3, False, **kw)
+    with monkeypatch.context() as m:
+        cuda_host.patch(m)
+        init, loss_fn = problem()
+        ps = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = make(ps)
+        m.setattr(_fused, "FORCE", True)
+        seen = []
+        for _ in range(3):
+            opt.zero_grad()
+            loss_fn(ps).backward()
+            opt.first_step(zero_grad=True)
+            loss_fn(ps).backward()
+            opt.second_step()
+            seen.append((dict(fo._TABLES), {id(p): b.data_ptr() for p, b in opt._old_bufs.items()}))
+    assert seen[1][1] == seen[2][1]  # the same buffers
+    assert all(fo._TABLES.get(k) is v for k, v in seen[1][0].items())
+    for a, b in zip(plain, ps):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_momo_keeps_its_per_tensor_averages_in_one_vector(monkeypatch):
+    from thrifty.torch.optim._common import stacked_views
+
+    monkeypatch.setattr(_fused, "FORCE", True)
+    make, kw = OPTIMIZERS["momo"]
+    ps, opt = run(make, 3, True, **kw)
+    states = [opt.state[p] for p in ps]
+    vec = stacked_views(states, "grad_dot_w")
+    assert vec is not None and vec.shape == (len(ps),)
+    assert torch.equal(vec, torch.stack([st["grad_dot_w"] for st in states]))
+    plain, _ = run(make, 3, False, **kw)
+    for a, b in zip(plain, ps):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)

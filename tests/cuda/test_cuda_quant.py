@@ -296,6 +296,54 @@ def test_kernels_group_reductions_over_many_blocks(monkeypatch, fmt, kw):
     assert_same(quant.quantize(x, fmt, **kw), gq.quantize(torch.from_numpy(x), fmt, **kw))
 
 
+@pytest.mark.parametrize("fmt,kw", [("int8", {}), ("int8", {"group_size": 5}), ("int4", {"group_size": 6}),
+                                    ("fp8_e4m3", {"group_size": 3}), ("fp8_e5m2", {"scale": 0.5}),
+                                    ("ternary", {}), ("mxfp8_e4m3", {}), ("mxfp4", {}), ("nvfp4", {}),
+                                    ("mxfp4", {"rounding": "stochastic", "seed": 5})])
+def test_kernels_unaligned_views_and_ragged_ends(monkeypatch, fmt, kw):
+    """The 4-elements-per-thread kernels: a view whose address is not 16-byte aligned,
+    lengths that are not multiples of 4 and groups that end inside a thread's 4 elements
+    take the scalar accesses and give the same bytes."""
+    _emulated(monkeypatch)
+    _unaligned_versus_cpu(fmt, kw, "cpu")
+
+
+UNALIGNED = [("int8", {}), ("int8", {"group_size": 5}), ("int4", {"group_size": 6}),
+             ("fp8_e4m3", {"group_size": 3}), ("fp8_e5m2", {"scale": 0.5}), ("ternary", {}),
+             ("mxfp8_e4m3", {}), ("mxfp4", {}), ("nvfp4", {}), ("mxfp4", {"rounding": "stochastic", "seed": 5})]
+
+
+def _unaligned_versus_cpu(fmt, kw, device):
+    cols = 30 if fmt in ("int8", "int4", "fp8_e4m3") else 29
+    base = torch.from_numpy(_data((3 * cols + 1,), 12, "wide")).to(device)
+    x = base[1:].reshape(3, cols)  # data_ptr 4 bytes past an aligned address
+    assert x.is_contiguous() and x.data_ptr() % 16 == 4
+    want = quant.quantize(x.cpu().numpy(), fmt, **kw)
+    got = gq.quantize(x, fmt, **kw)
+    assert_same(want, got)
+    # dequantize from packed bytes at an odd address too
+    buf = torch.empty(got.data.numel() + 1, dtype=torch.uint8, device=device)
+    buf[1:] = got.data.reshape(-1)
+    odd = gq.QuantizedTensor(got.fmt, got.shape, buf[1:].reshape(got.data.shape), got.scales, got.zero_points,
+                             got.group_size, got.tensor_scale)
+    y = quant.dequantize(want)
+    assert bits_equal(y, gq.dequantize(got).cpu()) and bits_equal(y, gq.dequantize(odd).cpu())
+
+
+def test_kernels_report_bad_input_found_while_reading(monkeypatch):
+    """Non-finite input is found by the encoders themselves (no separate pass) and
+    reported with the same message as before, whatever the format."""
+    _emulated(monkeypatch)
+    x = torch.from_numpy(_data((4, 256), 13))
+    x[2, 17] = float("nan")
+    x[3, 5] = float("inf")
+    for fmt in quant.FORMATS:
+        with pytest.raises(InvalidInputError, match=r"input contains nan at flat index 529 \(2 non-finite"):
+            gq.quantize(x, fmt)
+    with pytest.raises(InvalidInputError, match="non-finite"):
+        gq.quantize(x, "fp8_e4m3", scale=1.0)  # no reduction pass: found by the encoder
+
+
 def test_kernels_all_zero_and_constant_inputs(monkeypatch):
     _emulated(monkeypatch)
     for x in (np.zeros((4, 256), np.float32), np.full((4, 256), -3.0, np.float32)):
@@ -361,7 +409,11 @@ def test_kernels_reject_bad_packed_data(monkeypatch):
 def test_kernel_signatures_match_the_launch_calls():
     sigs = rt.kernel_signatures("quant.cu")
     assert set(gq._KERNELS) == set(sigs)
-    assert sigs["th_ternary_pack"][-2] == ("u64", "seed")
+    assert sigs["th_ternary_pack"][-3] == ("u64", "seed")
+    # every encoder reports bad input through a status word instead of a checking pass
+    for k in ("th_ternary_pack", "th_tq_pack", "th_int_encode", "th_nf4_encode", "th_fp8_encode",
+              "th_block_encode", "th_ternary_unpack"):
+        assert sigs[k][-1] == ("ptr", "status"), k
 
 
 # ============================================================================ GPU
@@ -406,3 +458,10 @@ def test_gpu_codecs_and_stream():
     s.synchronize()
     assert np.array_equal(c.cpu().numpy(), quant.fp8_encode(x.cpu().numpy(), "e4m3"))
     assert np.array_equal(gq.fp4_encode(x).cpu().numpy(), quant.fp4_encode(x.cpu().numpy()))
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("fmt,kw", UNALIGNED, ids=[f"{f}-{i}" for i, (f, _) in enumerate(UNALIGNED)])
+def test_gpu_unaligned_views_and_ragged_ends(fmt, kw):
+    _unaligned_versus_cpu(fmt, kw, "cuda")

@@ -56,8 +56,18 @@ _KIND = {"e4m3": 0, "e5m2": 1, "e2m1": 2}
 _FP8_MAX = {"e4m3": 448.0, "e5m2": 57344.0}
 
 
-def _launch(kernel: str, nthreads: int, *args: Any) -> None:
-    _rt.launch(_FILE, kernel, *args, threads=nthreads)
+_AMAX_BLOCKS = 2048  # grid of the per-tensor amax (a grid-stride loop)
+# status word bits set by the kernels (quant.cu: TH_ST_*), read once per call
+_ST_NONFINITE, _ST_RANGE, _ST_TQ_SCALE, _ST_CODE3 = 1, 2, 4, 8
+
+
+def _launch(kernel: str, nthreads: int, *args: Any, **kw: Any) -> None:
+    _rt.launch(_FILE, kernel, *args, threads=nthreads, **kw)
+
+
+def _per4(n: int) -> int:
+    """Threads of a kernel taking 4 elements per thread."""
+    return -(-n // 4)
 
 
 def to_numpy(q: QuantizedTensor) -> QuantizedTensor:
@@ -239,14 +249,18 @@ def quantize(
                                   seed=seed, saturate=saturate, symmetric=symmetric)
     plan = _plan(fmt, tuple(x.shape), group_size, scale, rounding, seed, saturate, symmetric)
     xf = _float_tensor(x)
-    if not bool(torch.isfinite(xf).all()):
-        bad = (~torch.isfinite(xf)).reshape(-1)
-        i = int(bad.nonzero()[0, 0])
-        raise InvalidInputError(
-            f"input contains {float(xf.reshape(-1)[i])} at flat index {i} ({int(bad.sum())} "
-            "non-finite values); quantize accepts finite values only (the fp8_encode/fp4_encode "
-            "codecs map NaN and Inf)")
     return _quantize_kernels(xf.reshape(-1), plan)
+
+
+def _nonfinite_error(x: Any) -> InvalidInputError:
+    import torch
+
+    bad = (~torch.isfinite(x)).reshape(-1)
+    i = int(bad.nonzero()[0, 0])
+    return InvalidInputError(
+        f"input contains {float(x.reshape(-1)[i])} at flat index {i} ({int(bad.sum())} "
+        "non-finite values); quantize accepts finite values only (the fp8_encode/fp4_encode "
+        "codecs map NaN and Inf)")
 
 
 def _quantize_fallback(x: Any, fmt: str, **kw: Any) -> QuantizedTensor:
@@ -257,7 +271,12 @@ def _quantize_fallback(x: Any, fmt: str, **kw: Any) -> QuantizedTensor:
 
 
 def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
-    """The kernel path on a flat contiguous float32 tensor (any device the launcher takes)."""
+    """The kernel path on a flat contiguous float32 tensor (any device the launcher takes).
+
+    The kernels check the input while they read it (non-finite values, groups whose
+    dequantized range overflows, TQ block scales beyond float16) and set bits of a
+    status word, read once at the end: no separate checking pass over ``x``.
+    """
     import torch
 
     dev = x.device
@@ -269,6 +288,7 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
     scales: Any = None
     zps: Any = None
     tscale: float | None = None
+    status = torch.zeros(2, dtype=torch.int32, device=dev)  # flags, nvfp4 tensor scale bits
 
     if fmt == "ternary":
         sbuf = torch.empty(2, **f32)
@@ -277,29 +297,19 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
             _launch("th_ternary_scale_gamma", 1, gamma, sbuf)
         else:
             nch = -(-n // _CHUNK)
-            lanes = torch.empty(nch * 16, dtype=torch.float64, device=dev)
             parts = torch.empty(nch, dtype=torch.float64, device=dev)
-            _launch("th_absmean_lanes", nch * 16, x, n, lanes)
-            _launch("th_absmean_parts", nch, x, n, lanes, parts)
+            _rt.launch(_FILE, "th_absmean_chunks", x, n, parts, blocks=nch)
             _launch("th_ternary_scale_mean", 1, parts, nch, n, sbuf)
         big_r = -(-p.rows // 4)
         data = torch.empty(big_r * p.cols, **u8)
-        _launch("th_ternary_pack", big_r * p.cols, x, p.rows, p.cols, sbuf, stoch, seed, data)
+        _launch("th_ternary_pack", _per4(big_r * p.cols), x, p.rows, p.cols, sbuf, stoch, seed, data, status)
         data = data.reshape((big_r,) + p.shape[1:])
         scales = sbuf[1:2].clone()
     elif fmt in ("tq1_0", "tq2_0"):
         nb = n // 256
         tb = 54 if fmt == "tq1_0" else 66
         data = torch.empty(nb * tb, **u8)
-        _launch("th_tq_pack", nb * 256, x, nb, int(fmt == "tq1_0"), data)
-        # ternary.rs: a float16 block scale that rounded to infinity is refused
-        half = data.reshape(nb, tb)[:, tb - 2:].contiguous().view(torch.int16)
-        if bool(((half & 0x7C00) == 0x7C00).any()):
-            i = int((x.abs() >= 65520).nonzero()[0, 0])
-            raise InvalidInputError(
-                f"{fmt} stores each block's largest |x| as float16, which ends at 65504: x = "
-                f"{float(x[i])} at flat index {i} would give an infinite scale; rescale the "
-                "tensor or use another format")
+        _launch("th_tq_pack", nb * 256, x, nb, int(fmt == "tq1_0"), data, status)
         data = data.reshape(p.shape[:-1] + (-1,))
     elif fmt in ("int8", "int4", "fp8_e4m3", "fp8_e5m2"):
         g = p.g
@@ -314,65 +324,85 @@ def _quantize_kernels(x: Any, p: _Plan) -> QuantizedTensor:
             _launch("th_group_minmax", -(-n // _SEG), x, n, g, _SEG, lo, hi)
             scales = torch.empty(ng, **f32)
             zps = torch.empty(ng, **f32)
-            _launch("th_int4_asym_scales", ng, lo, hi, ng, scales, zps)
+            _launch("th_int4_asym_scales", ng, lo, hi, ng, scales, zps, status)
         else:
             amax = torch.zeros(ng, dtype=torch.int32, device=dev)
-            _launch("th_group_amax", -(-n // _SEG), x, n, g, _SEG, amax)
+            _amax(x, n, g, amax)
             scales = torch.empty(ng, **f32)
+            # int.rs / mx.rs: every group's dequantized range must fit float32 (_ST_RANGE)
             if fmt.startswith("fp8"):
-                _launch("th_fp8_scales", ng, amax, ng, _FP8_MAX[fmt[4:]], scales)
+                _launch("th_fp8_scales", ng, amax, ng, _FP8_MAX[fmt[4:]], scales, status)
             else:
-                _launch("th_int_scales", ng, amax, ng, 7.5 if is4 else 127.5, scales)
-        # int.rs / mx.rs: every group's dequantized range must fit float32
-        if asym:
-            fits = torch.isfinite(-8.0 * scales + zps) & torch.isfinite(7.0 * scales + zps)
-        else:
-            fits = torch.isfinite(scales * (_FP8_MAX[fmt[4:]] if fmt.startswith("fp8")
-                                            else (-8.0 if is4 else -128.0)))
-        if not bool(fits.all()):
-            k = int((~fits).nonzero()[0, 0])
-            raise InvalidInputError(
-                f"{fmt}: the values of group {k} come too close to float32's max (3.4e38): "
-                "their dequantized values would overflow to infinity; rescale the tensor")
+                _launch("th_int_scales", ng, amax, ng, 7.5 if is4 else 127.5, -8.0 if is4 else -128.0,
+                        scales, status)
         if fmt.startswith("fp8"):
             data = torch.empty(n, **u8)
-            _launch("th_fp8_encode", n, x, n, g, scales, _KIND[fmt[4:]], int(p.saturate), stoch,
-                    seed, data)
+            _launch("th_fp8_encode", _per4(n), x, n, g, scales, _KIND[fmt[4:]], int(p.saturate), stoch,
+                    seed, data, status)
         else:
             data = torch.empty(n // 2 if is4 else n, **u8)
             zp_arg = zps if zps is not None else scales
-            _launch("th_int_encode", data.numel(), x, n, g, scales, zp_arg, int(is4), int(asym),
-                    stoch, seed, data)
+            _launch("th_int_encode", _per4(n), x, n, g, scales, zp_arg, int(is4), int(asym),
+                    stoch, seed, data, status)
     elif fmt == "nf4":
         g = p.g
         nb = -(-n // g)
         scales = torch.empty(nb, **f32)
         _launch("th_block_amax", nb, x, n, g, scales)
         data = torch.empty(-(-n // 2), **u8)
-        _launch("th_nf4_encode", data.numel(), x, n, g, scales, data)
+        _launch("th_nf4_encode", data.numel(), x, n, g, scales, data, status)
     elif fmt.startswith("mx"):
         nb = -(-n // 32)
         kind = {"mxfp4": "e2m1", "mxfp8_e4m3": "e4m3", "mxfp8_e5m2": "e5m2"}[fmt]
         emax = {"e2m1": 2, "e4m3": 8, "e5m2": 15}[kind]
         data = torch.empty(nb * (16 if kind == "e2m1" else 32), **u8)
         scales = torch.empty(nb, **u8)
-        _launch("th_block_encode", nb * 32, x, n, 32, 0, _KIND[kind], emax, x, stoch, seed, data,
-                scales)
+        _launch("th_block_encode", nb * 8, x, n, 32, 0, _KIND[kind], emax, x, stoch, seed, data,
+                scales, status)
     else:  # nvfp4
         nb = -(-n // 16)
         amax = torch.zeros(1, dtype=torch.int32, device=dev)
-        _launch("th_group_amax", -(-n // _SEG), x, n, n, _SEG, amax)
-        ptbuf = torch.empty(1, **f32)
+        _amax(x, n, n, amax)
+        ptbuf = status.view(torch.float32)[1:]  # read back with the flags
         _launch("th_nvfp4_tensor_scale", 1, amax, ptbuf)
         data = torch.empty(nb * 8, **u8)
         scales = torch.empty(nb, **u8)
-        _launch("th_block_encode", nb * 16, x, n, 16, 1, _KIND["e2m1"], 0, ptbuf, stoch, seed,
-                data, scales)
-        tscale = float(ptbuf.item())
+        _launch("th_block_encode", nb * 4, x, n, 16, 1, _KIND["e2m1"], 0, ptbuf, stoch, seed,
+                data, scales, status)
+    flags, pt_bits = status.tolist()  # the one host synchronisation
+    if flags & _ST_NONFINITE:
+        raise _nonfinite_error(x)
+    if flags & _ST_TQ_SCALE:  # ternary.rs: a float16 block scale that rounded to infinity
+        i = int((x.abs() >= 65520).nonzero()[0, 0])
+        raise InvalidInputError(
+            f"{fmt} stores each block's largest |x| as float16, which ends at 65504: x = "
+            f"{float(x[i])} at flat index {i} would give an infinite scale; rescale the "
+            "tensor or use another format")
+    if flags & _ST_RANGE:
+        if zps is not None:
+            fits = torch.isfinite(-8.0 * scales + zps) & torch.isfinite(7.0 * scales + zps)
+        else:
+            fits = torch.isfinite(scales * (_FP8_MAX[fmt[4:]] if fmt.startswith("fp8")
+                                            else (-8.0 if fmt == "int4" else -128.0)))
+        k = int((~fits).nonzero()[0, 0])
+        raise InvalidInputError(
+            f"{fmt}: the values of group {k} come too close to float32's max (3.4e38): "
+            "their dequantized values would overflow to infinity; rescale the tensor")
+    if fmt == "nvfp4":
+        tscale = float(np.array([pt_bits], dtype=np.int32).view(np.float32)[0])
         if not np.isfinite(np.float32(6) * (np.float32(tscale) * np.float32(448))):
             raise InvalidInputError("nvfp4: the largest |x| comes too close to float32's max "
                                     "(3.4e38): the dequantized values would overflow to infinity")
     return QuantizedTensor(fmt, p.shape, data, scales, zps, p.g, tscale)  # torch arrays
+
+
+def _amax(x: Any, n: int, g: int, amax: Any) -> None:
+    """Largest |x| per group of ``g`` as float bit patterns into the zeroed ``amax``:
+    one grid-stride pass of 16-byte loads for a whole tensor, else per group."""
+    if g == n:
+        _launch("th_tensor_amax", _per4(n), x, n, amax, max_blocks=_AMAX_BLOCKS)
+    else:
+        _launch("th_group_amax", -(-n // _SEG), x, n, g, _SEG, amax)
 
 
 # ----------------------------------------------------------------------------- dequantize
@@ -482,9 +512,10 @@ def _dequantize_kernels(q: Any, fmt: str, n: int, rows: int, cols: int) -> Any:
     y = torch.empty(n, dtype=torch.float32, device=dev)
     g = q.group_size
     if fmt == "ternary":
-        if _code3(data):
+        status = torch.zeros(1, dtype=torch.int32, device=dev)
+        _launch("th_ternary_unpack", _per4(n), data, rows, cols, sc, y, status)
+        if int(status.item()) & _ST_CODE3:  # checked while unpacking, read once
             raise FormatError("ternary data holds code 3, which is out of range (codes are 0, 1, 2)")
-        _launch("th_ternary_unpack", n, data, rows, cols, sc, y)
     elif fmt in ("tq1_0", "tq2_0"):
         nb = n // 256
         if fmt == "tq2_0" and _code3(data.reshape(nb, 66)[:, :64]):
@@ -493,17 +524,17 @@ def _dequantize_kernels(q: Any, fmt: str, n: int, rows: int, cols: int) -> Any:
     elif fmt in ("int8", "int4"):
         zp = q.zero_points
         zp = sc if zp is None else zp.contiguous().reshape(-1)
-        _launch("th_int_decode", n, data, n, g, sc, zp, int(fmt == "int4"),
+        _launch("th_int_decode", _per4(n), data, n, g, sc, zp, int(fmt == "int4"),
                 int(q.zero_points is not None), y)
     elif fmt == "nf4":
         _launch("th_nf4_decode", n, data, n, g, sc, y)
     elif fmt.startswith("fp8"):
-        _launch("th_fp8_decode", n, data, n, g, sc, _KIND[fmt[4:]], y)
+        _launch("th_fp8_decode", _per4(n), data, n, g, sc, _KIND[fmt[4:]], y)
     elif fmt.startswith("mx"):
         kind = {"mxfp4": "e2m1", "mxfp8_e4m3": "e4m3", "mxfp8_e5m2": "e5m2"}[fmt]
-        _launch("th_block_decode", n, data, sc, n, 32, _KIND[kind], 0, 0.0, y)
+        _launch("th_block_decode", _per4(n), data, sc, n, 32, _KIND[kind], 0, 0.0, y)
     else:
-        _launch("th_block_decode", n, data, sc, n, 16, _KIND["e2m1"], 1, float(q.tensor_scale), y)
+        _launch("th_block_decode", _per4(n), data, sc, n, 16, _KIND["e2m1"], 1, float(q.tensor_scale), y)
     return y.reshape(q.shape)
 
 
@@ -520,7 +551,7 @@ def _encode(x: Any, kind: str, saturate: bool) -> Any:
         return torch.from_numpy(_cpu._encode(xc, kind, bool(saturate))).to(device)
     xf = _float_tensor(x)
     out = torch.empty(xf.shape, dtype=torch.uint8, device=xf.device)
-    _launch("th_fp_encode", xf.numel(), xf.reshape(-1), out.reshape(-1), xf.numel(), _KIND[kind],
+    _launch("th_fp_encode", _per4(xf.numel()), xf.reshape(-1), out.reshape(-1), xf.numel(), _KIND[kind],
             int(bool(saturate)))
     return out
 
@@ -540,7 +571,7 @@ def _decode(codes: Any, kind: str) -> Any:
         raise FormatError(f"code {int(c.reshape(-1)[i])} at flat index {i} is out of range for a "
                           "4-bit format (0..15)")
     y = torch.empty(c.shape, dtype=torch.float32, device=c.device)
-    _launch("th_fp_decode", c.numel(), c.reshape(-1), y.reshape(-1), c.numel(), _KIND[kind])
+    _launch("th_fp_decode", _per4(c.numel()), c.reshape(-1), y.reshape(-1), c.numel(), _KIND[kind])
     return y
 
 

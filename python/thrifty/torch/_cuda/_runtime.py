@@ -34,6 +34,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..._errors import InvalidInputError, ThriftyError
 
 __all__ = [
@@ -228,31 +230,16 @@ def get_module(name: str, options: tuple[str, ...] | list[str] = (), device: int
     return mod
 
 
-class _TorchStream:
-    """A torch stream seen through the CUDA stream protocol (``__cuda_stream__``)."""
-
-    def __init__(self, s: Any) -> None:
-        self.stream = s  # keeps the torch stream alive
-
-    def __cuda_stream__(self) -> tuple[int, int]:
-        return (0, int(self.stream.cuda_stream))
-
-
 def stream(device: int | None = None) -> Any:
-    """A CuPy stream on torch's current CUDA stream (of ``device``): usable as a context
-    manager so that CuPy launches run in torch's order.
+    """A CuPy stream on torch's current CUDA stream (of ``device``, default the current
+    device): usable as a context manager so that CuPy launches run in torch's order.
 
     CuPy >= 14: ``cupy.cuda.Stream.from_external`` (the CUDA stream protocol); older
-    CuPy: ``cupy.cuda.ExternalStream``.
+    CuPy: ``cupy.cuda.ExternalStream``. One wrapper per stream handle, cached.
     """
-    import cupy
     import torch
 
-    s = torch.cuda.current_stream(device)
-    from_external = getattr(cupy.cuda.Stream, "from_external", None) if hasattr(cupy.cuda, "Stream") else None
-    if from_external is not None:
-        return from_external(_TorchStream(s))
-    return cupy.cuda.ExternalStream(s.cuda_stream, s.device.index or 0)
+    return _stream_of(torch.cuda.current_device() if device is None else int(device))
 
 
 _SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+?)(_##S)?\s*\(([^)]*)\)')
@@ -357,16 +344,27 @@ def kernel_signatures(name: str) -> dict[str, tuple[tuple[str, str], ...]]:
     Examples
     --------
     >>> kernel_signatures("optim.cu")["dog_update_bf16"]
-    (('ptr', 'w'), ('ptr', 'g'), ('i64', 'n'), ('ptr', 'eta'), ('f32', 'wd'))
+    (('ptr', 'tab'), ('i32', 'n'), ('ptr', 'eta'), ('i32', 'eta_stride'), ('f32', 'wd'))
     """
     return {k: sig for k, (sig, _) in kernel_entries(name).items()}
 
 
-def _scalar(kind: str, v: Any) -> Any:
-    import numpy as np
+_WIDTHS = {"u64": np.uint64, "i64": np.int64, "u32": np.uint32, "i32": np.int32,
+           "f32": np.float32, "f64": np.float64}
 
-    return {"u64": np.uint64, "i64": np.int64, "u32": np.uint32, "i32": np.int32,
-            "f32": np.float32, "f64": np.float64}[kind](v)
+
+def _scalar(kind: str, v: Any) -> Any:
+    return _WIDTHS[kind](v)
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(file: str, name: str) -> tuple[tuple[str, str, Any], ...] | None:
+    """(kind, parameter, converter) per parameter of entry point ``name`` (None if absent),
+    parsed once per process: a launch looks its kernel up in one dict access."""
+    sig = kernel_signatures(file).get(name)
+    if sig is None:
+        return None
+    return tuple((kind, pname, None if kind == "ptr" else _WIDTHS[kind]) for kind, pname in sig)
 
 
 def use_kernels(*tensors: Any) -> bool:
@@ -388,7 +386,7 @@ def launch(file: str, kernel: str, *args: Any, threads: int | None = None, block
     the source (see :func:`kernel_signatures`).
     """
     name = kernel_name(kernel, dtype)
-    sig = kernel_signatures(file).get(name)
+    sig = _signature(file, name)
     if sig is None:
         raise TypeError(f"{file} has no kernel {name}")
     if len(sig) != len(args):
@@ -405,32 +403,81 @@ def launch(file: str, kernel: str, *args: Any, threads: int | None = None, block
         grid = max(1, int(blocks))
     device = None
     conv = []
-    for (kind, pname), a in zip(sig, args):
-        if kind == "ptr":
+    for (kind, pname, width), a in zip(sig, args):
+        if width is None:
             if not hasattr(a, "data_ptr") or not a.is_contiguous():
                 raise TypeError(f"{name}: argument {pname} must be a contiguous tensor")
             device = a.device if device is None else device
-            conv.append(_scalar("u64", a.data_ptr()))
+            conv.append(np.uint64(a.data_ptr()))
         else:
-            conv.append(_scalar(kind, a))
+            conv.append(width(a))
     if device is None:
         raise TypeError(f"{name}: no tensor among the arguments")
     _submit(file, name, device, grid, block, tuple(conv))
 
 
-def _submit(file: str, name: str, device: Any, grid: int, block: int, args: tuple[Any, ...]) -> None:
-    """Run ``name`` on ``device`` (a torch device) with converted arguments: compile or
-    reuse the file's module and launch it inside the device and torch-stream contexts."""
-    import cupy
+_FUNCTIONS: dict[tuple[str, str, int], Any] = {}
+_STREAMS: dict[tuple[int, int], Any] = {}
 
+
+def _raw_stream(dev: int) -> int:
+    """The handle of torch's current CUDA stream of device ``dev``."""
+    import torch
+
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # no Stream object per call
+    if raw is not None:
+        return int(raw(dev))
+    return int(torch.cuda.current_stream(dev).cuda_stream)
+
+
+class _RawStream:
+    """A CUDA stream handle seen through the CUDA stream protocol (``__cuda_stream__``)."""
+
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return (0, self.handle)
+
+
+def _stream_of(dev: int) -> Any:
+    """The CuPy stream wrapping torch's current stream of ``dev``, one per stream handle."""
+    handle = _raw_stream(dev)
+    cs = _STREAMS.get((dev, handle))
+    if cs is None:
+        import cupy
+
+        with cupy.cuda.Device(dev):
+            from_external = getattr(getattr(cupy.cuda, "Stream", None), "from_external", None)
+            if from_external is not None:
+                cs = from_external(_RawStream(handle))
+            else:
+                cs = cupy.cuda.ExternalStream(handle, dev)
+        _STREAMS[(dev, handle)] = cs
+    return cs
+
+
+def _submit(file: str, name: str, device: Any, grid: int, block: int, args: tuple[Any, ...]) -> None:
+    """Run ``name`` on ``device`` (a torch device) with converted arguments on torch's
+    current stream. The function handle (compiling or reusing the file's module) and the
+    CuPy stream are cached per (file, kernel, device) and per stream handle; the device
+    is made current only when it is not already."""
     if getattr(device, "type", None) != "cuda":
         raise TypeError(f"{name}: the kernels take CUDA tensors, got tensors on {device}")
+    import cupy
+
     dev = device.index if device.index is not None else 0
-    with cupy.cuda.Device(dev):
-        cs = stream(dev)
-    with cupy.cuda.Device(dev), cs:
-        fn = get_module(file, device=dev).get_function(name)
+    fn = _FUNCTIONS.get((file, name, dev))
+    if fn is None:
+        with cupy.cuda.Device(dev):
+            fn = get_module(file, device=dev).get_function(name)
+        _FUNCTIONS[(file, name, dev)] = fn
+    cs = _stream_of(dev)
+    if int(cupy.cuda.runtime.getDevice()) == dev:
         fn((grid,), (block,), args, stream=cs)
+    else:
+        with cupy.cuda.Device(dev):
+            fn((grid,), (block,), args, stream=cs)
 
 
 # ----------------------------------------------------------------------------- NVRTC

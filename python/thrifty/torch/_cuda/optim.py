@@ -3,8 +3,10 @@
 Every global quantity these optimizers need (gradient norms, distances, dot products)
 is computed here into a device tensor and consumed from device memory by the update
 kernels, so a step never waits for the host (no ``.item()``): it can be captured in a
-CUDA graph. On CUDA tensors with CuPy the work runs in ``cuda/optim.cu`` (one pass per
-tensor and quantity, partial sums reduced in a fixed order); elsewhere the same
+CUDA graph. On CUDA tensors with CuPy the work runs in ``cuda/optim.cu``: one launch per
+operation and parameter dtype over a device table of the tensors (built once per list of
+tensors and cached, so a steady-state step uploads nothing), partial sums reduced in a
+fixed order; elsewhere the same
 formulas run as torch ops (float32 arithmetic for half-precision tensors, float64 for
 float64 ones). Each function is a ``thrifty::`` torch custom op underneath, so
 ``torch.compile`` traces through it without a graph break.
@@ -22,13 +24,15 @@ tensor([ 25., 144.])
 
 from __future__ import annotations
 
+import threading
 import types
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..._errors import InvalidInputError
+from ..._errors import InvalidInputError, ThriftyError
 from . import _runtime as _rt
 
 __all__ = ["multi_tensor_sum", "sam_perturb_", "dog_update_", "momo_moments_", "momo_update_"]
@@ -42,8 +46,11 @@ _THREADS = 256
 _OPS = {"sumsq": 0, "dot": 1, "prodsq": 2}
 _OP_NAMES = {v: k for k, v in _OPS.items()}
 _MAX_BLOCKS = 1024  # blocks of a reduction (partial sums per tensor)
-_MAX_GRID = 65535  # blocks of an elementwise grid-stride update
-_OFFSETS: dict[Any, Any] = {}
+_CHUNK = 8192  # elements per block of an element-wise update (TH_MT_CHUNK in optim.cu)
+_TABLES: OrderedDict[Any, Any] = OrderedDict()
+_TABLES_MAX = 256  # cached tables; those used while a CUDA graph was captured are kept for good
+_KEEP: set[Any] = set()
+_TABLES_LOCK = threading.Lock()
 
 
 def _work_dtype(t: Any) -> Any:
@@ -68,15 +75,105 @@ def _blocks(n: int) -> int:
     return max(1, min(_MAX_BLOCKS, (n + _THREADS - 1) // _THREADS))
 
 
-def _device_offsets(offsets: list[int], device: Any) -> Any:
-    """Segment offsets as a cached device tensor (no host copy once captured)."""
+def _cached(key: Any, device: Any) -> Any:
+    """The cached table entry ``(device tensor, host tensor, blocks)`` of ``key``, or None.
+
+    Tables used while a CUDA graph is being captured are never evicted afterwards: the
+    graph reads them at every replay."""
+    capturing = device.type == "cuda" and _capturing()
+    with _TABLES_LOCK:
+        hit = _TABLES.get(key)
+        if hit is not None:
+            _TABLES.move_to_end(key)
+            if capturing:
+                _KEEP.add(key)
+        return hit
+
+
+def _upload(key: Any, words: Any, device: Any, blocks: int = 0) -> Any:
+    """Cache and return the entry ``(device tensor, host tensor, blocks)`` of the int64
+    ``words`` (a numpy array) under ``key`` (unless cached already).
+
+    A CUDA table is copied from pinned host memory without blocking (never a pageable
+    copy, so a table first needed during CUDA-graph capture becomes a captured copy),
+    and the host buffer stays referenced with it.
+    """
     import torch
 
-    key = (device, tuple(offsets))
-    t = _OFFSETS.get(key)
-    if t is None:
-        t = _OFFSETS[key] = torch.tensor(offsets, dtype=torch.int64, device=device)
-    return t
+    hit = _cached(key, device)
+    if hit is not None:
+        return hit
+    host = torch.from_numpy(np.ascontiguousarray(words, dtype=np.int64))
+    if device.type == "cuda":
+        try:
+            host = host.pin_memory()
+            dev = host.to(device, non_blocking=True)
+        except RuntimeError as e:
+            if not _capturing():
+                raise
+            raise ThriftyError(
+                "a multi-tensor optimizer step met a new list of tensors during CUDA-graph "
+                "capture and could not upload its table there; run the step once before "
+                f"capturing it (warm-up), as torch.cuda.graphs recommends ({e})") from e
+    else:  # the tests' host build of the kernels reads CPU memory
+        dev = host
+    entry = (dev, host, int(blocks))
+    with _TABLES_LOCK:
+        _TABLES[key] = entry
+        if device.type == "cuda" and _capturing():
+            _KEEP.add(key)
+        while len(_TABLES) > _TABLES_MAX:
+            old = next((k for k in _TABLES if k not in _KEEP), None)
+            if old is None:
+                break
+            del _TABLES[old]
+    return entry
+
+
+def _capturing() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_current_stream_capturing())
+
+
+def _device_offsets(offsets: list[int], device: Any) -> Any:
+    """Segment offsets as a cached device tensor (no upload once cached)."""
+    return _upload(("offsets", device, tuple(offsets)), np.asarray(offsets, dtype=np.int64), device)[0]
+
+
+def _table(kind: str, lists: Sequence[Sequence[Any]], aux: Sequence[int]) -> tuple[Any, int]:
+    """The device table of one multi-tensor launch (layout in ``cuda/optim.cu``) and its
+    number of blocks, cached by the tensors' addresses and sizes: a steady-state step
+    finds every table cached and uploads nothing.
+
+    ``lists``: K lists of n tensors (tensor i of every list has the same numel);
+    ``kind``: ``"reduce"`` (the blocks of a per-tensor reduction, :func:`_blocks`) or
+    ``"map"`` (``ceil(numel / _CHUNK)`` blocks); ``aux``: one integer per tensor.
+    """
+    first = lists[0]
+    numels = tuple(t.numel() for t in first)
+    device = first[0].device
+    key = (kind, device, tuple(t.data_ptr() for lst in lists for t in lst), numels, tuple(aux))
+    hit = _cached(key, device)
+    if hit is None:
+        n, k = len(first), len(lists)
+        nb = [(_blocks(m) if kind == "reduce" else (m + _CHUNK - 1) // _CHUNK) for m in numels]
+        words = np.empty(n * (k + 2) + n + 1, dtype=np.int64)
+        entries = words[: n * (k + 2)].reshape(n, k + 2)
+        entries[:, :k] = np.asarray(key[2], dtype=np.int64).reshape(k, n).T
+        entries[:, k] = numels
+        entries[:, k + 1] = aux
+        words[n * (k + 2):] = np.concatenate([[0], np.cumsum(nb, dtype=np.int64)])
+        hit = _upload(key, words, device, int(words[-1]))
+    return hit[0], hit[2]
+
+
+def _by_dtype(ts: Sequence[Any]) -> list[list[int]]:
+    """Indices of ``ts`` grouped by dtype (one launch per group), in first-seen order."""
+    groups: dict[Any, list[int]] = {}
+    for i, t in enumerate(ts):
+        groups.setdefault(t.dtype, []).append(i)
+    return list(groups.values())
 
 
 def _segments(n_tensors: int, segments: Sequence[int] | None) -> list[int]:
@@ -130,10 +227,10 @@ def _mt_sum_impl(xs: list[Any], ys: list[Any], op: Any, c: float, segments: list
     if _kernel_ok(xs, ys) and all(x.dtype == y.dtype for x, y in zip(xs, ys)):
         starts = np.concatenate([[0], np.cumsum([_blocks(x.numel()) for x in xs])]).astype(int)
         partials = torch.empty(int(starts[-1]), dtype=torch.float32, device=dev)
-        for x, y, s0 in zip(xs, ys, starts[:-1]):
-            nb = _blocks(x.numel())
-            _rt.launch("optim.cu", "mt_partials", x, y, x.numel(), _OPS[op], c, partials[int(s0):],
-                       blocks=nb, dtype=x.dtype)
+        for idx in _by_dtype(xs):
+            tab, grid = _table("reduce", _pick([xs, ys], idx), [int(starts[i]) for i in idx])
+            _rt.launch("optim.cu", "mt_partials", tab, len(idx), _OPS[op], c, partials, blocks=grid,
+                       dtype=xs[idx[0]].dtype)
         tensor_bounds = np.concatenate([[0], np.cumsum(seg)]).astype(int)
         offsets = [int(starts[i]) for i in tensor_bounds]
         out = torch.empty(len(seg), dtype=torch.float32, device=dev)
@@ -158,6 +255,22 @@ def _mt_sum_impl(xs: list[Any], ys: list[Any], op: Any, c: float, segments: list
             out[k] = torch.stack([v.to(dev) for v in vals[i: i + s]]).sum()
         i += s
     return out.sqrt() if sqrt else out
+
+
+def _pick(lists: list[list[Any]], idx: list[int]) -> list[list[Any]]:
+    """The tensors at ``idx`` of every list (the lists themselves when ``idx`` is all)."""
+    if len(idx) == len(lists[0]):
+        return lists
+    return [[lst[i] for i in idx] for lst in lists]
+
+
+def _map_launch(kernel: str, lists: list[list[Any]], *scalars: Any) -> None:
+    """One element-wise launch of ``kernel`` per dtype group of ``lists[0]``: the table,
+    its tensor count, then ``scalars``."""
+    for idx in _by_dtype(lists[0]):
+        tab, grid = _table("map", _pick(lists, idx), idx)
+        if grid:
+            _rt.launch("optim.cu", kernel, tab, len(idx), *scalars, blocks=grid, dtype=lists[0][idx[0]].dtype)
 
 
 def _scalar_f32(v: Any, device: Any) -> Any:
@@ -188,10 +301,8 @@ def _sam_perturb_impl(params: list[Any], grads: list[Any], olds: list[Any], rho:
     import torch
 
     if _kernel_ok(params, grads, olds):
-        norm = _scalar_f32(grad_norm, params[0].device)
-        for p, g, o in zip(params, grads, olds):
-            _rt.launch("optim.cu", "sam_perturb", p, g, o, p.numel(), norm, rho, bool(adaptive),
-                       threads=p.numel(), max_blocks=_MAX_GRID, dtype=p.dtype)
+        _map_launch("sam_perturb", [params, grads, olds], _scalar_f32(grad_norm, params[0].device), rho,
+                    bool(adaptive))
         return
     for p, g, o in zip(params, grads, olds):
         o.copy_(p)
@@ -224,10 +335,12 @@ def dog_update_(params: Sequence[Any], grads: Sequence[Any], *, eta: Any, weight
 def _dog_update_impl(params: list[Any], grads: list[Any], etas: list[Any], weight_decay: float) -> None:
     import torch
     if _kernel_ok(params, grads):
-        for p, g, e in zip(params, grads, etas):
-            e32 = _scalar_f32(e, p.device)
-            _rt.launch("optim.cu", "dog_update", p, g, p.numel(), e32, weight_decay,
-                       threads=p.numel(), max_blocks=_MAX_GRID, dtype=p.dtype)
+        e0 = etas[0]
+        if all(e is e0 or (e.data_ptr() == e0.data_ptr() and e.dtype == e0.dtype) for e in etas):
+            eta, stride = _scalar_f32(e0, params[0].device), 0  # one step size for all
+        else:  # one per tensor (LDoG): one stack, read at the tensor's index
+            eta, stride = torch.stack([e.reshape(()) for e in etas]).to(torch.float32), 1
+        _map_launch("dog_update", [params, grads], eta, stride, weight_decay)
         return
     for p, g, e in zip(params, grads, etas):
         x = p.detach().to(_work_dtype(p))
@@ -265,9 +378,10 @@ def _momo_moments_impl(params: list[Any], grads: list[Any], grad_avgs: list[Any]
         starts = [0] + list(np.cumsum(nbs).astype(int))
         total = int(starts[-1])
         partials = torch.empty(3 * total, dtype=torch.float32, device=dev)
-        for p, g, d, nb, s0 in zip(params, grads, grad_avgs, nbs, starts):
-            _rt.launch("optim.cu", "momo_moments", p, g, d, p.numel(), beta, partials[int(s0):], total,
-                       blocks=nb, dtype=p.dtype)
+        for idx in _by_dtype(params):
+            tab, grid = _table("reduce", _pick([params, grads, grad_avgs], idx), [int(starts[i]) for i in idx])
+            _rt.launch("optim.cu", "momo_moments", tab, len(idx), beta, partials, total, blocks=grid,
+                       dtype=params[idx[0]].dtype)
         offsets = [k * total + int(starts[i]) for k in range(3) for i in range(n)] + [3 * total]
         out = torch.empty(3 * n, dtype=torch.float32, device=dev)
         _rt.launch("optim.cu", "mt_segment_sum", partials, _device_offsets(offsets, dev), 3 * n, out, 0,
@@ -296,10 +410,7 @@ def _momo_update_impl(params: list[Any], grad_avgs: list[Any], tau: Any, c: floa
     import torch
 
     if _kernel_ok(params, grad_avgs) and all(d.dtype == torch.float32 for d in grad_avgs):
-        t32 = _scalar_f32(tau, params[0].device)
-        for p, d in zip(params, grad_avgs):
-            _rt.launch("optim.cu", "momo_update", p, d, p.numel(), t32, c,
-                       threads=p.numel(), max_blocks=_MAX_GRID, dtype=p.dtype)
+        _map_launch("momo_update", [params, grad_avgs], _scalar_f32(tau, params[0].device), c)
         return
     for p, d in zip(params, grad_avgs):
         x = p.detach().to(d.dtype)

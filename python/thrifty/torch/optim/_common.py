@@ -95,3 +95,35 @@ def rollback_on_error(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     except BaseException:
         del optimizer.param_groups[n:]
         raise
+
+
+def compiling() -> bool:
+    """Whether torch.compile is tracing the caller."""
+    comp = getattr(torch, "compiler", None)
+    return bool(comp is not None and hasattr(comp, "is_compiling") and comp.is_compiling())
+
+
+def stacked_views(states: list[dict[str, Any]], key: str) -> torch.Tensor | None:
+    """The vector whose elements ``i`` are ``states[i][key]``, when every entry is still
+    that view (see :func:`stack_views`; a state dict loaded from a file or a new
+    parameter breaks it); else None. Fused steps then update all entries with one
+    operation."""
+    if not states or states[0].get(key) is None:
+        return None
+    vec = states[0][key]._base
+    if vec is None or vec.shape != (len(states),):
+        return None
+    for i, st in enumerate(states):
+        v = st.get(key)
+        if v is None or v._base is not vec or v.storage_offset() != i:
+            return None
+    return vec
+
+
+def stack_views(states: list[dict[str, Any]], key: str) -> torch.Tensor:
+    """Replace the scalar tensors ``states[i][key]`` by views of one new vector (same
+    values) and return the vector."""
+    vec = torch.stack([st[key].reshape(()) for st in states])
+    for i, st in enumerate(states):
+        st[key] = vec[i]
+    return vec

@@ -25,6 +25,7 @@ from torch import nn
 from ..._validation import check_float
 from . import _fused
 from ._common import InvalidInputError, Optimizer, closure_loss, compute_dtype, rollback_on_error
+from ._common import compiling, stack_views, stacked_views
 
 __all__ = ["DoG", "LDoG", "dog_step_size", "PolynomialDecayAverager"]
 
@@ -208,16 +209,25 @@ class DoG(Optimizer):
             x0s = [self.state[p]["x0"] for p in live_p]
             dist = fo.multi_tensor_sum(live, x0s, c=-1.0, segments=one, sqrt=True)
             xn = fo.multi_tensor_sum(live, segments=one, sqrt=True)
-            etas = []
-            for i, p in enumerate(live_p):
-                st = self.state[p]
-                if "rbar" not in st:
-                    st["rbar"] = _reps(group) * (1 + xn[i])
-                    st["G"] = g_sq[i] + group["eps"]
-                else:  # in place: a captured CUDA graph keeps updating the same tensors
-                    torch.maximum(st["rbar"], dist[i], out=st["rbar"])
-                    st["G"].add_(g_sq[i])
-                etas.append(_eta(group, st, first))
+            vecs = None if compiling() else self._stacked(live_p)
+            if vecs is not None:  # every tensor's rbar and G are views of two vectors: O(1) ops
+                rbar, G = vecs
+                torch.maximum(rbar, dist, out=rbar)  # in place: a captured graph keeps using them
+                G.add_(g_sq)
+                etas = list(_eta(group, {"rbar": rbar, "G": G}, first).unbind())
+            else:
+                etas = []
+                for i, p in enumerate(live_p):
+                    st = self.state[p]
+                    if "rbar" not in st:
+                        st["rbar"] = _reps(group) * (1 + xn[i])
+                        st["G"] = g_sq[i] + group["eps"]
+                    else:
+                        torch.maximum(st["rbar"], dist[i], out=st["rbar"])
+                        st["G"].add_(g_sq[i])
+                    etas.append(_eta(group, st, first))
+                if not compiling():  # views are a run-time layout; compiled graphs keep the loop
+                    self._stack(live_p)
             fo.dog_update_(live, grads, eta=etas, weight_decay=wd)
         else:
             st = self._group_state(group)
@@ -233,6 +243,21 @@ class DoG(Optimizer):
         for p, x in zip(live_p, live):
             if x.dtype != p.dtype:
                 p.detach().copy_(x)
+
+    def _stacked(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The vectors whose elements are the ``rbar`` and ``G`` of ``params`` (in order),
+        when every one is still such a view; else None."""
+        states = [self.state[p] for p in params]
+        rbar, G = stacked_views(states, "rbar"), stacked_views(states, "G")
+        return None if rbar is None or G is None else (rbar, G)
+
+    def _stack(self, params: list[torch.Tensor]) -> None:
+        """Make the ``rbar`` and ``G`` of ``params`` views of two vectors (same values), so
+        that later fused steps update all of them with one operation each."""
+        if params:
+            states = [self.state[p] for p in params]
+            stack_views(states, "rbar")
+            stack_views(states, "G")
 
     def _update(
         self,

@@ -20,7 +20,8 @@ import torch
 from ..._validation import check_float
 from . import _fused
 from ._common import InvalidInputError, Optimizer, check_betas, compute_dtype, rollback_on_error
-from ._common import working_copy, write_back
+from ._common import compiling as _compiling
+from ._common import stack_views, stacked_views, working_copy, write_back
 
 __all__ = ["MoMo", "MoMoAdam"]
 
@@ -219,10 +220,16 @@ class MoMo(_LossBased):
                 assert p.grad is not None
                 self._init_averages(st, working_copy(p), p.grad.to(compute_dtype(p)))
         sums = fo.momo_moments_(live, [p.grad for p in live], [self.state[p]["grad_avg"] for p in live], beta=beta)
-        for i, p in enumerate(live):
-            self.state[p]["grad_dot_w"].mul_(beta).add_(sums[0, i], alpha=1 - beta)
-        gamma = torch.stack([self.state[p]["grad_dot_w"] for p in live]).sum()
-        return sums[1].sum(), gamma, sums[2].sum()
+        states = [self.state[p] for p in live]
+        if _compiling():  # views are a run-time layout; a compiled graph keeps the plain loop
+            for i, st in enumerate(states):
+                st["grad_dot_w"].mul_(beta).add_(sums[0, i], alpha=1 - beta)
+            return sums[1].sum(), torch.stack([st["grad_dot_w"] for st in states]).sum(), sums[2].sum()
+        dots = stacked_views(states, "grad_dot_w")  # every tensor's average, one vector
+        if dots is None:
+            dots = stack_views(states, "grad_dot_w")
+        dots.mul_(beta).add_(sums[0].to(dots), alpha=1 - beta)  # in place: graphs keep using it
+        return sums[1].sum(), dots.sum(), sums[2].sum()
 
 
 class MoMoAdam(_LossBased):

@@ -168,6 +168,10 @@ class SAM(torch.optim.Optimizer):
         self.state = self.base_optimizer.state
         self.defaults.update(self.base_optimizer.defaults)
         self._old: dict[torch.Tensor, torch.Tensor] = {}
+        # the fused path's saved-weight buffers, reused from step to step: fixed addresses
+        # keep the multi-tensor kernels' tables cached (peak memory as before: the saved
+        # weights live through the second forward/backward anyway)
+        self._old_bufs: dict[torch.Tensor, torch.Tensor] = {}
         self._in_step = False
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -251,9 +255,15 @@ class SAM(torch.optim.Optimizer):
         ]
         grad_norm = torch.cat(sq).sum().sqrt()
         for g, ps in groups:
-            olds = [torch.empty_like(p) for p in ps]
+            olds = [self._old_buf(p) for p in ps]
             fo.sam_perturb_(ps, [p.grad for p in ps], olds, rho=g["rho"], adaptive=g["adaptive"], grad_norm=grad_norm)
             self._old.update(zip(ps, olds))
+
+    def _old_buf(self, p: torch.Tensor) -> torch.Tensor:
+        buf = self._old_bufs.get(p)
+        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
+            buf = self._old_bufs[p] = torch.empty_like(p, memory_format=torch.contiguous_format)
+        return buf
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = True) -> None:
@@ -262,8 +272,11 @@ class SAM(torch.optim.Optimizer):
         Step post hooks registered on this optimizer run after it (when called directly)."""
         if not self._old:
             raise RuntimeError("second_step called without first_step")
-        for p, old in self._old.items():
-            p.copy_(old)
+        if hasattr(torch, "_foreach_copy_"):  # one multi-tensor copy instead of one per tensor
+            torch._foreach_copy_(list(self._old), list(self._old.values()))
+        else:
+            for p, old in self._old.items():
+                p.copy_(old)
         self._old.clear()
         self.base_optimizer.step()
         self._opt_called = True  # lr schedulers attached to this wrapper see a step
