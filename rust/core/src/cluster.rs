@@ -254,9 +254,65 @@ fn row_dist(x: MatRef<'_>, i: usize, centroids: &[f32], c: i64, row_norms: Optio
     }
 }
 
+/// Rows interleaved by [`rows_dist`].
+const DIST_ROWS: usize = 4;
+
+/// [`row_dist`] of rows `r0..r0 + labels.len()` of `x` to their centroids, into `out`:
+/// the same values (each row's sum still runs over the features in order), with
+/// [`DIST_ROWS`] rows interleaved so that their addition chains (and divisions) overlap
+/// instead of each waiting on the previous addition.
+fn rows_dist(
+    x: MatRef<'_>,
+    r0: usize,
+    centroids: &[f32],
+    labels: &[i64],
+    row_norms: Option<&[f64]>,
+    out: &mut [f64],
+) {
+    let d = x.cols();
+    let full = labels.len() / DIST_ROWS * DIST_ROWS;
+    for g in (0..full).step_by(DIST_ROWS) {
+        let xr: [&[f32]; DIST_ROWS] = std::array::from_fn(|j| x.row(r0 + g + j));
+        let cr: [&[f32]; DIST_ROWS] = std::array::from_fn(|j| {
+            let c = labels[g + j] as usize;
+            &centroids[c * d..(c + 1) * d]
+        });
+        let mut acc = [0.0f64; DIST_ROWS];
+        match row_norms {
+            None => {
+                for p in 0..d {
+                    for j in 0..DIST_ROWS {
+                        let t = f64::from(xr[j][p]) - f64::from(cr[j][p]);
+                        acc[j] += t * t;
+                    }
+                }
+            }
+            Some(r) => {
+                let nr: [f64; DIST_ROWS] = std::array::from_fn(|j| r[r0 + g + j]);
+                for p in 0..d {
+                    for j in 0..DIST_ROWS {
+                        let t =
+                            f64::from((f64::from(xr[j][p]) / nr[j]) as f32) - f64::from(cr[j][p]);
+                        acc[j] += t * t;
+                    }
+                }
+            }
+        }
+        out[g..g + DIST_ROWS].copy_from_slice(&acc);
+    }
+    for j in full..labels.len() {
+        out[j] = row_dist(x, r0 + j, centroids, labels[j], row_norms);
+    }
+}
+
 /// Per-cluster sums (`f64`) and member counts of the rows of `x` labelled `labels`.
 /// Each sum adds its members in increasing row order starting from zero, exactly as a
-/// serial pass over the rows would; the clusters are summed in parallel.
+/// serial pass over the rows would. The work is split by columns, one contiguous run
+/// of columns (a multiple of 16, one cache line of `f32`) per thread: every task streams
+/// its part of every row in row order (sequential reads that the prefetcher follows; a
+/// gather of each cluster's rows, or narrow column strips, stall on memory) into a
+/// `k x width` accumulator. Each sum sees the same additions in the same order however
+/// the columns are split, so the sums never depend on the thread count.
 fn member_sums(
     x: MatRef<'_>,
     labels: &[i64],
@@ -267,28 +323,29 @@ fn member_sums(
     for &l in labels {
         counts[l as usize] += 1;
     }
-    // stable counting sort: members of each cluster in row order
-    let mut start = vec![0usize; k + 1];
-    for c in 0..k {
-        start[c + 1] = start[c] + counts[c];
-    }
-    let mut next = start.clone();
-    let mut members = vec![0u32; labels.len()];
-    for (i, &l) in labels.iter().enumerate() {
-        let c = l as usize;
-        members[next[c]] = i as u32;
-        next[c] += 1;
-    }
     let mut sums = crate::alloc::try_vec(0.0f64, k * d, "the centroid sums")?;
-    sums.par_chunks_mut(d.max(1))
-        .enumerate()
-        .for_each(|(c, s)| {
-            for &i in &members[start[c]..start[c + 1]] {
-                for (a, &v) in s.iter_mut().zip(x.row(i as usize)) {
+    let width = (d.div_ceil(rayon::current_num_threads()).div_ceil(16) * 16).clamp(1, d);
+    let parts = crate::parallel::fixed_chunks(d, width)
+        .into_par_iter()
+        .map(|cols| {
+            let w = cols.len();
+            let mut acc = crate::alloc::try_vec(0.0f64, k * w, "the centroid sums")?;
+            for (i, &l) in labels.iter().enumerate() {
+                let src = &x.row(i)[cols.clone()];
+                let dst = &mut acc[l as usize * w..(l as usize + 1) * w];
+                for (a, &v) in dst.iter_mut().zip(src) {
                     *a += f64::from(v);
                 }
             }
-        });
+            Ok((cols, acc))
+        })
+        .collect::<Result<Vec<_>, ClusterError>>()?;
+    for (cols, acc) in parts {
+        let w = cols.len();
+        for (c, a) in acc.chunks_exact(w).enumerate() {
+            sums[c * d + cols.start..c * d + cols.end].copy_from_slice(a);
+        }
+    }
     Ok((sums, counts))
 }
 
@@ -392,8 +449,8 @@ fn nearest(
                     let l = i * lanes;
                     *o = gemm::argmax_reduce(&val[l..l + lanes], &idx[l..l + lanes]).1 as i64;
                 }
-                for (j, o) in ddst.iter_mut().enumerate() {
-                    *o = row_dist(x, r0 + j, flat, dst[j], row_norms);
+                if want_dist {
+                    rows_dist(x, r0, flat, dst, row_norms, ddst);
                 }
                 Ok(())
             },
