@@ -226,12 +226,12 @@ fn distances(
     labels: &[i64],
     row_norms: Option<&[f64]>,
 ) -> Vec<f64> {
-    labels
-        .par_iter()
+    let mut out = vec![0.0f64; labels.len()];
+    out.par_chunks_mut(ASSIGN_ROWS)
+        .zip(labels.par_chunks(ASSIGN_ROWS))
         .enumerate()
-        .with_min_len(256)
-        .map(|(i, &c)| row_dist(x, i, centroids, c, row_norms))
-        .collect()
+        .for_each(|(i, (o, l))| rows_dist(x, i * ASSIGN_ROWS, centroids, l, row_norms, o));
+    out
 }
 
 /// Squared euclidean distance (`f64`) of row `i` of `x` (divided by `row_norms[i]` and
@@ -691,8 +691,15 @@ pub fn kmeans(
         if !empty.is_empty() {
             // distances are only needed to re-seed, so they are computed only here
             let dist = distances(train, &cent, &labels, None);
+            // only the first `empty.len()` of the order "farthest first, then lower row"
+            // are used: select them, then sort just those (a total order: same rows)
+            let by_dist = |a: &usize, b: &usize| dist[*b].total_cmp(&dist[*a]).then(a.cmp(b));
             let mut order: Vec<usize> = (0..nt).collect();
-            order.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]).then(a.cmp(&b)));
+            if empty.len() < nt {
+                order.select_nth_unstable_by(empty.len(), by_dist);
+                order.truncate(empty.len());
+            }
+            order.sort_by(by_dist);
             for (c, &i) in empty.iter().zip(&order) {
                 let old = labels[i] as usize;
                 if counts[old] > 1 {
