@@ -136,3 +136,17 @@ def test_verify_gzip_pairs_small_run_passes_and_catches_a_wrong_length(monkeypat
     with pytest.raises(SystemExit) as bad:
         verify_gzip_pairs.main()
     assert bad.value.code == 1
+
+
+def test_kmeans_grid_point_times_both_and_compares_inertia():
+    pytest.importorskip("faiss")
+    import kmeans_grid
+
+    x = kmeans_grid.blobs(2000, 16, centres=8)
+    r = kmeans_grid.run_point(x, 8, False, iters=5, mppc=256, repeat=1, threads=1)
+    assert r["n_train"] == 2000 and r["thrifty_s"] > 0 and r["faiss_s"] > 0
+    assert r["ratio"] == r["thrifty_s"] / r["faiss_s"]
+    # the float64 recomputation agrees with thrifty's own inertia_
+    assert r["inertia_thrifty"] == pytest.approx(r["inertia_thrifty_reported"], rel=1e-9)
+    # the same rows (fewer than 256 per centroid) from the same start: same clustering
+    assert abs(r["d_inertia"]) < 0.01

@@ -1,8 +1,9 @@
 //! k-means clustering (Lloyd's algorithm), plain or spherical.
 //!
-//! * Assignment reuses the fused product + top-1 selection of
-//!   [`crate::neighbors::topk`] (squared euclidean, or inner product on unit vectors for
-//!   the spherical variant), so the `points x centroids` distance matrix is never stored.
+//! * Assignment runs the blocked product of [`crate::gemm`] with the arg-max fused into
+//!   its micro-kernel (squared euclidean as `2 x·c − |c|²`, or inner product on unit
+//!   vectors for the spherical variant), so the `points x centroids` distance matrix is
+//!   never stored, not even one block of it.
 //! * Centroid updates sum members in `f64` in row order: results never depend on the
 //!   thread count.
 //! * Like faiss, training may run on a seeded subsample of `max_points_per_centroid * k`
@@ -225,12 +226,12 @@ fn distances(
     labels: &[i64],
     row_norms: Option<&[f64]>,
 ) -> Vec<f64> {
-    labels
-        .par_iter()
+    let mut out = vec![0.0f64; labels.len()];
+    out.par_chunks_mut(ASSIGN_ROWS)
+        .zip(labels.par_chunks(ASSIGN_ROWS))
         .enumerate()
-        .with_min_len(256)
-        .map(|(i, &c)| row_dist(x, i, centroids, c, row_norms))
-        .collect()
+        .for_each(|(i, (o, l))| rows_dist(x, i * ASSIGN_ROWS, centroids, l, row_norms, o));
+    out
 }
 
 /// Squared euclidean distance (`f64`) of row `i` of `x` (divided by `row_norms[i]` and
@@ -253,9 +254,65 @@ fn row_dist(x: MatRef<'_>, i: usize, centroids: &[f32], c: i64, row_norms: Optio
     }
 }
 
+/// Rows interleaved by [`rows_dist`].
+const DIST_ROWS: usize = 4;
+
+/// [`row_dist`] of rows `r0..r0 + labels.len()` of `x` to their centroids, into `out`:
+/// the same values (each row's sum still runs over the features in order), with
+/// [`DIST_ROWS`] rows interleaved so that their addition chains (and divisions) overlap
+/// instead of each waiting on the previous addition.
+fn rows_dist(
+    x: MatRef<'_>,
+    r0: usize,
+    centroids: &[f32],
+    labels: &[i64],
+    row_norms: Option<&[f64]>,
+    out: &mut [f64],
+) {
+    let d = x.cols();
+    let full = labels.len() / DIST_ROWS * DIST_ROWS;
+    for g in (0..full).step_by(DIST_ROWS) {
+        let xr: [&[f32]; DIST_ROWS] = std::array::from_fn(|j| x.row(r0 + g + j));
+        let cr: [&[f32]; DIST_ROWS] = std::array::from_fn(|j| {
+            let c = labels[g + j] as usize;
+            &centroids[c * d..(c + 1) * d]
+        });
+        let mut acc = [0.0f64; DIST_ROWS];
+        match row_norms {
+            None => {
+                for p in 0..d {
+                    for j in 0..DIST_ROWS {
+                        let t = f64::from(xr[j][p]) - f64::from(cr[j][p]);
+                        acc[j] += t * t;
+                    }
+                }
+            }
+            Some(r) => {
+                let nr: [f64; DIST_ROWS] = std::array::from_fn(|j| r[r0 + g + j]);
+                for p in 0..d {
+                    for j in 0..DIST_ROWS {
+                        let t =
+                            f64::from((f64::from(xr[j][p]) / nr[j]) as f32) - f64::from(cr[j][p]);
+                        acc[j] += t * t;
+                    }
+                }
+            }
+        }
+        out[g..g + DIST_ROWS].copy_from_slice(&acc);
+    }
+    for j in full..labels.len() {
+        out[j] = row_dist(x, r0 + j, centroids, labels[j], row_norms);
+    }
+}
+
 /// Per-cluster sums (`f64`) and member counts of the rows of `x` labelled `labels`.
 /// Each sum adds its members in increasing row order starting from zero, exactly as a
-/// serial pass over the rows would; the clusters are summed in parallel.
+/// serial pass over the rows would. The work is split by columns, one contiguous run
+/// of columns (a multiple of 16, one cache line of `f32`) per thread: every task streams
+/// its part of every row in row order (sequential reads that the prefetcher follows; a
+/// gather of each cluster's rows, or narrow column strips, stall on memory) into a
+/// `k x width` accumulator. Each sum sees the same additions in the same order however
+/// the columns are split, so the sums never depend on the thread count.
 fn member_sums(
     x: MatRef<'_>,
     labels: &[i64],
@@ -266,28 +323,29 @@ fn member_sums(
     for &l in labels {
         counts[l as usize] += 1;
     }
-    // stable counting sort: members of each cluster in row order
-    let mut start = vec![0usize; k + 1];
-    for c in 0..k {
-        start[c + 1] = start[c] + counts[c];
-    }
-    let mut next = start.clone();
-    let mut members = vec![0u32; labels.len()];
-    for (i, &l) in labels.iter().enumerate() {
-        let c = l as usize;
-        members[next[c]] = i as u32;
-        next[c] += 1;
-    }
     let mut sums = crate::alloc::try_vec(0.0f64, k * d, "the centroid sums")?;
-    sums.par_chunks_mut(d.max(1))
-        .enumerate()
-        .for_each(|(c, s)| {
-            for &i in &members[start[c]..start[c + 1]] {
-                for (a, &v) in s.iter_mut().zip(x.row(i as usize)) {
+    let width = (d.div_ceil(rayon::current_num_threads()).div_ceil(16) * 16).clamp(1, d);
+    let parts = crate::parallel::fixed_chunks(d, width)
+        .into_par_iter()
+        .map(|cols| {
+            let w = cols.len();
+            let mut acc = crate::alloc::try_vec(0.0f64, k * w, "the centroid sums")?;
+            for (i, &l) in labels.iter().enumerate() {
+                let src = &x.row(i)[cols.clone()];
+                let dst = &mut acc[l as usize * w..(l as usize + 1) * w];
+                for (a, &v) in dst.iter_mut().zip(src) {
                     *a += f64::from(v);
                 }
             }
-        });
+            Ok((cols, acc))
+        })
+        .collect::<Result<Vec<_>, ClusterError>>()?;
+    for (cols, acc) in parts {
+        let w = cols.len();
+        for (c, a) in acc.chunks_exact(w).enumerate() {
+            sums[c * d + cols.start..c * d + cols.end].copy_from_slice(a);
+        }
+    }
     Ok((sums, counts))
 }
 
@@ -296,7 +354,11 @@ const ASSIGN_ROWS: usize = 256;
 
 /// Index of the best centroid per row: largest `x·c` (spherical) or smallest
 /// `|c|² − 2 x·c`, ties to the lower index. The products come from the blocked
-/// [`gemm`] kernels; centroids are packed once and shared by every row block.
+/// [`gemm`] kernels with the arg-max fused into them ([`gemm::compute_block_argmax`]:
+/// the score `2 x·c − |c|²` (`f32`, `|c|²` summed in `f64` and rounded once) is formed
+/// and compared while the micro-tile is in registers, so no `rows x centroids` block is
+/// ever stored); centroids are packed once and shared by every row block, and each
+/// thread reuses its packing and arg-max buffers from task to task.
 ///
 /// With `dist = Some((out, row_norms))`, `out[i]` receives [`row_dist`] of row `i` to
 /// its centroid, computed by the task that labelled the row while the row is still in
@@ -311,17 +373,21 @@ fn nearest(
     progress: &Progress,
 ) -> Result<Vec<i64>, ClusterError> {
     let (n, k, d) = (x.rows(), centroids.rows(), x.cols());
-    let (mr, nr) = (isa.mr(), isa.nr());
+    let (mr, nr, lanes) = (isa.mr(), isa.nr(), isa.argmax_lanes());
     let nb = gemm::b_block_rows(isa, d);
     let packed = gemm::pack_all(centroids, None, nr, nb);
-    let cn: Vec<f32> = if spherical {
-        Vec::new()
-    } else {
-        (0..k)
-            .map(|c| dot_f64(centroids.row(c), centroids.row(c)) as f32)
-            .collect()
-    };
+    // Score = alpha * x·c + bias: bias 0 (spherical) or -|c|², and -inf on the padding
+    // columns of the last panel so that they never win.
+    let alpha = if spherical { 1.0 } else { 2.0 };
+    let bias: Vec<f32> = (0..k.div_ceil(nr) * nr)
+        .map(|c| match c {
+            c if c >= k => f32::NEG_INFINITY,
+            _ if spherical => 0.0,
+            c => -(dot_f64(centroids.row(c), centroids.row(c)) as f32),
+        })
+        .collect();
     let ldc = nb.div_ceil(nr) * nr;
+    let rows_pad = ASSIGN_ROWS.div_ceil(mr) * mr;
     let mut out = crate::alloc::try_vec(0i64, n, "the cluster labels")?;
     let (dist_out, row_norms) = match dist {
         Some((o, r)) => (o, r),
@@ -334,49 +400,61 @@ fn nearest(
         (0..n.div_ceil(ASSIGN_ROWS)).map(|_| &mut [][..]).collect()
     };
     let flat = centroids.as_slice();
+    // Per-thread buffers: packed rows, partial products (only when d > KC), arg-max state.
+    let scratch = || {
+        (
+            AlignedBuf::zeros(gemm::packed_len(ASSIGN_ROWS, d, mr)),
+            AlignedBuf::zeros(if d > gemm::KC { rows_pad * ldc } else { 0 }),
+            vec![0.0f32; rows_pad * lanes],
+            vec![0i32; rows_pad * lanes],
+        )
+    };
     out.par_chunks_mut(ASSIGN_ROWS)
         .zip(dist_chunks)
         .enumerate()
-        .try_for_each(|(qi, (dst, ddst))| -> Result<(), ClusterError> {
-            progress.check()?;
-            let r0 = qi * ASSIGN_ROWS;
-            let rows = r0..r0 + dst.len();
-            let mut ap = AlignedBuf::zeros(gemm::packed_len(rows.len(), d, mr));
-            gemm::pack_rows(x, rows.clone(), scale, mr, ap.as_mut_slice());
-            let mut tile = AlignedBuf::zeros(rows.len().div_ceil(mr) * mr * ldc);
-            let mut best = vec![(f32::NEG_INFINITY, 0i64); dst.len()];
-            for (bi, bp) in packed.iter().enumerate() {
-                // Many centroids make one task long: stay cancellable inside it.
+        .try_for_each_init(
+            scratch,
+            |(ap, tile, val, idx), (qi, (dst, ddst))| -> Result<(), ClusterError> {
                 progress.check()?;
-                let c0 = bi * nb;
-                let cols = (k - c0).min(nb);
-                gemm::compute_block(
-                    isa,
-                    d,
-                    ap.as_slice(),
-                    bp.as_slice(),
-                    tile.as_mut_slice(),
-                    ldc,
-                );
-                let t = tile.as_slice();
-                for (i, b) in best.iter_mut().enumerate() {
-                    let row = &t[i * ldc..i * ldc + cols];
-                    for (j, &v) in row.iter().enumerate() {
-                        let s = if spherical { v } else { 2.0 * v - cn[c0 + j] };
-                        if s > b.0 {
-                            *b = (s, (c0 + j) as i64);
-                        }
-                    }
+                let r0 = qi * ASSIGN_ROWS;
+                let rows = r0..r0 + dst.len();
+                let alen = gemm::packed_len(rows.len(), d, mr);
+                let ap = &mut ap.as_mut_slice()[..alen];
+                gemm::pack_rows(x, rows.clone(), scale, mr, ap);
+                let slen = rows.len().div_ceil(mr) * mr * lanes;
+                let (val, idx) = (&mut val[..slen], &mut idx[..slen]);
+                gemm::argmax_init(val, idx);
+                for (bi, bp) in packed.iter().enumerate() {
+                    // Many centroids make one task long: stay cancellable inside it.
+                    progress.check()?;
+                    let c0 = bi * nb;
+                    let bp = bp.as_slice();
+                    gemm::compute_block_argmax(
+                        isa,
+                        d,
+                        ap,
+                        bp,
+                        tile.as_mut_slice(),
+                        ldc,
+                        gemm::ArgMax {
+                            bias: &bias[c0..c0 + bp.len() / d],
+                            alpha,
+                            col0: c0,
+                            val: &mut *val,
+                            idx: &mut *idx,
+                        },
+                    );
                 }
-            }
-            for (o, b) in dst.iter_mut().zip(best) {
-                *o = b.1;
-            }
-            for (j, o) in ddst.iter_mut().enumerate() {
-                *o = row_dist(x, r0 + j, flat, dst[j], row_norms);
-            }
-            Ok(())
-        })?;
+                for (i, o) in dst.iter_mut().enumerate() {
+                    let l = i * lanes;
+                    *o = gemm::argmax_reduce(&val[l..l + lanes], &idx[l..l + lanes]).1 as i64;
+                }
+                if want_dist {
+                    rows_dist(x, r0, flat, dst, row_norms, ddst);
+                }
+                Ok(())
+            },
+        )?;
     Ok(out)
 }
 
@@ -613,8 +691,15 @@ pub fn kmeans(
         if !empty.is_empty() {
             // distances are only needed to re-seed, so they are computed only here
             let dist = distances(train, &cent, &labels, None);
+            // only the first `empty.len()` of the order "farthest first, then lower row"
+            // are used: select them, then sort just those (a total order: same rows)
+            let by_dist = |a: &usize, b: &usize| dist[*b].total_cmp(&dist[*a]).then(a.cmp(b));
             let mut order: Vec<usize> = (0..nt).collect();
-            order.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]).then(a.cmp(&b)));
+            if empty.len() < nt {
+                order.select_nth_unstable_by(empty.len(), by_dist);
+                order.truncate(empty.len());
+            }
+            order.sort_by(by_dist);
             for (c, &i) in empty.iter().zip(&order) {
                 let old = labels[i] as usize;
                 if counts[old] > 1 {
@@ -742,6 +827,62 @@ mod tests {
             let a = crate::parallel::install(1, || kmeans(m, &o, &Progress::new()).unwrap());
             let b = crate::parallel::install(3, || kmeans(m, &o, &Progress::new()).unwrap());
             assert_eq!(a, b);
+        }
+    }
+
+    /// The fused assignment against an explicit product + in-order scan (first best
+    /// wins), for every kernel: one and several centroid blocks, depth past one chunk,
+    /// padding columns, spherical scores that are all negative, duplicate centroids.
+    #[test]
+    fn nearest_equals_scan_of_the_product() {
+        for &(n, k, d) in &[(300, 37, 5), (50, 300, 400), (40, 1, 3), (77, 700, 130)] {
+            let x = crate::gemm::tests::lcg(n * d, 21);
+            let mut c = crate::gemm::tests::lcg(k * d, 22);
+            if k > 3 {
+                let r = c[..d].to_vec();
+                c[2 * d..3 * d].copy_from_slice(&r);
+            }
+            let xm = MatRef::new(&x, n, d).unwrap();
+            for spherical in [false, true] {
+                let (xs, cs) = if spherical {
+                    let xs = normalized(xm).unwrap();
+                    // centroids pointing away from every point: all scores negative
+                    let cs: Vec<f32> = normalized(MatRef::new(&c, k, d).unwrap())
+                        .unwrap()
+                        .iter()
+                        .map(|v| -v.abs())
+                        .collect();
+                    let xs: Vec<f32> = xs.iter().map(|v| v.abs()).collect();
+                    (xs, cs)
+                } else {
+                    (x.clone(), c.clone())
+                };
+                let xm = MatRef::new(&xs, n, d).unwrap();
+                let cm = MatRef::new(&cs, k, d).unwrap();
+                let cn: Vec<f32> = (0..k)
+                    .map(|j| dot_f64(cm.row(j), cm.row(j)) as f32)
+                    .collect();
+                for isa in Isa::available() {
+                    let p = gemm::matmul_nt(isa, xm, None, cm, None).unwrap();
+                    let want: Vec<i64> = (0..n)
+                        .map(|i| {
+                            let mut b = (f32::NEG_INFINITY, 0i64);
+                            for j in 0..k {
+                                let v = p[i * k + j];
+                                let s = if spherical { v } else { 2.0 * v - cn[j] };
+                                if s > b.0 {
+                                    b = (s, j as i64);
+                                }
+                            }
+                            b.1
+                        })
+                        .collect();
+                    let got =
+                        nearest(isa, xm, cm, spherical, None, None, &Progress::new()).unwrap();
+                    assert_eq!(got, want, "{isa:?} {n}x{k}x{d} spherical={spherical}");
+                    assert!(got.iter().all(|&l| l != 2), "duplicate centroid wins");
+                }
+            }
         }
     }
 

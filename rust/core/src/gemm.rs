@@ -91,6 +91,12 @@ impl Isa {
         }
     }
 
+    /// Lanes of the running arg-max state per row in [`compute_block_argmax`]: each
+    /// micro-tile row is two vectors of `nr / 2` columns.
+    pub const fn argmax_lanes(self) -> usize {
+        self.nr() / 2
+    }
+
     /// Short name, as shown by diagnostics.
     pub const fn name(self) -> &'static str {
         match self {
@@ -218,6 +224,229 @@ pub fn compute_block(isa: Isa, d: usize, a: &[f32], b: &[f32], c: &mut [f32], ld
     }
 }
 
+/// The arg-max epilogue of [`compute_block_argmax`]: score `alpha * c + bias[j]` for
+/// column `j` of the block (one FMA, so `alpha = 2` and `bias = -|b|²` give exactly the
+/// `f32` value of `2 c - |b|²`, and `alpha = 1`, `bias = 0` give `c`), and the running
+/// best score and column of every row, kept per lane (see [`Isa::argmax_lanes`]).
+pub struct ArgMax<'a> {
+    /// One value per column of the block, padded to whole panels (`-inf` marks padding).
+    pub bias: &'a [f32],
+    /// Scale of the product: 1 or 2 (exact, so every kernel rounds the score once).
+    pub alpha: f32,
+    /// Global index of the block's first column.
+    pub col0: usize,
+    /// Best score so far, `lanes` per row of `A` (start at `-inf`, see [`argmax_init`]).
+    pub val: &'a mut [f32],
+    /// Column of the best score, `lanes` per row (start at 0).
+    pub idx: &'a mut [i32],
+}
+
+/// Set a running arg-max state to "nothing seen" (`-inf` at column 0).
+pub fn argmax_init(val: &mut [f32], idx: &mut [i32]) {
+    val.fill(f32::NEG_INFINITY);
+    idx.fill(0);
+}
+
+/// The best `(score, column)` of one row's lanes: the largest score, ties to the lowest
+/// column. Together with the lane-wise update (a lane takes a score only when it is
+/// strictly greater, and every lane sees its columns in increasing order) this is exactly
+/// the first maximum of a scan over all columns in order; a row that never saw a score
+/// above `-inf` (or only NaN) gets column 0.
+pub fn argmax_reduce(val: &[f32], idx: &[i32]) -> (f32, usize) {
+    let mut best = (f32::NEG_INFINITY, 0i32);
+    for (&v, &i) in val.iter().zip(idx) {
+        if v > best.0 || (v == best.0 && i < best.1) {
+            best = (v, i);
+        }
+    }
+    (best.0, best.1 as usize)
+}
+
+/// [`compute_block`] fused with a row-wise arg-max: instead of storing the block of `C`,
+/// every row's running best of `am.alpha * C[i, j] + am.bias[j]` is updated while the
+/// micro-tile is still in registers (the distance matrix is never written). Every
+/// product is the same FMA chain as in [`compute_block`], so the scores are bit-identical
+/// to scoring a stored `C`.
+///
+/// `c` is scratch for depth chunks before the last one (only when `d > KC`, same shape
+/// rules as in [`compute_block`]; otherwise it may be empty). `am.val` and `am.idx` hold
+/// `isa.argmax_lanes()` entries per row of the `A` panels.
+pub fn compute_block_argmax(
+    isa: Isa,
+    d: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    am: ArgMax<'_>,
+) {
+    let (mr, nr) = (isa.mr(), isa.nr());
+    assert!(d > 0 && a.len().is_multiple_of(mr * d) && b.len().is_multiple_of(nr * d));
+    let (pa, pb) = (a.len() / (mr * d), b.len() / (nr * d));
+    if d > KC {
+        assert!(ldc >= pb * nr && c.len() >= (pa * mr - 1) * ldc + pb * nr);
+    }
+    let lanes = isa.argmax_lanes();
+    assert!(am.alpha == 1.0 || am.alpha == 2.0, "alpha must be 1 or 2");
+    assert!(am.bias.len() >= pb * nr);
+    assert!(am.val.len() >= pa * mr * lanes && am.idx.len() >= pa * mr * lanes);
+    assert!(am.col0 + pb * nr <= i32::MAX as usize);
+    let ep = Epilogue {
+        bias: am.bias.as_ptr(),
+        alpha: am.alpha,
+        col0: am.col0 as i32,
+        val: am.val.as_mut_ptr(),
+        idx: am.idx.as_mut_ptr(),
+    };
+    // SAFETY: the sizes were checked above (`c` is only touched when `d > KC`); the
+    // target features were detected at run time before `isa` could be constructed.
+    unsafe {
+        match isa {
+            Isa::Scalar => {
+                block_scalar_argmax(d, pa, pb, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, ep)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => {
+                x86::block_avx2_argmax(d, pa, pb, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, ep)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                x86::block_avx512_argmax(d, pa, pb, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, ep)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("x86 kernels on a non-x86 target"),
+        }
+    }
+}
+
+/// Raw pointers of an [`ArgMax`], for the kernels.
+#[derive(Clone, Copy)]
+struct Epilogue {
+    bias: *const f32,
+    alpha: f32,
+    col0: i32,
+    val: *mut f32,
+    idx: *mut i32,
+}
+
+/// The loop nest of [`compute_block_argmax`]: as [`block_loops`], but the last depth chunk
+/// runs the fused kernel (which reads the earlier chunks' partial sums from `c`).
+macro_rules! block_loops_argmax {
+    ($kernel:ident, $fused:ident, $mr:expr, $nr:expr, $d:ident, $pa:ident, $pb:ident, $a:ident, $b:ident, $c:ident, $ldc:ident, $ep:ident) => {{
+        let lanes = $nr / 2;
+        let mut p0 = 0;
+        while p0 < $d {
+            let kc = ($d - p0).min(KC);
+            let last = p0 + kc == $d;
+            for ia in 0..$pa {
+                let ap = $a.add(ia * $mr * $d + p0 * $mr);
+                // `c` may be empty (d <= KC): never offset it in bounds-checked ways.
+                let cp = $c.wrapping_add(ia * $mr * $ldc);
+                let val = $ep.val.add(ia * $mr * lanes);
+                let idx = $ep.idx.add(ia * $mr * lanes);
+                for jb in 0..$pb {
+                    let bp = $b.add(jb * $nr * $d + p0 * $nr);
+                    if last {
+                        $fused(
+                            kc,
+                            ap,
+                            bp,
+                            cp.wrapping_add(jb * $nr),
+                            $ldc,
+                            p0 > 0,
+                            $ep.bias.add(jb * $nr),
+                            $ep.alpha,
+                            $ep.col0 + (jb * $nr) as i32,
+                            val,
+                            idx,
+                        );
+                    } else {
+                        $kernel(kc, ap, bp, cp.wrapping_add(jb * $nr), $ldc, p0 > 0);
+                    }
+                }
+            }
+            p0 += kc;
+        }
+    }};
+}
+
+/// # Safety
+/// As [`block_scalar`], plus the epilogue buffers of [`compute_block_argmax`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_scalar_argmax(
+    d: usize,
+    pa: usize,
+    pb: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    ep: Epilogue,
+) {
+    block_loops_argmax!(
+        kernel_scalar,
+        kernel_scalar_argmax,
+        4,
+        8,
+        d,
+        pa,
+        pb,
+        a,
+        b,
+        c,
+        ldc,
+        ep
+    );
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_scalar_argmax(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+    bias: *const f32,
+    alpha: f32,
+    col0: i32,
+    val: *mut f32,
+    idx: *mut i32,
+) {
+    const MR: usize = 4;
+    const NR: usize = 8;
+    const LANES: usize = NR / 2;
+    let mut t = [[0.0f32; NR]; MR];
+    if acc {
+        for (i, row) in t.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = *c.add(i * ldc + j);
+            }
+        }
+    }
+    let a = std::slice::from_raw_parts(a, kc * MR);
+    let b = std::slice::from_raw_parts(b, kc * NR);
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for (row, &ai) in t.iter_mut().zip(ap) {
+            for (v, &bj) in row.iter_mut().zip(bp) {
+                *v += ai * bj;
+            }
+        }
+    }
+    for (i, row) in t.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            // alpha is 1 or 2: the product is exact, so this is one rounding as the FMA
+            let s = alpha * v + *bias.add(j);
+            let l = i * LANES + j % LANES;
+            if s > *val.add(l) {
+                *val.add(l) = s;
+                *idx.add(l) = col0 + j as i32;
+            }
+        }
+    }
+}
+
 /// The loop nest shared by every kernel: depth chunks, then `A` panels (L1), then `B`
 /// panels (L2).
 macro_rules! block_loops {
@@ -289,7 +518,7 @@ unsafe fn kernel_scalar(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::KC;
+    use super::{Epilogue, KC};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -337,6 +566,185 @@ mod x86 {
         for (i, ri) in r.iter().enumerate() {
             _mm256_storeu_ps(c.add(i * ldc), ri[0]);
             _mm256_storeu_ps(c.add(i * ldc + 8), ri[1]);
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available; pointers as in `compute_block_argmax`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn block_avx2_argmax(
+        d: usize,
+        pa: usize,
+        pb: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        ep: Epilogue,
+    ) {
+        block_loops_argmax!(
+            kernel_avx2,
+            kernel_avx2_argmax,
+            6,
+            16,
+            d,
+            pa,
+            pb,
+            a,
+            b,
+            c,
+            ldc,
+            ep
+        );
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_avx2_argmax(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        bias: *const f32,
+        alpha: f32,
+        col0: i32,
+        val: *mut f32,
+        idx: *mut i32,
+    ) {
+        const MR: usize = 6;
+        let mut r = [[_mm256_setzero_ps(); 2]; MR];
+        if acc {
+            for (i, ri) in r.iter_mut().enumerate() {
+                ri[0] = _mm256_loadu_ps(c.add(i * ldc));
+                ri[1] = _mm256_loadu_ps(c.add(i * ldc + 8));
+            }
+        }
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            let ap = a.add(p * MR);
+            for (i, ri) in r.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(i));
+                ri[0] = _mm256_fmadd_ps(av, b0, ri[0]);
+                ri[1] = _mm256_fmadd_ps(av, b1, ri[1]);
+            }
+        }
+        let al = _mm256_set1_ps(alpha);
+        let bias0 = _mm256_loadu_ps(bias);
+        let bias1 = _mm256_loadu_ps(bias.add(8));
+        let i0 = _mm256_add_epi32(
+            _mm256_set1_epi32(col0),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        let i1 = _mm256_add_epi32(i0, _mm256_set1_epi32(8));
+        let (i0, i1) = (_mm256_castsi256_ps(i0), _mm256_castsi256_ps(i1));
+        for (i, ri) in r.iter().enumerate() {
+            let vp = val.add(i * 8);
+            let ip = idx.add(i * 8).cast::<f32>();
+            let mut v = _mm256_loadu_ps(vp);
+            let mut x = _mm256_loadu_ps(ip);
+            let s0 = _mm256_fmadd_ps(al, ri[0], bias0);
+            let m = _mm256_cmp_ps::<_CMP_GT_OQ>(s0, v);
+            v = _mm256_blendv_ps(v, s0, m);
+            x = _mm256_blendv_ps(x, i0, m);
+            let s1 = _mm256_fmadd_ps(al, ri[1], bias1);
+            let m = _mm256_cmp_ps::<_CMP_GT_OQ>(s1, v);
+            v = _mm256_blendv_ps(v, s1, m);
+            x = _mm256_blendv_ps(x, i1, m);
+            _mm256_storeu_ps(vp, v);
+            _mm256_storeu_ps(ip, x);
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F must be available; pointers as in `compute_block_argmax`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn block_avx512_argmax(
+        d: usize,
+        pa: usize,
+        pb: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        ep: Epilogue,
+    ) {
+        block_loops_argmax!(
+            kernel_avx512,
+            kernel_avx512_argmax,
+            12,
+            32,
+            d,
+            pa,
+            pb,
+            a,
+            b,
+            c,
+            ldc,
+            ep
+        );
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_avx512_argmax(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        bias: *const f32,
+        alpha: f32,
+        col0: i32,
+        val: *mut f32,
+        idx: *mut i32,
+    ) {
+        const MR: usize = 12;
+        let mut r = [[_mm512_setzero_ps(); 2]; MR];
+        if acc {
+            for (i, ri) in r.iter_mut().enumerate() {
+                ri[0] = _mm512_loadu_ps(c.add(i * ldc));
+                ri[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
+            }
+        }
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(p * 32));
+            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+            let ap = a.add(p * MR);
+            for (i, ri) in r.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ap.add(i));
+                ri[0] = _mm512_fmadd_ps(av, b0, ri[0]);
+                ri[1] = _mm512_fmadd_ps(av, b1, ri[1]);
+            }
+        }
+        let al = _mm512_set1_ps(alpha);
+        let bias0 = _mm512_loadu_ps(bias);
+        let bias1 = _mm512_loadu_ps(bias.add(16));
+        let i0 = _mm512_add_epi32(
+            _mm512_set1_epi32(col0),
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        );
+        let i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(16));
+        for (i, ri) in r.iter().enumerate() {
+            let vp = val.add(i * 16);
+            let ip = idx.add(i * 16);
+            let mut v = _mm512_loadu_ps(vp);
+            let mut x = _mm512_loadu_epi32(ip);
+            let s0 = _mm512_fmadd_ps(al, ri[0], bias0);
+            let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(s0, v);
+            v = _mm512_mask_blend_ps(m, v, s0);
+            x = _mm512_mask_blend_epi32(m, x, i0);
+            let s1 = _mm512_fmadd_ps(al, ri[1], bias1);
+            let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(s1, v);
+            v = _mm512_mask_blend_ps(m, v, s1);
+            x = _mm512_mask_blend_epi32(m, x, i1);
+            _mm512_storeu_ps(vp, v);
+            _mm512_storeu_epi32(ip, x);
         }
     }
 
@@ -555,6 +963,91 @@ pub(crate) mod tests {
         assert_eq!(one, three);
         for i in 0..m {
             assert_eq!(one[i * n + 5].to_bits(), one[i * n + 77].to_bits());
+        }
+    }
+
+    /// The fused arg-max against storing the block and scanning each row in order
+    /// (first maximum wins), for every kernel: same columns and bit-identical scores,
+    /// also past one depth chunk, with padding columns, all-negative scores and ties.
+    #[test]
+    fn fused_argmax_equals_store_then_scan() {
+        for &(m, n, d) in &[
+            (1, 1, 1),
+            (13, 37, 5),
+            (30, 70, 400),
+            (25, 9, 3),
+            (7, 100, 800),
+        ] {
+            let a = lcg(m * d, 11);
+            let mut b = lcg(n * d, 12);
+            // a duplicate column: ties must go to the lower index
+            if n > 4 {
+                let r = b[d..2 * d].to_vec();
+                b[(n - 2) * d..(n - 1) * d].copy_from_slice(&r);
+            }
+            let am = MatRef::new(&a, m, d).unwrap();
+            let bm = MatRef::new(&b, n, d).unwrap();
+            for isa in Isa::available() {
+                let (mr, nr, lanes) = (isa.mr(), isa.nr(), isa.argmax_lanes());
+                let c = matmul_nt(isa, am, None, bm, None).unwrap();
+                for (alpha, shift) in [(1.0f32, 0.0f32), (2.0, 1.5), (1.0, -1e3)] {
+                    let bias: Vec<f32> = (0..n.div_ceil(nr) * nr)
+                        .map(|j| {
+                            if j < n {
+                                shift - j as f32 * 1e-3
+                            } else {
+                                f32::NEG_INFINITY
+                            }
+                        })
+                        .collect();
+                    let mut ap = vec![0.0; packed_len(m, d, mr)];
+                    pack_rows(am, 0..m, None, mr, &mut ap);
+                    let ldc = n.div_ceil(nr) * nr;
+                    let mut bp = vec![0.0; packed_len(n, d, nr)];
+                    pack_rows(bm, 0..n, None, nr, &mut bp);
+                    let mut scratch = vec![0.0; m.div_ceil(mr) * mr * ldc];
+                    let rows = m.div_ceil(mr) * mr * lanes;
+                    let (mut val, mut idx) = (vec![0.0; rows], vec![0; rows]);
+                    argmax_init(&mut val, &mut idx);
+                    // two column blocks, as callers with many centroids run them
+                    let split = (n.div_ceil(nr) / 2) * nr;
+                    for (c0, c1) in [(0, split), (split, ldc)] {
+                        if c0 == c1 {
+                            continue;
+                        }
+                        compute_block_argmax(
+                            isa,
+                            d,
+                            &ap,
+                            &bp[c0 * d..c1 * d],
+                            &mut scratch,
+                            ldc,
+                            ArgMax {
+                                bias: &bias[c0..c1],
+                                alpha,
+                                col0: c0,
+                                val: &mut val,
+                                idx: &mut idx,
+                            },
+                        );
+                    }
+                    for i in 0..m {
+                        let mut want = (f32::NEG_INFINITY, 0);
+                        for j in 0..n {
+                            let s = alpha * c[i * n + j] + bias[j];
+                            if s > want.0 {
+                                want = (s, j);
+                            }
+                        }
+                        let got = argmax_reduce(
+                            &val[i * lanes..(i + 1) * lanes],
+                            &idx[i * lanes..(i + 1) * lanes],
+                        );
+                        assert_eq!(got.1, want.1, "{isa:?} {m}x{n}x{d} row {i}");
+                        assert_eq!(got.0.to_bits(), want.0.to_bits(), "{isa:?} row {i}");
+                    }
+                }
+            }
         }
     }
 
