@@ -54,8 +54,8 @@ pub enum NeighborsError {
         b: &'static str,
         b_cols: usize,
     },
-    /// `k` is zero or larger than the number of keys.
-    #[error("k must be between 1 and the number of stored samples ({n}), got {k}")]
+    /// `n_neighbors` is zero or larger than the number of keys.
+    #[error("n_neighbors must be between 1 and the number of stored samples ({n}), got {k}")]
     BadK { k: usize, n: usize },
     /// An all-zero row under the cosine metric.
     #[error(
