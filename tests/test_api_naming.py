@@ -551,6 +551,17 @@ def test_core_function_names_follow_the_rule():
     assert set(CAPABILITIES) <= used
 
 
+def test_core_parameters_name_neighbour_counts_n_neighbors():
+    # The extension's own signatures follow rule 4 too: a neighbour count is
+    # ``n_neighbors`` in every layer, never ``k``.
+    sigs = {n: inspect.signature(getattr(_core, n)).parameters for n in _core_functions()}
+    # the signatures are readable, so the rule below really looks at the parameters
+    assert "n_neighbors" in sigs["neighbors_topk"] and "n_neighbors" in sigs["text_kneighbors"]
+    bad = {n: _param_problems(f"thrifty._core.{n}", getattr(_core, n)) for n in sigs}
+    assert not {n: p for n, p in bad.items() if p}, bad
+    assert not [n for n, p in sigs.items() if "k" in p], "a _core function takes k"
+
+
 def test_core_name_rule_rejects_the_old_names():
     for old in ("topk", "kmeans", "prune", "row_norms_sq", "compressed_len",
                 "nearest_mean_predict", "pipeline_permutation", "compress_len", "text_"):

@@ -140,7 +140,6 @@ def test_topk_progress_callback(rng):
         (lambda q, x: topk(q, x, 1, metric="manhattan"), "metric"),
         (lambda q, x: topk(np.where(q > 0, np.nan, q), x, 1), "non-finite"),
         (lambda q, x: topk(q, np.full_like(x, np.inf), 1), "non-finite"),
-        (lambda q, x: topk(q, np.zeros_like(x), 1, metric="cosine"), "zero vector"),
         (lambda q, x: topk(q.astype(np.int32), x, 1), "floating-point"),
         (lambda q, x: topk(q[0], x, 1), "2-D"),
     ],
@@ -390,8 +389,8 @@ def test_estimator_bad_input(cls, rng):
 
 
 def test_cosine_zero_rows_have_similarity_zero_as_in_sklearn(rng):
-    # the classifiers follow scikit-learn's cosine_similarity: an all-zero sample, query
-    # or class mean has similarity 0 to everything (topk itself rejects zero vectors)
+    # topk and the classifiers follow scikit-learn's cosine_similarity: an all-zero
+    # query, key, sample or class mean has similarity 0 to everything
     from sklearn.metrics.pairwise import cosine_similarity
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -402,6 +401,13 @@ def test_cosine_zero_rows_have_similarity_zero_as_in_sklearn(rng):
     Q[[0, 5]] = 0
     S = cosine_similarity(Q.astype(np.float64), X.astype(np.float64))
     want = np.lexsort((np.broadcast_to(np.arange(30), S.shape), -S), axis=-1)[:, :6]
+    s, i = topk(Q, X, 6, metric="cosine")
+    assert np.array_equal(i, want)
+    np.testing.assert_allclose(s, np.take_along_axis(S, want, 1), atol=1e-6)
+    s, i = topk(X, Q, 12, metric="cosine")  # zero keys too, every one ranked
+    want_t = np.lexsort((np.broadcast_to(np.arange(12), S.T.shape), -S.T), axis=-1)
+    assert np.array_equal(i, want_t)
+    np.testing.assert_allclose(s, np.take_along_axis(S.T, want_t, 1), atol=1e-6)
     knn = KNNClassifier(n_neighbors=6).fit(X, y)
     d, i = knn.kneighbors(Q)
     assert np.array_equal(i, want)

@@ -174,7 +174,7 @@ def test_core_errors_are_the_python_classes():
         thrifty.neighbors.topk(x, x, 5)
     assert type(e.value) is _errors.InvalidInputError
     # Raised by the binding itself, not only by Python-side validation.
-    with pytest.raises(_errors.InvalidInputError):
+    with pytest.raises(_errors.InvalidInputError, match="n_neighbors must be between 1 and"):
         _core.neighbors_topk(x, x, 5, "cosine")
     with pytest.raises(_errors.InvalidInputError):
         _core.neighbors_topk(x, x, 1, "nope")

@@ -83,7 +83,7 @@ def text_kneighbors(
     queries: list[bytes],
     refs: list[bytes],
     ref_lens: npt.NDArray[np.int64],
-    k: int,
+    n_neighbors: int,
     compressor: str,
     level: int | None = None,
     distance_name: str = "ncd",
@@ -92,7 +92,7 @@ def text_kneighbors(
 def neighbors_topk(
     queries: npt.NDArray[np.float32],
     keys: npt.NDArray[np.float32],
-    k: int,
+    n_neighbors: int,
     metric_name: str,
     progress: _Progress = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...

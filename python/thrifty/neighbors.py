@@ -13,10 +13,10 @@
 
 Inputs follow :mod:`thrifty`'s array rules: C-contiguous float32 (memory-mapped arrays
 included) is read in place; float16/float64 is converted to float32 once; NaN/inf, empty
-inputs and mismatched widths raise :class:`thrifty.InvalidInputError`, and so do zero
-vectors under ``"cosine"`` in :func:`topk`. The classifiers follow scikit-learn's
-``cosine_similarity`` instead: an all-zero sample, query or class mean has cosine
-similarity 0 to every vector (cosine distance 1).
+inputs and mismatched widths raise :class:`thrifty.InvalidInputError`. Under ``"cosine"``
+everything follows scikit-learn's ``cosine_similarity``: an all-zero query, key, sample or
+class mean has cosine similarity 0 to every vector (cosine distance 1), ties going to the
+lower index as always.
 
 Numerical semantics (see ``rust/core/src/neighbors/topk.rs``): dot products are float32
 FMA chains in feature order; cosine normalises rows in float64 first; squared euclidean
@@ -65,7 +65,9 @@ def topk(
     n_neighbors : int
         Neighbours per query, ``1 <= n_neighbors <= n_keys``.
     metric : {"cosine", "dot", "euclidean"}
-        Cosine similarity, inner product, or squared euclidean distance.
+        Cosine similarity (an all-zero query or key has similarity 0 to every vector,
+        as in scikit-learn's ``cosine_similarity``), inner product, or squared euclidean
+        distance.
     progress : bool, callable or None
         Progress display (see :mod:`thrifty`).
 
@@ -184,70 +186,6 @@ def _softmax_rows(s: np.ndarray) -> np.ndarray:
     s = s - s.max(axis=1, keepdims=True)
     e = np.exp(s)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _zero_rows(x: np.ndarray) -> np.ndarray:
-    """Mask of the all-zero rows, in row chunks (memory-mapped input stays on disk)."""
-    step = max(1, (1 << 22) // max(1, x.shape[1]))
-    return np.concatenate([~x[a : a + step].any(axis=1) for a in range(0, x.shape[0], step)])
-
-
-def _cosine_mean_scores(x: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Cosine similarities to the class means; an all-zero row or mean scores 0."""
-    zero_x, zero_m = _zero_rows(x), ~means.any(axis=1)
-    if not zero_x.any() and not zero_m.any():
-        return _core.neighbors_nearest_mean_scores(x, means, "cosine")
-    out = np.zeros((x.shape[0], means.shape[0]), dtype=np.float32)
-    rows, live = np.flatnonzero(~zero_x), np.flatnonzero(~zero_m)
-    if rows.size and live.size:
-        out[np.ix_(rows, live)] = _core.neighbors_nearest_mean_scores(
-            np.ascontiguousarray(x[rows]), np.ascontiguousarray(means[live]), "cosine")
-    return out
-
-
-def _cosine_mean_predict(x: np.ndarray, means: np.ndarray, cb: Any) -> np.ndarray:
-    """Nearest mean by cosine; an all-zero row or mean has similarity 0 to everything,
-    so a zero row goes to the first class, and a zero mean wins over a best similarity
-    below 0 (or equal to 0, from a later class)."""
-    zero_x, zero_m = _zero_rows(x), ~means.any(axis=1)
-    if not zero_x.any() and not zero_m.any():
-        return _core.neighbors_nearest_mean_predict(x, means, "cosine", cb)
-    codes = np.zeros(x.shape[0], dtype=np.int64)
-    rows, live = np.flatnonzero(~zero_x), np.flatnonzero(~zero_m)
-    if rows.size and live.size:
-        xr = np.ascontiguousarray(x[rows])
-        best = live[_core.neighbors_nearest_mean_predict(
-            xr, np.ascontiguousarray(means[live]), "cosine", cb)]
-        if zero_m.any():
-            first = np.flatnonzero(zero_m)[0]
-            dot = np.einsum("ij,ij->i", xr.astype(np.float64), means[best])
-            best = np.where((dot < 0) | ((dot == 0) & (first < best)), first, best)
-        codes[rows] = best
-    return codes
-
-
-def _cosine_topk(q: np.ndarray, keys: np.ndarray, zero_keys: np.ndarray, k: int,
-                 cb: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine top-k where all-zero rows have similarity 0 to everything (the core
-    rejects them): the core searches the non-zero rows, the zero keys join with score
-    0, and the order stays "higher score, then lower index"."""
-    zero_q = _zero_rows(q)
-    if not zero_q.any() and not zero_keys.any():
-        return _core.neighbors_topk(q, keys, k, "cosine", cb)
-    scores = np.zeros((q.shape[0], k), dtype=np.float32)
-    idx = np.broadcast_to(np.arange(k, dtype=np.int64), (q.shape[0], k)).copy()
-    rows, live = np.flatnonzero(~zero_q), np.flatnonzero(~zero_keys)
-    if rows.size and live.size:
-        kk = min(k, live.size)
-        s, i = _core.neighbors_topk(np.ascontiguousarray(q[rows]),
-                                    np.ascontiguousarray(keys[live]), kk, "cosine", cb)
-        zk = np.flatnonzero(zero_keys)[:k]
-        s = np.concatenate([s, np.zeros((rows.size, zk.size), np.float32)], axis=1)
-        i = np.concatenate([live[i], np.broadcast_to(zk, (rows.size, zk.size))], axis=1)
-        order = np.lexsort((i, -s), axis=-1)[:, :k]
-        scores[rows] = np.take_along_axis(s, order, 1)
-        idx[rows] = np.take_along_axis(i, order, 1)
-    return scores, idx
 
 
 class _Classifier(ClassifierMixin, Estimator):
@@ -418,10 +356,7 @@ class NearestMeanClassifier(_Classifier):
         means, idx = self._fitted_means()
         x = self._X(X, reset=False)
         metric = self._metric()
-        if metric == "cosine":
-            s = _cosine_mean_scores(x, means)
-        else:
-            s = _core.neighbors_nearest_mean_scores(x, means, metric)
+        s = _core.neighbors_nearest_mean_scores(x, means, metric)
         if idx is None:
             return s
         out = np.full((s.shape[0], self.classes_.shape[0]), -np.inf, dtype=np.float32)
@@ -444,10 +379,7 @@ class NearestMeanClassifier(_Classifier):
         x = self._X(X, reset=False)
         metric = self._metric()
         with progress_callback(self.progress, desc="predict") as cb:
-            if metric == "cosine":
-                codes = _cosine_mean_predict(x, means, cb)
-            else:
-                codes = _core.neighbors_nearest_mean_predict(x, means, metric, cb)
+            codes = _core.neighbors_nearest_mean_predict(x, means, metric, cb)
         return self.classes_[codes if idx is None else idx[codes]]
 
     def predict_proba(self, X: Any, temperature: float = 1.0) -> np.ndarray:
@@ -514,8 +446,7 @@ class KNNClassifier(_Classifier):
     [[0.667, 0.333]]
     """
 
-    _FITTED = ("classes_", "n_features_in_", "n_samples_fit_", "_labels", "_chunks", "_codes",
-               "_zero_keys")
+    _FITTED = ("classes_", "n_features_in_", "n_samples_fit_", "_labels", "_chunks", "_codes")
 
     def __init__(
         self,
@@ -572,8 +503,6 @@ class KNNClassifier(_Classifier):
         if moved is not None:
             old = moved[old].astype(np.uint32)
         chunks.append(x)
-        self._zero_keys = np.concatenate([getattr(self, "_zero_keys", np.zeros(0, bool)),
-                                          _zero_rows(x)])
         self._codes = np.concatenate([old, codes[skip:]])
         assert labels.classes is not None
         self.classes_ = labels.classes
@@ -595,9 +524,7 @@ class KNNClassifier(_Classifier):
                 f"({self.n_samples_fit_}), got {k}"
             )
         with progress_callback(self.progress, desc="kneighbors") as cb:
-            if metric != "cosine":
-                return _core.neighbors_topk(x, self._keys(), k, metric, cb)
-            return _cosine_topk(x, self._keys(), self._zero_keys, k, cb)
+            return _core.neighbors_topk(x, self._keys(), k, metric, cb)
 
     def kneighbors(
         self, X: Any = None, n_neighbors: int | None = None, return_distance: bool = True

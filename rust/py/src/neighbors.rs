@@ -15,23 +15,26 @@ fn metric(py: Python<'_>, name: &str) -> PyResult<Metric> {
     Metric::parse(name).map_err(|e| core_err(py, &e))
 }
 
-/// Exact top-k: `(scores (m, k) float32, indices (m, k) int64)`.
+/// Exact top-`n_neighbors`: `(scores (m, n_neighbors) float32, indices (m, n_neighbors) int64)`.
 #[pyfunction]
-#[pyo3(signature = (queries, keys, k, metric_name, progress=None))]
+#[pyo3(signature = (queries, keys, n_neighbors, metric_name, progress=None))]
 fn neighbors_topk<'py>(
     py: Python<'py>,
     queries: PyReadonlyArray2<'py, f32>,
     keys: PyReadonlyArray2<'py, f32>,
-    k: usize,
+    n_neighbors: usize,
     metric_name: &str,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Pair<'py, f32, i64>> {
     let q = mat(py, &queries, "queries")?;
     let x = mat(py, &keys, "keys")?;
     let m = metric(py, metric_name)?;
-    let r = run(py, progress, |p| neighbors::topk(q, x, k, m, p))?;
+    let r = run(py, progress, |p| neighbors::topk(q, x, n_neighbors, m, p))?;
     let rows = q.rows();
-    Ok((vec2(py, r.scores, rows, k)?, vec2(py, r.indices, rows, k)?))
+    Ok((
+        vec2(py, r.scores, rows, n_neighbors)?,
+        vec2(py, r.indices, rows, n_neighbors)?,
+    ))
 }
 
 /// Running per-class sums: returns `(sums + class sums of x, counts + class counts)`.

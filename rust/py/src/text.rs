@@ -61,14 +61,14 @@ fn text_ncd_matrix<'py>(
 type NeighborArrays<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f64>>);
 
 #[pyfunction]
-#[pyo3(signature = (queries, refs, ref_lens, k, compressor, level=None, distance_name="ncd", progress=None))]
+#[pyo3(signature = (queries, refs, ref_lens, n_neighbors, compressor, level=None, distance_name="ncd", progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn text_kneighbors<'py>(
     py: Python<'py>,
     queries: Vec<PyBackedBytes>,
     refs: Vec<PyBackedBytes>,
     ref_lens: PyReadonlyArray1<'py, i64>,
-    k: usize,
+    n_neighbors: usize,
     compressor: &str,
     level: Option<i32>,
     distance_name: &str,
@@ -84,7 +84,7 @@ fn text_kneighbors<'py>(
         .collect::<PyResult<_>>()?;
     let (q, r) = (slices(&queries), slices(&refs));
     let nb = run(py, progress, |p| {
-        text::kneighbors(&q, &r, &lens, k, comp, dist, p)
+        text::kneighbors(&q, &r, &lens, n_neighbors, comp, dist, p)
     })?;
     let nq = q.len();
     Ok((

@@ -20,7 +20,8 @@ use crate::linalg::{LinalgError, MatRef};
 /// How two vectors are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
-    /// Cosine similarity (higher is nearer); zero vectors are rejected.
+    /// Cosine similarity (higher is nearer); an all-zero vector has similarity 0 to
+    /// every vector (scikit-learn's `cosine_similarity`).
     Cosine,
     /// Inner product (higher is nearer).
     Dot,
@@ -54,14 +55,9 @@ pub enum NeighborsError {
         b: &'static str,
         b_cols: usize,
     },
-    /// `k` is zero or larger than the number of keys.
-    #[error("k must be between 1 and the number of stored samples ({n}), got {k}")]
+    /// `n_neighbors` is zero or larger than the number of keys.
+    #[error("n_neighbors must be between 1 and the number of stored samples ({n}), got {k}")]
     BadK { k: usize, n: usize },
-    /// An all-zero row under the cosine metric.
-    #[error(
-        "{name} row {row} is an all-zero vector, which has no direction under the cosine metric"
-    )]
-    ZeroVector { name: &'static str, row: usize },
     /// A label index out of range, or a label array of the wrong length.
     #[error("{0}")]
     Labels(String),
@@ -137,16 +133,23 @@ fn sq_norms(x: MatRef<'_>) -> Vec<f32> {
         .collect()
 }
 
-/// `1 / ||row||` for every row (norm accumulated in `f64`); zero rows are an error.
-fn inverse_norms(x: MatRef<'_>, name: &'static str) -> Result<Vec<f64>, NeighborsError> {
+/// `1 / ||x||` (`x` a squared norm), and `0` for an all-zero row: scaled by it, the row
+/// stays zero, so its cosine with every vector is `0` (scikit-learn's rule).
+#[inline]
+fn inverse_norm(sq: f64) -> f64 {
+    if sq > 0.0 {
+        1.0 / sq.sqrt()
+    } else {
+        0.0
+    }
+}
+
+/// [`inverse_norm`] of every row (norm accumulated in `f64`).
+fn inverse_norms(x: MatRef<'_>) -> Vec<f64> {
     use rayon::prelude::*;
-    let inv: Vec<f64> = (0..x.rows())
+    (0..x.rows())
         .into_par_iter()
         .with_min_len(256)
-        .map(|i| 1.0 / sq_norm_f64(x.row(i)).sqrt())
-        .collect();
-    if let Some(row) = inv.iter().position(|v| !v.is_finite()) {
-        return Err(NeighborsError::ZeroVector { name, row });
-    }
-    Ok(inv)
+        .map(|i| inverse_norm(sq_norm_f64(x.row(i))))
+        .collect()
 }

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{check_pair, inverse_norms, sq_norms, Metric, NeighborsError};
+use super::{check_pair, inverse_norm, inverse_norms, sq_norms, Metric, NeighborsError};
 use crate::gemm::{self, Isa};
 use crate::linalg::MatRef;
 use crate::parallel::fixed_chunks;
@@ -93,26 +93,19 @@ pub fn class_sums(
     Ok(())
 }
 
-/// The means as `f32` (cosine: normalised in `f64` first), plus their `f64` versions
-/// for refinement.
-fn means_f32(means: &[f64], d: usize, metric: Metric) -> Result<Vec<f32>, NeighborsError> {
+/// The means as `f32` (cosine: normalised in `f64` first; an all-zero mean stays zero,
+/// so its cosine with every row is `0`).
+fn means_f32(means: &[f64], d: usize, metric: Metric) -> Vec<f32> {
     let mut out = Vec::with_capacity(means.len());
-    for (c, m) in means.chunks_exact(d).enumerate() {
+    for m in means.chunks_exact(d) {
         let scale = if metric == Metric::Cosine {
-            let s: f64 = m.iter().map(|v| v * v).sum::<f64>().sqrt();
-            if s == 0.0 || !s.is_finite() {
-                return Err(NeighborsError::ZeroVector {
-                    name: "class means",
-                    row: c,
-                });
-            }
-            1.0 / s
+            inverse_norm(m.iter().map(|v| v * v).sum::<f64>())
         } else {
             1.0
         };
         out.extend(m.iter().map(|v| (v * scale) as f32));
     }
-    Ok(out)
+    out
 }
 
 /// Scores of every row of `x` against every class mean (`n x n_classes`, row-major):
@@ -138,14 +131,14 @@ fn scores_and_norms(
             "means must be a non-empty (n_classes x {d}) array"
         )));
     }
-    let m32 = means_f32(means, d, metric)?;
+    let m32 = means_f32(means, d, metric);
     let mm = MatRef::new(&m32, means.len() / d, d)?;
     check_pair(x, "X", mm, "class means")?;
     let isa = Isa::detect();
     let n_classes = mm.rows();
     match metric {
         Metric::Cosine => {
-            let inv = inverse_norms(x, "X")?;
+            let inv = inverse_norms(x);
             // The cosine error bound does not need the norms.
             Ok((
                 gemm::matmul_nt(isa, x, Some(&inv), mm, None)?,
@@ -250,6 +243,8 @@ fn refine(x: &[f32], means: &[f64], mean_norms: &[f64], metric: Metric) -> usize
                 .zip(m)
                 .map(|(&a, &b)| f64::from(a) * b)
                 .sum::<f64>(),
+            // an all-zero row or mean has cosine 0 with everything
+            Metric::Cosine if xn == 0.0 || mean_norms[c] == 0.0 => 0.0,
             Metric::Cosine => {
                 x.iter()
                     .zip(m)
@@ -325,6 +320,37 @@ mod tests {
                 assert_eq!(g as usize, refine(xm.row(i), &means, &norms, metric));
             }
         }
+    }
+
+    #[test]
+    fn cosine_zero_rows_and_means_score_zero() {
+        // means: 0 = zero, 1 = (0, 2), 2 = (1, 1); rows: zero, (0, -1), (1, 0), (-1, 0.1)
+        let means = [0.0f64, 0.0, 0.0, 2.0, 1.0, 1.0];
+        let x = [0.0f32, 0.0, 0.0, -1.0, 1.0, 0.0, -1.0, 0.1];
+        let xm = MatRef::new(&x, 4, 2).unwrap();
+        let s = nearest_mean_scores(xm, &means, Metric::Cosine).unwrap();
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        let c = 0.1 / 1.01f32.sqrt();
+        let want = [
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            -1.0,
+            -h,
+            0.0,
+            0.0,
+            h,
+            0.0,
+            c,
+            -0.9 * h / 1.01f32.sqrt(),
+        ];
+        for (g, w) in s.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{s:?}");
+        }
+        let p = nearest_mean_predict(xm, &means, Metric::Cosine, &Progress::new()).unwrap();
+        // a zero row ties everywhere (first class); a zero mean beats negative cosines
+        assert_eq!(p, [0, 0, 2, 1]);
     }
 
     #[test]

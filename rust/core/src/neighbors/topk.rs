@@ -4,7 +4,8 @@
 //! * `Dot`: score `s = q · k` computed by [`crate::gemm`] (`f32`, FMA chain in feature
 //!   order); higher is nearer.
 //! * `Cosine`: rows are scaled by `1 / ||row||` (norm in `f64`, one rounding to `f32`)
-//!   while they are packed, then as `Dot`.
+//!   while they are packed, then as `Dot`; an all-zero row is scaled by `0`, so its
+//!   similarity to every vector is `0` (as scikit-learn's `cosine_similarity`).
 //! * `Euclidean`: `dist = (||q||² + ||k||²) − 2 (q · k)` in `f32` (squared norms
 //!   accumulated in `f64` and rounded once), clamped below at `0`; lower is nearer.
 //!
@@ -73,10 +74,7 @@ pub fn topk_with(
     let mut scores = try_vec(0.0f32, out_len, "the top-k scores")?;
     let mut indices = try_vec(0i64, out_len, "the top-k indices")?;
     let (q_scale, k_scale) = match metric {
-        Metric::Cosine => (
-            Some(inverse_norms(queries, "queries")?),
-            Some(inverse_norms(keys, "keys")?),
-        ),
+        Metric::Cosine => (Some(inverse_norms(queries)), Some(inverse_norms(keys))),
         _ => (None, None),
     };
     let (q_norms, k_norms) = match metric {
@@ -548,6 +546,27 @@ mod tests {
     }
 
     #[test]
+    fn cosine_zero_rows_have_similarity_zero() {
+        // keys: 0 = zero, 1 = (1, 0), 2 = zero, 3 = (-1, 0); queries: zero, (1, 0), (-1, 1)
+        let x = [0.0f32, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0];
+        let q = [0.0f32, 0.0, 1.0, 0.0, -1.0, 1.0];
+        let (xm, qm) = (
+            MatRef::new(&x, 4, 2).unwrap(),
+            MatRef::new(&q, 3, 2).unwrap(),
+        );
+        for isa in Isa::available() {
+            let got = topk_with(isa, qm, xm, 4, Metric::Cosine, &Progress::new()).unwrap();
+            // similarity 0 ties go to the lower index
+            assert_eq!(got.indices, [0, 1, 2, 3, 1, 0, 2, 3, 3, 0, 2, 1]);
+            let h = std::f32::consts::FRAC_1_SQRT_2;
+            let want = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, -1.0, h, 0.0, 0.0, -h];
+            for (g, w) in got.scores.iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "{:?}", got.scores);
+            }
+        }
+    }
+
+    #[test]
     fn bad_inputs() {
         let x = [1.0f32, 0.0, 0.0, 0.0];
         let m = MatRef::new(&x, 2, 2).unwrap();
@@ -559,10 +578,6 @@ mod tests {
         assert!(matches!(
             topk(m, m, 0, Metric::Dot, &p),
             Err(NeighborsError::BadK { .. })
-        ));
-        assert!(matches!(
-            topk(m, m, 1, Metric::Cosine, &p),
-            Err(NeighborsError::ZeroVector { row: 1, .. })
         ));
         let y = [1.0f32; 3];
         let ym = MatRef::new(&y, 1, 3).unwrap();
