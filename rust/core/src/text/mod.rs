@@ -61,7 +61,9 @@ pub enum TextError {
         index: usize,
     },
     /// Invalid number of neighbours.
-    #[error("n_neighbors={k} is invalid: need 1 <= n_neighbors <= number of references ({n_refs})")]
+    #[error(
+        "n_neighbors={k} is invalid: need 1 <= n_neighbors <= number of references ({n_refs})"
+    )]
     BadK {
         /// Requested neighbours.
         k: usize,
