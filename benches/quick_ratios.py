@@ -46,7 +46,7 @@ DEFAULT_BASELINE = os.path.join(HERE, "ratios.json")
 # only thrifty and the anchors listed under "backend".
 QUICK: list[tuple[str, dict[str, list[Any]]]] = [
     ("bench_neighbors.TopK.time_topk",
-     {"backend": ["thrifty", "faiss", "sklearn"], "metric": ["cosine"], "n_queries": [2000]}),
+     {"backend": ["thrifty", "faiss"], "metric": ["cosine"], "n_queries": [2000]}),
     ("bench_neighbors.KNNPredict.time_predict", {"backend": ["thrifty", "sklearn"]}),
     ("bench_neighbors.NearestMean.time_predict", {"backend": ["thrifty", "sklearn"]}),
     ("bench_prune.KMeansFit.time_fit",
@@ -54,7 +54,9 @@ QUICK: list[tuple[str, dict[str, list[Any]]]] = [
     ("bench_prune.PruneStep.time_step", {"backend": ["thrifty", "numpy"], "method": ["semdedup"]}),
     ("bench_quant.QuantizePack.time_quantize",
      {"fmt": ["ternary", "int8", "fp8_e4m3", "mxfp4"]}),
-    ("bench_quant.UnpackDequantize.time_dequantize", {"fmt": ["ternary", "int8"]}),
+    # into a preallocated buffer: a fresh 64 MB output is first-touch page faults, which
+    # vary 5x from run to run with the allocator's and the kernel's page state
+    ("bench_quant.DequantizeInto.time_dequantize_into", {"fmt": ["ternary", "int8"]}),
     ("bench_quant.Fp8Codec.time_fp8_encode", {}),
     ("bench_text.CompressionKNN.time_predict", {"backend": ["thrifty", "npc-gzip", "python-gzip"]}),
 ]
