@@ -17,8 +17,8 @@ def require(module: str):
     """Import ``module`` or skip the benchmark if it is not installed."""
     try:
         return importlib.import_module(module)
-    except ImportError:
-        raise SkipNotImplemented(f"{module} is not installed") from None
+    except ImportError as e:  # say why: "not installed" can hide a broken build
+        raise SkipNotImplemented(f"{module} cannot be imported: {e}") from None
 
 
 def embeddings(n: int, d: int, seed: int = 0) -> np.ndarray:
