@@ -6,6 +6,12 @@ in one process on the concatenated rows, checks the results are equal, and print
 times and peak RSS (driver; every Ray worker, from /proc VmHWM).
 
     python benches/distributed_scale.py --rows 1000000 --dim 256 --shards 8 --clusters 1000
+
+With ``--cli`` it runs the command-line tool instead, as a user would: ``thrifty prune
+DIR --ray local:N`` against ``thrifty prune ALL.npy`` on one file holding the same rows,
+polling /proc for the peak RSS of the driver and of every Ray worker process:
+
+    python benches/distributed_scale.py --cli --rows 10000000 --shards 40 --clusters 1000
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ import argparse
 import glob
 import os
 import resource
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -53,6 +62,96 @@ def worker_peaks() -> list[int]:
     return out
 
 
+def concatenate(paths: list[str], out: str) -> None:
+    """Write the shards' rows into one .npy without holding them all in memory."""
+    shapes = [np.load(p, mmap_mode="r").shape for p in paths]
+    d = shapes[0][1]
+    y = np.lib.format.open_memmap(out, mode="w+", dtype=np.float16,
+                                  shape=(sum(s[0] for s in shapes), d))
+    at = 0
+    for p, (m, _) in zip(paths, shapes):
+        y[at:at + m] = np.load(p, mmap_mode="r")
+        at += m
+    y.flush()
+    del y
+
+
+class Peaks:
+    """Polls /proc while a command runs: peak RSS of the command and of each Ray worker."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.driver, self.workers = pid, 0, {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def hwm(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            self.driver = max(self.driver, self.hwm(self.pid))
+            for status in glob.glob("/proc/[0-9]*/status"):
+                pid = int(status.split("/")[2])
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        cmd = f.read()
+                except OSError:
+                    continue
+                if b"default_worker.py" in cmd or b"ray::" in cmd:
+                    self.workers[pid] = max(self.workers.get(pid, 0), self.hwm(pid))
+            self.stop.wait(0.5)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def run_cli(argv: list[str]) -> tuple[float, int, dict[int, int]]:
+    t = time.perf_counter()
+    proc = subprocess.Popen(argv)
+    peaks = Peaks(proc.pid)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    peaks.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}")
+    return wall, max(peaks.driver, usage.ru_maxrss * 1024), peaks.workers
+
+
+def main_cli(args: argparse.Namespace, root: str, paths: list[str]) -> None:
+    exe = [sys.executable, "-m", "thrifty"]
+    opts = ["--method", "dbp", "--eps", str(args.eps), "--clusters", str(args.clusters),
+            "--seed", "0", "--force"]
+    shard = max(os.path.getsize(p) for p in paths)
+    wall, drv, workers = run_cli(exe + ["prune", os.path.join(root, "emb-*.npy"), "--ray", f"local:{args.cpus}", *opts,
+                                        "-o", os.path.join(root, "kept-ray.npy"),
+                                        "--report", os.path.join(root, "report-ray.json")])
+    print(f"CLI --ray local:{args.cpus}: {wall:.1f} s; driver peak RSS {drv / 2**20:.0f} MiB; "
+          f"worker peak RSS max {max(workers.values(), default=0) / 2**20:.0f} MiB over "
+          f"{len(workers)} worker processes (largest shard {shard / 2**20:.0f} MiB)", flush=True)
+    if not args.single:
+        return
+    one = os.path.join(root, "all.npy")
+    if not os.path.exists(one):
+        concatenate(paths, one)
+    wall1, rss1, _ = run_cli(exe + ["prune", one, *opts, "-o", os.path.join(root, "kept-one.npy"),
+                                    "--report", os.path.join(root, "report-one.json")])
+    same = np.array_equal(np.load(os.path.join(root, "kept-ray.npy")),
+                          np.load(os.path.join(root, "kept-one.npy")))
+    print(f"CLI one process: {wall1:.1f} s; peak RSS {rss1 / 2**20:.0f} MiB; "
+          f"ratio Ray / one process {wall / wall1:.2f}; identical kept rows: {same}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -62,7 +161,9 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--eps", type=float, default=0.01)
     ap.add_argument("--single", action="store_true", help="also run the single-process call")
-    ap.add_argument("--data", help="reuse the shards an earlier run wrote to this directory")
+    ap.add_argument("--data", help="directory for the shards; reuses those an earlier run wrote")
+    ap.add_argument("--cli", action="store_true",
+                    help="run `thrifty prune` as a user would, --ray against one process")
     args = ap.parse_args()
     import ray
 
@@ -71,11 +172,15 @@ def main() -> None:
     from thrifty import prune
 
     root = args.data or tempfile.mkdtemp(prefix="thrifty-scale-")
+    os.makedirs(root, exist_ok=True)
     t = time.perf_counter()
-    paths = (sorted(glob.glob(os.path.join(root, "emb-*.npy"))) if args.data
-             else make(root, args.rows, args.dim, args.shards, args.clusters))
+    paths = (sorted(glob.glob(os.path.join(root, "emb-*.npy")))
+             or make(root, args.rows, args.dim, args.shards, args.clusters))
     print(f"data: {args.rows} x {args.dim} float16 in {args.shards} shards "
-          f"({sum(os.path.getsize(p) for p in paths) / 2**20:.0f} MiB), {time.perf_counter() - t:.1f} s")
+          f"({sum(os.path.getsize(p) for p in paths) / 2**20:.0f} MiB), {time.perf_counter() - t:.1f} s",
+          flush=True)
+    if args.cli:
+        return main_cli(args, root, paths)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     kw = dict(keep_fraction=0.5, n_clusters=args.clusters, dedup_eps=args.eps, seed=0)
     t = time.perf_counter()
