@@ -521,6 +521,69 @@ mod x86 {
     use super::{Epilogue, KC};
     use std::arch::x86_64::*;
 
+    /// The 6 x 16 AVX2 register tile `C (+)= A_panel · B_panel` over `kc` steps (loaded
+    /// from `c` first when `acc`); callers store it or run an epilogue on it.
+    #[inline(always)]
+    unsafe fn acc_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *const f32,
+        ldc: usize,
+        acc: bool,
+    ) -> [[__m256; 2]; 6] {
+        const MR: usize = 6;
+        let mut r = [[_mm256_setzero_ps(); 2]; MR];
+        if acc {
+            for (i, ri) in r.iter_mut().enumerate() {
+                ri[0] = _mm256_loadu_ps(c.add(i * ldc));
+                ri[1] = _mm256_loadu_ps(c.add(i * ldc + 8));
+            }
+        }
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            let ap = a.add(p * MR);
+            for (i, ri) in r.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(i));
+                ri[0] = _mm256_fmadd_ps(av, b0, ri[0]);
+                ri[1] = _mm256_fmadd_ps(av, b1, ri[1]);
+            }
+        }
+        r
+    }
+
+    /// The 12 x 32 AVX-512 register tile, as `acc_avx2`.
+    #[inline(always)]
+    unsafe fn acc_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *const f32,
+        ldc: usize,
+        acc: bool,
+    ) -> [[__m512; 2]; 12] {
+        const MR: usize = 12;
+        let mut r = [[_mm512_setzero_ps(); 2]; MR];
+        if acc {
+            for (i, ri) in r.iter_mut().enumerate() {
+                ri[0] = _mm512_loadu_ps(c.add(i * ldc));
+                ri[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
+            }
+        }
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(p * 32));
+            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+            let ap = a.add(p * MR);
+            for (i, ri) in r.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ap.add(i));
+                ri[0] = _mm512_fmadd_ps(av, b0, ri[0]);
+                ri[1] = _mm512_fmadd_ps(av, b1, ri[1]);
+            }
+        }
+        r
+    }
+
     /// # Safety
     /// AVX2 and FMA must be available; pointers as in `compute_block`.
     #[target_feature(enable = "avx2,fma")]
@@ -545,24 +608,7 @@ mod x86 {
         ldc: usize,
         acc: bool,
     ) {
-        const MR: usize = 6;
-        let mut r = [[_mm256_setzero_ps(); 2]; MR];
-        if acc {
-            for (i, ri) in r.iter_mut().enumerate() {
-                ri[0] = _mm256_loadu_ps(c.add(i * ldc));
-                ri[1] = _mm256_loadu_ps(c.add(i * ldc + 8));
-            }
-        }
-        for p in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(p * 16));
-            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
-            let ap = a.add(p * MR);
-            for (i, ri) in r.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*ap.add(i));
-                ri[0] = _mm256_fmadd_ps(av, b0, ri[0]);
-                ri[1] = _mm256_fmadd_ps(av, b1, ri[1]);
-            }
-        }
+        let r = acc_avx2(kc, a, b, c, ldc, acc);
         for (i, ri) in r.iter().enumerate() {
             _mm256_storeu_ps(c.add(i * ldc), ri[0]);
             _mm256_storeu_ps(c.add(i * ldc + 8), ri[1]);
@@ -614,24 +660,7 @@ mod x86 {
         val: *mut f32,
         idx: *mut i32,
     ) {
-        const MR: usize = 6;
-        let mut r = [[_mm256_setzero_ps(); 2]; MR];
-        if acc {
-            for (i, ri) in r.iter_mut().enumerate() {
-                ri[0] = _mm256_loadu_ps(c.add(i * ldc));
-                ri[1] = _mm256_loadu_ps(c.add(i * ldc + 8));
-            }
-        }
-        for p in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(p * 16));
-            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
-            let ap = a.add(p * MR);
-            for (i, ri) in r.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*ap.add(i));
-                ri[0] = _mm256_fmadd_ps(av, b0, ri[0]);
-                ri[1] = _mm256_fmadd_ps(av, b1, ri[1]);
-            }
-        }
+        let r = acc_avx2(kc, a, b, c, ldc, acc);
         let al = _mm256_set1_ps(alpha);
         let bias0 = _mm256_loadu_ps(bias);
         let bias1 = _mm256_loadu_ps(bias.add(8));
@@ -704,24 +733,7 @@ mod x86 {
         val: *mut f32,
         idx: *mut i32,
     ) {
-        const MR: usize = 12;
-        let mut r = [[_mm512_setzero_ps(); 2]; MR];
-        if acc {
-            for (i, ri) in r.iter_mut().enumerate() {
-                ri[0] = _mm512_loadu_ps(c.add(i * ldc));
-                ri[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
-            }
-        }
-        for p in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(p * 32));
-            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-            let ap = a.add(p * MR);
-            for (i, ri) in r.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*ap.add(i));
-                ri[0] = _mm512_fmadd_ps(av, b0, ri[0]);
-                ri[1] = _mm512_fmadd_ps(av, b1, ri[1]);
-            }
-        }
+        let r = acc_avx512(kc, a, b, c, ldc, acc);
         let al = _mm512_set1_ps(alpha);
         let bias0 = _mm512_loadu_ps(bias);
         let bias1 = _mm512_loadu_ps(bias.add(16));
@@ -772,24 +784,7 @@ mod x86 {
         ldc: usize,
         acc: bool,
     ) {
-        const MR: usize = 12;
-        let mut r = [[_mm512_setzero_ps(); 2]; MR];
-        if acc {
-            for (i, ri) in r.iter_mut().enumerate() {
-                ri[0] = _mm512_loadu_ps(c.add(i * ldc));
-                ri[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
-            }
-        }
-        for p in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(p * 32));
-            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-            let ap = a.add(p * MR);
-            for (i, ri) in r.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*ap.add(i));
-                ri[0] = _mm512_fmadd_ps(av, b0, ri[0]);
-                ri[1] = _mm512_fmadd_ps(av, b1, ri[1]);
-            }
-        }
+        let r = acc_avx512(kc, a, b, c, ldc, acc);
         for (i, ri) in r.iter().enumerate() {
             _mm512_storeu_ps(c.add(i * ldc), ri[0]);
             _mm512_storeu_ps(c.add(i * ldc + 16), ri[1]);
