@@ -77,28 +77,39 @@ def concatenate(paths: list[str], out: str) -> None:
 
 
 class Peaks:
-    """Polls /proc while a command runs: peak RSS of the command and of each Ray worker."""
+    """Polls /proc every 0.5 s while a command runs: for the command itself and for each
+    Ray worker process, the peak resident set (VmHWM) and the peak of its private part
+    (RssAnon + RssFile, sampled), which leaves out Ray's shared-memory object store that
+    a process maps (RssShmem)."""
 
     def __init__(self, pid: int) -> None:
-        self.pid, self.driver, self.workers = pid, 0, {}
+        self.pid = pid
+        self.driver = (0, 0)
+        self.workers: dict[int, tuple[int, int]] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.loop, daemon=True)
         self.thread.start()
 
     @staticmethod
-    def hwm(pid: int) -> int:
+    def sample(pid: int) -> tuple[int, int]:
+        vals = {}
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
+                    key = line.split(":")[0]
+                    if key in ("VmHWM", "RssAnon", "RssFile"):
+                        vals[key] = int(line.split()[1]) * 1024
         except OSError:
             pass
-        return 0
+        return vals.get("VmHWM", 0), vals.get("RssAnon", 0) + vals.get("RssFile", 0)
+
+    @staticmethod
+    def peak(old: tuple[int, int], new: tuple[int, int]) -> tuple[int, int]:
+        return max(old[0], new[0]), max(old[1], new[1])
 
     def loop(self) -> None:
         while not self.stop.is_set():
-            self.driver = max(self.driver, self.hwm(self.pid))
+            self.driver = self.peak(self.driver, self.sample(self.pid))
             for status in glob.glob("/proc/[0-9]*/status"):
                 pid = int(status.split("/")[2])
                 try:
@@ -106,8 +117,8 @@ class Peaks:
                         cmd = f.read()
                 except OSError:
                     continue
-                if b"default_worker.py" in cmd or b"ray::" in cmd:
-                    self.workers[pid] = max(self.workers.get(pid, 0), self.hwm(pid))
+                if b"default_worker.py" in cmd or cmd.startswith(b"ray::"):
+                    self.workers[pid] = self.peak(self.workers.get(pid, (0, 0)), self.sample(pid))
             self.stop.wait(0.5)
 
     def close(self) -> None:
@@ -115,17 +126,21 @@ class Peaks:
         self.thread.join()
 
 
-def run_cli(argv: list[str]) -> tuple[float, int, dict[int, int]]:
+def run_cli(argv: list[str]) -> tuple[float, tuple[int, int], dict[int, tuple[int, int]]]:
+    """Wall time, the command's own (VmHWM, private) peaks and each Ray worker's."""
     t = time.perf_counter()
     proc = subprocess.Popen(argv)
     peaks = Peaks(proc.pid)
-    _, status, usage = os.wait4(proc.pid, 0)
+    code = proc.wait()
     wall = time.perf_counter() - t
     peaks.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}")
-    return wall, max(peaks.driver, usage.ru_maxrss * 1024), peaks.workers
+    if code != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {code}")
+    return wall, peaks.driver, peaks.workers
+
+
+def mib(b: int) -> str:
+    return f"{b / 2**20:.0f} MiB"
 
 
 def main_cli(args: argparse.Namespace, root: str, paths: list[str]) -> None:
@@ -133,22 +148,28 @@ def main_cli(args: argparse.Namespace, root: str, paths: list[str]) -> None:
     opts = ["--method", "dbp", "--eps", str(args.eps), "--clusters", str(args.clusters),
             "--seed", "0", "--force"]
     shard = max(os.path.getsize(p) for p in paths)
-    wall, drv, workers = run_cli(exe + ["prune", os.path.join(root, "emb-*.npy"), "--ray", f"local:{args.cpus}", *opts,
-                                        "-o", os.path.join(root, "kept-ray.npy"),
-                                        "--report", os.path.join(root, "report-ray.json")])
-    print(f"CLI --ray local:{args.cpus}: {wall:.1f} s; driver peak RSS {drv / 2**20:.0f} MiB; "
-          f"worker peak RSS max {max(workers.values(), default=0) / 2**20:.0f} MiB over "
-          f"{len(workers)} worker processes (largest shard {shard / 2**20:.0f} MiB)", flush=True)
+
+    def report(name: str) -> list[str]:
+        return ["--report", os.path.join(root, f"report-{name}.json")] if args.report else []
+
+    wall, drv, workers = run_cli(exe + ["prune", os.path.join(root, "emb-*.npy"), "--ray",
+                                        f"local:{args.cpus}", *opts, "-o",
+                                        os.path.join(root, "kept-ray.npy"), *report("ray")])
+    busy = [w for w in workers.values() if w[1] > 0]
+    print(f"CLI --ray local:{args.cpus}: {wall:.1f} s; driver peak RSS {mib(drv[0])} "
+          f"(private {mib(drv[1])}); worker peak RSS {mib(max(w[0] for w in busy))} "
+          f"(private {mib(max(w[1] for w in busy))}) over {len(busy)} worker processes; "
+          f"largest shard {mib(shard)}", flush=True)
     if not args.single:
         return
     one = os.path.join(root, "all.npy")
     if not os.path.exists(one):
         concatenate(paths, one)
     wall1, rss1, _ = run_cli(exe + ["prune", one, *opts, "-o", os.path.join(root, "kept-one.npy"),
-                                    "--report", os.path.join(root, "report-one.json")])
+                                    *report("one")])
     same = np.array_equal(np.load(os.path.join(root, "kept-ray.npy")),
                           np.load(os.path.join(root, "kept-one.npy")))
-    print(f"CLI one process: {wall1:.1f} s; peak RSS {rss1 / 2**20:.0f} MiB; "
+    print(f"CLI one process: {wall1:.1f} s; peak RSS {mib(rss1[0])}; "
           f"ratio Ray / one process {wall / wall1:.2f}; identical kept rows: {same}", flush=True)
 
 
@@ -162,6 +183,7 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=0.01)
     ap.add_argument("--single", action="store_true", help="also run the single-process call")
     ap.add_argument("--data", help="directory for the shards; reuses those an earlier run wrote")
+    ap.add_argument("--report", action="store_true", help="--cli: also write --report JSON")
     ap.add_argument("--cli", action="store_true",
                     help="run `thrifty prune` as a user would, --ray against one process")
     args = ap.parse_args()
