@@ -331,4 +331,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.method}: kept {idx.size} of {n} ({idx.size / n:.1%}); removed "
           f"{n - idx.size} ({dups} as near-duplicates) in {time.perf_counter() - t0:.1f} s "
           f"-> {args.output}" + (f" (report: {args.report})" if args.report else ""))
+    stages = getattr(r, "seconds", None)
+    if stages:
+        print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
     return 0
