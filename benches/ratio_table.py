@@ -4,7 +4,10 @@ asv (format version 2) stores, per benchmark, the timings of every combination o
 parameters. A benchmark takes part when one parameter axis holds ``'thrifty'`` (the
 backend axis); for every other value on that axis (the anchors: faiss, numpy, ...) and
 every combination of the remaining parameters, the ratio ``anchor time / thrifty time`` is
-reported (> 1: thrifty is faster). Backends that are variants of thrifty
+reported (> 1: thrifty is faster); for ``track_*`` benchmarks (a rate: higher is better)
+it is ``thrifty / anchor``, for ``peakmem_*`` and ``track_*_mib`` / ``track_*_bytes``
+``anchor amount / thrifty amount`` (> 1: thrifty needs less). Combinations asv did not measure (skipped, failed: NaN) are left out.
+Backends that are variants of thrifty
 (``thrifty-all``, ...) are compared with the anchor of the same suffix when there is one
 (``faiss-all``) and are otherwise skipped.
 
@@ -20,6 +23,7 @@ import argparse
 import ast
 import itertools
 import json
+import math
 import sys
 from typing import Any
 
@@ -29,6 +33,27 @@ def _value(v: str) -> Any:
         return ast.literal_eval(v)
     except (ValueError, SyntaxError):
         return v
+
+
+def _measured(t: Any) -> bool:
+    return isinstance(t, (int, float)) and math.isfinite(t) and t > 0
+
+
+def _kind(name: str) -> str:
+    """``time`` and ``peakmem`` (lower is better), ``track`` (a rate: higher is better) or
+    ``size`` (a ``track_*_mib`` / ``track_*_bytes`` amount: lower is better)."""
+    method = name.rsplit(".", 1)[-1]
+    if method.startswith("track_"):
+        return "size" if method.endswith(("_mib", "_bytes")) else "track"
+    return "peakmem" if method.startswith("peakmem_") else "time"
+
+
+def _fmt(t: float, kind: str) -> str:
+    if kind in ("track", "size"):
+        return f"{t:.3g}"
+    if kind == "peakmem":
+        return f"{t / 2**20:.3g} MiB"
+    return _fmt_time(t)
 
 
 def _fmt_time(t: float) -> str:
@@ -82,7 +107,7 @@ def ratios(results: dict[str, tuple[list[list[Any]], list[Any]]]) -> list[dict[s
             for th in variants:
                 suffix = th[len("thrifty"):]
                 t_th = table.get(key(th))
-                if not isinstance(t_th, (int, float)) or t_th <= 0:
+                if not _measured(t_th):
                     continue
                 for an in params[axis]:
                     an = str(an)
@@ -93,22 +118,25 @@ def ratios(results: dict[str, tuple[list[list[Any]], list[Any]]]) -> list[dict[s
                     if paired != suffix:
                         continue
                     t_an = table.get(key(an))
-                    if not isinstance(t_an, (int, float)) or t_an <= 0:
+                    if not _measured(t_an):
                         continue
                     label = ", ".join(str(v) for v in rest)
+                    kind = _kind(name)
+                    ratio = t_th / t_an if kind == "track" else t_an / t_th
                     rows.append(dict(benchmark=name, params=label, thrifty=th, anchor=an,
-                                     thrifty_s=t_th, anchor_s=t_an, ratio=t_an / t_th,
+                                     thrifty_s=t_th, anchor_s=t_an, ratio=ratio, kind=kind,
                                      key=f"{name}[{label}] {th} vs {an}"))
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| benchmark | parameters | thrifty | anchor | anchor time | speed-up |",
+    lines = ["| benchmark | parameters | thrifty | anchor | anchor value | thrifty's advantage |",
              "|---|---|---|---|---|---|"]
     for r in rows:
+        kind = r.get("kind", "time")
         lines.append(f"| {r['benchmark']} | {r['params'] or '-'} | {r['thrifty']} "
-                     f"{_fmt_time(r['thrifty_s'])} | {r['anchor']} | {_fmt_time(r['anchor_s'])} "
-                     f"| {r['ratio']:.2f}x |")
+                     f"{_fmt(r['thrifty_s'], kind)} | {r['anchor']} "
+                     f"| {_fmt(r['anchor_s'], kind)} | {r['ratio']:.2f}x |")
     return "\n".join(lines)
 
 

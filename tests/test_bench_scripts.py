@@ -48,6 +48,34 @@ def test_ratio_table_pairs_backends(tmp_path):
     assert md.count("\n") == 5 and "| 15.00x |" in md
 
 
+def test_ratio_table_skips_unmeasured_and_orients_rates_and_amounts(tmp_path):
+    nan = float("nan")
+    data = {
+        "version": 2,
+        "result_columns": ["result", "params", "version", "started_at", "duration"],
+        "results": {
+            # the second combination was skipped by asv (NaN): no row, not "nanx"
+            "b.K.time_fit": [[1.0, nan, 2.0, nan], [["'thrifty'", "'faiss'"], ["'a'", "'b'"]],
+                             "h", 0, 1.0],
+            "b.E.track_samples_per_s": [[300.0, 100.0], [["'thrifty'", "'torch'"]], "h", 0, 1.0],
+            "b.O.track_state_mib": [[6.0, 4.0], [["'thrifty'", "'po'"]], "h", 0, 1.0],
+            "b.M.peakmem_run": [[2.0 * 2**20, 3.0 * 2**20], [["'thrifty'", "'numpy'"]], "h", 0, 1.0],
+        },
+    }
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(data))
+    rows = ratio_table.ratios(ratio_table.load_results([str(p)]))
+    got = {r["key"]: r["ratio"] for r in rows}
+    assert got == pytest.approx({
+        "b.K.time_fit[a] thrifty vs faiss": 2.0,
+        "b.E.track_samples_per_s[] thrifty vs torch": 3.0,    # a rate: higher is better
+        "b.O.track_state_mib[] thrifty vs po": 4.0 / 6.0,     # an amount: lower is better
+        "b.M.peakmem_run[] thrifty vs numpy": 1.5,
+    })
+    md = ratio_table.markdown(rows)
+    assert "nan" not in md and "2 MiB" in md
+
+
 def test_check_ratios_fails_on_large_drop(tmp_path, capsys):
     base = tmp_path / "ratios.json"
     assert check_ratios.main([_asv(tmp_path, BASE), "--baseline", str(base), "--update"]) == 0
