@@ -401,9 +401,9 @@ fn sub_rows(x: MatRef<'_>, r: std::ops::Range<usize>) -> Result<MatRef<'_>, Clus
 /// work is split by columns, one contiguous run of columns (a multiple of 16, one cache
 /// line of `f32`) per thread: every task streams its part of every row in row order
 /// (sequential reads that the prefetcher follows; a gather of each cluster's rows, or
-/// narrow column strips, stall on memory) into its columns of the sums. Each sum sees
-/// the same additions in the same order however the columns are split, so the sums
-/// never depend on the thread count.
+/// narrow column strips, stall on memory) into a private `k x width` copy of its columns
+/// of the sums. Each sum sees the same additions in the same order however the columns
+/// are split, so the sums never depend on the thread count.
 pub fn accumulate_members(
     x: MatRef<'_>,
     labels: &[i64],
@@ -420,42 +420,44 @@ pub fn accumulate_members(
             k
         )));
     }
+    if let Some(&l) = labels.iter().find(|&&l| l < 0 || l as usize >= k) {
+        return Err(ClusterError::Invalid(format!(
+            "label {l} is not a cluster index (0..{k})"
+        )));
+    }
     for &l in labels {
-        match counts.get_mut(usize::try_from(l).unwrap_or(usize::MAX)) {
-            Some(c) => *c += 1,
-            None => {
-                return Err(ClusterError::Invalid(format!(
-                    "label {l} is not a cluster index (0..{k})"
-                )))
-            }
-        }
+        counts[l as usize] += 1;
     }
     if d == 0 {
         return Ok(());
     }
     let width = (d.div_ceil(rayon::current_num_threads()).div_ceil(16) * 16).clamp(1, d);
-    let ranges = crate::parallel::fixed_chunks(d, width);
-    // each task's columns of every cluster's sums: disjoint slices, written in place
-    let mut parts: Vec<Vec<&mut [f64]>> = ranges.iter().map(|_| Vec::with_capacity(k)).collect();
-    for row in sums.chunks_exact_mut(d) {
-        let mut rest = row;
-        for (p, cols) in parts.iter_mut().zip(&ranges) {
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(cols.len());
-            p.push(mine);
-            rest = tail;
-        }
-    }
-    parts
+    let shared: &[f64] = sums;
+    let parts = crate::parallel::fixed_chunks(d, width)
         .into_par_iter()
-        .zip(ranges.into_par_iter())
-        .for_each(|(mut dst, cols)| {
+        .map(|cols| {
+            // each task's columns of every sum, contiguous and private to the task
+            let w = cols.len();
+            let mut acc = crate::alloc::try_vec(0.0f64, k * w, "the centroid sums")?;
+            for (c, a) in acc.chunks_exact_mut(w).enumerate() {
+                a.copy_from_slice(&shared[c * d + cols.start..c * d + cols.end]);
+            }
             for (i, &l) in labels.iter().enumerate() {
                 let src = &x.row(i)[cols.clone()];
-                for (a, &v) in dst[l as usize].iter_mut().zip(src) {
+                let dst = &mut acc[l as usize * w..(l as usize + 1) * w];
+                for (a, &v) in dst.iter_mut().zip(src) {
                     *a += f64::from(v);
                 }
             }
-        });
+            Ok((cols, acc))
+        })
+        .collect::<Result<Vec<_>, ClusterError>>()?;
+    for (cols, acc) in parts {
+        let w = cols.len();
+        for (c, a) in acc.chunks_exact(w).enumerate() {
+            sums[c * d + cols.start..c * d + cols.end].copy_from_slice(a);
+        }
+    }
     Ok(())
 }
 
