@@ -109,7 +109,7 @@ def test_empty_clusters_are_reseeded_as_in_one_process(cluster, big, spherical):
     _same(td.KMeans(3, **p, num_cpus=2).fit(f32), LocalKMeans(3, **p).fit(x))
 
 
-def test_progress_counts_tasks_and_ctrl_c_stops_training(cluster, big):
+def test_progress_counts_tasks_and_ctrl_c_cancels_the_pass(cluster, big):
     _, f32, _ = big
     seen = []
     km = td.KMeans(3, init="random", max_iter=2, tol=0.0, seed=1,
@@ -119,12 +119,41 @@ def test_progress_counts_tasks_and_ctrl_c_stops_training(cluster, big):
     assert lloyd[-1] == (10, 10)
     assert [d for d, _ in lloyd] == sorted(d for d, _ in lloyd)
 
-    def interrupt(done, total):
-        if total == 2 * 5 and done >= 1:
-            raise KeyboardInterrupt
+    if cluster is None:
+        return
+    # Ctrl-C while super-chunk tasks run: every task of the pass is cancelled
+    hold = cluster / "hold-kmeans"
+    hold.write_text("")
+    pids = []
 
-    with pytest.raises(KeyboardInterrupt):
-        td.KMeans(3, init="random", max_iter=2, tol=0.0, progress=interrupt).fit(f32)
+    def interrupt(done, total):
+        if total != 2 * 5:
+            return  # another stage's bar
+        deadline = time.monotonic() + 60
+        while not pids and time.monotonic() < deadline:
+            pids.extend(p for p in glob.glob(str(cluster / "pid-kmeans-*"))
+                        if not p.endswith(".tmp"))
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            td.KMeans(3, init="random", max_iter=2, tol=0.0, progress=interrupt).fit(f32)
+        assert pids, "no k-means task started"
+        pid = int(open(pids[0]).read())
+        deadline = time.monotonic() + 30
+        alive = True
+        while alive and time.monotonic() < deadline:  # cancelled: its worker is gone
+            try:
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            except ProcessLookupError:
+                alive = False
+        assert not alive, "the held task was not cancelled"
+    finally:
+        hold.unlink()
+        for p in glob.glob(str(cluster / "pid-*")):
+            os.unlink(p)
 
 
 def _tree(leaves, add):

@@ -234,8 +234,10 @@ class RayExecutor:
                     if report and done:
                         report(total - len(pending), total)
                     if any(r == root for r in done) and pending:
-                        break  # the root failed early (a failed input fails its nodes)
+                        break  # the root is ready: done, or failed early with an input
                 out = self._get(root)
+                if report and pending:  # done: every task under the root finished
+                    report(total, total)
         except BaseException:
             for r in pending:
                 ray.cancel(r, force=True)
