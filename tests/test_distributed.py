@@ -599,7 +599,7 @@ def test_nan_row_error_names_shard_and_row(cluster, data, tmp_path):
     with pytest.raises(thrifty.InvalidInputError, match=r"part-001\.npy: row 50 contains NaN"):
         td.semdedup(paths, eps=0.1, n_clusters=3)
     with pytest.raises(thrifty.InvalidInputError, match=r"part-001\.npy: row 50 contains NaN"):
-        td.KMeans(3, partition_rows=4096).fit(paths)
+        td.KMeans(3, init="random", partition_rows=4096).fit(paths)
 
 
 def test_bad_parameters(cluster, data):

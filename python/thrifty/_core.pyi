@@ -27,6 +27,15 @@ __all__ = [
     "cluster_kmeans",
     "cluster_kmeans_assign",
     "cluster_kmeans_training_sample",
+    "cluster_kmeans_super_chunk",
+    "cluster_kmeans_lloyd_block",
+    "cluster_kmeans_farthest",
+    "cluster_kmeans_update",
+    "cluster_kmeans_feature_sums",
+    "cluster_kmeans_sq_deviations",
+    "cluster_tree_add",
+    "cluster_kmeans_random_init_rows",
+    "cluster_kmeans_start",
     "prune_run",
     "prune_dbp_counts",
     "prune_resolve_prefer",
@@ -238,6 +247,45 @@ def cluster_kmeans_assign(
 def cluster_kmeans_training_sample(
     n: int, n_clusters: int, max_points_per_centroid: int | None, seed: int
 ) -> npt.NDArray[np.int64] | None: ...
+
+def cluster_kmeans_super_chunk() -> int: ...
+
+def cluster_kmeans_lloyd_block(
+    x: npt.NDArray[np.float32],
+    centroids: npt.NDArray[np.float32],
+    spherical: bool,
+    sums: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.int64],
+    progress: Callable[[int, int], Any] | None = None,
+) -> None: ...
+def cluster_kmeans_farthest(
+    x: npt.NDArray[np.float32],
+    centroids: npt.NDArray[np.float32],
+    spherical: bool,
+    e: int,
+    progress: Callable[[int, int], Any] | None = None,
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.float32]
+]: ...
+def cluster_kmeans_update(
+    sums: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.int64],
+    centroids: npt.NDArray[np.float32],
+    spherical: bool,
+    reseed: npt.NDArray[np.float32],
+    reseed_labels: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.float32], float]: ...
+def cluster_kmeans_feature_sums(
+    x: npt.NDArray[np.float32], spherical: bool, acc: npt.NDArray[np.float64]
+) -> None: ...
+def cluster_kmeans_sq_deviations(
+    x: npt.NDArray[np.float32], spherical: bool, mean: npt.NDArray[np.float64], acc: float
+) -> float: ...
+def cluster_tree_add(left: npt.NDArray[np.float64], right: npt.NDArray[np.float64]) -> None: ...
+def cluster_kmeans_random_init_rows(n: int, n_clusters: int, seed: int) -> npt.NDArray[np.int64]: ...
+def cluster_kmeans_start(
+    init: npt.NDArray[np.float32], spherical: bool, from_rows: bool
+) -> npt.NDArray[np.float32]: ...
 
 _PruneOut = tuple[
     npt.NDArray[np.bool_],

@@ -32,11 +32,12 @@ import numpy as np
 from .. import _core
 from .._errors import InvalidInputError
 from .._progress import ProgressArg
-from .._validation import as_float_matrix, check_choice, check_int
+from .._validation import (as_float_matrix, check_bool, check_choice, check_float,
+                           check_int)
 from ..cluster import KMeans as _LocalKMeans
 from ..prune import (PruneResult, _dbp_options, _n_classes, _semdedup_options,
                      _ssp_options, default_n_clusters)
-from . import _stages
+from . import _lloyd, _stages
 from ._executor import RayExecutor, WorkDir, connect
 from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
 
@@ -93,9 +94,10 @@ class _Run:
 
 
 def _fit_centroids(run: _Run, params: dict[str, Any]) -> tuple[np.ndarray, int, bool]:
-    """Train exactly as :class:`thrifty.cluster.KMeans` would: gather its training rows
-    (the seeded global sample, or every row) and fit them in one place. Returns
-    ``(centroids, n_iter, subsampled)``."""
+    """Train exactly as :class:`thrifty.cluster.KMeans` would: when it subsamples, gather
+    the seeded global sample and fit it in one place; when it trains on every row, run
+    every Lloyd iteration on the workers (``_lloyd``). Returns ``(centroids, n_iter,
+    subsampled)``."""
     src, k = run.source, params["n_clusters"]
     init = params["init"]
     st, data = run.stage("kmeans", {"params": {kk: v for kk, v in params.items()
@@ -105,7 +107,12 @@ def _fit_centroids(run: _Run, params: dict[str, Any]) -> tuple[np.ndarray, int, 
                                           params["seed"])
     if data is not None:
         return np.load(os.path.join(st.dir, "centroids.npy")), data["n_iter"], sample is not None
-    rows = np.arange(src.n, dtype=np.int64) if sample is None else sample
+    if sample is None:
+        c, n_iter = _lloyd.fit_every_row(run, params)
+        write_npy_atomic(st.path("centroids.npy"), c)
+        st.finish({"n_iter": n_iter})
+        return c, n_iter, False
+    rows = sample
     cuts = np.searchsorted(rows, [a for a, _ in run.parts] + [src.n])
     args = [(src, rows[cuts[i]:cuts[i + 1]]) for i in range(len(run.parts))
             if cuts[i + 1] > cuts[i]]
@@ -148,10 +155,13 @@ class KMeans(_LocalKMeans):
 
     Same parameters, defaults and fitted attributes (``cluster_centers_``, ``labels_``,
     ``inertia_``, ``n_iter_``), and with the same ``seed`` the same values as the
-    single-process estimator on the concatenated rows. Training runs where the training
-    rows are (the seeded sample of ``max_points_per_centroid * n_clusters`` global rows,
-    gathered from the shards; or every row when not subsampling — size the driver for
-    it); the assignment of every row runs as one Ray task per partition.
+    single-process estimator on the concatenated rows. With a sample (``n >
+    max_points_per_centroid * n_clusters``) the seeded sample of global rows is gathered
+    from the shards and trained on the driver; on every row, each Lloyd iteration runs
+    on the workers (one task per 2^20-row super-chunk, partials combined by the core's
+    fixed tree; nothing per row reaches the driver) and ``init`` must be ``"random"`` or
+    an array (k-means++ on every row raises :class:`thrifty.InvalidInputError`). The
+    assignment of every row runs as one Ray task per partition.
 
     Extra keyword parameters: ``column``, ``id_column`` (parquet), ``work_dir``,
     ``resume``, ``partition_rows``, ``num_cpus`` (per task), ``max_retries``, ``ray``
@@ -186,7 +196,7 @@ class KMeans(_LocalKMeans):
         run = self._run(X)
         try:
             p = self._local_params()
-            k = check_int(p["n_clusters"], "n_clusters", low=1)
+            k = p["n_clusters"] = check_int(p["n_clusters"], "n_clusters", low=1)
             if k > run.source.n:
                 raise InvalidInputError(
                     f"n_clusters ({k}) is larger than the number of points ({run.source.n})")
@@ -194,8 +204,18 @@ class KMeans(_LocalKMeans):
                 p["max_points_per_centroid"] = check_int(p["max_points_per_centroid"],
                                                          "max_points_per_centroid", low=1)
             p["seed"] = check_int(p["seed"], "seed", low=0, high=2**64 - 1)
-            if not isinstance(p["init"], str):
+            p["spherical"] = check_bool(p["spherical"], "spherical")
+            p["max_iter"] = check_int(p["max_iter"], "max_iter", low=1)
+            p["tol"] = check_float(p["tol"], "tol", low=0.0)
+            if isinstance(p["init"], str):
+                if p["init"] not in ("k-means++", "random"):
+                    raise InvalidInputError("init must be 'k-means++', 'random' or an array, "
+                                            f"got {p['init']!r}")
+            else:
                 p["init"] = as_float_matrix(p["init"], "init", n_features=run.source.d)
+                if p["init"].shape[0] != k:
+                    raise InvalidInputError(f"init has {p['init'].shape[0]} rows but "
+                                            f"n_clusters is {k}")
             c, n_iter, sub = _fit_centroids(run, p)
             st, inertia = _assign(run, c, bool(p["spherical"]), sub and bool(p["spherical"]),
                                   None, 0, "fit-assign", {"centroids": _digest(c)})

@@ -184,6 +184,71 @@ class RayExecutor:
         self.seconds[desc] = self.seconds.get(desc, 0.0) + time.perf_counter() - t0
         return out
 
+    def tree_reduce(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]],
+                    node: Callable[[Any, Any], Any], *, desc: str,
+                    num_cpus: int | None = None,
+                    progress: Callable[[int, int], Any] | None = None) -> Any:
+        """``fn(*a)`` for every ``a`` as Ray tasks (the leaves, in order), combined by the
+        fixed aligned binary tree over their indices: level 1 runs ``node(leaf 2m, leaf
+        2m + 1)``, level 2 combines those results pairwise, and so on; a node without a
+        right sibling passes up unchanged. The inner nodes are Ray tasks too (1 CPU),
+        submitted with the leaves and run as their inputs finish, so no process receives
+        more than two partials at a time and the driver receives only the root, which is
+        returned. The tree's shape depends on ``len(args)`` only.
+
+        Progress counts tasks done / total (leaves and nodes) through ``progress(done,
+        total)`` when given, else a bar named ``desc``; Ctrl-C or an error cancels every
+        task of the reduction; the first task error is raised as itself when it is a
+        thrifty error (a failed leaf fails every node above it, so it reaches the root).
+        """
+        if not args:
+            raise InvalidInputError("nothing to reduce")
+        ray = self.ray
+        cpus = self.num_cpus if num_cpus is None else int(num_cpus)
+        leaf = self._remote.options(num_cpus=cpus, max_retries=self.max_retries,
+                                    retry_exceptions=False)
+        inner = self._remote.options(num_cpus=1, max_retries=self.max_retries,
+                                     retry_exceptions=False)
+        t0 = time.perf_counter()
+        level = [leaf.remote(fn, cpus, *a) for a in args]
+        pending = list(level)
+        while len(level) > 1:
+            up = [inner.remote(node, 1, level[i], level[i + 1])
+                  for i in range(0, len(level) - 1, 2)]
+            pending.extend(up)
+            level = up + level[len(level) - len(level) % 2:]
+        root = level[0]
+        del level
+        total = len(pending)
+        try:
+            with progress_callback(False if progress else self.progress, desc=desc,
+                                   unit="task") as cb:
+                report = progress or cb
+                if report:
+                    report(0, total)
+                # only readiness is awaited here: partials stay in the object store (a
+                # node's inputs go to the node's worker) until the root is fetched
+                while pending:
+                    done, pending = ray.wait(pending, num_returns=1, timeout=0.5,
+                                             fetch_local=False)
+                    if report and done:
+                        report(total - len(pending), total)
+                    if any(r == root for r in done) and pending:
+                        break  # the root is ready: done, or failed early with an input
+                out = self._get(root)
+                if report and pending:  # done: every task under the root finished
+                    report(total, total)
+        except BaseException:
+            for r in pending:
+                ray.cancel(r, force=True)
+            try:
+                ray.wait(pending, num_returns=len(pending), timeout=10)
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
+            raise
+        self.seconds[desc] = self.seconds.get(desc, 0.0) + time.perf_counter() - t0
+        return out
+
     def _get(self, ref: Any) -> Any:
         ray = self.ray
         try:

@@ -12,6 +12,11 @@
 //!   index), as scikit-learn does.
 //! * Convergence as scikit-learn: stop when the summed squared centroid shift is at most
 //!   `tol` times the mean per-feature variance of the training data.
+//! * The order-dependent `f64` sums of an iteration (member sums, the variance) run per
+//!   fixed [`SUPER_CHUNK`] of rows, combined by a fixed [`Tree`]: a distributed caller
+//!   computes the same partials where the rows are and gets the same bits
+//!   ([`lloyd_block`], [`farthest_rows`], [`lloyd_update`]). `inertia` sums the
+//!   distances per 4096-row chunk, then the chunk sums left to right.
 
 use rayon::prelude::*;
 
@@ -305,31 +310,138 @@ fn rows_dist(
     }
 }
 
-/// Per-cluster sums (`f64`) and member counts of the rows of `x` labelled `labels`.
-/// Each sum adds its members in increasing row order starting from zero, exactly as a
-/// serial pass over the rows would. The work is split by columns, one contiguous run
-/// of columns (a multiple of 16, one cache line of `f32`) per thread: every task streams
-/// its part of every row in row order (sequential reads that the prefetcher follows; a
-/// gather of each cluster's rows, or narrow column strips, stall on memory) into a
-/// `k x width` accumulator. Each sum sees the same additions in the same order however
-/// the columns are split, so the sums never depend on the thread count.
-fn member_sums(
+/// Rows per super-chunk: the unit of every order-dependent `f64` reduction of a Lloyd
+/// iteration (the member sums and counts, and the mean variance behind `tol`).
+///
+/// A single addition chain over all `n` rows cannot be split between machines and give
+/// the same bits (`(a + b) + c` is not `a + (b + c)`), so the rows are cut into fixed
+/// super-chunks of this many global rows (a constant: independent of threads,
+/// partitions and machines). Within a super-chunk the sums run as one chain in row
+/// order starting from zero; the super-chunk partials are then combined by [`Tree`].
+/// For `n <= SUPER_CHUNK` this is the single chain over all rows. A distributed caller
+/// computes each super-chunk's partial where its rows are ([`lloyd_block`],
+/// [`feature_sums_block`], [`sq_deviations_block`]) and combines them with the same tree
+/// ([`add_into`] per node), so it gets the same bits as one process.
+pub const SUPER_CHUNK: usize = 1 << 20;
+
+/// The fixed aligned binary tree over super-chunk partials `0..P`, fed in order: level 1
+/// adds partials `2m` and `2m + 1` (left + right), level 2 adds those results pairwise,
+/// and so on; a node without a right sibling passes up unchanged. The shape depends on
+/// `P` only. Streaming: it holds one pending node per level (at most `log2 P + 1`
+/// partials), never all `P`.
+#[derive(Debug)]
+pub struct Tree<T> {
+    /// `(level, node)`: complete aligned subtrees of strictly decreasing level.
+    stack: Vec<(u32, T)>,
+}
+
+impl<T> Default for Tree<T> {
+    fn default() -> Self {
+        Self { stack: Vec::new() }
+    }
+}
+
+impl<T> Tree<T> {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the next leaf; `add(left, right)` combines two sibling nodes.
+    pub fn push(&mut self, leaf: T, add: &mut impl FnMut(T, T) -> T) {
+        let (mut level, mut node) = (0u32, leaf);
+        while self.stack.last().is_some_and(|(l, _)| *l == level) {
+            let (_, left) = self.stack.pop().expect("checked above");
+            node = add(left, node);
+            level += 1;
+        }
+        self.stack.push((level, node));
+    }
+
+    /// The root (`None` without leaves). The pending subtrees are the aligned blocks of
+    /// the binary expansion of `P` (largest first); in the tree each one is the left
+    /// sibling of everything after it, so they combine from the right.
+    pub fn finish(mut self, add: &mut impl FnMut(T, T) -> T) -> Option<T> {
+        let mut acc = self.stack.pop()?.1;
+        while let Some((_, left)) = self.stack.pop() {
+            acc = add(left, acc);
+        }
+        Some(acc)
+    }
+}
+
+/// One inner node of [`Tree`] for `f64` partials: `left[i] = left[i] + right[i]`.
+pub fn add_into(left: &mut [f64], right: &[f64]) -> Result<(), ClusterError> {
+    if left.len() != right.len() {
+        return Err(ClusterError::Invalid(format!(
+            "partials of different sizes ({} and {}) cannot be added",
+            left.len(),
+            right.len()
+        )));
+    }
+    for (a, &b) in left.iter_mut().zip(right) {
+        *a += b;
+    }
+    Ok(())
+}
+
+/// Rows `r` of `x`.
+fn sub_rows(x: MatRef<'_>, r: std::ops::Range<usize>) -> Result<MatRef<'_>, ClusterError> {
+    let d = x.cols();
+    Ok(MatRef::new(
+        &x.as_slice()[r.start * d..r.end * d],
+        r.len(),
+        d,
+    )?)
+}
+
+/// Adds the rows of `x` to the `f64` sums (`k x d`, row-major) and counts (`k`) of their
+/// clusters `labels`, in increasing row order: each sum continues its addition chain, so
+/// feeding a super-chunk's rows in consecutive blocks gives the bits of one pass. The
+/// work is split by columns, one contiguous run of columns (a multiple of 16, one cache
+/// line of `f32`) per thread: every task streams its part of every row in row order
+/// (sequential reads that the prefetcher follows; a gather of each cluster's rows, or
+/// narrow column strips, stall on memory) into a private `k x width` copy of its columns
+/// of the sums. Each sum sees the same additions in the same order however the columns
+/// are split, so the sums never depend on the thread count.
+pub fn accumulate_members(
     x: MatRef<'_>,
     labels: &[i64],
-    k: usize,
-) -> Result<(Vec<f64>, Vec<usize>), ClusterError> {
-    let d = x.cols();
-    let mut counts = vec![0usize; k];
+    sums: &mut [f64],
+    counts: &mut [i64],
+) -> Result<(), ClusterError> {
+    let (d, k) = (x.cols(), counts.len());
+    if labels.len() != x.rows() || sums.len() != k * d {
+        return Err(ClusterError::Invalid(format!(
+            "{} rows, {} labels, {} sums and {} counts do not fit together",
+            x.rows(),
+            labels.len(),
+            sums.len(),
+            k
+        )));
+    }
+    if let Some(&l) = labels.iter().find(|&&l| l < 0 || l as usize >= k) {
+        return Err(ClusterError::Invalid(format!(
+            "label {l} is not a cluster index (0..{k})"
+        )));
+    }
     for &l in labels {
         counts[l as usize] += 1;
     }
-    let mut sums = crate::alloc::try_vec(0.0f64, k * d, "the centroid sums")?;
+    if d == 0 {
+        return Ok(());
+    }
     let width = (d.div_ceil(rayon::current_num_threads()).div_ceil(16) * 16).clamp(1, d);
+    let shared: &[f64] = sums;
     let parts = crate::parallel::fixed_chunks(d, width)
         .into_par_iter()
         .map(|cols| {
+            // each task's columns of every sum, contiguous and private to the task
             let w = cols.len();
             let mut acc = crate::alloc::try_vec(0.0f64, k * w, "the centroid sums")?;
+            for (c, a) in acc.chunks_exact_mut(w).enumerate() {
+                a.copy_from_slice(&shared[c * d + cols.start..c * d + cols.end]);
+            }
             for (i, &l) in labels.iter().enumerate() {
                 let src = &x.row(i)[cols.clone()];
                 let dst = &mut acc[l as usize * w..(l as usize + 1) * w];
@@ -346,7 +458,241 @@ fn member_sums(
             sums[c * d + cols.start..c * d + cols.end].copy_from_slice(a);
         }
     }
-    Ok((sums, counts))
+    Ok(())
+}
+
+/// A super-chunk partial of a Lloyd iteration: `k x d` member sums and `k` counts.
+type Partial = (Vec<f64>, Vec<i64>);
+
+/// [`Tree`] node of two [`Partial`]s.
+fn add_partials(mut left: Partial, right: Partial) -> Partial {
+    for (a, &b) in left.0.iter_mut().zip(&right.0) {
+        *a += b;
+    }
+    for (a, &b) in left.1.iter_mut().zip(&right.1) {
+        *a += b;
+    }
+    left
+}
+
+/// Per-cluster sums (`f64`) and member counts of the rows of `x` labelled `labels`: per
+/// [`SUPER_CHUNK`] of rows, [`accumulate_members`] from zero; the partials combined by
+/// [`Tree`]. For `n <= SUPER_CHUNK`, each sum adds its members in increasing row order
+/// starting from zero, exactly as a serial pass over the rows would.
+fn member_sums(
+    x: MatRef<'_>,
+    labels: &[i64],
+    k: usize,
+) -> Result<(Vec<f64>, Vec<i64>), ClusterError> {
+    let d = x.cols();
+    let mut tree = Tree::new();
+    for r in crate::parallel::fixed_chunks(x.rows(), SUPER_CHUNK) {
+        let mut sums = crate::alloc::try_vec(0.0f64, k * d, "the centroid sums")?;
+        let mut counts = vec![0i64; k];
+        accumulate_members(sub_rows(x, r.clone())?, &labels[r], &mut sums, &mut counts)?;
+        tree.push((sums, counts), &mut add_partials);
+    }
+    tree.finish(&mut add_partials)
+        .ok_or_else(|| ClusterError::Invalid("no rows to sum".into()))
+}
+
+/// The training rows as a Lloyd iteration sees them: unit length when spherical.
+fn training_rows<'a>(
+    x: MatRef<'a>,
+    spherical: bool,
+    buf: &'a mut Vec<f32>,
+) -> Result<MatRef<'a>, ClusterError> {
+    if !spherical {
+        return Ok(x);
+    }
+    *buf = normalized(x)?;
+    Ok(MatRef::new(buf, x.rows(), x.cols())?)
+}
+
+fn check_block(x: MatRef<'_>, centroids: MatRef<'_>) -> Result<(), ClusterError> {
+    x.require_non_empty("X")?;
+    x.require_finite("X")?;
+    centroids.require_non_empty("centroids")?;
+    if x.cols() != centroids.cols() {
+        return Err(ClusterError::Invalid(format!(
+            "X has {} features but centroids have {}; they must match",
+            x.cols(),
+            centroids.cols()
+        )));
+    }
+    Ok(())
+}
+
+/// One block of a super-chunk of a full-data Lloyd iteration, where the rows are: the
+/// rows of `x` (normalised first when spherical, as [`kmeans`] normalises its training
+/// rows) go to their nearest `centroids` exactly as in [`kmeans`] (a row's label depends
+/// on that row only) and are added to `sums` / `counts` by [`accumulate_members`].
+/// Feeding a super-chunk's rows block by block, in order, into zeroed `sums` and
+/// `counts` gives that super-chunk's partial of [`kmeans`]'s member sums.
+pub fn lloyd_block(
+    x: MatRef<'_>,
+    centroids: MatRef<'_>,
+    spherical: bool,
+    sums: &mut [f64],
+    counts: &mut [i64],
+    progress: &Progress,
+) -> Result<(), ClusterError> {
+    check_block(x, centroids)?;
+    let (k, d) = (centroids.rows(), centroids.cols());
+    if sums.len() != k * d || counts.len() != k {
+        return Err(ClusterError::Invalid(format!(
+            "{} sums and {} counts do not fit {k} centroids of {d} features",
+            sums.len(),
+            counts.len()
+        )));
+    }
+    let mut buf = Vec::new();
+    let xs = training_rows(x, spherical, &mut buf)?;
+    let labels = nearest(
+        Isa::detect(),
+        xs,
+        centroids,
+        spherical,
+        None,
+        None,
+        progress,
+    )?;
+    accumulate_members(xs, &labels, sums, counts)
+}
+
+/// The `e` rows of `dist` farthest from their centroids: farthest first, ties to the
+/// lower row.
+fn farthest(dist: &[f64], e: usize) -> Vec<usize> {
+    // only the first `e` of the order are used: select them, then sort just those (a
+    // total order: the same rows)
+    let by_dist = |a: &usize, b: &usize| dist[*b].total_cmp(&dist[*a]).then(a.cmp(b));
+    let mut order: Vec<usize> = (0..dist.len()).collect();
+    if e < order.len() {
+        order.select_nth_unstable_by(e, by_dist);
+        order.truncate(e);
+    }
+    order.sort_by(by_dist);
+    order
+}
+
+/// The farthest rows of a block (see [`farthest_rows`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Farthest {
+    /// Row indices within the block, farthest first (ties: lower row first).
+    pub rows: Vec<usize>,
+    /// Their squared distances (`f64`) to their centroids.
+    pub dist: Vec<f64>,
+    /// Their centroids.
+    pub labels: Vec<i64>,
+    /// The rows as training rows (unit length when spherical), row-major.
+    pub values: Vec<f32>,
+}
+
+/// Candidates for re-seeding empty clusters in a full-data Lloyd iteration: the `e` rows
+/// of the block `x` farthest from their nearest `centroids` (labels and `f64` distances
+/// exactly as [`kmeans`] computes them on its training rows). The `e` farthest rows of
+/// all rows are the `e` first of the union of every block's candidates in the order
+/// "distance descending, then global row".
+pub fn farthest_rows(
+    x: MatRef<'_>,
+    centroids: MatRef<'_>,
+    spherical: bool,
+    e: usize,
+    progress: &Progress,
+) -> Result<Farthest, ClusterError> {
+    check_block(x, centroids)?;
+    let mut buf = Vec::new();
+    let xs = training_rows(x, spherical, &mut buf)?;
+    let labels = nearest(
+        Isa::detect(),
+        xs,
+        centroids,
+        spherical,
+        None,
+        None,
+        progress,
+    )?;
+    let dist = distances(xs, centroids.as_slice(), &labels, None);
+    let rows = farthest(&dist, e);
+    Ok(Farthest {
+        dist: rows.iter().map(|&i| dist[i]).collect(),
+        labels: rows.iter().map(|&i| labels[i]).collect(),
+        values: rows.iter().flat_map(|&i| xs.row(i).to_vec()).collect(),
+        rows,
+    })
+}
+
+/// The end of a Lloyd iteration from the member `sums` and `counts` of all training rows
+/// and the `centroids` it assigned to: every empty cluster, in increasing index, is
+/// re-seeded with the next row of `reseed` (the farthest rows, farthest first; their
+/// clusters `reseed_labels`), which leaves its old cluster when that keeps a member;
+/// then each centroid is its sum over its count (the old centroid when still empty),
+/// normalised when spherical. Returns the new centroids and the summed squared shift.
+pub fn lloyd_update(
+    sums: &mut [f64],
+    counts: &mut [i64],
+    centroids: &[f32],
+    spherical: bool,
+    reseed: MatRef<'_>,
+    reseed_labels: &[i64],
+) -> Result<(Vec<f32>, f64), ClusterError> {
+    let (k, d) = (counts.len(), reseed.cols());
+    if k == 0 || sums.len() != k * d || centroids.len() != k * d {
+        return Err(ClusterError::Invalid(format!(
+            "{} sums, {} counts and {} centroid values do not fit {d} features",
+            sums.len(),
+            k,
+            centroids.len()
+        )));
+    }
+    let empty: Vec<usize> = (0..k).filter(|&c| counts[c] == 0).collect();
+    if reseed.rows() != empty.len() || reseed_labels.len() != empty.len() {
+        return Err(ClusterError::Invalid(format!(
+            "{} clusters are empty but {} re-seed rows and {} labels were given",
+            empty.len(),
+            reseed.rows(),
+            reseed_labels.len()
+        )));
+    }
+    if let Some(&l) = reseed_labels.iter().find(|&&l| l < 0 || l as usize >= k) {
+        return Err(ClusterError::Invalid(format!(
+            "label {l} is not a cluster index (0..{k})"
+        )));
+    }
+    for (j, &c) in empty.iter().enumerate() {
+        let old = reseed_labels[j] as usize;
+        if counts[old] > 1 {
+            counts[old] -= 1;
+            for (s, &v) in sums[old * d..(old + 1) * d].iter_mut().zip(reseed.row(j)) {
+                *s -= f64::from(v);
+            }
+        }
+        counts[c] = 1;
+        for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(reseed.row(j)) {
+            *s = f64::from(v);
+        }
+    }
+    let mut new = vec![0.0f32; k * d];
+    for c in 0..k {
+        if counts[c] == 0 {
+            new[c * d..(c + 1) * d].copy_from_slice(&centroids[c * d..(c + 1) * d]);
+            continue;
+        }
+        let inv = 1.0 / counts[c] as f64;
+        for (o, s) in new[c * d..(c + 1) * d]
+            .iter_mut()
+            .zip(&sums[c * d..(c + 1) * d])
+        {
+            *o = (s * inv) as f32;
+        }
+    }
+    if spherical {
+        normalize_in_place(&mut new, d);
+    }
+    let shift: f64 = (0..k)
+        .map(|c| sq_dist_f64(&new[c * d..(c + 1) * d], &centroids[c * d..(c + 1) * d]))
+        .sum();
+    Ok((new, shift))
 }
 
 /// Rows of `x` per parallel task in [`nearest`].
@@ -518,7 +864,7 @@ fn init_centroids(
             Ok(c.clone())
         }
         Init::Random => {
-            let idx = sample_indices(n, k, stream, 1 << 40);
+            let idx = random_init_rows(n, k, opts.seed);
             Ok(idx.iter().flat_map(|&i| x.row(i).to_vec()).collect())
         }
         Init::KMeansPlusPlus => {
@@ -575,24 +921,130 @@ fn init_centroids(
     }
 }
 
-/// Mean per-feature variance of `x` (`f64`).
-fn mean_variance(x: MatRef<'_>) -> f64 {
-    let (n, d) = (x.rows(), x.cols());
-    let mut mean = vec![0.0f64; d];
-    for i in 0..n {
-        for (m, &v) in mean.iter_mut().zip(x.row(i)) {
+/// Adds every row of `x` to the per-feature `f64` sums `acc`, in row order.
+fn add_feature_sums(x: MatRef<'_>, acc: &mut [f64]) {
+    for i in 0..x.rows() {
+        for (m, &v) in acc.iter_mut().zip(x.row(i)) {
             *m += f64::from(v);
         }
     }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
-    let mut var = 0.0;
-    for i in 0..n {
+}
+
+/// `acc` plus the squared deviations of every value of `x` from its feature's `mean`,
+/// one chain in row order (features in order within a row).
+fn add_sq_deviations(x: MatRef<'_>, mean: &[f64], mut acc: f64) -> f64 {
+    for i in 0..x.rows() {
         for (m, &v) in mean.iter().zip(x.row(i)) {
             let t = f64::from(v) - m;
-            var += t * t;
+            acc += t * t;
         }
     }
-    var / (n as f64 * d as f64)
+    acc
+}
+
+/// Mean per-feature variance of `x` (`f64`): per-feature sums per [`SUPER_CHUNK`] (one
+/// chain in row order from zero), combined by [`Tree`], divided by `n`; then the squared
+/// deviations the same way. A distributed caller gets the same bits from
+/// [`feature_sums_block`] and [`sq_deviations_block`] with the same tree.
+fn mean_variance(x: MatRef<'_>) -> Result<f64, ClusterError> {
+    let (n, d) = (x.rows(), x.cols());
+    let chunks = crate::parallel::fixed_chunks(n, SUPER_CHUNK);
+    let sums = chunks
+        .par_iter()
+        .map(|r| {
+            let mut s = vec![0.0f64; d];
+            add_feature_sums(sub_rows(x, r.clone())?, &mut s);
+            Ok(s)
+        })
+        .collect::<Result<Vec<_>, ClusterError>>()?;
+    let mut add = |mut l: Vec<f64>, r: Vec<f64>| {
+        l.iter_mut().zip(&r).for_each(|(a, b)| *a += b);
+        l
+    };
+    let mut tree = Tree::new();
+    sums.into_iter().for_each(|s| tree.push(s, &mut add));
+    let mut mean = tree.finish(&mut add).unwrap_or_default();
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let sq = chunks
+        .par_iter()
+        .map(|r| Ok(add_sq_deviations(sub_rows(x, r.clone())?, &mean, 0.0)))
+        .collect::<Result<Vec<_>, ClusterError>>()?;
+    let mut add = |a: f64, b: f64| a + b;
+    let mut tree = Tree::new();
+    sq.into_iter().for_each(|v| tree.push(v, &mut add));
+    let var = tree.finish(&mut add).unwrap_or_default();
+    Ok(var / (n as f64 * d as f64))
+}
+
+/// Adds the rows of the block `x` (unit length first when spherical) to the per-feature
+/// sums `acc`: fed a super-chunk's rows in order from zero, the super-chunk's partial of
+/// the mean in [`kmeans`]'s `tol` (which then divides the tree's root by `n`).
+pub fn feature_sums_block(
+    x: MatRef<'_>,
+    spherical: bool,
+    acc: &mut [f64],
+) -> Result<(), ClusterError> {
+    x.require_finite("X")?;
+    if acc.len() != x.cols() {
+        return Err(ClusterError::Invalid(format!(
+            "{} sums for {} features",
+            acc.len(),
+            x.cols()
+        )));
+    }
+    let mut buf = Vec::new();
+    add_feature_sums(training_rows(x, spherical, &mut buf)?, acc);
+    Ok(())
+}
+
+/// `acc` plus the squared deviations of the block `x` (unit length first when
+/// spherical) from `mean`: fed a super-chunk's rows in order from zero, the super-chunk's
+/// partial of the variance in [`kmeans`]'s `tol` (the tree's root over `n * d`).
+pub fn sq_deviations_block(
+    x: MatRef<'_>,
+    spherical: bool,
+    mean: &[f64],
+    acc: f64,
+) -> Result<f64, ClusterError> {
+    x.require_finite("X")?;
+    if mean.len() != x.cols() {
+        return Err(ClusterError::Invalid(format!(
+            "a mean of {} values for {} features",
+            mean.len(),
+            x.cols()
+        )));
+    }
+    let mut buf = Vec::new();
+    Ok(add_sq_deviations(
+        training_rows(x, spherical, &mut buf)?,
+        mean,
+        acc,
+    ))
+}
+
+/// The rows `init="random"` starts from when [`kmeans`] trains on all `n` rows (sorted).
+pub fn random_init_rows(n: usize, k: usize, seed: u64) -> Vec<usize> {
+    sample_indices(n, k, &Stream::new(seed), 1 << 40)
+}
+
+/// The first centroids of [`kmeans`] from the `k x d` `init`: given centroids as they
+/// are, or (`from_rows`) the raw data rows of [`random_init_rows`], made unit length
+/// first as [`kmeans`] normalises its training rows; then normalised when spherical.
+pub fn start_centroids(
+    init: MatRef<'_>,
+    spherical: bool,
+    from_rows: bool,
+) -> Result<Vec<f32>, ClusterError> {
+    init.require_finite("init")?;
+    let mut c = if spherical && from_rows {
+        normalized(init)?
+    } else {
+        init.as_slice().to_vec()
+    };
+    if spherical {
+        normalize_in_place(&mut c, init.cols());
+    }
+    Ok(c)
 }
 
 /// Lloyd's k-means on the rows of `x`. See the module documentation.
@@ -659,7 +1111,6 @@ pub fn kmeans(
         }
         None => xs,
     };
-    let nt = train.rows();
     let mut cent = init_centroids(train, opts, &stream, progress)?;
     if opts.spherical {
         normalize_in_place(&mut cent, d);
@@ -669,7 +1120,7 @@ pub fn kmeans(
     let tol = if opts.tol == 0.0 {
         0.0
     } else {
-        opts.tol * mean_variance(train)
+        opts.tol * mean_variance(train)?
     };
     let mut n_iter = 0;
     for _ in 0..opts.max_iter {
@@ -686,54 +1137,25 @@ pub fn kmeans(
             progress,
         )?;
         let (mut sums, mut counts) = member_sums(train, &labels, k)?;
-        // re-seed empty clusters with the farthest points
-        let empty: Vec<usize> = (0..k).filter(|&c| counts[c] == 0).collect();
-        if !empty.is_empty() {
-            // distances are only needed to re-seed, so they are computed only here
+        // re-seed empty clusters with the farthest points; distances are only needed
+        // to re-seed, so they are computed only here
+        let e = counts.iter().filter(|&&c| c == 0).count();
+        let (mut reseed, mut reseed_labels) = (Vec::new(), Vec::new());
+        if e > 0 {
             let dist = distances(train, &cent, &labels, None);
-            // only the first `empty.len()` of the order "farthest first, then lower row"
-            // are used: select them, then sort just those (a total order: same rows)
-            let by_dist = |a: &usize, b: &usize| dist[*b].total_cmp(&dist[*a]).then(a.cmp(b));
-            let mut order: Vec<usize> = (0..nt).collect();
-            if empty.len() < nt {
-                order.select_nth_unstable_by(empty.len(), by_dist);
-                order.truncate(empty.len());
-            }
-            order.sort_by(by_dist);
-            for (c, &i) in empty.iter().zip(&order) {
-                let old = labels[i] as usize;
-                if counts[old] > 1 {
-                    counts[old] -= 1;
-                    for (s, &v) in sums[old * d..(old + 1) * d].iter_mut().zip(train.row(i)) {
-                        *s -= f64::from(v);
-                    }
-                }
-                counts[*c] = 1;
-                for (s, &v) in sums[c * d..(c + 1) * d].iter_mut().zip(train.row(i)) {
-                    *s = f64::from(v);
-                }
+            for i in farthest(&dist, e) {
+                reseed.extend_from_slice(train.row(i));
+                reseed_labels.push(labels[i]);
             }
         }
-        let mut new = vec![0.0f32; k * d];
-        for c in 0..k {
-            if counts[c] == 0 {
-                new[c * d..(c + 1) * d].copy_from_slice(&cent[c * d..(c + 1) * d]);
-                continue;
-            }
-            let inv = 1.0 / counts[c] as f64;
-            for (o, s) in new[c * d..(c + 1) * d]
-                .iter_mut()
-                .zip(&sums[c * d..(c + 1) * d])
-            {
-                *o = (s * inv) as f32;
-            }
-        }
-        if opts.spherical {
-            normalize_in_place(&mut new, d);
-        }
-        let shift: f64 = (0..k)
-            .map(|c| sq_dist_f64(&new[c * d..(c + 1) * d], &cent[c * d..(c + 1) * d]))
-            .sum();
+        let (new, shift) = lloyd_update(
+            &mut sums,
+            &mut counts,
+            &cent,
+            opts.spherical,
+            MatRef::new(&reseed, e, d)?,
+            &reseed_labels,
+        )?;
         cent = new;
         progress.inc(1);
         if shift <= tol {
@@ -919,6 +1341,251 @@ mod tests {
         let big = sample_indices(5_000_000_000, 1000, &Stream::new(9), 0);
         assert_eq!(big.len(), 1000);
         assert!(big.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// The aligned binary tree, level by level: the definition [`Tree`] streams.
+    fn levels<T: Clone>(mut nodes: Vec<T>, add: &mut impl FnMut(T, T) -> T) -> T {
+        while nodes.len() > 1 {
+            nodes = nodes
+                .chunks(2)
+                .map(|p| match p {
+                    [l, r] => add(l.clone(), r.clone()),
+                    [l] => l.clone(),
+                    _ => unreachable!(),
+                })
+                .collect();
+        }
+        nodes.pop().unwrap()
+    }
+
+    #[test]
+    fn tree_is_the_aligned_binary_tree() {
+        let mut add = |l: String, r: String| format!("({l}+{r})");
+        for p in 1..70 {
+            let leaves: Vec<String> = (0..p).map(|i| i.to_string()).collect();
+            let mut t = Tree::new();
+            for l in &leaves {
+                t.push(l.clone(), &mut add);
+            }
+            assert!(t.stack.len() <= 7, "one pending node per level");
+            assert_eq!(
+                t.finish(&mut add).unwrap(),
+                levels(leaves, &mut add),
+                "P = {p}"
+            );
+        }
+        assert_eq!(Tree::<String>::new().finish(&mut add), None);
+        let mut t = Tree::new();
+        for i in 0..5 {
+            t.push(i.to_string(), &mut add);
+        }
+        assert_eq!(t.finish(&mut add).unwrap(), "(((0+1)+(2+3))+4)");
+    }
+
+    /// Rows whose float64 sums depend on the order of addition.
+    fn wide_range_rows(n: usize, d: usize) -> Vec<f32> {
+        let s = Stream::new(17);
+        (0..n * d)
+            .map(|i| {
+                let u = s.uniform(i as u64) as f32;
+                (u - 0.5) * 10f32.powi((i % 7) as i32 - 3)
+            })
+            .collect()
+    }
+
+    /// A plain serial chain per cluster over rows `r` (the computation of one process
+    /// before super-chunks).
+    fn serial_sums(
+        x: &[f32],
+        d: usize,
+        labels: &[i64],
+        k: usize,
+        r: std::ops::Range<usize>,
+    ) -> Vec<f64> {
+        let mut s = vec![0.0f64; k * d];
+        for i in r {
+            let c = labels[i] as usize;
+            for j in 0..d {
+                s[c * d + j] += f64::from(x[i * d + j]);
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn member_sums_by_super_chunk_tree() {
+        let (d, k) = (3, 4);
+        // n <= S: one chain over all rows, as before super-chunks
+        let n = 5000;
+        let x = wide_range_rows(n, d);
+        let labels: Vec<i64> = (0..n).map(|i| ((i * 7) % k) as i64).collect();
+        let m = MatRef::new(&x, n, d).unwrap();
+        let (s, c) = member_sums(m, &labels, k).unwrap();
+        assert_eq!(s, serial_sums(&x, d, &labels, k, 0..n));
+        assert_eq!(c.iter().sum::<i64>(), n as i64);
+        // n > S: three super-chunks, ((0 + 1) + 2)
+        let n = 2 * SUPER_CHUNK + 1234;
+        let x = wide_range_rows(n, d);
+        let labels: Vec<i64> = (0..n).map(|i| ((i * 7 + i / 3) % k) as i64).collect();
+        let m = MatRef::new(&x, n, d).unwrap();
+        let (s, c) = member_sums(m, &labels, k).unwrap();
+        let parts: Vec<Vec<f64>> = crate::parallel::fixed_chunks(n, SUPER_CHUNK)
+            .into_iter()
+            .map(|r| serial_sums(&x, d, &labels, k, r))
+            .collect();
+        let want: Vec<f64> = (0..k * d)
+            .map(|i| (parts[0][i] + parts[1][i]) + parts[2][i])
+            .collect();
+        assert_eq!(s, want);
+        assert_ne!(
+            s,
+            serial_sums(&x, d, &labels, k, 0..n),
+            "the order matters here"
+        );
+        // the distributed path: blocks of a super-chunk fed in order, nodes by add_into
+        let mut tree = Tree::new();
+        let mut add = |mut l: Partial, r: Partial| {
+            add_into(&mut l.0, &r.0).unwrap();
+            l.1.iter_mut().zip(&r.1).for_each(|(a, b)| *a += b);
+            l
+        };
+        for r in crate::parallel::fixed_chunks(n, SUPER_CHUNK) {
+            let (mut ps, mut pc) = (vec![0.0f64; k * d], vec![0i64; k]);
+            for b in crate::parallel::fixed_chunks(r.len(), 4096 * 3) {
+                let b = r.start + b.start..r.start + b.end;
+                let xb = sub_rows(m, b.clone()).unwrap();
+                crate::parallel::install(3, || {
+                    accumulate_members(xb, &labels[b], &mut ps, &mut pc).unwrap()
+                });
+            }
+            tree.push((ps, pc), &mut add);
+        }
+        assert_eq!(tree.finish(&mut add).unwrap(), (s, c));
+    }
+
+    /// One process's full-data k-means against the distributed composition of the public
+    /// pieces (blocks of super-chunks, tree nodes, farthest-row candidates, update),
+    /// with more than one super-chunk and an empty cluster to re-seed.
+    #[test]
+    fn kmeans_equals_the_blockwise_lloyd_of_the_public_pieces() {
+        let (d, k) = (4, 3);
+        let n = 2 * SUPER_CHUNK + 777;
+        let mut x = wide_range_rows(n, d);
+        for (i, v) in x.iter_mut().enumerate() {
+            *v += ((i / d) % 2) as f32 * 3.0;
+        }
+        let m = MatRef::new(&x, n, d).unwrap();
+        // the third start is far from every row: its cluster is empty at first
+        let init = vec![
+            0.0, 0.0, 0.0, 0.0, 3.0, 3.0, 3.0, 3.0, 1e4, 1e4, 1e4, 1e4f32,
+        ];
+        for spherical in [false, true] {
+            let mut o = opts(k);
+            o.spherical = spherical;
+            o.max_iter = 3;
+            o.tol = 1e-9;
+            o.init = Init::Given(init.clone());
+            let want = kmeans(m, &o, &Progress::new()).unwrap();
+            let p = Progress::new();
+            let chunks = crate::parallel::fixed_chunks(n, SUPER_CHUNK);
+            let blocks = |r: &std::ops::Range<usize>| {
+                crate::parallel::fixed_chunks(r.len(), 50_000)
+                    .into_iter()
+                    .map(|b| sub_rows(m, r.start + b.start..r.start + b.end).unwrap())
+                    .collect::<Vec<_>>()
+            };
+            let mut addv = |mut l: Vec<f64>, r: Vec<f64>| {
+                add_into(&mut l, &r).unwrap();
+                l
+            };
+            let mut t = Tree::new();
+            for r in &chunks {
+                let mut acc = vec![0.0; d];
+                for b in blocks(r) {
+                    feature_sums_block(b, spherical, &mut acc).unwrap();
+                }
+                t.push(acc, &mut addv);
+            }
+            let mean: Vec<f64> = t
+                .finish(&mut addv)
+                .unwrap()
+                .iter()
+                .map(|v| v / n as f64)
+                .collect();
+            let mut t = Tree::new();
+            for r in &chunks {
+                let mut acc = 0.0;
+                for b in blocks(r) {
+                    acc = sq_deviations_block(b, spherical, &mean, acc).unwrap();
+                }
+                t.push(acc, &mut |a: f64, b: f64| a + b);
+            }
+            let var = t.finish(&mut |a: f64, b: f64| a + b).unwrap();
+            let tol = o.tol * (var / (n as f64 * d as f64));
+            let init_m = MatRef::new(&init, k, d).unwrap();
+            let mut cent = start_centroids(init_m, spherical, false).unwrap();
+            let mut n_iter = 0;
+            let mut reseeded = false;
+            for _ in 0..o.max_iter {
+                n_iter += 1;
+                let cm = MatRef::new(&cent, k, d).unwrap();
+                let mut t = Tree::new();
+                let mut add = |mut l: Partial, r: Partial| {
+                    add_into(&mut l.0, &r.0).unwrap();
+                    l.1.iter_mut().zip(&r.1).for_each(|(a, b)| *a += b);
+                    l
+                };
+                for r in &chunks {
+                    let (mut s, mut c) = (vec![0.0; k * d], vec![0i64; k]);
+                    for b in blocks(r) {
+                        lloyd_block(b, cm, spherical, &mut s, &mut c, &p).unwrap();
+                    }
+                    t.push((s, c), &mut add);
+                }
+                let (mut s, mut c) = t.finish(&mut add).unwrap();
+                let e = c.iter().filter(|&&v| v == 0).count();
+                // every block's candidates, merged: distance descending, then row
+                let mut cand: Vec<(f64, usize, i64, Vec<f32>)> = Vec::new();
+                if e > 0 {
+                    reseeded = true;
+                    let mut r0 = 0;
+                    for r in &chunks {
+                        for b in blocks(r) {
+                            let f = farthest_rows(b, cm, spherical, e, &p).unwrap();
+                            for (j, &i) in f.rows.iter().enumerate() {
+                                cand.push((
+                                    f.dist[j],
+                                    r0 + i,
+                                    f.labels[j],
+                                    f.values[j * d..(j + 1) * d].to_vec(),
+                                ));
+                            }
+                            r0 += b.rows();
+                        }
+                    }
+                    cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                    cand.truncate(e);
+                }
+                let rows: Vec<f32> = cand.iter().flat_map(|c| c.3.clone()).collect();
+                let labs: Vec<i64> = cand.iter().map(|c| c.2).collect();
+                let (new, shift) = lloyd_update(
+                    &mut s,
+                    &mut c,
+                    &cent,
+                    spherical,
+                    MatRef::new(&rows, e, d).unwrap(),
+                    &labs,
+                )
+                .unwrap();
+                cent = new;
+                if shift <= tol {
+                    break;
+                }
+            }
+            assert!(reseeded, "the test must re-seed an empty cluster");
+            assert_eq!(cent, want.centroids, "spherical={spherical}");
+            assert_eq!(n_iter, want.n_iter);
+        }
     }
 
     #[test]
