@@ -419,6 +419,104 @@ def test_out_dir_writes_shards_equal_to_single_process(cluster, data, tmp_path, 
         getattr(td, method)(paths, n_clusters=12, seed=4, out_dir=str(out), **kw)
 
 
+def test_assignment_streams_in_blocks_with_the_same_results(cluster, data, tmp_path,
+                                                            monkeypatch):
+    # blocks of 1000 rows (not a multiple of the 4096-row chunks) and a bucket buffer of
+    # one byte (every block appended to the bucket files at once) change nothing
+    from thrifty.distributed import _stages
+
+    monkeypatch.setattr(_stages, "ASSIGN_BLOCK_ROWS", 1000)
+    monkeypatch.setattr(_stages, "BUCKET_BUFFER_BYTES", 1)
+    x, shards = data
+    paths = _shard(x, [1, 5000, 5001, 9000], str(tmp_path / "f16"), dtype=np.float16)
+    x16 = x.astype(np.float16).astype(np.float32)
+    for p, xs in ((shards["uneven"], x), (paths, x16)):
+        _same(td.dbp(p, keep_fraction=0.4, n_clusters=9, dedup_eps=0.01, seed=2,
+                     partition_rows=8192, buckets=3),
+              tp.dbp(xs, keep_fraction=0.4, n_clusters=9, dedup_eps=0.01, seed=2))
+        _same(td.ssp(p, keep_fraction=0.3, n_clusters=9, prefer="easy", seed=2),
+              tp.ssp(xs, keep_fraction=0.3, n_clusters=9, prefer="easy", seed=2))
+    km = td.KMeans(6, max_points_per_centroid=64, seed=1, partition_rows=8192).fit(paths)
+    ref = LocalKMeans(6, max_points_per_centroid=64, seed=1).fit(x16)
+    assert km.inertia_ == ref.inertia_ and np.array_equal(km.labels_, ref.labels_)
+
+
+def _bucket_pieces(tmp_path, x, lab, parts, n_buckets, block_rows, budget):
+    from thrifty.distributed import _stages
+    from thrifty.distributed._source import open_source
+
+    tmp_path.mkdir(exist_ok=True)
+    np.save(tmp_path / "x.npy", x)
+    src = open_source(str(tmp_path / "x.npy"))
+    out = tmp_path / "assign"
+    for p, (a, b) in enumerate(parts):
+        _stages.assign_task(src, p, a, b, None, False, False, lab, str(out), n_buckets,
+                            block_rows, budget)
+    return src, str(out)
+
+
+def test_bucket_files_hold_each_bucket_sorted_by_cluster_then_id(tmp_path):
+    from thrifty.distributed import _stages
+
+    rng = np.random.default_rng(0)
+    n, d = 5000, 6
+    x = rng.normal(size=(n, d)).astype(np.float16)
+    lab = rng.integers(0, 11, n)
+    parts = [(0, 1700), (1700, 1701), (1701, n)]
+    _, out = _bucket_pieces(tmp_path, x, lab, parts, 4, 333, 100)
+    assert not glob.glob(os.path.join(out, "**", "*.tmp-*"), recursive=True)
+    for b in range(4):
+        ids, lb, xb = _stages._load_bucket(out, b)
+        want = np.flatnonzero(lab % 4 == b)
+        want = want[np.lexsort((want, lab[want]))]
+        np.testing.assert_array_equal(ids, want)
+        np.testing.assert_array_equal(lb, lab[want])
+        assert xb.dtype == np.float16
+        np.testing.assert_array_equal(xb, x[want])
+    # a damaged piece is named, not misread
+    piece = sorted(glob.glob(os.path.join(out, "bucket-00001", "*.rows")))[0]
+    with open(piece, "r+b") as f:
+        f.truncate(os.path.getsize(piece) - 2)
+    with pytest.raises(thrifty.InvalidInputError, match="rerun without resume"):
+        _stages._load_bucket(out, 1)
+
+
+def test_assignment_and_bucket_loading_hold_a_block_not_the_partition(tmp_path):
+    # numpy's allocations (traced by tracemalloc): the assignment holds one block and
+    # the small per-row arrays, never the partition's rows; a bucket is loaded with one
+    # copy of its rows (plus one partition's piece), not three
+    import tracemalloc
+
+    from thrifty.distributed import _stages
+    from thrifty.distributed._source import open_source
+
+    rng = np.random.default_rng(1)
+    n, d = 81920, 64
+    x = rng.normal(size=(n, d)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x)
+    src = open_source(str(tmp_path / "x.npy"))
+    c = rng.normal(size=(8, d)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        _stages.assign_task(src, 0, 0, n, c, True, False, None, str(tmp_path / "a"), 2,
+                            4096, 1 << 16)
+        _, assign_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the partition's rows: 10 MiB in float16, 20 MiB as float32
+    assert assign_peak < x.nbytes, assign_peak
+    # one bucket holding every row, from four partitions
+    _, out = _bucket_pieces(tmp_path / "b", x, rng.integers(0, 2, n),
+                            [(a, a + n // 4) for a in range(0, n, n // 4)], 1, 4096, 1 << 16)
+    tracemalloc.start()
+    try:
+        ids, _, xb = _stages._load_bucket(out, 0)
+        _, load_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert load_peak < 1.5 * xb.nbytes + 64 * ids.size, (load_peak, xb.nbytes)
+
+
 def _kill_one(fault_dir, stage, deadline_s=60):
     deadline = time.monotonic() + deadline_s
     pids = []

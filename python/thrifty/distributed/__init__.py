@@ -135,7 +135,8 @@ def _assign(run: _Run, centroids: np.ndarray, spherical: bool, unit_rows: bool,
         return st, data["inertia"]
     c_ref = run.ex.put(np.ascontiguousarray(centroids, dtype=np.float32))
     l_ref = None if labels is None else run.ex.put(labels)
-    args = [(run.source, p, a, b, c_ref, spherical, unit_rows, l_ref, st.dir, n_buckets)
+    args = [(run.source, p, a, b, c_ref, spherical, unit_rows, l_ref, st.dir, n_buckets,
+             _stages.ASSIGN_BLOCK_ROWS, _stages.BUCKET_BUFFER_BYTES)
             for p, (a, b) in enumerate(run.parts)]
     sums = run.ex.map(_stages.assign_task, args, desc="assign")
     inertia = _stages.sequential_sum([v for s in sums for v in s])
@@ -302,7 +303,7 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
           else check_int(buckets, "buckets", low=1))
     key = {"centroids": _digest(c), "labels": None if lab is None else _digest(lab)}
     t0 = time.perf_counter()
-    st_a, _ = _assign(run, c, True, unit_rows, lab, nb, "assign", key)
+    st_a, _ = _assign(run, c, True, unit_rows, lab, nb, "assign", {**key, "shuffle": 2})
     # per-cluster pass, one task per bucket
     st_c, data = run.stage("clusters", {**key, "method": method, "params": params, "buckets": nb,
                                         "block_rows": block_rows})
