@@ -517,6 +517,77 @@ def test_assignment_and_bucket_loading_hold_a_block_not_the_partition(tmp_path):
     assert load_peak < 1.5 * xb.nbytes + 64 * ids.size, (load_peak, xb.nbytes)
 
 
+def test_ssp_score_threshold_is_exact_with_ties(tmp_path, monkeypatch):
+    # the hard / easy threshold search (16-bit digits of (score key, id), then the
+    # gathered bin) on scores full of ties, -0.0 and negatives, against a plain sort of
+    # every score; tasks run in-process
+    import thrifty.distributed as tdm
+    from thrifty.distributed import _stages as st
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    values = np.array([-0.25, -0.0, 0.0, 1e-300, 0.5, 0.5 + 2**-52, 0.75, 1.0, 2.0])
+    score = values[rng.integers(0, values.size, n)]
+    score[rng.random(n) < 0.3] = rng.random(int((rng.random(n) < 0.3).sum()) or 1)[0]
+    ids = rng.permutation(n).astype(np.int64) * 7 + 3  # ids need not be dense
+    files = []
+    for b, sel in enumerate(np.array_split(np.arange(n), 4)):
+        f = str(tmp_path / f"bucket-{b}.npz")
+        np.savez(f, ids=ids[sel], score=score[sel])
+        files.append(f)
+
+    class Ex:
+        def map(self, fn, args, desc):
+            return [fn(*a) for a in args]
+
+    class Run:
+        ex = Ex()
+
+    for gather in (0, 5, 1 << 16):
+        monkeypatch.setattr(tdm, "SCORE_GATHER_ROWS", gather)
+        for prefer in ("hard", "easy"):
+            order = np.lexsort((ids, -score if prefer == "hard" else score))
+            for nk in (1, 2, 17, 1000, 1001, n - 1, n):
+                rule = (prefer, *tdm._score_threshold(Run(), files, nk, prefer))
+                keep = st._keep_by_rule(rule, ids, None, score)
+                ref = np.zeros(n, bool)
+                ref[order[:nk]] = True
+                np.testing.assert_array_equal(keep, ref, err_msg=f"{prefer} {nk} {gather}")
+    # the keys order scores as the comparisons do: -0.0 == 0.0, negatives first
+    k = st.score_keys(np.array([-1.0, -0.0, 0.0, 1e-300, 3.0]), "easy")
+    assert k[0] < k[1] == k[2] < k[3] < k[4]
+    assert (st.score_keys(np.array([-1.0, 0.0, 3.0]), "hard")[::-1] ==
+            np.sort(st.score_keys(np.array([-1.0, 0.0, 3.0]), "hard"))).all()
+
+
+def test_ssp_hard_easy_gather_no_scores_on_the_driver(cluster, data, tmp_path, monkeypatch):
+    # with out_dir, the driver receives histograms and one bin's rows, never a score
+    # per row: the threshold passes return at most SCORE_GATHER_ROWS rows in all
+    import thrifty.distributed as tdm
+    from thrifty.distributed._executor import RayExecutor
+
+    x, shards = data
+    monkeypatch.setattr(tdm, "SCORE_GATHER_ROWS", 50)
+    got = {}
+    real_map = RayExecutor.map
+
+    def recording_map(self, fn, args, *, desc, **kw):
+        out = real_map(self, fn, args, desc=desc, **kw)
+        if fn.__name__ == "score_rows_task":
+            got["rows"] = sum(o[1].size for o in out)
+        if fn.__name__ == "score_hist_task":
+            got["hist"] = got.get("hist", 0) + 1
+        return out
+
+    monkeypatch.setattr(RayExecutor, "map", recording_map)
+    for i, prefer in enumerate(("hard", "easy")):
+        res = td.ssp(shards["uneven"], keep_fraction=0.37, n_clusters=9, prefer=prefer,
+                     seed=6, out_dir=str(tmp_path / f"o{i}"))
+        s = tp.ssp(x, keep_fraction=0.37, n_clusters=9, prefer=prefer, seed=6)
+        _same(res.load(), s)
+        assert 0 < got["rows"] <= 50 and got["hist"] >= 2
+
+
 def _kill_one(fault_dir, stage, deadline_s=60):
     deadline = time.monotonic() + deadline_s
     pids = []

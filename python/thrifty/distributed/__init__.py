@@ -327,16 +327,7 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
         if prefer == "random":
             rules = [("random", seed, *_random_threshold(run, nk, seed))] * nb
         else:
-            # the global ranking needs every score: n float64 on the driver
-            ids_l, sc_l = [], []
-            for f in bucket_file:
-                with np.load(f) as z:
-                    ids_l.append(z["ids"])
-                    sc_l.append(z["score"])
-            ids, sc = np.concatenate(ids_l), np.concatenate(sc_l)
-            last = np.lexsort((ids, -sc if prefer == "hard" else sc))[nk - 1]
-            rules = [(prefer, float(sc[last]), int(ids[last]))] * nb
-            del ids, sc, ids_l, sc_l
+            rules = [(prefer, *_score_threshold(run, bucket_file, nk, prefer))] * nb
     else:
         intra = np.full(k, np.nan)
         sizes = np.zeros(k, np.int64)
@@ -540,6 +531,47 @@ def _random_threshold(run: _Run, nk: int, seed: int) -> tuple[int, int]:
     ids = np.concatenate([g[1] for g in got])
     last = np.lexsort((ids, bits))[nk - before - 1]
     return int(bits[last]), int(ids[last])
+
+
+#: a histogram bin of the SSP score threshold search with at most this many rows is
+#: gathered to the driver and sorted there
+SCORE_GATHER_ROWS = 1 << 16
+
+
+def _score_threshold(run: _Run, bucket_file: list[str], nk: int, prefer: str
+                     ) -> tuple[float, int]:
+    """The last of the ``nk`` rows SSP's ``prefer`` order ("hard": larger score first,
+    "easy": smaller first, ties by lower id) puts first over all rows, as ``(score,
+    id)``, without gathering the scores.
+
+    The order is the integer order of the 128-bit ``(score_keys(score), id)``
+    (:func:`_stages.score_keys`). Each pass counts, per bucket, the rows that share the
+    digits found so far by the value of the next 16-bit digit; the driver adds the
+    counts and follows the bin holding the ``nk``-th row. Once that bin holds at most
+    :data:`SCORE_GATHER_ROWS` rows (at the latest when it is one row: ids are unique),
+    its rows are gathered and sorted, which gives the exact row a sort of all the
+    scores would give."""
+    prefix: list[int] = []
+    before = 0  # rows that come before every row of the current bin
+    while True:
+        got = run.ex.map(_stages.score_hist_task, [(f, prefer, prefix) for f in bucket_file],
+                         desc="ssp score threshold")
+        total = np.zeros(1 << _stages.SCORE_DIGIT_BITS, np.int64)
+        for bins, counts in got:
+            np.add.at(total, bins, counts)
+        cum = np.cumsum(total)
+        bin_ = int(np.searchsorted(cum, nk - before))  # first bin reaching the nk-th row
+        before += int(cum[bin_ - 1]) if bin_ else 0
+        prefix.append(bin_)
+        if total[bin_] <= SCORE_GATHER_ROWS or len(prefix) == _stages.SCORE_DIGITS:
+            break
+    got = run.ex.map(_stages.score_rows_task, [(f, prefer, prefix) for f in bucket_file],
+                     desc="ssp score threshold")
+    keys = np.concatenate([g[0] for g in got])
+    ids = np.concatenate([g[1] for g in got])
+    scores = np.concatenate([g[2] for g in got])
+    last = np.lexsort((ids, keys))[nk - before - 1]
+    return float(scores[last]), int(ids[last])
 
 
 _RUN_DOC = """

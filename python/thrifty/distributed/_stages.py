@@ -86,6 +86,58 @@ def random_bin_task(start: int, stop: int, seed: int, bin_: int
     return b[sel], ids[sel]
 
 
+# SSP with prefer="hard" / "easy" keeps the first rows of the global order of the
+# per-row scores (hard: larger first, easy: smaller first; ties by lower id). The
+# threshold row is found without gathering the scores: ``score_keys`` maps each score to
+# a uint64 whose integer order is that order (``-0.0`` counted as ``0.0``, as the
+# comparisons of ``_keep_by_rule`` do), so the order is the integer order of the
+# 128-bit ``(key, id)``; histogram passes over its 16-bit digits narrow it down.
+SCORE_DIGIT_BITS = 16
+SCORE_DIGITS = 128 // SCORE_DIGIT_BITS
+
+
+def score_keys(score: np.ndarray, prefer: str) -> np.ndarray:
+    """uint64 keys whose ascending order is SSP's ``prefer`` order of ``score``."""
+    b = (np.asarray(score, dtype=np.float64) + 0.0).view(np.uint64)  # -0.0 + 0.0 = 0.0
+    k = np.where(b >> np.uint64(63) != 0, ~b, b | np.uint64(1 << 63))
+    return ~k if prefer == "hard" else k
+
+
+def _score_digit(keys: np.ndarray, ids: np.ndarray, t: int) -> np.ndarray:
+    """Digit ``t`` (most significant first) of the 128-bit ``(key, id)``."""
+    word, shift = (keys, 48 - 16 * t) if t < 4 else (ids.astype(np.uint64), 48 - 16 * (t - 4))
+    return ((word >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.int64)
+
+
+def _score_rows(cluster_file: str, prefer: str, prefix: list[int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keys, ids, scores)`` of the rows of a bucket whose first digits are ``prefix``."""
+    with np.load(cluster_file) as z:
+        ids, score = z["ids"], z["score"]
+    keys = score_keys(score, prefer)
+    sel = np.ones(ids.size, bool)
+    for t, v in enumerate(prefix):
+        sel &= _score_digit(keys, ids, t) == v
+    return keys[sel], ids[sel], score[sel]
+
+
+def score_hist_task(cluster_file: str, prefer: str, prefix: list[int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Among a bucket's rows whose ``(key, id)`` starts with the digits ``prefix``: the
+    counts per value of the next digit, as ``(digit values, counts)``."""
+    fault_point("ssp")
+    keys, ids, _ = _score_rows(cluster_file, prefer, prefix)
+    return np.unique(_score_digit(keys, ids, len(prefix)), return_counts=True)
+
+
+def score_rows_task(cluster_file: str, prefer: str, prefix: list[int]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keys, ids, scores)`` of a bucket's rows whose ``(key, id)`` starts with
+    ``prefix`` (the few rows of the threshold's histogram bin)."""
+    fault_point("ssp")
+    return _score_rows(cluster_file, prefer, prefix)
+
+
 def gather_task(source: Source, rows: np.ndarray) -> np.ndarray:
     """The float32 rows at sorted global indices ``rows`` (a part of the k-means sample)."""
     fault_point("gather")
