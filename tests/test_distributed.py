@@ -588,6 +588,35 @@ def test_ssp_hard_easy_gather_no_scores_on_the_driver(cluster, data, tmp_path, m
         assert 0 < got["rows"] <= 50 and got["hist"] >= 2
 
 
+def test_dbp_allocation_reports_progress_and_stops_on_an_error():
+    # the driver's O(k^2 d) step: progress per centroid, and an exception from the
+    # callback (as Ctrl-C) stops it and propagates
+    from thrifty import _core
+
+    rng = np.random.default_rng(0)
+    k = 3000
+    c = rng.normal(size=(k, 8)).astype(np.float32)
+    intra = rng.random(k)
+    sizes = np.full(k, 10, np.int64)
+    params = {"keep_fraction": 0.5, "n_neighbors": 5, "temperature": 0.5, "balance": 0.5,
+              "prefer": "hard", "dedup_eps": None, "seed": 0, "n_classes": None}
+    seen = []
+    counts, cx = _core.prune_dbp_counts(c, intra, sizes, k * 10, params,
+                                        lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1] == (k, k)
+    ref_counts, ref_cx = _core.prune_dbp_counts(c, intra, sizes, k * 10, params)
+    assert np.array_equal(counts, ref_counts) and np.array_equal(cx, ref_cx)
+
+    class Stop(Exception):
+        pass
+
+    def stop(d, t):
+        raise Stop
+
+    with pytest.raises(Stop):
+        _core.prune_dbp_counts(c, intra, sizes, k * 10, params, stop)
+
+
 def _kill_one(fault_dir, stage, deadline_s=60):
     deadline = time.monotonic() + deadline_s
     pids = []

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import _core
 from .._errors import InvalidInputError
-from .._progress import ProgressArg
+from .._progress import ProgressArg, progress_callback
 from .._validation import as_float_matrix, check_choice, check_int
 from ..cluster import KMeans as _LocalKMeans
 from ..prune import (PruneResult, _dbp_options, _n_classes, _semdedup_options,
@@ -334,7 +334,11 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
         for st in data["stats"]:
             intra[st["cluster"]] = st["intra"]
             sizes[st["cluster"]] = st["size"]
-        counts, complexity = _core.prune_dbp_counts(c, intra, sizes, n, params)
+        # O(k^2 d) on the driver: shows progress per centroid, Ctrl-C stops it
+        t_alloc = time.perf_counter()
+        with progress_callback(run.ex.progress, desc="dbp allocation", unit="centroid") as cb:
+            counts, complexity = _core.prune_dbp_counts(c, intra, sizes, n, params, cb)
+        run.ex.seconds["dbp allocation"] = time.perf_counter() - t_alloc
         # "auto" depends on the kept count over the whole input: resolved here, once
         prefer = _core.prune_resolve_prefer(params["prefer"], int(counts.sum()), groups)
         st_s, sel = run.stage("select", {**key, "params": params, "prefer": prefer,
@@ -367,11 +371,12 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
     r = DistributedPruneResult(method, keep, cluster, dup, sim, score, kpc, complexity, prefer,
                                params)
     r.seconds = {**run.ex.seconds, "k-means train": train_s,
-                 "driver (gather results, allocation)":
+                 "driver (gather results)":
                      time.perf_counter() - t0 - sum(run.ex.seconds.get(s, 0.0) for s in (
                          "assign", f"{method} clusters", f"{method} cluster blocks",
-                         f"{method} merge blocks", "dbp select", "ssp random: histogram",
-                         "ssp random: threshold"))}
+                         f"{method} merge blocks", "dbp allocation", "dbp select",
+                         "ssp random: histogram", "ssp random: threshold",
+                         "ssp score threshold"))}
     if src.id_column is not None:
         r.ids = [v for a, b in run.parts for v in src.read_ids(a, b)]
     return r
