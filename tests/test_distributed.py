@@ -419,6 +419,36 @@ def test_out_dir_writes_shards_equal_to_single_process(cluster, data, tmp_path, 
         getattr(td, method)(paths, n_clusters=12, seed=4, out_dir=str(out), **kw)
 
 
+def test_sharded_report_streams_the_single_process_report(cluster, data, tmp_path):
+    # report(), removed() and write_report() read one shard at a time and give the
+    # report (and its JSON bytes) of one process
+    import io
+
+    x, shards = data
+    res = td.dbp(shards["uneven"], keep_fraction=0.4, n_clusters=12, dedup_eps=0.01, seed=4,
+                 out_dir=str(tmp_path / "out"))
+    s = tp.dbp(x, keep_fraction=0.4, n_clusters=12, dedup_eps=0.01, seed=4)
+    rep = s.report()
+    assert res.report() == rep
+    assert res.report(max_removed=7)["removed"] == rep["removed"][:7]
+    assert list(res.removed(max_removed=0)) == []
+    assert res.size_per_cluster.tolist() == np.bincount(s.cluster, minlength=12).tolist()
+    assert np.array_equal(np.concatenate(list(res.iter_kept())), s.indices)
+    extra = {"input": ["a", "b\"c"]}
+    buf = io.BytesIO()
+    res.write_report(buf, extra=extra)
+    assert buf.getvalue() == json.dumps({**rep, **extra}, indent=1).encode()
+    # every entry kind: NaN similarity (pruned), finite similarity (duplicate)
+    assert {r["reason"] for r in rep["removed"]} == {"duplicate", "pruned"}
+    # nothing removed: an empty list, as json.dumps writes it
+    res1 = td.ssp(shards["one"], keep_fraction=1.0, n_clusters=3, seed=0,
+                  out_dir=str(tmp_path / "all"))
+    buf = io.BytesIO()
+    res1.write_report(buf)
+    s1 = tp.ssp(x, keep_fraction=1.0, n_clusters=3, seed=0)
+    assert buf.getvalue() == json.dumps(s1.report(), indent=1).encode()
+
+
 def test_assignment_streams_in_blocks_with_the_same_results(cluster, data, tmp_path,
                                                             monkeypatch):
     # blocks of 1000 rows (not a multiple of the 4096-row chunks) and a bucket buffer of

@@ -416,19 +416,26 @@ class ShardedPruneResult:
 
     Attributes: ``out_dir``, ``method``, ``prefer``, ``params``, ``n_input``, ``n_kept``,
     ``n_duplicates``, ``keep_per_cluster``, ``complexity`` (as in
-    :class:`~thrifty.prune.PruneResult`), ``shards`` (one dict per input shard:
-    ``input``, ``start``, ``rows``, ``dir``, ``kept``) and ``seconds``. :meth:`paths`
-    names a field's files in shard order; :meth:`load` reads them all into a
-    :class:`DistributedPruneResult` (for inputs that fit in memory).
+    :class:`~thrifty.prune.PruneResult`), ``size_per_cluster`` (rows per cluster),
+    ``shards`` (one dict per input shard: ``input``, ``start``, ``rows``, ``dir``,
+    ``kept``) and ``seconds``. :meth:`paths` names a field's files in shard order;
+    :meth:`iter_kept` and :meth:`removed` stream the kept rows and the removals shard by
+    shard, :meth:`report` and :meth:`write_report` give the report of
+    :meth:`PruneResult.report <thrifty.prune.PruneResult.report>` holding one shard at a
+    time; :meth:`load` reads everything into a :class:`DistributedPruneResult` (for
+    inputs that fit in memory).
     """
 
     FIELDS = ("keep", "duplicate_of", "similarity", "score", "cluster")
 
     def __init__(self, out_dir: str, shards: list[dict[str, Any]],
-                 keep_per_cluster: np.ndarray) -> None:
+                 keep_per_cluster: np.ndarray, size_per_cluster: np.ndarray | None = None
+                 ) -> None:
         self.out_dir = out_dir
         self.shards = shards
         self.keep_per_cluster = keep_per_cluster
+        self.size_per_cluster = (np.zeros(keep_per_cluster.size, np.int64)
+                                 if size_per_cluster is None else size_per_cluster)
         self.n_input = int(sum(s["rows"] for s in shards))
         self.n_kept = int(sum(s["kept"] for s in shards))
         self.n_duplicates = int(sum(s["duplicates"] for s in shards))
@@ -442,6 +449,78 @@ class ShardedPruneResult:
         field = check_choice(field, "field", self.FIELDS)
         return [os.path.join(self.out_dir, s["dir"], f"{field}.npy") for s in self.shards]
 
+    def _load(self, shard: dict[str, Any], field: str) -> np.ndarray:
+        return np.load(os.path.join(self.out_dir, shard["dir"], f"{field}.npy"))
+
+    def iter_kept(self) -> Any:
+        """The kept global row indices (int64, ascending), one array per input shard."""
+        for sh in self.shards:
+            yield np.flatnonzero(self._load(sh, "keep")).astype(np.int64) + sh["start"]
+
+    def removed(self, max_removed: int | None = None) -> Any:
+        """The ``removed`` entries of :meth:`report`, in index order (the first
+        ``max_removed`` when given), read one shard at a time."""
+        left = -1 if max_removed is None else check_int(max_removed, "max_removed", low=0)
+        for sh in self.shards:
+            if left == 0:
+                return
+            local = np.flatnonzero(~self._load(sh, "keep"))
+            if left > 0:
+                local = local[:left]
+                left -= local.size
+            if not local.size:
+                continue
+            dup = self._load(sh, "duplicate_of")[local]
+            cl = self._load(sh, "cluster")[local]
+            sim = self._load(sh, "similarity")[local]
+            sc = self._load(sh, "score")[local]
+            for i, du, c, si, s in zip((local + sh["start"]).tolist(), dup.tolist(),
+                                       cl.tolist(), sim.tolist(), sc.tolist()):
+                yield {"index": i, "reason": "duplicate" if du >= 0 else "pruned",
+                       "cluster": c, "duplicate_of": du if du >= 0 else None,
+                       "similarity": _num(si) if du >= 0 else None, "score": _num(s)}
+
+    def _report_head(self) -> dict[str, Any]:
+        k = self.keep_per_cluster.size
+        return {
+            "method": self.method,
+            "prefer": self.prefer,
+            "params": dict(self.params),
+            "n_input": self.n_input,
+            "n_kept": self.n_kept,
+            "n_removed": self.n_input - self.n_kept,
+            "n_duplicates": self.n_duplicates,
+            "clusters": [
+                {"cluster": j, "size": int(self.size_per_cluster[j]),
+                 "kept": int(self.keep_per_cluster[j]),
+                 "complexity": _num(self.complexity[j]) if self.complexity.size else None}
+                for j in range(k)],
+        }
+
+    def report(self, *, max_removed: int | None = None) -> dict[str, Any]:
+        """:meth:`PruneResult.report <thrifty.prune.PruneResult.report>` of the whole
+        result (the ``removed`` list in memory: pass ``max_removed``, or use
+        :meth:`write_report`, for large inputs)."""
+        return {**self._report_head(), "removed": list(self.removed(max_removed))}
+
+    def write_report(self, f: Any, *, extra: dict[str, Any] | None = None) -> None:
+        """Write ``json.dumps({**report(), **extra}, indent=1)`` to the binary file
+        ``f``, byte for byte, streaming the ``removed`` entries one shard at a time."""
+        token = os.urandom(16).hex()
+        head = json.dumps({**self._report_head(), "removed": token, **(extra or {})},
+                          indent=1)
+        before, after = head.split(f'"removed": "{token}"')
+        f.write(before.encode() + b'"removed": [')
+        first = True
+        for item in self.removed():
+            f.write((b"\n" if first else b",\n") + _REMOVED_ITEM.format(
+                index=item["index"], reason=item["reason"], cluster=item["cluster"],
+                duplicate_of=_json_scalar(item["duplicate_of"]),
+                similarity=_json_scalar(item["similarity"]),
+                score=_json_scalar(item["score"])).encode())
+            first = False
+        f.write((b"]" if first else b"\n ]") + after.encode())
+
     def load(self) -> DistributedPruneResult:
         """Every field concatenated over the shards (global row order)."""
         cols = {f: np.concatenate([np.load(p) for p in self.paths(f)]) for f in self.FIELDS}
@@ -451,6 +530,21 @@ class ShardedPruneResult:
                                    self.params)
         r.seconds = self.seconds
         return r
+
+
+def _num(v: float) -> float | None:
+    return None if not math.isfinite(float(v)) else float(v)
+
+
+def _json_scalar(v: Any) -> str:
+    """``v`` (None, an int or a finite float) as :func:`json.dumps` writes it."""
+    return "null" if v is None else repr(v)
+
+
+# one entry of the report's "removed" list as json.dumps(report, indent=1) lays it out
+_REMOVED_ITEM = ("  {{\n   \"index\": {index},\n   \"reason\": \"{reason}\",\n"
+                 "   \"cluster\": {cluster},\n   \"duplicate_of\": {duplicate_of},\n"
+                 "   \"similarity\": {similarity},\n   \"score\": {score}\n  }}")
 
 
 def _check_out_dir(out_dir: Any) -> str | None:
@@ -491,13 +585,15 @@ def _write_outputs(run: _Run, out_dir: str, labels_root: str, bucket_file: list[
         for t in glob.glob(os.path.join(out_dir, "*.tmp-*")):
             shutil.rmtree(t, ignore_errors=True)
     kpc = np.zeros(k, np.int64)
+    spc = np.zeros(k, np.int64)
     shards = []
     for i, (sh, d) in enumerate(zip(src.shards, done)):
         kpc += d["keep_per_cluster"]
+        spc += d["size_per_cluster"]
         shards.append({"input": sh.path, "start": sh.start, "rows": sh.rows,
                        "dir": f"part-{i:05d}", "kept": d["kept"],
                        "duplicates": d["duplicates"]})
-    return ShardedPruneResult(out_dir, shards, kpc)
+    return ShardedPruneResult(out_dir, shards, kpc, spc)
 
 
 def _write_manifest(r: ShardedPruneResult, src: Source) -> None:
@@ -508,6 +604,7 @@ def _write_manifest(r: ShardedPruneResult, src: Source) -> None:
     m = {"method": r.method, "prefer": r.prefer, "params": r.params, "n_input": r.n_input,
          "n_kept": r.n_kept, "n_duplicates": r.n_duplicates, "fields": list(r.FIELDS),
          "id_column": src.id_column, "keep_per_cluster": r.keep_per_cluster.tolist(),
+         "size_per_cluster": r.size_per_cluster.tolist(),
          "complexity": [None if not math.isfinite(v) else v for v in r.complexity.tolist()],
          "shards": r.shards}
     _write_atomic(os.path.join(r.out_dir, "_manifest.json"),

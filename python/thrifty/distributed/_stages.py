@@ -552,7 +552,7 @@ def write_shard_task(out_path: str, start: int, stop: int, parts: list[tuple[int
     """The results of global rows ``start:stop`` (one input shard) from the partitions
     ``(P, first, end)`` that overlap it, written as one directory of ``.npy`` files
     (keep, duplicate_of, similarity, score, cluster), all or nothing. Returns the kept
-    and duplicate counts and the kept rows per cluster."""
+    and duplicate counts, and the kept rows and all rows per cluster."""
     fault_point("shards")
     n = stop - start
     cluster = np.full(n, -1, np.int64)
@@ -579,7 +579,8 @@ def write_shard_task(out_path: str, start: int, stop: int, parts: list[tuple[int
     write_dir_atomic(out_path, keep=keep, duplicate_of=dup, similarity=sim, score=score,
                      cluster=cluster)
     return {"kept": int(keep.sum()), "duplicates": int((dup >= 0).sum()),
-            "keep_per_cluster": np.bincount(cluster[keep], minlength=k).astype(np.int64)}
+            "keep_per_cluster": np.bincount(cluster[keep], minlength=k).astype(np.int64),
+            "size_per_cluster": np.bincount(cluster[cluster >= 0], minlength=k).astype(np.int64)}
 
 
 def topk_task(source: Source, start: int, stop: int, queries: np.ndarray, k: int,
