@@ -862,3 +862,36 @@ def test_import_thrifty_imports_no_ray():
     code = ("import sys, thrifty, thrifty.prune, thrifty.cluster, thrifty.distributed; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_gathering_a_sample_maps_one_window_of_a_shard_at_a_time(tmp_path):
+    # the k-means sample touches rows all over a partition; the pages it maps count in
+    # the worker's resident memory, so a shard is mapped one window at a time (peak
+    # resident memory of a fresh process, from /proc)
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs /proc")
+    x = np.random.default_rng(0).normal(size=(131072, 256)).astype(np.float16)  # 64 MiB
+    np.save(tmp_path / "x.npy", x)
+    code = f"""
+import numpy as np
+from thrifty.distributed import _source
+_source.GATHER_WINDOW_ROWS = 4096
+src = _source.open_source({str(tmp_path / "x.npy")!r})
+rows = np.arange(0, src.n, 16, dtype=np.int64)
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+out = np.empty((rows.size, src.d), np.float32)  # what gather returns, touched first
+out[:] = 1
+before = hwm()
+got = src.gather(rows)
+grew = hwm() - before
+ref = np.load({str(tmp_path / "x.npy")!r}, mmap_mode="r")[rows].astype(np.float32)
+assert np.array_equal(got, ref)
+print(before, grew)
+"""
+    before, grew = map(int, subprocess.run([sys.executable, "-c", code], check=True,
+                                           capture_output=True, text=True).stdout.split())
+    # the sample (8 MiB as float32, 4 MiB as float16) and one window; mapping the
+    # whole shard would add its 64 MiB
+    assert grew < 24 << 20, grew

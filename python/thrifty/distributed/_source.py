@@ -28,6 +28,9 @@ BLOCK_ROWS = 4096
 
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 
+#: rows of a ``.npy`` shard mapped at a time while gathering a sample of its rows
+GATHER_WINDOW_ROWS = 65536
+
 
 class ShardNotFoundError(ThriftyIOError, FileNotFoundError):
     """A shard named by the input does not exist (a :class:`thrifty.ThriftyIOError` and a
@@ -122,11 +125,22 @@ class Source:
             if lo == hi:
                 continue
             local = rows[lo:hi] - s.start
+            # one window of rows at a time: a .npy map (and the pages the sample touched)
+            # is dropped after each window, parquet is read batch by batch, so the
+            # task never holds the partition's rows
+            x = np.empty((local.size, self.d), _DTYPES[self.dtype])
             if s.kind == "npy":
-                x = np.asarray(_npy_map(s)[local])
+                cuts = np.searchsorted(local, np.arange(0, s.rows, GATHER_WINDOW_ROWS))
+                for a, b in zip(cuts, [*cuts[1:], local.size]):
+                    if a < b:
+                        m = _npy_map(s)
+                        x[a:b] = m[local[a:b]]
+                        del m
             else:
-                x = _read_shard(s, int(local[0]), int(local[-1]) + 1, self.column)[
-                    local - local[0]]
+                for r, blk in _parquet_blocks(s, int(local[0]), int(local[-1]) + 1,
+                                              self.column, GATHER_WINDOW_ROWS):
+                    a, b = np.searchsorted(local, [r, r + blk.shape[0]])
+                    x[a:b] = blk[local[a:b] - r]
             ok = np.isfinite(x).all(axis=1)
             if not ok.all():
                 r = int(local[np.flatnonzero(~ok)[0]])
