@@ -77,7 +77,8 @@ def concatenate(paths: list[str], out: str) -> None:
 
 
 class Peaks:
-    """Polls /proc while a command runs: peak RSS of the command and of each Ray worker."""
+    """Polls /proc while a command runs: peak RSS of the command and of each Ray worker
+    it started (its descendants; other Ray clusters on the machine are not counted)."""
 
     def __init__(self, pid: int) -> None:
         self.pid, self.driver, self.workers = pid, 0, {}
@@ -96,17 +97,40 @@ class Peaks:
             pass
         return 0
 
+    @staticmethod
+    def parents() -> dict[int, int]:
+        """Parent pid of every process."""
+        out = {}
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                with open(stat) as f:
+                    txt = f.read()
+            except OSError:
+                continue
+            # the command name (field 2) may hold spaces and parentheses
+            out[int(stat.split("/")[2])] = int(txt[txt.rindex(")") + 2:].split()[1])
+        return out
+
+    def ours(self, pid: int, parent: dict[int, int]) -> bool:
+        """Whether ``pid`` descends from the measured command: its own Ray cluster, not
+        another one running on this machine."""
+        while pid > 1:
+            if pid == self.pid:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
     def loop(self) -> None:
         while not self.stop.is_set():
             self.driver = max(self.driver, self.hwm(self.pid))
-            for status in glob.glob("/proc/[0-9]*/status"):
-                pid = int(status.split("/")[2])
+            parent = self.parents()
+            for pid in parent:
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         cmd = f.read()
                 except OSError:
                     continue
-                if b"default_worker.py" in cmd or b"ray::" in cmd:
+                if (b"default_worker.py" in cmd or b"ray::" in cmd) and self.ours(pid, parent):
                     self.workers[pid] = max(self.workers.get(pid, 0), self.hwm(pid))
             self.stop.wait(0.5)
 
