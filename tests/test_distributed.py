@@ -895,3 +895,29 @@ print(before, grew)
     # the sample (8 MiB as float32, 4 MiB as float16) and one window; mapping the
     # whole shard would add its 64 MiB
     assert grew < 24 << 20, grew
+
+
+def test_the_kmeans_sample_comes_back_as_files(cluster, data, tmp_path, monkeypatch):
+    # arrays returned by tasks live in Ray's shared-memory object store, resident in
+    # the worker that wrote them and in the driver: the sample pieces go through the
+    # work directory instead, read one at a time into the training array
+    from thrifty.distributed._executor import RayExecutor
+
+    x, shards = data
+    got = {}
+    real_map = RayExecutor.map
+
+    def recording_map(self, fn, args, *, desc, **kw):
+        out = real_map(self, fn, args, desc=desc, **kw)
+        got.setdefault(desc, out)
+        return out
+
+    monkeypatch.setattr(RayExecutor, "map", recording_map)
+    wd = tmp_path / "work"
+    r = td.dbp(shards["uneven"], keep_fraction=0.5, n_clusters=10, seed=3, partition_rows=4096,
+               work_dir=str(wd))
+    _same(r, tp.dbp(x, keep_fraction=0.5, n_clusters=10, seed=3))
+    pieces = got["k-means sample"]
+    assert all(type(p) is int for p in pieces) and len(pieces) == 3
+    assert sum(pieces) == min(x.shape[0], 256 * 10)
+    assert not glob.glob(str(wd / "kmeans" / "sample-*"))

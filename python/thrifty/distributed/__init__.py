@@ -107,10 +107,16 @@ def _fit_centroids(run: _Run, params: dict[str, Any]) -> tuple[np.ndarray, int, 
         return np.load(os.path.join(st.dir, "centroids.npy")), data["n_iter"], sample is not None
     rows = np.arange(src.n, dtype=np.int64) if sample is None else sample
     cuts = np.searchsorted(rows, [a for a, _ in run.parts] + [src.n])
-    args = [(src, rows[cuts[i]:cuts[i + 1]]) for i in range(len(run.parts))
-            if cuts[i + 1] > cuts[i]]
-    pieces = run.ex.map(_stages.gather_task, args, desc="k-means sample")
-    train = np.concatenate(pieces)
+    # the pieces come back as files, read one at a time into the training array
+    args = [(src, rows[cuts[i]:cuts[i + 1]], st.path(f"sample-{i:06d}.npy"))
+            for i in range(len(run.parts)) if cuts[i + 1] > cuts[i]]
+    run.ex.map(_stages.gather_task, args, desc="k-means sample")
+    train = np.empty((rows.size, src.d), np.float32)
+    at = 0
+    for _, r, path in args:
+        train[at:at + r.size] = np.load(path)
+        at += r.size
+        os.unlink(path)
     local = {kk: v for kk, v in params.items() if kk != "progress"}
     local["max_points_per_centroid"] = None
     if params["spherical"]:

@@ -138,10 +138,18 @@ def score_rows_task(cluster_file: str, prefer: str, prefix: list[int]
     return _score_rows(cluster_file, prefer, prefix)
 
 
-def gather_task(source: Source, rows: np.ndarray) -> np.ndarray:
-    """The float32 rows at sorted global indices ``rows`` (a part of the k-means sample)."""
+def gather_task(source: Source, rows: np.ndarray, out_path: str | None = None
+                ) -> np.ndarray | int:
+    """The float32 rows at sorted global indices ``rows`` (a part of the k-means sample);
+    with ``out_path``, written there (``.npy``) and their number returned instead: a
+    returned array would live in Ray's shared-memory object store, in the resident
+    memory of the worker that wrote it and of the driver that reads it."""
     fault_point("gather")
-    return source.gather(rows)
+    x = source.gather(rows)
+    if out_path is None:
+        return x
+    write_npy_atomic(out_path, x)
+    return int(x.shape[0])
 
 
 def _check_nonzero(x: np.ndarray, source: Source, start: int) -> None:
