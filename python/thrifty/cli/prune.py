@@ -19,7 +19,11 @@ With ``--ray [auto|ADDRESS|local[:N]]`` the work runs on a Ray cluster
 ``.npy`` / parquet shards, numbered globally in the given order (sorted names for a
 directory or glob); OUT and the report are the same as one process would write for the
 concatenated rows. Stage files live in ``--work-dir`` (default ``OUT.work``), removed
-after success; ``--resume`` reuses the stages an interrupted run finished. Without
+after success; ``--resume`` reuses the stages an interrupted run finished. The per-row
+results are written there as shards (``--work-dir``/result, a
+:class:`~thrifty.distributed.ShardedPruneResult`) and OUT and the report are streamed
+from them one input shard at a time (:func:`_publish_sharded`), so the driver never
+holds a value per row of the whole input. Without
 ``--ray`` a single file is required: several inputs are refused with a hint to use
 ``--ray`` (concatenating them silently could need more memory than one file).
 ``--ray`` may stand anywhere: the word after it is its value only when it has the form of
