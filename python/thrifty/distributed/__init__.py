@@ -113,9 +113,9 @@ def _fit_centroids(run: _Run, params: dict[str, Any]) -> tuple[np.ndarray, int, 
     run.ex.map(_stages.gather_task, args, desc="k-means sample")
     train = np.empty((rows.size, src.d), np.float32)
     at = 0
-    for _, r, path in args:
-        train[at:at + r.size] = np.load(path)
-        at += r.size
+    for _, piece, path in args:
+        train[at:at + piece.size] = np.load(path)
+        at += piece.size
         os.unlink(path)
     local = {kk: v for kk, v in params.items() if kk != "progress"}
     local["max_points_per_centroid"] = None

@@ -184,7 +184,7 @@ def assign_task(source: Source, part: int, start: int, stop: int, centroids: np.
     n = stop - start
     lab = np.empty(n, np.int64)
     dist = np.empty(n if labels is None else 0, np.float64)
-    c32 = None if labels is not None else aligned(centroids)
+    c32 = aligned(centroids) if labels is None else np.zeros((0, 0), np.float32)
     writer = (_BucketWriter(out_dir, part, n_buckets, source.dtype, source.d, buffer_bytes)
               if n_buckets else None)
     try:
@@ -269,7 +269,8 @@ class _BucketWriter:
             ids = np.concatenate(self.ids[bucket])
             write_npz_atomic(self.path(bucket, "npz"), ids=ids,
                              labels=np.concatenate(self.labels[bucket]),
-                             rows=np.int64(ids.size), d=np.int64(self.d),
+                             rows=np.array(ids.size, np.int64),
+                             d=np.array(self.d, np.int64),
                              dtype=np.array(self.dtype.str))
         self.tmp.clear()
 
