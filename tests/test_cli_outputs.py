@@ -377,3 +377,63 @@ def test_parquet_output_without_pyarrow_is_refused_before_any_work(emb, tmp_path
                        timeout=60, env=env)
     assert r.returncode == 2 and "parquet output needs pyarrow: pip install pyarrow" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "k.parquet").exists()
+
+
+def _chunks(a, cuts):
+    bounds = [0, *cuts, a.size]
+    return [a[x:y] for x, y in zip(bounds[:-1], bounds[1:])]
+
+
+@pytest.mark.parametrize("n,cuts", [(0, []), (1, []), (7, [0, 3, 3, 7]), (100_003, [5, 70_000])])
+def test_npy_written_in_chunks_is_what_np_save_writes(n, cuts):
+    # the --ray path streams the kept indices shard by shard into OUT
+    import io
+
+    idx = np.arange(n, dtype=np.int64) * 3 + 1
+    want, got = io.BytesIO(), io.BytesIO()
+    np.save(want, idx)
+    cli_io.write_npy_chunks(got, n, iter(_chunks(idx, cuts)))
+    assert got.getvalue() == want.getvalue()
+    with pytest.raises(ValueError, match="header says"):
+        cli_io.write_npy_chunks(io.BytesIO(), n + 1, iter(_chunks(idx, cuts)))
+
+
+def _ids_cases():
+    from decimal import Decimal
+
+    n = cli_io.PARQUET_ROW_GROUP + 1500  # two row groups
+    big = np.arange(n, dtype=np.int64) * 2
+    yield "no ids", big, None
+    yield "string ids", big, [f"doc{i}" for i in range(n)]
+    # the first row group's ids are all None: it waits for the type of the next one
+    yield "late type", big, [None] * cli_io.PARQUET_ROW_GROUP + list(range(1500))
+    yield "all None", np.arange(10, dtype=np.int64), [None] * 10
+    # decimals infer their precision from the values: the groups (of 4 rows here)
+    # disagree, so the file is written again in one piece
+    yield "decimals", np.arange(9, dtype=np.int64), [Decimal(1)] * 4 + [Decimal("123.45")] * 5
+    yield "empty", np.zeros(0, np.int64), []
+
+
+@pytest.mark.parametrize("case", [c[0] for c in _ids_cases()])
+def test_parquet_written_in_row_groups_is_what_write_parquet_writes(case, monkeypatch):
+    import io
+
+    pytest.importorskip("pyarrow")
+    if case == "decimals":
+        monkeypatch.setattr(cli_io, "PARQUET_ROW_GROUP", 4)
+    _, idx, ids = next(c for c in _ids_cases() if c[0] == case)
+    col = None if ids is None else "id"
+    want = io.BytesIO()
+    # write_parquet takes the ids of every row, indexed by row
+    cli_io.write_parquet(want, idx, None if ids is None else dict(zip(idx.tolist(), ids)), col)
+    cuts = [1, idx.size // 3, idx.size // 3, idx.size - 2] if idx.size > 3 else []
+
+    def chunks():
+        at = 0
+        for c in _chunks(idx, cuts):
+            yield c, None if ids is None else ids[at:at + c.size]
+            at += c.size
+
+    got = io.BytesIO()
+    cli_io.write_parquet_chunks(got, chunks, col)
+    assert got.getvalue() == want.getvalue()

@@ -419,6 +419,234 @@ def test_out_dir_writes_shards_equal_to_single_process(cluster, data, tmp_path, 
         getattr(td, method)(paths, n_clusters=12, seed=4, out_dir=str(out), **kw)
 
 
+def test_sharded_report_streams_the_single_process_report(cluster, data, tmp_path):
+    # report(), removed() and write_report() read one shard at a time and give the
+    # report (and its JSON bytes) of one process
+    import io
+
+    x, shards = data
+    res = td.dbp(shards["uneven"], keep_fraction=0.4, n_clusters=12, dedup_eps=0.01, seed=4,
+                 out_dir=str(tmp_path / "out"))
+    s = tp.dbp(x, keep_fraction=0.4, n_clusters=12, dedup_eps=0.01, seed=4)
+    rep = s.report()
+    assert res.report() == rep
+    assert res.report(max_removed=7)["removed"] == rep["removed"][:7]
+    assert list(res.removed(max_removed=0)) == []
+    assert res.size_per_cluster.tolist() == np.bincount(s.cluster, minlength=12).tolist()
+    assert np.array_equal(np.concatenate(list(res.iter_kept())), s.indices)
+    extra = {"input": ["a", "b\"c"]}
+    buf = io.BytesIO()
+    res.write_report(buf, extra=extra)
+    assert buf.getvalue() == json.dumps({**rep, **extra}, indent=1).encode()
+    # every entry kind: NaN similarity (pruned), finite similarity (duplicate)
+    assert {r["reason"] for r in rep["removed"]} == {"duplicate", "pruned"}
+    # nothing removed: an empty list, as json.dumps writes it
+    res1 = td.ssp(shards["one"], keep_fraction=1.0, n_clusters=3, seed=0,
+                  out_dir=str(tmp_path / "all"))
+    buf = io.BytesIO()
+    res1.write_report(buf)
+    s1 = tp.ssp(x, keep_fraction=1.0, n_clusters=3, seed=0)
+    assert buf.getvalue() == json.dumps(s1.report(), indent=1).encode()
+
+
+def test_assignment_streams_in_blocks_with_the_same_results(cluster, data, tmp_path,
+                                                            monkeypatch):
+    # blocks of 1000 rows (not a multiple of the 4096-row chunks) and a bucket buffer of
+    # one byte (every block appended to the bucket files at once) change nothing
+    from thrifty.distributed import _stages
+
+    monkeypatch.setattr(_stages, "ASSIGN_BLOCK_ROWS", 1000)
+    monkeypatch.setattr(_stages, "BUCKET_BUFFER_BYTES", 1)
+    x, shards = data
+    paths = _shard(x, [1, 5000, 5001, 9000], str(tmp_path / "f16"), dtype=np.float16)
+    x16 = x.astype(np.float16).astype(np.float32)
+    for p, xs in ((shards["uneven"], x), (paths, x16)):
+        _same(td.dbp(p, keep_fraction=0.4, n_clusters=9, dedup_eps=0.01, seed=2,
+                     partition_rows=8192, buckets=3),
+              tp.dbp(xs, keep_fraction=0.4, n_clusters=9, dedup_eps=0.01, seed=2))
+        _same(td.ssp(p, keep_fraction=0.3, n_clusters=9, prefer="easy", seed=2),
+              tp.ssp(xs, keep_fraction=0.3, n_clusters=9, prefer="easy", seed=2))
+    km = td.KMeans(6, max_points_per_centroid=64, seed=1, partition_rows=8192).fit(paths)
+    ref = LocalKMeans(6, max_points_per_centroid=64, seed=1).fit(x16)
+    assert km.inertia_ == ref.inertia_ and np.array_equal(km.labels_, ref.labels_)
+
+
+def _bucket_pieces(tmp_path, x, lab, parts, n_buckets, block_rows, budget):
+    from thrifty.distributed import _stages
+    from thrifty.distributed._source import open_source
+
+    tmp_path.mkdir(exist_ok=True)
+    np.save(tmp_path / "x.npy", x)
+    src = open_source(str(tmp_path / "x.npy"))
+    out = tmp_path / "assign"
+    for p, (a, b) in enumerate(parts):
+        _stages.assign_task(src, p, a, b, None, False, False, lab, str(out), n_buckets,
+                            block_rows, budget)
+    return src, str(out)
+
+
+def test_bucket_files_hold_each_bucket_sorted_by_cluster_then_id(tmp_path):
+    from thrifty.distributed import _stages
+
+    rng = np.random.default_rng(0)
+    n, d = 5000, 6
+    x = rng.normal(size=(n, d)).astype(np.float16)
+    lab = rng.integers(0, 11, n)
+    parts = [(0, 1700), (1700, 1701), (1701, n)]
+    _, out = _bucket_pieces(tmp_path, x, lab, parts, 4, 333, 100)
+    assert not glob.glob(os.path.join(out, "**", "*.tmp-*"), recursive=True)
+    for b in range(4):
+        ids, lb, xb = _stages._load_bucket(out, b)
+        want = np.flatnonzero(lab % 4 == b)
+        want = want[np.lexsort((want, lab[want]))]
+        np.testing.assert_array_equal(ids, want)
+        np.testing.assert_array_equal(lb, lab[want])
+        assert xb.dtype == np.float16
+        np.testing.assert_array_equal(xb, x[want])
+    # a damaged piece is named, not misread
+    piece = sorted(glob.glob(os.path.join(out, "bucket-00001", "*.rows")))[0]
+    with open(piece, "r+b") as f:
+        f.truncate(os.path.getsize(piece) - 2)
+    with pytest.raises(thrifty.InvalidInputError, match="rerun without resume"):
+        _stages._load_bucket(out, 1)
+
+
+def test_assignment_and_bucket_loading_hold_a_block_not_the_partition(tmp_path):
+    # numpy's allocations (traced by tracemalloc): the assignment holds one block and
+    # the small per-row arrays, never the partition's rows; a bucket is loaded with one
+    # copy of its rows (plus one partition's piece), not three
+    import tracemalloc
+
+    from thrifty.distributed import _stages
+    from thrifty.distributed._source import open_source
+
+    rng = np.random.default_rng(1)
+    n, d = 81920, 64
+    x = rng.normal(size=(n, d)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x)
+    src = open_source(str(tmp_path / "x.npy"))
+    c = rng.normal(size=(8, d)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        _stages.assign_task(src, 0, 0, n, c, True, False, None, str(tmp_path / "a"), 2,
+                            4096, 1 << 16)
+        _, assign_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the partition's rows: 10 MiB in float16, 20 MiB as float32
+    assert assign_peak < x.nbytes, assign_peak
+    # one bucket holding every row, from four partitions
+    _, out = _bucket_pieces(tmp_path / "b", x, rng.integers(0, 2, n),
+                            [(a, a + n // 4) for a in range(0, n, n // 4)], 1, 4096, 1 << 16)
+    tracemalloc.start()
+    try:
+        ids, _, xb = _stages._load_bucket(out, 0)
+        _, load_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert load_peak < 1.5 * xb.nbytes + 64 * ids.size, (load_peak, xb.nbytes)
+
+
+def test_ssp_score_threshold_is_exact_with_ties(tmp_path, monkeypatch):
+    # the hard / easy threshold search (16-bit digits of (score key, id), then the
+    # gathered bin) on scores full of ties, -0.0 and negatives, against a plain sort of
+    # every score; tasks run in-process
+    import thrifty.distributed as tdm
+    from thrifty.distributed import _stages as st
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    values = np.array([-0.25, -0.0, 0.0, 1e-300, 0.5, 0.5 + 2**-52, 0.75, 1.0, 2.0])
+    score = values[rng.integers(0, values.size, n)]
+    score[rng.random(n) < 0.3] = rng.random(int((rng.random(n) < 0.3).sum()) or 1)[0]
+    ids = rng.permutation(n).astype(np.int64) * 7 + 3  # ids need not be dense
+    files = []
+    for b, sel in enumerate(np.array_split(np.arange(n), 4)):
+        f = str(tmp_path / f"bucket-{b}.npz")
+        np.savez(f, ids=ids[sel], score=score[sel])
+        files.append(f)
+
+    class Ex:
+        def map(self, fn, args, desc):
+            return [fn(*a) for a in args]
+
+    class Run:
+        ex = Ex()
+
+    for gather in (0, 5, 1 << 16):
+        monkeypatch.setattr(tdm, "SCORE_GATHER_ROWS", gather)
+        for prefer in ("hard", "easy"):
+            order = np.lexsort((ids, -score if prefer == "hard" else score))
+            for nk in (1, 2, 17, 1000, 1001, n - 1, n):
+                rule = (prefer, *tdm._score_threshold(Run(), files, nk, prefer))
+                keep = st._keep_by_rule(rule, ids, None, score)
+                ref = np.zeros(n, bool)
+                ref[order[:nk]] = True
+                np.testing.assert_array_equal(keep, ref, err_msg=f"{prefer} {nk} {gather}")
+    # the keys order scores as the comparisons do: -0.0 == 0.0, negatives first
+    k = st.score_keys(np.array([-1.0, -0.0, 0.0, 1e-300, 3.0]), "easy")
+    assert k[0] < k[1] == k[2] < k[3] < k[4]
+    assert (st.score_keys(np.array([-1.0, 0.0, 3.0]), "hard")[::-1] ==
+            np.sort(st.score_keys(np.array([-1.0, 0.0, 3.0]), "hard"))).all()
+
+
+def test_ssp_hard_easy_gather_no_scores_on_the_driver(cluster, data, tmp_path, monkeypatch):
+    # with out_dir, the driver receives histograms and one bin's rows, never a score
+    # per row: the threshold passes return at most SCORE_GATHER_ROWS rows in all
+    import thrifty.distributed as tdm
+    from thrifty.distributed._executor import RayExecutor
+
+    x, shards = data
+    monkeypatch.setattr(tdm, "SCORE_GATHER_ROWS", 50)
+    got = {}
+    real_map = RayExecutor.map
+
+    def recording_map(self, fn, args, *, desc, **kw):
+        out = real_map(self, fn, args, desc=desc, **kw)
+        if fn.__name__ == "score_rows_task":
+            got["rows"] = sum(o[1].size for o in out)
+        if fn.__name__ == "score_hist_task":
+            got["hist"] = got.get("hist", 0) + 1
+        return out
+
+    monkeypatch.setattr(RayExecutor, "map", recording_map)
+    for i, prefer in enumerate(("hard", "easy")):
+        res = td.ssp(shards["uneven"], keep_fraction=0.37, n_clusters=9, prefer=prefer,
+                     seed=6, out_dir=str(tmp_path / f"o{i}"))
+        s = tp.ssp(x, keep_fraction=0.37, n_clusters=9, prefer=prefer, seed=6)
+        _same(res.load(), s)
+        assert 0 < got["rows"] <= 50 and got["hist"] >= 2
+
+
+def test_dbp_allocation_reports_progress_and_stops_on_an_error():
+    # the driver's O(k^2 d) step: progress per centroid, and an exception from the
+    # callback (as Ctrl-C) stops it and propagates
+    from thrifty import _core
+
+    rng = np.random.default_rng(0)
+    k = 3000
+    c = rng.normal(size=(k, 8)).astype(np.float32)
+    intra = rng.random(k)
+    sizes = np.full(k, 10, np.int64)
+    params = {"keep_fraction": 0.5, "n_neighbors": 5, "temperature": 0.5, "balance": 0.5,
+              "prefer": "hard", "dedup_eps": None, "seed": 0, "n_classes": None}
+    seen = []
+    counts, cx = _core.prune_dbp_counts(c, intra, sizes, k * 10, params,
+                                        lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1] == (k, k)
+    ref_counts, ref_cx = _core.prune_dbp_counts(c, intra, sizes, k * 10, params)
+    assert np.array_equal(counts, ref_counts) and np.array_equal(cx, ref_cx)
+
+    class Stop(Exception):
+        pass
+
+    def stop(d, t):
+        raise Stop
+
+    with pytest.raises(Stop):
+        _core.prune_dbp_counts(c, intra, sizes, k * 10, params, stop)
+
+
 def _kill_one(fault_dir, stage, deadline_s=60):
     deadline = time.monotonic() + deadline_s
     pids = []
@@ -634,3 +862,62 @@ def test_import_thrifty_imports_no_ray():
     code = ("import sys, thrifty, thrifty.prune, thrifty.cluster, thrifty.distributed; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_gathering_a_sample_maps_one_window_of_a_shard_at_a_time(tmp_path):
+    # the k-means sample touches rows all over a partition; the pages it maps count in
+    # the worker's resident memory, so a shard is mapped one window at a time (peak
+    # resident memory of a fresh process, from /proc)
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs /proc")
+    x = np.random.default_rng(0).normal(size=(131072, 256)).astype(np.float16)  # 64 MiB
+    np.save(tmp_path / "x.npy", x)
+    code = f"""
+import numpy as np
+from thrifty.distributed import _source
+_source.GATHER_WINDOW_ROWS = 4096
+src = _source.open_source({str(tmp_path / "x.npy")!r})
+rows = np.arange(0, src.n, 16, dtype=np.int64)
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+out = np.empty((rows.size, src.d), np.float32)  # what gather returns, touched first
+out[:] = 1
+before = hwm()
+got = src.gather(rows)
+grew = hwm() - before
+ref = np.load({str(tmp_path / "x.npy")!r}, mmap_mode="r")[rows].astype(np.float32)
+assert np.array_equal(got, ref)
+print(before, grew)
+"""
+    before, grew = map(int, subprocess.run([sys.executable, "-c", code], check=True,
+                                           capture_output=True, text=True).stdout.split())
+    # the sample (8 MiB as float32, 4 MiB as float16) and one window; mapping the
+    # whole shard would add its 64 MiB
+    assert grew < 24 << 20, grew
+
+
+def test_the_kmeans_sample_comes_back_as_files(cluster, data, tmp_path, monkeypatch):
+    # arrays returned by tasks live in Ray's shared-memory object store, resident in
+    # the worker that wrote them and in the driver: the sample pieces go through the
+    # work directory instead, read one at a time into the training array
+    from thrifty.distributed._executor import RayExecutor
+
+    x, shards = data
+    got = {}
+    real_map = RayExecutor.map
+
+    def recording_map(self, fn, args, *, desc, **kw):
+        out = real_map(self, fn, args, desc=desc, **kw)
+        got.setdefault(desc, out)
+        return out
+
+    monkeypatch.setattr(RayExecutor, "map", recording_map)
+    wd = tmp_path / "work"
+    r = td.dbp(shards["uneven"], keep_fraction=0.5, n_clusters=10, seed=3, partition_rows=4096,
+               work_dir=str(wd))
+    _same(r, tp.dbp(x, keep_fraction=0.5, n_clusters=10, seed=3))
+    pieces = got["k-means sample"]
+    assert all(type(p) is int for p in pieces) and len(pieces) == 3
+    assert sum(pieces) == min(x.shape[0], 256 * 10)
+    assert not glob.glob(str(wd / "kmeans" / "sample-*"))

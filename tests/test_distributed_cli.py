@@ -60,6 +60,8 @@ def test_ray_outputs_equal_the_single_process_cli(cluster, shards, tmp_path, met
     assert r2.pop("input") == [os.path.join(parts, f"part-{i}.npy") for i in range(3)]
     r1.pop("input")
     assert r1 == r2
+    b1, b2 = open(rep1, "rb").read(), open(rep2, "rb").read()
+    assert b1[:b1.index(b'"input"')] == b2[:b2.index(b'"input"')]
     assert not os.path.exists(dist + ".work")
     txt = str(tmp_path / "dist.txt")
     files = [os.path.join(parts, f"part-{i}.npy") for i in range(3)]
@@ -93,13 +95,36 @@ def test_resume_skips_finished_stages(cluster, shards, tmp_path, monkeypatch):
     argv = [parts, "--ray", "--clusters", "12", "--keep", "0.5", "--eps", "0.01",
             "--work-dir", work, "-o", out]
     assert _run(*argv, "--resume") == 0
-    assert ran == []  # every stage reused
+    # every computing stage reused; the per-row results are written as shards from them
+    assert set(ran) == {"scatter results", "write shards"}
     np.testing.assert_array_equal(np.load(out), first.indices)
     assert not os.path.exists(work)  # removed after success
     # without --resume the stages run again
+    ran.clear()
     assert _run(*argv, "--force") == 0
     assert {"assign", "dbp clusters", "dbp select"} <= set(ran)
     np.testing.assert_array_equal(np.load(out), first.indices)
+    # a run interrupted while publishing keeps its work directory (and publishes
+    # nothing); resumed, it only rewrites the result shards from the finished stages
+    from thrifty.cli import _io
+
+    real_publish = _io.Outputs.publish
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    out2, rep2 = str(tmp_path / "kept2.npy"), str(tmp_path / "kept2.json")
+    argv2 = [parts, "--ray", "--clusters", "12", "--keep", "0.5", "--eps", "0.01",
+             "--work-dir", work, "-o", out2, "--report", rep2]
+    monkeypatch.setattr(_io.Outputs, "publish", interrupted)
+    assert _run(*argv2) == 130
+    assert not os.path.exists(out2) and not os.path.exists(rep2) and os.path.isdir(work)
+    monkeypatch.setattr(_io.Outputs, "publish", real_publish)
+    ran.clear()
+    assert _run(*argv2, "--resume") == 0
+    assert ran == ["write shards"]
+    np.testing.assert_array_equal(np.load(out2), first.indices)
+    assert json.load(open(rep2))["n_kept"] == first.indices.size
 
 
 def test_bad_shards_exit_2_naming_the_shard(cluster, shards, tmp_path, capsys):
@@ -210,3 +235,65 @@ def test_ray_before_the_inputs_prunes_them(cluster, shards, tmp_path):
     files = [os.path.join(parts, f"part-{i}.npy") for i in range(3)]
     assert _run("--ray", files[0], "-o", dist, *common, files[1], files[2]) == 0
     np.testing.assert_array_equal(np.load(dist), np.load(one))
+
+
+@pytest.fixture(scope="module")
+def parquet_shards(tmp_path_factory):
+    """The rows of ``shards`` as one parquet file and as three parquet shards, with
+    string ids."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(2900, 10)).astype(np.float32)
+    x = np.concatenate([base, base[:100] + 1e-4 * rng.normal(size=(100, 10)).astype(np.float32)])
+    root = tmp_path_factory.mktemp("cli-parquet")
+
+    def table(a, b):
+        return pa.table({"emb": pa.FixedSizeListArray.from_arrays(pa.array(x[a:b].ravel()), 10),
+                         "doc": [f"doc-{i}" for i in range(a, b)]})
+
+    whole = str(root / "whole.parquet")
+    pq.write_table(table(0, 3000), whole)
+    d = root / "parts"
+    d.mkdir()
+    for i, (a, b) in enumerate([(0, 1000), (1000, 1001), (1001, 3000)]):
+        pq.write_table(table(a, b), d / f"p{i}.parquet", row_group_size=700)
+    return whole, str(d)
+
+
+@pytest.mark.parametrize("out_name", ["kept.txt", "kept.parquet"])
+def test_ray_id_outputs_equal_the_single_process_cli(cluster, parquet_shards, tmp_path,
+                                                      out_name, monkeypatch):
+    # the --ray outputs are streamed from the sharded results (never gathered into
+    # per-row arrays on the driver), byte for byte what one process writes
+    import thrifty.distributed as td
+
+    whole, parts = parquet_shards
+    common = ["--method", "dbp", "--keep", "0.5", "--eps", "0.01", "--clusters", "9",
+              "--column", "emb", "--id-column", "doc"]
+    one, rep1 = str(tmp_path / f"one-{out_name}"), str(tmp_path / "one.json")
+    assert _run(whole, "-o", one, "--report", rep1, *common) == 0
+
+    def no_gather(*a, **k):
+        raise AssertionError("the per-row results were gathered on the driver")
+
+    monkeypatch.setattr(td.ShardedPruneResult, "load", no_gather)
+    real_dbp = td.dbp
+
+    def sharded_dbp(*a, **k):
+        assert k.get("out_dir"), "the --ray path must write sharded results"
+        return real_dbp(*a, **k)
+
+    monkeypatch.setattr(td, "dbp", sharded_dbp)
+    dist, rep2 = str(tmp_path / f"dist-{out_name}"), str(tmp_path / "dist.json")
+    assert _run(parts, "--ray", "-o", dist, "--report", rep2, *common) == 0
+    assert open(dist, "rb").read() == open(one, "rb").read()
+    r1, r2 = json.load(open(rep1)), json.load(open(rep2))
+    assert r2.pop("input") == [os.path.join(parts, f"p{i}.parquet") for i in range(3)]
+    r1.pop("input")
+    assert r1 == r2
+    # byte for byte apart from the input line(s)
+    b1 = open(rep1, "rb").read()
+    b2 = open(rep2, "rb").read()
+    assert b1[:b1.index(b'"input"')] == b2[:b2.index(b'"input"')]
+    assert not os.path.exists(dist + ".work")

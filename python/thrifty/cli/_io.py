@@ -26,7 +26,8 @@ from .._errors import FormatError, InvalidInputError
 from .._npy import open_npy
 
 __all__ = ["Embeddings", "read_embeddings", "OutputSpec", "check_outputs", "Outputs",
-           "output_kind", "write_parquet", "TEMP_PREFIX"]
+           "output_kind", "write_parquet", "write_parquet_chunks", "write_npy_chunks",
+           "TEMP_PREFIX"]
 
 #: Temporary outputs are named ``.thrifty-<random>.tmp`` in the output's directory.
 TEMP_PREFIX = ".thrifty-"
@@ -252,13 +253,134 @@ def write_parquet(f: BinaryIO, indices: np.ndarray, ids: list[Any] | None,
                   id_column: str | None) -> None:
     """Write the kept ``indices`` (column ``index``, int64) and, when given, their ids
     (column ``id_column``) as a parquet table to the open file ``f``."""
+    kept = (None if ids is None or id_column is None
+            else [ids[i] for i in indices.tolist()])
+    _write_kept_parquet(f, indices, kept, id_column)
+
+
+def _write_kept_parquet(f: BinaryIO, indices: np.ndarray, kept_ids: list[Any] | None,
+                        id_column: str | None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     cols: dict[str, Any] = {"index": pa.array(indices, pa.int64())}
-    if ids is not None and id_column is not None:
-        cols[id_column] = pa.array([ids[i] for i in indices.tolist()])
+    if kept_ids is not None and id_column is not None:
+        cols[id_column] = pa.array(kept_ids)
     pq.write_table(pa.table(cols), f)
+
+
+#: pyarrow's default row group size: ``write_table`` cuts a table into groups of this
+#: many rows, so writing groups of exactly this size one by one gives the same bytes
+PARQUET_ROW_GROUP = 1 << 20
+
+
+def write_npy_chunks(f: BinaryIO, n: int, chunks: Iterator[np.ndarray]) -> None:
+    """Write the int64 ``chunks`` (``n`` values in all) to ``f`` as one ``.npy`` file,
+    byte for byte what ``np.save`` writes for their concatenation, holding one chunk."""
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)), "fortran_order": False,
+            "shape": (n,)})
+    done = 0
+    for c in chunks:
+        f.write(np.ascontiguousarray(c, dtype=np.int64).data)
+        done += c.size
+    if done != n:
+        raise ValueError(f"write_npy_chunks: got {done} values, the header says {n}")
+
+
+class _TypeChanged(Exception):
+    """The ids of a later row group infer another arrow type than the first ones."""
+
+
+def write_parquet_chunks(f: BinaryIO, chunks: Callable[[], Iterator[tuple[np.ndarray,
+                                                                            list[Any] | None]]],
+                         id_column: str | None) -> None:
+    """:func:`write_parquet` of the concatenated ``(indices, ids)`` chunks, byte for byte,
+    holding one row group (:data:`PARQUET_ROW_GROUP` rows) at a time.
+
+    ``chunks`` is called to iterate them. The ids' arrow type is inferred per row group
+    as ``pa.array`` infers it for the whole list; a group of only None waits (as its
+    indices) for the first typed group. Should two groups infer different types (e.g.
+    decimals of different precision), the file is rewritten from the start in one
+    piece, exactly as :func:`write_parquet` would write it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        _parquet_groups(f, chunks(), id_column, pa, pq)
+    except _TypeChanged as e:
+        e.args[0].close()  # finished now, so that it never writes again
+        f.seek(0)
+        f.truncate()
+        idx, ids = [], []
+        for i, d in chunks():
+            idx.append(i)
+            if d is not None:
+                ids.extend(d)
+        _write_kept_parquet(f, np.concatenate(idx) if idx else np.zeros(0, np.int64),
+                            ids if id_column is not None else None, id_column)
+
+
+def _parquet_groups(f: BinaryIO, chunks: Iterator[tuple[np.ndarray, list[Any] | None]],
+                    id_column: str | None, pa: Any, pq: Any) -> None:
+    writer: Any = None
+    id_type: Any = None
+    waiting: list[np.ndarray] = []  # groups whose ids are all None, before any type
+
+    def table(idx: np.ndarray, ids: Any) -> Any:
+        cols: dict[str, Any] = {"index": pa.array(idx, pa.int64())}
+        if id_column is not None:
+            cols[id_column] = ids
+        return pa.table(cols)
+
+    def put(idx: np.ndarray, ids: list[Any] | None) -> None:
+        nonlocal writer, id_type
+        arr = None
+        if id_column is not None:
+            arr = pa.array(ids)
+            if pa.types.is_null(arr.type) and id_type is None:
+                waiting.append(idx)
+                return
+            if id_type is None:
+                id_type = arr.type
+            elif pa.types.is_null(arr.type):
+                arr = pa.nulls(len(arr), id_type)
+            elif arr.type != id_type:  # the writer exists since the first typed group
+                raise _TypeChanged(writer)
+        if writer is None:
+            t = table(idx, arr)
+            writer = pq.ParquetWriter(f, t.schema)
+            for w in waiting:
+                writer.write_table(table(w, pa.nulls(w.size, id_type)))
+            waiting.clear()
+            writer.write_table(t)
+        else:
+            writer.write_table(table(idx, arr))
+
+    buf_i: list[np.ndarray] = []
+    buf_d: list[Any] = []
+    have = 0
+    for i, d in chunks:
+        at = 0
+        while at < i.size:
+            take = min(PARQUET_ROW_GROUP - have, i.size - at)
+            buf_i.append(i[at:at + take])
+            if d is not None:
+                buf_d.extend(d[at:at + take])
+            have += take
+            at += take
+            if have == PARQUET_ROW_GROUP:
+                put(np.concatenate(buf_i), buf_d if id_column is not None else None)
+                buf_i, buf_d, have = [], [], 0
+    if have or (writer is None and not waiting):
+        put(np.concatenate(buf_i) if buf_i else np.zeros(0, np.int64),
+            buf_d if id_column is not None else None)
+    if writer is None:  # every id None: the type is null
+        id_type = pa.null()
+        writer = pq.ParquetWriter(f, table(waiting[0], pa.nulls(waiting[0].size)).schema)
+        for w in waiting:
+            writer.write_table(table(w, pa.nulls(w.size)))
+    writer.close()
 
 
 @dataclass

@@ -19,7 +19,11 @@ With ``--ray [auto|ADDRESS|local[:N]]`` the work runs on a Ray cluster
 ``.npy`` / parquet shards, numbered globally in the given order (sorted names for a
 directory or glob); OUT and the report are the same as one process would write for the
 concatenated rows. Stage files live in ``--work-dir`` (default ``OUT.work``), removed
-after success; ``--resume`` reuses the stages an interrupted run finished. Without
+after success; ``--resume`` reuses the stages an interrupted run finished. The per-row
+results are written there as shards (``--work-dir``/result, a
+:class:`~thrifty.distributed.ShardedPruneResult`) and OUT and the report are streamed
+from them one input shard at a time (:func:`_publish_sharded`), so the driver never
+holds a value per row of the whole input. Without
 ``--ray`` a single file is required: several inputs are refused with a hint to use
 ``--ray`` (concatenating them silently could need more memory than one file).
 ``--ray`` may stand anywhere: the word after it is its value only when it has the form of
@@ -33,6 +37,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from typing import Any
@@ -160,13 +165,24 @@ def _prune(x: np.ndarray, args: argparse.Namespace, keep: float, progress: Any =
                      prefer=prefer, seed=args.seed, progress=progress)
 
 
+#: where a --ray run writes its sharded results, inside the work directory
+RESULT_DIR = "result"
+
+
 def _prune_ray(args: argparse.Namespace, keep: float, work_dir: str, progress: Any) -> Any:
+    """Run on Ray with the per-row results written as shards in ``work_dir/result``
+    (a :class:`~thrifty.distributed.ShardedPruneResult`): nothing per row is gathered
+    here, the outputs are streamed from those shards."""
     import thrifty.distributed as td
 
     prefer = "hard" if args.prefer is None else args.prefer
+    out_dir = os.path.join(work_dir, RESULT_DIR)
+    # results of an earlier, unpublished run are rewritten from its reused stages
+    shutil.rmtree(out_dir, ignore_errors=True)
     common: dict[str, Any] = dict(
         n_clusters=args.clusters, seed=args.seed, column=args.column, id_column=args.id_column,
-        work_dir=work_dir, resume=args.resume, ray=args.ray, progress=progress)
+        work_dir=work_dir, resume=args.resume, ray=args.ray, progress=progress,
+        out_dir=out_dir)
     if args.method == "semdedup":
         return td.semdedup(args.input, eps=0.05 if args.eps is None else args.eps,
                            prefer=prefer, **common)
@@ -274,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
                              "them (--ray local runs on this machine)")
         args.input = args.input[0]
         args.shards = [args.input]
+        src = None
     else:
         if not _is_ray_value(args.ray):
             return _fail(f"--ray {args.ray!r}: expected auto, local, local:N, HOST:PORT or "
@@ -291,22 +308,24 @@ def run(args: argparse.Namespace) -> int:
     kind = _plan(args)
     t0 = time.perf_counter()
     show = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    work_dir = None
     if args.ray is not None:
         work_dir = args.work_dir or f"{args.output}.work"
         r = _prune_ray(args, keep, work_dir, show)
-        ids = r.ids
-        n = r.keep.size
-    else:
-        emb = read_embeddings(args.input, column=args.column, id_column=args.id_column)
-        for note in emb.notes:
-            print(f"thrifty prune: note: {note}", file=sys.stderr)
-        x, ids = emb.x, emb.ids
-        if args.clusters is not None and args.clusters > x.shape[0]:
-            raise InvalidInputError(
-                f"--clusters {args.clusters} is more than the number of points ({x.shape[0]})")
-        r = _prune(x, args, keep, progress=show)
-        n = x.shape[0]
+        _publish_sharded(r, src, args, kind)
+        shutil.rmtree(work_dir, ignore_errors=True)
+        _summary(args, r.n_kept, r.n_input, r.n_duplicates, t0)
+        if r.seconds:
+            print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()))
+        return 0
+    emb = read_embeddings(args.input, column=args.column, id_column=args.id_column)
+    for note in emb.notes:
+        print(f"thrifty prune: note: {note}", file=sys.stderr)
+    x, ids = emb.x, emb.ids
+    if args.clusters is not None and args.clusters > x.shape[0]:
+        raise InvalidInputError(
+            f"--clusters {args.clusters} is more than the number of points ({x.shape[0]})")
+    r = _prune(x, args, keep, progress=show)
+    n = x.shape[0]
     idx = r.indices
     with Outputs(force=args.force) as outs:
         if kind == "parquet":
@@ -319,19 +338,46 @@ def run(args: argparse.Namespace) -> int:
             outs.stage(args.output, lambda f: np.save(f, idx))
         if args.report:
             rep = r.report()
-            rep["input"] = (os.path.abspath(args.input) if args.ray is None
-                            else [os.path.abspath(p) for p in args.shards])
+            rep["input"] = os.path.abspath(args.input)
             outs.stage(args.report, lambda f: f.write(json.dumps(rep, indent=1).encode()))
         outs.publish()
-    if work_dir is not None:
-        import shutil
-
-        shutil.rmtree(work_dir, ignore_errors=True)
-    dups = int((r.duplicate_of >= 0).sum())
-    print(f"{args.method}: kept {idx.size} of {n} ({idx.size / n:.1%}); removed "
-          f"{n - idx.size} ({dups} as near-duplicates) in {time.perf_counter() - t0:.1f} s "
-          f"-> {args.output}" + (f" (report: {args.report})" if args.report else ""))
-    stages = getattr(r, "seconds", None)
-    if stages:
-        print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
+    _summary(args, idx.size, n, int((r.duplicate_of >= 0).sum()), t0)
     return 0
+
+
+def _summary(args: argparse.Namespace, kept: int, n: int, dups: int, t0: float) -> None:
+    print(f"{args.method}: kept {kept} of {n} ({kept / n:.1%}); removed "
+          f"{n - kept} ({dups} as near-duplicates) in {time.perf_counter() - t0:.1f} s "
+          f"-> {args.output}" + (f" (report: {args.report})" if args.report else ""))
+
+
+def _publish_sharded(r: Any, src: Any, args: argparse.Namespace, kind: str) -> None:
+    """Write OUT and the report of a sharded result, byte for byte what the
+    single-process path writes, reading one input shard's results at a time."""
+    from ._io import Outputs, write_npy_chunks, write_parquet_chunks
+
+    def kept() -> Any:
+        """``(kept global indices, their ids or None)`` per input shard."""
+        for sh, idx in zip(r.shards, r.iter_kept()):
+            if args.id_column is None:
+                yield idx, None
+                continue
+            ids = src.read_ids(sh["start"], sh["start"] + sh["rows"])
+            yield idx, [ids[i] for i in (idx - sh["start"]).tolist()]
+
+    def text(f: Any) -> None:
+        for idx, ids in kept():
+            vals = idx.tolist() if ids is None else ids
+            f.write("".join(f"{v}\n" for v in vals).encode())
+
+    with Outputs(force=args.force) as outs:
+        if kind == "parquet":
+            outs.stage(args.output, lambda f: write_parquet_chunks(f, kept, args.id_column))
+        elif kind == "npy":
+            outs.stage(args.output, lambda f: write_npy_chunks(f, r.n_kept, r.iter_kept()))
+        else:
+            outs.stage(args.output, text)
+        if args.report:
+            extra = {"input": [os.path.abspath(p) for p in args.shards]}
+            outs.stage(args.report, lambda f: r.write_report(f, extra=extra))
+        outs.publish()

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import _core
 from .._errors import InvalidInputError
-from .._progress import ProgressArg
+from .._progress import ProgressArg, progress_callback
 from .._validation import (as_float_matrix, check_bool, check_choice, check_float,
                            check_int)
 from ..cluster import KMeans as _LocalKMeans
@@ -114,10 +114,16 @@ def _fit_centroids(run: _Run, params: dict[str, Any]) -> tuple[np.ndarray, int, 
         return c, n_iter, False
     rows = sample
     cuts = np.searchsorted(rows, [a for a, _ in run.parts] + [src.n])
-    args = [(src, rows[cuts[i]:cuts[i + 1]]) for i in range(len(run.parts))
-            if cuts[i + 1] > cuts[i]]
-    pieces = run.ex.map(_stages.gather_task, args, desc="k-means sample")
-    train = np.concatenate(pieces)
+    # the pieces come back as files, read one at a time into the training array
+    args = [(src, rows[cuts[i]:cuts[i + 1]], st.path(f"sample-{i:06d}.npy"))
+            for i in range(len(run.parts)) if cuts[i + 1] > cuts[i]]
+    run.ex.map(_stages.gather_task, args, desc="k-means sample")
+    train = np.empty((rows.size, src.d), np.float32)
+    at = 0
+    for _, piece, path in args:
+        train[at:at + piece.size] = np.load(path)
+        at += piece.size
+        os.unlink(path)
     local = {kk: v for kk, v in params.items() if kk != "progress"}
     local["max_points_per_centroid"] = None
     if params["spherical"]:
@@ -142,7 +148,8 @@ def _assign(run: _Run, centroids: np.ndarray, spherical: bool, unit_rows: bool,
         return st, data["inertia"]
     c_ref = run.ex.put(np.ascontiguousarray(centroids, dtype=np.float32))
     l_ref = None if labels is None else run.ex.put(labels)
-    args = [(run.source, p, a, b, c_ref, spherical, unit_rows, l_ref, st.dir, n_buckets)
+    args = [(run.source, p, a, b, c_ref, spherical, unit_rows, l_ref, st.dir, n_buckets,
+             _stages.ASSIGN_BLOCK_ROWS, _stages.BUCKET_BUFFER_BYTES)
             for p, (a, b) in enumerate(run.parts)]
     sums = run.ex.map(_stages.assign_task, args, desc="assign")
     inertia = _stages.sequential_sum([v for s in sums for v in s])
@@ -322,7 +329,7 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
           else check_int(buckets, "buckets", low=1))
     key = {"centroids": _digest(c), "labels": None if lab is None else _digest(lab)}
     t0 = time.perf_counter()
-    st_a, _ = _assign(run, c, True, unit_rows, lab, nb, "assign", key)
+    st_a, _ = _assign(run, c, True, unit_rows, lab, nb, "assign", {**key, "shuffle": 2})
     # per-cluster pass, one task per bucket
     st_c, data = run.stage("clusters", {**key, "method": method, "params": params, "buckets": nb,
                                         "block_rows": block_rows})
@@ -346,23 +353,18 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
         if prefer == "random":
             rules = [("random", seed, *_random_threshold(run, nk, seed))] * nb
         else:
-            # the global ranking needs every score: n float64 on the driver
-            ids_l, sc_l = [], []
-            for f in bucket_file:
-                with np.load(f) as z:
-                    ids_l.append(z["ids"])
-                    sc_l.append(z["score"])
-            ids, sc = np.concatenate(ids_l), np.concatenate(sc_l)
-            last = np.lexsort((ids, -sc if prefer == "hard" else sc))[nk - 1]
-            rules = [(prefer, float(sc[last]), int(ids[last]))] * nb
-            del ids, sc, ids_l, sc_l
+            rules = [(prefer, *_score_threshold(run, bucket_file, nk, prefer))] * nb
     else:
         intra = np.full(k, np.nan)
         sizes = np.zeros(k, np.int64)
         for st in data["stats"]:
             intra[st["cluster"]] = st["intra"]
             sizes[st["cluster"]] = st["size"]
-        counts, complexity = _core.prune_dbp_counts(c, intra, sizes, n, params)
+        # O(k^2 d) on the driver: shows progress per centroid, Ctrl-C stops it
+        t_alloc = time.perf_counter()
+        with progress_callback(run.ex.progress, desc="dbp allocation", unit="centroid") as cb:
+            counts, complexity = _core.prune_dbp_counts(c, intra, sizes, n, params, cb)
+        run.ex.seconds["dbp allocation"] = time.perf_counter() - t_alloc
         # "auto" depends on the kept count over the whole input: resolved here, once
         prefer = _core.prune_resolve_prefer(params["prefer"], int(counts.sum()), groups)
         st_s, sel = run.stage("select", {**key, "params": params, "prefer": prefer,
@@ -395,11 +397,12 @@ def _prune_run(run: _Run, method: str, params: dict[str, Any], n_clusters: Any, 
     r = DistributedPruneResult(method, keep, cluster, dup, sim, score, kpc, complexity, prefer,
                                params)
     r.seconds = {**run.ex.seconds, "k-means train": train_s,
-                 "driver (gather results, allocation)":
+                 "driver (gather results)":
                      time.perf_counter() - t0 - sum(run.ex.seconds.get(s, 0.0) for s in (
                          "assign", f"{method} clusters", f"{method} cluster blocks",
-                         f"{method} merge blocks", "dbp select", "ssp random: histogram",
-                         "ssp random: threshold"))}
+                         f"{method} merge blocks", "dbp allocation", "dbp select",
+                         "ssp random: histogram", "ssp random: threshold",
+                         "ssp score threshold"))}
     if src.id_column is not None:
         r.ids = [v for a, b in run.parts for v in src.read_ids(a, b)]
     return r
@@ -439,19 +442,26 @@ class ShardedPruneResult:
 
     Attributes: ``out_dir``, ``method``, ``prefer``, ``params``, ``n_input``, ``n_kept``,
     ``n_duplicates``, ``keep_per_cluster``, ``complexity`` (as in
-    :class:`~thrifty.prune.PruneResult`), ``shards`` (one dict per input shard:
-    ``input``, ``start``, ``rows``, ``dir``, ``kept``) and ``seconds``. :meth:`paths`
-    names a field's files in shard order; :meth:`load` reads them all into a
-    :class:`DistributedPruneResult` (for inputs that fit in memory).
+    :class:`~thrifty.prune.PruneResult`), ``size_per_cluster`` (rows per cluster),
+    ``shards`` (one dict per input shard: ``input``, ``start``, ``rows``, ``dir``,
+    ``kept``) and ``seconds``. :meth:`paths` names a field's files in shard order;
+    :meth:`iter_kept` and :meth:`removed` stream the kept rows and the removals shard by
+    shard, :meth:`report` and :meth:`write_report` give the report of
+    :meth:`PruneResult.report <thrifty.prune.PruneResult.report>` holding one shard at a
+    time; :meth:`load` reads everything into a :class:`DistributedPruneResult` (for
+    inputs that fit in memory).
     """
 
     FIELDS = ("keep", "duplicate_of", "similarity", "score", "cluster")
 
     def __init__(self, out_dir: str, shards: list[dict[str, Any]],
-                 keep_per_cluster: np.ndarray) -> None:
+                 keep_per_cluster: np.ndarray, size_per_cluster: np.ndarray | None = None
+                 ) -> None:
         self.out_dir = out_dir
         self.shards = shards
         self.keep_per_cluster = keep_per_cluster
+        self.size_per_cluster = (np.zeros(keep_per_cluster.size, np.int64)
+                                 if size_per_cluster is None else size_per_cluster)
         self.n_input = int(sum(s["rows"] for s in shards))
         self.n_kept = int(sum(s["kept"] for s in shards))
         self.n_duplicates = int(sum(s["duplicates"] for s in shards))
@@ -465,6 +475,78 @@ class ShardedPruneResult:
         field = check_choice(field, "field", self.FIELDS)
         return [os.path.join(self.out_dir, s["dir"], f"{field}.npy") for s in self.shards]
 
+    def _load(self, shard: dict[str, Any], field: str) -> np.ndarray:
+        return np.load(os.path.join(self.out_dir, shard["dir"], f"{field}.npy"))
+
+    def iter_kept(self) -> Any:
+        """The kept global row indices (int64, ascending), one array per input shard."""
+        for sh in self.shards:
+            yield np.flatnonzero(self._load(sh, "keep")).astype(np.int64) + sh["start"]
+
+    def removed(self, max_removed: int | None = None) -> Any:
+        """The ``removed`` entries of :meth:`report`, in index order (the first
+        ``max_removed`` when given), read one shard at a time."""
+        left = -1 if max_removed is None else check_int(max_removed, "max_removed", low=0)
+        for sh in self.shards:
+            if left == 0:
+                return
+            local = np.flatnonzero(~self._load(sh, "keep"))
+            if left > 0:
+                local = local[:left]
+                left -= local.size
+            if not local.size:
+                continue
+            dup = self._load(sh, "duplicate_of")[local]
+            cl = self._load(sh, "cluster")[local]
+            sim = self._load(sh, "similarity")[local]
+            sc = self._load(sh, "score")[local]
+            for i, du, c, si, s in zip((local + sh["start"]).tolist(), dup.tolist(),
+                                       cl.tolist(), sim.tolist(), sc.tolist()):
+                yield {"index": i, "reason": "duplicate" if du >= 0 else "pruned",
+                       "cluster": c, "duplicate_of": du if du >= 0 else None,
+                       "similarity": _num(si) if du >= 0 else None, "score": _num(s)}
+
+    def _report_head(self) -> dict[str, Any]:
+        k = self.keep_per_cluster.size
+        return {
+            "method": self.method,
+            "prefer": self.prefer,
+            "params": dict(self.params),
+            "n_input": self.n_input,
+            "n_kept": self.n_kept,
+            "n_removed": self.n_input - self.n_kept,
+            "n_duplicates": self.n_duplicates,
+            "clusters": [
+                {"cluster": j, "size": int(self.size_per_cluster[j]),
+                 "kept": int(self.keep_per_cluster[j]),
+                 "complexity": _num(self.complexity[j]) if self.complexity.size else None}
+                for j in range(k)],
+        }
+
+    def report(self, *, max_removed: int | None = None) -> dict[str, Any]:
+        """:meth:`PruneResult.report <thrifty.prune.PruneResult.report>` of the whole
+        result (the ``removed`` list in memory: pass ``max_removed``, or use
+        :meth:`write_report`, for large inputs)."""
+        return {**self._report_head(), "removed": list(self.removed(max_removed))}
+
+    def write_report(self, f: Any, *, extra: dict[str, Any] | None = None) -> None:
+        """Write ``json.dumps({**report(), **extra}, indent=1)`` to the binary file
+        ``f``, byte for byte, streaming the ``removed`` entries one shard at a time."""
+        token = os.urandom(16).hex()
+        head = json.dumps({**self._report_head(), "removed": token, **(extra or {})},
+                          indent=1)
+        before, after = head.split(f'"removed": "{token}"')
+        f.write(before.encode() + b'"removed": [')
+        first = True
+        for item in self.removed():
+            f.write((b"\n" if first else b",\n") + _REMOVED_ITEM.format(
+                index=item["index"], reason=item["reason"], cluster=item["cluster"],
+                duplicate_of=_json_scalar(item["duplicate_of"]),
+                similarity=_json_scalar(item["similarity"]),
+                score=_json_scalar(item["score"])).encode())
+            first = False
+        f.write((b"]" if first else b"\n ]") + after.encode())
+
     def load(self) -> DistributedPruneResult:
         """Every field concatenated over the shards (global row order)."""
         cols = {f: np.concatenate([np.load(p) for p in self.paths(f)]) for f in self.FIELDS}
@@ -474,6 +556,21 @@ class ShardedPruneResult:
                                    self.params)
         r.seconds = self.seconds
         return r
+
+
+def _num(v: float) -> float | None:
+    return None if not math.isfinite(float(v)) else float(v)
+
+
+def _json_scalar(v: Any) -> str:
+    """``v`` (None, an int or a finite float) as :func:`json.dumps` writes it."""
+    return "null" if v is None else repr(v)
+
+
+# one entry of the report's "removed" list as json.dumps(report, indent=1) lays it out
+_REMOVED_ITEM = ("  {{\n   \"index\": {index},\n   \"reason\": \"{reason}\",\n"
+                 "   \"cluster\": {cluster},\n   \"duplicate_of\": {duplicate_of},\n"
+                 "   \"similarity\": {similarity},\n   \"score\": {score}\n  }}")
 
 
 def _check_out_dir(out_dir: Any) -> str | None:
@@ -514,13 +611,15 @@ def _write_outputs(run: _Run, out_dir: str, labels_root: str, bucket_file: list[
         for t in glob.glob(os.path.join(out_dir, "*.tmp-*")):
             shutil.rmtree(t, ignore_errors=True)
     kpc = np.zeros(k, np.int64)
+    spc = np.zeros(k, np.int64)
     shards = []
     for i, (sh, d) in enumerate(zip(src.shards, done)):
         kpc += d["keep_per_cluster"]
+        spc += d["size_per_cluster"]
         shards.append({"input": sh.path, "start": sh.start, "rows": sh.rows,
                        "dir": f"part-{i:05d}", "kept": d["kept"],
                        "duplicates": d["duplicates"]})
-    return ShardedPruneResult(out_dir, shards, kpc)
+    return ShardedPruneResult(out_dir, shards, kpc, spc)
 
 
 def _write_manifest(r: ShardedPruneResult, src: Source) -> None:
@@ -531,6 +630,7 @@ def _write_manifest(r: ShardedPruneResult, src: Source) -> None:
     m = {"method": r.method, "prefer": r.prefer, "params": r.params, "n_input": r.n_input,
          "n_kept": r.n_kept, "n_duplicates": r.n_duplicates, "fields": list(r.FIELDS),
          "id_column": src.id_column, "keep_per_cluster": r.keep_per_cluster.tolist(),
+         "size_per_cluster": r.size_per_cluster.tolist(),
          "complexity": [None if not math.isfinite(v) else v for v in r.complexity.tolist()],
          "shards": r.shards}
     _write_atomic(os.path.join(r.out_dir, "_manifest.json"),
@@ -559,6 +659,47 @@ def _random_threshold(run: _Run, nk: int, seed: int) -> tuple[int, int]:
     ids = np.concatenate([g[1] for g in got])
     last = np.lexsort((ids, bits))[nk - before - 1]
     return int(bits[last]), int(ids[last])
+
+
+#: a histogram bin of the SSP score threshold search with at most this many rows is
+#: gathered to the driver and sorted there
+SCORE_GATHER_ROWS = 1 << 16
+
+
+def _score_threshold(run: _Run, bucket_file: list[str], nk: int, prefer: str
+                     ) -> tuple[float, int]:
+    """The last of the ``nk`` rows SSP's ``prefer`` order ("hard": larger score first,
+    "easy": smaller first, ties by lower id) puts first over all rows, as ``(score,
+    id)``, without gathering the scores.
+
+    The order is the integer order of the 128-bit ``(score_keys(score), id)``
+    (:func:`_stages.score_keys`). Each pass counts, per bucket, the rows that share the
+    digits found so far by the value of the next 16-bit digit; the driver adds the
+    counts and follows the bin holding the ``nk``-th row. Once that bin holds at most
+    :data:`SCORE_GATHER_ROWS` rows (at the latest when it is one row: ids are unique),
+    its rows are gathered and sorted, which gives the exact row a sort of all the
+    scores would give."""
+    prefix: list[int] = []
+    before = 0  # rows that come before every row of the current bin
+    while True:
+        got = run.ex.map(_stages.score_hist_task, [(f, prefer, prefix) for f in bucket_file],
+                         desc="ssp score threshold")
+        total = np.zeros(1 << _stages.SCORE_DIGIT_BITS, np.int64)
+        for bins, counts in got:
+            np.add.at(total, bins, counts)
+        cum = np.cumsum(total)
+        bin_ = int(np.searchsorted(cum, nk - before))  # first bin reaching the nk-th row
+        before += int(cum[bin_ - 1]) if bin_ else 0
+        prefix.append(bin_)
+        if total[bin_] <= SCORE_GATHER_ROWS or len(prefix) == _stages.SCORE_DIGITS:
+            break
+    got = run.ex.map(_stages.score_rows_task, [(f, prefer, prefix) for f in bucket_file],
+                     desc="ssp score threshold")
+    keys = np.concatenate([g[0] for g in got])
+    ids = np.concatenate([g[1] for g in got])
+    scores = np.concatenate([g[2] for g in got])
+    last = np.lexsort((ids, keys))[nk - before - 1]
+    return float(scores[last]), int(ids[last])
 
 
 _RUN_DOC = """

@@ -11,7 +11,7 @@ import glob
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,9 @@ __all__ = ["Shard", "Source", "open_source", "partitions", "BLOCK_ROWS"]
 BLOCK_ROWS = 4096
 
 _DTYPES = {"float32": np.float32, "float16": np.float16}
+
+#: rows of a ``.npy`` shard mapped at a time while gathering a sample of its rows
+GATHER_WINDOW_ROWS = 65536
 
 
 class ShardNotFoundError(ThriftyIOError, FileNotFoundError):
@@ -85,6 +88,26 @@ class Source:
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return np.ascontiguousarray(out, dtype=np.float32)
 
+    def iter_blocks(self, start: int, stop: int, block_rows: int
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Rows ``start:stop`` as ``(first global row, rows)`` blocks of at most
+        ``block_rows`` rows in the input dtype, checked finite, in row order.
+
+        Each block is a fresh array: a ``.npy`` shard's memory map is released after
+        every block and a parquet shard is read one batch at a time, so a pass over a
+        partition holds one block in memory, never the partition (its pages would count
+        in the worker's resident memory)."""
+        for s in self.shards:
+            a, b = max(start, s.start), min(stop, s.start + s.rows)
+            if a >= b:
+                continue
+            blocks = (_npy_blocks(s, a - s.start, b - s.start, block_rows) if s.kind == "npy"
+                      else _parquet_blocks(s, a - s.start, b - s.start, self.column,
+                                           block_rows))
+            for r, x in blocks:
+                _check_finite(x, s, r)
+                yield s.start + r, x
+
     def read_raw(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` in the input dtype (what the shuffle stores)."""
         parts = []
@@ -102,11 +125,22 @@ class Source:
             if lo == hi:
                 continue
             local = rows[lo:hi] - s.start
+            # one window of rows at a time: a .npy map (and the pages the sample touched)
+            # is dropped after each window, parquet is read batch by batch, so the
+            # task never holds the partition's rows
+            x = np.empty((local.size, self.d), _DTYPES[self.dtype])
             if s.kind == "npy":
-                x = np.asarray(_npy_map(s)[local])
+                cuts = np.searchsorted(local, np.arange(0, s.rows, GATHER_WINDOW_ROWS))
+                for a, b in zip(cuts, [*cuts[1:], local.size]):
+                    if a < b:
+                        m = _npy_map(s)
+                        x[a:b] = m[local[a:b]]
+                        del m
             else:
-                x = _read_shard(s, int(local[0]), int(local[-1]) + 1, self.column)[
-                    local - local[0]]
+                for r, blk in _parquet_blocks(s, int(local[0]), int(local[-1]) + 1,
+                                              self.column, GATHER_WINDOW_ROWS):
+                    a, b = np.searchsorted(local, [r, r + blk.shape[0]])
+                    x[a:b] = blk[local[a:b] - r]
             ok = np.isfinite(x).all(axis=1)
             if not ok.all():
                 r = int(local[np.flatnonzero(~ok)[0]])
@@ -160,11 +194,61 @@ def _parquet_table(s: Shard, a: int, b: int, column: str | None) -> Any:
     return pa.concat_tables(out)
 
 
+def _npy_blocks(s: Shard, a: int, b: int, block_rows: int
+                ) -> Iterator[tuple[int, np.ndarray]]:
+    """Rows ``a:b`` of a ``.npy`` shard in blocks, each a copy (the map is dropped)."""
+    for r in range(a, b, block_rows):
+        m = _npy_map(s)
+        x = np.array(m[r:min(r + block_rows, b)])
+        del m
+        yield r, x
+
+
+def _parquet_blocks(s: Shard, a: int, b: int, column: str | None, block_rows: int
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+    """Rows ``a:b`` of a parquet shard in blocks, read batch by batch from the row
+    groups that hold them."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    try:
+        pf = pq.ParquetFile(s.path)
+        groups, base, first = [], 0, None
+        for g in range(pf.num_row_groups):
+            m = pf.metadata.row_group(g).num_rows
+            if base < b and base + m > a:
+                groups.append(g)
+                first = base if first is None else first
+            base += m
+        batches = pf.iter_batches(batch_size=block_rows, row_groups=groups, columns=[column])
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise FormatError(f"{s.path}: not a readable parquet file: {e}") from None
+    if first is None:
+        return
+    at = first
+    while at < b:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            raise FormatError(f"{s.path}: fewer rows than its metadata promises") from None
+        except Exception as e:
+            raise FormatError(f"{s.path}: not a readable parquet file: {e}") from None
+        lo, hi = max(a, at), min(b, at + batch.num_rows)
+        if lo < hi:
+            yield lo, _column_matrix(batch.slice(lo - at, hi - lo).column(0), s, column)
+        at += batch.num_rows
+
+
 def _read_shard(s: Shard, a: int, b: int, column: str | None) -> np.ndarray:
     if s.kind == "npy":
         return np.asarray(_npy_map(s)[a:b])
     t = _parquet_table(s, a, b, column)
-    col = t.column(0).combine_chunks()
+    return _column_matrix(t.column(0), s, column)
+
+
+def _column_matrix(column_data: Any, s: Shard, column: str | None) -> np.ndarray:
+    """An arrow list column (one embedding per row) as an ``(n, d)`` array."""
+    col = (column_data.combine_chunks() if hasattr(column_data, "combine_chunks")
+           else column_data)
     try:
         flat = col.flatten().to_numpy(zero_copy_only=False)
         n = len(col)

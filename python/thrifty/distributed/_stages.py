@@ -86,10 +86,70 @@ def random_bin_task(start: int, stop: int, seed: int, bin_: int
     return b[sel], ids[sel]
 
 
-def gather_task(source: Source, rows: np.ndarray) -> np.ndarray:
-    """The float32 rows at sorted global indices ``rows`` (a part of the k-means sample)."""
+# SSP with prefer="hard" / "easy" keeps the first rows of the global order of the
+# per-row scores (hard: larger first, easy: smaller first; ties by lower id). The
+# threshold row is found without gathering the scores: ``score_keys`` maps each score to
+# a uint64 whose integer order is that order (``-0.0`` counted as ``0.0``, as the
+# comparisons of ``_keep_by_rule`` do), so the order is the integer order of the
+# 128-bit ``(key, id)``; histogram passes over its 16-bit digits narrow it down.
+SCORE_DIGIT_BITS = 16
+SCORE_DIGITS = 128 // SCORE_DIGIT_BITS
+
+
+def score_keys(score: np.ndarray, prefer: str) -> np.ndarray:
+    """uint64 keys whose ascending order is SSP's ``prefer`` order of ``score``."""
+    b = (np.asarray(score, dtype=np.float64) + 0.0).view(np.uint64)  # -0.0 + 0.0 = 0.0
+    k = np.where(b >> np.uint64(63) != 0, ~b, b | np.uint64(1 << 63))
+    return ~k if prefer == "hard" else k
+
+
+def _score_digit(keys: np.ndarray, ids: np.ndarray, t: int) -> np.ndarray:
+    """Digit ``t`` (most significant first) of the 128-bit ``(key, id)``."""
+    word, shift = (keys, 48 - 16 * t) if t < 4 else (ids.astype(np.uint64), 48 - 16 * (t - 4))
+    return ((word >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.int64)
+
+
+def _score_rows(cluster_file: str, prefer: str, prefix: list[int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keys, ids, scores)`` of the rows of a bucket whose first digits are ``prefix``."""
+    with np.load(cluster_file) as z:
+        ids, score = z["ids"], z["score"]
+    keys = score_keys(score, prefer)
+    sel = np.ones(ids.size, bool)
+    for t, v in enumerate(prefix):
+        sel &= _score_digit(keys, ids, t) == v
+    return keys[sel], ids[sel], score[sel]
+
+
+def score_hist_task(cluster_file: str, prefer: str, prefix: list[int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Among a bucket's rows whose ``(key, id)`` starts with the digits ``prefix``: the
+    counts per value of the next digit, as ``(digit values, counts)``."""
+    fault_point("ssp")
+    keys, ids, _ = _score_rows(cluster_file, prefer, prefix)
+    return np.unique(_score_digit(keys, ids, len(prefix)), return_counts=True)
+
+
+def score_rows_task(cluster_file: str, prefer: str, prefix: list[int]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keys, ids, scores)`` of a bucket's rows whose ``(key, id)`` starts with
+    ``prefix`` (the few rows of the threshold's histogram bin)."""
+    fault_point("ssp")
+    return _score_rows(cluster_file, prefer, prefix)
+
+
+def gather_task(source: Source, rows: np.ndarray, out_path: str | None = None
+                ) -> np.ndarray | int:
+    """The float32 rows at sorted global indices ``rows`` (a part of the k-means sample);
+    with ``out_path``, written there (``.npy``) and their number returned instead: a
+    returned array would live in Ray's shared-memory object store, in the resident
+    memory of the worker that wrote it and of the driver that reads it."""
     fault_point("gather")
-    return source.gather(rows)
+    x = source.gather(rows)
+    if out_path is None:
+        return x
+    write_npy_atomic(out_path, x)
+    return int(x.shape[0])
 
 
 def _check_nonzero(x: np.ndarray, source: Source, start: int) -> None:
@@ -101,49 +161,160 @@ def _check_nonzero(x: np.ndarray, source: Source, start: int) -> None:
                                 "direction for cosine clustering")
 
 
+#: rows per block of the streaming assignment pass (a task holds one block in float32)
+ASSIGN_BLOCK_ROWS = 16384
+#: bytes of bucket rows an assignment task buffers before appending them to its files
+BUCKET_BUFFER_BYTES = 32 << 20
+
+
 def assign_task(source: Source, part: int, start: int, stop: int, centroids: np.ndarray,
                 spherical: bool, unit_rows: bool, labels: np.ndarray | None,
-                out_dir: str, n_buckets: int) -> list[float]:
+                out_dir: str, n_buckets: int, block_rows: int = ASSIGN_BLOCK_ROWS,
+                buffer_bytes: int = BUCKET_BUFFER_BYTES) -> list[float]:
     """Nearest centroid of rows ``start:stop``; writes ``labels/part-<p>.npy`` and, with
-    ``n_buckets > 0``, each bucket's rows ``bucket-<b>/part-<p>.npz`` (global id, label,
-    row in the input dtype). Returns the float64 distance sums of its 4096-row chunks."""
+    ``n_buckets > 0``, each bucket's rows (see :class:`_BucketWriter`). Returns the
+    float64 distance sums of its 4096-row chunks.
+
+    The rows stream through in blocks of ``block_rows`` (read in the input dtype,
+    converted to float32, assigned: a row's label and distance depend on that row
+    only), and each block's rows go to the buffers of their buckets in the input dtype,
+    so the task holds one block, the buffers (``buffer_bytes``) and ~32 bytes per row of
+    the partition (labels, distances, ids), never the partition's rows."""
     fault_point("assign")
-    x = source.read(start, stop)
-    if spherical:
-        _check_nonzero(x, source, start)
-    if labels is None:
-        lab, dist = _core.cluster_kmeans_assign(x, aligned(centroids), spherical, None, unit_rows)
-        sums = chunk_sums(dist)
-    else:
-        lab, sums = np.ascontiguousarray(labels[start:stop], dtype=np.int64), []
-    write_npy_atomic(os.path.join(out_dir, "labels", f"part-{part:06d}.npy"), lab)
-    if n_buckets:
-        ids = np.arange(start, stop, dtype=np.int64)
-        raw = x.astype(np.dtype(source.dtype))  # exact: the rows came from this dtype
-        b = lab % n_buckets
-        for bucket in np.unique(b).tolist():
-            sel = b == bucket
-            d = os.path.join(out_dir, f"bucket-{bucket:05d}")
-            os.makedirs(d, exist_ok=True)
-            write_npz_atomic(os.path.join(d, f"part-{part:06d}.npz"), ids=ids[sel],
-                             labels=lab[sel], x=raw[sel])
-    return sums
+    n = stop - start
+    lab = np.empty(n, np.int64)
+    dist = np.empty(n if labels is None else 0, np.float64)
+    c32 = aligned(centroids) if labels is None else np.zeros((0, 0), np.float32)
+    writer = (_BucketWriter(out_dir, part, n_buckets, source.dtype, source.d, buffer_bytes)
+              if n_buckets else None)
+    try:
+        for a, raw in source.iter_blocks(start, stop, block_rows):
+            r0, r1 = a - start, a - start + raw.shape[0]
+            if labels is None:
+                x = np.ascontiguousarray(raw, dtype=np.float32)
+                if spherical:
+                    _check_nonzero(x, source, a)
+                lab[r0:r1], dist[r0:r1] = _core.cluster_kmeans_assign(x, c32, spherical, None,
+                                                                      unit_rows)
+                del x
+            else:
+                if spherical:
+                    _check_nonzero(raw, source, a)
+                lab[r0:r1] = labels[a:a + raw.shape[0]]
+            if writer is not None:
+                writer.add(a, lab[r0:r1], raw)
+        write_npy_atomic(os.path.join(out_dir, "labels", f"part-{part:06d}.npy"), lab)
+        if writer is not None:
+            writer.finish()
+    finally:
+        if writer is not None:
+            writer.discard()
+    return chunk_sums(dist) if labels is None else []
+
+
+class _BucketWriter:
+    """The shuffle files of one partition: for every bucket ``B`` that receives rows,
+    ``bucket-B/part-P.rows`` (the rows, in the input dtype, raw C-order bytes, ascending
+    global id) and then ``bucket-B/part-P.npz`` (their global ids and labels, the row
+    count, dtype and width). Rows are buffered per bucket up to ``budget`` bytes in all,
+    then appended to temporary files; :meth:`finish` renames each file into place."""
+
+    def __init__(self, out_dir: str, part: int, n_buckets: int, dtype: str, d: int,
+                 budget: int) -> None:
+        self.out_dir, self.part, self.n_buckets = out_dir, part, n_buckets
+        self.dtype, self.d, self.budget = np.dtype(dtype), d, budget
+        self.rows: dict[int, list[np.ndarray]] = {}
+        self.ids: dict[int, list[np.ndarray]] = {}
+        self.labels: dict[int, list[np.ndarray]] = {}
+        self.tmp: dict[int, str] = {}
+        self.buffered = 0
+
+    def path(self, bucket: int, ext: str) -> str:
+        return os.path.join(self.out_dir, f"bucket-{bucket:05d}", f"part-{self.part:06d}.{ext}")
+
+    def add(self, first: int, lab: np.ndarray, raw: np.ndarray) -> None:
+        """The block of rows ``first : first + len(lab)`` with their labels."""
+        b = lab % self.n_buckets
+        order = np.argsort(b, kind="stable")  # ascending id within each bucket
+        cuts = np.flatnonzero(np.diff(b[order])) + 1
+        for sel in np.split(order, cuts):
+            if not sel.size:
+                continue
+            bucket = int(b[sel[0]])
+            self.rows.setdefault(bucket, []).append(raw[sel])
+            self.ids.setdefault(bucket, []).append(first + sel.astype(np.int64))
+            self.labels.setdefault(bucket, []).append(lab[sel])
+        self.buffered += raw.nbytes
+        if self.buffered > self.budget:
+            self.flush()
+
+    def flush(self) -> None:
+        for bucket, arrs in self.rows.items():
+            if bucket not in self.tmp:
+                final = self.path(bucket, "rows")
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                self.tmp[bucket] = f"{final}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+            with open(self.tmp[bucket], "ab") as f:
+                for a in arrs:
+                    f.write(np.ascontiguousarray(a).data)
+        self.rows.clear()
+        self.buffered = 0
+
+    def finish(self) -> None:
+        self.flush()
+        for bucket, tmp in sorted(self.tmp.items()):
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path(bucket, "rows"))
+            ids = np.concatenate(self.ids[bucket])
+            write_npz_atomic(self.path(bucket, "npz"), ids=ids,
+                             labels=np.concatenate(self.labels[bucket]),
+                             rows=np.array(ids.size, np.int64),
+                             d=np.array(self.d, np.int64),
+                             dtype=np.array(self.dtype.str))
+        self.tmp.clear()
+
+    def discard(self) -> None:
+        """Remove the temporary files of an unfinished writer (a failed task)."""
+        for tmp in self.tmp.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.tmp.clear()
 
 
 def _load_bucket(assign_dir: str, bucket: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A bucket's rows sorted by (cluster, global id)."""
+    """A bucket's rows sorted by (cluster, global id), in the input dtype.
+
+    The ids and labels of every partition's piece give the sorted order first; the
+    rows are then read piece by piece into their sorted places of one preallocated
+    array, so the task holds the bucket's rows once plus one piece."""
     files = sorted(glob.glob(os.path.join(assign_dir, f"bucket-{bucket:05d}", "part-*.npz")))
-    ids, lab, xs = [], [], []
+    if not files:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    ids, lab, meta = [], [], []
     for f in files:
         with np.load(f) as z:
             ids.append(z["ids"])
             lab.append(z["labels"])
-            xs.append(z["x"])
-    if not files:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-    i, lb, x = np.concatenate(ids), np.concatenate(lab), np.concatenate(xs)
+            meta.append((int(z["rows"]), int(z["d"]), np.dtype(str(z["dtype"]))))
+    i, lb = np.concatenate(ids), np.concatenate(lab)
+    del ids, lab
     order = np.lexsort((i, lb))
-    return i[order], lb[order], x[order]
+    where = np.empty_like(order)
+    where[order] = np.arange(order.size)
+    d, dtype = meta[0][1], meta[0][2]
+    x = np.empty((i.size, d), dtype)
+    at = 0
+    for f, (m, _, _) in zip(files, meta):
+        path = f[:-len(".npz")] + ".rows"
+        rows = np.fromfile(path, dtype=dtype)
+        if rows.size != m * d:
+            raise InvalidInputError(f"{path}: holds {rows.size} values, expected {m} rows of "
+                                    f"{d}; the work directory is damaged, rerun without resume")
+        x[where[at:at + m]] = rows.reshape(m, d)
+        at += m
+        del rows
+    return i[order], lb[order], x
 
 
 def _clusters(lab: np.ndarray) -> list[tuple[int, int, int]]:
@@ -331,9 +502,9 @@ def select_task(assign_dir: str, bucket: int, cluster_file: str, centroids: np.n
         c = int(counts[j])
         if c == 0:
             continue
-        m = alive[a:e]
-        xj = np.ascontiguousarray(x[a:e][m], dtype=np.float32)
-        gj = np.ascontiguousarray(ids[a:e][m])
+        rows = a + np.flatnonzero(alive[a:e])
+        xj = x[rows].astype(np.float32)
+        gj = ids[rows]
         k, *_ = _core.prune_run("select", xj, np.zeros(gj.size, np.int64),
                             np.ascontiguousarray(centroids[j:j + 1]),
                             {"count": c, "prefer": prefer, "seed": seed}, None, gj)
@@ -390,7 +561,7 @@ def write_shard_task(out_path: str, start: int, stop: int, parts: list[tuple[int
     """The results of global rows ``start:stop`` (one input shard) from the partitions
     ``(P, first, end)`` that overlap it, written as one directory of ``.npy`` files
     (keep, duplicate_of, similarity, score, cluster), all or nothing. Returns the kept
-    and duplicate counts and the kept rows per cluster."""
+    and duplicate counts, and the kept rows and all rows per cluster."""
     fault_point("shards")
     n = stop - start
     cluster = np.full(n, -1, np.int64)
@@ -417,7 +588,8 @@ def write_shard_task(out_path: str, start: int, stop: int, parts: list[tuple[int
     write_dir_atomic(out_path, keep=keep, duplicate_of=dup, similarity=sim, score=score,
                      cluster=cluster)
     return {"kept": int(keep.sum()), "duplicates": int((dup >= 0).sum()),
-            "keep_per_cluster": np.bincount(cluster[keep], minlength=k).astype(np.int64)}
+            "keep_per_cluster": np.bincount(cluster[keep], minlength=k).astype(np.int64),
+            "size_per_cluster": np.bincount(cluster[cluster >= 0], minlength=k).astype(np.int64)}
 
 
 def topk_task(source: Source, start: int, stop: int, queries: np.ndarray, k: int,

@@ -113,7 +113,9 @@ fn prune_run<'py>(
 
 /// The DBP allocation from per-cluster statistics (`thrifty_core::prune::dbp_counts`):
 /// `(keep_per_cluster, complexity)`; `n_input` is the size of the whole input.
+/// `progress(done, total)` counts centroids; Ctrl-C stops it.
 #[pyfunction]
+#[pyo3(signature = (centroids, intra, sizes, n_input, params, progress=None))]
 fn prune_dbp_counts<'py>(
     py: Python<'py>,
     centroids: PyReadonlyArray2<'py, f32>,
@@ -121,6 +123,7 @@ fn prune_dbp_counts<'py>(
     sizes: PyReadonlyArray1<'py, i64>,
     n_input: usize,
     params: &Bound<'py, PyDict>,
+    progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Counts<'py>> {
     let cm = mat(py, &centroids, "centroids")?;
     let Method::Dbp(o) = method(py, "dbp", params)? else {
@@ -132,13 +135,14 @@ fn prune_dbp_counts<'py>(
         .iter()
         .map(|&s| s.max(0) as usize)
         .collect();
-    let (counts, cx) = run(py, None, |_| {
+    let (counts, cx) = run(py, progress, |p| {
+        p.set_total(cm.rows() as u64);
         let cn =
             thrifty_core::cluster::normalized(cm).map_err(thrifty_core::prune::PruneError::from)?;
         let unit = thrifty_core::linalg::MatRef::new(&cn, cm.rows(), cm.cols())
             .map_err(thrifty_core::prune::PruneError::from)?;
         let total = thrifty_core::prune::keep_count(n_input, o.keep_fraction)?;
-        thrifty_core::prune::dbp_counts(unit, &intra, &sizes, total, &o)
+        thrifty_core::prune::dbp_counts(unit, &intra, &sizes, total, &o, p)
     })?;
     Ok((
         vec1(py, counts.into_iter().map(|c| c as i64).collect()),

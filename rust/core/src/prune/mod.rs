@@ -719,9 +719,20 @@ fn inter_block_rows(k: usize) -> usize {
 /// over the depth, wherever the entry lies and whatever the operands' row counts, and
 /// the chain for `(m, j)` equals the chain for `(j, m)` (the two factors of each
 /// product are swapped, which does not change an IEEE product or FMA).
-fn inter_distances(unit: MatRef<'_>, l: usize, rows: usize) -> Result<Vec<f64>, PruneError> {
+///
+/// `progress` counts one unit per centroid, added after each block; a cancellation is
+/// noticed before every block and between the rows of a block, so it stops the work
+/// within one block's product (at most [`INTER_BLOCK_BYTES`] of similarities).
+fn inter_distances(
+    unit: MatRef<'_>,
+    l: usize,
+    rows: usize,
+    progress: &Progress,
+) -> Result<Vec<f64>, PruneError> {
     let (k, d) = (unit.rows(), unit.cols());
     if l == 0 {
+        progress.check()?;
+        progress.inc(k as u64);
         return Ok(crate::alloc::try_vec(
             f64::NAN,
             k,
@@ -738,6 +749,7 @@ fn inter_distances(unit: MatRef<'_>, l: usize, rows: usize) -> Result<Vec<f64>, 
     let mut tr = crate::alloc::try_vec(0.0f32, crate::alloc::checked_len(rows, k, what)?, what)?;
     let mut inter = crate::alloc::try_with_capacity(k, "the inter-cluster distances")?;
     for j0 in (0..k).step_by(rows) {
+        progress.check()?;
         let b = rows.min(k - j0);
         let block = MatRef::new(&unit.as_slice()[j0 * d..(j0 + b) * d], b, d)?;
         // s[m * b + j] = cos(centroid m, centroid j0 + j)
@@ -759,7 +771,8 @@ fn inter_distances(unit: MatRef<'_>, l: usize, rows: usize) -> Result<Vec<f64>, 
             .enumerate()
             .map_init(
                 || crate::alloc::try_with_capacity::<f64>(k, "a row of centroid distances"),
-                |buf, (jj, sim)| {
+                |buf, (jj, sim)| -> Result<f64, PruneError> {
+                    progress.check()?;
                     let buf = buf.as_mut().map_err(|e| *e)?;
                     let j = j0 + jj;
                     buf.clear();
@@ -777,8 +790,9 @@ fn inter_distances(unit: MatRef<'_>, l: usize, rows: usize) -> Result<Vec<f64>, 
                     Ok(near.iter().sum::<f64>() / l as f64)
                 },
             )
-            .collect::<Result<_, AllocError>>()?;
+            .collect::<Result<_, PruneError>>()?;
         inter.extend(part);
+        progress.inc(b as u64);
     }
     Ok(inter)
 }
@@ -791,12 +805,17 @@ fn inter_distances(unit: MatRef<'_>, l: usize, rows: usize) -> Result<Vec<f64>, 
 /// the number of samples to keep over all clusters ([`keep_count`] of the input size).
 /// [`dbp`] calls it after its per-cluster pass; a distributed caller reduces the
 /// per-cluster statistics of its shards and calls it once.
+///
+/// The centroid distances are `O(k^2 d)` work: `progress` gets one unit per centroid
+/// (`k` in all; the caller declares the total) and a cancellation stops it within one
+/// block of centroids, returning [`PruneError::Cancelled`].
 pub fn dbp_counts(
     unit_centroids: MatRef<'_>,
     intra: &[f64],
     sizes: &[usize],
     total: usize,
     o: &DbpOptions,
+    progress: &Progress,
 ) -> Result<(Vec<usize>, Vec<f64>), PruneError> {
     check_dbp_options(o)?;
     let k = unit_centroids.rows();
@@ -809,7 +828,7 @@ pub fn dbp_counts(
     }
     let n_alive: usize = sizes.iter().sum();
     let l = o.n_neighbors.min(k - 1);
-    let inter = inter_distances(unit_centroids, l, inter_block_rows(k))?;
+    let inter = inter_distances(unit_centroids, l, inter_block_rows(k), progress)?;
     let mut cx: Vec<f64> = intra.iter().zip(&inter).map(|(a, b)| a * b).collect();
     let finite: Vec<f64> = cx.iter().copied().filter(|v| v.is_finite()).collect();
     let fill = if finite.is_empty() {
@@ -883,7 +902,9 @@ fn dbp_ids(
     check_dbp_options(o)?;
     let p = prepare(x, labels, centroids, ids)?;
     let total = keep_count(p.n, o.keep_fraction)?;
-    progress.set_total(p.n as u64 * if o.dedup_eps.is_some() { 2 } else { 1 });
+    // the SemDeDup pass (n), the centroid distances (k), the selection (n)
+    let passes = if o.dedup_eps.is_some() { 2 } else { 1 };
+    progress.set_total(p.n as u64 * passes + p.k as u64);
     let (dup, sim) = match o.dedup_eps {
         Some(eps) => dedup_clusters(&p, eps, Order::Hard, o.seed, progress)?,
         None => (vec![-1i64; p.n], vec![f32::NAN; p.n]),
@@ -899,7 +920,7 @@ fn dbp_ids(
         .map(|m| m.iter().map(|&i| p.score[i]).sum::<f64>() / m.len() as f64)
         .collect();
     let cm = MatRef::new(&p.cn, p.k, p.d)?;
-    let (counts, cx) = dbp_counts(cm, &intra, &sizes, total, o)?;
+    let (counts, cx) = dbp_counts(cm, &intra, &sizes, total, o, progress)?;
     let kept = counts.iter().sum();
     let prefer = o.prefer.resolve(kept, auto_groups(&p, o.n_classes)?);
     let mut keep = vec![false; p.n];
@@ -1241,9 +1262,11 @@ mod tests {
             for l in [0, 1, 2, 5, k - 1] {
                 let want = bits(&inter_unblocked(um, l));
                 for rows in [1, 3, 7, 16, 20, k - 1, k, k + 5] {
-                    let got = inter_distances(um, l, rows).unwrap();
+                    let got = inter_distances(um, l, rows, &Progress::new()).unwrap();
                     assert_eq!(bits(&got), want, "l = {l}, {rows} rows per block");
-                    let one = crate::parallel::install(1, || inter_distances(um, l, rows).unwrap());
+                    let one = crate::parallel::install(1, || {
+                        inter_distances(um, l, rows, &Progress::new()).unwrap()
+                    });
                     assert_eq!(bits(&one), want, "l = {l}, {rows} rows per block, 1 thread");
                 }
             }
@@ -1251,7 +1274,74 @@ mod tests {
         let unit = normalized(MatRef::new(&c, k, d).unwrap()).unwrap();
         // a single centroid has no neighbour
         let one = MatRef::new(&unit[..d], 1, d).unwrap();
-        assert!(inter_distances(one, 0, 1).unwrap()[0].is_nan());
+        assert!(inter_distances(one, 0, 1, &Progress::new()).unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn dbp_counts_reports_progress_and_stops_when_cancelled() {
+        use std::sync::{Arc, Mutex, OnceLock, Weak};
+        let (k, d) = (40usize, 8usize);
+        let s = Stream::new(5);
+        let c: Vec<f32> = (0..k * d)
+            .map(|i| s.uniform(i as u64) as f32 - 0.5)
+            .collect();
+        let unit = normalized(MatRef::new(&c, k, d).unwrap()).unwrap();
+        let um = MatRef::new(&unit, k, d).unwrap();
+        let intra: Vec<f64> = (0..k).map(|j| 0.1 + j as f64 / 100.0).collect();
+        let sizes = vec![50usize; k];
+        let o = DbpOptions {
+            keep_fraction: 0.5,
+            n_neighbors: 3,
+            temperature: 0.5,
+            balance: 0.5,
+            prefer: Prefer::Hard,
+            n_classes: None,
+            dedup_eps: None,
+            seed: 0,
+        };
+        // one unit per centroid, the total declared by the caller
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sn = seen.clone();
+        let p = Progress::with_callback(move |done, total| sn.lock().unwrap().push((done, total)));
+        p.set_total(k as u64);
+        dbp_counts(um, &intra, &sizes, 1000, &o, &p).unwrap();
+        assert_eq!(p.snapshot(), (k as u64, k as u64));
+        assert_eq!(seen.lock().unwrap().last(), Some(&(k as u64, k as u64)));
+        // blocks of 7 centroids: progress after each block, same distances
+        let p = Progress::new();
+        let blocked = inter_distances(um, 3, 7, &p).unwrap();
+        assert_eq!(p.snapshot().0, k as u64);
+        let full = inter_distances(um, 3, k, &Progress::new()).unwrap();
+        assert_eq!(blocked, full);
+        // cancelled before it starts: no block runs
+        let p = Progress::new();
+        p.cancel();
+        let r = dbp_counts(um, &intra, &sizes, 1000, &o, &p);
+        assert!(matches!(r, Err(PruneError::Cancelled(_))), "{r:?}");
+        assert_eq!(p.snapshot().0, 0);
+        // cancelled once the first block of 7 is done: the next block never runs
+        let slot: Arc<OnceLock<Weak<Progress>>> = Arc::new(OnceLock::new());
+        let sl = slot.clone();
+        let p = Arc::new(Progress::with_callback(move |done, _| {
+            if done > 0 {
+                if let Some(p) = sl.get().and_then(Weak::upgrade) {
+                    p.cancel();
+                }
+            }
+        }));
+        slot.set(Arc::downgrade(&p)).unwrap();
+        let r = inter_distances(um, 3, 7, &p);
+        assert!(matches!(r, Err(PruneError::Cancelled(_))), "{r:?}");
+        assert_eq!(p.snapshot().0, 7);
+        // and the whole DBP pass reports k more units than its rows
+        let x: Vec<f32> = (0..200 * d)
+            .map(|i| s.uniform(i as u64 + 7777) as f32 - 0.5)
+            .collect();
+        let xm = MatRef::new(&x, 200, d).unwrap();
+        let labels: Vec<i64> = (0..200).map(|i| i % k as i64).collect();
+        let p = Progress::new();
+        dbp(xm, &labels, MatRef::new(&c, k, d).unwrap(), &o, &p).unwrap();
+        assert_eq!(p.snapshot(), (200 + k as u64, 200 + k as u64));
     }
 
     #[test]
