@@ -714,7 +714,273 @@ fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u
 
 /// zlib's `opt_len` (bits of the dynamic block, trees included) and `static_len`
 /// (bits with the static trees) for these symbol counts, block header excluded.
+///
+/// The fast path builds each tree with zlib's own heap ([`heap_tree`]) but does the
+/// accounting around it with less work, exactly:
+///
+/// * `static_len` and the extra bits of `opt_len` do not depend on the trees: they are
+///   dot products of the counts with constant tables;
+/// * without length overflow, `sum(freq * len)` over the leaves equals the sum of the
+///   weights of all internal nodes (each leaf's count is added once per ancestor), which
+///   the merge loop adds up as it goes;
+/// * `scan_tree` only needs the used symbols in order ([`scan_used`]).
+///
+/// A tree with fewer than two used symbols (zlib's forced nodes) or a code longer than
+/// its limit (zlib's overflow repair, which depends on the heap's node order) goes
+/// through [`block_cost_heap`] or [`build_tree`], zlib's path.
 fn block_cost(scratch: &mut TreeScratch, freqs: &Freqs) -> (i64, i64) {
+    block_cost_fast(scratch, freqs).unwrap_or_else(|| block_cost_heap(scratch, freqs))
+}
+
+/// [`block_cost`]'s fast path; `None` when a literal or distance tree needs zlib's
+/// forced nodes or overflow repair.
+#[inline]
+fn block_cost_fast(scratch: &mut TreeScratch, freqs: &Freqs) -> Option<(i64, i64)> {
+    let mut lsyms = [0u16; L_CODES];
+    let nl = used_symbols(&freqs.lit, &mut lsyms);
+    let mut dsyms = [0u16; D_CODES];
+    let nd = used_symbols(&freqs.dist, &mut dsyms);
+    if nl < 2 || nd < 2 {
+        return None;
+    }
+    let mut llens = [0u8; L_CODES];
+    let mut dlens = [0u8; D_CODES];
+    let wl = heap_tree(scratch, &freqs.lit, &lsyms[..nl], 15, &mut llens)?;
+    let wd = heap_tree(scratch, &freqs.dist, &dsyms[..nd], 15, &mut dlens)?;
+    let dist_extra = dot(&freqs.dist, &COST_TABLES.dist_extra);
+    let dist_count: u32 = freqs.dist.iter().sum();
+    let mut opt_len = (wl + wd) as i64
+        + i64::from(dot(&freqs.lit, &COST_TABLES.lit_extra))
+        + i64::from(dist_extra);
+    let static_len = i64::from(dot(&freqs.lit, &COST_TABLES.lit_static))
+        + i64::from(dist_extra)
+        + 5 * i64::from(dist_count);
+    let mut bl_freq = [0u32; BL_CODES];
+    scan_used(&lsyms[..nl], &llens, &mut bl_freq);
+    scan_used(&dsyms[..nd], &dlens, &mut bl_freq);
+    let mut bsyms = [0u16; BL_CODES];
+    let nb = used_symbols(&bl_freq, &mut bsyms);
+    let mut bllens = [0u8; BL_CODES];
+    let fast_bl = if nb >= 2 {
+        heap_tree(scratch, &bl_freq, &bsyms[..nb], 7, &mut bllens)
+    } else {
+        None
+    };
+    if let Some(wb) = fast_bl {
+        opt_len += wb as i64 + i64::from(2 * bl_freq[16] + 3 * bl_freq[17] + 7 * bl_freq[18]);
+    } else {
+        let mut lens = [0u32; BL_CODES];
+        let mut unused = 0i64;
+        build_tree(
+            scratch,
+            Tree::Bl,
+            &bl_freq,
+            &mut lens,
+            &mut opt_len,
+            &mut unused,
+        );
+        for (b, &l) in bllens.iter_mut().zip(&lens) {
+            *b = l as u8;
+        }
+    }
+    let mut max_blindex = BL_CODES - 1;
+    while max_blindex >= 3 && bllens[BL_ORDER[max_blindex]] == 0 {
+        max_blindex -= 1;
+    }
+    opt_len += 3 * (max_blindex as i64 + 1) + 5 + 5 + 4;
+    Some((opt_len, static_len))
+}
+
+/// Writes the symbols of non-zero count to `syms`, in increasing order; returns how many.
+#[inline(always)]
+fn used_symbols<const E: usize>(freq: &[u32; E], syms: &mut [u16; E]) -> usize {
+    let mut n = 0;
+    for (i, &f) in freq.iter().enumerate() {
+        // Branch-free: write the slot, keep it only for a used symbol.
+        syms[n.min(E - 1)] = i as u16;
+        n += usize::from(f != 0);
+    }
+    n
+}
+
+/// `sum(f[i] * t[i])` (counts and per-symbol bits are small: no overflow).
+#[inline(always)]
+fn dot<const E: usize>(f: &[u32; E], t: &[u32; E]) -> u32 {
+    f.iter().zip(t).map(|(&a, &b)| a * b).sum()
+}
+
+/// Per-symbol bits that do not depend on the trees.
+struct CostTables {
+    /// Extra bits of literal/length symbols.
+    lit_extra: [u32; L_CODES],
+    /// Static code length plus extra bits of literal/length symbols.
+    lit_static: [u32; L_CODES],
+    /// Extra bits of distance symbols.
+    dist_extra: [u32; D_CODES],
+}
+
+const COST_TABLES: CostTables = {
+    let mut lit_extra = [0u32; L_CODES];
+    let mut lit_static = [0u32; L_CODES];
+    let mut n = 0;
+    while n < L_CODES {
+        let x = if n >= 257 {
+            LEN_EXTRA[n - 257] as u32
+        } else {
+            0
+        };
+        lit_extra[n] = x;
+        lit_static[n] = static_lit_len(n) + x;
+        n += 1;
+    }
+    let mut dist_extra = [0u32; D_CODES];
+    let mut d = 0;
+    while d < D_CODES {
+        dist_extra[d] = DIST_EXTRA[d] as u32;
+        d += 1;
+    }
+    CostTables {
+        lit_extra,
+        lit_static,
+        dist_extra,
+    }
+};
+
+/// zlib's `build_tree` for the used symbols `syms` (at least two, in increasing order):
+/// the same heap, filled in the same order and merged with the same tie rule, so
+/// every node gets zlib's depth. Writes the code length of each used symbol to `lens`
+/// and returns `sum(freq * len)`, or `None` when a code is longer than `max_length`
+/// (zlib then repairs the lengths in the heap's node order: [`build_tree`] does that).
+#[inline(always)]
+fn heap_tree<const E: usize>(
+    scratch: &mut TreeScratch,
+    freq: &[u32; E],
+    syms: &[u16],
+    max_length: u32,
+    lens: &mut [u8; E],
+) -> Option<u64> {
+    let TreeScratch { heap, dad, len, .. } = scratch;
+    for (slot, &s) in heap[1..].iter_mut().zip(syms) {
+        *slot = u64::from(freq[s as usize]) << FREQ_SHIFT | u64::from(s);
+    }
+    let mut heap_len = syms.len();
+    heap[heap_len + 1] = SENTINEL;
+    for k in (1..=heap_len / 2).rev() {
+        sift_down(heap, heap_len, k);
+    }
+    let mut node = E;
+    // The weights of the internal nodes: sum(freq * depth) over the leaves.
+    let mut weights = 0u64;
+    loop {
+        let a = heap[1];
+        heap[1] = heap[heap_len];
+        heap[heap_len] = SENTINEL;
+        heap_len -= 1;
+        sift_down(heap, heap_len, 1);
+        let b = heap[1];
+        let f = (a >> FREQ_SHIFT) + (b >> FREQ_SHIFT);
+        weights += f;
+        let depth = ((rank(a) & 0xff).max(rank(b) & 0xff) + 1) & 0xff;
+        dad[node_of(a)] = node as u16;
+        dad[node_of(b)] = node as u16;
+        heap[1] = f << FREQ_SHIFT | depth << NODE_BITS | node as u64;
+        node += 1;
+        sift_down(heap, heap_len, 1);
+        if heap_len < 2 {
+            break;
+        }
+    }
+    // Depths from the root (the last node) down: a parent is created after its children.
+    len[node - 1] = 0;
+    for k in (E..node - 1).rev() {
+        len[k] = len[dad[k] as usize] + 1;
+    }
+    let mut longest = 0;
+    for &s in syms {
+        let l = len[dad[s as usize] as usize] + 1;
+        lens[s as usize] = l as u8;
+        longest = longest.max(l);
+    }
+    (longest <= max_length).then_some(weights)
+}
+
+/// Longest run of zeros or of equal lengths [`scan_used`] can meet, plus one.
+const RUN_TABLE: usize = L_CODES + 2;
+
+/// [`scan_tree`]'s counts for one run, as increments: `NONZERO_RUN[r]` is what a run of
+/// `r` equal non-zero lengths adds over one of `r - 1` (its literal count, then its
+/// count of code 16); `ZERO_RUN[r]` is what a run of `r` zeros adds to codes 0, 17
+/// and 18.
+const NONZERO_RUN: [[i8; 2]; RUN_TABLE] = {
+    let mut t = [[0i8; 2]; RUN_TABLE];
+    let (mut prev_lit, mut prev_rep) = (0i32, 0i32);
+    let mut r = 1;
+    while r < RUN_TABLE {
+        let first = if r < 7 { r } else { 7 };
+        let (mut lit, mut rep) = if first < 4 { (first, 0) } else { (1, 1) };
+        let rest = r - first;
+        rep += rest / 6;
+        match rest % 6 {
+            0 => {}
+            rem @ 1..=2 => lit += rem,
+            _ => rep += 1,
+        }
+        t[r] = [(lit as i32 - prev_lit) as i8, (rep as i32 - prev_rep) as i8];
+        (prev_lit, prev_rep) = (lit as i32, rep as i32);
+        r += 1;
+    }
+    t
+};
+const ZERO_RUN: [[u8; 3]; RUN_TABLE] = {
+    let mut t = [[0u8; 3]; RUN_TABLE];
+    let mut r = 1;
+    while r < RUN_TABLE {
+        let mut c = [0u8, 0, (r / 138) as u8];
+        match r % 138 {
+            0 => {}
+            rem @ 1..=2 => c[0] = rem as u8,
+            3..=10 => c[1] = 1,
+            _ => c[2] += 1,
+        }
+        t[r] = c;
+        r += 1;
+    }
+    t
+};
+
+/// [`scan_tree`] over a tree whose used symbols are `syms` (increasing, the last one
+/// being `max_code`) with code lengths `lens[sym]`: the zeros between two used symbols
+/// form one run, and consecutive used symbols of equal length extend a run.
+#[inline(always)]
+fn scan_used<const E: usize>(syms: &[u16], lens: &[u8; E], bl_freq: &mut [u32; BL_CODES]) {
+    let mut next = 0usize; // the symbol after the previous used one
+    let mut run_len = 0u8;
+    let mut run = 0usize;
+    let (mut zero, mut rep, mut rep_short, mut rep_long) = (0u32, 0u32, 0u32, 0u32);
+    for &s in syms {
+        let s = s as usize;
+        let l = lens[s];
+        let gap = s - next;
+        let z = ZERO_RUN[gap];
+        zero += u32::from(z[0]);
+        rep_short += u32::from(z[1]);
+        rep_long += u32::from(z[2]);
+        run = if gap == 0 && l == run_len { run + 1 } else { 1 };
+        run_len = l;
+        let [dl, dr] = NONZERO_RUN[run];
+        bl_freq[l as usize] = bl_freq[l as usize].wrapping_add(dl as i32 as u32);
+        rep = rep.wrapping_add(dr as i32 as u32);
+        next = s + 1;
+    }
+    bl_freq[0] += zero;
+    bl_freq[16] = bl_freq[16].wrapping_add(rep);
+    bl_freq[17] += rep_short;
+    bl_freq[18] += rep_long;
+}
+
+/// [`block_cost`] the way zlib computes it: every tree through [`build_tree`] (the
+/// general path, and the oracle of the fast one's tests).
+fn block_cost_heap(scratch: &mut TreeScratch, freqs: &Freqs) -> (i64, i64) {
     let mut opt_len = 0i64;
     let mut static_len = 0i64;
     let mut llens = [0u32; L_CODES];
@@ -1197,6 +1463,55 @@ mod tests {
                 .map(|_| if rng.below(20) == 0 { 0x15 } else { 0x05 })
                 .collect(),
         }
+    }
+
+    /// Symbol counts that stress the tree code: many ties (counts of 1-3), steep
+    /// (Fibonacci-like) counts whose codes overflow 15 or 7 bits, skewed counts, and
+    /// trees with 0, 1 or 2 used symbols (zlib's forced nodes).
+    fn random_counts<const E: usize>(rng: &mut Rng, counts: &mut [u32; E]) {
+        counts.fill(0);
+        let used = match rng.below(6) {
+            0 => rng.below(4) as usize,
+            1 => E,
+            _ => 1 + rng.below(E as u64) as usize,
+        };
+        let kind = rng.below(5);
+        let (mut a, mut b) = (1u32, 1u32);
+        for _ in 0..used {
+            let sym = rng.below(E as u64) as usize;
+            counts[sym] = match kind {
+                0 => 1 + rng.below(3) as u32,
+                1 => {
+                    // Fibonacci counts give the deepest trees.
+                    (a, b) = (b, (a + b).min(1 << 14));
+                    a
+                }
+                2 => 1 + (1000 >> rng.below(11)) as u32,
+                3 => 1 + rng.below(40) as u32,
+                _ => 1 + (rng.below(64) * rng.below(64) / (1 + rng.below(64))) as u32,
+            };
+        }
+    }
+
+    #[test]
+    fn fast_tree_accounting_equals_zlibs_heap_path() {
+        let mut rng = Rng(0x7ee5_0f_c0de);
+        let (mut fast, mut heap) = (TreeScratch::new(), TreeScratch::new());
+        let mut freqs = Freqs::new();
+        let mut taken = 0;
+        let cases = 40_000;
+        for case in 0..cases {
+            random_counts(&mut rng, &mut freqs.lit);
+            random_counts(&mut rng, &mut freqs.dist);
+            let want = block_cost_heap(&mut heap, &freqs);
+            if let Some(got) = block_cost_fast(&mut fast, &freqs) {
+                assert_eq!(got, want, "case {case}");
+                taken += 1;
+            }
+            assert_eq!(block_cost(&mut fast, &freqs), want, "case {case}");
+        }
+        // Most cases take the fast path (the rest need forced nodes or overflow repair).
+        assert!(taken > cases / 3, "fast path taken {taken} times");
     }
 
     #[test]
