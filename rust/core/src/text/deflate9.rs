@@ -212,6 +212,14 @@ impl Chains {
         }
     }
 
+    /// Chains of [`chain_key::<true>`] for joint texts of at most [`SHORT_INPUT`] bytes.
+    fn short() -> Self {
+        Self {
+            head: vec![NIL; SHORT_HASH_SIZE],
+            prev: vec![NIL; SHORT_INPUT],
+        }
+    }
+
     #[inline]
     fn insert(&mut self, key: usize, p: usize) {
         self.prev[p] = self.head[key];
@@ -230,6 +238,29 @@ fn trigram(buf: &[u8], p: usize) -> u32 {
 fn key_of(tri: u32) -> usize {
     let (c0, c1, c2) = (tri & 0xff, (tri >> 8) & 0xff, tri >> 16);
     (((c0 << 10) ^ (c1 << 5) ^ c2) & (HASH_SIZE as u32 - 1)) as usize
+}
+
+/// Joint texts of at most this many bytes are parsed with chains of a smaller hash
+/// ([`chain_key::<true>`]): zlib walks a chain until it ends, finds a match of
+/// `nice_match` bytes or has visited `max_chain` entries, a quarter of them (1024) once
+/// the previous match is `good_length` long. A chain holds at most one entry per
+/// earlier position, so with at most 1024 positions the cut never applies, the colliding
+/// entries zlib also walks change nothing (every candidate's trigram is checked), and
+/// any hash that puts equal trigrams on one chain, newest first, finds zlib's matches.
+/// The smaller hash keeps the chain heads (8 KB instead of 64 KB) in L1.
+const SHORT_INPUT: usize = 1024;
+const SHORT_HASH_BITS: u32 = 12;
+const SHORT_HASH_SIZE: usize = 1 << SHORT_HASH_BITS;
+
+/// The chain key of a trigram: zlib's hash ([`key_of`]) or, for joint texts of at most
+/// [`SHORT_INPUT`] bytes (`SHORT`), a multiplicative hash to [`SHORT_HASH_BITS`] bits.
+#[inline(always)]
+fn chain_key<const SHORT: bool>(tri: u32) -> usize {
+    if SHORT {
+        (tri.wrapping_mul(0x9E37_79B1) >> (32 - SHORT_HASH_BITS)) as usize
+    } else {
+        key_of(tri)
+    }
 }
 
 #[inline]
@@ -272,7 +303,7 @@ struct Found {
 /// `None` when zlib would not search (`hash_head == NIL`: no earlier position with
 /// this hash, position 0 being zlib's NIL).
 #[inline]
-fn search(
+fn search<const SHORT: bool>(
     buf: &[u8],
     chains: &Chains,
     s: usize,
@@ -282,7 +313,7 @@ fn search(
     exhaustive: bool,
 ) -> Option<Found> {
     let tri = trigram(buf, s);
-    let mut c = chains.head[key_of(tri)];
+    let mut c = chains.head[chain_key::<SHORT>(tri)];
     if c == NIL || c == 0 {
         return None;
     }
@@ -326,7 +357,14 @@ fn search(
 /// start of the input (at least one more byte follows): the run stops, leaving `st`
 /// and `chains` untouched for that step, at the first step whose outcome could depend
 /// on the bytes after `end`. Returns whether the input was consumed.
-fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bool) -> bool {
+/// `SHORT`: `chains` use [`chain_key::<true>`] (`total <= SHORT_INPUT`).
+fn run<const SHORT: bool>(
+    st: &mut Parse,
+    chains: &mut Chains,
+    buf: &[u8],
+    total: usize,
+    prefix: bool,
+) -> bool {
     loop {
         let s = st.strstart;
         let lookahead = total - s;
@@ -350,7 +388,7 @@ fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bo
         let searchable = lookahead >= MIN_MATCH;
         if searchable && prev_length < LAZY {
             let limit = MAX_MATCH.min(lookahead);
-            let found = search(
+            let found = search::<SHORT>(
                 buf,
                 chains,
                 s,
@@ -380,7 +418,7 @@ fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bo
             return false;
         }
         if searchable {
-            chains.insert(key_of(trigram(buf, s)), s);
+            chains.insert(chain_key::<SHORT>(trigram(buf, s)), s);
         }
         if emit {
             // Emit the previous match; insert the strings it covers.
@@ -388,7 +426,7 @@ fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bo
             st.matched(s - 1 - prev_match, prev_length);
             for p in s + 1..s + prev_length - 1 {
                 if p <= max_insert {
-                    chains.insert(key_of(trigram(buf, p)), p);
+                    chains.insert(chain_key::<SHORT>(trigram(buf, p)), p);
                 }
             }
             st.strstart = s + prev_length - 1;
@@ -1244,6 +1282,10 @@ pub struct Prefix {
     st: Parse,
     head: Vec<u16>,
     prev: Vec<u16>,
+    /// The same chains with the short-input hash (empty when the prefix has
+    /// [`SHORT_INPUT`] bytes or more: no joint text can then be short).
+    short_head: Vec<u16>,
+    short_prev: Vec<u16>,
 }
 
 impl Prefix {
@@ -1256,6 +1298,8 @@ impl Prefix {
             st: Parse::new(),
             head: Vec::new(),
             prev: Vec::new(),
+            short_head: Vec::new(),
+            short_prev: Vec::new(),
         };
         p.rebuild(query, separator).then_some(p)
     }
@@ -1286,7 +1330,19 @@ impl Prefix {
         chains.head.resize(HASH_SIZE, NIL);
         chains.prev.clear();
         chains.prev.resize(MAX_INPUT, NIL);
-        run(&mut self.st, &mut chains, &self.text, n, true);
+        run::<false>(&mut self.st, &mut chains, &self.text, n, true);
+        // The run inserted every position before its stop, in order: the short-input
+        // chains hold the same positions under the other hash.
+        self.short_head.clear();
+        self.short_prev.clear();
+        if n < SHORT_INPUT {
+            self.short_head.resize(SHORT_HASH_SIZE, NIL);
+            for p in 0..self.st.strstart {
+                let key = chain_key::<true>(trigram(&self.text, p));
+                self.short_prev.push(self.short_head[key]);
+                self.short_head[key] = p as u16;
+            }
+        }
         self.text.truncate(n);
         chains.prev.truncate(self.st.strstart);
         self.head = chains.head;
@@ -1307,6 +1363,12 @@ pub struct Pairs {
     chains: Chains,
     /// Id of the prefix whose `prev` entries are loaded in `chains.prev` (0: none).
     loaded: u64,
+    /// Chains of joint texts of at most [`SHORT_INPUT`] bytes, and the id of the
+    /// prefix loaded in them.
+    short: Chains,
+    short_loaded: u64,
+    /// Id of the prefix whose text starts `buf` (0: none).
+    buf_prefix: u64,
     /// Chains of inputs longer than [`MAX_INPUT`].
     long: LongChains,
 }
@@ -1334,6 +1396,9 @@ impl Pairs {
             trees: TreeScratch::new(),
             chains: Chains::new(),
             loaded: 0,
+            short: Chains::short(),
+            short_loaded: 0,
+            buf_prefix: 0,
             long: LongChains::new(),
         }
     }
@@ -1347,6 +1412,7 @@ impl Pairs {
             data.len() <= MAX_LONG_INPUT,
             "input too long for single_len"
         );
+        self.buf_prefix = 0;
         if data.len() > MAX_INPUT {
             self.buf.clear();
             try_reserve(&mut self.buf, data.len() + PAD, "the gzip length scratch")?;
@@ -1368,7 +1434,7 @@ impl Pairs {
         self.buf.extend_from_slice(data);
         self.buf.resize(data.len() + PAD, 0);
         let mut st = Parse::new();
-        run(&mut st, &mut self.chains, &self.buf, data.len(), false);
+        run::<false>(&mut st, &mut self.chains, &self.buf, data.len(), false);
         Ok(block_bytes(&mut self.trees, &st.freqs, data.len()))
     }
 
@@ -1380,23 +1446,42 @@ impl Pairs {
         if total > MAX_INPUT || reference.is_empty() {
             return None;
         }
-        if self.loaded != prefix.id {
-            self.chains.prev[..prefix.prev.len()].copy_from_slice(&prefix.prev);
-            self.chains.head.copy_from_slice(&prefix.head);
-            self.loaded = prefix.id;
+        // The prefix's text stays at the start of `buf` between its pairs.
+        if self.buf_prefix != prefix.id {
+            self.buf.clear();
+            self.buf.extend_from_slice(&prefix.text);
+            self.buf_prefix = prefix.id;
         }
-        self.buf.clear();
-        self.buf.extend_from_slice(&prefix.text);
+        self.buf.truncate(prefix.text.len());
         self.buf.extend_from_slice(reference);
         self.buf.resize(total + PAD, 0);
         let mut st = prefix.st.clone();
-        run(&mut st, &mut self.chains, &self.buf, total, false);
         // Undo this pair's insertions (every position from the prefix's stop with a
         // full trigram) so that `head` is the prefix's again.
         let from = prefix.st.strstart;
-        for p in from..(total + 1).saturating_sub(MIN_MATCH).max(from) {
-            let key = key_of(trigram(&self.buf, p));
-            self.chains.head[key] = prefix.head[key];
+        let inserted = from..(total + 1).saturating_sub(MIN_MATCH).max(from);
+        if total <= SHORT_INPUT {
+            if self.short_loaded != prefix.id {
+                self.short.prev[..prefix.short_prev.len()].copy_from_slice(&prefix.short_prev);
+                self.short.head.copy_from_slice(&prefix.short_head);
+                self.short_loaded = prefix.id;
+            }
+            run::<true>(&mut st, &mut self.short, &self.buf, total, false);
+            for p in inserted {
+                let key = chain_key::<true>(trigram(&self.buf, p));
+                self.short.head[key] = prefix.short_head[key];
+            }
+        } else {
+            if self.loaded != prefix.id {
+                self.chains.prev[..prefix.prev.len()].copy_from_slice(&prefix.prev);
+                self.chains.head.copy_from_slice(&prefix.head);
+                self.loaded = prefix.id;
+            }
+            run::<false>(&mut st, &mut self.chains, &self.buf, total, false);
+            for p in inserted {
+                let key = key_of(trigram(&self.buf, p));
+                self.chains.head[key] = prefix.head[key];
+            }
         }
         Some(block_bytes(&mut self.trees, &st.freqs, total))
     }
@@ -1579,6 +1664,39 @@ mod tests {
                 zlib_len(&mut e, &t),
                 "case {i}, len {len}"
             );
+        }
+    }
+
+    #[test]
+    fn pairs_around_the_short_input_limit_equal_zlib() {
+        // Joint texts of SHORT_INPUT +- 12 bytes switch between the short-hash chains and
+        // zlib's; tiny alphabets and runs make chains of hundreds of entries.
+        let mut e = ();
+        let mut rng = Rng(0x5407_1024);
+        let mut pairs = Pairs::new();
+        for q in 0..120 {
+            let qlen = 1 + rng.below(SHORT_INPUT as u64 - 2) as usize;
+            let query = sample(&mut rng, qlen);
+            let prefix = Prefix::new(&query, b" ").unwrap();
+            for r in 0..6 {
+                let total = SHORT_INPUT - 12 + rng.below(25) as usize;
+                let Some(rlen) = total.checked_sub(qlen + 1).filter(|&n| n > 0) else {
+                    continue;
+                };
+                let reference = if r % 2 == 0 {
+                    query.iter().copied().cycle().skip(r).take(rlen).collect()
+                } else {
+                    sample(&mut rng, rlen)
+                };
+                let mut joint = query.clone();
+                joint.push(b' ');
+                joint.extend_from_slice(&reference);
+                assert_eq!(
+                    pairs.raw_len(&prefix, &reference),
+                    Some(zlib_len(&mut e, &joint)),
+                    "query {q} ref {r}"
+                );
+            }
         }
     }
 
