@@ -534,6 +534,27 @@ fn sift_down(heap: &mut Heap, heap_len: usize, mut k: usize) {
     heap[k] = v;
 }
 
+/// [`sift_down`] from the root without a data-dependent exit: it always runs
+/// `floor(log2(heap_len))` levels (enough to reach any position) and, once the entry
+/// has found its place, keeps rewriting it there. Needs [`SENTINEL`] at every position
+/// from `heap_len + 1` to `2 * heap_len + 1`. The fixed trip count avoids a mispredicted
+/// exit per sift and lets two heaps merged in lockstep ([`block_cost2`]) overlap.
+#[inline(always)]
+fn sift_root(heap: &mut Heap, heap_len: usize) {
+    let v = heap[1];
+    let mut k = 1;
+    for _ in 0..heap_len.ilog2() {
+        let j = k << 1;
+        let (l, r) = (heap[j], heap[j + 1]);
+        let right = rank_le(r, l);
+        let c = if right { r } else { l };
+        let down = !rank_le(v, c);
+        heap[k] = if down { c } else { v };
+        k = if down { j + usize::from(right) } else { k };
+    }
+    heap[k] = v;
+}
+
 /// Work arrays of [`build_tree`], reused between trees (every entry that is read is
 /// written first).
 pub(crate) struct TreeScratch {
@@ -739,7 +760,11 @@ fn scan_tree(lens: &[u32], max_code: usize, bl_freq: &mut [u32; BL_CODES]) {
 /// Bytes of the single final block zlib emits for these symbol counts and
 /// `stored_len` input bytes.
 fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u64 {
-    let (opt_len, static_len) = block_cost(scratch, freqs);
+    final_block_bytes(block_cost(scratch, freqs), stored_len)
+}
+
+/// Bytes of the single final block with zlib's `(opt_len, static_len)`.
+fn final_block_bytes((opt_len, static_len): (i64, i64), stored_len: usize) -> u64 {
     let opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
     let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
     let best = opt_lenb.min(static_lenb);
@@ -770,23 +795,86 @@ fn block_cost(scratch: &mut TreeScratch, freqs: &Freqs) -> (i64, i64) {
     block_cost_fast(scratch, freqs).unwrap_or_else(|| block_cost_heap(scratch, freqs))
 }
 
-/// [`block_cost`]'s fast path; `None` when a literal or distance tree needs zlib's
-/// forced nodes or overflow repair.
+/// [`block_cost`]'s fast path; `None` when the literal tree has fewer than two used
+/// symbols or a literal or distance code overflows.
 #[inline]
 fn block_cost_fast(scratch: &mut TreeScratch, freqs: &Freqs) -> Option<(i64, i64)> {
     let mut lsyms = [0u16; L_CODES];
     let nl = used_symbols(&freqs.lit, &mut lsyms);
-    let mut dsyms = [0u16; D_CODES];
-    let nd = used_symbols(&freqs.dist, &mut dsyms);
-    if nl < 2 || nd < 2 {
+    if nl < 2 {
         return None;
     }
+    let mut merge = heap_fill(scratch, &freqs.lit, &lsyms[..nl]);
+    while merge.heap_len >= 2 {
+        heap_round(scratch, &mut merge);
+    }
+    block_cost_rest(scratch, freqs, &lsyms[..nl], &merge)
+}
+
+/// [`block_cost`] of two symbol counts at once: their literal trees, most of the work,
+/// are merged in lockstep, which lets the processor overlap the two heaps' dependent
+/// loads (each heap alone is a chain of them). Same results as two [`block_cost`]s.
+fn block_cost2(scratch: [&mut TreeScratch; 2], freqs: [&Freqs; 2]) -> [(i64, i64); 2] {
+    let [sa, sb] = scratch;
+    let [fa, fb] = freqs;
+    let (mut la, mut lb) = ([0u16; L_CODES], [0u16; L_CODES]);
+    let (na, nb) = (
+        used_symbols(&fa.lit, &mut la),
+        used_symbols(&fb.lit, &mut lb),
+    );
+    if na < 2 || nb < 2 {
+        return [block_cost(sa, fa), block_cost(sb, fb)];
+    }
+    let mut ma = heap_fill(sa, &fa.lit, &la[..na]);
+    let mut mb = heap_fill(sb, &fb.lit, &lb[..nb]);
+    while ma.heap_len >= 2 && mb.heap_len >= 2 {
+        heap_round(sa, &mut ma);
+        heap_round(sb, &mut mb);
+    }
+    while ma.heap_len >= 2 {
+        heap_round(sa, &mut ma);
+    }
+    while mb.heap_len >= 2 {
+        heap_round(sb, &mut mb);
+    }
+    let a = block_cost_rest(sa, fa, &la[..na], &ma).unwrap_or_else(|| block_cost_heap(sa, fa));
+    let b = block_cost_rest(sb, fb, &lb[..nb], &mb).unwrap_or_else(|| block_cost_heap(sb, fb));
+    [a, b]
+}
+
+/// [`block_cost_fast`] once the literal tree's heap is merged.
+#[inline(always)]
+fn block_cost_rest(
+    scratch: &mut TreeScratch,
+    freqs: &Freqs,
+    lsyms: &[u16],
+    merge: &Merge,
+) -> Option<(i64, i64)> {
     let mut llens = [0u8; L_CODES];
+    let wl = heap_lens(scratch, lsyms, merge, 15, &mut llens)?;
+    let mut dsyms = [0u16; D_CODES];
+    let nd = used_symbols(&freqs.dist, &mut dsyms);
     let mut dlens = [0u8; D_CODES];
-    let wl = heap_tree(scratch, &freqs.lit, &lsyms[..nl], 15, &mut llens)?;
-    let wd = heap_tree(scratch, &freqs.dist, &dsyms[..nd], 15, &mut dlens)?;
-    let dist_extra = dot(&freqs.dist, &COST_TABLES.dist_extra);
     let dist_count: u32 = freqs.dist.iter().sum();
+    let (dsyms, wd) = if nd >= 2 {
+        let wd = heap_tree(scratch, &freqs.dist, &dsyms[..nd], 15, &mut dlens)?;
+        (&dsyms[..nd], wd)
+    } else {
+        // zlib's forced nodes: fewer than two used distance codes get partners of
+        // count 1 (codes 0 and 1, or the next code up, or code 0), whose bits it then
+        // takes back from `opt_len` and `static_len`; two leaves have one bit each.
+        let forced = match (nd, dsyms[0]) {
+            (0, _) => [0, 1],
+            (_, s @ 0..=1) => [s, s + 1],
+            (_, s) => [0, s],
+        };
+        for &s in &forced {
+            dlens[s as usize] = 1;
+        }
+        dsyms[..2].copy_from_slice(&forced);
+        (&dsyms[..2], u64::from(dist_count))
+    };
+    let dist_extra = dot(&freqs.dist, &COST_TABLES.dist_extra);
     let mut opt_len = (wl + wd) as i64
         + i64::from(dot(&freqs.lit, &COST_TABLES.lit_extra))
         + i64::from(dist_extra);
@@ -794,8 +882,8 @@ fn block_cost_fast(scratch: &mut TreeScratch, freqs: &Freqs) -> Option<(i64, i64
         + i64::from(dist_extra)
         + 5 * i64::from(dist_count);
     let mut bl_freq = [0u32; BL_CODES];
-    scan_used(&lsyms[..nl], &llens, &mut bl_freq);
-    scan_used(&dsyms[..nd], &dlens, &mut bl_freq);
+    scan_used(lsyms, &llens, &mut bl_freq);
+    scan_used(dsyms, &dlens, &mut bl_freq);
     let mut bsyms = [0u16; BL_CODES];
     let nb = used_symbols(&bl_freq, &mut bsyms);
     let mut bllens = [0u8; BL_CODES];
@@ -897,40 +985,76 @@ fn heap_tree<const E: usize>(
     max_length: u32,
     lens: &mut [u8; E],
 ) -> Option<u64> {
-    let TreeScratch { heap, dad, len, .. } = scratch;
+    let mut merge = heap_fill(scratch, freq, syms);
+    while merge.heap_len >= 2 {
+        heap_round(scratch, &mut merge);
+    }
+    heap_lens(scratch, syms, &merge, max_length, lens)
+}
+
+/// A heap being merged: zlib's `heap_len`, the next internal node, and the weights of
+/// the internal nodes so far (in the end `sum(freq * depth)` over the leaves).
+struct Merge {
+    heap_len: usize,
+    node: usize,
+    weights: u64,
+}
+
+/// zlib's heap of the used symbols `syms` (at least two) of a tree of `E` symbols.
+#[inline(always)]
+fn heap_fill<const E: usize>(scratch: &mut TreeScratch, freq: &[u32; E], syms: &[u16]) -> Merge {
+    let heap = &mut scratch.heap;
     for (slot, &s) in heap[1..].iter_mut().zip(syms) {
         *slot = u64::from(freq[s as usize]) << FREQ_SHIFT | u64::from(s);
     }
-    let mut heap_len = syms.len();
-    heap[heap_len + 1] = SENTINEL;
-    for k in (1..=heap_len / 2).rev() {
-        sift_down(heap, heap_len, k);
+    let n = syms.len();
+    // Sentinels under every position a sift from the root can look at.
+    heap[n + 1..=2 * n + 1].fill(SENTINEL);
+    for k in (1..=n / 2).rev() {
+        sift_down(heap, n, k);
     }
-    let mut node = E;
-    // The weights of the internal nodes: sum(freq * depth) over the leaves.
-    let mut weights = 0u64;
-    loop {
-        let a = heap[1];
-        heap[1] = heap[heap_len];
-        heap[heap_len] = SENTINEL;
-        heap_len -= 1;
-        sift_down(heap, heap_len, 1);
-        let b = heap[1];
-        let f = (a >> FREQ_SHIFT) + (b >> FREQ_SHIFT);
-        weights += f;
-        let depth = ((rank(a) & 0xff).max(rank(b) & 0xff) + 1) & 0xff;
-        dad[node_of(a)] = node as u16;
-        dad[node_of(b)] = node as u16;
-        heap[1] = f << FREQ_SHIFT | depth << NODE_BITS | node as u64;
-        node += 1;
-        sift_down(heap, heap_len, 1);
-        if heap_len < 2 {
-            break;
-        }
+    Merge {
+        heap_len: n,
+        node: E,
+        weights: 0,
     }
+}
+
+/// One step of zlib's `build_tree` loop: take the two least nodes and put their parent
+/// in the heap. Callers loop while `heap_len >= 2` (zlib's do-while: a heap starts
+/// with at least two nodes).
+#[inline(always)]
+fn heap_round(scratch: &mut TreeScratch, m: &mut Merge) {
+    let TreeScratch { heap, dad, .. } = scratch;
+    let a = heap[1];
+    heap[1] = heap[m.heap_len];
+    heap[m.heap_len] = SENTINEL;
+    m.heap_len -= 1;
+    sift_root(heap, m.heap_len);
+    let b = heap[1];
+    let f = (a >> FREQ_SHIFT) + (b >> FREQ_SHIFT);
+    m.weights += f;
+    let depth = ((rank(a) & 0xff).max(rank(b) & 0xff) + 1) & 0xff;
+    dad[node_of(a)] = m.node as u16;
+    dad[node_of(b)] = m.node as u16;
+    heap[1] = f << FREQ_SHIFT | depth << NODE_BITS | m.node as u64;
+    m.node += 1;
+    sift_root(heap, m.heap_len);
+}
+
+/// The code lengths of a merged heap's leaves `syms` (see [`heap_tree`]).
+#[inline(always)]
+fn heap_lens<const E: usize>(
+    scratch: &mut TreeScratch,
+    syms: &[u16],
+    m: &Merge,
+    max_length: u32,
+    lens: &mut [u8; E],
+) -> Option<u64> {
+    let TreeScratch { dad, len, .. } = scratch;
     // Depths from the root (the last node) down: a parent is created after its children.
-    len[node - 1] = 0;
-    for k in (E..node - 1).rev() {
+    len[m.node - 1] = 0;
+    for k in (E..m.node - 1).rev() {
         len[k] = len[dad[k] as usize] + 1;
     }
     let mut longest = 0;
@@ -939,7 +1063,7 @@ fn heap_tree<const E: usize>(
         lens[s as usize] = l as u8;
         longest = longest.max(l);
     }
-    (longest <= max_length).then_some(weights)
+    (longest <= max_length).then_some(m.weights)
 }
 
 /// Longest run of zeros or of equal lengths [`scan_used`] can meet, plus one.
@@ -1360,6 +1484,8 @@ impl Prefix {
 pub struct Pairs {
     buf: Vec<u8>,
     trees: Box<TreeScratch>,
+    /// The second tree scratch of [`Pairs::raw_len2`].
+    trees2: Box<TreeScratch>,
     chains: Chains,
     /// Id of the prefix whose `prev` entries are loaded in `chains.prev` (0: none).
     loaded: u64,
@@ -1394,6 +1520,7 @@ impl Pairs {
         Self {
             buf: Vec::with_capacity(MAX_INPUT + PAD),
             trees: TreeScratch::new(),
+            trees2: TreeScratch::new(),
             chains: Chains::new(),
             loaded: 0,
             short: Chains::short(),
@@ -1441,6 +1568,35 @@ impl Pairs {
     /// Exact raw deflate length (zlib level 9) of `prefix.text() + reference`;
     /// `None` when the joint text is longer than [`MAX_INPUT`] or `reference` is empty.
     pub fn raw_len(&mut self, prefix: &Prefix, reference: &[u8]) -> Option<u64> {
+        let freqs = self.parse_pair(prefix, reference)?;
+        let total = prefix.text.len() + reference.len();
+        Some(block_bytes(&mut self.trees, &freqs, total))
+    }
+
+    /// [`Pairs::raw_len`] of two references after the same prefix, with the two
+    /// blocks' trees built together (faster than one pair at a time).
+    pub fn raw_len2(&mut self, prefix: &Prefix, references: [&[u8]; 2]) -> [Option<u64>; 2] {
+        let a = self.parse_pair(prefix, references[0]);
+        let b = self.parse_pair(prefix, references[1]);
+        let totals = references.map(|r| prefix.text.len() + r.len());
+        match (a, b) {
+            (Some(fa), Some(fb)) => {
+                let [ca, cb] = block_cost2([&mut self.trees, &mut self.trees2], [&fa, &fb]);
+                [
+                    Some(final_block_bytes(ca, totals[0])),
+                    Some(final_block_bytes(cb, totals[1])),
+                ]
+            }
+            (a, b) => [
+                a.map(|f| block_bytes(&mut self.trees, &f, totals[0])),
+                b.map(|f| block_bytes(&mut self.trees, &f, totals[1])),
+            ],
+        }
+    }
+
+    /// The symbol counts of the single block of `prefix.text() + reference` (see
+    /// [`Pairs::raw_len`]).
+    fn parse_pair(&mut self, prefix: &Prefix, reference: &[u8]) -> Option<Freqs> {
         let total = prefix.text.len() + reference.len();
         // The prefix run assumed at least one byte after it.
         if total > MAX_INPUT || reference.is_empty() {
@@ -1483,7 +1639,7 @@ impl Pairs {
                 self.chains.head[key] = prefix.head[key];
             }
         }
-        Some(block_bytes(&mut self.trees, &st.freqs, total))
+        Some(st.freqs)
     }
 }
 
@@ -1581,8 +1737,10 @@ mod tests {
     #[test]
     fn fast_tree_accounting_equals_zlibs_heap_path() {
         let mut rng = Rng(0x7ee5_0f_c0de);
-        let (mut fast, mut heap) = (TreeScratch::new(), TreeScratch::new());
+        let (mut fast, mut fast2, mut heap) =
+            (TreeScratch::new(), TreeScratch::new(), TreeScratch::new());
         let mut freqs = Freqs::new();
+        let mut prev = Freqs::new();
         let mut taken = 0;
         let cases = 40_000;
         for case in 0..cases {
@@ -1594,6 +1752,15 @@ mod tests {
                 taken += 1;
             }
             assert_eq!(block_cost(&mut fast, &freqs), want, "case {case}");
+            // Two tables at once give each one's cost.
+            let other = prev.clone();
+            let want_other = block_cost_heap(&mut heap, &other);
+            assert_eq!(
+                block_cost2([&mut fast, &mut fast2], [&freqs, &other]),
+                [want, want_other],
+                "case {case}"
+            );
+            prev = freqs.clone();
         }
         // Most cases take the fast path (the rest need forced nodes or overflow repair).
         assert!(taken > cases / 3, "fast path taken {taken} times");
@@ -1709,6 +1876,12 @@ mod tests {
             let qlen = 1 + rng.below(if q % 15 == 0 { 9000 } else { 600 }) as usize;
             let query = sample(&mut rng, qlen);
             let prefix = Prefix::new(&query, b" ").unwrap();
+            // The previous reference, for pairs of references (the query itself first).
+            let mut last = query.clone();
+            let mut last_want = (2 * qlen + 1 <= MAX_INPUT).then(|| {
+                let joint = [&query[..], b" ", &query[..]].concat();
+                zlib_len(&mut e, &joint)
+            });
             for r in 0..25 {
                 let rlen = 1 + rng.below(if r == 7 { 9000 } else { 700 }) as usize;
                 // References that continue the query make the prefix stop early.
@@ -1726,6 +1899,12 @@ mod tests {
                     want,
                     "query {q} ref {r}"
                 );
+                // Two at once, this reference first and then second.
+                let [a, b] = pairs.raw_len2(&prefix, [&reference, &last]);
+                assert_eq!((a, b), (want, last_want), "query {q} ref {r}");
+                let [a, b] = pairs.raw_len2(&prefix, [&last, &reference]);
+                assert_eq!((a, b), (last_want, want), "query {q} ref {r}");
+                (last, last_want) = (reference, want);
             }
         }
     }
