@@ -227,9 +227,10 @@ impl Chains {
     }
 }
 
+/// The three bytes at `p` (one 4-byte load: buffers keep `PAD` bytes after the input).
 #[inline]
 fn trigram(buf: &[u8], p: usize) -> u32 {
-    u32::from(buf[p]) | u32::from(buf[p + 1]) << 8 | u32::from(buf[p + 2]) << 16
+    u32::from_le_bytes(buf[p..p + 4].try_into().unwrap()) & 0x00ff_ffff
 }
 
 /// zlib's `UPDATE_HASH` over three bytes: `((c0 << 10) ^ (c1 << 5) ^ c2) & 0x7fff`.
@@ -1612,21 +1613,16 @@ impl Pairs {
         self.buf.extend_from_slice(reference);
         self.buf.resize(total + PAD, 0);
         let mut st = prefix.st.clone();
-        // Undo this pair's insertions (every position from the prefix's stop with a
-        // full trigram) so that `head` is the prefix's again.
-        let from = prefix.st.strstart;
-        let inserted = from..(total + 1).saturating_sub(MIN_MATCH).max(from);
+        // After the run `head` must be the prefix's again (the `prev` entries the pair
+        // wrote are unreachable from it): the short chains' 8 KB are copied back, which
+        // is cheaper than rehashing the pair's positions; zlib's 64 KB are not.
         if total <= SHORT_INPUT {
             if self.short_loaded != prefix.id {
                 self.short.prev[..prefix.short_prev.len()].copy_from_slice(&prefix.short_prev);
-                self.short.head.copy_from_slice(&prefix.short_head);
                 self.short_loaded = prefix.id;
             }
+            self.short.head.copy_from_slice(&prefix.short_head);
             run::<true>(&mut st, &mut self.short, &self.buf, total, false);
-            for p in inserted {
-                let key = chain_key::<true>(trigram(&self.buf, p));
-                self.short.head[key] = prefix.short_head[key];
-            }
         } else {
             if self.loaded != prefix.id {
                 self.chains.prev[..prefix.prev.len()].copy_from_slice(&prefix.prev);
@@ -1634,7 +1630,10 @@ impl Pairs {
                 self.loaded = prefix.id;
             }
             run::<false>(&mut st, &mut self.chains, &self.buf, total, false);
-            for p in inserted {
+            // Undo the insertions: every position from the prefix's stop with a full
+            // trigram.
+            let from = prefix.st.strstart;
+            for p in from..(total + 1).saturating_sub(MIN_MATCH).max(from) {
                 let key = key_of(trigram(&self.buf, p));
                 self.chains.head[key] = prefix.head[key];
             }
