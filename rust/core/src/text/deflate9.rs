@@ -1735,7 +1735,7 @@ mod tests {
 
     #[test]
     fn fast_tree_accounting_equals_zlibs_heap_path() {
-        let mut rng = Rng(0x7ee5_0f_c0de);
+        let mut rng = Rng(0x7ee5_0fc0_de00);
         let (mut fast, mut fast2, mut heap) =
             (TreeScratch::new(), TreeScratch::new(), TreeScratch::new());
         let mut freqs = Freqs::new();
@@ -1877,7 +1877,7 @@ mod tests {
             let prefix = Prefix::new(&query, b" ").unwrap();
             // The previous reference, for pairs of references (the query itself first).
             let mut last = query.clone();
-            let mut last_want = (2 * qlen + 1 <= MAX_INPUT).then(|| {
+            let mut last_want = (2 * qlen < MAX_INPUT).then(|| {
                 let joint = [&query[..], b" ", &query[..]].concat();
                 zlib_len(&mut e, &joint)
             });
