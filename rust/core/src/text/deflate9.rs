@@ -3,19 +3,25 @@
 //! Compression kNN needs `C(x + " " + y)` for every query `x` and reference `y`, and
 //! nothing but the length of that stream. This module reproduces zlib's level-9
 //! decisions (`deflate_slow` lazy parsing, then `_tr_flush_block`'s Huffman trees and
-//! stored/static/dynamic choice) and counts bits instead of writing them. Two things
+//! stored/static/dynamic choice) and counts bits instead of writing them. These things
 //! make it much cheaper than running zlib per pair:
 //!
 //! * the parse of the query's own bytes is shared by all references: it runs once per
 //!   query up to the first decision that could depend on what follows (a candidate
 //!   match running into the unknown reference), and each pair resumes from there;
-//! * a match finder with exact trigram verification and word-wide comparisons.
+//! * a match finder with exact trigram verification and word-wide comparisons, whose
+//!   hash chains for joint texts of at most `SHORT_INPUT` bytes use a 12-bit hash
+//!   that keeps them in L1 (exact there: see `SHORT_INPUT`);
+//! * zlib's Huffman heap run exactly, with the bit accounting around it reduced to dot
+//!   products, node weights and a walk over the used symbols (`block_cost`), and the
+//!   literal heaps of two pairs merged in lockstep ([`Pairs::raw_len2`]).
 //!
 //! **Why it is exact.** For inputs of at most [`MAX_INPUT`] = 16382 bytes the whole
 //! input sits in zlib's 64 KiB window (no slide, no distance above `MAX_DIST`) and
 //! produces fewer than `lit_bufsize - 1 = 16383` symbols, so there is exactly one
 //! block, emitted at `Z_FINISH`. The parse replays `deflate_slow` step by step with
-//! zlib's own hash chains: the same 15-bit hash (so the same collisions), positions
+//! zlib's own hash chains (or, up to `SHORT_INPUT` bytes, chains that provably find
+//! the same matches): the same 15-bit hash (so the same collisions), positions
 //! inserted in the same order, the walk cut after `max_chain = 4096` entries (a quarter
 //! once the previous match reaches `good_length = 32`), colliding entries counted,
 //! position 0 acting as zlib's `NIL`, the first strictly longer candidate kept, the walk
