@@ -785,7 +785,7 @@ fn final_block_bytes((opt_len, static_len): (i64, i64), stored_len: usize) -> u6
 /// zlib's `opt_len` (bits of the dynamic block, trees included) and `static_len`
 /// (bits with the static trees) for these symbol counts, block header excluded.
 ///
-/// The fast path builds each tree with zlib's own heap ([`heap_tree`]) but does the
+/// The fast path builds each tree with zlib's own heap ([`heap_fill`]) but does the
 /// accounting around it with less work, exactly:
 ///
 /// * `static_len` and the extra bits of `opt_len` do not depend on the trees: they are
@@ -806,122 +806,189 @@ fn block_cost(scratch: &mut TreeScratch, freqs: &Freqs) -> (i64, i64) {
 /// symbols or a literal or distance code overflows.
 #[inline]
 fn block_cost_fast(scratch: &mut TreeScratch, freqs: &Freqs) -> Option<(i64, i64)> {
-    let mut lsyms = [0u16; L_CODES];
-    let nl = used_symbols(&freqs.lit, &mut lsyms);
-    if nl < 2 {
-        return None;
-    }
-    let mut merge = heap_fill(scratch, &freqs.lit, &lsyms[..nl]);
-    while merge.heap_len >= 2 {
-        heap_round(scratch, &mut merge);
-    }
-    block_cost_rest(scratch, freqs, &lsyms[..nl], &merge)
+    let [cost] = block_costs([scratch], [freqs]);
+    cost
 }
 
-/// [`block_cost`] of two symbol counts at once: their literal trees, most of the work,
-/// are merged in lockstep, which lets the processor overlap the two heaps' dependent
+/// [`block_cost`] of two symbol counts at once: each of their trees is merged in
+/// lockstep with the other's, which lets the processor overlap the two heaps' dependent
 /// loads (each heap alone is a chain of them). Same results as two [`block_cost`]s.
 fn block_cost2(scratch: [&mut TreeScratch; 2], freqs: [&Freqs; 2]) -> [(i64, i64); 2] {
     let [sa, sb] = scratch;
-    let [fa, fb] = freqs;
-    let (mut la, mut lb) = ([0u16; L_CODES], [0u16; L_CODES]);
-    let (na, nb) = (
-        used_symbols(&fa.lit, &mut la),
-        used_symbols(&fb.lit, &mut lb),
-    );
-    if na < 2 || nb < 2 {
-        return [block_cost(sa, fa), block_cost(sb, fb)];
-    }
-    let mut ma = heap_fill(sa, &fa.lit, &la[..na]);
-    let mut mb = heap_fill(sb, &fb.lit, &lb[..nb]);
-    while ma.heap_len >= 2 && mb.heap_len >= 2 {
-        heap_round(sa, &mut ma);
-        heap_round(sb, &mut mb);
-    }
-    while ma.heap_len >= 2 {
-        heap_round(sa, &mut ma);
-    }
-    while mb.heap_len >= 2 {
-        heap_round(sb, &mut mb);
-    }
-    let a = block_cost_rest(sa, fa, &la[..na], &ma).unwrap_or_else(|| block_cost_heap(sa, fa));
-    let b = block_cost_rest(sb, fb, &lb[..nb], &mb).unwrap_or_else(|| block_cost_heap(sb, fb));
-    [a, b]
+    let [a, b] = block_costs([&mut *sa, &mut *sb], freqs);
+    [
+        a.unwrap_or_else(|| block_cost_heap(sa, freqs[0])),
+        b.unwrap_or_else(|| block_cost_heap(sb, freqs[1])),
+    ]
 }
 
-/// [`block_cost_fast`] once the literal tree's heap is merged.
+/// Runs the merges of `N` heaps, in lockstep while all of them have work (a merge with
+/// `heap_len < 2`, finished or never started, has none).
 #[inline(always)]
-fn block_cost_rest(
-    scratch: &mut TreeScratch,
-    freqs: &Freqs,
-    lsyms: &[u16],
-    merge: &Merge,
-) -> Option<(i64, i64)> {
-    let mut llens = [0u8; L_CODES];
-    let wl = heap_lens(scratch, lsyms, merge, 15, &mut llens)?;
-    let mut dsyms = [0u16; D_CODES];
-    let nd = used_symbols(&freqs.dist, &mut dsyms);
-    let mut dlens = [0u8; D_CODES];
-    let dist_count: u32 = freqs.dist.iter().sum();
-    let (dsyms, wd) = if nd >= 2 {
-        let wd = heap_tree(scratch, &freqs.dist, &dsyms[..nd], 15, &mut dlens)?;
-        (&dsyms[..nd], wd)
-    } else {
-        // zlib's forced nodes: fewer than two used distance codes get partners of
-        // count 1 (codes 0 and 1, or the next code up, or code 0), whose bits it then
-        // takes back from `opt_len` and `static_len`; two leaves have one bit each.
-        let forced = match (nd, dsyms[0]) {
-            (0, _) => [0, 1],
-            (_, s @ 0..=1) => [s, s + 1],
-            (_, s) => [0, s],
+fn merge_lockstep<const N: usize>(scratch: &mut [&mut TreeScratch; N], merges: &mut [Merge; N]) {
+    while merges.iter().all(|m| m.heap_len >= 2) {
+        for (s, m) in scratch.iter_mut().zip(merges.iter_mut()) {
+            heap_round(s, m);
+        }
+    }
+    for (s, m) in scratch.iter_mut().zip(merges.iter_mut()) {
+        while m.heap_len >= 2 {
+            heap_round(s, m);
+        }
+    }
+}
+
+/// The fast path of [`block_cost`] for `N` symbol counts at once (see [`block_cost2`]);
+/// `None` for a count whose literal tree has fewer than two used symbols or whose
+/// literal or distance codes overflow (zlib's path handles those).
+#[inline(always)]
+fn block_costs<const N: usize>(
+    mut scratch: [&mut TreeScratch; N],
+    freqs: [&Freqs; N],
+) -> [Option<(i64, i64)>; N] {
+    let mut ok = [true; N];
+    let mut merges: [Merge; N] = std::array::from_fn(|_| Merge::IDLE);
+
+    // Literal trees.
+    let mut lsyms = [[0u16; L_CODES]; N];
+    let mut nl = [0; N];
+    for i in 0..N {
+        nl[i] = used_symbols(&freqs[i].lit, &mut lsyms[i]);
+        ok[i] = nl[i] >= 2;
+        if ok[i] {
+            merges[i] = heap_fill(scratch[i], &freqs[i].lit, &lsyms[i][..nl[i]]);
+        }
+    }
+    merge_lockstep(&mut scratch, &mut merges);
+    let mut llens = [[0u8; L_CODES]; N];
+    let mut wl = [0; N];
+    for i in 0..N {
+        if ok[i] {
+            let lens = heap_lens(
+                scratch[i],
+                &lsyms[i][..nl[i]],
+                &merges[i],
+                15,
+                &mut llens[i],
+            );
+            (ok[i], wl[i]) = (lens.is_some(), lens.unwrap_or(0));
+        }
+    }
+
+    // Distance trees.
+    let mut dsyms = [[0u16; D_CODES]; N];
+    let mut nd = [0; N];
+    let mut dlens = [[0u8; D_CODES]; N];
+    let mut dist_count = [0u32; N];
+    for i in 0..N {
+        merges[i] = Merge::IDLE;
+        nd[i] = used_symbols(&freqs[i].dist, &mut dsyms[i]);
+        dist_count[i] = freqs[i].dist.iter().sum();
+        if !ok[i] {
+            continue;
+        }
+        if nd[i] >= 2 {
+            merges[i] = heap_fill(scratch[i], &freqs[i].dist, &dsyms[i][..nd[i]]);
+        } else {
+            // zlib's forced nodes: fewer than two used distance codes get partners of
+            // count 1 (codes 0 and 1, or the next code up, or code 0), whose bits it
+            // then takes back from `opt_len` and `static_len`; two leaves have one bit
+            // each.
+            let forced = match (nd[i], dsyms[i][0]) {
+                (0, _) => [0, 1],
+                (_, s @ 0..=1) => [s, s + 1],
+                (_, s) => [0, s],
+            };
+            for &s in &forced {
+                dlens[i][s as usize] = 1;
+            }
+            dsyms[i][..2].copy_from_slice(&forced);
+        }
+    }
+    merge_lockstep(&mut scratch, &mut merges);
+    let mut wd = [0; N];
+    for i in 0..N {
+        if !ok[i] {
+            continue;
+        }
+        if nd[i] >= 2 {
+            let lens = heap_lens(
+                scratch[i],
+                &dsyms[i][..nd[i]],
+                &merges[i],
+                15,
+                &mut dlens[i],
+            );
+            (ok[i], wd[i]) = (lens.is_some(), lens.unwrap_or(0));
+        } else {
+            (nd[i], wd[i]) = (2, u64::from(dist_count[i]));
+        }
+    }
+
+    // Code-length trees.
+    let mut bl_freq = [[0u32; BL_CODES]; N];
+    let mut bsyms = [[0u16; BL_CODES]; N];
+    let mut nb = [0; N];
+    for i in 0..N {
+        merges[i] = Merge::IDLE;
+        if !ok[i] {
+            continue;
+        }
+        scan_used(&lsyms[i][..nl[i]], &llens[i], &mut bl_freq[i]);
+        scan_used(&dsyms[i][..nd[i]], &dlens[i], &mut bl_freq[i]);
+        nb[i] = used_symbols(&bl_freq[i], &mut bsyms[i]);
+        if nb[i] >= 2 {
+            merges[i] = heap_fill(scratch[i], &bl_freq[i], &bsyms[i][..nb[i]]);
+        }
+    }
+    merge_lockstep(&mut scratch, &mut merges);
+
+    let mut out = [None; N];
+    for i in 0..N {
+        if !ok[i] {
+            continue;
+        }
+        let f = freqs[i];
+        let bl_freq = &bl_freq[i];
+        let dist_extra = dot(&f.dist, &COST_TABLES.dist_extra);
+        let mut opt_len = (wl[i] + wd[i]) as i64
+            + i64::from(dot(&f.lit, &COST_TABLES.lit_extra))
+            + i64::from(dist_extra);
+        let static_len = i64::from(dot(&f.lit, &COST_TABLES.lit_static))
+            + i64::from(dist_extra)
+            + 5 * i64::from(dist_count[i]);
+        let mut bllens = [0u8; BL_CODES];
+        let fast_bl = if nb[i] >= 2 {
+            heap_lens(scratch[i], &bsyms[i][..nb[i]], &merges[i], 7, &mut bllens)
+        } else {
+            None
         };
-        for &s in &forced {
-            dlens[s as usize] = 1;
+        if let Some(wb) = fast_bl {
+            opt_len += wb as i64 + i64::from(2 * bl_freq[16] + 3 * bl_freq[17] + 7 * bl_freq[18]);
+        } else {
+            // Fewer than two code-length codes, or codes over 7 bits: zlib's path.
+            let mut lens = [0u32; BL_CODES];
+            let mut unused = 0i64;
+            build_tree(
+                scratch[i],
+                Tree::Bl,
+                bl_freq,
+                &mut lens,
+                &mut opt_len,
+                &mut unused,
+            );
+            for (b, &l) in bllens.iter_mut().zip(&lens) {
+                *b = l as u8;
+            }
         }
-        dsyms[..2].copy_from_slice(&forced);
-        (&dsyms[..2], u64::from(dist_count))
-    };
-    let dist_extra = dot(&freqs.dist, &COST_TABLES.dist_extra);
-    let mut opt_len = (wl + wd) as i64
-        + i64::from(dot(&freqs.lit, &COST_TABLES.lit_extra))
-        + i64::from(dist_extra);
-    let static_len = i64::from(dot(&freqs.lit, &COST_TABLES.lit_static))
-        + i64::from(dist_extra)
-        + 5 * i64::from(dist_count);
-    let mut bl_freq = [0u32; BL_CODES];
-    scan_used(lsyms, &llens, &mut bl_freq);
-    scan_used(dsyms, &dlens, &mut bl_freq);
-    let mut bsyms = [0u16; BL_CODES];
-    let nb = used_symbols(&bl_freq, &mut bsyms);
-    let mut bllens = [0u8; BL_CODES];
-    let fast_bl = if nb >= 2 {
-        heap_tree(scratch, &bl_freq, &bsyms[..nb], 7, &mut bllens)
-    } else {
-        None
-    };
-    if let Some(wb) = fast_bl {
-        opt_len += wb as i64 + i64::from(2 * bl_freq[16] + 3 * bl_freq[17] + 7 * bl_freq[18]);
-    } else {
-        let mut lens = [0u32; BL_CODES];
-        let mut unused = 0i64;
-        build_tree(
-            scratch,
-            Tree::Bl,
-            &bl_freq,
-            &mut lens,
-            &mut opt_len,
-            &mut unused,
-        );
-        for (b, &l) in bllens.iter_mut().zip(&lens) {
-            *b = l as u8;
+        let mut max_blindex = BL_CODES - 1;
+        while max_blindex >= 3 && bllens[BL_ORDER[max_blindex]] == 0 {
+            max_blindex -= 1;
         }
+        opt_len += 3 * (max_blindex as i64 + 1) + 5 + 5 + 4;
+        out[i] = Some((opt_len, static_len));
     }
-    let mut max_blindex = BL_CODES - 1;
-    while max_blindex >= 3 && bllens[BL_ORDER[max_blindex]] == 0 {
-        max_blindex -= 1;
-    }
-    opt_len += 3 * (max_blindex as i64 + 1) + 5 + 5 + 4;
-    Some((opt_len, static_len))
+    out
 }
 
 /// Writes the symbols of non-zero count to `syms`, in increasing order; returns how many.
@@ -979,26 +1046,6 @@ const COST_TABLES: CostTables = {
     }
 };
 
-/// zlib's `build_tree` for the used symbols `syms` (at least two, in increasing order):
-/// the same heap, filled in the same order and merged with the same tie rule, so
-/// every node gets zlib's depth. Writes the code length of each used symbol to `lens`
-/// and returns `sum(freq * len)`, or `None` when a code is longer than `max_length`
-/// (zlib then repairs the lengths in the heap's node order: [`build_tree`] does that).
-#[inline(always)]
-fn heap_tree<const E: usize>(
-    scratch: &mut TreeScratch,
-    freq: &[u32; E],
-    syms: &[u16],
-    max_length: u32,
-    lens: &mut [u8; E],
-) -> Option<u64> {
-    let mut merge = heap_fill(scratch, freq, syms);
-    while merge.heap_len >= 2 {
-        heap_round(scratch, &mut merge);
-    }
-    heap_lens(scratch, syms, &merge, max_length, lens)
-}
-
 /// A heap being merged: zlib's `heap_len`, the next internal node, and the weights of
 /// the internal nodes so far (in the end `sum(freq * depth)` over the leaves).
 struct Merge {
@@ -1007,7 +1054,18 @@ struct Merge {
     weights: u64,
 }
 
-/// zlib's heap of the used symbols `syms` (at least two) of a tree of `E` symbols.
+impl Merge {
+    /// No merge to run.
+    const IDLE: Merge = Merge {
+        heap_len: 0,
+        node: 0,
+        weights: 0,
+    };
+}
+
+/// zlib's `build_tree` heap for the used symbols `syms` (at least two, in increasing
+/// order) of a tree of `E` symbols: the same heap, filled in the same order and merged
+/// ([`heap_round`]) with the same tie rule, so every node gets zlib's depth.
 #[inline(always)]
 fn heap_fill<const E: usize>(scratch: &mut TreeScratch, freq: &[u32; E], syms: &[u16]) -> Merge {
     let heap = &mut scratch.heap;
@@ -1049,7 +1107,9 @@ fn heap_round(scratch: &mut TreeScratch, m: &mut Merge) {
     sift_root(heap, m.heap_len);
 }
 
-/// The code lengths of a merged heap's leaves `syms` (see [`heap_tree`]).
+/// The code lengths of a merged heap's leaves `syms`, written to `lens`; returns
+/// `sum(freq * len)`, or `None` when a code is longer than `max_length` (zlib then
+/// repairs the lengths in the heap's node order: [`build_tree`] does that).
 #[inline(always)]
 fn heap_lens<const E: usize>(
     scratch: &mut TreeScratch,
