@@ -33,32 +33,14 @@ import time
 
 import numpy as np
 
-FORTUNES = "/usr/share/games/fortunes"
 # npc-gzip draws a tqdm bar per call.
 os.environ.setdefault("TQDM_DISABLE", "1")
-
-
-def fortunes(lo: int, hi: int) -> list[tuple[str, str]]:
-    """English fortunes of ``lo``..``hi`` characters with their file name as label."""
-    out = []
-    for name in sorted(os.listdir(FORTUNES)):
-        path = os.path.join(FORTUNES, name)
-        if "." in name or not os.path.isfile(path) or os.path.islink(path):
-            continue
-        try:
-            with open(path, encoding="utf-8") as f:
-                body = f.read()
-        except UnicodeDecodeError:
-            continue
-        out += [(q.strip(), name) for q in body.split("\n%\n") if lo <= len(q.strip()) <= hi]
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.bench_text import fortunes, load_texts  # noqa: E402
 
 
 def workload(name: str, quick: bool):
     if name == "50x400":
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from benchmarks.bench_text import load_texts
-
         refs, labels, queries = load_texts(400, 50)
         return refs, labels, queries, len(queries)
     nq = 50 if quick else 500

@@ -31,22 +31,29 @@ _WORDS = (
 ).split()
 
 
+def fortunes(lo: int, hi: int) -> list[tuple[str, str]]:
+    """English Debian fortunes of ``lo``..``hi`` characters with their file name as
+    label (empty when the ``fortunes`` package is not installed)."""
+    out: list[tuple[str, str]] = []
+    if not os.path.isdir(FORTUNES):
+        return out
+    for name in sorted(os.listdir(FORTUNES)):
+        path = os.path.join(FORTUNES, name)
+        if "." in name or not os.path.isfile(path) or os.path.islink(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                body = f.read()
+        except UnicodeDecodeError:
+            continue
+        out += [(q.strip(), name) for q in body.split("\n%\n") if lo <= len(q.strip()) <= hi]
+    return out
+
+
 def load_texts(n_refs: int, n_queries: int, seed: int = 0):
     """``(refs, labels, queries)``: real English quotes if available, else generated."""
     rng = random.Random(seed)
-    quotes: list[tuple[str, str]] = []
-    if os.path.isdir(FORTUNES):
-        for name in sorted(os.listdir(FORTUNES)):
-            path = os.path.join(FORTUNES, name)
-            if "." in name or not os.path.isfile(path) or os.path.islink(path):
-                continue
-            try:
-                with open(path, encoding="utf-8") as f:
-                    body = f.read()
-            except UnicodeDecodeError:
-                continue
-            quotes += [(q.strip(), name) for q in body.split("\n%\n")
-                       if 150 <= len(q.strip()) <= 450]
+    quotes = fortunes(150, 450)
     if len(quotes) < n_refs + n_queries:
         quotes = [(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(30, 70))),
                    str(i % 4)) for i in range(n_refs + n_queries)]

@@ -212,6 +212,28 @@ impl Engine {
         self.compressed_len(buf)
     }
 
+    /// [`Engine::joint_len`] of two references after the same query (for gzip at
+    /// level 9 the two pairs' trees are built together, which is faster).
+    pub fn joint_len2(
+        &mut self,
+        query: &[u8],
+        references: [&[u8]; 2],
+        buf: &mut Vec<u8>,
+    ) -> Result<[u64; 2], TextError> {
+        let fast = match &mut self.inner {
+            Inner::Gzip(g) => g.joint_raw_len2(query, references),
+            _ => [None, None],
+        };
+        let mut out = [0; 2];
+        for ((o, f), r) in out.iter_mut().zip(fast).zip(references) {
+            *o = match f {
+                Some(n) => n + GZIP_OVERHEAD,
+                None => self.joint_len(query, r, buf)?,
+            };
+        }
+        Ok(out)
+    }
+
     /// The exact compressed length of `data` (see the module docs).
     pub fn compressed_len(&mut self, data: &[u8]) -> Result<u64, TextError> {
         let level = self.spec.level;
@@ -350,8 +372,25 @@ impl GzipEngine {
     /// Raw length of `query + b" " + reference` without zlib, when the emulator
     /// covers it (level 9, joint text of at most `deflate9::MAX_INPUT` = 16382 bytes).
     fn joint_raw_len(&mut self, query: &[u8], reference: &[u8]) -> Option<u64> {
+        self.load_prefix(query);
+        self.pairs.raw_len(self.prefix.as_ref()?, reference)
+    }
+
+    /// [`GzipEngine::joint_raw_len`] of two references (trees built together).
+    fn joint_raw_len2(&mut self, query: &[u8], references: [&[u8]; 2]) -> [Option<u64>; 2] {
+        self.load_prefix(query);
+        match &self.prefix {
+            Some(prefix) => self.pairs.raw_len2(prefix, references),
+            None => [None, None],
+        }
+    }
+
+    /// Makes `prefix` the shared parse of `query + b" "` (level 9; `None` for queries
+    /// too long to share), rebuilding it when the query changes.
+    fn load_prefix(&mut self, query: &[u8]) {
         if self.level != 9 {
-            return None;
+            self.prefix = None;
+            return;
         }
         let same = self.prefix.as_ref().is_some_and(|p| {
             let t = p.text();
@@ -367,8 +406,6 @@ impl GzipEngine {
                 slot => *slot = deflate9::Prefix::new(query, b" "),
             }
         }
-        let prefix = self.prefix.as_ref()?;
-        self.pairs.raw_len(prefix, reference)
     }
 
     fn raw_len(&mut self, data: &[u8], scratch: &mut [u8]) -> Result<u64, TextError> {

@@ -3,19 +3,25 @@
 //! Compression kNN needs `C(x + " " + y)` for every query `x` and reference `y`, and
 //! nothing but the length of that stream. This module reproduces zlib's level-9
 //! decisions (`deflate_slow` lazy parsing, then `_tr_flush_block`'s Huffman trees and
-//! stored/static/dynamic choice) and counts bits instead of writing them. Two things
+//! stored/static/dynamic choice) and counts bits instead of writing them. These things
 //! make it much cheaper than running zlib per pair:
 //!
 //! * the parse of the query's own bytes is shared by all references: it runs once per
 //!   query up to the first decision that could depend on what follows (a candidate
 //!   match running into the unknown reference), and each pair resumes from there;
-//! * a match finder with exact trigram verification and word-wide comparisons.
+//! * a match finder with exact trigram verification and word-wide comparisons, whose
+//!   hash chains for joint texts of at most `SHORT_INPUT` bytes use a 12-bit hash
+//!   that keeps them in L1 (exact there: see `SHORT_INPUT`);
+//! * zlib's Huffman heap run exactly, with the bit accounting around it reduced to dot
+//!   products, node weights and a walk over the used symbols (`block_cost`), and the
+//!   literal heaps of two pairs merged in lockstep ([`Pairs::raw_len2`]).
 //!
 //! **Why it is exact.** For inputs of at most [`MAX_INPUT`] = 16382 bytes the whole
 //! input sits in zlib's 64 KiB window (no slide, no distance above `MAX_DIST`) and
 //! produces fewer than `lit_bufsize - 1 = 16383` symbols, so there is exactly one
 //! block, emitted at `Z_FINISH`. The parse replays `deflate_slow` step by step with
-//! zlib's own hash chains: the same 15-bit hash (so the same collisions), positions
+//! zlib's own hash chains (or, up to `SHORT_INPUT` bytes, chains that provably find
+//! the same matches): the same 15-bit hash (so the same collisions), positions
 //! inserted in the same order, the walk cut after `max_chain = 4096` entries (a quarter
 //! once the previous match reaches `good_length = 32`), colliding entries counted,
 //! position 0 acting as zlib's `NIL`, the first strictly longer candidate kept, the walk
@@ -212,6 +218,14 @@ impl Chains {
         }
     }
 
+    /// Chains of [`chain_key::<true>`] for joint texts of at most [`SHORT_INPUT`] bytes.
+    fn short() -> Self {
+        Self {
+            head: vec![NIL; SHORT_HASH_SIZE],
+            prev: vec![NIL; SHORT_INPUT],
+        }
+    }
+
     #[inline]
     fn insert(&mut self, key: usize, p: usize) {
         self.prev[p] = self.head[key];
@@ -219,9 +233,10 @@ impl Chains {
     }
 }
 
+/// The three bytes at `p` (one 4-byte load: buffers keep `PAD` bytes after the input).
 #[inline]
 fn trigram(buf: &[u8], p: usize) -> u32 {
-    u32::from(buf[p]) | u32::from(buf[p + 1]) << 8 | u32::from(buf[p + 2]) << 16
+    u32::from_le_bytes(buf[p..p + 4].try_into().unwrap()) & 0x00ff_ffff
 }
 
 /// zlib's `UPDATE_HASH` over three bytes: `((c0 << 10) ^ (c1 << 5) ^ c2) & 0x7fff`.
@@ -230,6 +245,29 @@ fn trigram(buf: &[u8], p: usize) -> u32 {
 fn key_of(tri: u32) -> usize {
     let (c0, c1, c2) = (tri & 0xff, (tri >> 8) & 0xff, tri >> 16);
     (((c0 << 10) ^ (c1 << 5) ^ c2) & (HASH_SIZE as u32 - 1)) as usize
+}
+
+/// Joint texts of at most this many bytes are parsed with chains of a smaller hash
+/// ([`chain_key::<true>`]): zlib walks a chain until it ends, finds a match of
+/// `nice_match` bytes or has visited `max_chain` entries, a quarter of them (1024) once
+/// the previous match is `good_length` long. A chain holds at most one entry per
+/// earlier position, so with at most 1024 positions the cut never applies, the colliding
+/// entries zlib also walks change nothing (every candidate's trigram is checked), and
+/// any hash that puts equal trigrams on one chain, newest first, finds zlib's matches.
+/// The smaller hash keeps the chain heads (8 KB instead of 64 KB) in L1.
+const SHORT_INPUT: usize = 1024;
+const SHORT_HASH_BITS: u32 = 12;
+const SHORT_HASH_SIZE: usize = 1 << SHORT_HASH_BITS;
+
+/// The chain key of a trigram: zlib's hash ([`key_of`]) or, for joint texts of at most
+/// [`SHORT_INPUT`] bytes (`SHORT`), a multiplicative hash to [`SHORT_HASH_BITS`] bits.
+#[inline(always)]
+fn chain_key<const SHORT: bool>(tri: u32) -> usize {
+    if SHORT {
+        (tri.wrapping_mul(0x9E37_79B1) >> (32 - SHORT_HASH_BITS)) as usize
+    } else {
+        key_of(tri)
+    }
 }
 
 #[inline]
@@ -272,7 +310,7 @@ struct Found {
 /// `None` when zlib would not search (`hash_head == NIL`: no earlier position with
 /// this hash, position 0 being zlib's NIL).
 #[inline]
-fn search(
+fn search<const SHORT: bool>(
     buf: &[u8],
     chains: &Chains,
     s: usize,
@@ -282,7 +320,7 @@ fn search(
     exhaustive: bool,
 ) -> Option<Found> {
     let tri = trigram(buf, s);
-    let mut c = chains.head[key_of(tri)];
+    let mut c = chains.head[chain_key::<SHORT>(tri)];
     if c == NIL || c == 0 {
         return None;
     }
@@ -326,7 +364,14 @@ fn search(
 /// start of the input (at least one more byte follows): the run stops, leaving `st`
 /// and `chains` untouched for that step, at the first step whose outcome could depend
 /// on the bytes after `end`. Returns whether the input was consumed.
-fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bool) -> bool {
+/// `SHORT`: `chains` use [`chain_key::<true>`] (`total <= SHORT_INPUT`).
+fn run<const SHORT: bool>(
+    st: &mut Parse,
+    chains: &mut Chains,
+    buf: &[u8],
+    total: usize,
+    prefix: bool,
+) -> bool {
     loop {
         let s = st.strstart;
         let lookahead = total - s;
@@ -350,7 +395,7 @@ fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bo
         let searchable = lookahead >= MIN_MATCH;
         if searchable && prev_length < LAZY {
             let limit = MAX_MATCH.min(lookahead);
-            let found = search(
+            let found = search::<SHORT>(
                 buf,
                 chains,
                 s,
@@ -380,7 +425,7 @@ fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bo
             return false;
         }
         if searchable {
-            chains.insert(key_of(trigram(buf, s)), s);
+            chains.insert(chain_key::<SHORT>(trigram(buf, s)), s);
         }
         if emit {
             // Emit the previous match; insert the strings it covers.
@@ -388,7 +433,7 @@ fn run(st: &mut Parse, chains: &mut Chains, buf: &[u8], total: usize, prefix: bo
             st.matched(s - 1 - prev_match, prev_length);
             for p in s + 1..s + prev_length - 1 {
                 if p <= max_insert {
-                    chains.insert(key_of(trigram(buf, p)), p);
+                    chains.insert(chain_key::<SHORT>(trigram(buf, p)), p);
                 }
             }
             st.strstart = s + prev_length - 1;
@@ -492,6 +537,27 @@ fn sift_down(heap: &mut Heap, heap_len: usize, mut k: usize) {
         heap[k] = c;
         k = j;
         j <<= 1;
+    }
+    heap[k] = v;
+}
+
+/// [`sift_down`] from the root without a data-dependent exit: it always runs
+/// `floor(log2(heap_len))` levels (enough to reach any position) and, once the entry
+/// has found its place, keeps rewriting it there. Needs [`SENTINEL`] at every position
+/// from `heap_len + 1` to `2 * heap_len + 1`. The fixed trip count avoids a mispredicted
+/// exit per sift and lets two heaps merged in lockstep ([`block_cost2`]) overlap.
+#[inline(always)]
+fn sift_root(heap: &mut Heap, heap_len: usize) {
+    let v = heap[1];
+    let mut k = 1;
+    for _ in 0..heap_len.ilog2() {
+        let j = k << 1;
+        let (l, r) = (heap[j], heap[j + 1]);
+        let right = rank_le(r, l);
+        let c = if right { r } else { l };
+        let down = !rank_le(v, c);
+        heap[k] = if down { c } else { v };
+        k = if down { j + usize::from(right) } else { k };
     }
     heap[k] = v;
 }
@@ -701,7 +767,11 @@ fn scan_tree(lens: &[u32], max_code: usize, bl_freq: &mut [u32; BL_CODES]) {
 /// Bytes of the single final block zlib emits for these symbol counts and
 /// `stored_len` input bytes.
 fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u64 {
-    let (opt_len, static_len) = block_cost(scratch, freqs);
+    final_block_bytes(block_cost(scratch, freqs), stored_len)
+}
+
+/// Bytes of the single final block with zlib's `(opt_len, static_len)`.
+fn final_block_bytes((opt_len, static_len): (i64, i64), stored_len: usize) -> u64 {
     let opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
     let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
     let best = opt_lenb.min(static_lenb);
@@ -714,7 +784,432 @@ fn block_bytes(scratch: &mut TreeScratch, freqs: &Freqs, stored_len: usize) -> u
 
 /// zlib's `opt_len` (bits of the dynamic block, trees included) and `static_len`
 /// (bits with the static trees) for these symbol counts, block header excluded.
+///
+/// The fast path builds each tree with zlib's own heap ([`heap_fill`]) but does the
+/// accounting around it with less work, exactly:
+///
+/// * `static_len` and the extra bits of `opt_len` do not depend on the trees: they are
+///   dot products of the counts with constant tables;
+/// * without length overflow, `sum(freq * len)` over the leaves equals the sum of the
+///   weights of all internal nodes (each leaf's count is added once per ancestor), which
+///   the merge loop adds up as it goes;
+/// * `scan_tree` only needs the used symbols in order ([`scan_used`]).
+///
+/// A tree with fewer than two used symbols (zlib's forced nodes) or a code longer than
+/// its limit (zlib's overflow repair, which depends on the heap's node order) goes
+/// through [`block_cost_heap`] or [`build_tree`], zlib's path.
 fn block_cost(scratch: &mut TreeScratch, freqs: &Freqs) -> (i64, i64) {
+    block_cost_fast(scratch, freqs).unwrap_or_else(|| block_cost_heap(scratch, freqs))
+}
+
+/// [`block_cost`]'s fast path; `None` when the literal tree has fewer than two used
+/// symbols or a literal or distance code overflows.
+#[inline]
+fn block_cost_fast(scratch: &mut TreeScratch, freqs: &Freqs) -> Option<(i64, i64)> {
+    let [cost] = block_costs([scratch], [freqs]);
+    cost
+}
+
+/// [`block_cost`] of two symbol counts at once: each of their trees is merged in
+/// lockstep with the other's, which lets the processor overlap the two heaps' dependent
+/// loads (each heap alone is a chain of them). Same results as two [`block_cost`]s.
+fn block_cost2(scratch: [&mut TreeScratch; 2], freqs: [&Freqs; 2]) -> [(i64, i64); 2] {
+    let [sa, sb] = scratch;
+    let [a, b] = block_costs([&mut *sa, &mut *sb], freqs);
+    [
+        a.unwrap_or_else(|| block_cost_heap(sa, freqs[0])),
+        b.unwrap_or_else(|| block_cost_heap(sb, freqs[1])),
+    ]
+}
+
+/// Runs the merges of `N` heaps, in lockstep while all of them have work (a merge with
+/// `heap_len < 2`, finished or never started, has none).
+#[inline(always)]
+fn merge_lockstep<const N: usize>(scratch: &mut [&mut TreeScratch; N], merges: &mut [Merge; N]) {
+    while merges.iter().all(|m| m.heap_len >= 2) {
+        for (s, m) in scratch.iter_mut().zip(merges.iter_mut()) {
+            heap_round(s, m);
+        }
+    }
+    for (s, m) in scratch.iter_mut().zip(merges.iter_mut()) {
+        while m.heap_len >= 2 {
+            heap_round(s, m);
+        }
+    }
+}
+
+/// The fast path of [`block_cost`] for `N` symbol counts at once (see [`block_cost2`]);
+/// `None` for a count whose literal tree has fewer than two used symbols or whose
+/// literal or distance codes overflow (zlib's path handles those).
+#[inline(always)]
+fn block_costs<const N: usize>(
+    mut scratch: [&mut TreeScratch; N],
+    freqs: [&Freqs; N],
+) -> [Option<(i64, i64)>; N] {
+    let mut ok = [true; N];
+    let mut merges: [Merge; N] = std::array::from_fn(|_| Merge::IDLE);
+
+    // Literal trees.
+    let mut lsyms = [[0u16; L_CODES]; N];
+    let mut nl = [0; N];
+    for i in 0..N {
+        nl[i] = used_symbols(&freqs[i].lit, &mut lsyms[i]);
+        ok[i] = nl[i] >= 2;
+        if ok[i] {
+            merges[i] = heap_fill(scratch[i], &freqs[i].lit, &lsyms[i][..nl[i]]);
+        }
+    }
+    merge_lockstep(&mut scratch, &mut merges);
+    let mut llens = [[0u8; L_CODES]; N];
+    let mut wl = [0; N];
+    for i in 0..N {
+        if ok[i] {
+            let lens = heap_lens(
+                scratch[i],
+                &lsyms[i][..nl[i]],
+                &merges[i],
+                15,
+                &mut llens[i],
+            );
+            (ok[i], wl[i]) = (lens.is_some(), lens.unwrap_or(0));
+        }
+    }
+
+    // Distance trees.
+    let mut dsyms = [[0u16; D_CODES]; N];
+    let mut nd = [0; N];
+    let mut dlens = [[0u8; D_CODES]; N];
+    let mut dist_count = [0u32; N];
+    for i in 0..N {
+        merges[i] = Merge::IDLE;
+        nd[i] = used_symbols(&freqs[i].dist, &mut dsyms[i]);
+        dist_count[i] = freqs[i].dist.iter().sum();
+        if !ok[i] {
+            continue;
+        }
+        if nd[i] >= 2 {
+            merges[i] = heap_fill(scratch[i], &freqs[i].dist, &dsyms[i][..nd[i]]);
+        } else {
+            // zlib's forced nodes: fewer than two used distance codes get partners of
+            // count 1 (codes 0 and 1, or the next code up, or code 0), whose bits it
+            // then takes back from `opt_len` and `static_len`; two leaves have one bit
+            // each.
+            let forced = match (nd[i], dsyms[i][0]) {
+                (0, _) => [0, 1],
+                (_, s @ 0..=1) => [s, s + 1],
+                (_, s) => [0, s],
+            };
+            for &s in &forced {
+                dlens[i][s as usize] = 1;
+            }
+            dsyms[i][..2].copy_from_slice(&forced);
+        }
+    }
+    merge_lockstep(&mut scratch, &mut merges);
+    let mut wd = [0; N];
+    for i in 0..N {
+        if !ok[i] {
+            continue;
+        }
+        if nd[i] >= 2 {
+            let lens = heap_lens(
+                scratch[i],
+                &dsyms[i][..nd[i]],
+                &merges[i],
+                15,
+                &mut dlens[i],
+            );
+            (ok[i], wd[i]) = (lens.is_some(), lens.unwrap_or(0));
+        } else {
+            (nd[i], wd[i]) = (2, u64::from(dist_count[i]));
+        }
+    }
+
+    // Code-length trees.
+    let mut bl_freq = [[0u32; BL_CODES]; N];
+    let mut bsyms = [[0u16; BL_CODES]; N];
+    let mut nb = [0; N];
+    for i in 0..N {
+        merges[i] = Merge::IDLE;
+        if !ok[i] {
+            continue;
+        }
+        scan_used(&lsyms[i][..nl[i]], &llens[i], &mut bl_freq[i]);
+        scan_used(&dsyms[i][..nd[i]], &dlens[i], &mut bl_freq[i]);
+        nb[i] = used_symbols(&bl_freq[i], &mut bsyms[i]);
+        if nb[i] >= 2 {
+            merges[i] = heap_fill(scratch[i], &bl_freq[i], &bsyms[i][..nb[i]]);
+        }
+    }
+    merge_lockstep(&mut scratch, &mut merges);
+
+    let mut out = [None; N];
+    for i in 0..N {
+        if !ok[i] {
+            continue;
+        }
+        let f = freqs[i];
+        let bl_freq = &bl_freq[i];
+        let dist_extra = dot(&f.dist, &COST_TABLES.dist_extra);
+        let mut opt_len = (wl[i] + wd[i]) as i64
+            + i64::from(dot(&f.lit, &COST_TABLES.lit_extra))
+            + i64::from(dist_extra);
+        let static_len = i64::from(dot(&f.lit, &COST_TABLES.lit_static))
+            + i64::from(dist_extra)
+            + 5 * i64::from(dist_count[i]);
+        let mut bllens = [0u8; BL_CODES];
+        let fast_bl = if nb[i] >= 2 {
+            heap_lens(scratch[i], &bsyms[i][..nb[i]], &merges[i], 7, &mut bllens)
+        } else {
+            None
+        };
+        if let Some(wb) = fast_bl {
+            opt_len += wb as i64 + i64::from(2 * bl_freq[16] + 3 * bl_freq[17] + 7 * bl_freq[18]);
+        } else {
+            // Fewer than two code-length codes, or codes over 7 bits: zlib's path.
+            let mut lens = [0u32; BL_CODES];
+            let mut unused = 0i64;
+            build_tree(
+                scratch[i],
+                Tree::Bl,
+                bl_freq,
+                &mut lens,
+                &mut opt_len,
+                &mut unused,
+            );
+            for (b, &l) in bllens.iter_mut().zip(&lens) {
+                *b = l as u8;
+            }
+        }
+        let mut max_blindex = BL_CODES - 1;
+        while max_blindex >= 3 && bllens[BL_ORDER[max_blindex]] == 0 {
+            max_blindex -= 1;
+        }
+        opt_len += 3 * (max_blindex as i64 + 1) + 5 + 5 + 4;
+        out[i] = Some((opt_len, static_len));
+    }
+    out
+}
+
+/// Writes the symbols of non-zero count to `syms`, in increasing order; returns how many.
+#[inline(always)]
+fn used_symbols<const E: usize>(freq: &[u32; E], syms: &mut [u16; E]) -> usize {
+    let mut n = 0;
+    for (i, &f) in freq.iter().enumerate() {
+        // Branch-free: write the slot, keep it only for a used symbol.
+        syms[n.min(E - 1)] = i as u16;
+        n += usize::from(f != 0);
+    }
+    n
+}
+
+/// `sum(f[i] * t[i])` (counts and per-symbol bits are small: no overflow).
+#[inline(always)]
+fn dot<const E: usize>(f: &[u32; E], t: &[u32; E]) -> u32 {
+    f.iter().zip(t).map(|(&a, &b)| a * b).sum()
+}
+
+/// Per-symbol bits that do not depend on the trees.
+struct CostTables {
+    /// Extra bits of literal/length symbols.
+    lit_extra: [u32; L_CODES],
+    /// Static code length plus extra bits of literal/length symbols.
+    lit_static: [u32; L_CODES],
+    /// Extra bits of distance symbols.
+    dist_extra: [u32; D_CODES],
+}
+
+const COST_TABLES: CostTables = {
+    let mut lit_extra = [0u32; L_CODES];
+    let mut lit_static = [0u32; L_CODES];
+    let mut n = 0;
+    while n < L_CODES {
+        let x = if n >= 257 {
+            LEN_EXTRA[n - 257] as u32
+        } else {
+            0
+        };
+        lit_extra[n] = x;
+        lit_static[n] = static_lit_len(n) + x;
+        n += 1;
+    }
+    let mut dist_extra = [0u32; D_CODES];
+    let mut d = 0;
+    while d < D_CODES {
+        dist_extra[d] = DIST_EXTRA[d] as u32;
+        d += 1;
+    }
+    CostTables {
+        lit_extra,
+        lit_static,
+        dist_extra,
+    }
+};
+
+/// A heap being merged: zlib's `heap_len`, the next internal node, and the weights of
+/// the internal nodes so far (in the end `sum(freq * depth)` over the leaves).
+struct Merge {
+    heap_len: usize,
+    node: usize,
+    weights: u64,
+}
+
+impl Merge {
+    /// No merge to run.
+    const IDLE: Merge = Merge {
+        heap_len: 0,
+        node: 0,
+        weights: 0,
+    };
+}
+
+/// zlib's `build_tree` heap for the used symbols `syms` (at least two, in increasing
+/// order) of a tree of `E` symbols: the same heap, filled in the same order and merged
+/// ([`heap_round`]) with the same tie rule, so every node gets zlib's depth.
+#[inline(always)]
+fn heap_fill<const E: usize>(scratch: &mut TreeScratch, freq: &[u32; E], syms: &[u16]) -> Merge {
+    let heap = &mut scratch.heap;
+    for (slot, &s) in heap[1..].iter_mut().zip(syms) {
+        *slot = u64::from(freq[s as usize]) << FREQ_SHIFT | u64::from(s);
+    }
+    let n = syms.len();
+    // Sentinels under every position a sift from the root can look at.
+    heap[n + 1..=2 * n + 1].fill(SENTINEL);
+    for k in (1..=n / 2).rev() {
+        sift_down(heap, n, k);
+    }
+    Merge {
+        heap_len: n,
+        node: E,
+        weights: 0,
+    }
+}
+
+/// One step of zlib's `build_tree` loop: take the two least nodes and put their parent
+/// in the heap. Callers loop while `heap_len >= 2` (zlib's do-while: a heap starts
+/// with at least two nodes).
+#[inline(always)]
+fn heap_round(scratch: &mut TreeScratch, m: &mut Merge) {
+    let TreeScratch { heap, dad, .. } = scratch;
+    let a = heap[1];
+    heap[1] = heap[m.heap_len];
+    heap[m.heap_len] = SENTINEL;
+    m.heap_len -= 1;
+    sift_root(heap, m.heap_len);
+    let b = heap[1];
+    let f = (a >> FREQ_SHIFT) + (b >> FREQ_SHIFT);
+    m.weights += f;
+    let depth = ((rank(a) & 0xff).max(rank(b) & 0xff) + 1) & 0xff;
+    dad[node_of(a)] = m.node as u16;
+    dad[node_of(b)] = m.node as u16;
+    heap[1] = f << FREQ_SHIFT | depth << NODE_BITS | m.node as u64;
+    m.node += 1;
+    sift_root(heap, m.heap_len);
+}
+
+/// The code lengths of a merged heap's leaves `syms`, written to `lens`; returns
+/// `sum(freq * len)`, or `None` when a code is longer than `max_length` (zlib then
+/// repairs the lengths in the heap's node order: [`build_tree`] does that).
+#[inline(always)]
+fn heap_lens<const E: usize>(
+    scratch: &mut TreeScratch,
+    syms: &[u16],
+    m: &Merge,
+    max_length: u32,
+    lens: &mut [u8; E],
+) -> Option<u64> {
+    let TreeScratch { dad, len, .. } = scratch;
+    // Depths from the root (the last node) down: a parent is created after its children.
+    len[m.node - 1] = 0;
+    for k in (E..m.node - 1).rev() {
+        len[k] = len[dad[k] as usize] + 1;
+    }
+    let mut longest = 0;
+    for &s in syms {
+        let l = len[dad[s as usize] as usize] + 1;
+        lens[s as usize] = l as u8;
+        longest = longest.max(l);
+    }
+    (longest <= max_length).then_some(m.weights)
+}
+
+/// Longest run of zeros or of equal lengths [`scan_used`] can meet, plus one.
+const RUN_TABLE: usize = L_CODES + 2;
+
+/// [`scan_tree`]'s counts for one run, as increments: `NONZERO_RUN[r]` is what a run of
+/// `r` equal non-zero lengths adds over one of `r - 1` (its literal count, then its
+/// count of code 16); `ZERO_RUN[r]` is what a run of `r` zeros adds to codes 0, 17
+/// and 18.
+const NONZERO_RUN: [[i8; 2]; RUN_TABLE] = {
+    let mut t = [[0i8; 2]; RUN_TABLE];
+    let (mut prev_lit, mut prev_rep) = (0i32, 0i32);
+    let mut r = 1;
+    while r < RUN_TABLE {
+        let first = if r < 7 { r } else { 7 };
+        let (mut lit, mut rep) = if first < 4 { (first, 0) } else { (1, 1) };
+        let rest = r - first;
+        rep += rest / 6;
+        match rest % 6 {
+            0 => {}
+            rem @ 1..=2 => lit += rem,
+            _ => rep += 1,
+        }
+        t[r] = [(lit as i32 - prev_lit) as i8, (rep as i32 - prev_rep) as i8];
+        (prev_lit, prev_rep) = (lit as i32, rep as i32);
+        r += 1;
+    }
+    t
+};
+const ZERO_RUN: [[u8; 3]; RUN_TABLE] = {
+    let mut t = [[0u8; 3]; RUN_TABLE];
+    let mut r = 1;
+    while r < RUN_TABLE {
+        let mut c = [0u8, 0, (r / 138) as u8];
+        match r % 138 {
+            0 => {}
+            rem @ 1..=2 => c[0] = rem as u8,
+            3..=10 => c[1] = 1,
+            _ => c[2] += 1,
+        }
+        t[r] = c;
+        r += 1;
+    }
+    t
+};
+
+/// [`scan_tree`] over a tree whose used symbols are `syms` (increasing, the last one
+/// being `max_code`) with code lengths `lens[sym]`: the zeros between two used symbols
+/// form one run, and consecutive used symbols of equal length extend a run.
+#[inline(always)]
+fn scan_used<const E: usize>(syms: &[u16], lens: &[u8; E], bl_freq: &mut [u32; BL_CODES]) {
+    let mut next = 0usize; // the symbol after the previous used one
+    let mut run_len = 0u8;
+    let mut run = 0usize;
+    let (mut zero, mut rep, mut rep_short, mut rep_long) = (0u32, 0u32, 0u32, 0u32);
+    for &s in syms {
+        let s = s as usize;
+        let l = lens[s];
+        let gap = s - next;
+        let z = ZERO_RUN[gap];
+        zero += u32::from(z[0]);
+        rep_short += u32::from(z[1]);
+        rep_long += u32::from(z[2]);
+        run = if gap == 0 && l == run_len { run + 1 } else { 1 };
+        run_len = l;
+        let [dl, dr] = NONZERO_RUN[run];
+        bl_freq[l as usize] = bl_freq[l as usize].wrapping_add(dl as i32 as u32);
+        rep = rep.wrapping_add(dr as i32 as u32);
+        next = s + 1;
+    }
+    bl_freq[0] += zero;
+    bl_freq[16] = bl_freq[16].wrapping_add(rep);
+    bl_freq[17] += rep_short;
+    bl_freq[18] += rep_long;
+}
+
+/// [`block_cost`] the way zlib computes it: every tree through [`build_tree`] (the
+/// general path, and the oracle of the fast one's tests).
+fn block_cost_heap(scratch: &mut TreeScratch, freqs: &Freqs) -> (i64, i64) {
     let mut opt_len = 0i64;
     let mut static_len = 0i64;
     let mut llens = [0u32; L_CODES];
@@ -978,6 +1473,10 @@ pub struct Prefix {
     st: Parse,
     head: Vec<u16>,
     prev: Vec<u16>,
+    /// The same chains with the short-input hash (empty when the prefix has
+    /// [`SHORT_INPUT`] bytes or more: no joint text can then be short).
+    short_head: Vec<u16>,
+    short_prev: Vec<u16>,
 }
 
 impl Prefix {
@@ -990,6 +1489,8 @@ impl Prefix {
             st: Parse::new(),
             head: Vec::new(),
             prev: Vec::new(),
+            short_head: Vec::new(),
+            short_prev: Vec::new(),
         };
         p.rebuild(query, separator).then_some(p)
     }
@@ -1020,7 +1521,19 @@ impl Prefix {
         chains.head.resize(HASH_SIZE, NIL);
         chains.prev.clear();
         chains.prev.resize(MAX_INPUT, NIL);
-        run(&mut self.st, &mut chains, &self.text, n, true);
+        run::<false>(&mut self.st, &mut chains, &self.text, n, true);
+        // The run inserted every position before its stop, in order: the short-input
+        // chains hold the same positions under the other hash.
+        self.short_head.clear();
+        self.short_prev.clear();
+        if n < SHORT_INPUT {
+            self.short_head.resize(SHORT_HASH_SIZE, NIL);
+            for p in 0..self.st.strstart {
+                let key = chain_key::<true>(trigram(&self.text, p));
+                self.short_prev.push(self.short_head[key]);
+                self.short_head[key] = p as u16;
+            }
+        }
         self.text.truncate(n);
         chains.prev.truncate(self.st.strstart);
         self.head = chains.head;
@@ -1038,9 +1551,17 @@ impl Prefix {
 pub struct Pairs {
     buf: Vec<u8>,
     trees: Box<TreeScratch>,
+    /// The second tree scratch of [`Pairs::raw_len2`].
+    trees2: Box<TreeScratch>,
     chains: Chains,
     /// Id of the prefix whose `prev` entries are loaded in `chains.prev` (0: none).
     loaded: u64,
+    /// Chains of joint texts of at most [`SHORT_INPUT`] bytes, and the id of the
+    /// prefix loaded in them.
+    short: Chains,
+    short_loaded: u64,
+    /// Id of the prefix whose text starts `buf` (0: none).
+    buf_prefix: u64,
     /// Chains of inputs longer than [`MAX_INPUT`].
     long: LongChains,
 }
@@ -1066,8 +1587,12 @@ impl Pairs {
         Self {
             buf: Vec::with_capacity(MAX_INPUT + PAD),
             trees: TreeScratch::new(),
+            trees2: TreeScratch::new(),
             chains: Chains::new(),
             loaded: 0,
+            short: Chains::short(),
+            short_loaded: 0,
+            buf_prefix: 0,
             long: LongChains::new(),
         }
     }
@@ -1081,6 +1606,7 @@ impl Pairs {
             data.len() <= MAX_LONG_INPUT,
             "input too long for single_len"
         );
+        self.buf_prefix = 0;
         if data.len() > MAX_INPUT {
             self.buf.clear();
             try_reserve(&mut self.buf, data.len() + PAD, "the gzip length scratch")?;
@@ -1102,37 +1628,83 @@ impl Pairs {
         self.buf.extend_from_slice(data);
         self.buf.resize(data.len() + PAD, 0);
         let mut st = Parse::new();
-        run(&mut st, &mut self.chains, &self.buf, data.len(), false);
+        run::<false>(&mut st, &mut self.chains, &self.buf, data.len(), false);
         Ok(block_bytes(&mut self.trees, &st.freqs, data.len()))
     }
 
     /// Exact raw deflate length (zlib level 9) of `prefix.text() + reference`;
     /// `None` when the joint text is longer than [`MAX_INPUT`] or `reference` is empty.
     pub fn raw_len(&mut self, prefix: &Prefix, reference: &[u8]) -> Option<u64> {
+        let freqs = self.parse_pair(prefix, reference)?;
+        let total = prefix.text.len() + reference.len();
+        Some(block_bytes(&mut self.trees, &freqs, total))
+    }
+
+    /// [`Pairs::raw_len`] of two references after the same prefix, with the two
+    /// blocks' trees built together (faster than one pair at a time).
+    pub fn raw_len2(&mut self, prefix: &Prefix, references: [&[u8]; 2]) -> [Option<u64>; 2] {
+        let a = self.parse_pair(prefix, references[0]);
+        let b = self.parse_pair(prefix, references[1]);
+        let totals = references.map(|r| prefix.text.len() + r.len());
+        match (a, b) {
+            (Some(fa), Some(fb)) => {
+                let [ca, cb] = block_cost2([&mut self.trees, &mut self.trees2], [&fa, &fb]);
+                [
+                    Some(final_block_bytes(ca, totals[0])),
+                    Some(final_block_bytes(cb, totals[1])),
+                ]
+            }
+            (a, b) => [
+                a.map(|f| block_bytes(&mut self.trees, &f, totals[0])),
+                b.map(|f| block_bytes(&mut self.trees, &f, totals[1])),
+            ],
+        }
+    }
+
+    /// The symbol counts of the single block of `prefix.text() + reference` (see
+    /// [`Pairs::raw_len`]).
+    fn parse_pair(&mut self, prefix: &Prefix, reference: &[u8]) -> Option<Freqs> {
         let total = prefix.text.len() + reference.len();
         // The prefix run assumed at least one byte after it.
         if total > MAX_INPUT || reference.is_empty() {
             return None;
         }
-        if self.loaded != prefix.id {
-            self.chains.prev[..prefix.prev.len()].copy_from_slice(&prefix.prev);
-            self.chains.head.copy_from_slice(&prefix.head);
-            self.loaded = prefix.id;
+        // The prefix's text stays at the start of `buf` between its pairs.
+        if self.buf_prefix != prefix.id {
+            self.buf.clear();
+            self.buf.extend_from_slice(&prefix.text);
+            self.buf_prefix = prefix.id;
         }
-        self.buf.clear();
-        self.buf.extend_from_slice(&prefix.text);
+        self.buf.truncate(prefix.text.len());
         self.buf.extend_from_slice(reference);
         self.buf.resize(total + PAD, 0);
         let mut st = prefix.st.clone();
-        run(&mut st, &mut self.chains, &self.buf, total, false);
-        // Undo this pair's insertions (every position from the prefix's stop with a
-        // full trigram) so that `head` is the prefix's again.
-        let from = prefix.st.strstart;
-        for p in from..(total + 1).saturating_sub(MIN_MATCH).max(from) {
-            let key = key_of(trigram(&self.buf, p));
-            self.chains.head[key] = prefix.head[key];
+        // After the run `head` must be the prefix's again (the `prev` entries the pair
+        // wrote are unreachable from it): the short chains' 8 KB are copied back, which
+        // is cheaper than rehashing the pair's positions; zlib's 64 KB are not.
+        if total <= SHORT_INPUT {
+            if self.short_loaded != prefix.id {
+                self.short.prev[..prefix.short_prev.len()].copy_from_slice(&prefix.short_prev);
+                self.short_loaded = prefix.id;
+            }
+            self.short.head.copy_from_slice(&prefix.short_head);
+            run::<true>(&mut st, &mut self.short, &self.buf, total, false);
+        } else {
+            if self.loaded != prefix.id {
+                self.chains.prev[..prefix.prev.len()].copy_from_slice(&prefix.prev);
+                self.chains.head.copy_from_slice(&prefix.head);
+                self.loaded = prefix.id;
+            }
+            run::<false>(&mut st, &mut self.chains, &self.buf, total, false);
+            // Undo the insertions: every position from the prefix's stop with a full
+            // trigram.
+            let from = prefix.st.strstart;
+            for p in from..(total + 1).saturating_sub(MIN_MATCH).max(from) {
+                let key = key_of(trigram(&self.buf, p));
+                self.chains.head[key] = prefix.head[key];
+            }
         }
-        Some(block_bytes(&mut self.trees, &st.freqs, total))
+        Some(st.freqs)
     }
 }
 
@@ -1197,6 +1769,66 @@ mod tests {
                 .map(|_| if rng.below(20) == 0 { 0x15 } else { 0x05 })
                 .collect(),
         }
+    }
+
+    /// Symbol counts that stress the tree code: many ties (counts of 1-3), steep
+    /// (Fibonacci-like) counts whose codes overflow 15 or 7 bits, skewed counts, and
+    /// trees with 0, 1 or 2 used symbols (zlib's forced nodes).
+    fn random_counts<const E: usize>(rng: &mut Rng, counts: &mut [u32; E]) {
+        counts.fill(0);
+        let used = match rng.below(6) {
+            0 => rng.below(4) as usize,
+            1 => E,
+            _ => 1 + rng.below(E as u64) as usize,
+        };
+        let kind = rng.below(5);
+        let (mut a, mut b) = (1u32, 1u32);
+        for _ in 0..used {
+            let sym = rng.below(E as u64) as usize;
+            counts[sym] = match kind {
+                0 => 1 + rng.below(3) as u32,
+                1 => {
+                    // Fibonacci counts give the deepest trees.
+                    (a, b) = (b, (a + b).min(1 << 14));
+                    a
+                }
+                2 => 1 + (1000 >> rng.below(11)) as u32,
+                3 => 1 + rng.below(40) as u32,
+                _ => 1 + (rng.below(64) * rng.below(64) / (1 + rng.below(64))) as u32,
+            };
+        }
+    }
+
+    #[test]
+    fn fast_tree_accounting_equals_zlibs_heap_path() {
+        let mut rng = Rng(0x7ee5_0fc0_de00);
+        let (mut fast, mut fast2, mut heap) =
+            (TreeScratch::new(), TreeScratch::new(), TreeScratch::new());
+        let mut freqs = Freqs::new();
+        let mut prev = Freqs::new();
+        let mut taken = 0;
+        let cases = 40_000;
+        for case in 0..cases {
+            random_counts(&mut rng, &mut freqs.lit);
+            random_counts(&mut rng, &mut freqs.dist);
+            let want = block_cost_heap(&mut heap, &freqs);
+            if let Some(got) = block_cost_fast(&mut fast, &freqs) {
+                assert_eq!(got, want, "case {case}");
+                taken += 1;
+            }
+            assert_eq!(block_cost(&mut fast, &freqs), want, "case {case}");
+            // Two tables at once give each one's cost.
+            let other = prev.clone();
+            let want_other = block_cost_heap(&mut heap, &other);
+            assert_eq!(
+                block_cost2([&mut fast, &mut fast2], [&freqs, &other]),
+                [want, want_other],
+                "case {case}"
+            );
+            prev = freqs.clone();
+        }
+        // Most cases take the fast path (the rest need forced nodes or overflow repair).
+        assert!(taken > cases / 3, "fast path taken {taken} times");
     }
 
     #[test]
@@ -1268,6 +1900,39 @@ mod tests {
     }
 
     #[test]
+    fn pairs_around_the_short_input_limit_equal_zlib() {
+        // Joint texts of SHORT_INPUT +- 12 bytes switch between the short-hash chains and
+        // zlib's; tiny alphabets and runs make chains of hundreds of entries.
+        let mut e = ();
+        let mut rng = Rng(0x5407_1024);
+        let mut pairs = Pairs::new();
+        for q in 0..120 {
+            let qlen = 1 + rng.below(SHORT_INPUT as u64 - 2) as usize;
+            let query = sample(&mut rng, qlen);
+            let prefix = Prefix::new(&query, b" ").unwrap();
+            for r in 0..6 {
+                let total = SHORT_INPUT - 12 + rng.below(25) as usize;
+                let Some(rlen) = total.checked_sub(qlen + 1).filter(|&n| n > 0) else {
+                    continue;
+                };
+                let reference = if r % 2 == 0 {
+                    query.iter().copied().cycle().skip(r).take(rlen).collect()
+                } else {
+                    sample(&mut rng, rlen)
+                };
+                let mut joint = query.clone();
+                joint.push(b' ');
+                joint.extend_from_slice(&reference);
+                assert_eq!(
+                    pairs.raw_len(&prefix, &reference),
+                    Some(zlib_len(&mut e, &joint)),
+                    "query {q} ref {r}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn pairs_equal_zlib_and_reuse_prefixes() {
         let mut e = ();
         let mut rng = Rng(0x0fed_cba9_8765_4321);
@@ -1276,6 +1941,12 @@ mod tests {
             let qlen = 1 + rng.below(if q % 15 == 0 { 9000 } else { 600 }) as usize;
             let query = sample(&mut rng, qlen);
             let prefix = Prefix::new(&query, b" ").unwrap();
+            // The previous reference, for pairs of references (the query itself first).
+            let mut last = query.clone();
+            let mut last_want = (2 * qlen < MAX_INPUT).then(|| {
+                let joint = [&query[..], b" ", &query[..]].concat();
+                zlib_len(&mut e, &joint)
+            });
             for r in 0..25 {
                 let rlen = 1 + rng.below(if r == 7 { 9000 } else { 700 }) as usize;
                 // References that continue the query make the prefix stop early.
@@ -1293,6 +1964,12 @@ mod tests {
                     want,
                     "query {q} ref {r}"
                 );
+                // Two at once, this reference first and then second.
+                let [a, b] = pairs.raw_len2(&prefix, [&reference, &last]);
+                assert_eq!((a, b), (want, last_want), "query {q} ref {r}");
+                let [a, b] = pairs.raw_len2(&prefix, [&last, &reference]);
+                assert_eq!((a, b), (last_want, want), "query {q} ref {r}");
+                (last, last_want) = (reference, want);
             }
         }
     }

@@ -38,11 +38,22 @@ pub fn distance_matrix(
             progress.check()?;
             comp.with_engine(|engine| {
                 let mut buf = Vec::new();
-                for (j, o) in block.iter_mut().enumerate() {
+                let mut j = 0;
+                while j < block.len() {
                     let flat = b * PAIR_BLOCK + j;
                     let (qi, ri) = (flat / nr, flat % nr);
-                    let cxy = engine.joint_len(queries[qi], refs[ri], &mut buf)?;
-                    *o = dist.eval(cq[qi], cr[ri], cxy);
+                    // Two references of one query at a time where the block has them.
+                    if j + 1 < block.len() && ri + 1 < nr {
+                        let refs2 = [refs[ri], refs[ri + 1]];
+                        let [c0, c1] = engine.joint_len2(queries[qi], refs2, &mut buf)?;
+                        block[j] = dist.eval(cq[qi], cr[ri], c0);
+                        block[j + 1] = dist.eval(cq[qi], cr[ri + 1], c1);
+                        j += 2;
+                    } else {
+                        let cxy = engine.joint_len(queries[qi], refs[ri], &mut buf)?;
+                        block[j] = dist.eval(cq[qi], cr[ri], cxy);
+                        j += 1;
+                    }
                 }
                 Ok(())
             })?;
@@ -171,7 +182,20 @@ pub fn kneighbors(
                 let query = queries[qi];
                 comp.with_engine(|engine| {
                     let mut buf = Vec::new();
-                    for ri in r0..r1 {
+                    // Two references at a time (see `Engine::joint_len2`).
+                    let mut ri = r0;
+                    while ri + 1 < r1 {
+                        let refs2 = [refs[ri], refs[ri + 1]];
+                        let cxy = engine.joint_len2(query, refs2, &mut buf)?;
+                        for (i, c) in (ri..).zip(cxy) {
+                            top.push(Cand {
+                                d: dist.eval(cq[qi], ref_lens[i], c),
+                                i: i as u32,
+                            });
+                        }
+                        ri += 2;
+                    }
+                    if ri < r1 {
                         let cxy = engine.joint_len(query, refs[ri], &mut buf)?;
                         top.push(Cand {
                             d: dist.eval(cq[qi], ref_lens[ri], cxy),
