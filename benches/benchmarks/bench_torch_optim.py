@@ -108,8 +108,13 @@ class TorchOptimStep:
         for st in self.opt.state.values():
             if isinstance(st, dict):
                 for v in st.values():
-                    if isinstance(v, self.torch.Tensor):
-                        total += v.numel() * v.element_size()
+                    # a tensor, or an object holding tensors (pytorch-optimizer keeps
+                    # GaLore's projection matrix in a projector object)
+                    held = [v] if isinstance(v, self.torch.Tensor) else list(
+                        getattr(v, "__dict__", {}).values())
+                    for t in held:
+                        if isinstance(t, self.torch.Tensor):
+                            total += t.numel() * t.element_size()
         return total / 2**20
 
     track_state_mib.unit = "MiB"
