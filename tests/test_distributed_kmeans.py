@@ -193,12 +193,26 @@ def test_farthest_merge_orders_by_distance_then_row():
     assert r.tolist() == [3, 7, 9] and d.tolist() == [5.0, 5.0, 3.0] and lab.tolist() == [2, 0, 2]
 
 
-def test_every_row_refuses_kmeans_plus_plus_and_bad_parameters(cluster, big, tmp_path):
+def test_every_row_kmeans_plus_plus_gathers_small_inputs_and_refuses_large_ones(
+        cluster, big, tmp_path, monkeypatch):
     x, f32, _ = big
     small = _save(x[:5000], [1000], str(tmp_path / "small"), np.float32)
     for kw in ({}, {"max_points_per_centroid": 5000}):  # n <= mppc * k: every row too
-        with pytest.raises(thrifty.InvalidInputError, match="k-means\\+\\+ on every row"):
-            td.KMeans(3, **kw).fit(small)
+        got = td.KMeans(3, max_iter=5, **kw).fit(small)     # the defaults: k-means++
+        ref = LocalKMeans(3, max_iter=5, **kw).fit(x[:5000])
+        np.testing.assert_array_equal(got.cluster_centers_, ref.cluster_centers_)
+        np.testing.assert_array_equal(got.labels_, ref.labels_)
+        assert got.inertia_ == ref.inertia_ and got.n_iter_ == ref.n_iter_
+    # 5000 x 4 float32 rows are 80,000 bytes: one byte less allowed refuses them
+    monkeypatch.setattr(td, "EVERY_ROW_PLUS_PLUS_BYTES", 5000 * D * 4 - 1)
+    with pytest.raises(thrifty.InvalidInputError, match="k-means\\+\\+ on every row would gather"):
+        td.KMeans(3, max_iter=5, seed=1).fit(small)
+    monkeypatch.undo()
+
+
+def test_every_row_refuses_bad_parameters(cluster, big, tmp_path):
+    x, f32, _ = big
+    small = _save(x[:5000], [1000], str(tmp_path / "small"), np.float32)
     bad = [({"init": "kmeans"}, "init must be"), ({"init": np.zeros((2, D))}, "init has 2 rows"),
            ({"init": np.zeros((3, D + 1))}, "features"), ({"max_iter": 0}, "max_iter"),
            ({"tol": -1.0}, "tol"), ({"init": np.full((3, D), np.nan)}, "NaN")]

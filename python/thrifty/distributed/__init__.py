@@ -45,6 +45,11 @@ __all__ = ["KMeans", "semdedup", "ssp", "dbp", "topk", "CompressionKNNClassifier
            "text_kneighbors", "text_predict", "DistributedPruneResult", "ShardedPruneResult",
            "open_source", "connect"]
 
+#: k-means++ without a sample gathers every row on the driver up to this many bytes of
+#: float32 rows (k-means++ is sequential over all rows); larger inputs must start from
+#: ``init="random"`` or given centroids (trained on the workers) or use a sample
+EVERY_ROW_PLUS_PLUS_BYTES = 2 << 30
+
 #: SemDeDup of a cluster above this many rows is split into pairs of row blocks
 DEFAULT_BLOCK_ROWS = 32768
 
@@ -107,12 +112,23 @@ def _fit_centroids(run: _Run, params: dict[str, Any]) -> tuple[np.ndarray, int, 
                                           params["seed"])
     if data is not None:
         return np.load(os.path.join(st.dir, "centroids.npy")), data["n_iter"], sample is not None
-    if sample is None:
+    plus_plus = isinstance(init, str) and init != "random"
+    if sample is None and not plus_plus:
         c, n_iter = _lloyd.fit_every_row(run, params)
         write_npy_atomic(st.path("centroids.npy"), c)
         st.finish({"n_iter": n_iter})
         return c, n_iter, False
-    rows = sample
+    if sample is None:
+        # k-means++ makes n_clusters sequential passes over every row: not distributed.
+        # An input that fits the driver is gathered and trained there, exactly as before.
+        need = src.n * src.d * 4
+        if need > EVERY_ROW_PLUS_PLUS_BYTES:
+            raise InvalidInputError(
+                f"k-means++ on every row would gather {need / 2**30:.1f} GiB of float32 rows "
+                f"on the driver (more than {EVERY_ROW_PLUS_PLUS_BYTES / 2**30:.0f} GiB): use "
+                "init='random' or an array of starting centroids (every Lloyd iteration then "
+                "runs on the workers), or max_points_per_centroid to train on a sample")
+    rows = np.arange(src.n, dtype=np.int64) if sample is None else sample
     cuts = np.searchsorted(rows, [a for a, _ in run.parts] + [src.n])
     # the pieces come back as files, read one at a time into the training array
     args = [(src, rows[cuts[i]:cuts[i + 1]], st.path(f"sample-{i:06d}.npy"))
@@ -166,9 +182,11 @@ class KMeans(_LocalKMeans):
     max_points_per_centroid * n_clusters``) the seeded sample of global rows is gathered
     from the shards and trained on the driver; on every row, each Lloyd iteration runs
     on the workers (one task per 2^20-row super-chunk, partials combined by the core's
-    fixed tree; nothing per row reaches the driver) and ``init`` must be ``"random"`` or
-    an array (k-means++ on every row raises :class:`thrifty.InvalidInputError`). The
-    assignment of every row runs as one Ray task per partition.
+    fixed tree; nothing per row reaches the driver) when ``init`` is ``"random"`` or an
+    array. k-means++ on every row is sequential over all rows: inputs of up to 2 GiB of
+    float32 rows are gathered and trained on the driver, larger ones raise
+    :class:`thrifty.InvalidInputError`. The assignment of every row runs as one Ray task
+    per partition.
 
     Extra keyword parameters: ``column``, ``id_column`` (parquet), ``work_dir``,
     ``resume``, ``partition_rows``, ``num_cpus`` (per task), ``max_retries``, ``ray``
