@@ -22,8 +22,8 @@
 
 use super::format::expect_len;
 use super::passes::{pieces, quantize_groups, Dst, GroupCodec};
-use super::rng::{Stream, GOLDEN};
-use super::simd::{simd_dispatch, simd_dispatch_wide};
+use super::rng::{stochastic_ints, Affine, Stream};
+use super::simd::simd_dispatch;
 use super::{
     invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
 };
@@ -274,11 +274,11 @@ fn encode_int(
             let mut codes = [0u8; B];
             for (k, xb) in xs.chunks(B).enumerate() {
                 let codes = &mut codes[..xb.len()];
-                stochastic_codes(xb, codes, st, first + k * B, t);
+                stochastic_ints(xb, codes, st, (first + k * B) as u64, t, 0, false);
                 write_codes(codes, &mut ob[k * B / 2..], 0, true);
             }
         } else {
-            stochastic_codes(xs, ob, st, first, t);
+            stochastic_ints(xs, ob, st, first as u64, t, 0, false);
         }
     } else if is4 {
         if asym {
@@ -299,44 +299,6 @@ fn encode_int(
             *b = super::simd::rne_i32((v * mul).clamp(-128.0, 127.0)) as u8;
         }
     }
-}
-
-/// How an integer format maps a value to the number it rounds: `(v - sub) / div`
-/// (asymmetric) or `v * mul`, clamped to `[lo, hi]`; the code is the rounded number
-/// plus `bias`.
-#[derive(Clone, Copy)]
-struct Affine {
-    mul: f32,
-    sub: f32,
-    div: f32,
-    asym: bool,
-    lo: f32,
-    hi: f32,
-    bias: i32,
-}
-
-/// Stochastically rounded codes of consecutive values (`first` = flat index of
-/// `xs[0]`), each with its own draw ([`super::rng::round_with_i32`]); the draws run in
-/// the same loop as the arithmetic, with the AVX-512 kernels when available.
-fn stochastic_codes(xs: &[f32], out: &mut [u8], st: &Stream, first: usize, a: Affine) {
-    simd_dispatch_wide!(xs: &[f32], out: &mut [u8], st: &Stream, first: usize, a: Affine; (); {
-        let mut c = Stream::counter(first as u64);
-        if a.asym {
-            for (o, &v) in out.iter_mut().zip(xs) {
-                let u = st.bits_at(c);
-                c = c.wrapping_add(GOLDEN);
-                let t = ((v - a.sub) / a.div).clamp(a.lo, a.hi);
-                *o = (super::rng::round_with_i32(t, u) + a.bias) as u8;
-            }
-        } else {
-            for (o, &v) in out.iter_mut().zip(xs) {
-                let u = st.bits_at(c);
-                c = c.wrapping_add(GOLDEN);
-                let t = (v * a.mul).clamp(a.lo, a.hi);
-                *o = (super::rng::round_with_i32(t, u) + a.bias) as u8;
-            }
-        }
-    })
 }
 
 fn write_codes(codes: &[u8], o: &mut [u8], off: usize, is4: bool) {

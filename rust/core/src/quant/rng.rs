@@ -140,6 +140,194 @@ pub fn below(bits: u32, p: f32) -> bool {
     always | (bits < unsafe { y.ceil().to_int_unchecked::<u32>() })
 }
 
+/// How stochastic rounding to an integer format maps a value `v` to the number it
+/// rounds: `(v - sub) / div` (`asym`) or `v * mul`, clamped to `[lo, hi]`; the code is
+/// the rounded number plus `bias`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Affine {
+    pub mul: f32,
+    pub sub: f32,
+    pub div: f32,
+    pub asym: bool,
+    pub lo: f32,
+    pub hi: f32,
+    pub bias: i32,
+}
+
+/// Stochastically rounded integer codes of consecutive values, element `j` with the
+/// draw of flat index `first + j`: `out[j] = c << shift` (or `out[j] |= c << shift`
+/// with `or`), `c = (round_with_i32(map(xs[j]), bits) + bias) as u8` ([`Affine`]).
+/// `xs` and `out` have the same length; `shift` leaves the code within the byte.
+///
+/// With AVX-512F/DQ, an explicit kernel draws 16 values per step (two vectors of
+/// eight 64-bit counters, `vpmullq` for SplitMix64's multiplies, the high halves of the
+/// sixteen draws gathered into one vector) and rounds with the same float32 steps as
+/// [`round_with_i32`]: `floor` is one rounding instruction instead of the
+/// round-to-nearest trick, and `ceil(p * 2^32)` becomes an unsigned conversion that
+/// rounds up. The codes are those of [`stochastic_ints_plain`] for every finite input
+/// (NaN gives unspecified codes: callers reject NaN input anyway).
+pub(crate) fn stochastic_ints(
+    xs: &[f32],
+    out: &mut [u8],
+    st: &Stream,
+    first: u64,
+    a: Affine,
+    shift: u32,
+    or: bool,
+) {
+    assert!(xs.len() == out.len() && shift <= 6);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::simd::has_avx2() && crate::cpu::avx512dq() {
+            // SAFETY: the CPU supports AVX-512F and DQ (checked just above); lengths
+            // checked above.
+            let done = unsafe {
+                match (a.asym, or) {
+                    (false, false) => sr_avx512::<false, false>(xs, out, st.key, first, a, shift),
+                    (false, true) => sr_avx512::<false, true>(xs, out, st.key, first, a, shift),
+                    (true, false) => sr_avx512::<true, false>(xs, out, st.key, first, a, shift),
+                    (true, true) => sr_avx512::<true, true>(xs, out, st.key, first, a, shift),
+                }
+            };
+            let f = first.wrapping_add(done as u64);
+            return stochastic_ints_plain(&xs[done..], &mut out[done..], st, f, a, shift, or);
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(
+            xs: &[f32],
+            out: &mut [u8],
+            st: &Stream,
+            f: u64,
+            a: Affine,
+            sh: u32,
+            or: bool,
+        ) {
+            stochastic_ints_plain(xs, out, st, f, a, sh, or)
+        }
+        if super::simd::has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2(xs, out, st, first, a, shift, or) };
+        }
+    }
+    stochastic_ints_plain(xs, out, st, first, a, shift, or)
+}
+
+/// [`stochastic_ints`] as plain loops: the reference of the AVX-512 kernel, and the
+/// AVX2 and baseline paths (the draws in the same loop as the arithmetic).
+#[inline(always)]
+pub(crate) fn stochastic_ints_plain(
+    xs: &[f32],
+    out: &mut [u8],
+    st: &Stream,
+    first: u64,
+    a: Affine,
+    shift: u32,
+    or: bool,
+) {
+    let mut c = Stream::counter(first);
+    if or {
+        for (o, &v) in out.iter_mut().zip(xs) {
+            *o |= int_code(v, st.bits_at(c), a) << shift;
+            c = c.wrapping_add(GOLDEN);
+        }
+    } else {
+        for (o, &v) in out.iter_mut().zip(xs) {
+            *o = int_code(v, st.bits_at(c), a) << shift;
+            c = c.wrapping_add(GOLDEN);
+        }
+    }
+}
+
+/// The code of one value given its draw (see [`stochastic_ints`]).
+#[inline(always)]
+fn int_code(v: f32, bits: u32, a: Affine) -> u8 {
+    let t = if a.asym {
+        (v - a.sub) / a.div
+    } else {
+        v * a.mul
+    };
+    (round_with_i32(t.clamp(a.lo, a.hi), bits) + a.bias) as u8
+}
+
+/// The AVX-512 kernel of [`stochastic_ints`] over the leading multiple of 16 values;
+/// returns how many values it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn sr_avx512<const ASYM: bool, const OR: bool>(
+    xs: &[f32],
+    out: &mut [u8],
+    key: u64,
+    first: u64,
+    a: Affine,
+    shift: u32,
+) -> usize {
+    use std::arch::x86_64::*;
+    let full = xs.len().min(out.len()) / 16;
+    let vkey = _mm512_set1_epi64(key as i64);
+    let m1 = _mm512_set1_epi64(0xBF58_476D_1CE4_E5B9u64 as i64);
+    let m2 = _mm512_set1_epi64(0x94D0_49BB_1331_11EBu64 as i64);
+    let step = _mm512_set1_epi64(GOLDEN.wrapping_mul(16) as i64);
+    // counter terms of elements first + 0..8 and first + 8..16
+    let c0: [u64; 8] = std::array::from_fn(|j| Stream::counter(first.wrapping_add(j as u64)));
+    let c1: [u64; 8] = std::array::from_fn(|j| Stream::counter(first.wrapping_add(8 + j as u64)));
+    let mut ca = _mm512_loadu_si512(c0.as_ptr() as *const _);
+    let mut cb = _mm512_loadu_si512(c1.as_ptr() as *const _);
+    // the high 32-bit halves of the 64-bit lanes of two vectors, in element order
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (mul, sub, div) = (
+        _mm512_set1_ps(a.mul),
+        _mm512_set1_ps(a.sub),
+        _mm512_set1_ps(a.div),
+    );
+    let (lo, hi) = (_mm512_set1_ps(a.lo), _mm512_set1_ps(a.hi));
+    let two32 = _mm512_set1_ps(4_294_967_296.0);
+    let last = _mm512_set1_ps(4_294_967_040.0); // see `below`
+    let bias = _mm512_set1_epi32(a.bias);
+    let minus1 = _mm512_set1_epi32(-1);
+    let sh = _mm_cvtsi32_si128(shift as i32);
+    let (xp, op) = (xs.as_ptr(), out.as_mut_ptr());
+    for i in 0..full {
+        // the draws: mix(key ^ c), high 32 bits
+        let mut za = _mm512_xor_si512(ca, vkey);
+        let mut zb = _mm512_xor_si512(cb, vkey);
+        ca = _mm512_add_epi64(ca, step);
+        cb = _mm512_add_epi64(cb, step);
+        za = _mm512_mullo_epi64(_mm512_xor_si512(za, _mm512_srli_epi64::<30>(za)), m1);
+        zb = _mm512_mullo_epi64(_mm512_xor_si512(zb, _mm512_srli_epi64::<30>(zb)), m1);
+        za = _mm512_mullo_epi64(_mm512_xor_si512(za, _mm512_srli_epi64::<27>(za)), m2);
+        zb = _mm512_mullo_epi64(_mm512_xor_si512(zb, _mm512_srli_epi64::<27>(zb)), m2);
+        // the high half of z ^ (z >> 31) is h ^ (h >> 31), h the high half of z
+        let h = _mm512_permutex2var_epi32(za, odd, zb);
+        let u = _mm512_xor_si512(h, _mm512_srli_epi32::<31>(h));
+        // the value to round, as the scalar code computes it
+        // SAFETY: 16 values per step, within `xs` (`full` whole steps).
+        let x = _mm512_loadu_ps(xp.add(16 * i));
+        let t = if ASYM {
+            _mm512_div_ps(_mm512_sub_ps(x, sub), div)
+        } else {
+            _mm512_mul_ps(x, mul)
+        };
+        let t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+        // floor, the float32 fraction and `below`: bits < ceil(p * 2^32), or p * 2^32
+        // above the largest value under 2^32 (then the conversion is out of range)
+        let f = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(t);
+        let y = _mm512_mul_ps(_mm512_sub_ps(t, f), two32);
+        let always = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, last);
+        let ceil = _mm512_cvt_roundps_epu32::<{ _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC }>(y);
+        let up = always | _mm512_cmplt_epu32_mask(u, ceil);
+        let q = _mm512_add_epi32(_mm512_cvttps_epi32(f), bias);
+        let q = _mm512_mask_sub_epi32(q, up, q, minus1);
+        let mut b = _mm512_cvtepi32_epi8(_mm512_sll_epi32(q, sh));
+        // SAFETY: 16 bytes per step, within `out` (`full` whole steps).
+        let o = op.add(16 * i) as *mut __m128i;
+        if OR {
+            b = _mm_or_si128(b, _mm_loadu_si128(o));
+        }
+        _mm_storeu_si128(o, b);
+    }
+    16 * full
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +412,129 @@ mod tests {
         let v = -1e-30f32;
         assert_eq!(round_with(v, u32::MAX), 0.0);
         assert!(below(0, f32::from_bits(1)) && !below(1, f32::from_bits(1)));
+    }
+
+    /// The integer codes of every kernel (AVX-512, AVX2, baseline) are those of the
+    /// documented rule, `floor(t) + [uniform < t - floor(t)]` in float64 plus the bias,
+    /// for every length (whole vectors and tails), start index (the counter wraps),
+    /// shift, mapping and kind of value: exact integers, halves, tiny values of both
+    /// signs (whose fraction rounds to 1), subnormals, values beyond the clamp.
+    #[test]
+    fn integer_kernels_follow_the_rule() {
+        let mut r = 5u64;
+        let mut vals: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1e-30,
+            -1e-30,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            127.0,
+            -128.0,
+            126.99999,
+            -127.99999,
+            300.0,
+            -300.0,
+            3.4e38,
+            -3.4e38,
+            7.0,
+            -8.0,
+            15.0,
+            0.999_999_94,
+            -0.999_999_94,
+            2.5e-8,
+            -2.5e-8,
+        ];
+        for k in 1..20 {
+            vals.push(f32::from_bits(k));
+            vals.push(-f32::from_bits(k * 977));
+        }
+        for _ in 0..600 {
+            r = mix(r);
+            let mag = f32::from_bits(((r >> 40) as u32 % 140 + 1) << 23 | (r as u32 & 0x7f_ffff));
+            vals.push(if r >> 63 == 1 { -mag } else { mag });
+            vals.push(((r >> 20) % 4000) as f32 / 16.0 - 125.0);
+        }
+        let maps = [
+            // int8, ternary, int4 symmetric, int4 asymmetric (a zero point)
+            Affine {
+                mul: 1.0,
+                sub: 0.0,
+                div: 1.0,
+                asym: false,
+                lo: -128.0,
+                hi: 127.0,
+                bias: 0,
+            },
+            Affine {
+                mul: 0.37,
+                sub: 0.0,
+                div: 1.0,
+                asym: false,
+                lo: -1.0,
+                hi: 1.0,
+                bias: 1,
+            },
+            Affine {
+                mul: 0.11,
+                sub: 0.0,
+                div: 1.0,
+                asym: false,
+                lo: -8.0,
+                hi: 7.0,
+                bias: 8,
+            },
+            Affine {
+                mul: 1.0,
+                sub: -3.3,
+                div: 0.7,
+                asym: true,
+                lo: 0.0,
+                hi: 15.0,
+                bias: 0,
+            },
+        ];
+        let s = Stream::new(0x5EED);
+        for (mi, a) in maps.iter().enumerate() {
+            for (len, first) in [
+                (0usize, 0u64),
+                (1, 3),
+                (15, 0),
+                (16, 7),
+                (17, 1 << 40),
+                (47, u64::MAX - 20),
+                (vals.len(), 99),
+            ] {
+                let xs = &vals[vals.len() - len..];
+                for (shift, or) in [(0, false), (0, true), (2, true), (6, true)] {
+                    let init: Vec<u8> = (0..len)
+                        .map(|j| (j as u8).wrapping_mul(37) & 0x03)
+                        .collect();
+                    let mut got = init.clone();
+                    stochastic_ints(xs, &mut got, &s, first, *a, shift, or);
+                    let mut plain = init.clone();
+                    super::super::simd::scalar_only(|| {
+                        stochastic_ints(xs, &mut plain, &s, first, *a, shift, or)
+                    });
+                    assert_eq!(got, plain, "map {mi} len {len} first {first} shift {shift}");
+                    for (j, &v) in xs.iter().enumerate() {
+                        let t = if a.asym {
+                            (v - a.sub) / a.div
+                        } else {
+                            v * a.mul
+                        };
+                        let t = t.clamp(a.lo, a.hi);
+                        let f = t.floor();
+                        let u = s.uniform(first.wrapping_add(j as u64));
+                        let q = f as i32 + (u < (t - f) as f64) as i32 + a.bias;
+                        let want = ((q as u8) << shift) | if or { init[j] } else { 0 };
+                        assert_eq!(got[j], want, "map {mi} value {v} index {j}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

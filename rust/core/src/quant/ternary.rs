@@ -16,8 +16,8 @@ use rayon::prelude::*;
 use super::float::{f16_to_f32, f32_to_f16};
 use super::format::expect_len;
 use super::passes::Dst;
-use super::rng::{Stream, GOLDEN};
-use super::simd::{simd_dispatch, simd_dispatch_wide};
+use super::rng::{stochastic_ints, Affine, Stream};
+use super::simd::simd_dispatch;
 use super::{
     format_err, invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, Rounding,
     ScaleMode, Scales, CHUNK,
@@ -138,20 +138,16 @@ pub(crate) fn quantize_ternary(
                         }
                     }),
                     Some(st) => {
-                        // the draws in the same loop as the arithmetic (AVX-512 when
-                        // available: 64-bit multiplies)
-                        let first = src * inner;
-                        simd_dispatch_wide!(orow: &mut [u8], xs: &[f32], s: f32, shift: u32,
-                                            st: &Stream, first: usize; (); {
-                            let mut c = Stream::counter(first as u64);
-                            for (o, &v) in orow.iter_mut().zip(xs) {
-                                let u = st.bits_at(c);
-                                c = c.wrapping_add(GOLDEN);
-                                let t = (v * s).clamp(-1.0, 1.0);
-                                let q = super::rng::round_with_i32(t, u);
-                                *o |= ((q + 1) as u8) << shift;
-                            }
-                        })
+                        let a = Affine {
+                            mul: s,
+                            sub: 0.0,
+                            div: 1.0,
+                            asym: false,
+                            lo: -1.0,
+                            hi: 1.0,
+                            bias: 1,
+                        };
+                        stochastic_ints(xs, orow, st, (src * inner) as u64, a, shift, true);
                     }
                 }
             }
