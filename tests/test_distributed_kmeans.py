@@ -269,3 +269,30 @@ def test_a_killed_lloyd_worker_is_retried_and_the_result_unchanged(cluster, tmp_
         os.unlink(p)
     assert "e" not in out, out.get("e")
     _same(out["km"], LocalKMeans(4, init="random", seed=2, max_iter=5).fit(x))
+
+
+def test_predict_writes_label_shards_aligned_with_the_input(cluster, tmp_path):
+    import json
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((7001, 8)).astype(np.float32)
+    paths = _save(x, [1, 3000, 3001], str(tmp_path / "s"), np.float32)
+    km = td.KMeans(5, init="random", max_iter=4, seed=3, partition_rows=4096).fit(paths)
+    whole = km.predict(paths)
+    np.testing.assert_array_equal(whole, LocalKMeans(5, init="random", max_iter=4, seed=3)
+                                  .fit(x).predict(x))
+    out = tmp_path / "labels"
+    files = km.predict(paths, out_dir=out)
+    assert [os.path.basename(f) for f in files] == [f"part-{i:05d}.npy" for i in range(4)]
+    got = [np.load(f) for f in files]
+    assert [g.size for g in got] == [1, 2999, 1, 4000]
+    np.testing.assert_array_equal(np.concatenate(got), whole)
+    m = json.loads((out / "_manifest.json").read_text())
+    assert m["n"] == 7001 and [s["start"] for s in m["shards"]] == [0, 1, 3000, 3001]
+    assert sorted(os.listdir(out)) == sorted([os.path.basename(f) for f in files]
+                                             + ["_manifest.json"])
+    # never over other files
+    with pytest.raises(thrifty.InvalidInputError, match="not an empty directory"):
+        km.predict(paths, out_dir=out)
+    with pytest.raises(thrifty.InvalidInputError, match="not fitted"):
+        td.KMeans(5).predict(paths, out_dir=tmp_path / "other")

@@ -253,10 +253,18 @@ class KMeans(_LocalKMeans):
         finally:
             run.work.close()
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Nearest centroid of every row of the shards ``X`` (int64, global row order)."""
+    def predict(self, X: Any, *, out_dir: Any = None) -> Any:
+        """Nearest centroid of every row of the shards ``X`` (int64, global row order).
+
+        With ``out_dir`` (a new or empty directory) the labels are not gathered on the
+        driver: each input shard's labels are written by a task as
+        ``out_dir/part-NNNNN.npy`` (atomically), then ``_manifest.json`` (the input
+        shards, their first global row and row count, and the file of each; the output
+        is complete once it exists); the paths of the label files are returned, in
+        input order."""
         if not hasattr(self, "cluster_centers_"):
             raise InvalidInputError("this KMeans is not fitted yet; call fit first")
+        out = _check_out_dir(out_dir)
         run = self._run(X)
         try:
             if run.source.d != self.cluster_centers_.shape[1]:
@@ -264,9 +272,36 @@ class KMeans(_LocalKMeans):
                                         f"{self.cluster_centers_.shape[1]}")
             st, _ = _assign(run, self.cluster_centers_, bool(self.spherical), False, None, 0,
                             "predict", {"centroids": _digest(self.cluster_centers_)})
-            return run.labels(st.dir)
+            if out is None:
+                return run.labels(st.dir)
+            return _write_label_shards(run, os.path.join(st.dir, "labels"), out)
         finally:
             run.work.close()
+
+
+def _write_label_shards(run: _Run, labels_dir: str, out: str) -> list[str]:
+    """One ``part-NNNNN.npy`` of labels per input shard (a task each), then the manifest."""
+    from ._source import _write_atomic
+
+    src = run.source
+    os.makedirs(out, exist_ok=True)
+    args, shards = [], []
+    for i, sh in enumerate(src.shards):
+        a, b = sh.start, sh.start + sh.rows
+        parts = [(p, pa, pb) for p, (pa, pb) in enumerate(run.parts) if pa < b and pb > a]
+        name = f"part-{i:05d}.npy"
+        args.append((os.path.join(out, name), a, b, parts, labels_dir))
+        shards.append({"input": sh.path, "start": a, "rows": sh.rows, "file": name})
+    try:
+        run.ex.map(_stages.write_labels_task, args, desc="write labels")
+    finally:
+        # a killed writer leaves its temporary file (its retry writes a new one)
+        for t in glob.glob(os.path.join(out, "*.tmp-*")):
+            os.unlink(t)
+    m = {"n": src.n, "shards": shards}
+    _write_atomic(os.path.join(out, "_manifest.json"),
+                  lambda f: f.write(json.dumps(m, indent=1).encode()))
+    return [os.path.join(out, s["file"]) for s in shards]
 
 
 def _digest(a: np.ndarray) -> str:

@@ -556,6 +556,19 @@ def scatter_task(cluster_file: str, bucket: int, starts: np.ndarray, rule: tuple
     return int(ids.size)
 
 
+def write_labels_task(out_path: str, start: int, stop: int, parts: list[tuple[int, int, int]],
+                      labels_dir: str) -> None:
+    """The labels of global rows ``start:stop`` (one input shard), from the partitions
+    ``(P, first, end)`` that overlap it, written as one ``.npy`` (temp + rename)."""
+    fault_point("labels")
+    lab = np.empty(stop - start, np.int64)
+    for part, a, b in parts:
+        lo, hi = max(a, start), min(b, stop)
+        src = np.load(os.path.join(labels_dir, f"part-{part:06d}.npy"), mmap_mode="r")
+        lab[lo - start:hi - start] = src[lo - a:hi - a]
+    write_npy_atomic(out_path, lab)
+
+
 def write_shard_task(out_path: str, start: int, stop: int, parts: list[tuple[int, int, int]],
                      labels_dir: str, scatter_root: str, k: int) -> dict[str, Any]:
     """The results of global rows ``start:stop`` (one input shard) from the partitions
