@@ -509,6 +509,28 @@ fn training_rows<'a>(
     Ok(MatRef::new(buf, x.rows(), x.cols())?)
 }
 
+/// A block's training rows (unit length when spherical, in `buf`) and the nearest
+/// centroid of each, exactly as [`kmeans`] assigns its training rows.
+fn block_labels<'a>(
+    x: MatRef<'a>,
+    centroids: MatRef<'_>,
+    spherical: bool,
+    buf: &'a mut Vec<f32>,
+    progress: &Progress,
+) -> Result<(MatRef<'a>, Vec<i64>), ClusterError> {
+    let xs = training_rows(x, spherical, buf)?;
+    let labels = nearest(
+        Isa::detect(),
+        xs,
+        centroids,
+        spherical,
+        None,
+        None,
+        progress,
+    )?;
+    Ok((xs, labels))
+}
+
 fn check_block(x: MatRef<'_>, centroids: MatRef<'_>) -> Result<(), ClusterError> {
     x.require_non_empty("X")?;
     x.require_finite("X")?;
@@ -547,16 +569,7 @@ pub fn lloyd_block(
         )));
     }
     let mut buf = Vec::new();
-    let xs = training_rows(x, spherical, &mut buf)?;
-    let labels = nearest(
-        Isa::detect(),
-        xs,
-        centroids,
-        spherical,
-        None,
-        None,
-        progress,
-    )?;
+    let (xs, labels) = block_labels(x, centroids, spherical, &mut buf, progress)?;
     accumulate_members(xs, &labels, sums, counts)
 }
 
@@ -602,16 +615,7 @@ pub fn farthest_rows(
 ) -> Result<Farthest, ClusterError> {
     check_block(x, centroids)?;
     let mut buf = Vec::new();
-    let xs = training_rows(x, spherical, &mut buf)?;
-    let labels = nearest(
-        Isa::detect(),
-        xs,
-        centroids,
-        spherical,
-        None,
-        None,
-        progress,
-    )?;
+    let (xs, labels) = block_labels(x, centroids, spherical, &mut buf, progress)?;
     let dist = distances(xs, centroids.as_slice(), &labels, None);
     let rows = farthest(&dist, e);
     Ok(Farthest {
