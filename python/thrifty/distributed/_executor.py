@@ -172,14 +172,7 @@ class RayExecutor:
                     if cb and done:
                         cb(len(refs) - len(pending), len(refs))
         except BaseException:
-            for r in pending:
-                ray.cancel(r, force=True)
-            # let the cancelled tasks end before the caller cleans up after the stage
-            # (a task still running could write after that)
-            try:
-                ray.wait(pending, num_returns=len(pending), timeout=10)
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
+            self._cancel(pending)
             raise
         self.seconds[desc] = self.seconds.get(desc, 0.0) + time.perf_counter() - t0
         return out
@@ -239,15 +232,21 @@ class RayExecutor:
                 if report and pending:  # done: every task under the root finished
                     report(total, total)
         except BaseException:
-            for r in pending:
-                ray.cancel(r, force=True)
-            try:
-                ray.wait(pending, num_returns=len(pending), timeout=10)
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
+            self._cancel(pending)
             raise
         self.seconds[desc] = self.seconds.get(desc, 0.0) + time.perf_counter() - t0
         return out
+
+    def _cancel(self, pending: list[Any]) -> None:
+        """Cancel ``pending`` and let the tasks end before the caller cleans up after the
+        stage (a task still running could write after that)."""
+        ray = self.ray
+        for r in pending:
+            ray.cancel(r, force=True)
+        try:
+            ray.wait(pending, num_returns=len(pending), timeout=10)
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
 
     def _get(self, ref: Any) -> Any:
         ray = self.ray
