@@ -12,7 +12,7 @@ import numpy as np
 import thrifty
 
 PROBE = r"""
-import json, sys
+import hashlib, json, sys
 import numpy as np
 import thrifty
 from thrifty import quant
@@ -23,10 +23,15 @@ s, i = topk(x[:20], x, 5, metric="euclidean")
 q = quant.quantize(rng.standard_normal((64, 256)).astype(np.float32), "nf4")
 t = quant.quantize(rng.standard_normal((64, 256)).astype(np.float32), "int8",
                    rounding="stochastic", seed=3)
+# 4M values: the one-read ternary route (AVX-512 kernel or the portable loop)
+w = rng.standard_normal((2048, 2048)).astype(np.float32)
+tern = quant.quantize(w, "ternary")
+tern = hashlib.sha256(tern.data.tobytes() + tern.scales.tobytes()).hexdigest()
 c = thrifty.config()
 json.dump({"isa": c["isa"], "detected": c["isa_detected"], "setting": c["isa_setting"],
            "ignored": c["isa_setting_ignored"], "idx": i.tolist(), "scores": s.tolist(),
-           "nf4": q.data.tobytes().hex(), "int8": t.data.tobytes().hex()}, sys.stdout)
+           "nf4": q.data.tobytes().hex(), "int8": t.data.tobytes().hex(), "ternary": tern},
+          sys.stdout)
 """
 
 
@@ -47,6 +52,7 @@ def test_scalar_cap_is_used_and_reported_and_keeps_exact_formats():
     assert scalar["detected"] == native["detected"]
     # byte-exact formats give the same bytes at every kernel level
     assert scalar["nf4"] == native["nf4"] and scalar["int8"] == native["int8"]
+    assert scalar["ternary"] == native["ternary"]
     # top-k finds the same neighbours; scores agree to float32 rounding
     assert scalar["idx"] == native["idx"]
     np.testing.assert_allclose(scalar["scores"], native["scores"], rtol=1e-5, atol=1e-4)

@@ -54,6 +54,38 @@ def test_ternary_matches_bitnet(mode, shape):
     assert np.array_equal(y, (ref_q.astype(np.float32) / s))
 
 
+@pytest.mark.parametrize("shape", [(4096, 1024), (4093, 1024), (2048, 2048)])
+def test_ternary_large_tensors_match_bitnet(shape):
+    # 4M+ values whose packed quarters start on thrifty's chunk grid: the one-read
+    # route (scale bracketed from a sample, open codes fixed once the scale is known)
+    w = data(shape, seed=shape[0])
+    w *= (1 + np.arange(shape[0]) % 7).astype(np.float32)[:, None]  # rows of 7 scales
+    q = quant.quantize(w, "ternary")
+    ref_q, s = bitnet_ref(w, "absmean")
+    assert q.scales[0] == np.float32(1.0) / s
+    assert np.array_equal(q.data, hf_pack(ref_q))
+
+
+def test_ternary_large_tensor_with_a_skewed_sample_and_nan():
+    # the values the scale's sample reads (1024 runs of 256, evenly spread, as in
+    # rust/core/src/quant/ternary_one_read.rs) are small, the rest large: the bracket
+    # misses and every code is recomputed, with the same bytes
+    w = data((4096, 1024), seed=7)
+    flat = w.reshape(-1)
+    step = (flat.size - 256) // 1023
+    seen = np.zeros(flat.size, bool)
+    for b in range(1024):
+        seen[b * step:b * step + 256] = True
+    flat[~seen] *= 1000
+    q = quant.quantize(w, "ternary")
+    ref_q, s = bitnet_ref(w, "absmean")
+    assert q.scales[0] == np.float32(1.0) / s
+    assert np.array_equal(q.data, hf_pack(ref_q))
+    w[4000, 5] = np.nan
+    with pytest.raises(thrifty.InvalidInputError, match="NaN"):
+        quant.quantize(w, "ternary")
+
+
 def test_ternary_ties_and_even_median():
     # round half to even: w*s == +-0.5 -> 0, +-1.5 -> +-1 (clamped)
     w = np.array([[0.5, -0.5, 1.5, -1.5, 0.0, 2.0, -3.0, 0.5]], np.float32)

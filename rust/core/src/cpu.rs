@@ -49,6 +49,8 @@ struct Dispatch {
     detected: Level,
     level: Level,
     avx512dq: bool,
+    /// AVX-512F + DQ + BW.
+    avx512bw: bool,
     /// The raw `THRIFTY_ISA` value, and whether it was ignored (unknown).
     setting: Option<(String, bool)>,
 }
@@ -85,10 +87,15 @@ fn dispatch() -> &'static Dispatch {
         let avx512dq = level >= Level::Avx512 && std::arch::is_x86_feature_detected!("avx512dq");
         #[cfg(not(target_arch = "x86_64"))]
         let avx512dq = false;
+        #[cfg(target_arch = "x86_64")]
+        let avx512bw = avx512dq && std::arch::is_x86_feature_detected!("avx512bw");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512bw = false;
         Dispatch {
             detected,
             level,
             avx512dq,
+            avx512bw,
             setting,
         }
     })
@@ -120,6 +127,12 @@ pub fn avx512() -> bool {
 #[inline]
 pub fn avx512dq() -> bool {
     dispatch().avx512dq
+}
+
+/// Whether the AVX-512F + DQ + BW kernels may run.
+#[inline]
+pub fn avx512bw() -> bool {
+    dispatch().avx512bw
 }
 
 /// The `THRIFTY_ISA` value as given, and whether it was ignored as unknown (`None`:

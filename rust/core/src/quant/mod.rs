@@ -29,6 +29,7 @@ mod passes;
 pub mod rng;
 mod simd;
 pub mod ternary;
+mod ternary_one_read;
 
 pub use format::{
     dequantize, dequantize_into, quantize, Format, PackedRef, QuantOptions, Quantized, Rounding,

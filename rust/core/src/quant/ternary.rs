@@ -59,22 +59,49 @@ fn gamma_checked(x: &[f32], mode: ScaleMode, p: &Progress) -> Result<(f32, u32),
                                 bits[k] = bits[k].max(q[k].to_bits() & 0x7fff_ffff);
                             }
                         }
-                        let r: f64 = it.remainder().iter().map(|v| v.abs() as f64).sum();
-                        let m = bits.iter().fold(0, |m, &b| m.max(b));
-                        let m = it
-                            .remainder()
-                            .iter()
-                            .fold(m, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
-                        (acc.iter().sum::<f64>() + r, m)
+                        chunk_finish(&acc, &bits, it.remainder())
                     })
                 })
                 .collect();
             p.check()?;
-            let sum = parts.iter().map(|q| q.0).sum::<f64>();
-            let m = parts.iter().fold(0, |m, q| m.max(q.1));
-            Ok(((sum / x.len() as f64) as f32, m))
+            Ok(gamma_of(&parts, x.len()))
         }
     }
+}
+
+/// The end of one [`CHUNK`]'s absmean reduction: its 16 lane sums (lane `k` holds the
+/// elements `16 j + k`, in order), then the tail. This order defines `gamma`; the
+/// one-read pass ([`super::ternary_one_read`]) reproduces it.
+#[inline(always)]
+pub(super) fn chunk_finish(acc: &[f64; 16], bits: &[u32; 16], rem: &[f32]) -> (f64, u32) {
+    let r: f64 = rem.iter().map(|v| v.abs() as f64).sum();
+    let m = bits.iter().fold(0, |m, &b| m.max(b));
+    let m = rem.iter().fold(m, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+    (acc.iter().sum::<f64>() + r, m)
+}
+
+/// `gamma` and the largest `bits(|v|)` from every chunk's `(sum, bits)`, in chunk order.
+pub(super) fn gamma_of(parts: &[(f64, u32)], n: usize) -> (f32, u32) {
+    let sum = parts.iter().map(|q| q.0).sum::<f64>();
+    let m = parts.iter().fold(0, |m, q| m.max(q.1));
+    ((sum / n as f64) as f32, m)
+}
+
+/// The ternary code of `v` (`q + 1`, nearest rounding) under the multiplier `s`: round
+/// half to even of `v * s`, clamped to `[-1, 1]`, plus one.
+#[inline(always)]
+pub(super) fn code(v: f32, s: f32) -> u8 {
+    let t = v * s;
+    1 + (t > 0.5) as u8 - (t < -0.5) as u8
+}
+
+/// OR the codes of `xs` under `s`, shifted left by `shift`, into `out`.
+pub(super) fn or_codes(out: &mut [u8], xs: &[f32], s: f32, shift: u32) {
+    simd_dispatch!(out: &mut [u8], xs: &[f32], s: f32, shift: u32; (); {
+        for (o, &v) in out.iter_mut().zip(xs) {
+            *o |= code(v, s) << shift;
+        }
+    })
 }
 
 pub(crate) fn quantize_ternary(
@@ -86,6 +113,18 @@ pub(crate) fn quantize_ternary(
 ) -> Result<Quantized, QuantError> {
     if opts.scale == ScaleMode::AbsMedian {
         super::passes::check_finite(x)?;
+    } else if matches!(opts.rounding, Rounding::Nearest) {
+        if let Some((data, s)) =
+            super::ternary_one_read::quantize(x, out_rows.div_ceil(4) * inner, p)?
+        {
+            return Ok(Quantized {
+                data,
+                scales: Scales::F32(vec![1.0 / s]),
+                zero_points: None,
+                tensor_scale: None,
+                group_size: x.len(),
+            });
+        }
     }
     let (gamma, m) = gamma_checked(x, opts.scale, p)?;
     if m >= super::passes::NONFINITE {
@@ -111,11 +150,7 @@ pub(crate) fn quantize_ternary(
                     row(r + 3 * big_r),
                 );
                 simd_dispatch!(orow: &mut [u8], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32], s: f32; (); {
-                    // round half to even of v * s, clamped to [-1, 1], plus one
-                    let c = |v: f32| {
-                        let t = v * s;
-                        1 + (t > 0.5) as u8 - (t < -0.5) as u8
-                    };
+                    let c = |v: f32| code(v, s);
                     for (j, o) in orow.iter_mut().enumerate() {
                         *o = c(x0[j]) | (c(x1[j]) << 2) | (c(x2[j]) << 4) | (c(x3[j]) << 6);
                     }
@@ -130,13 +165,7 @@ pub(crate) fn quantize_ternary(
                 let xs = row(src);
                 let shift = 2 * i as u32;
                 match &stream {
-                    None => simd_dispatch!(orow: &mut [u8], xs: &[f32], s: f32, shift: u32; (); {
-                        for (o, &v) in orow.iter_mut().zip(xs) {
-                            let t = v * s;
-                            let c = 1 + (t > 0.5) as u8 - (t < -0.5) as u8;
-                            *o |= c << shift;
-                        }
-                    }),
+                    None => or_codes(orow, xs, s, shift),
                     Some(st) => {
                         let a = Affine {
                             mul: s,
