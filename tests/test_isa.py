@@ -23,7 +23,7 @@ s, i = topk(x[:20], x, 5, metric="euclidean")
 q = quant.quantize(rng.standard_normal((64, 256)).astype(np.float32), "nf4")
 t = quant.quantize(rng.standard_normal((64, 256)).astype(np.float32), "int8",
                    rounding="stochastic", seed=3)
-# 4M values: the one-read ternary route (AVX-512 kernel or the portable loop)
+# 4M values: the one-read ternary route with AVX-512, two passes without it
 w = rng.standard_normal((2048, 2048)).astype(np.float32)
 tern = quant.quantize(w, "ternary")
 tern = hashlib.sha256(tern.data.tobytes() + tern.scales.tobytes()).hexdigest()

@@ -57,7 +57,8 @@ def test_ternary_matches_bitnet(mode, shape):
 @pytest.mark.parametrize("shape", [(4096, 1024), (4093, 1024), (2048, 2048)])
 def test_ternary_large_tensors_match_bitnet(shape):
     # 4M+ values whose packed quarters start on thrifty's chunk grid: the one-read
-    # route (scale bracketed from a sample, open codes fixed once the scale is known)
+    # route on AVX-512 CPUs (scale bracketed from a sample, open codes fixed once the
+    # scale is known)
     w = data(shape, seed=shape[0])
     w *= (1 + np.arange(shape[0]) % 7).astype(np.float32)[:, None]  # rows of 7 scales
     q = quant.quantize(w, "ternary")

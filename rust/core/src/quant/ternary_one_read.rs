@@ -98,14 +98,15 @@ fn bracket(x: &[f32]) -> (f32, f32) {
 }
 
 /// The one-read quantization of `x` into `q_len` packed bytes (`q_len = R * inner`, see
-/// [`super::ternary`]); `(bytes, s)`, or `None` where the layout or size does not suit it
-/// (quarters that do not start on the [`CHUNK`] grid, or a short input).
+/// [`super::ternary`]); `(bytes, s)`, or `None` where it would not pay: quarters that do
+/// not start on the [`CHUNK`] grid, a short input, or a CPU without AVX-512 (the
+/// portable loop, kept for tests and tails, is slower than two vectorised passes).
 pub(super) fn quantize(
     x: &[f32],
     q_len: usize,
     p: &Progress,
 ) -> Result<Option<(Vec<u8>, f32)>, QuantError> {
-    if x.len() < MIN_LEN || !q_len.is_multiple_of(CHUNK) {
+    if x.len() < MIN_LEN || !q_len.is_multiple_of(CHUNK) || !crate::cpu::avx512bw() {
         return Ok(None);
     }
     let (s_lo, s_hi) = bracket(x);
@@ -572,6 +573,7 @@ mod tests {
         assert!(quantize(&[1.0; 100], CHUNK, &p).unwrap().is_none());
         let x = vec![1.0f32; MIN_LEN];
         assert!(quantize(&x, MIN_LEN / 4 + 1, &p).unwrap().is_none());
-        assert!(quantize(&x, MIN_LEN / 4, &p).unwrap().is_some());
+        let fits = quantize(&x, MIN_LEN / 4, &p).unwrap();
+        assert_eq!(fits.is_some(), crate::cpu::avx512bw());
     }
 }
