@@ -143,7 +143,7 @@ def test_gzip_multi_block_lengths_fuzz():
 
 def test_gzip_random_pairs_equal_python_gzip():
     # Joint texts ``query + b" " + ref`` of every size class (short pairs share the
-    # query's parse; long ones take the multi-block path), pair by pair.
+    # query's parse in one block; long ones resume its multi-block parse), pair by pair.
     rng = random.Random(7)
     sizes = [(20, 400), (200, 2_000), (3_000, 9_000), (15_000, 17_000), (30_000, 70_000)]
     queries, refs = [], []

@@ -354,6 +354,8 @@ struct GzipEngine {
     level: i32,
     /// Level 9: the last query's shared parse and the pair scratch.
     prefix: Option<deflate9::Prefix>,
+    /// The same for joint texts longer than `deflate9::MAX_INPUT` (built on first use).
+    long_prefix: Option<deflate9::LongPrefix>,
     pairs: deflate9::Pairs,
     /// Created on first use (short level-9 texts never need it).
     zlib: Option<Deflater>,
@@ -364,16 +366,44 @@ impl GzipEngine {
         Ok(Self {
             level,
             prefix: None,
+            long_prefix: None,
             pairs: deflate9::Pairs::new(),
             zlib: None,
         })
     }
 
-    /// Raw length of `query + b" " + reference` without zlib, when the emulator
-    /// covers it (level 9, joint text of at most `deflate9::MAX_INPUT` = 16382 bytes).
+    /// Raw length of `query + b" " + reference` without zlib, at level 9: one block
+    /// after the query's shared parse (joint texts of at most `deflate9::MAX_INPUT` =
+    /// 16382 bytes), else the query's multi-block parse resumed. `None` at other levels,
+    /// or when the long scratch cannot be allocated (the caller then compresses the
+    /// joint text itself, which reports the error).
     fn joint_raw_len(&mut self, query: &[u8], reference: &[u8]) -> Option<u64> {
         self.load_prefix(query);
-        self.pairs.raw_len(self.prefix.as_ref()?, reference)
+        if let Some(prefix) = &self.prefix {
+            if let Some(n) = self.pairs.raw_len(prefix, reference) {
+                return Some(n);
+            }
+        }
+        self.long_joint_raw_len(query, reference)
+    }
+
+    /// [`GzipEngine::joint_raw_len`] for joint texts longer than `deflate9::MAX_INPUT`.
+    fn long_joint_raw_len(&mut self, query: &[u8], reference: &[u8]) -> Option<u64> {
+        let total = query.len() + 1 + reference.len();
+        if self.level != 9 || total <= deflate9::MAX_INPUT || total > deflate9::MAX_LONG_INPUT {
+            return None;
+        }
+        let same = self.long_prefix.as_ref().is_some_and(|p| {
+            let t = p.text();
+            t.len() == query.len() + 1 && t[..query.len()] == *query
+        });
+        if !same {
+            self.long_prefix = None;
+            self.long_prefix = deflate9::LongPrefix::new(&mut self.pairs, query, b" ").ok();
+        }
+        self.pairs
+            .long_raw_len(self.long_prefix.as_ref()?, reference)
+            .ok()
     }
 
     /// [`GzipEngine::joint_raw_len`] of two references (trees built together).

@@ -1318,47 +1318,104 @@ fn long_raw_len(
     chains.head.resize(HASH_SIZE, NIL32);
     chains.prev.clear();
     chains.prev.resize(total, NIL32);
-    let mut freqs = Freqs::new();
-    let mut syms = 0u32;
-    let mut bits = 0u64;
-    let mut block_start = 0usize;
-    let mut offset = 0usize;
-    let mut strstart = 0usize;
-    let mut match_available = false;
-    let mut match_length = MIN_MATCH - 1;
-    let mut match_start = 0usize;
+    let mut st = LongParse::new();
+    long_run(&mut st, scratch, chains, buf, total, None);
+    long_finish(st, scratch)
+}
 
-    let mut flush = |freqs: &mut Freqs, end: usize, block_start: &mut usize, offset: usize| {
-        let stored_len = (end - *block_start) as u64;
-        let (opt_len, static_len) = block_cost(scratch, freqs);
+/// [`long_run`]'s state between two steps: `deflate_slow`'s, the block being built and
+/// the bits of the blocks before it.
+#[derive(Clone)]
+struct LongParse {
+    freqs: Freqs,
+    /// Symbols tallied in the current block.
+    syms: u32,
+    /// Bits of the finished blocks.
+    bits: u64,
+    block_start: usize,
+    /// Absolute position of the window's start.
+    offset: usize,
+    strstart: usize,
+    match_available: bool,
+    match_length: usize,
+    match_start: usize,
+}
+
+impl LongParse {
+    fn new() -> Self {
+        Self {
+            freqs: Freqs::new(),
+            syms: 0,
+            bits: 0,
+            block_start: 0,
+            offset: 0,
+            strstart: 0,
+            match_available: false,
+            match_length: MIN_MATCH - 1,
+            match_start: 0,
+        }
+    }
+
+    /// `_tr_flush_block`'s choice for the block ending at `end`, counted into `bits`.
+    fn flush(&mut self, scratch: &mut TreeScratch, end: usize) {
+        let stored_len = (end - self.block_start) as u64;
+        let (opt_len, static_len) = block_cost(scratch, &self.freqs);
         let mut opt_lenb = ((opt_len + 3 + 7) >> 3) as u64;
         let static_lenb = ((static_len + 3 + 7) >> 3) as u64;
         if static_lenb <= opt_lenb {
             opt_lenb = static_lenb;
         }
-        if stored_len + 4 <= opt_lenb && *block_start >= offset {
-            bits = (bits + 3).div_ceil(8) * 8 + 32 + 8 * stored_len;
+        if stored_len + 4 <= opt_lenb && self.block_start >= self.offset {
+            self.bits = (self.bits + 3).div_ceil(8) * 8 + 32 + 8 * stored_len;
         } else if static_lenb == opt_lenb {
-            bits += 3 + static_len as u64;
+            self.bits += 3 + static_len as u64;
         } else {
-            bits += 3 + opt_len as u64;
+            self.bits += 3 + opt_len as u64;
         }
-        *freqs = Freqs::new();
-        *block_start = end;
-    };
+        self.freqs = Freqs::new();
+        self.block_start = end;
+        self.syms = 0;
+    }
+}
 
+/// The end of [`long_run`] over a whole input (which tallied the pending literal): the
+/// last block, and the stream's length in bytes.
+fn long_finish(mut st: LongParse, scratch: &mut TreeScratch) -> u64 {
+    let end = st.strstart;
+    st.flush(scratch, end);
+    st.bits.div_ceil(8)
+}
+
+/// `deflate_slow` over `buf[..total]` from `st` (see [`long_raw_len`] for zlib's rules
+/// it follows), with `chains` holding every position before `st.strstart`. With
+/// `prefix = Some(end)`, more bytes follow `buf[..end]` (`total == end`): the run stops
+/// at the first step closer than `MIN_LOOKAHEAD` to `end`. Until then every search,
+/// insertion and window slide reads and decides only on bytes before `end`, so the
+/// state it leaves is the state of any longer input with the same start.
+fn long_run(
+    st: &mut LongParse,
+    scratch: &mut TreeScratch,
+    chains: &mut LongChains,
+    buf: &[u8],
+    total: usize,
+    prefix: Option<usize>,
+) {
     loop {
-        let s = strstart;
-        let mut lookahead = total.min(offset + 2 * WSIZE) - s;
+        let s = st.strstart;
+        if prefix.is_some_and(|end| s + MIN_LOOKAHEAD > end) {
+            return;
+        }
+        let mut lookahead = total.min(st.offset + 2 * WSIZE) - s;
         if lookahead < MIN_LOOKAHEAD {
-            if s - offset >= WSIZE + MAX_DIST {
-                offset += WSIZE;
-                lookahead = total.min(offset + 2 * WSIZE) - s;
+            if s - st.offset >= WSIZE + MAX_DIST {
+                st.offset += WSIZE;
+                lookahead = total.min(st.offset + 2 * WSIZE) - s;
             }
             if lookahead == 0 {
                 break;
             }
         }
+        let offset = st.offset;
         let mut hash_head = NIL32;
         if lookahead >= MIN_MATCH {
             let key = key_of(trigram(buf, s));
@@ -1366,9 +1423,10 @@ fn long_raw_len(
             chains.prev[s] = hash_head;
             chains.head[key] = s as u32;
         }
-        let prev_length = match_length;
-        let prev_match = match_start;
-        match_length = MIN_MATCH - 1;
+        let prev_length = st.match_length;
+        let prev_match = st.match_start;
+        let mut match_length = MIN_MATCH - 1;
+        let mut match_start = st.match_start;
         if hash_head != NIL32
             && hash_head as usize > offset
             && prev_length < LAZY
@@ -1421,9 +1479,9 @@ fn long_raw_len(
         if prev_length >= MIN_MATCH && match_length <= prev_length {
             let max_insert = s + lookahead - MIN_MATCH;
             let dist = s - 1 - prev_match;
-            freqs.lit[257 + TABLES.len_code[prev_length] as usize] += 1;
-            freqs.dist[dist_code_any(dist)] += 1;
-            syms += 1;
+            st.freqs.lit[257 + TABLES.len_code[prev_length] as usize] += 1;
+            st.freqs.dist[dist_code_any(dist)] += 1;
+            st.syms += 1;
             for p in s + 1..s + prev_length - 1 {
                 if p <= max_insert {
                     let key = key_of(trigram(buf, p));
@@ -1431,31 +1489,33 @@ fn long_raw_len(
                     chains.head[key] = p as u32;
                 }
             }
-            match_available = false;
-            match_length = MIN_MATCH - 1;
-            strstart = s + prev_length - 1;
-            if syms == BLOCK_SYMBOLS {
-                flush(&mut freqs, strstart, &mut block_start, offset);
-                syms = 0;
+            st.match_available = false;
+            st.match_length = MIN_MATCH - 1;
+            st.match_start = match_start;
+            st.strstart = s + prev_length - 1;
+            if st.syms == BLOCK_SYMBOLS {
+                st.flush(scratch, st.strstart);
             }
-        } else if match_available {
-            freqs.lit[buf[s - 1] as usize] += 1;
-            syms += 1;
-            if syms == BLOCK_SYMBOLS {
-                flush(&mut freqs, s, &mut block_start, offset);
-                syms = 0;
+        } else if st.match_available {
+            st.freqs.lit[buf[s - 1] as usize] += 1;
+            st.syms += 1;
+            st.match_length = match_length;
+            st.match_start = match_start;
+            st.strstart = s + 1;
+            if st.syms == BLOCK_SYMBOLS {
+                st.flush(scratch, s);
             }
-            strstart = s + 1;
         } else {
-            match_available = true;
-            strstart = s + 1;
+            st.match_available = true;
+            st.match_length = match_length;
+            st.match_start = match_start;
+            st.strstart = s + 1;
         }
     }
-    if match_available {
-        freqs.lit[buf[strstart - 1] as usize] += 1;
+    if st.match_available {
+        st.freqs.lit[buf[st.strstart - 1] as usize] += 1;
+        st.match_available = false;
     }
-    flush(&mut freqs, strstart, &mut block_start, offset);
-    bits.div_ceil(8)
 }
 
 /// Exact length of zlib's level-9 raw deflate stream of `data` (up to
@@ -1500,9 +1560,8 @@ impl Prefix {
     /// show up as lost parallel scaling). Returns `false`, leaving the prefix
     /// unusable, when the query is too long.
     pub fn rebuild(&mut self, query: &[u8], separator: &[u8]) -> bool {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         // A fresh id even on failure: scratch that loaded the old prefix must reload.
-        self.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        self.id = next_prefix_id();
         let n = query.len() + separator.len();
         self.text.clear();
         if n >= MAX_INPUT {
@@ -1547,6 +1606,60 @@ impl Prefix {
     }
 }
 
+/// A fresh prefix id (shared by [`Prefix`] and [`LongPrefix`]: `Pairs` tells the
+/// prefix its buffers hold by id).
+fn next_prefix_id() -> u64 {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A query's shared work for joint texts longer than [`MAX_INPUT`]: the multi-block
+/// parse of `query + separator` up to its last `MIN_LOOKAHEAD` bytes (blocks finished
+/// in the query are counted once, not per pair), with its hash chains.
+pub struct LongPrefix {
+    id: u64,
+    text: Vec<u8>,
+    st: LongParse,
+    head: Vec<u32>,
+    /// Chain links of the positions before the parse's stop.
+    prev: Vec<u32>,
+}
+
+impl LongPrefix {
+    /// `query + separator`, parsed as far as it is independent of what follows. Fails
+    /// only when its scratch (about 5 bytes per query byte) cannot be allocated.
+    pub fn new(scratch: &mut Pairs, query: &[u8], separator: &[u8]) -> Result<Self, AllocError> {
+        let n = query.len() + separator.len();
+        assert!(n <= MAX_LONG_INPUT, "query too long for a LongPrefix");
+        let mut text = Vec::new();
+        try_reserve(&mut text, n + PAD, "the gzip query prefix")?;
+        text.extend_from_slice(query);
+        text.extend_from_slice(separator);
+        text.resize(n + PAD, 0);
+        let mut chains = LongChains::new();
+        try_reserve(&mut chains.head, HASH_SIZE, "the gzip hash chains")?;
+        try_reserve(&mut chains.prev, n, "the gzip hash chains")?;
+        chains.head.resize(HASH_SIZE, NIL32);
+        chains.prev.resize(n, NIL32);
+        let mut st = LongParse::new();
+        long_run(&mut st, &mut scratch.trees, &mut chains, &text, n, Some(n));
+        text.truncate(n);
+        chains.prev.truncate(st.strstart);
+        Ok(Self {
+            id: next_prefix_id(),
+            text,
+            st,
+            head: chains.head,
+            prev: chains.prev,
+        })
+    }
+
+    /// The query bytes plus separator this prefix was built from.
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+}
+
 /// Per-worker scratch for [`Pairs::raw_len`].
 pub struct Pairs {
     buf: Vec<u8>,
@@ -1564,6 +1677,8 @@ pub struct Pairs {
     buf_prefix: u64,
     /// Chains of inputs longer than [`MAX_INPUT`].
     long: LongChains,
+    /// Id of the long prefix whose `prev` entries are loaded in `long.prev` (0: none).
+    long_loaded: u64,
 }
 
 impl LongChains {
@@ -1594,6 +1709,7 @@ impl Pairs {
             short_loaded: 0,
             buf_prefix: 0,
             long: LongChains::new(),
+            long_loaded: 0,
         }
     }
 
@@ -1608,6 +1724,7 @@ impl Pairs {
         );
         self.buf_prefix = 0;
         if data.len() > MAX_INPUT {
+            self.long_loaded = 0;
             self.buf.clear();
             try_reserve(&mut self.buf, data.len() + PAD, "the gzip length scratch")?;
             self.long.prev.clear();
@@ -1630,6 +1747,61 @@ impl Pairs {
         let mut st = Parse::new();
         run::<false>(&mut st, &mut self.chains, &self.buf, data.len(), false);
         Ok(block_bytes(&mut self.trees, &st.freqs, data.len()))
+    }
+
+    /// Exact raw deflate length (zlib level 9) of `prefix.text() + reference`, of any
+    /// length up to [`MAX_LONG_INPUT`], resuming the prefix's parse. Fails only when
+    /// the scratch (5 bytes per joint byte) cannot be allocated.
+    pub fn long_raw_len(
+        &mut self,
+        prefix: &LongPrefix,
+        reference: &[u8],
+    ) -> Result<u64, AllocError> {
+        let n = prefix.text.len();
+        let total = n + reference.len();
+        assert!(
+            total <= MAX_LONG_INPUT,
+            "joint text too long for long_raw_len"
+        );
+        if self.buf_prefix != prefix.id {
+            self.buf.clear();
+            try_reserve(&mut self.buf, total + PAD, "the gzip length scratch")?;
+            self.buf.extend_from_slice(&prefix.text);
+            self.buf_prefix = prefix.id;
+        }
+        self.buf.truncate(n);
+        try_reserve(
+            &mut self.buf,
+            reference.len() + PAD,
+            "the gzip length scratch",
+        )?;
+        self.buf.extend_from_slice(reference);
+        self.buf.resize(total + PAD, 0);
+        // Links before the prefix's stop are the prefix's and are never rewritten; the
+        // pair writes every link after it before reading it.
+        if self.long_loaded != prefix.id {
+            self.long.prev.clear();
+            try_reserve(&mut self.long.prev, total, "the gzip hash chains")?;
+            self.long.prev.extend_from_slice(&prefix.prev);
+            self.long_loaded = prefix.id;
+        }
+        if self.long.prev.len() < total {
+            let more = total - self.long.prev.len();
+            try_reserve(&mut self.long.prev, more, "the gzip hash chains")?;
+            self.long.prev.resize(total, NIL32);
+        }
+        self.long.head.clear();
+        self.long.head.extend_from_slice(&prefix.head);
+        let mut st = prefix.st.clone();
+        long_run(
+            &mut st,
+            &mut self.trees,
+            &mut self.long,
+            &self.buf,
+            total,
+            None,
+        );
+        Ok(long_finish(st, &mut self.trees))
     }
 
     /// Exact raw deflate length (zlib level 9) of `prefix.text() + reference`;
@@ -1970,6 +2142,83 @@ mod tests {
                 let [a, b] = pairs.raw_len2(&prefix, [&last, &reference]);
                 assert_eq!((a, b), (last_want, want), "query {q} ref {r}");
                 (last, last_want) = (reference, want);
+            }
+        }
+    }
+
+    #[test]
+    fn long_pairs_resume_the_query_parse_and_equal_zlib() {
+        // Queries of 0.3-70 KB (short ones stop before any block; long ones end blocks
+        // and slide the window inside the query), each with references that make the
+        // joint text cross the block limit, MAX_DIST and a window slide; references
+        // that continue the query make matches run across the separator. Pairs of
+        // different queries interleave on one scratch, and single texts in between.
+        let mut e = ();
+        let mut rng = Rng(0x1234_0fed_5678_9abc);
+        let mut pairs = Pairs::new();
+        let qlens = [300usize, 5_000, 16_500, 33_000, 66_000, 70_000];
+        let prefixes: Vec<(Vec<u8>, LongPrefix)> = qlens
+            .iter()
+            .map(|&n| {
+                let query = sample(&mut rng, n);
+                let prefix = LongPrefix::new(&mut pairs, &query, b" ").unwrap();
+                (query, prefix)
+            })
+            .collect();
+        for case in 0..40 {
+            let (query, prefix) = &prefixes[case % prefixes.len()];
+            let rlen = match case % 4 {
+                0 => 16_382 - query.len().min(16_000) + rng.below(9) as usize,
+                1 => 65_274usize.saturating_sub(query.len()) + rng.below(9) as usize,
+                2 => 1 + rng.below(40_000) as usize,
+                _ => rng.below(3) as usize,
+            };
+            let reference: Vec<u8> = if case % 3 == 0 {
+                query
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .skip(case)
+                    .take(rlen)
+                    .collect()
+            } else {
+                sample(&mut rng, rlen)
+            };
+            let joint = [&query[..], b" ", &reference[..]].concat();
+            // A query that ends in a repeated unit, and a reference that continues it
+            // after the separator (the unit starts with it): maximal matches run
+            // across the query's end from every position of its last MIN_LOOKAHEAD
+            // bytes (the random length moves where the parse's steps land).
+            let unit: Vec<u8> = [&b" "[..], &sample(&mut rng, 1 + case)[..]].concat();
+            let reps = 600 + rng.below(600) as usize;
+            let periodic: Vec<u8> = query[..query.len() / 2]
+                .iter()
+                .chain(unit.iter().cycle().take(reps))
+                .copied()
+                .collect();
+            let tail: Vec<u8> = unit
+                .iter()
+                .cycle()
+                .skip(reps + 1)
+                .take(rlen + 1)
+                .copied()
+                .collect();
+            let p = LongPrefix::new(&mut pairs, &periodic, b" ").unwrap();
+            let pj = [&periodic[..], b" ", &tail[..]].concat();
+            assert_eq!(
+                pairs.long_raw_len(&p, &tail).unwrap(),
+                zlib_len(&mut e, &pj),
+                "periodic case {case}"
+            );
+            let want = zlib_len(&mut e, &joint);
+            assert_eq!(
+                pairs.long_raw_len(prefix, &reference).unwrap(),
+                want,
+                "case {case}, query {}, reference {rlen}",
+                query.len()
+            );
+            if case % 7 == 0 {
+                assert_eq!(pairs.single_len(&joint).unwrap(), want);
             }
         }
     }
