@@ -178,10 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         baseline = json.load(f)
     baseline = {k: v for k, v in baseline.items() if any(k.startswith(s) for s, _ in sel)}
     fails, notes = compare(current, baseline, a.drop)
-    if fails:  # once more, the failing benchmarks only: a burst of load is not a regression
+    # Up to twice more, the failing benchmarks only: a burst of load is not a
+    # regression. Each ratio keeps its best measurement (a re-run measures every ratio
+    # of a benchmark, and one that held before must not fail on the re-run's burst).
+    for _ in range(2):
+        if not fails:
+            break
         again = [s for s in sel if any(f.startswith(s[0]) for f in fails)]
         print(f"re-measuring {len(again)} benchmark(s) with a drop: " + "; ".join(fails))
-        current.update({r["key"]: r["ratio"] for r in run(again, a.repeats)})
+        for r in run(again, a.repeats):
+            current[r["key"]] = max(current.get(r["key"], 0.0), r["ratio"])
         fails, notes = compare(current, baseline, a.drop)
     for n in notes:
         print("note:", n)
