@@ -1052,14 +1052,7 @@ pub(crate) mod tests {
         let a = lcg(m * d, 8);
         let am = MatRef::new(&a, m, d).unwrap();
         let inv: Vec<f64> = (0..m)
-            .map(|i| {
-                1.0 / am
-                    .row(i)
-                    .iter()
-                    .map(|&v| f64::from(v) * f64::from(v))
-                    .sum::<f64>()
-                    .sqrt()
-            })
+            .map(|i| 1.0 / crate::linalg::sq_norm_f64(am.row(i)).sqrt())
             .collect();
         let mut packed = vec![0.0; packed_len(m, d, 4)];
         pack_rows(am, 0..m, Some(&inv), 4, &mut packed);

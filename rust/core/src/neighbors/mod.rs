@@ -15,7 +15,7 @@ pub use topk::{topk, topk_with, TopK};
 
 use crate::alloc::AllocError;
 use crate::error::{Cancelled, Classify, ErrorKind};
-use crate::linalg::{LinalgError, MatRef};
+use crate::linalg::{sq_norm_f64, LinalgError, MatRef};
 
 /// How two vectors are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,24 +103,6 @@ fn check_pair(
     a.require_finite(a_name)?;
     b.require_finite(b_name)?;
     Ok(())
-}
-
-/// Squared L2 norm of a row in `f64`: eight interleaved partial sums (so the loop
-/// pipelines and vectorises), combined in a fixed order — deterministic.
-#[inline]
-fn sq_norm_f64(row: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f64::from(v) * f64::from(v);
-        }
-    }
-    for (a, &v) in acc.iter_mut().zip(tail) {
-        *a += f64::from(v) * f64::from(v);
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
 /// Squared norms of every row, accumulated in `f64` ([`sq_norm_f64`]) and rounded once.

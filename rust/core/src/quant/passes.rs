@@ -196,32 +196,6 @@ impl Iterator for Pieces {
     }
 }
 
-/// Advise the 2 MiB-aligned interior of a large fresh buffer as a transparent huge
-/// page region (`MADV_HUGEPAGE`) before it is touched.
-///
-/// Large outputs are dominated by page faults on their first write (the kernels run at
-/// a fraction of the cost); huge pages cut the faults 512-fold where the kernel allows
-/// it. Elsewhere, and when the advice is refused, this does nothing.
-fn advise_huge(start: usize, bytes: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        if bytes >= 4 * HUGE {
-            let lo = start.next_multiple_of(HUGE);
-            let hi = (start + bytes) / HUGE * HUGE;
-            if hi > lo {
-                // SAFETY: [lo, hi) lies inside the caller's allocation; MADV_HUGEPAGE only
-                // changes how its pages are backed, never their contents.
-                unsafe {
-                    libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
-                }
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (start, bytes);
-}
-
 /// Output size from which `calloc` gets fresh zero pages from the kernel (glibc maps
 /// allocations above its largest mmap threshold, 32 MiB on 64-bit).
 const LARGE: usize = 32 << 20;
@@ -297,7 +271,7 @@ where
         // A fresh mapping from the allocator: its pages are zero already, and touching
         // them twice would cost a pass over memory.
         let mut v = try_zeroed::<T>(n)?;
-        advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
+        crate::alloc::advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
         if side.is_empty() {
             v.par_chunks_mut(oc)
                 .enumerate()
@@ -312,7 +286,7 @@ where
         return Ok(v);
     }
     let mut v: Vec<std::mem::MaybeUninit<T>> = try_with_capacity(n, OUT_BUFFER)?;
-    advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
+    crate::alloc::advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
     // SAFETY: the capacity is `n` and `MaybeUninit` values need no initialisation.
     unsafe { v.set_len(n) };
     let body = |i: usize, c: &mut [std::mem::MaybeUninit<T>], s: &mut [S]| {
