@@ -54,10 +54,7 @@ fn gamma_checked(x: &[f32], mode: ScaleMode, p: &Progress) -> Result<(f32, u32),
                         let mut bits = [0u32; 16];
                         let mut it = c.chunks_exact(16);
                         for q in &mut it {
-                            for k in 0..16 {
-                                acc[k] += q[k].abs() as f64;
-                                bits[k] = bits[k].max(q[k].to_bits() & 0x7fff_ffff);
-                            }
+                            chunk_row(&mut acc, &mut bits, q);
                         }
                         chunk_finish(&acc, &bits, it.remainder())
                     })
@@ -66,6 +63,16 @@ fn gamma_checked(x: &[f32], mode: ScaleMode, p: &Progress) -> Result<(f32, u32),
             p.check()?;
             Ok(gamma_of(&parts, x.len()))
         }
+    }
+}
+
+/// One 16-value row of a [`CHUNK`]'s absmean reduction: `|v|` into lane `k` of `acc`,
+/// and the largest `bits(|v|)` per lane.
+#[inline(always)]
+pub(super) fn chunk_row(acc: &mut [f64; 16], bits: &mut [u32; 16], q: &[f32]) {
+    for k in 0..16 {
+        acc[k] += q[k].abs() as f64;
+        bits[k] = bits[k].max(q[k].to_bits() & 0x7fff_ffff);
     }
 }
 

@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::passes::{nonfinite, par_out_with, NONFINITE};
-use super::ternary::{chunk_finish, gamma_of, or_codes};
+use super::ternary::{chunk_finish, chunk_row, gamma_of, or_codes};
 use super::{QuantError, CHUNK};
 use crate::alloc::try_with_capacity;
 use crate::Progress;
@@ -242,10 +242,7 @@ fn first_read(xs: &[f32], out: &mut [u8], i: usize, t: Thresholds, unit: &mut Un
     let mut it = xs[done..].chunks_exact(16);
     let mut at = done;
     for q in &mut it {
-        for k in 0..16 {
-            acc[k] += q[k].abs() as f64;
-            bits[k] = bits[k].max(q[k].to_bits() & 0x7fff_ffff);
-        }
+        chunk_row(&mut acc, &mut bits, q);
         for &v in q {
             t.write(v, &mut out[at], i, at, unit);
             at += 1;

@@ -393,10 +393,10 @@ impl GzipEngine {
         if self.level != 9 || total <= deflate9::MAX_INPUT || total > deflate9::MAX_LONG_INPUT {
             return None;
         }
-        let same = self.long_prefix.as_ref().is_some_and(|p| {
-            let t = p.text();
-            t.len() == query.len() + 1 && t[..query.len()] == *query
-        });
+        let same = self
+            .long_prefix
+            .as_ref()
+            .is_some_and(|p| is_query_prefix(p.text(), query));
         if !same {
             self.long_prefix = None;
             self.long_prefix = deflate9::LongPrefix::new(&mut self.pairs, query, b" ").ok();
@@ -422,10 +422,10 @@ impl GzipEngine {
             self.prefix = None;
             return;
         }
-        let same = self.prefix.as_ref().is_some_and(|p| {
-            let t = p.text();
-            t.len() == query.len() + 1 && t[..query.len()] == *query
-        });
+        let same = self
+            .prefix
+            .as_ref()
+            .is_some_and(|p| is_query_prefix(p.text(), query));
         if !same {
             match &mut self.prefix {
                 Some(p) => {
@@ -452,6 +452,11 @@ impl GzipEngine {
         }
         deflater.raw_len(data, scratch)
     }
+}
+
+/// Whether a prefix's text is `query + b" "` (the query it was built for).
+fn is_query_prefix(text: &[u8], query: &[u8]) -> bool {
+    text.len() == query.len() + 1 && text[..query.len()] == *query
 }
 
 /// A raw-deflate zlib stream, reset (`deflateReset`) between texts.
