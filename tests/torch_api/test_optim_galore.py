@@ -150,6 +150,9 @@ def test_galore_low_rank_state_and_refresh():
         seen.append(opt.state[w]["ortho"].clone())
     assert opt.state[w]["exp_avg"].shape == (8, 2)  # tall: right projection, R = G P^T
     assert opt.state[w]["ortho"].dtype == D
+    # the projection owns its storage: a view would keep all of the SVD's Vh alive
+    ortho = opt.state[w]["ortho"]
+    assert ortho.untyped_storage().nbytes() == ortho.numel() * ortho.element_size()
     assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
     assert opt.param_groups[0]["scale"] == 0.25 and opt.param_groups[0]["proj_type"] == "std"
 
@@ -234,3 +237,16 @@ def test_galore_rejects_bad_arguments(cls):
     w.grad = torch.randn(4, 3).to_sparse()
     with pytest.raises(thrifty.InvalidInputError, match="sparse"):
         cls([w]).step()
+
+
+@pytest.mark.parametrize("side", ["left", "right", "full"])
+def test_galore_orthogonal_owns_its_storage(side):
+    # 40 x 30 at rank 3: a view of U (40 x 30) or Vh (30 x 30) would hold 10x the bytes
+    from thrifty.torch.optim import galore_orthogonal
+
+    g = torch.randn(40, 30, generator=torch.Generator().manual_seed(1), dtype=D)
+    mats = galore_orthogonal(g, 3, side)
+    assert len(mats) == (2 if side == "full" else 1)
+    for m in mats:
+        assert m.is_contiguous() and 3 in m.shape
+        assert m.untyped_storage().nbytes() == m.numel() * m.element_size()

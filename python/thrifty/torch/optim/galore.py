@@ -63,11 +63,17 @@ def galore_orthogonal(grad: torch.Tensor, rank: int, side: str) -> list[torch.Te
             [0.]])
     """
     U, _, Vh = torch.linalg.svd(grad.float(), full_matrices=False)
+
+    def own(m: torch.Tensor) -> torch.Tensor:
+        # a contiguous copy, not a view: a view would keep all of U or Vh (min(m, n)
+        # wide) alive in the optimizer state while the projection is in use
+        return m.to(grad.dtype, memory_format=torch.contiguous_format, copy=True)
+
     if side == "right":
-        return [Vh[:rank, :].to(grad.dtype)]
+        return [own(Vh[:rank, :])]
     if side == "left":
-        return [U[:, :rank].to(grad.dtype)]
-    return [U[:, :rank].to(grad.dtype), Vh[:rank, :].to(grad.dtype)]
+        return [own(U[:, :rank])]
+    return [own(U[:, :rank]), own(Vh[:rank, :])]
 
 
 def galore_project(grad: torch.Tensor, ortho: list[torch.Tensor], side: str) -> torch.Tensor:
@@ -87,7 +93,9 @@ def galore_project_back(low: torch.Tensor, ortho: list[torch.Tensor], side: str,
         full = torch.matmul(ortho[0], low)
     else:
         full = torch.matmul(ortho[0], low) @ ortho[1]
-    return full * scale
+    # in place: the product is a fresh full-size tensor, and a second one would cost
+    # its page faults (same bits as ``full * scale``)
+    return full.mul_(scale)
 
 
 class GaLoreAdamW(Optimizer):
@@ -292,13 +300,15 @@ class FiraAdamW(GaLoreAdamW):
         factor = torch.norm(norm_grad, dim=dim) / (torch.norm(low_grad, dim=dim) + 1e-8)
         if dim == 1:
             factor = factor.unsqueeze(1)
-        scaling_grad = (full_grad - subgrad) * factor
+        # (G - subgrad) * factor, written over subgrad (a fresh tensor): the same bits
+        # as the out-of-place expressions, without three more full-size temporaries
+        scaling_grad = torch.sub(full_grad, subgrad, out=subgrad).mul_(factor)
         gamma = group["norm_growth_limit"]
         norm = torch.norm(scaling_grad)
         if "scaling_grad" in state:
             limiter = torch.clamp(norm / (state["scaling_grad"] + 1e-8), min=gamma) / gamma
-            scaling_grad = scaling_grad / limiter
+            scaling_grad.div_(limiter)
             state["scaling_grad"] = norm / limiter
         else:
             state["scaling_grad"] = norm
-        return galore_project_back(norm_grad, ortho, side, group["scale"]) + scaling_grad
+        return galore_project_back(norm_grad, ortho, side, group["scale"]).add_(scaling_grad)
