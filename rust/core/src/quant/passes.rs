@@ -245,8 +245,8 @@ fn try_zeroed<T: ZeroBits>(n: usize) -> Result<Vec<T>, AllocError> {
 /// (glibc's `calloc` maps them without a `memset`) and are used as they come.
 /// `T::default()` must be a valid value for the kernels to overwrite.
 ///
-/// After [`Progress::cancel`] the chunks not yet started are zeroed but not written,
-/// and the pass returns [`QuantError::Cancelled`].
+/// After [`Progress::cancel`] the chunks not yet started are skipped, and the pass
+/// returns [`QuantError::Cancelled`].
 pub(crate) fn par_out_with<T, S>(
     n: usize,
     oc: usize,
@@ -272,23 +272,10 @@ where
         // them twice would cost a pass over memory.
         let mut v = try_zeroed::<T>(n)?;
         crate::alloc::advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
-        if side.is_empty() {
-            v.par_chunks_mut(oc)
-                .enumerate()
-                .for_each(|(i, c)| f(i, c, &mut []));
-        } else {
-            v.par_chunks_mut(oc)
-                .zip(side.par_chunks_mut(sc.max(1)))
-                .enumerate()
-                .for_each(|(i, (c, s))| f(i, c, s));
-        }
+        par_chunks_with(&mut v, oc, side, sc, f);
         p.check()?;
         return Ok(v);
     }
-    let mut v: Vec<std::mem::MaybeUninit<T>> = try_with_capacity(n, OUT_BUFFER)?;
-    crate::alloc::advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
-    // SAFETY: the capacity is `n` and `MaybeUninit` values need no initialisation.
-    unsafe { v.set_len(n) };
     let body = |i: usize, c: &mut [std::mem::MaybeUninit<T>], s: &mut [S]| {
         for e in c.iter_mut() {
             e.write(T::default());
@@ -298,22 +285,71 @@ where
         let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
         f(i, c, s);
     };
+    // SAFETY: `body` initialises every element of its chunk.
+    unsafe { par_out_uninit_with(n, oc, side, sc, p, body) }
+}
+
+/// A new buffer of `n` values written in parallel chunks of `oc` values by
+/// `f(chunk_index, chunk, side_chunk)` as [`par_out_with`], for kernels that write every
+/// value of their chunk themselves: the chunks reach `f` uninitialised (no zeroing, no
+/// separate pass; the buffer is advised huge pages when large). After
+/// [`Progress::cancel`] the chunks not yet started are skipped and the buffer is dropped
+/// unread.
+///
+/// # Safety
+/// Unless the call was cancelled, `f` must initialise every element of its chunk.
+pub(crate) unsafe fn par_out_uninit_with<T, S>(
+    n: usize,
+    oc: usize,
+    side: &mut [S],
+    sc: usize,
+    p: &Progress,
+    f: impl Fn(usize, &mut [std::mem::MaybeUninit<T>], &mut [S]) + Sync + Send,
+) -> Result<Vec<T>, QuantError>
+where
+    T: Send,
+    S: Send,
+{
+    let oc = oc.max(1);
+    assert!(side.is_empty() || n.div_ceil(oc) == side.len().div_ceil(sc.max(1)));
+    let f = |i: usize, c: &mut [std::mem::MaybeUninit<T>], s: &mut [S]| {
+        if !p.is_cancelled() {
+            f(i, c, s)
+        }
+    };
+    let mut v: Vec<std::mem::MaybeUninit<T>> = try_with_capacity(n, OUT_BUFFER)?;
+    crate::alloc::advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
+    // SAFETY: the capacity is `n` and `MaybeUninit` values need no initialisation.
+    unsafe { v.set_len(n) };
+    par_chunks_with(&mut v, oc, side, sc, f);
+    // a cancelled call may have skipped chunks: the buffer is dropped as `MaybeUninit`
+    p.check()?;
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: not cancelled, so `f` ran on every chunk and (the caller's contract)
+    // initialised all `n` values; pointer, length and capacity come from a `Vec` of a
+    // type with the layout of `T`.
+    Ok(unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) })
+}
+
+/// `f(chunk_index, chunk, side_chunk)` on the chunks of `oc` values of `v` in parallel,
+/// each with its chunk of `sc` entries of `side` (an empty `side` gives empty ones).
+fn par_chunks_with<T: Send, S: Send>(
+    v: &mut [T],
+    oc: usize,
+    side: &mut [S],
+    sc: usize,
+    f: impl Fn(usize, &mut [T], &mut [S]) + Sync + Send,
+) {
     if side.is_empty() {
         v.par_chunks_mut(oc)
             .enumerate()
-            .for_each(|(i, c)| body(i, c, &mut []));
+            .for_each(|(i, c)| f(i, c, &mut []));
     } else {
         v.par_chunks_mut(oc)
             .zip(side.par_chunks_mut(sc.max(1)))
             .enumerate()
-            .for_each(|(i, (c, s))| body(i, c, s));
+            .for_each(|(i, (c, s))| f(i, c, s));
     }
-    let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: all `n` values were initialised by the chunks above (they cover `0..n`);
-    // pointer, length and capacity come from a `Vec` of a type with the same layout.
-    let v = unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) };
-    p.check()?;
-    Ok(v)
 }
 
 /// [`par_out_with`] without side outputs.

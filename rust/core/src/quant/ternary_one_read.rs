@@ -14,7 +14,9 @@
 
 use rayon::prelude::*;
 
-use super::passes::{nonfinite, par_out_with, NONFINITE};
+use std::mem::MaybeUninit;
+
+use super::passes::{nonfinite, par_out_uninit_with, NONFINITE};
 use super::ternary::{chunk_finish, chunk_row, gamma_of, or_codes};
 use super::{QuantError, CHUNK};
 use crate::alloc::try_with_capacity;
@@ -132,10 +134,11 @@ fn one_read(
         wide,
         ..Thresholds::new(s_lo, s_hi)
     };
+    assert!(q_len.is_multiple_of(CHUNK) && q_len <= x.len());
     let n_units = q_len / CHUNK;
     let mut units: Vec<Unit> = try_with_capacity(n_units, "the ternary work units")?;
     units.resize_with(n_units, Unit::default);
-    let mut data = par_out_with(q_len, CHUNK, &mut units, 1, p, |u, out, unit| {
+    let body = |u: usize, out: &mut [MaybeUninit<u8>], unit: &mut [Unit]| {
         let unit = &mut unit[0];
         for i in 0..4 {
             let xs = segment(x, q_len, u, i);
@@ -143,7 +146,10 @@ fn one_read(
                 unit.parts[i] = first_read(xs, out, i, t, unit);
             }
         }
-    })?;
+    };
+    // SAFETY: quarter 0 of every unit is a whole CHUNK (`q_len` is a multiple of it and
+    // at most `x.len()`), and `first_read` stores a code for each of its values.
+    let mut data = unsafe { par_out_uninit_with(q_len, CHUNK, &mut units, 1, p, body)? };
     // every input chunk, in order: quarter i of unit u is chunk u + i * n_units
     let mut parts: Vec<(f64, u32)> = try_with_capacity(4 * n_units, "the ternary chunk sums")?;
     for i in 0..4 {
@@ -220,18 +226,26 @@ fn first_nonzero(s: f32) -> u32 {
 }
 
 /// The first (only) read of one input chunk: its `(sum, bits)` in the order of
-/// [`chunk_finish`], its codes under `s_lo` ORed into `out` at quarter `i`, and the
-/// values whose code under `s_hi` differs noted in `unit`.
+/// [`chunk_finish`], its codes under `s_lo` written into `out` at quarter `i` (stored for
+/// quarter 0, which initialises `out[..xs.len()]`; ORed into the bytes for the others),
+/// and the values whose code under `s_hi` differs noted in `unit`.
 ///
 /// A code is 1 when `bits(|v|) < first_nonzero(s)`, else 2 for positive `v` and 0 for
 /// negative; with `f_hi = first_nonzero(s_hi) <= f_lo = first_nonzero(s_lo)`, the codes
 /// under the two ends differ exactly when `f_hi <= bits(|v|) < f_lo`.
-fn first_read(xs: &[f32], out: &mut [u8], i: usize, t: Thresholds, unit: &mut Unit) -> (f64, u32) {
+fn first_read(
+    xs: &[f32],
+    out: &mut [MaybeUninit<u8>],
+    i: usize,
+    t: Thresholds,
+    unit: &mut Unit,
+) -> (f64, u32) {
     let mut acc = [0f64; 16];
     let mut bits = [0u32; 16];
     #[cfg(target_arch = "x86_64")]
     let done = if t.wide {
-        // SAFETY: the CPU supports AVX-512F, DQ and BW (checked just above).
+        // SAFETY: the CPU supports AVX-512F, DQ and BW (checked when `t` was made);
+        // quarter 0 (same unit, earlier) stored the bytes that the others OR into.
         unsafe { avx512::first_read(xs, out, i, t, unit, &mut acc) }
     } else {
         0
@@ -277,10 +291,11 @@ impl Thresholds {
         }
     }
 
-    /// Write the code of `v` (at position `at` of quarter `i`) into `o`, noting it
-    /// when the bracket leaves it open.
+    /// Write the code of `v` (at position `at` of quarter `i`) into `o` (stored for
+    /// quarter 0, ORed into the byte quarter 0 stored for the others), noting it when the
+    /// bracket leaves it open.
     #[inline(always)]
-    fn write(self, v: f32, o: &mut u8, i: usize, at: usize, unit: &mut Unit) {
+    fn write(self, v: f32, o: &mut MaybeUninit<u8>, i: usize, at: usize, unit: &mut Unit) {
         let b = v.to_bits();
         let a = b & 0x7fff_ffff;
         let c = if a < self.f_lo {
@@ -290,7 +305,12 @@ impl Thresholds {
         } else {
             0
         };
-        *o |= c << (2 * i);
+        if i == 0 {
+            o.write(c);
+        } else {
+            // SAFETY: quarter 0 stored this byte (see `first_read`)
+            unsafe { *o.assume_init_mut() |= c << (2 * i) };
+        }
         if (self.f_hi..self.f_lo).contains(&a) {
             unit.note((at as u32) << 2 | i as u32, b);
         }
@@ -300,6 +320,7 @@ impl Thresholds {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     use super::{Thresholds, Unit};
 
@@ -309,11 +330,12 @@ mod avx512 {
     /// `bits(|v|)` (the caller sees NaN and infinity in the sum).
     ///
     /// # Safety
-    /// The CPU must support AVX-512F, DQ and BW; `out` must be at least as long as `xs`.
+    /// The CPU must support AVX-512F, DQ and BW; `out` must be at least as long as `xs`,
+    /// and for `i > 0` its first `xs.len()` bytes initialised (quarter 0 stores them).
     #[target_feature(enable = "avx512f,avx512dq,avx512bw")]
     pub(super) unsafe fn first_read(
         xs: &[f32],
-        out: &mut [u8],
+        out: &mut [MaybeUninit<u8>],
         i: usize,
         t: Thresholds,
         unit: &mut Unit,
@@ -322,7 +344,7 @@ mod avx512 {
         assert!(out.len() >= xs.len());
         let blocks = xs.len() / 64;
         let xp = xs.as_ptr();
-        let op = out.as_mut_ptr();
+        let op = out.as_mut_ptr() as *mut u8;
         let abs = _mm512_set1_epi32(0x7fff_ffff);
         let f_lo = _mm512_set1_epi32(t.f_lo as i32);
         let f_hi = _mm512_set1_epi32(t.f_hi as i32);
@@ -342,6 +364,9 @@ mod avx512 {
         let mut opens = [0u64; 64];
         for j0 in (0..blocks).step_by(64) {
             let batch = (blocks - j0).min(64);
+            // bit `jb`: block `jb` of the batch has open values (about a quarter of the
+            // blocks of Gaussian data: a branch per block would mispredict on each)
+            let mut any = 0u64;
             for (jb, open_out) in opens[..batch].iter_mut().enumerate() {
                 let j = j0 + jb;
                 let (mut nz, mut neg, mut hi) = ([0u16; 4], [0u16; 4], [0u16; 4]);
@@ -361,11 +386,18 @@ mod avx512 {
                 let c = _mm512_mask_mov_epi8(one, nz & !neg, two);
                 let c = _mm512_maskz_mov_epi8(!(nz & neg), c);
                 let o = op.add(64 * j) as *mut __m512i;
-                _mm512_storeu_si512(o, _mm512_or_si512(_mm512_loadu_si512(o), c));
+                if i == 0 {
+                    _mm512_storeu_si512(o, c);
+                } else {
+                    _mm512_storeu_si512(o, _mm512_or_si512(_mm512_loadu_si512(o), c));
+                }
                 *open_out = open;
+                any |= u64::from(open != 0) << jb;
             }
-            for (jb, &open) in opens[..batch].iter().enumerate() {
-                let mut open = open;
+            while any != 0 {
+                let jb = any.trailing_zeros() as usize;
+                any &= any - 1;
+                let mut open = opens[jb];
                 while open != 0 {
                     let k = 64 * (j0 + jb) + open.trailing_zeros() as usize;
                     unit.note((k as u32) << 2 | i as u32, (*xp.add(k)).to_bits());
