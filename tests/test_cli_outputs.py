@@ -198,8 +198,13 @@ def test_error_or_ctrl_c_leaves_neither_output_nor_temp_files(emb, tmp_path, cap
         def stop(*a, **k):
             raise KeyboardInterrupt
         monkeypatch.setattr(cli_prune, "_prune", stop)
-    elif when == "report":  # after OUT was staged
-        monkeypatch.setattr(cli_prune.json, "dumps", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    elif when == "report":  # after OUT was staged, halfway through the report
+        from thrifty.prune import PruneResult
+
+        def half_written(self, f, **k):
+            f.write(b'{\n "method": ')
+            raise KeyboardInterrupt
+        monkeypatch.setattr(PruneResult, "write_report", half_written)
     else:  # OUT published, REPORT's publication fails: OUT is taken back
         real = cli_io._publish_no_replace
 

@@ -313,6 +313,24 @@ def test_report_schema():
     assert len(r.report(max_removed=3)["removed"]) == 3
 
 
+@pytest.mark.parametrize("keep_fraction", [0.5, 1.0])
+def test_write_report_streams_exactly_the_json_of_report(keep_fraction):
+    import io
+
+    # 9000 rows: more than one 4096-entry write of removals (and none at keep 1.0)
+    x, lab, c = _data(n=9000, seed=8)
+    r = prune.ssp(x, keep_fraction=keep_fraction, labels=lab, centroids=c)
+    r.score[:3] = np.nan  # non-finite numbers are null in both
+    buf = io.BytesIO()
+    r.write_report(buf, extra={"input": "emb.npy", "note": [1, None]})
+    want = json.dumps({**r.report(), "input": "emb.npy", "note": [1, None]}, indent=1)
+    assert buf.getvalue() == want.encode()
+    assert len(json.loads(want)["removed"]) == (4500 if keep_fraction == 0.5 else 0)
+    assert [e["index"] for e in r.removed(max_removed=2)] == np.flatnonzero(~r.keep)[:2].tolist()
+    with pytest.raises(thrifty.InvalidInputError, match="max_removed"):
+        r.report(max_removed=-1)
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda x, l, c: prune.semdedup(x, eps=0, labels=l, centroids=c), "eps"),
     (lambda x, l, c: prune.ssp(x, keep_fraction=0, labels=l, centroids=c), "keep_fraction"),

@@ -34,7 +34,6 @@ one (``auto``, ``local``, ``local:N``, ``HOST:PORT``, ``ray://...``), else it is
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -337,9 +336,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             outs.stage(args.output, lambda f: np.save(f, idx))
         if args.report:
-            rep = r.report()
-            rep["input"] = os.path.abspath(args.input)
-            outs.stage(args.report, lambda f: f.write(json.dumps(rep, indent=1).encode()))
+            extra = {"input": os.path.abspath(args.input)}
+            outs.stage(args.report, lambda f: r.write_report(f, extra=extra))
         outs.publish()
     _summary(args, idx.size, n, int((r.duplicate_of >= 0).sum()), t0)
     return 0

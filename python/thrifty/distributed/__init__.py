@@ -35,8 +35,9 @@ from .._progress import ProgressArg, progress_callback
 from .._validation import (as_float_matrix, check_bool, check_choice, check_float,
                            check_int)
 from ..cluster import KMeans as _LocalKMeans
-from ..prune import (PruneResult, _dbp_options, _n_classes, _semdedup_options,
-                     _ssp_options, default_n_clusters)
+from ..prune import (PruneResult, _dbp_options, _n_classes, _removed_entries,
+                     _semdedup_options, _ssp_options, _cluster_entries, default_n_clusters,
+                     _write_report_json)
 from . import _lloyd, _stages
 from ._executor import RayExecutor, WorkDir, connect
 from ._source import BLOCK_ROWS, Source, open_source, partitions, write_npy_atomic
@@ -549,18 +550,12 @@ class ShardedPruneResult:
                 left -= local.size
             if not local.size:
                 continue
-            dup = self._load(sh, "duplicate_of")[local]
-            cl = self._load(sh, "cluster")[local]
-            sim = self._load(sh, "similarity")[local]
-            sc = self._load(sh, "score")[local]
-            for i, du, c, si, s in zip((local + sh["start"]).tolist(), dup.tolist(),
-                                       cl.tolist(), sim.tolist(), sc.tolist()):
-                yield {"index": i, "reason": "duplicate" if du >= 0 else "pruned",
-                       "cluster": c, "duplicate_of": du if du >= 0 else None,
-                       "similarity": _num(si) if du >= 0 else None, "score": _num(s)}
+            yield from _removed_entries(local, sh["start"], self._load(sh, "duplicate_of")[local],
+                                        self._load(sh, "cluster")[local],
+                                        self._load(sh, "similarity")[local],
+                                        self._load(sh, "score")[local])
 
     def _report_head(self) -> dict[str, Any]:
-        k = self.keep_per_cluster.size
         return {
             "method": self.method,
             "prefer": self.prefer,
@@ -569,11 +564,8 @@ class ShardedPruneResult:
             "n_kept": self.n_kept,
             "n_removed": self.n_input - self.n_kept,
             "n_duplicates": self.n_duplicates,
-            "clusters": [
-                {"cluster": j, "size": int(self.size_per_cluster[j]),
-                 "kept": int(self.keep_per_cluster[j]),
-                 "complexity": _num(self.complexity[j]) if self.complexity.size else None}
-                for j in range(k)],
+            "clusters": _cluster_entries(self.size_per_cluster, self.keep_per_cluster,
+                                        self.complexity),
         }
 
     def report(self, *, max_removed: int | None = None) -> dict[str, Any]:
@@ -585,20 +577,7 @@ class ShardedPruneResult:
     def write_report(self, f: Any, *, extra: dict[str, Any] | None = None) -> None:
         """Write ``json.dumps({**report(), **extra}, indent=1)`` to the binary file
         ``f``, byte for byte, streaming the ``removed`` entries one shard at a time."""
-        token = os.urandom(16).hex()
-        head = json.dumps({**self._report_head(), "removed": token, **(extra or {})},
-                          indent=1)
-        before, after = head.split(f'"removed": "{token}"')
-        f.write(before.encode() + b'"removed": [')
-        first = True
-        for item in self.removed():
-            f.write((b"\n" if first else b",\n") + _REMOVED_ITEM.format(
-                index=item["index"], reason=item["reason"], cluster=item["cluster"],
-                duplicate_of=_json_scalar(item["duplicate_of"]),
-                similarity=_json_scalar(item["similarity"]),
-                score=_json_scalar(item["score"])).encode())
-            first = False
-        f.write((b"]" if first else b"\n ]") + after.encode())
+        _write_report_json(f, self._report_head(), self.removed(), extra)
 
     def load(self) -> DistributedPruneResult:
         """Every field concatenated over the shards (global row order)."""
@@ -609,21 +588,6 @@ class ShardedPruneResult:
                                    self.params)
         r.seconds = self.seconds
         return r
-
-
-def _num(v: float) -> float | None:
-    return None if not math.isfinite(float(v)) else float(v)
-
-
-def _json_scalar(v: Any) -> str:
-    """``v`` (None, an int or a finite float) as :func:`json.dumps` writes it."""
-    return "null" if v is None else repr(v)
-
-
-# one entry of the report's "removed" list as json.dumps(report, indent=1) lays it out
-_REMOVED_ITEM = ("  {{\n   \"index\": {index},\n   \"reason\": \"{reason}\",\n"
-                 "   \"cluster\": {cluster},\n   \"duplicate_of\": {duplicate_of},\n"
-                 "   \"similarity\": {similarity},\n   \"score\": {score}\n  }}")
 
 
 def _check_out_dir(out_dir: Any) -> str | None:

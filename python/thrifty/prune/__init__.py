@@ -56,7 +56,10 @@ Examples
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,44 +144,112 @@ class PruneResult:
         ``removed`` is in index order (the first ``max_removed`` entries when given);
         ``similarity`` is the cosine to ``duplicate_of`` for duplicates.
         """
-        n = int(self.keep.size)
+        return {**self._report_head(), "removed": list(self.removed(max_removed))}
+
+    def removed(self, max_removed: int | None = None) -> Iterator[dict[str, Any]]:
+        """The ``removed`` entries of :meth:`report`, in index order (the first
+        ``max_removed`` when given), made one at a time."""
         removed = np.flatnonzero(~self.keep)
         if max_removed is not None:
-            removed = removed[:max_removed]
-        dups = int((self.duplicate_of >= 0).sum())
+            removed = removed[:check_int(max_removed, "max_removed", low=0)]
+        return _removed_entries(removed, 0, self.duplicate_of[removed], self.cluster[removed],
+                                self.similarity[removed], self.score[removed])
 
-        def num(v: float) -> float | None:
-            return None if not math.isfinite(float(v)) else float(v)
+    def write_report(self, f: Any, *, extra: dict[str, Any] | None = None) -> None:
+        """Write ``json.dumps({**report(), **extra}, indent=1)`` to the binary file ``f``,
+        byte for byte, without building the ``removed`` list in memory (a few hundred
+        bytes per removed sample as Python objects; the CLI's ``--report`` uses this).
 
+        Examples
+        --------
+        >>> import io, json
+        >>> import numpy as np
+        >>> from thrifty.prune import semdedup
+        >>> x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+        >>> r = semdedup(np.vstack([x, x[:5]]), n_clusters=2, eps=0.01, seed=0)
+        >>> buf = io.BytesIO()
+        >>> r.write_report(buf, extra={"input": "emb.npy"})
+        >>> buf.getvalue() == json.dumps({**r.report(), "input": "emb.npy"}, indent=1).encode()
+        True
+        """
+        _write_report_json(f, self._report_head(), self.removed(), extra)
+
+    def _report_head(self) -> dict[str, Any]:
+        """The report without its ``removed`` list."""
+        n = int(self.keep.size)
+        kept = int(self.keep.sum())
         sizes = np.bincount(self.cluster[self.cluster >= 0],
                             minlength=self.keep_per_cluster.size)
-        clusters = [
-            {"cluster": j, "size": int(sizes[j]), "kept": int(self.keep_per_cluster[j]),
-             "complexity": num(self.complexity[j]) if self.complexity.size else None}
-            for j in range(self.keep_per_cluster.size)
-        ]
-        items = []
-        for i in removed.tolist():
-            dup = int(self.duplicate_of[i])
-            items.append({
-                "index": i,
-                "reason": "duplicate" if dup >= 0 else "pruned",
-                "cluster": int(self.cluster[i]),
-                "duplicate_of": dup if dup >= 0 else None,
-                "similarity": num(self.similarity[i]) if dup >= 0 else None,
-                "score": num(self.score[i]),
-            })
         return {
             "method": self.method,
             "prefer": self.prefer,
             "params": dict(self.params),
             "n_input": n,
-            "n_kept": int(self.keep.sum()),
-            "n_removed": n - int(self.keep.sum()),
-            "n_duplicates": dups,
-            "clusters": clusters,
-            "removed": items,
+            "n_kept": kept,
+            "n_removed": n - kept,
+            "n_duplicates": int((self.duplicate_of >= 0).sum()),
+            "clusters": _cluster_entries(sizes, self.keep_per_cluster, self.complexity),
         }
+
+
+def _num(v: float) -> float | None:
+    """``v`` as a JSON number, or None (null) when it is not finite."""
+    return None if not math.isfinite(float(v)) else float(v)
+
+
+def _cluster_entries(sizes: np.ndarray, keep_per_cluster: np.ndarray,
+                    complexity: np.ndarray) -> list[dict[str, Any]]:
+    """The report's ``clusters`` list."""
+    return [{"cluster": j, "size": int(sizes[j]), "kept": int(keep_per_cluster[j]),
+             "complexity": _num(complexity[j]) if complexity.size else None}
+            for j in range(keep_per_cluster.size)]
+
+
+def _removed_entries(local: np.ndarray, offset: int, dup: np.ndarray, cl: np.ndarray,
+                     sim: np.ndarray, sc: np.ndarray) -> Iterator[dict[str, Any]]:
+    """The report's ``removed`` entries of the samples ``offset + local`` (their fields
+    given in the same order)."""
+    for i, du, c, si, s in zip((local + offset).tolist(), dup.tolist(), cl.tolist(),
+                               sim.tolist(), sc.tolist()):
+        yield {"index": i, "reason": "duplicate" if du >= 0 else "pruned",
+               "cluster": c, "duplicate_of": du if du >= 0 else None,
+               "similarity": _num(si) if du >= 0 else None, "score": _num(s)}
+
+
+# one entry of the report's "removed" list as json.dumps(report, indent=1) lays it out
+_REMOVED_ITEM = ("  {{\n   \"index\": {index},\n   \"reason\": \"{reason}\",\n"
+                 "   \"cluster\": {cluster},\n   \"duplicate_of\": {duplicate_of},\n"
+                 "   \"similarity\": {similarity},\n   \"score\": {score}\n  }}")
+
+
+def _json_scalar(v: Any) -> str:
+    """``v`` (None, an int or a finite float) as :func:`json.dumps` writes it."""
+    return "null" if v is None else repr(v)
+
+
+def _write_report_json(f: Any, head: dict[str, Any], removed: Iterable[dict[str, Any]],
+                      extra: dict[str, Any] | None) -> None:
+    """Write ``json.dumps({**head, "removed": list(removed), **extra}, indent=1)`` to the
+    binary file ``f``, byte for byte, streaming ``removed`` (4096 entries per write)."""
+    token = os.urandom(16).hex()
+    text = json.dumps({**head, "removed": token, **(extra or {})}, indent=1)
+    before, after = text.split(f'"removed": "{token}"')
+    f.write(before.encode() + b'"removed": [')
+    batch: list[str] = []
+    first = True
+    for item in removed:
+        batch.append(_REMOVED_ITEM.format(
+            index=item["index"], reason=item["reason"], cluster=item["cluster"],
+            duplicate_of=_json_scalar(item["duplicate_of"]),
+            similarity=_json_scalar(item["similarity"]),
+            score=_json_scalar(item["score"])))
+        if len(batch) == 4096:
+            f.write(((",\n" if not first else "\n") + ",\n".join(batch)).encode())
+            batch, first = [], False
+    if batch:
+        f.write(((",\n" if not first else "\n") + ",\n".join(batch)).encode())
+        first = False
+    f.write((b"]" if first else b"\n ]") + after.encode())
 
 
 def _clustering(
