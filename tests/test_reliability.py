@@ -240,8 +240,21 @@ def _interrupt_delay(code: str, warmup: float) -> float:
 _MAX_DELAY = 1.5
 
 
+def _best_interrupt_delay(code: str, warmup: float, tries: int = 3) -> float:
+    """The smallest delay of up to `tries` runs of :func:`_interrupt_delay`, stopping at
+    the first under `_MAX_DELAY`: a burst of load on a shared test machine can hold one
+    run's process off the CPU for a second, while a check that is missing delays every
+    run by tens of seconds."""
+    best = float("inf")
+    for _ in range(tries):
+        best = min(best, _interrupt_delay(code, warmup))
+        if best < _MAX_DELAY:
+            break
+    return best
+
+
 def test_ctrl_c_stops_semdedup_inside_one_big_cluster():
-    delay = _interrupt_delay(
+    delay = _best_interrupt_delay(
         """
         import numpy as np
         import thrifty.prune
@@ -298,7 +311,7 @@ def test_semdedup_big_cluster_matches_numpy_and_ignores_threads():
 
 
 def test_ctrl_c_stops_kmeans_final_assignment():
-    delay = _interrupt_delay(
+    delay = _best_interrupt_delay(
         """
         import numpy as np
         import thrifty.cluster
