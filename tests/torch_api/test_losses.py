@@ -530,8 +530,18 @@ def test_degenerate_or_bad_boxes_raise_instead_of_nan():
             fn(good, good[:, [2, 3, 0, 1]])  # x2 < x1
         with pytest.raises(ValueError, match="NaN"):
             fn(good, torch.full_like(good, float("nan")))
+        for pos, v in ((2, float("inf")), (0, float("-inf")), (1, float("nan"))):
+            bad = good.clone()
+            bad[1, pos] = v
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                fn(bad, good)
         with pytest.raises(ValueError, match=r"\(\*, 4\)"):
             fn(good[:, :3], good[:, :3])
+    # finite boxes whose width overflows float32 are valid input (the quick check's
+    # width is infinite; the full check accepts them)
+    huge = torch.tensor([[-3e38, 0.0, 3e38, 1.0]])
+    for fn in (L.distance_iou_loss, L.complete_iou_loss):
+        fn(huge, huge)  # no InvalidInputError
 
 
 def test_squentropy_square_term_exact_when_target_logit_dominates():

@@ -36,6 +36,12 @@ def _boxes(pred: Any, target: Any) -> tuple[Tensor, Tensor]:
             f"pred and target must have the same shape (*, 4), got {tuple(pred.shape)} and {tuple(target.shape)}")
     for name, bx in (("pred", pred), ("target", target)):
         d = bx.detach()
+        if d.numel():
+            # one subtraction and one min/max pass: every width and height positive and
+            # finite (NaN fails both) means the boxes pass the checks below
+            lo, hi = torch.aminmax(d[..., 2:] - d[..., :2])
+            if bool(lo > 0) and bool(hi < math.inf):
+                continue
         if not torch.isfinite(d).all():
             raise InvalidInputError(f"{name} holds NaN or infinite coordinates")
         if not ((d[..., 2] > d[..., 0]) & (d[..., 3] > d[..., 1])).all():
