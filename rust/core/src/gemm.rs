@@ -370,6 +370,42 @@ macro_rules! block_loops_argmax {
     }};
 }
 
+const SCALAR_MR: usize = 4;
+const SCALAR_NR: usize = 8;
+
+/// The portable `4 x 8` tile `C (+)= A_panel · B_panel` over `kc` steps (loaded from `c`
+/// first when `acc`).
+#[inline(always)]
+unsafe fn acc_scalar(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *const f32,
+    ldc: usize,
+    acc: bool,
+) -> [[f32; SCALAR_NR]; SCALAR_MR] {
+    const MR: usize = SCALAR_MR;
+    const NR: usize = SCALAR_NR;
+    let mut t = [[0.0f32; NR]; MR];
+    if acc {
+        for (i, row) in t.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = *c.add(i * ldc + j);
+            }
+        }
+    }
+    let a = std::slice::from_raw_parts(a, kc * MR);
+    let b = std::slice::from_raw_parts(b, kc * NR);
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for (row, &ai) in t.iter_mut().zip(ap) {
+            for (v, &bj) in row.iter_mut().zip(bp) {
+                *v += ai * bj;
+            }
+        }
+    }
+    t
+}
+
 /// # Safety
 /// As [`block_scalar`], plus the epilogue buffers of [`compute_block_argmax`].
 #[allow(clippy::too_many_arguments)]
@@ -414,26 +450,8 @@ unsafe fn kernel_scalar_argmax(
     val: *mut f32,
     idx: *mut i32,
 ) {
-    const MR: usize = 4;
-    const NR: usize = 8;
-    const LANES: usize = NR / 2;
-    let mut t = [[0.0f32; NR]; MR];
-    if acc {
-        for (i, row) in t.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = *c.add(i * ldc + j);
-            }
-        }
-    }
-    let a = std::slice::from_raw_parts(a, kc * MR);
-    let b = std::slice::from_raw_parts(b, kc * NR);
-    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for (row, &ai) in t.iter_mut().zip(ap) {
-            for (v, &bj) in row.iter_mut().zip(bp) {
-                *v += ai * bj;
-            }
-        }
-    }
+    const LANES: usize = SCALAR_NR / 2;
+    let t = acc_scalar(kc, a, b, c, ldc, acc);
     for (i, row) in t.iter().enumerate() {
         for (j, &v) in row.iter().enumerate() {
             // alpha is 1 or 2: the product is exact, so this is one rounding as the FMA
@@ -490,25 +508,7 @@ unsafe fn kernel_scalar(
     ldc: usize,
     acc: bool,
 ) {
-    const MR: usize = 4;
-    const NR: usize = 8;
-    let mut t = [[0.0f32; NR]; MR];
-    if acc {
-        for (i, row) in t.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = *c.add(i * ldc + j);
-            }
-        }
-    }
-    let a = std::slice::from_raw_parts(a, kc * MR);
-    let b = std::slice::from_raw_parts(b, kc * NR);
-    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for (row, &ai) in t.iter_mut().zip(ap) {
-            for (v, &bj) in row.iter_mut().zip(bp) {
-                *v += ai * bj;
-            }
-        }
-    }
+    let t = acc_scalar(kc, a, b, c, ldc, acc);
     for (i, row) in t.iter().enumerate() {
         for (j, &v) in row.iter().enumerate() {
             *c.add(i * ldc + j) = v;
@@ -521,274 +521,233 @@ mod x86 {
     use super::{Epilogue, KC};
     use std::arch::x86_64::*;
 
-    /// The 6 x 16 AVX2 register tile `C (+)= A_panel · B_panel` over `kc` steps (loaded
-    /// from `c` first when `acc`); callers store it or run an epilogue on it.
-    #[inline(always)]
-    unsafe fn acc_avx2(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *const f32,
-        ldc: usize,
-        acc: bool,
-    ) -> [[__m256; 2]; 6] {
-        const MR: usize = 6;
-        let mut r = [[_mm256_setzero_ps(); 2]; MR];
-        if acc {
-            for (i, ri) in r.iter_mut().enumerate() {
-                ri[0] = _mm256_loadu_ps(c.add(i * ldc));
-                ri[1] = _mm256_loadu_ps(c.add(i * ldc + 8));
+    /// The kernels of one x86 vector width: an `MR x 2W` register tile (`W` lanes per
+    /// vector) computing `C (+)= A_panel · B_panel`, stored, or folded into the running
+    /// arg-max of [`super::compute_block_argmax`]. The two widths differ only in the
+    /// intrinsics named here and in three small helpers per width (`$iota`, `$load_idx`,
+    /// `$update`, `$store_idx`): the loops are one text.
+    macro_rules! tile_kernels {
+        (
+            feature = $feat:literal, mr = $mr:literal, w = $w:literal, vec = $v:ty,
+            zero = $zero:ident, load = $load:ident, store = $store:ident,
+            splat = $splat:ident, fma = $fma:ident,
+            acc = $acc:ident, kernel = $kernel:ident, block = $block:ident,
+            kernel_argmax = $kargmax:ident, block_argmax = $bargmax:ident,
+            iota = $iota:ident, load_idx = $load_idx:ident, update = $update:ident,
+            store_idx = $store_idx:ident
+        ) => {
+            /// The register tile `C (+)= A_panel · B_panel` over `kc` steps (loaded
+            /// from `c` first when `acc`); callers store it or run an epilogue on it.
+            #[inline(always)]
+            unsafe fn $acc(
+                kc: usize,
+                a: *const f32,
+                b: *const f32,
+                c: *const f32,
+                ldc: usize,
+                acc: bool,
+            ) -> [[$v; 2]; $mr] {
+                let mut r = [[$zero(); 2]; $mr];
+                if acc {
+                    for (i, ri) in r.iter_mut().enumerate() {
+                        ri[0] = $load(c.add(i * ldc));
+                        ri[1] = $load(c.add(i * ldc + $w));
+                    }
+                }
+                for p in 0..kc {
+                    let b0 = $load(b.add(p * 2 * $w));
+                    let b1 = $load(b.add(p * 2 * $w + $w));
+                    let ap = a.add(p * $mr);
+                    for (i, ri) in r.iter_mut().enumerate() {
+                        let av = $splat(*ap.add(i));
+                        ri[0] = $fma(av, b0, ri[0]);
+                        ri[1] = $fma(av, b1, ri[1]);
+                    }
+                }
+                r
             }
-        }
-        for p in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(p * 16));
-            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
-            let ap = a.add(p * MR);
-            for (i, ri) in r.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*ap.add(i));
-                ri[0] = _mm256_fmadd_ps(av, b0, ri[0]);
-                ri[1] = _mm256_fmadd_ps(av, b1, ri[1]);
+
+            #[inline(always)]
+            unsafe fn $kernel(
+                kc: usize,
+                a: *const f32,
+                b: *const f32,
+                c: *mut f32,
+                ldc: usize,
+                acc: bool,
+            ) {
+                let r = $acc(kc, a, b, c, ldc, acc);
+                for (i, ri) in r.iter().enumerate() {
+                    $store(c.add(i * ldc), ri[0]);
+                    $store(c.add(i * ldc + $w), ri[1]);
+                }
             }
-        }
-        r
-    }
 
-    /// The 12 x 32 AVX-512 register tile, as `acc_avx2`.
-    #[inline(always)]
-    unsafe fn acc_avx512(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *const f32,
-        ldc: usize,
-        acc: bool,
-    ) -> [[__m512; 2]; 12] {
-        const MR: usize = 12;
-        let mut r = [[_mm512_setzero_ps(); 2]; MR];
-        if acc {
-            for (i, ri) in r.iter_mut().enumerate() {
-                ri[0] = _mm512_loadu_ps(c.add(i * ldc));
-                ri[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
+            /// # Safety
+            /// The target features must be available; pointers as in `compute_block`.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $block(
+                d: usize,
+                pa: usize,
+                pb: usize,
+                a: *const f32,
+                b: *const f32,
+                c: *mut f32,
+                ldc: usize,
+            ) {
+                block_loops!($kernel, $mr, 2 * $w, d, pa, pb, a, b, c, ldc);
             }
-        }
-        for p in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(p * 32));
-            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-            let ap = a.add(p * MR);
-            for (i, ri) in r.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*ap.add(i));
-                ri[0] = _mm512_fmadd_ps(av, b0, ri[0]);
-                ri[1] = _mm512_fmadd_ps(av, b1, ri[1]);
+
+            /// # Safety
+            /// The target features must be available; pointers as in
+            /// `compute_block_argmax`.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $bargmax(
+                d: usize,
+                pa: usize,
+                pb: usize,
+                a: *const f32,
+                b: *const f32,
+                c: *mut f32,
+                ldc: usize,
+                ep: Epilogue,
+            ) {
+                block_loops_argmax!($kernel, $kargmax, $mr, 2 * $w, d, pa, pb, a, b, c, ldc, ep);
             }
-        }
-        r
+
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $kargmax(
+                kc: usize,
+                a: *const f32,
+                b: *const f32,
+                c: *mut f32,
+                ldc: usize,
+                acc: bool,
+                bias: *const f32,
+                alpha: f32,
+                col0: i32,
+                val: *mut f32,
+                idx: *mut i32,
+            ) {
+                let r = $acc(kc, a, b, c, ldc, acc);
+                let al = $splat(alpha);
+                let bias0 = $load(bias);
+                let bias1 = $load(bias.add($w));
+                let (i0, i1) = $iota(col0);
+                for (i, ri) in r.iter().enumerate() {
+                    let vp = val.add(i * $w);
+                    let ip = idx.add(i * $w);
+                    let (mut v, mut x) = ($load(vp), $load_idx(ip));
+                    (v, x) = $update(v, x, $fma(al, ri[0], bias0), i0);
+                    (v, x) = $update(v, x, $fma(al, ri[1], bias1), i1);
+                    $store(vp, v);
+                    $store_idx(ip, x);
+                }
+            }
+        };
     }
 
-    /// # Safety
-    /// AVX2 and FMA must be available; pointers as in `compute_block`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block_avx2(
-        d: usize,
-        pa: usize,
-        pb: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        block_loops!(kernel_avx2, 6, 16, d, pa, pb, a, b, c, ldc);
-    }
+    tile_kernels!(
+        feature = "avx2,fma",
+        mr = 6,
+        w = 8,
+        vec = __m256,
+        zero = _mm256_setzero_ps,
+        load = _mm256_loadu_ps,
+        store = _mm256_storeu_ps,
+        splat = _mm256_set1_ps,
+        fma = _mm256_fmadd_ps,
+        acc = acc_avx2,
+        kernel = kernel_avx2,
+        block = block_avx2,
+        kernel_argmax = kernel_avx2_argmax,
+        block_argmax = block_avx2_argmax,
+        iota = iota_avx2,
+        load_idx = load_idx_avx2,
+        update = update_avx2,
+        store_idx = store_idx_avx2
+    );
 
+    tile_kernels!(
+        feature = "avx512f",
+        mr = 12,
+        w = 16,
+        vec = __m512,
+        zero = _mm512_setzero_ps,
+        load = _mm512_loadu_ps,
+        store = _mm512_storeu_ps,
+        splat = _mm512_set1_ps,
+        fma = _mm512_fmadd_ps,
+        acc = acc_avx512,
+        kernel = kernel_avx512,
+        block = block_avx512,
+        kernel_argmax = kernel_avx512_argmax,
+        block_argmax = block_avx512_argmax,
+        iota = iota_avx512,
+        load_idx = load_idx_avx512,
+        update = update_avx512,
+        store_idx = store_idx_avx512
+    );
+
+    /// The column indices `col0 + 0..8` and `col0 + 8..16`, as float bit patterns (the
+    /// AVX2 blends select floats).
     #[inline(always)]
-    unsafe fn kernel_avx2(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        let r = acc_avx2(kc, a, b, c, ldc, acc);
-        for (i, ri) in r.iter().enumerate() {
-            _mm256_storeu_ps(c.add(i * ldc), ri[0]);
-            _mm256_storeu_ps(c.add(i * ldc + 8), ri[1]);
-        }
-    }
-
-    /// # Safety
-    /// AVX2 and FMA must be available; pointers as in `compute_block_argmax`.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn block_avx2_argmax(
-        d: usize,
-        pa: usize,
-        pb: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        ep: Epilogue,
-    ) {
-        block_loops_argmax!(
-            kernel_avx2,
-            kernel_avx2_argmax,
-            6,
-            16,
-            d,
-            pa,
-            pb,
-            a,
-            b,
-            c,
-            ldc,
-            ep
-        );
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_avx2_argmax(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-        bias: *const f32,
-        alpha: f32,
-        col0: i32,
-        val: *mut f32,
-        idx: *mut i32,
-    ) {
-        let r = acc_avx2(kc, a, b, c, ldc, acc);
-        let al = _mm256_set1_ps(alpha);
-        let bias0 = _mm256_loadu_ps(bias);
-        let bias1 = _mm256_loadu_ps(bias.add(8));
+    unsafe fn iota_avx2(col0: i32) -> (__m256, __m256) {
         let i0 = _mm256_add_epi32(
             _mm256_set1_epi32(col0),
             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
         );
         let i1 = _mm256_add_epi32(i0, _mm256_set1_epi32(8));
-        let (i0, i1) = (_mm256_castsi256_ps(i0), _mm256_castsi256_ps(i1));
-        for (i, ri) in r.iter().enumerate() {
-            let vp = val.add(i * 8);
-            let ip = idx.add(i * 8).cast::<f32>();
-            let mut v = _mm256_loadu_ps(vp);
-            let mut x = _mm256_loadu_ps(ip);
-            let s0 = _mm256_fmadd_ps(al, ri[0], bias0);
-            let m = _mm256_cmp_ps::<_CMP_GT_OQ>(s0, v);
-            v = _mm256_blendv_ps(v, s0, m);
-            x = _mm256_blendv_ps(x, i0, m);
-            let s1 = _mm256_fmadd_ps(al, ri[1], bias1);
-            let m = _mm256_cmp_ps::<_CMP_GT_OQ>(s1, v);
-            v = _mm256_blendv_ps(v, s1, m);
-            x = _mm256_blendv_ps(x, i1, m);
-            _mm256_storeu_ps(vp, v);
-            _mm256_storeu_ps(ip, x);
-        }
-    }
-
-    /// # Safety
-    /// AVX-512F must be available; pointers as in `compute_block_argmax`.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn block_avx512_argmax(
-        d: usize,
-        pa: usize,
-        pb: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        ep: Epilogue,
-    ) {
-        block_loops_argmax!(
-            kernel_avx512,
-            kernel_avx512_argmax,
-            12,
-            32,
-            d,
-            pa,
-            pb,
-            a,
-            b,
-            c,
-            ldc,
-            ep
-        );
+        (_mm256_castsi256_ps(i0), _mm256_castsi256_ps(i1))
     }
 
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_avx512_argmax(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-        bias: *const f32,
-        alpha: f32,
-        col0: i32,
-        val: *mut f32,
-        idx: *mut i32,
-    ) {
-        let r = acc_avx512(kc, a, b, c, ldc, acc);
-        let al = _mm512_set1_ps(alpha);
-        let bias0 = _mm512_loadu_ps(bias);
-        let bias1 = _mm512_loadu_ps(bias.add(16));
+    unsafe fn load_idx_avx2(p: *const i32) -> __m256 {
+        _mm256_loadu_ps(p.cast::<f32>())
+    }
+
+    #[inline(always)]
+    unsafe fn store_idx_avx2(p: *mut i32, x: __m256) {
+        _mm256_storeu_ps(p.cast::<f32>(), x)
+    }
+
+    /// Lanes where `s > v` take `s` and the index `i`.
+    #[inline(always)]
+    unsafe fn update_avx2(v: __m256, x: __m256, s: __m256, i: __m256) -> (__m256, __m256) {
+        let m = _mm256_cmp_ps::<_CMP_GT_OQ>(s, v);
+        (_mm256_blendv_ps(v, s, m), _mm256_blendv_ps(x, i, m))
+    }
+
+    /// The column indices `col0 + 0..16` and `col0 + 16..32`.
+    #[inline(always)]
+    unsafe fn iota_avx512(col0: i32) -> (__m512i, __m512i) {
         let i0 = _mm512_add_epi32(
             _mm512_set1_epi32(col0),
             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         );
-        let i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(16));
-        for (i, ri) in r.iter().enumerate() {
-            let vp = val.add(i * 16);
-            let ip = idx.add(i * 16);
-            let mut v = _mm512_loadu_ps(vp);
-            let mut x = _mm512_loadu_epi32(ip);
-            let s0 = _mm512_fmadd_ps(al, ri[0], bias0);
-            let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(s0, v);
-            v = _mm512_mask_blend_ps(m, v, s0);
-            x = _mm512_mask_blend_epi32(m, x, i0);
-            let s1 = _mm512_fmadd_ps(al, ri[1], bias1);
-            let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(s1, v);
-            v = _mm512_mask_blend_ps(m, v, s1);
-            x = _mm512_mask_blend_epi32(m, x, i1);
-            _mm512_storeu_ps(vp, v);
-            _mm512_storeu_epi32(ip, x);
-        }
-    }
-
-    /// # Safety
-    /// AVX-512F must be available; pointers as in `compute_block`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn block_avx512(
-        d: usize,
-        pa: usize,
-        pb: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        block_loops!(kernel_avx512, 12, 32, d, pa, pb, a, b, c, ldc);
+        (i0, _mm512_add_epi32(i0, _mm512_set1_epi32(16)))
     }
 
     #[inline(always)]
-    unsafe fn kernel_avx512(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        let r = acc_avx512(kc, a, b, c, ldc, acc);
-        for (i, ri) in r.iter().enumerate() {
-            _mm512_storeu_ps(c.add(i * ldc), ri[0]);
-            _mm512_storeu_ps(c.add(i * ldc + 16), ri[1]);
-        }
+    unsafe fn load_idx_avx512(p: *const i32) -> __m512i {
+        _mm512_loadu_epi32(p)
+    }
+
+    #[inline(always)]
+    unsafe fn store_idx_avx512(p: *mut i32, x: __m512i) {
+        _mm512_storeu_epi32(p, x)
+    }
+
+    /// Lanes where `s > v` take `s` and the index `i`.
+    #[inline(always)]
+    unsafe fn update_avx512(v: __m512, x: __m512i, s: __m512, i: __m512i) -> (__m512, __m512i) {
+        let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(s, v);
+        (
+            _mm512_mask_blend_ps(m, v, s),
+            _mm512_mask_blend_epi32(m, x, i),
+        )
     }
 }
 
