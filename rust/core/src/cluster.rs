@@ -883,37 +883,34 @@ fn init_centroids(
             // greedy k-means++ (as scikit-learn): 2 + ln k candidates per step, keep
             // the one that lowers the potential most (ties to the first drawn)
             let trials = 2 + (k as f64).ln().floor() as usize;
+            // candidates per pass over the rows: up to 8, within 256 MiB of distances
+            let per_pass = ((256usize << 20) / (n * 8 * TRIAL_LANES)).clamp(1, TRIAL_LANES);
             for c in 1..k {
                 progress.check()?;
                 let total: f64 = best.iter().sum();
+                // every trial draws from the same `best`: all picks first, then their
+                // distances in passes that read each row once for several candidates
+                let picks: Vec<usize> = (0..trials)
+                    .map(|t| {
+                        plus_plus_pick(
+                            &best,
+                            total,
+                            stream.uniform((1 << 41) + (c * trials + t) as u64),
+                        )
+                    })
+                    .collect();
                 let mut choice: Option<(f64, Vec<f64>, usize)> = None;
-                for t in 0..trials {
-                    let u = stream.uniform((1 << 41) + (c * trials + t) as u64);
-                    let pick = if total > 0.0 {
-                        let target = u * total;
-                        let mut acc = 0.0;
-                        let mut p = n - 1;
-                        for (i, &b) in best.iter().enumerate() {
-                            acc += b;
-                            if acc > target && b > 0.0 {
-                                p = i;
-                                break;
-                            }
+                for group in picks.chunks(per_pass) {
+                    let rows: Vec<&[f32]> = group.iter().map(|&p| x.row(p)).collect();
+                    let g = group.len();
+                    let mut cand = crate::alloc::try_vec(0.0f64, n * g, "k-means++ distances")?;
+                    trial_distances(x, &best, &rows, &mut cand);
+                    for (t, &pick) in group.iter().enumerate() {
+                        let pot: f64 = cand.iter().skip(t).step_by(g).sum();
+                        if choice.as_ref().is_none_or(|(bp, _, _)| pot < *bp) {
+                            let col = cand.iter().skip(t).step_by(g).copied().collect();
+                            choice = Some((pot, col, pick));
                         }
-                        p
-                    } else {
-                        ((u * n as f64) as usize).min(n - 1)
-                    };
-                    let row = x.row(pick);
-                    let cand: Vec<f64> = best
-                        .par_iter()
-                        .enumerate()
-                        .with_min_len(512)
-                        .map(|(i, &b)| b.min(sq_dist_f64(x.row(i), row)))
-                        .collect();
-                    let pot: f64 = cand.iter().sum();
-                    if choice.as_ref().is_none_or(|(bp, _, _)| pot < *bp) {
-                        choice = Some((pot, cand, pick));
                     }
                 }
                 let (_, cand, pick) = choice.expect("at least two trials");
@@ -923,6 +920,75 @@ fn init_centroids(
             Ok(out)
         }
     }
+}
+
+/// The row a k-means++ trial draws with uniform `u`: the first whose running sum of
+/// `best` passes `u * total` (a uniform row when every distance is zero).
+fn plus_plus_pick(best: &[f64], total: f64, u: f64) -> usize {
+    let n = best.len();
+    if total > 0.0 {
+        let target = u * total;
+        let mut acc = 0.0;
+        for (i, &b) in best.iter().enumerate() {
+            acc += b;
+            if acc > target && b > 0.0 {
+                return i;
+            }
+        }
+        n - 1
+    } else {
+        ((u * n as f64) as usize).min(n - 1)
+    }
+}
+
+/// Candidates one pass of [`trial_distances`] takes at most.
+const TRIAL_LANES: usize = 8;
+
+/// `out[i * g + t] = best[i].min(sq_dist_f64(x.row(i), cands[t]))` for the `g <= 8`
+/// candidate rows `cands`, bit for bit: every (row, candidate) lane runs the chain of
+/// float64 operations of [`sq_dist_f64`] in the same order, eight candidates side by
+/// side and four rows at a time (independent chains instead of one per distance, and
+/// each row read once for all candidates).
+fn trial_distances(x: MatRef<'_>, best: &[f64], cands: &[&[f32]], out: &mut [f64]) {
+    const L: usize = TRIAL_LANES;
+    const BLOCK: usize = 256;
+    let (d, g) = (x.cols(), cands.len());
+    assert!((1..=L).contains(&g) && out.len() == x.rows() * g && best.len() == x.rows());
+    // the candidates transposed, `ct[j * L + t]` (spare lanes repeat candidate 0)
+    let ct: Vec<f64> = (0..d * L)
+        .map(|e| f64::from(cands[if e % L < g { e % L } else { 0 }][e / L]))
+        .collect();
+    out.par_chunks_mut(BLOCK * g).enumerate().for_each(|(bi, o)| {
+        let r0 = bi * BLOCK;
+        let ct = ct.as_slice();
+        crate::quant::simd::simd_dispatch_wide!(x: MatRef<'_>, best: &[f64], ct: &[f64], o: &mut [f64], r0: usize, g: usize; (); {
+            let rows = o.len() / g;
+            let d = x.cols();
+            let mut i = 0;
+            while i < rows {
+                let quad = (rows - i).min(4);
+                let mut acc = [[0.0f64; L]; 4];
+                let rs: [&[f32]; 4] = std::array::from_fn(|r| x.row(r0 + i + r.min(quad - 1)));
+                for j in 0..d {
+                    let c = &ct[j * L..j * L + L];
+                    for (a, row) in acc.iter_mut().zip(&rs) {
+                        let xv = f64::from(row[j]);
+                        for (al, &cl) in a.iter_mut().zip(c) {
+                            let t = xv - cl;
+                            *al += t * t;
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate().take(quad) {
+                    let b = best[r0 + i + r];
+                    for (t, &v) in a.iter().enumerate().take(g) {
+                        o[(i + r) * g + t] = b.min(v);
+                    }
+                }
+                i += quad;
+            }
+        })
+    });
 }
 
 /// Adds every row of `x` to the per-feature `f64` sums `acc`, in row order.
@@ -1225,6 +1291,85 @@ mod tests {
             init: Init::KMeansPlusPlus,
             max_points_per_centroid: None,
             seed: 3,
+        }
+    }
+
+    /// The greedy k-means++ as first written: one pass over the rows per trial.
+    fn plus_plus_one_trial_at_a_time(x: MatRef<'_>, k: usize, stream: &Stream) -> Vec<f32> {
+        let n = x.rows();
+        let first = ((stream.uniform(1 << 41) * n as f64) as usize).min(n - 1);
+        let mut out = x.row(first).to_vec();
+        let mut best: Vec<f64> = (0..n)
+            .map(|i| sq_dist_f64(x.row(i), x.row(first)))
+            .collect();
+        let trials = 2 + (k as f64).ln().floor() as usize;
+        for c in 1..k {
+            let total: f64 = best.iter().sum();
+            let mut choice: Option<(f64, Vec<f64>, usize)> = None;
+            for t in 0..trials {
+                let pick = plus_plus_pick(
+                    &best,
+                    total,
+                    stream.uniform((1 << 41) + (c * trials + t) as u64),
+                );
+                let cand: Vec<f64> = (0..n)
+                    .map(|i| best[i].min(sq_dist_f64(x.row(i), x.row(pick))))
+                    .collect();
+                let pot: f64 = cand.iter().sum();
+                if choice.as_ref().is_none_or(|(bp, _, _)| pot < *bp) {
+                    choice = Some((pot, cand, pick));
+                }
+            }
+            let (_, cand, pick) = choice.unwrap();
+            out.extend_from_slice(x.row(pick));
+            best = cand;
+        }
+        out
+    }
+
+    #[test]
+    fn trial_distances_are_sq_dist_f64_bit_for_bit() {
+        for (n, d, g) in [(1, 1, 1), (7, 3, 8), (1029, 19, 5), (600, 384, 8)] {
+            let x = blobs(n, d, 3, 9);
+            let m = MatRef::new(&x, n, d).unwrap();
+            let best: Vec<f64> = (0..n)
+                .map(|i| if i % 3 == 0 { 1e-3 } else { f64::MAX })
+                .collect();
+            let cands: Vec<&[f32]> = (0..g).map(|t| m.row((t * 31) % n)).collect();
+            let mut out = vec![0.0; n * g];
+            trial_distances(m, &best, &cands, &mut out);
+            for i in 0..n {
+                for t in 0..g {
+                    let want = best[i].min(sq_dist_f64(m.row(i), cands[t]));
+                    assert_eq!(
+                        out[i * g + t].to_bits(),
+                        want.to_bits(),
+                        "n {n} row {i} trial {t}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plus_plus_batched_trials_equal_one_trial_at_a_time() {
+        // 4 trials (k = 12), 8 (k = 450: one full pass) and 9 (k = 1200: two passes);
+        // odd row counts (a partial block of four rows), odd widths, duplicate rows
+        for (n, d, k, seed) in [(1001, 37, 12, 1u64), (777, 5, 450, 2), (1500, 3, 1200, 3)] {
+            let mut x = blobs(n, d, 7, seed);
+            x.copy_within(0..d * 50, d * 100); // rows 100..150 repeat rows 0..50
+            let m = MatRef::new(&x, n, d).unwrap();
+            let o = KMeansOptions { seed, ..opts(k) };
+            let stream = Stream::new(seed);
+            let got = init_centroids(m, &o, &stream, &Progress::new()).unwrap();
+            let want = plus_plus_one_trial_at_a_time(m, k, &stream);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "n {n} k {k}"
+            );
+            assert_eq!(got.len(), want.len());
         }
     }
 

@@ -27,7 +27,7 @@ pub mod int;
 pub mod mx;
 mod passes;
 pub mod rng;
-mod simd;
+pub(crate) mod simd;
 pub mod ternary;
 mod ternary_one_read;
 
