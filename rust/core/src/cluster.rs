@@ -968,11 +968,12 @@ fn trial_distances(x: MatRef<'_>, best: &[f64], cands: &[&[f32]], out: &mut [f64
             while i < rows {
                 let quad = (rows - i).min(4);
                 let mut acc = [[0.0f64; L]; 4];
-                let rs: [&[f32]; 4] = std::array::from_fn(|r| x.row(r0 + i + r.min(quad - 1)));
-                for j in 0..d {
-                    let c = &ct[j * L..j * L + L];
-                    for (a, row) in acc.iter_mut().zip(&rs) {
-                        let xv = f64::from(row[j]);
+                let rs: [&[f32]; 4] = std::array::from_fn(|r| &x.row(r0 + i + r.min(quad - 1))[..d]);
+                // iterators, not indices: no bounds checks in the loop
+                let cols = ct.chunks_exact(L).zip(rs[0]).zip(rs[1]).zip(rs[2].iter().zip(rs[3]));
+                for (((c, &x0), &x1), (&x2, &x3)) in cols {
+                    for (a, xv) in acc.iter_mut().zip([x0, x1, x2, x3]) {
+                        let xv = f64::from(xv);
                         for (al, &cl) in a.iter_mut().zip(c) {
                             let t = xv - cl;
                             *al += t * t;
