@@ -550,10 +550,9 @@ class ShardedPruneResult:
                 left -= local.size
             if not local.size:
                 continue
-            yield from _removed_entries(local, sh["start"], self._load(sh, "duplicate_of")[local],
-                                        self._load(sh, "cluster")[local],
-                                        self._load(sh, "similarity")[local],
-                                        self._load(sh, "score")[local])
+            yield from _removed_entries(local, sh["start"], self._load(sh, "duplicate_of"),
+                                        self._load(sh, "cluster"), self._load(sh, "similarity"),
+                                        self._load(sh, "score"))
 
     def _report_head(self) -> dict[str, Any]:
         return {

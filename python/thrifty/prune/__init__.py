@@ -152,8 +152,8 @@ class PruneResult:
         removed = np.flatnonzero(~self.keep)
         if max_removed is not None:
             removed = removed[:check_int(max_removed, "max_removed", low=0)]
-        return _removed_entries(removed, 0, self.duplicate_of[removed], self.cluster[removed],
-                                self.similarity[removed], self.score[removed])
+        return _removed_entries(removed, 0, self.duplicate_of, self.cluster, self.similarity,
+                                self.score)
 
     def write_report(self, f: Any, *, extra: dict[str, Any] | None = None) -> None:
         """Write ``json.dumps({**report(), **extra}, indent=1)`` to the binary file ``f``,
@@ -207,13 +207,16 @@ def _cluster_entries(sizes: np.ndarray, keep_per_cluster: np.ndarray,
 
 def _removed_entries(local: np.ndarray, offset: int, dup: np.ndarray, cl: np.ndarray,
                      sim: np.ndarray, sc: np.ndarray) -> Iterator[dict[str, Any]]:
-    """The report's ``removed`` entries of the samples ``offset + local`` (their fields
-    given in the same order)."""
-    for i, du, c, si, s in zip((local + offset).tolist(), dup.tolist(), cl.tolist(),
-                               sim.tolist(), sc.tolist()):
-        yield {"index": i, "reason": "duplicate" if du >= 0 else "pruned",
-               "cluster": c, "duplicate_of": du if du >= 0 else None,
-               "similarity": _num(si) if du >= 0 else None, "score": _num(s)}
+    """The report's ``removed`` entries of the samples ``offset + local``, whose fields are
+    ``dup[local]`` etc.; made 65536 at a time, so that only one block of them exists as
+    Python objects."""
+    for a in range(0, local.size, 65536):
+        b = local[a:a + 65536]
+        for i, du, c, si, s in zip((b + offset).tolist(), dup[b].tolist(), cl[b].tolist(),
+                                   sim[b].tolist(), sc[b].tolist()):
+            yield {"index": i, "reason": "duplicate" if du >= 0 else "pruned",
+                   "cluster": c, "duplicate_of": du if du >= 0 else None,
+                   "similarity": _num(si) if du >= 0 else None, "score": _num(s)}
 
 
 # one entry of the report's "removed" list as json.dumps(report, indent=1) lays it out
@@ -237,6 +240,13 @@ def _write_report_json(f: Any, head: dict[str, Any], removed: Iterable[dict[str,
     f.write(before.encode() + b'"removed": [')
     batch: list[str] = []
     first = True
+
+    def flush() -> None:
+        nonlocal first
+        f.write(("\n" if first else ",\n").encode() + ",\n".join(batch).encode())
+        batch.clear()
+        first = False
+
     for item in removed:
         batch.append(_REMOVED_ITEM.format(
             index=item["index"], reason=item["reason"], cluster=item["cluster"],
@@ -244,11 +254,9 @@ def _write_report_json(f: Any, head: dict[str, Any], removed: Iterable[dict[str,
             similarity=_json_scalar(item["similarity"]),
             score=_json_scalar(item["score"])))
         if len(batch) == 4096:
-            f.write(((",\n" if not first else "\n") + ",\n".join(batch)).encode())
-            batch, first = [], False
+            flush()
     if batch:
-        f.write(((",\n" if not first else "\n") + ",\n".join(batch)).encode())
-        first = False
+        flush()
     f.write((b"]" if first else b"\n ]") + after.encode())
 
 
