@@ -883,8 +883,11 @@ fn init_centroids(
             // greedy k-means++ (as scikit-learn): 2 + ln k candidates per step, keep
             // the one that lowers the potential most (ties to the first drawn)
             let trials = 2 + (k as f64).ln().floor() as usize;
-            // candidates per pass over the rows: up to 8, within 256 MiB of distances
-            let per_pass = ((256usize << 20) / (n * 8 * TRIAL_LANES)).clamp(1, TRIAL_LANES);
+            // candidates per pass over the rows: up to 8, within 256 MiB of distances;
+            // one buffer for every pass of every step (each pass overwrites its part)
+            let per_pass = ((256usize << 20) / (n * 8)).clamp(1, TRIAL_LANES);
+            let mut cand_buf =
+                crate::alloc::try_vec(0.0f64, n * per_pass.min(trials), "k-means++ distances")?;
             for c in 1..k {
                 progress.check()?;
                 let total: f64 = best.iter().sum();
@@ -903,8 +906,8 @@ fn init_centroids(
                 for group in picks.chunks(per_pass) {
                     let rows: Vec<&[f32]> = group.iter().map(|&p| x.row(p)).collect();
                     let g = group.len();
-                    let mut cand = crate::alloc::try_vec(0.0f64, n * g, "k-means++ distances")?;
-                    trial_distances(x, &best, &rows, &mut cand);
+                    let cand = &mut cand_buf[..n * g];
+                    trial_distances(x, &best, &rows, cand);
                     for (t, &pick) in group.iter().enumerate() {
                         let pot: f64 = cand.iter().skip(t).step_by(g).sum();
                         if choice.as_ref().is_none_or(|(bp, _, _)| pot < *bp) {
