@@ -259,20 +259,12 @@ where
     T: ZeroBits,
     S: Send,
 {
-    let oc = oc.max(1);
-    // every output chunk must meet a side chunk (a shorter zip would leave some unwritten)
-    assert!(side.is_empty() || n.div_ceil(oc) == side.len().div_ceil(sc.max(1)));
-    let f = |i: usize, c: &mut [T], s: &mut [S]| {
-        if !p.is_cancelled() {
-            f(i, c, s)
-        }
-    };
     if n * std::mem::size_of::<T>() >= LARGE {
         // A fresh mapping from the allocator: its pages are zero already, and touching
         // them twice would cost a pass over memory.
         let mut v = try_zeroed::<T>(n)?;
         crate::alloc::advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
-        par_chunks_with(&mut v, oc, side, sc, f);
+        par_chunks_with(&mut v, oc, side, sc, p, f);
         p.check()?;
         return Ok(v);
     }
@@ -310,18 +302,11 @@ where
     T: Send,
     S: Send,
 {
-    let oc = oc.max(1);
-    assert!(side.is_empty() || n.div_ceil(oc) == side.len().div_ceil(sc.max(1)));
-    let f = |i: usize, c: &mut [std::mem::MaybeUninit<T>], s: &mut [S]| {
-        if !p.is_cancelled() {
-            f(i, c, s)
-        }
-    };
     let mut v: Vec<std::mem::MaybeUninit<T>> = try_with_capacity(n, OUT_BUFFER)?;
     crate::alloc::advise_huge(v.as_ptr() as usize, n * std::mem::size_of::<T>());
     // SAFETY: the capacity is `n` and `MaybeUninit` values need no initialisation.
     unsafe { v.set_len(n) };
-    par_chunks_with(&mut v, oc, side, sc, f);
+    par_chunks_with(&mut v, oc, side, sc, p, f);
     // a cancelled call may have skipped chunks: the buffer is dropped as `MaybeUninit`
     p.check()?;
     let mut v = std::mem::ManuallyDrop::new(v);
@@ -332,14 +317,24 @@ where
 }
 
 /// `f(chunk_index, chunk, side_chunk)` on the chunks of `oc` values of `v` in parallel,
-/// each with its chunk of `sc` entries of `side` (an empty `side` gives empty ones).
+/// each with its chunk of `sc` entries of `side` (an empty `side` gives empty ones);
+/// after [`Progress::cancel`] the chunks not yet started are skipped.
 fn par_chunks_with<T: Send, S: Send>(
     v: &mut [T],
     oc: usize,
     side: &mut [S],
     sc: usize,
+    p: &Progress,
     f: impl Fn(usize, &mut [T], &mut [S]) + Sync + Send,
 ) {
+    let oc = oc.max(1);
+    // every output chunk must meet a side chunk (a shorter zip would leave some unwritten)
+    assert!(side.is_empty() || v.len().div_ceil(oc) == side.len().div_ceil(sc.max(1)));
+    let f = |i: usize, c: &mut [T], s: &mut [S]| {
+        if !p.is_cancelled() {
+            f(i, c, s)
+        }
+    };
     if side.is_empty() {
         v.par_chunks_mut(oc)
             .enumerate()
