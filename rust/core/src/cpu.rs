@@ -88,7 +88,9 @@ fn dispatch() -> &'static Dispatch {
         #[cfg(not(target_arch = "x86_64"))]
         let avx512dq = false;
         #[cfg(target_arch = "x86_64")]
-        let avx512bw = avx512dq && std::arch::is_x86_feature_detected!("avx512bw");
+        let avx512bw = avx512dq
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl");
         #[cfg(not(target_arch = "x86_64"))]
         let avx512bw = false;
         Dispatch {
@@ -129,7 +131,8 @@ pub fn avx512dq() -> bool {
     dispatch().avx512dq
 }
 
-/// Whether the AVX-512F + DQ + BW kernels may run.
+/// Whether the AVX-512F + DQ + BW kernels may run (with VL: every CPU with BW has it,
+/// and the byte kernels use its 128-bit forms).
 #[inline]
 pub fn avx512bw() -> bool {
     dispatch().avx512bw

@@ -249,6 +249,71 @@ fn int_code(v: f32, bits: u32, a: Affine) -> u8 {
     (round_with_i32(t.clamp(a.lo, a.hi), bits) + a.bias) as u8
 }
 
+/// The constants of the vectorised draws: [`Stream::bits_at`] sixteen elements at a time.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct DrawConsts {
+    /// `key ^ (key >> 30)`: SplitMix64's first xor-shift of `key ^ c` is
+    /// `key ^ (key >> 30) ^ c ^ (c >> 30)`, one three-way xor per vector.
+    key: std::arch::x86_64::__m512i,
+    m1: std::arch::x86_64::__m512i,
+    m2: std::arch::x86_64::__m512i,
+    /// The counter step of sixteen elements.
+    step: std::arch::x86_64::__m512i,
+    /// The high 32-bit halves of the 64-bit lanes of two vectors, in element order.
+    odd: std::arch::x86_64::__m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl DrawConsts {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn new(key: u64) -> Self {
+        use std::arch::x86_64::*;
+        DrawConsts {
+            key: _mm512_set1_epi64((key ^ (key >> 30)) as i64),
+            m1: _mm512_set1_epi64(0xBF58_476D_1CE4_E5B9u64 as i64),
+            m2: _mm512_set1_epi64(0x94D0_49BB_1331_11EBu64 as i64),
+            step: _mm512_set1_epi64(GOLDEN.wrapping_mul(16) as i64),
+            odd: _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
+        }
+    }
+
+    /// The counter terms of elements `first + 0..8` and `first + 8..16`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn counters(first: u64) -> [std::arch::x86_64::__m512i; 2] {
+        use std::arch::x86_64::*;
+        let c: [u64; 16] = std::array::from_fn(|j| Stream::counter(first.wrapping_add(j as u64)));
+        [
+            _mm512_loadu_si512(c.as_ptr() as *const _),
+            _mm512_loadu_si512(c.as_ptr().add(8) as *const _),
+        ]
+    }
+}
+
+/// The 32 random bits of sixteen consecutive elements ([`Stream::bits_at`]) from their
+/// counter terms `$c = [__m512i; 2]` (elements 0..8 and 8..16), which then advance by
+/// sixteen elements: `vpmullq` for SplitMix64's multiplies, the high halves of the
+/// sixteen draws gathered into one vector.
+#[cfg(target_arch = "x86_64")]
+macro_rules! draw16 {
+    ($c:expr, $k:expr) => {{
+        let (ca, cb) = ($c[0], $c[1]);
+        $c = [_mm512_add_epi64(ca, $k.step), _mm512_add_epi64(cb, $k.step)];
+        // z ^ (z >> 30) of z = key ^ c
+        let za = _mm512_ternarylogic_epi64::<0x96>($k.key, ca, _mm512_srli_epi64::<30>(ca));
+        let zb = _mm512_ternarylogic_epi64::<0x96>($k.key, cb, _mm512_srli_epi64::<30>(cb));
+        let za = _mm512_mullo_epi64(za, $k.m1);
+        let zb = _mm512_mullo_epi64(zb, $k.m1);
+        let za = _mm512_mullo_epi64(_mm512_xor_si512(za, _mm512_srli_epi64::<27>(za)), $k.m2);
+        let zb = _mm512_mullo_epi64(_mm512_xor_si512(zb, _mm512_srli_epi64::<27>(zb)), $k.m2);
+        // the high half of z ^ (z >> 31) is h ^ (h >> 31), h the high half of z
+        let h = _mm512_permutex2var_epi32(za, $k.odd, zb);
+        _mm512_xor_si512(h, _mm512_srli_epi32::<31>(h))
+    }};
+}
+
 /// The AVX-512 kernel of [`stochastic_ints`] over the leading multiple of 16 values;
 /// returns how many values it wrote.
 #[cfg(target_arch = "x86_64")]
@@ -263,17 +328,8 @@ unsafe fn sr_avx512<const ASYM: bool, const OR: bool>(
 ) -> usize {
     use std::arch::x86_64::*;
     let full = xs.len().min(out.len()) / 16;
-    let vkey = _mm512_set1_epi64(key as i64);
-    let m1 = _mm512_set1_epi64(0xBF58_476D_1CE4_E5B9u64 as i64);
-    let m2 = _mm512_set1_epi64(0x94D0_49BB_1331_11EBu64 as i64);
-    let step = _mm512_set1_epi64(GOLDEN.wrapping_mul(16) as i64);
-    // counter terms of elements first + 0..8 and first + 8..16
-    let c0: [u64; 8] = std::array::from_fn(|j| Stream::counter(first.wrapping_add(j as u64)));
-    let c1: [u64; 8] = std::array::from_fn(|j| Stream::counter(first.wrapping_add(8 + j as u64)));
-    let mut ca = _mm512_loadu_si512(c0.as_ptr() as *const _);
-    let mut cb = _mm512_loadu_si512(c1.as_ptr() as *const _);
-    // the high 32-bit halves of the 64-bit lanes of two vectors, in element order
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let mut c = DrawConsts::counters(first);
+    let dc = DrawConsts::new(key);
     let (mul, sub, div) = (
         _mm512_set1_ps(a.mul),
         _mm512_set1_ps(a.sub),
@@ -289,18 +345,7 @@ unsafe fn sr_avx512<const ASYM: bool, const OR: bool>(
     // The codes (as 32-bit lanes, not yet shifted) of the 16 values of step `i`.
     macro_rules! codes {
         ($i:expr) => {{
-            // the draws: mix(key ^ c), high 32 bits
-            let mut za = _mm512_xor_si512(ca, vkey);
-            let mut zb = _mm512_xor_si512(cb, vkey);
-            ca = _mm512_add_epi64(ca, step);
-            cb = _mm512_add_epi64(cb, step);
-            za = _mm512_mullo_epi64(_mm512_xor_si512(za, _mm512_srli_epi64::<30>(za)), m1);
-            zb = _mm512_mullo_epi64(_mm512_xor_si512(zb, _mm512_srli_epi64::<30>(zb)), m1);
-            za = _mm512_mullo_epi64(_mm512_xor_si512(za, _mm512_srli_epi64::<27>(za)), m2);
-            zb = _mm512_mullo_epi64(_mm512_xor_si512(zb, _mm512_srli_epi64::<27>(zb)), m2);
-            // the high half of z ^ (z >> 31) is h ^ (h >> 31), h the high half of z
-            let h = _mm512_permutex2var_epi32(za, odd, zb);
-            let u = _mm512_xor_si512(h, _mm512_srli_epi32::<31>(h));
+            let u = draw16!(c, dc);
             // the value to round, as the scalar code computes it
             // SAFETY: 16 values per step, within `xs` (`full` whole steps).
             let x = _mm512_loadu_ps(xp.add(16 * $i));
@@ -356,6 +401,119 @@ unsafe fn sr_avx512<const ASYM: bool, const OR: bool>(
             b = _mm_or_si128(b, _mm_loadu_si128(o));
         }
         _mm_storeu_si128(o, b);
+    }
+    16 * full
+}
+
+/// The [`Affine`] map of the BitNet ternary codes: `v * s` clamped to `[-1, 1]`, code
+/// `q + 1`.
+pub(crate) fn ternary_map(s: f32) -> Affine {
+    Affine {
+        mul: s,
+        sub: 0.0,
+        div: 1.0,
+        asym: false,
+        lo: -1.0,
+        hi: 1.0,
+        bias: 1,
+    }
+}
+
+/// Stochastically rounded ternary codes of up to four rows, packed two bits each:
+/// `out[j] = sum of c_i(j) << 2 i`, where `c_i(j)` is the code of `rows[i][j]` under
+/// [`ternary_map`]`(s)` with the draw of flat index `firsts[i] + j`, as
+/// [`stochastic_ints`] computes it. Every byte of `out` is written (once).
+///
+/// With AVX-512 the kernel skips the general rounding steps: for `t` in `[-1, 1]` the
+/// code is `1 - [t < 0] + up`, with the fraction `t` (`t + 1` for negative `t`, the
+/// float32 `t - floor(t)`) and `up` the rule of [`below`]. At `t = 1` the fraction is 1
+/// (where `t - floor(t)` is 0), so `up` always holds and supplies the code's second
+/// step. The codes are added into bytes under masks, never widened to 32-bit lanes.
+pub(crate) fn stochastic_ternary_rows(
+    rows: &[&[f32]],
+    firsts: &[u64],
+    out: &mut [std::mem::MaybeUninit<u8>],
+    st: &Stream,
+    s: f32,
+) {
+    let n = rows.len();
+    assert!((1..=4).contains(&n) && firsts.len() == n);
+    assert!(rows.iter().all(|r| r.len() == out.len()));
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2() && crate::cpu::avx512bw() {
+        let (o, len) = (out.as_mut_ptr() as *mut u8, out.len());
+        // SAFETY: the CPU supports AVX-512F/DQ/BW/VL (checked just above); the rows
+        // and `out` have `len` elements (checked above).
+        done = unsafe {
+            match n {
+                1 => sr_ternary_avx512::<1>(rows, firsts, o, len, st.key, s),
+                2 => sr_ternary_avx512::<2>(rows, firsts, o, len, st.key, s),
+                3 => sr_ternary_avx512::<3>(rows, firsts, o, len, st.key, s),
+                _ => sr_ternary_avx512::<4>(rows, firsts, o, len, st.key, s),
+            }
+        };
+    }
+    let a = ternary_map(s);
+    let mut c: [u64; 4] = std::array::from_fn(|i| {
+        Stream::counter(firsts.get(i).map_or(0, |f| f.wrapping_add(done as u64)))
+    });
+    for (j, o) in out.iter_mut().enumerate().skip(done) {
+        let mut b = 0u8;
+        for i in 0..n {
+            b |= int_code(rows[i][j], st.bits_at(c[i]), a) << (2 * i);
+            c[i] = c[i].wrapping_add(GOLDEN);
+        }
+        o.write(b);
+    }
+}
+
+/// The AVX-512 kernel of [`stochastic_ternary_rows`] for `N` rows over the leading
+/// multiple of 16 bytes; returns how many bytes it wrote.
+///
+/// # Safety
+/// The CPU supports AVX-512F/DQ/BW/VL; `rows` holds at least `N` rows of `len` values
+/// and `firsts` `N` indices; `out` is valid for `len` bytes of writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+unsafe fn sr_ternary_avx512<const N: usize>(
+    rows: &[&[f32]],
+    firsts: &[u64],
+    out: *mut u8,
+    len: usize,
+    key: u64,
+    s: f32,
+) -> usize {
+    use std::arch::x86_64::*;
+    let full = len / 16;
+    let dc = DrawConsts::new(key);
+    let mut c: [[__m512i; 2]; N] = std::array::from_fn(|i| DrawConsts::counters(firsts[i]));
+    let xp: [*const f32; N] = std::array::from_fn(|i| rows[i].as_ptr());
+    let (vs, one, zero) = (_mm512_set1_ps(s), _mm512_set1_ps(1.0), _mm512_setzero_ps());
+    let two32 = _mm512_set1_ps(4_294_967_296.0);
+    let last = _mm512_set1_ps(4_294_967_040.0); // see `below`
+                                                // one step of row i's code, and the code 1 of every row
+    let w: [__m128i; N] = std::array::from_fn(|i| _mm_set1_epi8(1 << (2 * i)));
+    let base = _mm_set1_epi8((0..N).map(|i| 1u8 << (2 * i)).sum::<u8>() as i8);
+    for k in 0..full {
+        let mut acc = base;
+        for i in 0..N {
+            let u = draw16!(c[i], dc);
+            // SAFETY: 16 values per step, within each row (`full` whole steps).
+            let x = _mm512_loadu_ps(xp[i].add(16 * k));
+            // clamp(v * s, -1, 1): the smaller magnitude of t and 1, with t's sign
+            let t = _mm512_range_ps::<0b0010>(_mm512_mul_ps(x, vs), one);
+            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(t, zero);
+            let y = _mm512_mul_ps(_mm512_mask_add_ps(t, neg, t, one), two32);
+            let always = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, last);
+            let ceil = _mm512_cvt_roundps_epu32::<{ _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC }>(y);
+            let up = always | _mm512_cmplt_epu32_mask(u, ceil);
+            acc = _mm_mask_sub_epi8(acc, neg, acc, w[i]);
+            acc = _mm_mask_add_epi8(acc, up, acc, w[i]);
+        }
+        // SAFETY: 16 bytes per step, within `out` (`full` whole steps).
+        _mm_storeu_si128(out.add(16 * k) as *mut __m128i, acc);
     }
     16 * full
 }
@@ -446,6 +604,42 @@ mod tests {
         assert!(below(0, f32::from_bits(1)) && !below(1, f32::from_bits(1)));
     }
 
+    /// Appends subnormals of both signs, then `count` pairs: a random float of one of
+    /// the lowest `exps` binades (either sign) and `grid(k)` of a random `k < 4000`.
+    fn with_random_values(
+        vals: &mut Vec<f32>,
+        seed: u64,
+        count: usize,
+        exps: u32,
+        grid: impl Fn(u64) -> f32,
+    ) {
+        for k in 1..20 {
+            vals.push(f32::from_bits(k));
+            vals.push(-f32::from_bits(k * 977));
+        }
+        let mut r = seed;
+        for _ in 0..count {
+            r = mix(r);
+            let mag = f32::from_bits(((r >> 40) as u32 % exps + 1) << 23 | (r as u32 & 0x7f_ffff));
+            vals.push(if r >> 63 == 1 { -mag } else { mag });
+            vals.push(grid((r >> 20) % 4000));
+        }
+    }
+
+    /// `(length, first index)` of the runs the kernel tests draw: empty, tails only, one
+    /// vector, a vector and a tail, a counter that wraps, then `long` values.
+    fn spans(long: usize) -> [(usize, u64); 7] {
+        [
+            (0, 0),
+            (1, 3),
+            (15, 0),
+            (16, 7),
+            (33, 1 << 40),
+            (47, u64::MAX - 40),
+            (long, 99),
+        ]
+    }
+
     /// The integer codes of every kernel (AVX-512, AVX2, baseline) are those of the
     /// documented rule, `floor(t) + [uniform < t - floor(t)]` in float64 plus the bias,
     /// for every length (whole vectors and tails), start index (the counter wraps),
@@ -453,7 +647,6 @@ mod tests {
     /// signs (whose fraction rounds to 1), subnormals, values beyond the clamp.
     #[test]
     fn integer_kernels_follow_the_rule() {
-        let mut r = 5u64;
         let mut vals: Vec<f32> = vec![
             0.0,
             -0.0,
@@ -479,16 +672,7 @@ mod tests {
             2.5e-8,
             -2.5e-8,
         ];
-        for k in 1..20 {
-            vals.push(f32::from_bits(k));
-            vals.push(-f32::from_bits(k * 977));
-        }
-        for _ in 0..600 {
-            r = mix(r);
-            let mag = f32::from_bits(((r >> 40) as u32 % 140 + 1) << 23 | (r as u32 & 0x7f_ffff));
-            vals.push(if r >> 63 == 1 { -mag } else { mag });
-            vals.push(((r >> 20) % 4000) as f32 / 16.0 - 125.0);
-        }
+        with_random_values(&mut vals, 5, 600, 140, |k| k as f32 / 16.0 - 125.0);
         let maps = [
             // int8, ternary, int4 symmetric, int4 asymmetric (a zero point)
             Affine {
@@ -500,15 +684,7 @@ mod tests {
                 hi: 127.0,
                 bias: 0,
             },
-            Affine {
-                mul: 0.37,
-                sub: 0.0,
-                div: 1.0,
-                asym: false,
-                lo: -1.0,
-                hi: 1.0,
-                bias: 1,
-            },
+            ternary_map(0.37),
             Affine {
                 mul: 0.11,
                 sub: 0.0,
@@ -530,15 +706,7 @@ mod tests {
         ];
         let s = Stream::new(0x5EED);
         for (mi, a) in maps.iter().enumerate() {
-            for (len, first) in [
-                (0usize, 0u64),
-                (1, 3),
-                (15, 0),
-                (16, 7),
-                (17, 1 << 40),
-                (47, u64::MAX - 20),
-                (vals.len(), 99),
-            ] {
+            for (len, first) in spans(vals.len()) {
                 let xs = &vals[vals.len() - len..];
                 for (shift, or) in [(0, false), (0, true), (2, true), (6, true)] {
                     let init: Vec<u8> = (0..len)
@@ -565,6 +733,132 @@ mod tests {
                         assert_eq!(got[j], want, "map {mi} value {v} index {j}");
                     }
                 }
+            }
+        }
+    }
+
+    /// The packed ternary rows of every kernel are the documented rule per value, for
+    /// one to four rows, whole vectors and tails, wrapping counters, and the values
+    /// where the AVX-512 shortcut differs from the general steps: `t` exactly 1 or -1,
+    /// beyond them, zeros of both signs, tiny negatives (fraction rounding to 1).
+    #[test]
+    fn ternary_rows_follow_the_rule() {
+        let mut vals: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            1.000_000_1,
+            -1.000_000_1,
+            0.999_999_94,
+            -0.999_999_94,
+            2.0,
+            -2.0,
+            1e-30,
+            -1e-30,
+            -2.9e-8,
+            -3.0e-8,
+            -5.9e-8,
+            -6.0e-8,
+            3.4e38,
+            -3.4e38,
+            0.5,
+            -0.5,
+        ];
+        with_random_values(&mut vals, 23, 700, 130, |k| k as f32 / 1000.0 - 2.0);
+        let st = Stream::new(0xBEEF);
+        let m = vals.len();
+        for s in [1.0f32, 0.37, 3.0] {
+            for n in 1..=4usize {
+                for (len, first) in spans(m / 4) {
+                    // row i: a rotation of the values, so rows differ
+                    let rows: Vec<Vec<f32>> = (0..n)
+                        .map(|i| (0..len).map(|j| vals[(j + 131 * i) % m]).collect())
+                        .collect();
+                    let refs: Vec<&[f32]> = rows.iter().map(|v| v.as_slice()).collect();
+                    let firsts: Vec<u64> = (0..n)
+                        .map(|i| first.wrapping_add((i as u64) * 1_000_003))
+                        .collect();
+                    let run = || {
+                        let mut out = vec![std::mem::MaybeUninit::<u8>::uninit(); len];
+                        stochastic_ternary_rows(&refs, &firsts, &mut out, &st, s);
+                        // SAFETY: every byte was written (the function's contract)
+                        out.iter()
+                            .map(|b| unsafe { b.assume_init() })
+                            .collect::<Vec<u8>>()
+                    };
+                    let got = run();
+                    let plain = super::super::simd::scalar_only(run);
+                    assert_eq!(got, plain, "s {s} rows {n} len {len}");
+                    for (j, &g) in got.iter().enumerate() {
+                        let mut want = 0u8;
+                        for i in 0..n {
+                            let t = (rows[i][j] * s).clamp(-1.0, 1.0);
+                            let f = t.floor();
+                            let u = st.uniform(firsts[i].wrapping_add(j as u64));
+                            let q = f as i32 + (u < (t - f) as f64) as i32 + 1;
+                            want |= (q as u8) << (2 * i);
+                        }
+                        assert_eq!(g, want, "s {s} rows {n} byte {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `x` such that `mix(x) == z` (SplitMix64's finaliser is a bijection).
+    fn unmix(z: u64) -> u64 {
+        fn unshift(x: u64, k: u32) -> u64 {
+            let mut y = x;
+            for _ in 0..64 / k {
+                y = x ^ (y >> k);
+            }
+            y
+        }
+        fn inverse(m: u64) -> u64 {
+            let mut v = m; // Newton's iteration for m^-1 mod 2^64 (m odd)
+            for _ in 0..6 {
+                v = v.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(v)));
+            }
+            v
+        }
+        let z = unshift(z, 31).wrapping_mul(inverse(0x94D0_49BB_1331_11EB));
+        let z = unshift(z, 27).wrapping_mul(inverse(0xBF58_476D_1CE4_E5B9));
+        unshift(z, 30)
+    }
+
+    /// A fraction that rounds to 1 (`t = 1` in the ternary shortcut, tiny negative
+    /// values) rounds up even for the largest draw, `u32::MAX`, which every kernel meets
+    /// only there: the conversion of `2^32` is out of range.
+    #[test]
+    fn the_largest_draw_still_rounds_a_fraction_of_one_up() {
+        let (j, first) = (21usize, 1000u64);
+        let x = unmix(u64::MAX << 32) ^ Stream::counter(first + j as u64);
+        let st = Stream { key: x };
+        assert_eq!(st.bits32(first + j as u64), u32::MAX);
+        assert_eq!(mix(unmix(0x0123_4567_89AB_CDEF)), 0x0123_4567_89AB_CDEF);
+        for v in [1.0f32, 2.0, -1e-30, -2.9e-8, 0.5, -1.0] {
+            let mut xs = vec![0.25f32; 40];
+            xs[j] = v;
+            let t = v.clamp(-1.0, 1.0);
+            let f = t.floor();
+            let want = (f as i32 + (uniform_of(u32::MAX) < (t - f) as f64) as i32 + 1) as u8;
+            for kernel in [false, true] {
+                let run = || {
+                    let mut out = vec![std::mem::MaybeUninit::<u8>::uninit(); xs.len()];
+                    stochastic_ternary_rows(&[&xs], &[first], &mut out, &st, 1.0);
+                    // SAFETY: every byte was written (the function's contract)
+                    let a = unsafe { out[j].assume_init() };
+                    let mut b = vec![0u8; xs.len()];
+                    stochastic_ints(&xs, &mut b, &st, first, ternary_map(1.0), 0, false);
+                    (a, b[j])
+                };
+                let got = if kernel {
+                    run()
+                } else {
+                    super::super::simd::scalar_only(run)
+                };
+                assert_eq!(got, (want, want), "{v} kernel {kernel}");
             }
         }
     }

@@ -15,8 +15,9 @@ use rayon::prelude::*;
 
 use super::float::{f16_to_f32, f32_to_f16};
 use super::format::expect_len;
+use super::passes::par_out_uninit_with;
 use super::passes::Dst;
-use super::rng::{stochastic_ints, Affine, Stream};
+use super::rng::{stochastic_ternary_rows, Stream};
 use super::simd::simd_dispatch;
 use super::{
     format_err, invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, Rounding,
@@ -24,6 +25,7 @@ use super::{
 };
 use crate::alloc::try_with_capacity;
 use crate::Progress;
+use std::mem::MaybeUninit;
 
 /// BitNet scale `gamma` before clamping: absmean or lower absmedian (finite input).
 pub fn ternary_gamma(x: &[f32], mode: ScaleMode, p: &Progress) -> Result<f32, QuantError> {
@@ -140,55 +142,57 @@ pub(crate) fn quantize_ternary(
     let s = 1.0f32 / gamma.max(1e-5);
     let big_r = out_rows.div_ceil(4);
     let rows_per = (CHUNK / inner.max(1)).max(1);
-    let stream = match opts.rounding {
-        Rounding::Stochastic(seed) => Some(Stream::new(seed)),
-        Rounding::Nearest => None,
-    };
     let row = |src: usize| &x[src * inner..(src + 1) * inner];
-    let data = super::passes::par_out(big_r * inner, rows_per * inner, p, |ci, out: &mut [u8]| {
-        for (lr, orow) in out.chunks_mut(inner).enumerate() {
-            let r = ci * rows_per + lr;
-            if stream.is_none() && r + 3 * big_r < out_rows {
-                // all four source rows exist: each byte is written once
-                let (x0, x1, x2, x3) = (
-                    row(r),
-                    row(r + big_r),
-                    row(r + 2 * big_r),
-                    row(r + 3 * big_r),
-                );
-                simd_dispatch!(orow: &mut [u8], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32], s: f32; (); {
-                    let c = |v: f32| code(v, s);
-                    for (j, o) in orow.iter_mut().enumerate() {
-                        *o = c(x0[j]) | (c(x1[j]) << 2) | (c(x2[j]) << 4) | (c(x3[j]) << 6);
-                    }
-                });
-                continue;
-            }
-            for i in 0..4 {
-                let src = r + i * big_r;
-                if src >= out_rows {
-                    break;
+    let data = match opts.rounding {
+        Rounding::Stochastic(seed) => {
+            let st = Stream::new(seed);
+            let body = |ci: usize, out: &mut [MaybeUninit<u8>], _: &mut [()]| {
+                for (lr, orow) in out.chunks_mut(inner).enumerate() {
+                    // packed row r holds the source rows r + i R that exist (r < R <= out)
+                    let r = ci * rows_per + lr;
+                    let n = (0..4).take_while(|i| r + i * big_r < out_rows).count();
+                    let rows: [&[f32]; 4] =
+                        std::array::from_fn(|i| row(if i < n { r + i * big_r } else { r }));
+                    let firsts: [u64; 4] =
+                        std::array::from_fn(|i| ((r + i * big_r) * inner) as u64);
+                    stochastic_ternary_rows(&rows[..n], &firsts[..n], orow, &st, s);
                 }
-                let xs = row(src);
-                let shift = 2 * i as u32;
-                match &stream {
-                    None => or_codes(orow, xs, s, shift),
-                    Some(st) => {
-                        let a = Affine {
-                            mul: s,
-                            sub: 0.0,
-                            div: 1.0,
-                            asym: false,
-                            lo: -1.0,
-                            hi: 1.0,
-                            bias: 1,
-                        };
-                        stochastic_ints(xs, orow, st, (src * inner) as u64, a, shift, true);
-                    }
-                }
-            }
+            };
+            // SAFETY: `stochastic_ternary_rows` writes every byte of each packed row,
+            // and the chunks are whole rows.
+            unsafe { par_out_uninit_with(big_r * inner, rows_per * inner, &mut [], 1, p, body)? }
         }
-    })?;
+        Rounding::Nearest => {
+            super::passes::par_out(big_r * inner, rows_per * inner, p, |ci, out: &mut [u8]| {
+                for (lr, orow) in out.chunks_mut(inner).enumerate() {
+                    let r = ci * rows_per + lr;
+                    if r + 3 * big_r < out_rows {
+                        // all four source rows exist: each byte is written once
+                        let (x0, x1, x2, x3) = (
+                            row(r),
+                            row(r + big_r),
+                            row(r + 2 * big_r),
+                            row(r + 3 * big_r),
+                        );
+                        simd_dispatch!(orow: &mut [u8], x0: &[f32], x1: &[f32], x2: &[f32], x3: &[f32], s: f32; (); {
+                            let c = |v: f32| code(v, s);
+                            for (j, o) in orow.iter_mut().enumerate() {
+                                *o = c(x0[j]) | (c(x1[j]) << 2) | (c(x2[j]) << 4) | (c(x3[j]) << 6);
+                            }
+                        });
+                        continue;
+                    }
+                    for i in 0..4 {
+                        let src = r + i * big_r;
+                        if src >= out_rows {
+                            break;
+                        }
+                        or_codes(orow, row(src), s, 2 * i as u32);
+                    }
+                }
+            })?
+        }
+    };
     Ok(Quantized {
         data,
         scales: Scales::F32(vec![1.0 / s]),
