@@ -22,7 +22,7 @@
 
 use super::format::expect_len;
 use super::passes::{pieces, quantize_groups, Dst, GroupCodec};
-use super::rng::{stochastic_ints, Affine, Stream};
+use super::rng::{stochastic_ints, stochastic_nibbles, Affine, Stream};
 use super::simd::simd_dispatch;
 use super::{
     invalid, Format, PackedRef, QuantError, QuantOptions, Quantized, ScaleMode, Scales, CHUNK,
@@ -269,14 +269,7 @@ fn encode_int(
             bias,
         };
         if is4 {
-            // codes in batches (even lengths, so nibbles pair up)
-            const B: usize = 256;
-            let mut codes = [0u8; B];
-            for (k, xb) in xs.chunks(B).enumerate() {
-                let codes = &mut codes[..xb.len()];
-                stochastic_ints(xb, codes, st, (first + k * B) as u64, t, 0, false);
-                write_codes(codes, &mut ob[k * B / 2..], 0, true);
-            }
+            stochastic_nibbles(xs, &mut ob[..xs.len() / 2], st, first as u64, t);
         } else {
             stochastic_ints(xs, ob, st, first as u64, t, 0, false);
         }
@@ -298,16 +291,6 @@ fn encode_int(
         for (b, &v) in ob.iter_mut().zip(xs) {
             *b = super::simd::rne_i32((v * mul).clamp(-128.0, 127.0)) as u8;
         }
-    }
-}
-
-fn write_codes(codes: &[u8], o: &mut [u8], off: usize, is4: bool) {
-    if is4 {
-        for (k, pair) in codes.chunks_exact(2).enumerate() {
-            o[off / 2 + k] = (pair[0] & 15) | (pair[1] << 4);
-        }
-    } else {
-        o[off..off + codes.len()].copy_from_slice(codes);
     }
 }
 

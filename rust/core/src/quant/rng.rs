@@ -183,10 +183,18 @@ pub(crate) fn stochastic_ints(
             // checked above.
             let done = unsafe {
                 match (a.asym, or) {
-                    (false, false) => sr_avx512::<false, false>(xs, out, st.key, first, a, shift),
-                    (false, true) => sr_avx512::<false, true>(xs, out, st.key, first, a, shift),
-                    (true, false) => sr_avx512::<true, false>(xs, out, st.key, first, a, shift),
-                    (true, true) => sr_avx512::<true, true>(xs, out, st.key, first, a, shift),
+                    (false, false) => {
+                        sr_avx512::<false, false, false>(xs, out, st.key, first, a, shift)
+                    }
+                    (false, true) => {
+                        sr_avx512::<false, true, false>(xs, out, st.key, first, a, shift)
+                    }
+                    (true, false) => {
+                        sr_avx512::<true, false, false>(xs, out, st.key, first, a, shift)
+                    }
+                    (true, true) => {
+                        sr_avx512::<true, true, false>(xs, out, st.key, first, a, shift)
+                    }
                 }
             };
             let f = first.wrapping_add(done as u64);
@@ -210,6 +218,40 @@ pub(crate) fn stochastic_ints(
         }
     }
     stochastic_ints_plain(xs, out, st, first, a, shift, or)
+}
+
+/// Stochastically rounded 4-bit codes packed two per byte, the even element in the
+/// low nibble: `out[k] = c(2k) | c(2k + 1) << 4`, with the codes `c` of
+/// [`stochastic_ints`] (draws of `first + j`); `a` must map into `0..=15` (after its
+/// bias). `xs` has `2 * out.len()` values.
+pub(crate) fn stochastic_nibbles(xs: &[f32], out: &mut [u8], st: &Stream, first: u64, a: Affine) {
+    assert!(xs.len() == 2 * out.len());
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2() && crate::cpu::avx512bw() {
+        // SAFETY: the CPU supports AVX-512F, DQ and BW (checked just above); lengths
+        // checked above.
+        done = unsafe {
+            if a.asym {
+                sr_avx512::<true, false, true>(xs, out, st.key, first, a, 0)
+            } else {
+                sr_avx512::<false, false, true>(xs, out, st.key, first, a, 0)
+            }
+        };
+    }
+    // the rest: codes in batches of an even length, then paired
+    const B: usize = 256;
+    let mut codes = [0u8; B];
+    for (k, xb) in xs[done..].chunks(B).enumerate() {
+        let codes = &mut codes[..xb.len()];
+        let f = first.wrapping_add((done + k * B) as u64);
+        stochastic_ints(xb, codes, st, f, a, 0, false);
+        let o = &mut out[done / 2 + k * B / 2..];
+        for (b, pair) in o.iter_mut().zip(codes.chunks_exact(2)) {
+            *b = (pair[0] & 15) | (pair[1] << 4);
+        }
+    }
 }
 
 /// [`stochastic_ints`] as plain loops: the reference of the AVX-512 kernel, and the
@@ -314,11 +356,12 @@ macro_rules! draw16 {
     }};
 }
 
-/// The AVX-512 kernel of [`stochastic_ints`] over the leading multiple of 16 values;
-/// returns how many values it wrote.
+/// The AVX-512 kernel of [`stochastic_ints`] over the leading multiple of 16 values
+/// (with `NIB`, of [`stochastic_nibbles`] over the leading multiple of 64); returns how
+/// many values it wrote.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512bw")]
-unsafe fn sr_avx512<const ASYM: bool, const OR: bool>(
+unsafe fn sr_avx512<const ASYM: bool, const OR: bool, const NIB: bool>(
     xs: &[f32],
     out: &mut [u8],
     key: u64,
@@ -327,7 +370,11 @@ unsafe fn sr_avx512<const ASYM: bool, const OR: bool>(
     shift: u32,
 ) -> usize {
     use std::arch::x86_64::*;
-    let full = xs.len().min(out.len()) / 16;
+    let full = if NIB {
+        xs.len().min(2 * out.len()) / 64 * 4
+    } else {
+        xs.len().min(out.len()) / 16
+    };
     let mut c = DrawConsts::counters(first);
     let dc = DrawConsts::new(key);
     let (mul, sub, div) = (
@@ -373,6 +420,7 @@ unsafe fn sr_avx512<const ASYM: bool, const OR: bool>(
     // store; cheaper than four byte narrowings (`vpmovdb`) and 16-byte stores.
     let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     let keep = _mm512_set1_epi8((0xFFu32 << shift) as u8 as i8);
+    let nib = _mm512_set1_epi16(0x1001); // bytes 1 and 16: the weights of a nibble pair
     let quads = full / 4;
     for g in 0..quads {
         let (q0, q1, q2, q3) = (
@@ -384,6 +432,13 @@ unsafe fn sr_avx512<const ASYM: bool, const OR: bool>(
         let w01 = _mm512_packs_epi32(q0, q1);
         let w23 = _mm512_packs_epi32(q2, q3);
         let b = _mm512_permutexvar_epi32(order, _mm512_packs_epi16(w01, w23));
+        if NIB {
+            // code 2k + c2 * 16 into word k, then narrowed to bytes
+            let pairs = _mm512_maddubs_epi16(b, nib);
+            // SAFETY: 32 bytes per group, within `out` (`2 * out.len() >= 64 * quads`).
+            _mm256_storeu_si256(op.add(32 * g) as *mut __m256i, _mm512_cvtepi16_epi8(pairs));
+            continue;
+        }
         let mut b = _mm512_and_si512(_mm512_sll_epi16(b, sh), keep);
         // SAFETY: 64 bytes per group, within `out` (`4 * quads <= full` whole steps).
         let o = op.add(64 * g) as *mut __m512i;
@@ -641,8 +696,8 @@ mod tests {
     }
 
     /// The integer codes of every kernel (AVX-512, AVX2, baseline) are those of the
-    /// documented rule, `floor(t) + [uniform < t - floor(t)]` in float64 plus the bias,
-    /// for every length (whole vectors and tails), start index (the counter wraps),
+    /// documented rule, `floor(t) + [uniform < t - floor(t)]` in float64 plus the bias
+    /// (also packed in nibbles, for the 4-bit maps), for every length (whole vectors and tails), start index (the counter wraps),
     /// shift, mapping and kind of value: exact integers, halves, tiny values of both
     /// signs (whose fraction rounds to 1), subnormals, values beyond the clamp.
     #[test]
@@ -719,6 +774,21 @@ mod tests {
                         stochastic_ints(xs, &mut plain, &s, first, *a, shift, or)
                     });
                     assert_eq!(got, plain, "map {mi} len {len} first {first} shift {shift}");
+                    if shift == 0 && !or && a.lo >= -(a.bias as f32) && a.hi + a.bias as f32 <= 15.0
+                    {
+                        // the same codes in nibbles, on each path
+                        let xs = &xs[..len & !1];
+                        let mut nib = vec![0u8; xs.len() / 2];
+                        stochastic_nibbles(xs, &mut nib, &s, first, *a);
+                        let mut nib_plain = vec![0u8; xs.len() / 2];
+                        super::super::simd::scalar_only(|| {
+                            stochastic_nibbles(xs, &mut nib_plain, &s, first, *a)
+                        });
+                        let want: Vec<u8> =
+                            got.chunks_exact(2).map(|p| p[0] | (p[1] << 4)).collect();
+                        assert_eq!(nib, want, "map {mi} len {len} first {first}");
+                        assert_eq!(nib_plain, want, "map {mi} len {len} first {first}");
+                    }
                     for (j, &v) in xs.iter().enumerate() {
                         let t = if a.asym {
                             (v - a.sub) / a.div
