@@ -77,19 +77,19 @@ pub fn encode_slice_f64(
 fn encode_into(xi: &[f32], o: &mut [u8], spec: Spec, saturate: bool) {
     // Constant-fold the common cases so the kernels vectorise.
     match (spec.kind, saturate) {
-        (FloatKind::E4M3, true) => simd_dispatch!(xi: &[f32], o: &mut [u8]; (); {
+        (FloatKind::E4M3, true) => simd_dispatch_wide!(xi: &[f32], o: &mut [u8]; (); {
             for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E4M3, true) as u8; }
         }),
-        (FloatKind::E4M3, false) => simd_dispatch!(xi: &[f32], o: &mut [u8]; (); {
+        (FloatKind::E4M3, false) => simd_dispatch_wide!(xi: &[f32], o: &mut [u8]; (); {
             for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E4M3, false) as u8; }
         }),
-        (FloatKind::E5M2, true) => simd_dispatch!(xi: &[f32], o: &mut [u8]; (); {
+        (FloatKind::E5M2, true) => simd_dispatch_wide!(xi: &[f32], o: &mut [u8]; (); {
             for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E5M2, true) as u8; }
         }),
-        (FloatKind::E5M2, false) => simd_dispatch!(xi: &[f32], o: &mut [u8]; (); {
+        (FloatKind::E5M2, false) => simd_dispatch_wide!(xi: &[f32], o: &mut [u8]; (); {
             for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E5M2, false) as u8; }
         }),
-        _ => simd_dispatch!(xi: &[f32], o: &mut [u8], saturate: bool; (); {
+        _ => simd_dispatch_wide!(xi: &[f32], o: &mut [u8], saturate: bool; (); {
             for (c, &v) in o.iter_mut().zip(xi) { *c = encode_one(v, &E2M1, saturate) as u8; }
         }),
     }
