@@ -331,6 +331,22 @@ def test_write_report_streams_exactly_the_json_of_report(keep_fraction):
         r.report(max_removed=-1)
 
 
+def test_write_report_refuses_what_is_not_a_binary_file(tmp_path):
+    import io
+
+    x, lab, c = _data(n=300, seed=8)
+    r = prune.ssp(x, keep_fraction=0.5, labels=lab, centroids=c)
+    text = tmp_path / "r.json"
+    with open(text, "w") as f:
+        with pytest.raises(thrifty.InvalidInputError, match="text mode.*'wb'"):
+            r.write_report(f)
+    assert text.read_bytes() == b""  # nothing written
+    for bad, match in [(io.StringIO(), "text mode"), (str(text), "not a path"),
+                       (text, "not a path"), (42, "no write method")]:
+        with pytest.raises(thrifty.InvalidInputError, match=match):
+            r.write_report(bad)
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda x, l, c: prune.semdedup(x, eps=0, labels=l, centroids=c), "eps"),
     (lambda x, l, c: prune.ssp(x, keep_fraction=0, labels=l, centroids=c), "keep_fraction"),

@@ -56,6 +56,7 @@ Examples
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -230,10 +231,28 @@ def _json_scalar(v: Any) -> str:
     return "null" if v is None else repr(v)
 
 
+def _check_binary_file(f: Any) -> None:
+    """Raise :class:`InvalidInputError` unless ``f`` looks like an open binary file."""
+    if isinstance(f, (str, bytes, os.PathLike)):
+        raise InvalidInputError(
+            f"write_report writes to an open binary file, not a path ({f!r}): "
+            "pass open(path, 'wb')")
+    if isinstance(f, io.TextIOBase):
+        raise InvalidInputError(
+            "write_report writes bytes, and this file is in text mode: open it with 'wb' "
+            "(for standard output, pass sys.stdout.buffer)")
+    if not callable(getattr(f, "write", None)):
+        raise InvalidInputError(
+            f"write_report writes to an open binary file; got {type(f).__name__}, "
+            "which has no write method")
+
+
 def _write_report_json(f: Any, head: dict[str, Any], removed: Iterable[dict[str, Any]],
                       extra: dict[str, Any] | None) -> None:
     """Write ``json.dumps({**head, "removed": list(removed), **extra}, indent=1)`` to the
-    binary file ``f``, byte for byte, streaming ``removed`` (4096 entries per write)."""
+    binary file ``f``, byte for byte, streaming ``removed`` (4096 entries per write).
+    Nothing is written when ``f`` is not an open binary file."""
+    _check_binary_file(f)
     token = os.urandom(16).hex()
     text = json.dumps({**head, "removed": token, **(extra or {})}, indent=1)
     before, after = text.split(f'"removed": "{token}"')
