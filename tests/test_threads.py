@@ -16,6 +16,32 @@ def test_default_is_all_cores():
     )
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and two cores")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_available_cores_are_read_once_per_process():
+    # The count is cached after the first call (reading the affinity mask and cgroup
+    # files cost every default-count call about 40 us); a forked child reads its own.
+    thrifty.set_num_threads(None)
+    before = thrifty.get_num_threads()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: one core, then the default count
+        try:
+            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+            os.write(w, str(thrifty.get_num_threads()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        child = int(f.read())
+    os.waitpid(pid, 0)
+    assert child == 1
+    assert thrifty.get_num_threads() == before
+    # the cached count is what a call at the default count runs on
+    assert _core._pool_threads(8 * before)[0] == before
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_thread_count_is_honoured(n):
     thrifty.set_num_threads(n)

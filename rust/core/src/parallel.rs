@@ -36,11 +36,28 @@ use crate::error::{Classify, ErrorKind};
 /// How many pools (distinct thread counts) are kept ready.
 pub const MAX_POOLS: usize = 4;
 
-/// Number of hardware threads available to this process (at least 1).
+/// Number of hardware threads available to this process (at least 1): the CPU
+/// affinity mask and cgroup quota, as `std::thread::available_parallelism` reads them.
+///
+/// Read once per process and cached: reading them parses files under `/proc` and
+/// `/sys/fs/cgroup` (about 40 us, which every call at the default thread count paid).
+/// A forked child reads them again; a change of affinity or quota later in the same
+/// process is not seen (`thrifty.set_num_threads` sets the count explicitly).
 pub fn available_threads() -> usize {
-    std::thread::available_parallelism()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // `pid << 32 | count` of the process that read it; 0 before the first read
+    static CACHED: AtomicU64 = AtomicU64::new(0);
+    let pid = u64::from(std::process::id());
+    let c = CACHED.load(Ordering::Relaxed);
+    if c != 0 && c >> 32 == pid {
+        return (c & 0xFFFF_FFFF) as usize;
+    }
+    let n = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+        .min(u32::MAX as usize);
+    CACHED.store(pid << 32 | n as u64, Ordering::Relaxed);
+    n
 }
 
 /// The operating system refused to start the worker threads of a pool.
