@@ -163,8 +163,20 @@ pub fn pack_rows(
         packed_len(n, d, w),
         "packed buffer has the wrong size"
     );
+    if out.is_empty() {
+        return; // no rows, or no columns
+    }
     for (q, panel) in out.chunks_exact_mut(w * d).enumerate() {
-        for i in 0..w {
+        let mut i0 = 0;
+        if scale.is_none() && w.is_multiple_of(4) {
+            // whole groups of four rows: 4 x 4 blocks transposed in registers
+            while i0 + 4 <= w && q * w + i0 + 4 <= n {
+                let src: [&[f32]; 4] = std::array::from_fn(|k| x.row(rows.start + q * w + i0 + k));
+                transpose_rows4(src, &mut panel[i0..], w);
+                i0 += 4;
+            }
+        }
+        for i in i0..w {
             let r = q * w + i;
             if r >= n {
                 for p in 0..d {
@@ -186,6 +198,42 @@ pub fn pack_rows(
                     }
                 }
             }
+        }
+    }
+}
+
+/// `panel[p * w + k] = src[k][p]` for the four rows `src` (of equal length `d`) and
+/// every depth `p`: [`pack_rows`]'s layout for four consecutive rows of a panel, with
+/// `panel` starting at the first of them. Four depths at a time as 4 x 4 transposes
+/// (SSE, part of every x86-64 CPU), the tail one value at a time.
+fn transpose_rows4(src: [&[f32]; 4], panel: &mut [f32], w: usize) {
+    let d = src[0].len();
+    assert!(w >= 4 && src.iter().all(|r| r.len() == d));
+    assert!(d == 0 || panel.len() > (d - 1) * w + 3);
+    let mut p = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        while p + 4 <= d {
+            // SAFETY: depths p..p+4 lie within every row (p + 4 <= d), and the stores
+            // reach at most index (p + 3) * w + 3 <= (d - 1) * w + 3 < panel.len()
+            // (asserted above); SSE is part of x86-64.
+            unsafe {
+                let [a, b, c, e] = src.map(|r| _mm_loadu_ps(r.as_ptr().add(p)));
+                let (ab_lo, ce_lo) = (_mm_unpacklo_ps(a, b), _mm_unpacklo_ps(c, e));
+                let (ab_hi, ce_hi) = (_mm_unpackhi_ps(a, b), _mm_unpackhi_ps(c, e));
+                let o = panel.as_mut_ptr().add(p * w);
+                _mm_storeu_ps(o, _mm_movelh_ps(ab_lo, ce_lo));
+                _mm_storeu_ps(o.add(w), _mm_movehl_ps(ce_lo, ab_lo));
+                _mm_storeu_ps(o.add(2 * w), _mm_movelh_ps(ab_hi, ce_hi));
+                _mm_storeu_ps(o.add(3 * w), _mm_movehl_ps(ce_hi, ab_hi));
+            }
+            p += 4;
+        }
+    }
+    for p in p..d {
+        for (k, r) in src.iter().enumerate() {
+            panel[p * w + k] = r[p];
         }
     }
 }
@@ -999,6 +1047,43 @@ pub(crate) mod tests {
                         );
                         assert_eq!(got.1, want.1, "{isa:?} {m}x{n}x{d} row {i}");
                         assert_eq!(got.0.to_bits(), want.0.to_bits(), "{isa:?} row {i}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The packed layout, value by value, for panel widths with and without whole
+    /// groups of four rows (the transposed path), depths with and without a tail, a
+    /// range that starts inside the matrix and ends in a partial panel.
+    #[test]
+    fn packing_is_the_documented_layout() {
+        let m = 45;
+        for d in [0usize, 1, 3, 4, 5, 8, 11] {
+            let a = lcg(m * d.max(1), 3 + d as u64);
+            let am = MatRef::new(&a[..m * d], m, d).unwrap();
+            for w in [4usize, 6, 8, 12, 32] {
+                for rows in [0..m, 5..m, 3..10, 7..7] {
+                    let n = rows.len();
+                    let mut packed = vec![f32::NAN; packed_len(n, d, w)];
+                    pack_rows(am, rows.clone(), None, w, &mut packed);
+                    for q in 0..n.div_ceil(w) {
+                        for p in 0..d {
+                            for i in 0..w {
+                                let r = q * w + i;
+                                let want = if r < n {
+                                    am.row(rows.start + r)[p]
+                                } else {
+                                    0.0
+                                };
+                                let got = packed[(q * d + p) * w + i];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "d {d} w {w} r {r} p {p}"
+                                );
+                            }
+                        }
                     }
                 }
             }
