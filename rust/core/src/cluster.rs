@@ -211,7 +211,7 @@ fn assign_scaled(
     let inv: Option<Vec<f64>> = row_norms.map(|r| r.iter().map(|n| 1.0 / n).collect());
     let mut dist = crate::alloc::try_vec(0.0f64, x.rows(), "the distances")?;
     let labels = nearest(
-        Isa::detect(),
+        Isa::for_columns(centroids.rows()),
         x,
         centroids,
         spherical,
@@ -520,7 +520,7 @@ fn block_labels<'a>(
 ) -> Result<(MatRef<'a>, Vec<i64>), ClusterError> {
     let xs = training_rows(x, spherical, buf)?;
     let labels = nearest(
-        Isa::detect(),
+        Isa::for_columns(centroids.rows()),
         xs,
         centroids,
         spherical,
@@ -1202,7 +1202,7 @@ pub fn kmeans(
         n_iter += 1;
         // `nearest` only checks `progress` for cancellation; it never counts.
         let labels = nearest(
-            Isa::detect(),
+            Isa::for_columns(k),
             train,
             MatRef::new(&cent, k, d)?,
             opts.spherical,

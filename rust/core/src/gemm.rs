@@ -14,7 +14,8 @@
 //!   at a time) against a block of `B` panels (sized for L2 by the caller, see
 //!   [`b_block_rows`]), in depth chunks of at most [`KC`].
 //!
-//! The instruction set is picked at run time ([`Isa::detect`]): AVX-512F (12 x 32 tile),
+//! The instruction set is picked at run time ([`Isa::detect`]; arg-max products of at
+//! most 16 columns: [`Isa::for_columns`]): AVX-512F (12 x 32 tile),
 //! AVX2 + FMA (6 x 16 tile) or portable scalar code (4 x 8 tile). Release builds never
 //! assume a CPU (`target-cpu` is not set).
 //!
@@ -56,6 +57,18 @@ impl Isa {
             crate::cpu::Level::Scalar => Isa::Scalar,
             crate::cpu::Level::Avx2 => Isa::Avx2Fma,
             crate::cpu::Level::Avx512 => Isa::Avx512,
+        }
+    }
+
+    /// The kernel for an arg-max product against `cols` rows of `B` (the columns of
+    /// `C`, e.g. k-means centroids): [`Isa::detect`], except that AVX-512 hands products
+    /// of at most 16 columns to the AVX2 kernel, whose 6 x 16 tile leaves none of its
+    /// columns idle where the 12 x 32 tile leaves half or more (k-means at k = 16 on
+    /// 20k x 64: about 20% faster). The kernels agree bit for bit.
+    pub fn for_columns(cols: usize) -> Isa {
+        match Isa::detect() {
+            Isa::Avx512 if cols <= Isa::Avx2Fma.nr() => Isa::Avx2Fma,
+            isa => isa,
         }
     }
 
@@ -168,7 +181,7 @@ pub fn pack_rows(
     }
     for (q, panel) in out.chunks_exact_mut(w * d).enumerate() {
         let mut i0 = 0;
-        if scale.is_none() && w.is_multiple_of(4) {
+        if scale.is_none() {
             // whole groups of four rows: 4 x 4 blocks transposed in registers
             while i0 + 4 <= w && q * w + i0 + 4 <= n {
                 let src: [&[f32]; 4] = std::array::from_fn(|k| x.row(rows.start + q * w + i0 + k));
@@ -1050,6 +1063,19 @@ pub(crate) mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn few_columns_take_the_narrower_tile() {
+        let isa = Isa::detect();
+        for cols in [1, 4, 16, 17, 32, 1024] {
+            let want = if isa == Isa::Avx512 && cols <= 16 {
+                Isa::Avx2Fma
+            } else {
+                isa
+            };
+            assert_eq!(Isa::for_columns(cols), want, "{cols}");
         }
     }
 
