@@ -137,8 +137,12 @@ fn sq_dist_f64(a: &[f32], b: &[f32]) -> f64 {
 /// Rows scaled to unit length (norm in `f64`); zero rows are an error.
 pub fn normalized(x: MatRef<'_>) -> Result<Vec<f32>, ClusterError> {
     let d = x.cols();
-    let mut out = vec![0.0f32; x.rows() * d];
-    out.par_chunks_mut(d.max(1))
+    let len = crate::alloc::checked_len(x.rows(), d, "the normalised rows")?;
+    let mut out: Vec<f32> = crate::alloc::try_with_capacity(len, "the normalised rows")?;
+    // Every value is written below (the buffer is dropped unread on an error): no zero
+    // fill first, which cost as much as the normalisation itself on small inputs.
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(d.max(1))
         .enumerate()
         .try_for_each(|(i, dst)| {
             let row = x.row(i);
@@ -147,10 +151,13 @@ pub fn normalized(x: MatRef<'_>) -> Result<Vec<f32>, ClusterError> {
                 return Err(ClusterError::ZeroVector(i));
             }
             for (o, &v) in dst.iter_mut().zip(row) {
-                *o = (f64::from(v) / n) as f32;
+                o.write((f64::from(v) / n) as f32);
             }
             Ok(())
         })?;
+    // SAFETY: the chunks cover the first `len` values and each chunk wrote all of its
+    // values (the error path returned above).
+    unsafe { out.set_len(len) };
     Ok(out)
 }
 
