@@ -178,7 +178,7 @@ pub(crate) fn stochastic_ints(
     assert!(xs.len() == out.len() && shift <= 6);
     #[cfg(target_arch = "x86_64")]
     {
-        if super::simd::has_avx2() && crate::cpu::avx512bw() {
+        if avx512_kernels() {
             // SAFETY: the CPU supports AVX-512F, DQ and BW (checked just above); lengths
             // checked above.
             let done = unsafe {
@@ -229,7 +229,7 @@ pub(crate) fn stochastic_nibbles(xs: &[f32], out: &mut [u8], st: &Stream, first:
     #[allow(unused_mut)]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if super::simd::has_avx2() && crate::cpu::avx512bw() {
+    if avx512_kernels() {
         // SAFETY: the CPU supports AVX-512F, DQ and BW (checked just above); lengths
         // checked above.
         done = unsafe {
@@ -252,6 +252,14 @@ pub(crate) fn stochastic_nibbles(xs: &[f32], out: &mut [u8], st: &Stream, first:
             *b = (pair[0] & 15) | (pair[1] << 4);
         }
     }
+}
+
+/// Whether the explicit AVX-512 kernels of this module may run: a CPU with AVX-512F,
+/// DQ, BW and VL, and AVX2 not switched off (`THRIFTY_ISA`, or the tests' scalar mode).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn avx512_kernels() -> bool {
+    super::simd::has_avx2() && crate::cpu::avx512bw()
 }
 
 /// [`stochastic_ints`] as plain loops: the reference of the AVX-512 kernel, and the
@@ -497,7 +505,7 @@ pub(crate) fn stochastic_ternary_rows(
     #[allow(unused_mut)]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if super::simd::has_avx2() && crate::cpu::avx512bw() {
+    if avx512_kernels() {
         let (o, len) = (out.as_mut_ptr() as *mut u8, out.len());
         // SAFETY: the CPU supports AVX-512F/DQ/BW/VL (checked just above); the rows
         // and `out` have `len` elements (checked above).

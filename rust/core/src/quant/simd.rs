@@ -32,10 +32,11 @@ macro_rules! simd_dispatch {
 }
 pub(crate) use simd_dispatch;
 
-/// [`simd_dispatch!`] with an AVX-512 (F + DQ) tier first, for the stochastic-rounding
-/// kernels: their counter-based draws multiply 64-bit integers, one `vpmullq` with
-/// AVX-512DQ against a five-instruction emulation with AVX2, and their float-to-integer
-/// conversions and unsigned compares are single instructions there.
+/// [`simd_dispatch!`] with an AVX-512 (F + DQ) tier first, for loops that gain from
+/// the wider vectors: the stochastic-rounding kernels (their counter-based draws multiply
+/// 64-bit integers, one `vpmullq` with AVX-512DQ against a five-instruction emulation
+/// with AVX2, and their float-to-integer conversions and unsigned compares are single
+/// instructions there), the fp8/fp4 element encoders, and k-means++'s float64 distances.
 macro_rules! simd_dispatch_wide {
     ($($arg:ident : $ty:ty),* ; $ret:ty ; $body:expr) => {{
         #[inline(always)]
